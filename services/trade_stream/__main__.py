@@ -1,0 +1,3 @@
+from trade_stream.cli import main
+
+raise SystemExit(main())

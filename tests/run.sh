@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command: builds .venv, installs the project with its test extra, makes sure Chromium is there for the
+# browser tests, then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]"
+
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing chromium with apt-get for the browser tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "run.sh: could not install chromium; browser tests will skip"
+    else
+        echo "run.sh: chromium missing and not root; browser tests will skip"
+    fi
+fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing systemd (for systemd-analyze verify of the unit)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; } \
+            || echo "run.sh: could not install systemd; the unit test will skip"
+    fi
+fi
+
+.venv/bin/ruff check services tests
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = "5" ]; then
+    echo "run.sh: pytest collected no tests; failing" >&2
+    exit 1
+fi
+exit "$status"
