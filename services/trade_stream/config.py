@@ -1,0 +1,300 @@
+"""Configuration: read once at start, validated, then passed down as one frozen object.
+
+Precedence is CLI flag > environment > ``.env`` file > default. Every setting is declared once in ``SETTINGS``;
+the argument parser, the environment lookup and ``.env_sample`` all follow from that table, so a new setting
+cannot be half-wired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FEEDS = ("iex", "sip", "delayed_sip", "test")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """Bad or missing configuration; the message is one line naming the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Reconnect and retry timings. Production uses the defaults; tests shrink them."""
+
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+    conn_limit_wait: float = 90.0  # Alpaca reaps half-dead sessions after 90 s
+    rate_limited_wait: float = 60.0  # HTTP 429 at the handshake
+    config_error_wait: float = 120.0  # 402 / 409: nothing changes until a human acts
+    auth_retries: int = 3  # 406 auth retries on the same socket
+    auth_retry_delay: float = 2.0
+    open_timeout: float = 10.0
+    shutdown_grace: float = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    api_key: str | None = None
+    secret_key: str | None = None
+    base_url: str = "https://paper-api.alpaca.markets"
+    data_url: str = "https://data.alpaca.markets"
+    data_feed: str = "iex"
+    data_stream_url: str = ""
+    trading_stream_url: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8765
+    sse_port: int = 0
+    token: str = ""
+    token_generated: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    demo: bool = False
+    linger: float = 5.0
+    max_symbols: int = 0
+    max_symbols_per_client: int = 100
+    max_actions_per_sec: float = 20.0
+    max_message_bytes: int = 64 * 1024
+    max_connections: int = 10_000
+    max_connections_per_ip: int = 200
+    max_connect_rate_per_ip: int = 0
+    client_buffer_bytes: int = 1024 * 1024
+    stale_after: float = 0.0
+    ping_interval: float = 20.0
+    state_dir: str = ""
+    journal_retention_days: float = 7.0
+    sse_keepalive: float = 15.0
+    sse_replay: int = 1000
+    public_dir: str = str(REPO_ROOT / "public_html")
+    timings: Timings = field(default_factory=Timings)
+
+    def public_view(self) -> dict[str, Any]:
+        """Settings safe to log or show: secrets masked."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "timings"}
+        for name in ("api_key", "secret_key", "token"):
+            out[name] = mask(out[name])
+        return out
+
+
+def mask(secret: str | None) -> str:
+    """All but the last 4 characters hidden; short secrets hidden entirely."""
+    if not secret:
+        return ""
+    return "****" + secret[-4:] if len(secret) > 8 else "****"
+
+
+# --- value parsers: each raises ValueError with a short reason -----------------------------------------------
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float_min(lo: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if value < lo or value != value:
+            raise ValueError(f"must be a number >= {lo}")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in options:
+            raise ValueError("must be one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {' or '.join(schemes)} URL")
+        return value
+
+    return parse
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    items = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in items:
+        if origin != "*" and (urlsplit(origin).scheme not in ("http", "https") or not urlsplit(origin).netloc):
+            raise ValueError(f"{origin!r} is not an origin like https://example.com or *")
+    return items
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # Config field
+    env: str
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("api_key", "ALPACA_API_KEY", "--api-key", _text, "Alpaca API key id (required unless --demo)", True),
+    Setting("secret_key", "ALPACA_SECRET_KEY", "--secret-key", _text, "Alpaca API secret key", True),
+    Setting("base_url", "ALPACA_BASE_URL", "--base-url", _url(("https", "http")),
+            "trading REST base (default https://paper-api.alpaca.markets)"),
+    Setting("data_url", "ALPACA_DATA_URL", "--data-url", _url(("https", "http")),
+            "market-data REST base (default https://data.alpaca.markets)"),
+    Setting("data_feed", "ALPACA_DATA_FEED", "--feed", _choice(FEEDS),
+            "market-data feed: iex, sip, delayed_sip, or test (FAKEPACA, 24/7); default iex"),
+    Setting("data_stream_url", "ALPACA_DATA_STREAM_URL", "--data-stream-url", _url(("wss", "ws")),
+            "market-data stream URL (default wss://stream.data.alpaca.markets/v2/{feed})"),
+    Setting("trading_stream_url", "ALPACA_TRADING_STREAM_URL", "--trading-stream-url", _url(("wss", "ws")),
+            "trading stream URL (default derived from ALPACA_BASE_URL: wss://.../stream)"),
+    Setting("host", "TRADE_STREAM_HOST", "--host", _text, "listen address for WebSocket + HTTP (default 0.0.0.0)"),
+    Setting("port", "TRADE_STREAM_PORT", "--port", _int_range(0, 65535), "listen port (default 8765)"),
+    Setting("sse_port", "TRADE_STREAM_SSE_PORT", "--sse-port", _int_range(0, 65535),
+            "Server-Sent Events side-port; 0 or unset = off"),
+    Setting("token", "TRADE_STREAM_TOKEN", "--token", _text,
+            "token that unlocks private streams (order updates); generated at start when unset", True),
+    Setting("allowed_origins", "TRADE_STREAM_ALLOWED_ORIGINS", "--allowed-origins", _origins,
+            "comma list of browser origins allowed to connect, or *; default: the daemon's own origin and "
+            "http(s)://localhost or 127.0.0.1 on any port"),
+    Setting("log_level", "TRADE_STREAM_LOG_LEVEL", "--log-level", _choice(LOG_LEVELS, upper=True),
+            "log level (default INFO)"),
+    Setting("linger", "TRADE_STREAM_LINGER", "--linger", _float_min(0),
+            "seconds to keep an upstream subscription after its last holder leaves (default 5)"),
+    Setting("max_symbols", "TRADE_STREAM_MAX_SYMBOLS", "--max-symbols", _int_range(0, 1_000_000),
+            "cap on symbols held upstream, e.g. 30 for Alpaca's Basic plan; 0 = no local cap (default)"),
+    Setting("max_symbols_per_client", "TRADE_STREAM_MAX_SYMBOLS_PER_CLIENT", "--max-symbols-per-client",
+            _int_range(1, 1_000_000), "symbols one client may hold (default 100)"),
+    Setting("max_actions_per_sec", "TRADE_STREAM_MAX_ACTIONS_PER_SEC", "--max-actions-per-sec", _float_min(0.1),
+            "actions per second one client may send (default 20, burst twice that)"),
+    Setting("max_message_bytes", "TRADE_STREAM_MAX_MESSAGE_BYTES", "--max-message-bytes",
+            _int_range(256, 16 * 1024 * 1024), "largest client frame; bigger closes with 1009 (default 65536)"),
+    Setting("max_connections", "TRADE_STREAM_MAX_CONNECTIONS", "--max-connections", _int_range(1, 1_000_000),
+            "total client connections; more are refused with 503 (default 10000)"),
+    Setting("max_connections_per_ip", "TRADE_STREAM_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip",
+            _int_range(1, 1_000_000), "connections from one IP; more are refused with 429 (default 200)"),
+    Setting("max_connect_rate_per_ip", "TRADE_STREAM_MAX_CONNECT_RATE_PER_IP", "--max-connect-rate-per-ip",
+            _int_range(0, 1_000_000), "new connections per minute from one IP; 0 = off (default)"),
+    Setting("client_buffer_bytes", "TRADE_STREAM_CLIENT_BUFFER_BYTES", "--client-buffer-bytes",
+            _int_range(4096, 1 << 30), "unsent bytes a client may owe before it is cut off (default 1 MiB)"),
+    Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
+            "reconnect upstream when subscribed channels are silent this many seconds; 0 = off (default)"),
+    Setting("ping_interval", "TRADE_STREAM_PING_INTERVAL", "--ping-interval", _float_min(0),
+            "WebSocket keepalive ping interval and timeout in seconds; 0 = off (default 20)"),
+    Setting("state_dir", "TRADE_STREAM_STATE_DIR", "--state-dir", _text,
+            "directory for durable state (order journal); default $STATE_DIRECTORY or ~/.local/state/trade-stream"),
+    Setting("journal_retention_days", "TRADE_STREAM_JOURNAL_RETENTION_DAYS", "--journal-retention-days",
+            _float_min(0.001), "days of order events kept in the journal (default 7)"),
+    Setting("sse_keepalive", "TRADE_STREAM_SSE_KEEPALIVE", "--sse-keepalive", _float_min(0.05),
+            "seconds without an event before an SSE keepalive comment (default 15)"),
+    Setting("sse_replay", "TRADE_STREAM_SSE_REPLAY", "--sse-replay", _int_range(0, 10_000_000),
+            "SSE events kept for Last-Event-ID replay per stream (default 1000)"),
+    Setting("public_dir", "TRADE_STREAM_PUBLIC_DIR", "--public-dir", _text,
+            "directory of the static page served at / (default the repo's public_html)"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file."""
+    parser.add_argument("--demo", action="store_true", default=None,
+                        help="run against the built-in Alpaca simulator: no credentials, simulated data")
+    parser.add_argument("--env-file", metavar="PATH",
+                        help=".env file to read (default .env in the working directory, then the repo root)")
+    for s in SETTINGS:
+        parser.add_argument(s.flag, dest=s.name, metavar=s.env, default=None, help=f"{s.help} [{s.env}]")
+
+
+def find_env_file(explicit: str | None, cwd: Path) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"--env-file {explicit}: no such file; give an existing path or drop the flag")
+        return path
+    for candidate in (cwd / ".env", REPO_ROOT / ".env"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Config:
+    """Build the validated Config from parsed CLI args, the environment and the .env file."""
+    environ = os.environ if environ is None else environ
+    env_file = find_env_file(getattr(args, "env_file", None), cwd or Path.cwd())
+    file_values = {k: v for k, v in (dotenv_values(env_file) if env_file else {}).items() if v is not None}
+    merged = {**file_values, **environ}
+
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        cli = getattr(args, s.name, None)
+        raw, source = (cli, s.flag) if cli is not None else (merged.get(s.env), s.env)
+        if raw is None or (isinstance(raw, str) and raw.strip() == "" and s.name not in ("token",)):
+            continue
+        try:
+            values[s.name] = s.parse(raw)
+        except ValueError as exc:
+            shown = mask(raw) if s.secret else repr(raw)
+            raise ConfigError(f"{source}={shown}: {exc}") from None
+    demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
+    return finish(values, demo)
+
+
+def finish(values: dict[str, Any], demo: bool) -> Config:
+    """Apply cross-field rules and derived defaults."""
+    if not demo and not (values.get("api_key") and values.get("secret_key")):
+        missing = "ALPACA_API_KEY" if not values.get("api_key") else "ALPACA_SECRET_KEY"
+        raise ConfigError(
+            f"{missing} is not set: put your Alpaca keys in .env (see .env_sample), or run with --demo "
+            "to use the built-in simulator"
+        )
+    feed = values.get("data_feed", "iex")
+    values.setdefault("data_stream_url", f"wss://stream.data.alpaca.markets/v2/{feed}")
+    values.setdefault("trading_stream_url", trading_stream_url(values.get("base_url", Config.base_url)))
+    if not values.get("token"):
+        values["token"] = secrets.token_urlsafe(24)
+        values["token_generated"] = True
+    if not values.get("state_dir"):
+        values["state_dir"] = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or str(
+            Path.home() / ".local" / "state" / "trade-stream"
+        )
+    if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
+        raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
+    return Config(demo=demo, **values)
+
+
+def trading_stream_url(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}/stream"
+
+
+def env_sample() -> str:
+    """The text of .env_sample: every variable with a one-line comment."""
+    lines = ["# trade-stream configuration. Copy to .env and fill in. CLI flags override these."]
+    for s in SETTINGS:
+        lines.append(f"# {s.help}")
+        lines.append(f"{'' if s.env.startswith('ALPACA_API') or s.env == 'ALPACA_SECRET_KEY' else '# '}{s.env}=")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Prometheus metrics, read from the relay's plain counters at scrape time (nothing on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+from trade_stream.stats import Stats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = ("connecting", "connected", "disconnected", "error")
+
+
+class RelayCollector:
+    def __init__(self, stats: Stats, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.stats = stats
+        self.snapshot = snapshot  # the relay's status() view
+
+    def collect(self) -> Iterator[Metric]:
+        s, snap = self.stats, self.snapshot()
+        yield GaugeMetricFamily("trade_stream_clients", "Connected WebSocket clients", value=snap["stream_count"])
+        yield GaugeMetricFamily("trade_stream_upstream_symbols", "Symbols Alpaca confirms we hold",
+                                value=len(snap["active_symbols"]))
+        subs = GaugeMetricFamily("trade_stream_subscriptions", "Client holds per channel", labels=["channel"])
+        per_channel: dict[str, int] = {}
+        for channels in snap["holders"].values():
+            for channel, count in channels.items():
+                per_channel[channel] = per_channel.get(channel, 0) + count
+        for channel, count in sorted(per_channel.items()):
+            subs.add_metric([channel], count)
+        yield subs
+        for name, doc, value in (
+            ("trade_stream_messages_in", "Market-data messages received from Alpaca", s.messages_in),
+            ("trade_stream_messages_out", "Messages delivered to client sockets", s.deliveries),
+            ("trade_stream_bytes_out", "Bytes written to client sockets", s.bytes_out),
+            ("trade_stream_slow_client_cutoffs", "Clients cut off for not reading", s.slow_client_cutoffs),
+            ("trade_stream_upstream_reconnects", "Upstream reconnects after the first connect", s.upstream_reconnects),
+            ("trade_stream_connections", "Client connections accepted", s.connections_total),
+            ("trade_stream_connections_refused", "Client connections refused by limits", s.connections_refused),
+            ("trade_stream_client_errors", "Error replies sent to clients", s.client_errors),
+            ("trade_stream_order_events", "Order events journaled and relayed", s.order_events),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        up = snap["upstream"]
+        yield GaugeMetricFamily("trade_stream_upstream_connected", "1 when the Alpaca stream is authenticated",
+                                value=1 if snap["alpaca_connected"] else 0)
+        state = GaugeMetricFamily("trade_stream_upstream_state", "Upstream state (1 = current)", labels=["state"])
+        for name in STATES:
+            state.add_metric([name], 1 if up["state"] == name else 0)
+        yield state
+        age = up["last_message_age"]
+        yield GaugeMetricFamily("trade_stream_last_message_age_seconds",
+                                "Seconds since the last upstream data message (-1 = none yet)",
+                                value=-1 if age is None else age)
+
+
+def build_registry(stats: Stats, snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RelayCollector(stats, snapshot))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,36 @@
+"""Which browser origins may connect. Shared by the WebSocket port, its JSON endpoints and the SSE side-port."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class OriginPolicy:
+    """``*`` allows any origin. Otherwise an explicit list; with no list, the default allows the daemon's own
+    origin (the Host the browser reached) and http(s)://localhost / 127.0.0.1 on any port, which covers the page
+    served by Apache on the same machine. A request without Origin is not from a browser page and is allowed."""
+
+    def __init__(self, allowed: tuple[str, ...]) -> None:
+        self.any = "*" in allowed
+        self.allowed = {o.lower() for o in allowed if o != "*"}
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        if origin is None or self.any:
+            return True
+        origin = origin.strip().rstrip("/").lower()
+        if self.allowed:
+            return origin in self.allowed
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https"):
+            return False
+        if (parts.hostname or "") in LOCAL_HOSTS:
+            return True
+        return host is not None and parts.netloc == host.strip().lower()
+
+    def cors_origin(self, origin: str | None, host: str | None) -> str | None:
+        """The Access-Control-Allow-Origin value for this request, or None to send none."""
+        if origin is None:
+            return "*" if self.any else None
+        return origin if self.allows(origin, host) else None

@@ -1,0 +1,215 @@
+"""The browser client protocol: parsing what clients send, formatting what they receive. Pure, no sockets.
+
+Client → server actions (JSON objects): subscribe / unsubscribe (``symbol`` or ``symbols``, optional
+``channels``; or ``channel: "orders"``), ping, auth, options. Every rejected request gets
+``{"type":"error","code":…,"message":…}`` naming what was wrong; nothing here ever raises on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SYMBOL_RE = re.compile(r"[A-Z0-9./-]{1,15}")
+MARKET_CHANNELS = ("trades", "quotes", "bars")
+DEFAULT_CHANNELS = ("trades",)
+PRIVATE_CHANNELS = ("orders",)
+
+# Alpaca message type -> the channel that carries it (corrections and cancel/errors ride on trades).
+CHANNEL_OF = {
+    "t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars",
+    "c": "trades", "x": "trades", "s": "statuses", "l": "lulds", "i": "imbalances",
+}
+
+
+@dataclass(frozen=True)
+class ClientError:
+    code: str
+    message: str
+    symbol: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.symbol is not None:
+            msg["symbol"] = self.symbol
+        return msg
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    symbols: tuple[str, ...]
+    channels: tuple[str, ...]
+    single: bool  # the request used "symbol", so replies use "symbol" too
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    symbols: tuple[str, ...]
+    channels: tuple[str, ...]
+    single: bool
+
+
+@dataclass(frozen=True)
+class SubscribeOrders:
+    since: int | None
+
+
+@dataclass(frozen=True)
+class UnsubscribeOrders:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Auth:
+    token: str
+
+
+@dataclass(frozen=True)
+class Options:
+    batch: bool
+
+
+Action = Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | Ping | Auth | Options
+
+
+def parse(raw: str | bytes) -> Action | ClientError:
+    """Turn one client frame into an action, or the error to send back."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ClientError("bad_json", "message is not valid JSON")
+    if not isinstance(msg, dict):
+        return ClientError("bad_message", "message must be a JSON object")
+    action = msg.get("action")
+    if not isinstance(action, str):
+        return ClientError("missing_action", 'message needs an "action" string')
+    handler = _ACTIONS.get(action)
+    if handler is None:
+        return ClientError("unknown_action", f"unknown action {action[:40]!r}; expected one of "
+                           + ", ".join(sorted(_ACTIONS)))
+    return handler(msg)
+
+
+def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | ClientError:
+    subscribing = msg["action"] == "subscribe"
+    channel = msg.get("channel")
+    if channel is not None:
+        if channel not in PRIVATE_CHANNELS:
+            return ClientError("invalid_channel", f'"channel" must be "orders"; for market data use '
+                               f'"channels": {list(MARKET_CHANNELS)}')
+        if not subscribing:
+            return UnsubscribeOrders()
+        since = msg.get("since")
+        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
+            return ClientError("bad_type", '"since" must be a non-negative integer event id')
+        return SubscribeOrders(since)
+    symbols = _symbols(msg)
+    if isinstance(symbols, ClientError):
+        return symbols
+    channels = _channels(msg)
+    if isinstance(channels, ClientError):
+        return channels
+    kind = Subscribe if subscribing else Unsubscribe
+    return kind(symbols, channels, "symbol" in msg)
+
+
+def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
+    if "symbol" in msg:
+        raw: Any = [msg["symbol"]]
+        if not isinstance(msg["symbol"], str):
+            return ClientError("bad_type", '"symbol" must be a string')
+    elif "symbols" in msg:
+        raw = msg["symbols"]
+        if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+            return ClientError("bad_type", '"symbols" must be a list of strings')
+        if not raw:
+            return ClientError("missing_symbol", '"symbols" is empty')
+    else:
+        return ClientError("missing_symbol", 'give "symbol": "AAPL" or "symbols": ["AAPL", …]')
+    out = []
+    for s in raw:
+        symbol = s.strip().upper()
+        if not SYMBOL_RE.fullmatch(symbol):
+            return ClientError("invalid_symbol", "symbols are 1-15 of A-Z 0-9 . / -", s[:40])
+        out.append(symbol)
+    return tuple(dict.fromkeys(out))
+
+
+def _channels(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
+    raw = msg.get("channels", DEFAULT_CHANNELS)
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(c, str) for c in raw):
+        return ClientError("bad_type", '"channels" must be a non-empty list such as ["trades", "quotes"]')
+    bad = [c for c in raw if c not in MARKET_CHANNELS]
+    if bad:
+        return ClientError("invalid_channel", f"unknown channel {bad[0][:20]!r}; use {list(MARKET_CHANNELS)}")
+    return tuple(dict.fromkeys(raw))
+
+
+def _ping(msg: dict[str, Any]) -> Ping:
+    return Ping()
+
+
+def _auth(msg: dict[str, Any]) -> Auth | ClientError:
+    token = msg.get("token")
+    if not isinstance(token, str) or not token:
+        return ClientError("bad_type", '"token" must be a non-empty string')
+    return Auth(token)
+
+
+def _options(msg: dict[str, Any]) -> Options | ClientError:
+    batch = msg.get("batch")
+    if not isinstance(batch, bool):
+        return ClientError("bad_type", '"batch" must be true or false')
+    return Options(batch)
+
+
+_ACTIONS = {"subscribe": _subscription, "unsubscribe": _subscription, "ping": _ping, "auth": _auth,
+            "options": _options}
+
+
+# --- server → client -----------------------------------------------------------------------------------------
+
+
+def market_message(m: dict[str, Any]) -> dict[str, Any] | None:
+    """Alpaca's compact stock message in the browser protocol's shape (None for types browsers don't get)."""
+    kind = m.get("T")
+    if kind == "t":
+        data = {"timestamp": m.get("t"), "price": m.get("p"), "size": m.get("s"), "exchange": m.get("x"),
+                "conditions": m.get("c", []), "id": m.get("i"), "tape": m.get("z")}
+        return {"type": "trade", "symbol": m.get("S"), "data": data}
+    if kind == "q":
+        data = {"timestamp": m.get("t"), "bid_price": m.get("bp"), "bid_size": m.get("bs"),
+                "bid_exchange": m.get("bx"), "ask_price": m.get("ap"), "ask_size": m.get("as"),
+                "ask_exchange": m.get("ax"), "conditions": m.get("c", []), "tape": m.get("z")}
+        return {"type": "quote", "symbol": m.get("S"), "data": data}
+    if kind == "b":
+        data = {"timestamp": m.get("t"), "open": m.get("o"), "high": m.get("h"), "low": m.get("l"),
+                "close": m.get("c"), "volume": m.get("v"), "trade_count": m.get("n"), "vwap": m.get("vw")}
+        return {"type": "bar", "symbol": m.get("S"), "data": data}
+    if kind == "c":
+        return {"type": "correction", "symbol": m.get("S"), "data": _without(m, "T", "S")}
+    if kind == "x":
+        return {"type": "cancel_error", "symbol": m.get("S"), "data": _without(m, "T", "S")}
+    return None
+
+
+def _without(m: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if k not in keys}
+
+
+def encode(msg: Any) -> bytes:
+    return orjson.dumps(msg)
+
+
+def subscribed(symbols: tuple[str, ...] | list[str], channels: tuple[str, ...],
+               kind: str = "subscribed") -> list[dict[str, Any]]:
+    """Replies to a (un)subscribe: one per symbol, in the original server's exact shape plus ``channels``."""
+    return [{"type": kind, "symbol": s, "channels": list(channels)} for s in symbols]

@@ -1,0 +1,150 @@
+"""The relay core: the pure hub, the upstream connection and the router wired together for live clients.
+
+Everything that changes subscriptions goes through here, so the hub, upstream and the linger timer cannot drift
+apart. Nothing here awaits: client replies are queued bytes, upstream requests go into the upstream's outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from trade_stream.config import Config
+from trade_stream.fanout import Client, Router, broadcast
+from trade_stream.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.protocol import ClientError
+from trade_stream.stats import Stats
+from trade_stream.upstream import MarketDataUpstream, UpstreamState
+
+log = logging.getLogger("trade_stream.relay")
+
+Reply = Callable[[ClientError | None], None]
+
+
+class Relay:
+    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
+        self.router = Router(self.hub.holders, stats)
+        self.clients: set[Client] = set()
+        self.on_status: list[Callable[[dict[str, Any]], None]] = []
+        self.upstream = MarketDataUpstream(
+            url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
+            on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
+            stale_after=cfg.stale_after,
+        )
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # --- clients ------------------------------------------------------------------------------------------
+
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+        self.stats.connections_total += 1
+
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
+        self._apply(self.hub.drop(client, time.monotonic()))
+
+    def subscribe(self, client: Client, keys: list[Key], reply: Reply) -> None:
+        """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for)."""
+        try:
+            change = self.hub.subscribe(client, keys, time.monotonic())
+        except SymbolLimit as exc:
+            reply(ClientError("symbol_limit", f"{exc}; unsubscribe something first"))
+            return
+
+        def done(ok: bool, code: int | None, msg: str) -> None:
+            if ok:
+                reply(None)
+                return
+            # Alpaca rejected the whole request (e.g. 405): roll back everyone who joined these keys.
+            for holder, lost in self.hub.reject(change.subscribe).items():
+                if holder is not client and isinstance(holder, Client):
+                    for symbol in sorted({s for _, s in lost}):
+                        holder.send_message(_upstream_refused(code, msg, symbol))
+            self.hub.unsubscribe(client, change.added, time.monotonic())
+            reply(_upstream_refused(code, msg, None))
+
+        if not self.upstream.request(change, done):
+            reply(None)
+        self._schedule_linger()
+
+    def unsubscribe(self, client: Client, keys: list[Key]) -> None:
+        self._apply(self.hub.unsubscribe(client, keys, time.monotonic()))
+
+    # --- upstream -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.upstream.run()
+
+    async def stop(self) -> None:
+        if self._linger_timer:
+            self._linger_timer.cancel()
+        await self.upstream.stop()
+
+    def _apply(self, change: Change) -> None:
+        if change:
+            self.upstream.request(change)
+        self._schedule_linger()
+
+    def _schedule_linger(self) -> None:
+        deadline = self.hub.next_deadline()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - time.monotonic())
+        self._linger_timer = loop.call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._linger_timer = None
+        change = self.hub.expire(time.monotonic())
+        if change:
+            log.info("linger_expired unsubscribing=%s", [f"{c}:{s}" for c, s in change.unsubscribe][:20])
+        self._apply(change)
+
+    def _upstream_state(self, state: UpstreamState) -> None:
+        self.stats.upstream_reconnects = state.reconnects
+        log.info("upstream_state state=%s error=%r", state.state, state.error)
+        msg = {"type": "status", "upstream": self.upstream_view()}
+        broadcast(self.clients, msg)
+        for listener in self.on_status:
+            listener(msg)
+
+    # --- views --------------------------------------------------------------------------------------------
+
+    def upstream_view(self) -> dict[str, Any]:
+        age = self.upstream.last_message_age()
+        return {**self.upstream.status.to_dict(), "feed": self.cfg.data_feed,
+                "last_message_age": None if age is None else round(age, 3)}
+
+    def status(self) -> dict[str, Any]:
+        held = self.upstream.held
+        active = sorted({s for syms in held.values() for s in syms}) if self.upstream.connected else []
+        loop_now = asyncio.get_running_loop().time()
+        return {
+            "alpaca_connected": self.upstream.connected,
+            "upstream": self.upstream_view(),
+            "active_symbols": active,
+            "upstream_subscriptions": {ch: sorted(s) for ch, s in sorted(held.items()) if s},
+            "wanted_symbols": sorted(self.hub.wanted_symbols()),
+            "stream_count": len(self.clients),
+            "holders": self.hub.holder_counts(),
+            "last_message_age": {
+                sym: round(loop_now - seen, 3) for sym, seen in sorted(self.router.last_seen.items())
+            },
+            "reconnects": self.upstream.status.reconnects,
+            "demo": self.cfg.demo,
+        }
+
+
+def _upstream_refused(code: int | None, msg: str, symbol: str | None) -> ClientError:
+    if code == 405:
+        return ClientError("symbol_limit", f"Alpaca refused: {msg or 'symbol limit exceeded'} (405)", symbol)
+    return ClientError("upstream_rejected", f"Alpaca refused the subscription: {code} {msg}", symbol)

@@ -1,0 +1,19 @@
+"""Plain counters bumped on the hot path; metrics.py turns them into Prometheus text only when scraped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Stats:
+    messages_in: int = 0  # upstream market-data messages
+    frames_in: int = 0
+    deliveries: int = 0  # messages handed to a client socket
+    bytes_out: int = 0
+    slow_client_cutoffs: int = 0
+    connections_total: int = 0
+    connections_refused: int = 0
+    client_errors: int = 0
+    upstream_reconnects: int = 0
+    order_events: int = 0

@@ -1,0 +1,344 @@
+"""The one upstream market-data connection to Alpaca (protocol reference §1), on websockets' asyncio client.
+
+Lifecycle per session: connect → ``connected`` greeting → auth → subscribe the hub's whole current set (chunked)
+→ read loop. The reader never waits on a browser: it decodes a frame, hands the data to the router (which only
+queues bytes on sockets) and goes back to reading. Failures map to a ``backoff.Failure`` and a wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from trade_stream.backoff import Backoff, Failure
+from trade_stream.config import Timings
+from trade_stream.hub import Change, Key, group
+
+log = logging.getLogger("trade_stream.upstream")
+
+CONTROL = {"success", "error", "subscription"}
+CHUNK_SYMBOLS = 2000  # symbols per subscribe message when resubscribing a large set
+MAX_FRAME = 64 * 1024 * 1024  # news and batched frames can be large
+REQUEST_ERRORS = {400, 405, 410, 413}  # errors that answer a subscribe/unsubscribe
+
+
+class UpstreamError(Exception):
+    def __init__(self, failure: Failure, code: int | None, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.code = code
+
+
+@dataclass
+class Request:
+    """A subscribe/unsubscribe sent upstream, waiting for Alpaca's reply (replies come back in order)."""
+
+    action: str
+    keys: list[Key]
+    on_done: Callable[[bool, int | None, str], None] | None = None
+
+
+@dataclass
+class UpstreamState:
+    state: str = "disconnected"  # connecting | connected | disconnected | error
+    error: str | None = None
+    error_code: int | None = None
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
+    connected_once: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "error": self.error, "error_code": self.error_code,
+                "since": round(self.since, 3), "reconnects": self.reconnects}
+
+
+class ReconnectingStream:
+    """Connect, serve a session, back off, repeat, until stop(): the discipline both Alpaca streams share."""
+
+    name = "stream"
+
+    def __init__(self, *, url: str, timings: Timings, on_state: Callable[[UpstreamState], None],
+                 backoff: Backoff | None = None) -> None:
+        self.url = url
+        self.timings = timings
+        self._on_state = on_state
+        self.backoff = backoff or Backoff(timings)
+        self.status = UpstreamState()
+        self._ws: ClientConnection | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self.status.state == "connected"
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            failure = Failure.NETWORK
+            started = time.monotonic()
+            try:
+                await self._connect_and_serve()
+            except UpstreamError as exc:
+                failure = exc.failure
+                self._set_state("error" if failure is Failure.CONFIG else "disconnected", str(exc), exc.code)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                failure = Failure.RATE_LIMITED if status == 429 else Failure.NETWORK
+                self._set_state("disconnected", f"handshake refused with HTTP {status}", status)
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                self._set_state("disconnected", f"{type(exc).__name__}: {exc}"[:200], None)
+            finally:
+                self._ws = None
+                self._session_ended()
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - started > self.timings.reconnect_max:
+                self.backoff.reset()
+            delay = self.backoff.delay(failure)
+            level = logging.ERROR if failure is Failure.CONFIG else logging.WARNING
+            log.log(level, "upstream_retry stream=%s failure=%s delay=%.1fs error=%r", self.name, failure.value,
+                    delay, self.status.error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        self._set_state("disconnected", None, None)
+
+    async def stop(self) -> None:
+        """Close the socket properly so Alpaca frees the slot now rather than after its 90 s reaper."""
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(1000, "relay shutting down"), self.timings.shutdown_grace)
+            except (TimeoutError, OSError, WebSocketException):
+                ws.transport.abort()
+
+    async def _connect_and_serve(self) -> None:
+        self._set_state("connecting", None, None)
+        log.info("upstream_connecting stream=%s url=%s", self.name, self.url)
+        async with connect(self.url, compression=None, max_size=MAX_FRAME, open_timeout=self.timings.open_timeout,
+                           ping_interval=20, ping_timeout=20, close_timeout=self.timings.shutdown_grace,
+                           user_agent_header="trade-stream") as ws:
+            self._ws = ws
+            if not self._stopping.is_set():
+                await self._session(ws)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        raise NotImplementedError
+
+    def _session_ended(self) -> None:
+        """Hook: the socket is gone."""
+
+    def _authenticated(self) -> None:
+        self.status.reconnects += int(self.status.connected_once)
+        self.status.connected_once = True
+        self._set_state("connected", None, None)
+        log.info("upstream_authenticated stream=%s url=%s", self.name, self.url)
+
+    def _set_state(self, state: str, error: str | None, code: int | None) -> None:
+        s = self.status
+        if (s.state, s.error, s.error_code) == (state, error, code):
+            return
+        s.state, s.error, s.error_code, s.since = state, error, code, time.time()
+        self._on_state(s)
+
+
+class MarketDataUpstream(ReconnectingStream):
+    name = "market_data"
+
+    def __init__(self, *, url: str, key: str, secret: str, wanted: Callable[[], set[Key]],
+                 on_data: Callable[[list[dict[str, Any]], float], None],
+                 on_state: Callable[[UpstreamState], None], timings: Timings, stale_after: float = 0.0,
+                 backoff: Backoff | None = None) -> None:
+        super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff)
+        self._key = key
+        self._secret = secret
+        self._wanted = wanted
+        self._on_data = on_data
+        self.stale_after = stale_after
+        self.held: dict[str, set[str]] = {}  # Alpaca's last `subscription` reply: the truth
+        self._outbox: asyncio.Queue[tuple[dict[str, Any], Request | None]] = asyncio.Queue()
+        self._pending: deque[Request] = deque()
+        self._last_data = 0.0
+        self._reconciles = 0
+
+    def request(self, change: Change, on_done: Callable[[bool, int | None, str], None] | None = None) -> bool:
+        """Send a hub change upstream. True when ``on_done`` will be called with Alpaca's answer; False when
+        there is nothing to wait for (not connected: the next session subscribes the whole set anyway)."""
+        if not self.connected:
+            return False
+        if change.unsubscribe:
+            self._enqueue("unsubscribe", change.unsubscribe, None)
+        if change.subscribe:
+            self._enqueue("subscribe", change.subscribe, on_done)
+            return on_done is not None
+        return False
+
+    def last_message_age(self) -> float | None:
+        return None if not self._last_data else max(0.0, time.monotonic() - self._last_data)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        await self._handshake(ws)
+        self._last_data = time.monotonic()
+        self.held = {}
+        self._outbox = asyncio.Queue()
+        self._reconciles = 0
+        self._authenticated()
+        self._subscribe_all()
+        writer = asyncio.create_task(self._write_loop(ws))
+        watchdog = asyncio.create_task(self._watch_stale(ws)) if self.stale_after else None
+        try:
+            await self._read_loop(ws)
+        finally:
+            writer.cancel()
+            if watchdog:
+                watchdog.cancel()
+
+    def _session_ended(self) -> None:
+        self._fail_pending()
+
+    async def _recv_control(self, ws: ClientConnection) -> dict[str, Any]:
+        raw = await asyncio.wait_for(ws.recv(), self.timings.open_timeout)
+        msgs = orjson.loads(raw)
+        if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict):
+            raise UpstreamError(Failure.NETWORK, None, f"unexpected frame {str(raw)[:100]}")
+        return msgs[0]
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        greeting = await self._recv_control(ws)
+        if greeting.get("T") != "success" or greeting.get("msg") != "connected":
+            raise UpstreamError(Failure.NETWORK, None, f"unexpected greeting {greeting}")
+        for attempt in range(self.timings.auth_retries + 1):
+            await ws.send(orjson.dumps({"action": "auth", "key": self._key, "secret": self._secret}).decode())
+            reply = await self._recv_control(ws)
+            if reply.get("T") == "success" and reply.get("msg") == "authenticated":
+                return
+            code, msg = reply.get("code"), reply.get("msg", "")
+            if code == 406 and attempt < self.timings.auth_retries:
+                log.warning("upstream_auth_406 attempt=%d retrying on the same socket", attempt + 1)
+                await asyncio.sleep(self.timings.auth_retry_delay)
+                continue
+            raise _auth_error(code, msg)
+
+    def _subscribe_all(self) -> None:
+        wanted = sorted(self._wanted())
+        for start in range(0, len(wanted), CHUNK_SYMBOLS):
+            self._enqueue("subscribe", wanted[start:start + CHUNK_SYMBOLS], None)
+
+    async def _read_loop(self, ws: ClientConnection) -> None:
+        on_data = self._on_data
+        loop = asyncio.get_running_loop()
+        async for raw in ws:
+            msgs = orjson.loads(raw)
+            if not isinstance(msgs, list):
+                continue
+            data = msgs
+            if any(m.get("T") in CONTROL for m in msgs):
+                data = [m for m in msgs if m.get("T") not in CONTROL]
+                for m in msgs:
+                    if m.get("T") in CONTROL:
+                        self._on_control(m)
+            if data:
+                if self.backoff.attempt:
+                    self.backoff.reset()
+                self._last_data = time.monotonic()
+                on_data(data, loop.time())
+
+    async def _write_loop(self, ws: ClientConnection) -> None:
+        while True:
+            msg, request = await self._outbox.get()
+            if request is not None:
+                self._pending.append(request)
+            await ws.send(orjson.dumps(msg).decode())
+
+    async def _watch_stale(self, ws: ClientConnection) -> None:
+        period = max(0.05, min(1.0, self.stale_after / 4))
+        while True:
+            await asyncio.sleep(period)
+            if not self._wanted():
+                self._last_data = time.monotonic()
+                continue
+            silent = time.monotonic() - self._last_data
+            if silent > self.stale_after:
+                log.warning("upstream_stale silent=%.1fs threshold=%.1fs reconnecting", silent, self.stale_after)
+                ws.transport.abort()
+                return
+
+    # --- replies ------------------------------------------------------------------------------------------
+
+    def _enqueue(self, action: str, keys: list[Key], on_done: Callable[..., None] | None) -> None:
+        msg: dict[str, Any] = {"action": action, **group(keys)}
+        self._outbox.put_nowait((msg, Request(action, list(keys), on_done)))
+
+    def _on_control(self, m: dict[str, Any]) -> None:
+        kind = m.get("T")
+        if kind == "subscription":
+            self.held = {ch: set(v) for ch, v in m.items() if ch not in ("T", "corrections", "cancelErrors")
+                         and isinstance(v, list)}
+            if self._pending:
+                self._finish(self._pending.popleft(), True, None, "")
+            if not self._pending and not self._outbox.qsize():
+                self._reconcile()
+        elif kind == "error":
+            code, msg = m.get("code"), str(m.get("msg", ""))
+            log.error("upstream_error code=%s msg=%r", code, msg)
+            if code in REQUEST_ERRORS and self._pending:
+                self._finish(self._pending.popleft(), False, code, msg)
+            elif code in (402, 406, 409):
+                self._set_state("error", f"{code} {msg}", code)
+
+    def _finish(self, request: Request, ok: bool, code: int | None, msg: str) -> None:
+        if not ok and request.on_done is None:
+            log.error("upstream_request_rejected action=%s code=%s msg=%r keys=%d", request.action, code, msg,
+                      len(request.keys))
+        if request.on_done is not None:
+            request.on_done(ok, code, msg)
+
+    def _reconcile(self) -> None:
+        """Make upstream hold exactly the hub's set, using Alpaca's reply as the truth."""
+        wanted = self._wanted()
+        held = {(ch, s) for ch, syms in self.held.items() for s in syms}
+        missing, extra = sorted(wanted - held), sorted(held - wanted)
+        if not missing and not extra:
+            self._reconciles = 0
+            return
+        if self._reconciles >= 2:
+            log.error("upstream_reconcile_gave_up missing=%s extra=%s", missing[:10], extra[:10])
+            return
+        self._reconciles += 1
+        log.warning("upstream_reconcile missing=%d extra=%d", len(missing), len(extra))
+        if extra:
+            self._enqueue("unsubscribe", extra, None)
+        if missing:
+            self._enqueue("subscribe", missing, None)
+
+    def _fail_pending(self) -> None:
+        """The socket is gone: requests in flight will be covered by the next session's full subscribe."""
+        pending, self._pending = self._pending, deque()
+        while not self._outbox.empty():
+            _, request = self._outbox.get_nowait()
+            if request is not None:
+                pending.append(request)
+        for request in pending:
+            if request.on_done is not None:
+                request.on_done(True, None, "")
+
+
+def _auth_error(code: Any, msg: str) -> UpstreamError:
+    if code == 406:
+        return UpstreamError(Failure.CONNECTION_LIMIT, 406,
+                             "406 connection limit exceeded: another session holds this Alpaca stream")
+    if code == 402:
+        return UpstreamError(Failure.CONFIG, 402, "402 auth failed: check ALPACA_API_KEY / ALPACA_SECRET_KEY")
+    if code == 409:
+        return UpstreamError(Failure.CONFIG, 409,
+                             "409 insufficient subscription: your plan lacks this feed (try ALPACA_DATA_FEED=iex)")
+    return UpstreamError(Failure.NETWORK, code if isinstance(code, int) else None, f"auth failed: {code} {msg}")

@@ -1,0 +1,67 @@
+"""Plain HTTP on the WebSocket port: the static page, health, status, metrics (one response per connection, as
+websockets' process_request allows; see stack notes §1.1)."""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+Handler = Callable[[Request], Response]
+TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+         ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json"}
+
+
+def response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-cache"), ("Connection", "close")])
+    for k, v in (extra or {}).items():
+        headers[k] = v
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def json_response(status: int, payload: Any, extra: dict[str, str] | None = None) -> Response:
+    return response(status, orjson.dumps(payload), "application/json", extra)
+
+
+def error(status: int, message: str, extra: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error": HTTPStatus(status).phrase, "message": message}, extra)
+
+
+class StaticFiles:
+    """Serves files under ``root``; ``/`` is index.html. Never escapes ``root``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root).resolve()
+
+    def get(self, path: str) -> Response | None:
+        rel = path.lstrip("/") or "index.html"
+        target = (self.root / rel).resolve()
+        if not target.is_relative_to(self.root) or not target.is_file():
+            return None
+        ctype = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return response(200, target.read_bytes(), ctype)
+
+
+class Web:
+    """Routes GET/HEAD requests; exact paths first, then static files, then 404."""
+
+    def __init__(self, static: StaticFiles, routes: dict[str, Handler]) -> None:
+        self.static = static
+        self.routes = routes
+
+    def handle(self, request: Request) -> Response:
+        path = request.path.split("?", 1)[0]
+        handler = self.routes.get(path)
+        if handler is not None:
+            return handler(request)
+        if path.startswith("/api/"):
+            return error(404, f"no such endpoint {path}")
+        found = self.static.get(path)
+        return found if found is not None else error(404, f"not found: {path}")

@@ -1,0 +1,250 @@
+"""The browser-facing WebSocket server (and plain HTTP on the same port).
+
+``process_request`` is the gate: plain HTTP goes to ``web``; WebSocket upgrades are checked for origin and
+connection limits before the handshake. Each accepted connection gets a ``BrowserSession`` that parses actions
+and answers them; market data reaches it through the router, never through this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from trade_stream import __version__, protocol
+from trade_stream.config import Config
+from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client
+from trade_stream.limits import SlidingWindow, TokenBucket
+from trade_stream.origins import OriginPolicy
+from trade_stream.protocol import ClientError
+from trade_stream.relay import Relay
+from trade_stream.stats import Stats
+from trade_stream.web import Web, error
+
+log = logging.getLogger("trade_stream.ws")
+
+
+class PrivateStreams(Protocol):
+    """What the order-updates side offers a browser session (see orders.py)."""
+
+    def authenticate(self, token: str, ip: str) -> ClientError | None: ...
+    def subscribe(self, client: Client, since: int | None) -> ClientError | None: ...
+    def unsubscribe(self, client: Client) -> None: ...
+
+
+# An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
+Endpoint = Callable[[ServerConnection, Client], Any]
+
+
+class WsServer:
+    def __init__(self, cfg: Config, relay: Relay, web: Web, origins: OriginPolicy, stats: Stats,
+                 private: PrivateStreams | None = None) -> None:
+        self.cfg = cfg
+        self.relay = relay
+        self.web = web
+        self.origins = origins
+        self.stats = stats
+        self.private = private
+        self.endpoints: dict[str, Endpoint] = {}
+        self.welcome_extra: dict[str, Any] = {}
+        self.server: Server | None = None
+        self._per_ip: dict[str, int] = {}
+        self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
+        self._limits = cfg
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    def reload_limits(self, cfg: Config) -> None:
+        """SIGHUP: new limits apply to new actions and connections; nobody is dropped."""
+        self._limits = cfg
+        self._connects.limit = cfg.max_connect_rate_per_ip
+
+    async def start(self) -> None:
+        ping = self.cfg.ping_interval or None
+        self.server = await serve(
+            self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,
+            compression=None, max_size=self.cfg.max_message_bytes, ping_interval=ping, ping_timeout=ping,
+            close_timeout=self.cfg.timings.shutdown_grace, server_header=f"trade-stream/{__version__}",
+        )
+
+    async def close(self) -> None:
+        """Close clients with 1001 (going away); abort whoever does not finish within the grace period."""
+        if self.server is None:
+            return
+        self.server.close(close_connections=True)
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), self.cfg.timings.shutdown_grace)
+        except TimeoutError:
+            for client in list(self.relay.clients):
+                client.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+
+    # --- handshake gate -----------------------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        method = getattr(request, "method", "GET")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return self._http(method, request)
+        origin, host = request.headers.get("Origin"), request.headers.get("Host")
+        if not self.origins.allows(origin, host):
+            log.warning("origin_refused origin=%r", origin)
+            return error(403, f"origin {origin} is not allowed; set TRADE_STREAM_ALLOWED_ORIGINS")
+        ip = _ip(conn)
+        limits = self._limits
+        refused = None
+        if len(self.relay.clients) >= limits.max_connections:
+            refused = error(503, "server is at its connection limit; try again later", {"Retry-After": "10"})
+        elif self._per_ip.get(ip, 0) >= limits.max_connections_per_ip:
+            refused = error(429, "too many connections from your address", {"Retry-After": "10"})
+        elif not self._connects.hit(ip, time.monotonic()):
+            refused = error(429, "connecting too often; slow down", {"Retry-After": "60"})
+        if refused is not None:
+            self.stats.connections_refused += 1
+            log.warning("connection_refused ip=%s status=%d", ip, refused.status_code)
+            return refused
+        return None
+
+    def _http(self, method: str, request: Request) -> Response:
+        if method not in ("GET", "HEAD"):
+            return error(405, f"{method} is not supported here", {"Allow": "GET, HEAD"})
+        resp = self.web.handle(request)
+        if method == "HEAD":
+            resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
+        return resp
+
+    # --- connections --------------------------------------------------------------------------------------
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        ip = _ip(conn)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        client = Client(conn, ip, self.cfg.client_buffer_bytes, self.stats, self._cut_off)
+        self.relay.add(client)
+        try:
+            path = conn.request.path.split("?", 1)[0] if conn.request else "/"
+            endpoint = next((h for prefix, h in self.endpoints.items() if path.startswith(prefix)), None)
+            if endpoint is not None:
+                await endpoint(conn, client)
+            else:
+                await BrowserSession(self, client).run()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.relay.remove(client)
+            if self.private is not None:
+                self.private.unsubscribe(client)
+            left = self._per_ip.get(ip, 1) - 1
+            if left:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
+
+    def _cut_off(self, client: Client) -> None:
+        self.relay.remove(client)
+
+    def welcome(self) -> dict[str, Any]:
+        limits = self._limits
+        return {
+            "type": "welcome", "version": __version__, "demo": self.cfg.demo,
+            "upstream": self.relay.upstream_view(),
+            "channels": list(protocol.MARKET_CHANNELS),
+            "limits": {"max_symbols_per_client": limits.max_symbols_per_client,
+                       "max_actions_per_sec": limits.max_actions_per_sec,
+                       "max_message_bytes": limits.max_message_bytes,
+                       "max_symbols": limits.max_symbols or None},
+            **self.welcome_extra,
+        }
+
+
+class BrowserSession:
+    """One browser connection speaking the client protocol (README, "Client protocol")."""
+
+    def __init__(self, server: WsServer, client: Client) -> None:
+        self.server = server
+        self.client = client
+        rate = server._limits.max_actions_per_sec
+        self.bucket = TokenBucket(rate=rate, burst=max(1.0, 2 * rate))
+
+    async def run(self) -> None:
+        client = self.client
+        client.send_message(self.server.welcome())
+        async for raw in client.conn:
+            self.handle(raw)
+
+    def handle(self, raw: str | bytes) -> None:
+        if not self.bucket.take(time.monotonic()):
+            self.reply_error(ClientError("rate_limited", "too many actions; slow down"))
+            return
+        action = protocol.parse(raw)
+        if isinstance(action, ClientError):
+            self.reply_error(action)
+            return
+        match action:
+            case protocol.Subscribe():
+                self.subscribe(action)
+            case protocol.Unsubscribe():
+                keys = [(ch, s) for s in action.symbols for ch in action.channels]
+                self.server.relay.unsubscribe(self.client, keys)
+                for msg in protocol.subscribed(action.symbols, action.channels, "unsubscribed"):
+                    self.client.send_message(msg)
+            case protocol.Ping():
+                self.client.send_message({"type": "pong", "time": time.time()})
+            case protocol.Options():
+                self.client.codec = BROWSER_BATCH if action.batch else BROWSER
+                self.client.send_message({"type": "options", "batch": action.batch})
+            case protocol.Auth():
+                self.private_call(lambda p: p.authenticate(action.token, self.client.ip),
+                                  {"type": "authenticated"})
+            case protocol.SubscribeOrders():
+                self.private_call(lambda p: p.subscribe(self.client, action.since), None)
+            case protocol.UnsubscribeOrders():
+                self.private_call(lambda p: p.unsubscribe(self.client), {"type": "unsubscribed",
+                                                                          "channel": "orders"})
+
+    def subscribe(self, action: protocol.Subscribe) -> None:
+        relay, client = self.server.relay, self.client
+        held = {s for _, s in relay.hub.held_by(client)}
+        cap = self.server._limits.max_symbols_per_client
+        if len(held | set(action.symbols)) > cap:
+            self.reply_error(ClientError("symbol_limit", f"at most {cap} symbols per connection"))
+            return
+        keys = [(ch, s) for s in action.symbols for ch in action.channels]
+
+        def reply(err: ClientError | None) -> None:
+            if err is not None:
+                self.reply_error(err)
+                return
+            for msg in protocol.subscribed(action.symbols, action.channels):
+                client.send_message(msg)
+
+        relay.subscribe(client, keys, reply)
+
+    def private_call(self, call: Callable[[PrivateStreams], ClientError | None], ok: dict[str, Any] | None) -> None:
+        private = self.server.private
+        if private is None:
+            self.reply_error(ClientError("unavailable", "order updates are not enabled on this relay"))
+            return
+        err = call(private)
+        if err is not None:
+            self.reply_error(err)
+        elif ok is not None:
+            self.client.send_message(ok)
+
+    def reply_error(self, err: ClientError) -> None:
+        self.server.stats.client_errors += 1
+        self.client.send_message(err.to_message())
+
+
+def _ip(conn: ServerConnection) -> str:
+    addr = conn.remote_address
+    return str(addr[0]) if addr else "?"

@@ -1,0 +1,70 @@
+"""Backoff policy and configuration loading."""
+
+import argparse
+import random
+
+import pytest
+
+from trade_stream import config
+from trade_stream.backoff import Backoff, Failure
+from trade_stream.config import ConfigError, Timings
+
+
+def test_backoff_doubles_with_equal_jitter_and_caps():
+    b = Backoff(Timings(reconnect_min=1, reconnect_max=30), random.Random(1))
+    caps = [1, 2, 4, 8, 16, 30, 30]
+    for cap in caps:
+        assert cap / 2 <= b.delay() <= cap
+    b.reset()
+    assert b.delay() <= 1
+
+
+def test_backoff_special_failures_wait_longer():
+    t = Timings(conn_limit_wait=90, rate_limited_wait=60, config_error_wait=120)
+    assert Backoff(t).delay(Failure.CONNECTION_LIMIT) >= 90
+    assert Backoff(t).delay(Failure.RATE_LIMITED) >= 60
+    assert Backoff(t).delay(Failure.CONFIG) >= 120
+
+
+def parse(argv, env=None, tmp_path=None):
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return config.load(parser.parse_args(argv), env or {}, cwd=tmp_path)
+
+
+def test_missing_credentials_mentions_demo(tmp_path):
+    with pytest.raises(ConfigError, match="--demo"):
+        parse([], {}, tmp_path)
+
+
+def test_precedence_cli_over_env_over_dotenv(tmp_path):
+    (tmp_path / ".env").write_text("ALPACA_API_KEY=filekey\nALPACA_SECRET_KEY=filesecret\nTRADE_STREAM_PORT=1\n"
+                                   "TRADE_STREAM_LINGER=9\n")
+    cfg = parse(["--port", "3"], {"TRADE_STREAM_PORT": "2", "TRADE_STREAM_LINGER": "7"}, tmp_path)
+    assert (cfg.api_key, cfg.port, cfg.linger) == ("filekey", 3, 7.0)
+
+
+def test_bad_value_names_the_variable_and_masks_secrets(tmp_path):
+    with pytest.raises(ConfigError, match="TRADE_STREAM_PORT='http'"):
+        parse(["--demo"], {"TRADE_STREAM_PORT": "http"}, tmp_path)
+    with pytest.raises(ConfigError, match="ALPACA_DATA_FEED"):
+        parse(["--demo"], {"ALPACA_DATA_FEED": "nasdaq"}, tmp_path)
+
+
+def test_derived_urls_and_generated_token(tmp_path):
+    cfg = parse(["--demo"], {"ALPACA_DATA_FEED": "sip", "ALPACA_BASE_URL": "https://api.alpaca.markets"}, tmp_path)
+    assert cfg.data_stream_url == "wss://stream.data.alpaca.markets/v2/sip"
+    assert cfg.trading_stream_url == "wss://api.alpaca.markets/stream"
+    assert cfg.token_generated and len(cfg.token) >= 24
+
+
+def test_mask_keeps_last_four():
+    assert config.mask("PKABCDEFGH1234") == "****1234"
+    assert config.mask("short") == "****"
+    assert "SECRETVALUE99" not in str(config.Config(secret_key="SECRETVALUE99").public_view())
+
+
+def test_env_sample_lists_every_variable():
+    text = config.env_sample()
+    for s in config.SETTINGS:
+        assert f"{s.env}=" in text
