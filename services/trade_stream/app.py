@@ -7,13 +7,21 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.config import Config
+from trade_stream.journal import Journal
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
+from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
+from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
+from trade_stream.rest import AlpacaRest
 from trade_stream.stats import Stats
+from trade_stream.trading import TradingUpstream
+from trade_stream.upstream import UpstreamState
 from trade_stream.web import StaticFiles, Web, json_response, response
 from trade_stream.ws_server import WsServer
 
@@ -28,6 +36,8 @@ class App:
         self.simulator: Any = None
         self.relay: Relay | None = None
         self.ws: WsServer | None = None
+        self.orders: Orders | None = None
+        self.trading: TradingUpstream | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
 
@@ -48,12 +58,60 @@ class App:
             "/api/stream/status": lambda r: json_response(200, relay.status(), cors(r)),
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
+        self.orders = orders = self._build_orders(relay)
+        routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
         self.web = Web(StaticFiles(cfg.public_dir), routes)
-        self.ws = WsServer(cfg, relay, self.web, origins, self.stats)
+        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders)
         await self.ws.start()
         self._tasks.append(asyncio.create_task(relay.run(), name="upstream-market-data"))
+        self._tasks.append(asyncio.create_task(self.trading.run(), name="upstream-trading"))
+        self._tasks.append(asyncio.create_task(self._prune_journal(), name="journal-retention"))
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
+        if cfg.token_generated:
+            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+            print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open "
+                  f"http://{host}:{self.ws.port}/#token={cfg.token} to see order updates.", flush=True)
+
+    def _build_orders(self, relay: Relay) -> Orders:
+        cfg = self.cfg
+        journal = Journal(Path(cfg.state_dir) / "orders.sqlite3", cfg.journal_retention_days)
+        orders = Orders(cfg.token, journal, AlpacaRest(cfg), relay, self.stats)
+
+        def trading_state(state: UpstreamState) -> None:
+            orders.on_state(state.state == "connected")
+            log.info("trading_state state=%s error=%r", state.state, state.error)
+
+        self.trading = TradingUpstream(
+            url=cfg.trading_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "",
+            on_event=orders.on_event, on_connected=orders.on_connected, on_state=trading_state,
+            timings=cfg.timings,
+        )
+        return orders
+
+    def _order_events(self, request: Any, headers: dict[str, str]) -> Any:
+        """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else ""
+        ip = "rest"
+        err = self.orders.check_token(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        if err is not None:
+            return json_response(401 if err.code == "unauthorized" else 429,
+                                 {"error": "Unauthorized", "message": err.message},
+                                 {**headers, "WWW-Authenticate": "Bearer"})
+        query = parse_qs(urlsplit(request.path).query)
+        try:
+            since = int(query.get("since", ["0"])[0])
+        except ValueError:
+            return json_response(400, {"error": "Bad Request", "message": "since must be an integer"}, headers)
+        return json_response(200, self.orders.events_since(since), headers)
+
+    async def _prune_journal(self) -> None:
+        while True:
+            removed = self.orders.journal.prune()
+            if removed:
+                log.info("journal_pruned removed=%d", removed)
+            await asyncio.sleep(3600)
 
     async def _start_simulator(self) -> Config:
         from trade_stream.simulator import SimConfig, Simulator  # demo mode only: production never imports it
@@ -81,11 +139,15 @@ class App:
             await self.ws.close()
         if self.relay is not None:
             await self.relay.stop()
+        if self.trading is not None:
+            await self.trading.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.orders is not None:
+            await self.orders.stop()
         if self.simulator is not None:
             await self.simulator.stop()
         log.info("stopped")

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS events (
     order_id TEXT,
     status TEXT,
     filled_qty TEXT,
+    updated_at TEXT,
     dedupe TEXT NOT NULL UNIQUE,
     reconciled INTEGER NOT NULL DEFAULT 0,
     payload BLOB NOT NULL
@@ -69,10 +70,11 @@ class Journal:
         """Record one event; None when it was already recorded (a duplicate)."""
         order = data.get("order") or {}
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO events(recorded, event, order_id, status, filled_qty, dedupe, reconciled, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO events(recorded, event, order_id, status, filled_qty, updated_at, dedupe,"
+            " reconciled, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (time.time(), str(data.get("event")), order.get("id"), order.get("status"),
-             str(order.get("filled_qty")), dedupe or dedupe_key(data), int(reconciled), orjson.dumps(data)),
+             str(order.get("filled_qty")), order.get("updated_at"), dedupe or dedupe_key(data), int(reconciled),
+             orjson.dumps(data)),
         )
         if cur.rowcount == 0:
             return None
@@ -90,12 +92,13 @@ class Journal:
     def first_id(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MIN(id), 0) FROM events").fetchone()[0])
 
-    def order_state(self, order_id: str) -> tuple[str | None, str | None]:
-        """(status, filled_qty) of the last event relayed for this order, to tell what reconciliation missed."""
+    def order_state(self, order_id: str) -> tuple[str | None, str | None, str | None]:
+        """(status, filled_qty, updated_at) of the last event relayed for this order: what clients know."""
         row = self.db.execute(
-            "SELECT status, filled_qty FROM events WHERE order_id = ? ORDER BY id DESC LIMIT 1", (order_id,)
+            "SELECT status, filled_qty, updated_at FROM events WHERE order_id = ? ORDER BY id DESC LIMIT 1",
+            (order_id,),
         ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], row[1], row[2]) if row else (None, None, None)
 
     def prune(self, now: float | None = None) -> int:
         cutoff = (now or time.time()) - self.retention

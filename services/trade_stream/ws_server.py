@@ -34,9 +34,10 @@ log = logging.getLogger("trade_stream.ws")
 class PrivateStreams(Protocol):
     """What the order-updates side offers a browser session (see orders.py)."""
 
-    def authenticate(self, token: str, ip: str) -> ClientError | None: ...
+    def authenticate(self, client: Client, token: str) -> ClientError | None: ...
     def subscribe(self, client: Client, since: int | None) -> ClientError | None: ...
     def unsubscribe(self, client: Client) -> None: ...
+    def forget(self, client: Client) -> None: ...
 
 
 # An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
@@ -142,7 +143,7 @@ class WsServer:
         finally:
             self.relay.remove(client)
             if self.private is not None:
-                self.private.unsubscribe(client)
+                self.private.forget(client)
             left = self._per_ip.get(ip, 1) - 1
             if left:
                 self._per_ip[ip] = left
@@ -203,8 +204,7 @@ class BrowserSession:
                 self.client.codec = BROWSER_BATCH if action.batch else BROWSER
                 self.client.send_message({"type": "options", "batch": action.batch})
             case protocol.Auth():
-                self.private_call(lambda p: p.authenticate(action.token, self.client.ip),
-                                  {"type": "authenticated"})
+                self.private_call(lambda p: p.authenticate(self.client, action.token), {"type": "authenticated"})
             case protocol.SubscribeOrders():
                 self.private_call(lambda p: p.subscribe(self.client, action.since), None)
             case protocol.UnsubscribeOrders():

@@ -7,10 +7,10 @@ import urllib.request
 
 import orjson
 import pytest
+from tests.support.relay import KEY, SECRET, Browser, relay_config, running, small_socket, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.relay import KEY, SECRET, Browser, relay_config, running, small_socket, wait_until
 from trade_stream.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(30)
@@ -38,6 +38,11 @@ def upstream_actions(sim, path: str = DATA) -> list[dict]:
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read()
+
+
+def data_connections(sim) -> int:
+    """Distinct market-data connections that ever talked to the simulator."""
+    return len({r.conn_id for r in sim.received if r.path == DATA})
 
 
 async def http_json(port: int, path: str) -> dict:
@@ -94,8 +99,8 @@ async def test_disconnect_releases_everything_and_only_one_upstream_connection(s
             await c.expect("subscribed")
     await wait_until(lambda: not app.relay.hub.wanted(), what="all released")
     await wait_until(lambda: sim.subscriptions(DATA)["trades"] == [], what="upstream empty")
-    assert sim.connection_count_total == 1
-    assert sim.sessions(DATA) == 1
+    assert data_connections(sim) == 1
+    assert sim.connections(DATA) == 1 and sim.sessions(DATA) == 1
 
 
 async def test_network_cut_resubscribes_exactly_the_held_set(sim, app):
@@ -115,7 +120,7 @@ async def test_network_cut_resubscribes_exactly_the_held_set(sim, app):
         await wait_until(lambda: upstream_actions(sim), what="resubscribe")
         await asyncio.sleep(0.2)
         assert upstream_actions(sim) == [{"action": "subscribe", "trades": ["AAPL", "MSFT"]}]
-        assert [r.message["action"] for r in sim.received if r.path == DATA][0] == "auth"
+        assert next(r.message["action"] for r in sim.received if r.path == DATA) == "auth"
         sim.inject_trade("MSFT", price=420.5)
         assert (await a.expect("trade"))["data"]["price"] == 420.5
         assert app.relay.upstream.status.reconnects == 1
@@ -123,10 +128,10 @@ async def test_network_cut_resubscribes_exactly_the_held_set(sim, app):
 
 async def test_406_retries_auth_on_the_same_socket(sim, app):
     sim.cut_all()
-    sim.fail_next_auth(406, times=1)
+    sim.fail_next_auth(406, times=1, path=DATA)
     await wait_until(lambda: app.relay.upstream.connected and app.relay.upstream.status.reconnects == 1,
                      what="reconnected after one 406")
-    assert sim.connection_count_total == 2  # the retry reused the socket
+    assert data_connections(sim) == 2  # the retry reused the socket
     auths = [r for r in sim.received if r.path == DATA and r.message.get("action") == "auth"]
     assert len(auths) == 3 and auths[1].conn_id == auths[2].conn_id
 
@@ -134,22 +139,22 @@ async def test_406_retries_auth_on_the_same_socket(sim, app):
 async def test_406_persisting_backs_off_for_the_zombie_window(sim, app):
     async with Browser.connect(app.port) as a:
         await a.expect("welcome")
-        sim.fail_next_auth(406, times=10)
+        sim.fail_next_auth(406, times=10, path=DATA)
         sim.cut_all()
         err = await a.expect(lambda m: m.get("type") == "status" and m["upstream"]["error_code"] == 406)
         assert "another session" in err["upstream"]["error"]
         # FAST timings: auth_retries=1, conn_limit_wait=0.6 s. Two auths per socket, then a long wait.
         await asyncio.sleep(0.4)
-        conns = sim.connection_count_total
+        conns = data_connections(sim)
         await asyncio.sleep(0.4)
-        assert sim.connection_count_total <= conns + 1
+        assert data_connections(sim) <= conns + 1
 
 
 @pytest.mark.parametrize("code", [402, 409])
 async def test_config_errors_are_reported_to_every_client_and_retried_slowly(sim, app, code):
     async with Browser.connect(app.port) as a:
         await a.expect("welcome")
-        sim.fail_next_auth(code, times=1)
+        sim.fail_next_auth(code, times=1, path=DATA)
         sim.cut_all()
         msg = await a.expect(lambda m: m.get("type") == "status" and m["upstream"]["state"] == "error")
         assert msg["upstream"]["error_code"] == code
@@ -193,7 +198,8 @@ BAD_INPUTS = [
     ('{"action": "subscribe", "symbol": "AAPL", "channels": ["gossip"]}', "invalid_channel"),
     ('{"action": "unsubscribe", "symbol": null}', "bad_type"),
     ('{"action": "options", "batch": 1}', "bad_type"),
-    ('{"action": "auth", "token": "wrong"}', "unavailable"),
+    ('{"action": "auth", "token": "wrong"}', "unauthorized"),
+    ('{"action": "subscribe", "channel": "orders"}', "unauthorized"),
 ]
 
 

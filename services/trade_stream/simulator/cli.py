@@ -1,0 +1,47 @@
+"""Standalone runner: serve the simulator until SIGINT/SIGTERM (for demos, browser tests, benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+import uvloop
+
+from .config import SimConfig
+from .server import Simulator
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="trade-stream simulate", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8900, help="port for WebSocket, REST and control (8900)")
+    parser.add_argument("--key", default="DEMO_KEY", help="API key id accepted (default DEMO_KEY)")
+    parser.add_argument("--secret", default="DEMO_SECRET", help="API secret accepted (default DEMO_SECRET)")
+    parser.add_argument("--rate", type=float, default=2.0, help="trades/s per subscribed symbol (0 = none)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible data")
+    return parser.parse_args(argv)
+
+
+async def serve_forever(config: SimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Simulator(config) as sim:
+        print(f"Alpaca simulator on {sim.http_url}", flush=True)
+        print(f"  market data : {sim.ws_url}/v2/iex  (also /v2/sip, /v2/delayed_sip, /v2/test)", flush=True)
+        print(f"  trading     : {sim.ws_url}/stream", flush=True)
+        print(f"  REST        : {sim.http_url}/v2/account, /v2/stocks/snapshots?symbols=AAPL", flush=True)
+        print(f"  control     : {sim.http_url}/_sim/state", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = SimConfig(host=args.host, port=args.port, accounts={args.key: args.secret},
+                       rate_per_symbol=args.rate, seed=args.seed)
+    uvloop.run(serve_forever(config))
+    return 0

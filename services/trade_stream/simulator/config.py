@@ -1,0 +1,93 @@
+"""Configuration of the simulator: accounts, data plans, endpoints, defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Market-data endpoint path -> feed name, as in ``wss://stream.data.alpaca.markets/{path}``.
+DATA_PATHS: dict[str, str] = {
+    "/v2/iex": "iex",
+    "/v2/sip": "sip",
+    "/v2/delayed_sip": "delayed_sip",
+    "/v2/test": "test",
+    "/v1beta1/boats": "boats",
+    "/v1beta1/overnight": "overnight",
+}
+
+#: Trading stream path, as in ``wss://paper-api.alpaca.markets/stream``.
+TRADING_PATH = "/stream"
+
+ALL_FEEDS: frozenset[str] = frozenset(DATA_PATHS.values())
+
+#: Start prices of well-known symbols; other symbols get a stable price derived from their name.
+DEFAULT_PRICES: dict[str, float] = {
+    "AAPL": 230.0,
+    "MSFT": 420.0,
+    "TSLA": 250.0,
+    "NVDA": 135.0,
+    "AMZN": 200.0,
+    "GOOGL": 175.0,
+    "META": 580.0,
+    "AMD": 140.0,
+    "SPY": 590.0,
+    "QQQ": 510.0,
+    "JPM": 240.0,
+    "KO": 63.0,
+    "FAKEPACA": 130.0,
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A market-data subscription plan: which feeds a key may stream and how many symbols.
+
+    ``symbol_limit`` counts distinct symbols across all channels of one connection (None = unlimited).
+    ``wildcard`` None means ``*`` is allowed exactly when the plan is unlimited.
+    ``max_connections`` is the number of authenticated sessions per key per endpoint path (Alpaca: 1).
+    """
+
+    feeds: frozenset[str] = ALL_FEEDS
+    symbol_limit: int | None = None
+    max_connections: int = 1
+    wildcard: bool | None = None
+
+    def allows_wildcard(self) -> bool:
+        return self.symbol_limit is None if self.wildcard is None else self.wildcard
+
+
+#: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds), 30 symbols.
+BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test"}), symbol_limit=30)
+#: Algo Trader Plus: every feed, unlimited symbols.
+UNLIMITED_PLAN = Plan()
+
+
+def _demo_accounts() -> dict[str, str]:
+    return {"DEMO_KEY": "DEMO_SECRET"}
+
+
+@dataclass
+class SimConfig:
+    """Everything a Simulator needs; the defaults suit a demo (2 trades/s per subscribed symbol)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    accounts: dict[str, str] = field(default_factory=_demo_accounts)
+    rate_per_symbol: float = 2.0
+    auth_timeout: float = 10.0
+    default_plan: Plan = UNLIMITED_PLAN
+    plans: dict[str, Plan] = field(default_factory=dict)
+    seed: int | None = None
+    #: Generator period: each tick builds every message once and sends each connection one frame.
+    tick_interval: float = 0.05
+    #: Quotes generated per trade (real markets quote far more often than they trade).
+    quote_ratio: float = 1.0
+    start_prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    starting_cash: float = 100_000.0
+    #: A data connection whose unsent output exceeds this gets 407 "slow client" and is dropped.
+    slow_client_buffer: int = 16 * 2**20
+    #: Server keepalive pings (None disables them); client pings are always answered.
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+
+    def plan_for(self, key: str) -> Plan:
+        return self.plans.get(key, self.default_plan)

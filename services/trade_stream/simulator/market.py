@@ -1,0 +1,314 @@
+"""Market-data generation: random-walk prices, trades, quotes, minute and daily bars.
+
+Pure and synchronous (no sockets) so it can be unit-tested and driven at any rate. Messages are built in
+Alpaca's stock stream schema (JSON form, ``t`` as an RFC-3339 string); each comes with its timestamp in
+nanoseconds so the wire layer can emit a msgpack Timestamp without parsing the string back.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+NS = 1_000_000_000
+MINUTE_NS = 60 * NS
+DAY_NS = 86_400 * NS
+#: Daily bars start at midnight New York time; a fixed EST offset is close enough for a simulator.
+DAY_OFFSET_NS = 5 * 3600 * NS
+
+#: A message and its timestamp in ns since the epoch.
+Stamped = tuple[dict, int]
+
+IEX_EXCHANGE = "V"
+#: SIP exchange codes weighted roughly by market share (Q Nasdaq, N NYSE, P Arca, Z BZX, K EDGX, D FINRA ADF...).
+SIP_EXCHANGES = "QQQQNNNPPPZZKKDDDDDVVJYXAHUL"
+NASDAQ_LISTED = frozenset({"AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "GOOGL", "META", "AMD", "QQQ", "FAKEPACA"})
+NYSE_LISTED = frozenset({"JPM", "KO", "BRK.B", "IBM", "GE", "F", "T"})
+ARCA_LISTED = frozenset({"SPY", "IWM", "GLD", "DIA"})
+
+SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9.\-/]{0,20}")
+
+_ts_cache: tuple[int, str] = (-1, "")
+
+
+def format_ts(ns: int) -> str:
+    """RFC-3339 UTC with nanoseconds, as Go's ``time.RFC3339Nano`` prints it (Alpaca's servers are Go).
+
+    Like Go, trailing zeros of the fraction are trimmed and a whole second has no fraction at all, so
+    ``...05.123456789Z``, ``...05.12Z`` and ``...05Z`` are all possible: a client must parse any length.
+    """
+    global _ts_cache
+    sec, frac = divmod(ns, NS)
+    cached_sec, prefix = _ts_cache
+    if sec != cached_sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache = (sec, prefix)
+    if not frac:
+        return prefix + "Z"
+    return f"{prefix}.{frac:09d}".rstrip("0") + "Z"
+
+
+_TS_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def parse_ts(text: str) -> int:
+    """Parse an RFC-3339 timestamp (any fraction length) or a YYYY-MM-DD date into ns since the epoch."""
+    match = _TS_RE.fullmatch(text.strip())
+    if match is None:
+        day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        return int(day.timestamp()) * NS
+    base, frac, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    seconds = int(datetime.fromisoformat(base + zone).timestamp())
+    return seconds * NS + int((frac or "0").ljust(9, "0"))
+
+
+def round_price(price: float) -> float:
+    """Cents at or above $1, hundredths of a cent below (Reg NMS sub-penny rule)."""
+    return round(price, 2) if price >= 1.0 else round(price, 4)
+
+
+def tape_of(symbol: str) -> str:
+    """A = NYSE-listed, B = Arca/regional, C = Nasdaq-listed; unknown symbols get a stable pseudo-random tape."""
+    if symbol in NASDAQ_LISTED:
+        return "C"
+    if symbol in NYSE_LISTED:
+        return "A"
+    if symbol in ARCA_LISTED:
+        return "B"
+    return "ABC"[zlib.crc32(symbol.encode()) % 3]
+
+
+def default_price(symbol: str) -> float:
+    """A stable start price for a symbol without a configured one."""
+    return float(20 + zlib.crc32(symbol.encode()) % 480)
+
+
+@dataclass
+class BarBuilder:
+    """Aggregates trades into OHLCV bars over fixed windows (a minute, or a day)."""
+
+    window_ns: int = MINUTE_NS
+    offset_ns: int = 0
+    start_ns: int | None = None
+    o: float = 0.0
+    h: float = 0.0
+    low: float = 0.0
+    c: float = 0.0
+    v: int = 0
+    n: int = 0
+    pv: float = 0.0
+
+    def window_of(self, ns: int) -> int:
+        return (ns - self.offset_ns) // self.window_ns * self.window_ns + self.offset_ns
+
+    def add(self, price: float, size: int, ns: int) -> dict | None:
+        """Add a trade; return the previous bar if this trade opened a new window."""
+        start = self.window_of(ns)
+        done = self.roll(ns) if self.start_ns is not None and start > self.start_ns else None
+        if self.start_ns is None:
+            self.start_ns, self.o, self.h, self.low = start, price, price, price
+            self.v = self.n = 0
+            self.pv = 0.0
+        self.h, self.low, self.c = max(self.h, price), min(self.low, price), price
+        self.v += size
+        self.n += 1
+        self.pv += price * size
+        return done
+
+    def roll(self, now_ns: int) -> dict | None:
+        """Close the current bar if ``now_ns`` is past its window; return it."""
+        if self.start_ns is None or self.window_of(now_ns) <= self.start_ns:
+            return None
+        bar = self.current()
+        self.start_ns = None
+        return bar
+
+    def current(self) -> dict | None:
+        """The bar being built, as Alpaca's bar fields (``t`` = window start), or None if no trade yet."""
+        if self.start_ns is None:
+            return None
+        vw = self.pv / self.v if self.v else self.c
+        return {"o": self.o, "h": self.h, "l": self.low, "c": self.c, "v": self.v,
+                "t": format_ts(self.start_ns), "n": self.n, "vw": round(vw, 6)}
+
+
+@dataclass
+class SymbolState:
+    """Per-symbol market state: the random walk, the last trade/quote, bars and recent trade history."""
+
+    symbol: str
+    price: float
+    tape: str
+    open_price: float
+    minute: BarBuilder = field(default_factory=BarBuilder)
+    daily: BarBuilder = field(default_factory=lambda: BarBuilder(DAY_NS, DAY_OFFSET_NS))
+    last_bar: dict | None = None
+    last_trade: dict | None = None
+    last_quote: dict | None = None
+    history: deque[tuple[int, dict]] = field(default_factory=lambda: deque(maxlen=20_000))
+
+
+class Market:
+    """The simulated market: generates Alpaca stock messages for any symbol on demand."""
+
+    def __init__(self, seed: int | None = None, start_prices: dict[str, float] | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.start_prices = dict(start_prices or {})
+        self.symbols: dict[str, SymbolState] = {}
+        self._trade_id = self.rng.randrange(10**12, 10**13)
+
+    def known_symbols(self) -> list[str]:
+        """Symbols a ``*`` subscription streams: the configured ones plus any seen since."""
+        return sorted(set(self.start_prices) | set(self.symbols))
+
+    def state(self, symbol: str) -> SymbolState:
+        st = self.symbols.get(symbol)
+        if st is None:
+            price = self.start_prices.get(symbol) or default_price(symbol)
+            st = SymbolState(symbol, price, tape_of(symbol), price)
+            self.symbols[symbol] = st
+        return st
+
+    def price(self, symbol: str) -> float:
+        return self.state(symbol).price
+
+    def _walk(self, st: SymbolState) -> float:
+        st.price = max(0.01, round_price(st.price * math.exp(self.rng.gauss(0.0, 0.0004))))
+        return st.price
+
+    def _exchange(self, feed: str) -> str:
+        return IEX_EXCHANGE if feed == "iex" else self.rng.choice(SIP_EXCHANGES)
+
+    def _size(self) -> int:
+        r = self.rng.random()
+        if r < 0.55:
+            return self.rng.randint(1, 99)
+        if r < 0.95:
+            return 100 * self.rng.randint(1, 5)
+        return self.rng.randint(100, 5000)
+
+    def _conditions(self, size: int) -> list[str]:
+        conds = ["@"]
+        r = self.rng.random()
+        if r < 0.1:
+            conds.append("F")
+        elif r < 0.12:
+            conds.append("T")
+        if size < 100:
+            conds.append("I")
+        return conds
+
+    def trade(self, symbol: str, feed: str = "iex", price: float | None = None, size: int | None = None,
+              ns: int | None = None, **fields: object) -> Stamped:
+        """Build a trade (random-walk price unless given), record it in history and bars."""
+        st = self.state(symbol)
+        if price is None:
+            price = self._walk(st)
+        else:
+            st.price = price = round_price(float(price))
+        size = self._size() if size is None else int(size)
+        ns = time.time_ns() if ns is None else ns
+        self._trade_id += 1
+        msg = {"T": "t", "S": symbol, "i": self._trade_id, "x": self._exchange(feed), "p": price, "s": size,
+               "c": self._conditions(size), "t": format_ts(ns), "z": st.tape}
+        msg.update(fields)
+        self.record_trade(st, msg, ns)
+        return msg, ns
+
+    def record_trade(self, st: SymbolState, msg: dict, ns: int) -> None:
+        """Keep the trade for REST (latest, history, snapshot) and fold it into the bars."""
+        rest = {k: msg[k] for k in ("t", "x", "p", "s", "c", "i", "z") if k in msg}
+        st.last_trade = rest
+        st.history.append((ns, rest))
+        price, size = float(msg.get("p", st.price)), int(msg.get("s", 0))
+        done = st.minute.add(price, size, ns)
+        if done is not None:
+            st.last_bar = done
+        st.daily.add(price, size, ns)
+
+    def quote(self, symbol: str, feed: str = "iex", bid: float | None = None, ask: float | None = None,
+              ns: int | None = None, **fields: object) -> Stamped:
+        """Build a quote around the current price with ``bp < ap`` on a cent grid."""
+        st = self.state(symbol)
+        spread = 0.01 * (1 + self.rng.randrange(max(1, round(st.price * 0.0003 / 0.01))))
+        if bid is None:
+            bid = st.price - spread * self.rng.random()
+        if ask is None:
+            ask = round_price(bid) + spread
+        bid, ask = round_price(max(0.0001, float(bid))), round_price(float(ask))
+        ns = time.time_ns() if ns is None else ns
+        msg = {"T": "q", "S": symbol, "bx": self._exchange(feed), "bp": bid, "bs": 100 * self.rng.randint(1, 9),
+               "ax": self._exchange(feed), "ap": ask, "as": 100 * self.rng.randint(1, 9), "c": ["R"],
+               "t": format_ts(ns), "z": st.tape}
+        msg.update(fields)
+        st.last_quote = {k: msg[k] for k in ("t", "ax", "ap", "as", "bx", "bp", "bs", "c", "z") if k in msg}
+        return msg, ns
+
+    def roll_bars(self, symbols: Iterable[str], now_ns: int) -> list[tuple[Stamped, Stamped]]:
+        """Close the minute bars that ended before ``now_ns``; return (minute bar, running daily bar) pairs."""
+        out = []
+        for symbol in symbols:
+            st = self.symbols.get(symbol)
+            if st is None:
+                continue
+            start = st.minute.start_ns
+            bar = st.minute.roll(now_ns)
+            if bar is None or start is None:
+                continue
+            st.last_bar = bar
+            out.append((self.bar_message("b", symbol, bar, start), self.daily_message(st)))
+        return out
+
+    def daily_message(self, st: SymbolState) -> Stamped:
+        daily = st.daily.current() or self.synthetic_bar(st)
+        start = st.daily.start_ns if st.daily.start_ns is not None else st.daily.window_of(time.time_ns())
+        return self.bar_message("d", st.symbol, daily, start)
+
+    @staticmethod
+    def bar_message(kind: str, symbol: str, bar: dict, start_ns: int) -> Stamped:
+        return {"T": kind, "S": symbol, **bar}, start_ns
+
+    def synthetic_bar(self, st: SymbolState, start_ns: int | None = None) -> dict:
+        """A one-print bar at the current price, for snapshots of symbols that have not traded yet."""
+        start_ns = st.minute.window_of(time.time_ns()) if start_ns is None else start_ns
+        p = st.price
+        return {"o": p, "h": p, "l": p, "c": p, "v": 0, "t": format_ts(start_ns), "n": 0, "vw": p}
+
+    def latest_trade(self, symbol: str) -> dict:
+        st = self.state(symbol)
+        if st.last_trade is None:
+            self.trade(symbol)
+        return dict(st.last_trade or {})
+
+    def latest_quote(self, symbol: str) -> dict:
+        st = self.state(symbol)
+        if st.last_quote is None:
+            self.quote(symbol)
+        return dict(st.last_quote or {})
+
+    def snapshot(self, symbol: str) -> dict:
+        """Alpaca's snapshot object: latestTrade, latestQuote, minuteBar, dailyBar, prevDailyBar."""
+        st = self.state(symbol)
+        trade, quote = self.latest_trade(symbol), self.latest_quote(symbol)
+        minute = st.minute.current() or st.last_bar or self.synthetic_bar(st)
+        daily = st.daily.current() or self.synthetic_bar(st, st.daily.window_of(time.time_ns()))
+        prev_start = st.daily.window_of(time.time_ns()) - DAY_NS
+        o = st.open_price
+        prev = {"o": o, "h": o, "l": o, "c": o, "v": 0, "t": format_ts(prev_start), "n": 0, "vw": o}
+        return {"latestTrade": trade, "latestQuote": quote, "minuteBar": minute, "dailyBar": daily,
+                "prevDailyBar": prev}
+
+    def trades_between(self, symbol: str, start_ns: int, end_ns: int) -> list[dict]:
+        """Recorded trades of ``symbol`` with start <= t <= end (both inclusive, like Alpaca)."""
+        st = self.symbols.get(symbol)
+        if st is None:
+            return []
+        return [rest for ns, rest in st.history if start_ns <= ns <= end_ns]

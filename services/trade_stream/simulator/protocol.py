@@ -1,0 +1,125 @@
+"""Market-data stream protocol rules: control messages, error codes, subscription bookkeeping.
+
+Pure functions, so the rules (what is 400 and what is 410, what a 405 leaves behind) are easy to read
+and test apart from the sockets.
+"""
+
+from __future__ import annotations
+
+from .config import Plan
+from .market import SYMBOL_RE
+
+#: Channels a stock-stream client may name in subscribe/unsubscribe.
+CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
+#: Channels that follow ``trades`` and cannot be subscribed directly (Alpaca: "automatic when you
+#: subscribe to the trade channel"). Naming them is rejected with 400 so a client that echoes the
+#: server's subscription reply back upstream is caught here rather than in production.
+IMPLIED = ("corrections", "cancelErrors")
+
+ERROR_MESSAGES = {
+    400: "invalid syntax",
+    401: "not authenticated",
+    402: "auth failed",
+    403: "already authenticated",
+    404: "auth timeout",
+    405: "symbol limit exceeded",
+    406: "connection limit exceeded",
+    407: "slow client",
+    409: "insufficient subscription",
+    410: "invalid subscribe action for this feed",
+    411: "insufficient scope",
+    500: "internal error",
+}
+
+CONNECTED = {"T": "success", "msg": "connected"}
+AUTHENTICATED = {"T": "success", "msg": "authenticated"}
+
+Subs = dict[str, set[str]]
+
+
+class ProtocolError(Exception):
+    """A request the server answers with ``[{"T":"error","code":..,"msg":..}]``."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def error(code: int, msg: str | None = None) -> dict:
+    return {"T": "error", "code": code, "msg": msg or ERROR_MESSAGES.get(code, "error")}
+
+
+def empty_subs() -> Subs:
+    return {ch: set() for ch in CHANNELS}
+
+
+def parse_request(msg: dict) -> dict[str, list[str]]:
+    """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
+
+    400: a non-list value, a non-string or malformed symbol, or an implied channel.
+    410: a channel this stream does not have (news, orderbooks, typos...).
+    """
+    request: dict[str, list[str]] = {}
+    for key, value in msg.items():
+        if key == "action":
+            continue
+        if key in IMPLIED:
+            raise ProtocolError(400)
+        if key not in CHANNELS:
+            raise ProtocolError(410)
+        if not isinstance(value, list):
+            raise ProtocolError(400)
+        for symbol in value:
+            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)):
+                raise ProtocolError(400)
+        request[key] = value
+    return request
+
+
+def apply(subs: Subs, request: dict[str, list[str]], subscribe: bool) -> Subs:
+    """The subscription set after applying ``request`` (a new dict; ``subs`` is untouched)."""
+    new = {ch: set(symbols) for ch, symbols in subs.items()}
+    for ch, symbols in request.items():
+        if subscribe:
+            new[ch].update(symbols)
+        else:
+            new[ch].difference_update(symbols)
+    return new
+
+
+def symbol_count(subs: Subs) -> int:
+    """Distinct symbols across all channels, the unit of Alpaca's per-plan limit."""
+    return len(set().union(*subs.values()) - {"*"})
+
+
+def check_plan(subs: Subs, plan: Plan) -> None:
+    """Raise 405 if ``subs`` exceeds the plan (too many symbols, or a wildcard the plan lacks)."""
+    if plan.symbol_limit is None:
+        return
+    wildcard = any("*" in symbols for symbols in subs.values())
+    if symbol_count(subs) > plan.symbol_limit or (wildcard and not plan.allows_wildcard()):
+        raise ProtocolError(405)
+
+
+def subscription_message(subs: Subs) -> dict:
+    """The full-set confirmation, keys in Alpaca's order, lists sorted."""
+    trades = sorted(subs["trades"])
+    return {
+        "T": "subscription",
+        "trades": trades,
+        "quotes": sorted(subs["quotes"]),
+        "bars": sorted(subs["bars"]),
+        "updatedBars": sorted(subs["updatedBars"]),
+        "dailyBars": sorted(subs["dailyBars"]),
+        "statuses": sorted(subs["statuses"]),
+        "lulds": sorted(subs["lulds"]),
+        "corrections": list(trades),
+        "cancelErrors": list(trades),
+        "imbalances": sorted(subs["imbalances"]),
+    }
+
+
+def wants(subs: Subs, channel: str, symbol: str | None) -> bool:
+    """Whether a connection with ``subs`` receives a message of ``channel`` for ``symbol``."""
+    symbols = subs.get(channel)
+    return bool(symbols) and (symbol in symbols or "*" in symbols)

@@ -1,0 +1,260 @@
+"""HTTP on the WebSocket port: Alpaca's REST GET endpoints and the ``/_sim/`` control endpoints.
+
+websockets' ``process_request`` sees the request line and headers only, never a body, so this is GET-only:
+orders are created through the control API (``/_sim/order`` or ``Simulator.submit_order``), not
+``POST /v2/orders``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from .market import NS, SYMBOL_RE, format_ts, parse_ts
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+Result = tuple[int, Any]
+Query = dict[str, str]
+
+UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
+
+
+def respond(status: int, body: Any) -> Response:
+    """A JSON response built by hand (``Headers.__setitem__`` appends, so no editing of respond())."""
+    payload = orjson.dumps(body, default=str)
+    headers = Headers([("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(payload))),
+                       ("Cache-Control", "no-cache"), ("Connection", "close")])
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return Response(status, reason, headers, payload)
+
+
+def not_found(message: str = "endpoint not found") -> Result:
+    return 404, {"code": 40410000, "message": message}
+
+
+# -- Alpaca REST --------------------------------------------------------------------------------------
+
+
+def route(sim: Simulator, path: str, query: Query, headers: Headers) -> Result:
+    key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
+    if key is None or secret is None:
+        return 401, UNAUTHORIZED
+    if sim.config.accounts.get(key) != secret:
+        return 403, UNAUTHORIZED
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] != ["v2"]:
+        return not_found()
+    try:
+        return _route_v2(sim, key, parts[1:], query)
+    except ValueError as exc:
+        return 422, {"code": 42210000, "message": str(exc)}
+
+
+def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Result:
+    match parts:
+        case ["account"]:
+            return 200, sim.book.account_view(key)
+        case ["clock"]:
+            now = format_ts(time.time_ns())
+            return 200, {"timestamp": now, "is_open": True, "next_open": now, "next_close": now}
+        case ["orders"]:
+            return 200, _orders(sim, key, query)
+        case ["orders:by_client_order_id"]:
+            wanted = query.get("client_order_id")
+            for order in sim.book.account(key).orders.values():
+                if order["client_order_id"] == wanted:
+                    return 200, order
+            return not_found(f"order not found for {wanted}")
+        case ["orders", order_id]:
+            order = sim.book.account(key).orders.get(order_id)
+            return (200, order) if order else not_found(f"order not found for {order_id}")
+        case ["positions"]:
+            return 200, sim.book.positions(key)
+        case ["positions", symbol]:
+            found = [p for p in sim.book.positions(key) if p["symbol"] == symbol or p["asset_id"] == symbol]
+            return (200, found[0]) if found else not_found("position does not exist")
+        case ["stocks", *rest]:
+            return _stocks(sim, rest, query)
+    return not_found()
+
+
+def _orders(sim: Simulator, key: str, query: Query) -> list[dict]:
+    symbols = {s for s in query.get("symbols", "").split(",") if s}
+    return sim.book.list_orders(
+        key, status=query.get("status", "open"), limit=int(query.get("limit", "50")), after=query.get("after"),
+        until=query.get("until"), direction=query.get("direction", "desc"), symbols=symbols,
+        side=query.get("side"))
+
+
+def _symbols(query: Query) -> list[str]:
+    symbols = [s for s in query.get("symbols", "").split(",") if s]
+    if not symbols:
+        raise ValueError("missing symbols")
+    for s in symbols:
+        if not SYMBOL_RE.fullmatch(s):
+            raise ValueError(f"invalid symbol: {s}")
+    return symbols
+
+
+def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
+    market = sim.market
+    match parts:
+        case ["snapshots"]:
+            return 200, {s: market.snapshot(s) for s in _symbols(query)}
+        case [symbol, "snapshot"]:
+            return 200, {"symbol": symbol, **market.snapshot(symbol)}
+        case ["trades", "latest"]:
+            return 200, {"trades": {s: market.latest_trade(s) for s in _symbols(query)}}
+        case ["quotes", "latest"]:
+            return 200, {"quotes": {s: market.latest_quote(s) for s in _symbols(query)}}
+        case ["bars", "latest"]:
+            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _symbols(query)}}
+        case ["trades"]:
+            return 200, _trades(sim, _symbols(query), query)
+        case [symbol, "trades"]:
+            page = _trades(sim, [symbol], query)
+            return 200, {"trades": page["trades"].get(symbol, []), "symbol": symbol,
+                         "next_page_token": page["next_page_token"]}
+    return not_found()
+
+
+def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
+    """Historical trades: inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
+    now = time.time_ns()
+    start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
+    end = parse_ts(query["end"]) if query.get("end") else now
+    limit = min(10_000, max(1, int(query.get("limit") or 1000)))
+    offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
+    rows = []
+    for symbol in sorted(set(symbols)):
+        trades = sim.market.trades_between(symbol, start, end)
+        if query.get("sort") == "desc":
+            trades.reverse()
+        rows.extend((symbol, t) for t in trades)
+    page = rows[offset: offset + limit]
+    out: dict[str, list[dict]] = {}
+    for symbol, trade in page:
+        out.setdefault(symbol, []).append(trade)
+    more = offset + limit < len(rows)
+    token = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else None
+    return {"trades": out, "next_page_token": token}
+
+
+# -- /_sim/ control -----------------------------------------------------------------------------------
+
+
+def _num(query: Query, name: str, cast: Callable[[str], Any] = float, default: Any = None) -> Any:
+    value = query.get(name)
+    return default if value in (None, "") else cast(value)
+
+
+def _flag(query: Query, name: str, default: bool = True) -> bool:
+    value = query.get(name)
+    return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+def _market_fields(query: Query, names: tuple[str, ...]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in names:
+        if name in query:
+            fields[name] = query[name].split(",") if name == "c" else query[name]
+    return fields
+
+
+def control(sim: Simulator, name: str, query: Query) -> Result:
+    handler = CONTROL.get(name)
+    if handler is None:
+        return 404, {"error": f"unknown control endpoint /_sim/{name}", "endpoints": sorted(CONTROL)}
+    try:
+        return 200, handler(sim, query)
+    except (ValueError, KeyError, TypeError) as exc:
+        return 400, {"error": str(exc) or type(exc).__name__}
+
+
+def _trade(sim: Simulator, q: Query) -> dict:
+    return sim.inject_trade(q["symbol"], _num(q, "price"), _num(q, "size", int), path=q.get("path"),
+                            **_market_fields(q, ("x", "c", "z")))
+
+
+def _quote(sim: Simulator, q: Query) -> dict:
+    fields = _market_fields(q, ("bx", "ax", "c", "z"))
+    fields.update({k: int(q[k]) for k in ("bs", "as") if k in q})
+    return sim.inject_quote(q["symbol"], _num(q, "bid"), _num(q, "ask"), path=q.get("path"), **fields)
+
+
+def _bar(sim: Simulator, q: Query) -> dict:
+    fields: dict[str, Any] = {k: float(q[k]) for k in ("o", "h", "l", "c", "vw") if k in q}
+    fields.update({k: int(q[k]) for k in ("v", "n") if k in q})
+    return sim.inject_bar(q["symbol"], kind=q.get("kind", "b"), path=q.get("path"), **fields)
+
+
+def _order(sim: Simulator, q: Query) -> dict:
+    kwargs: dict[str, Any] = {k: q[k] for k in ("stop_price", "time_in_force", "client_order_id") if q.get(k)}
+    return sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
+                            q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+
+
+def _replace(sim: Simulator, q: Query) -> dict:
+    return sim.replace_order(q["order_id"], q.get("qty") or None, q.get("limit_price") or None)
+
+
+def _event(sim: Simulator, q: Query) -> dict:
+    return sim.emit_order_event(q["order_id"], q["event"])
+
+
+def _plan(sim: Simulator, q: Query) -> dict:
+    feeds = q["feeds"].split(",") if q.get("feeds") else None
+    kwargs: dict[str, Any] = {}
+    if "symbol_limit" in q:
+        kwargs["symbol_limit"] = int(q["symbol_limit"]) if q["symbol_limit"] else None
+    plan = sim.set_plan(q["key"], feeds, max_connections=_num(q, "max_connections", int), **kwargs)
+    return {"feeds": sorted(plan.feeds), "symbol_limit": plan.symbol_limit,
+            "max_connections": plan.max_connections, "wildcard": plan.allows_wildcard()}
+
+
+def _received(sim: Simulator, q: Query) -> list[dict]:
+    path = q.get("path")
+    return [r._asdict() for r in sim.received if path is None or r.path == path]
+
+
+def _ok(fn: Callable[[], Any]) -> dict:
+    fn()
+    return {"ok": True}
+
+
+CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
+    "trade": _trade,
+    "quote": _quote,
+    "bar": _bar,
+    "order": _order,
+    "fill": lambda s, q: s.fill_order(q["order_id"], q.get("qty") or None, q.get("price") or None),
+    "cancel": lambda s, q: s.cancel_order(q["order_id"]),
+    "reject": lambda s, q: s.reject_order(q["order_id"]),
+    "expire": lambda s, q: s.expire_order(q["order_id"]),
+    "replace": _replace,
+    "event": _event,
+    "cut": lambda s, q: _ok(s.cut_all),
+    "fail_auth": lambda s, q: _ok(lambda: s.fail_next_auth(_num(q, "code", int, 402), _num(q, "times", int, 1),
+                                                           q.get("path") or None)),
+    "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
+                                                                      _num(q, "times", int, 1))),
+    "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
+    "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
+    "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),
+    "plan": _plan,
+    "received": _received,
+    "clear_received": lambda s, q: _ok(s.clear_received),
+    "state": lambda s, q: s.state(),
+}
