@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,6 +20,7 @@ from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
+from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
 from trade_stream.stats import Stats
 from trade_stream.trading import TradingUpstream
 from trade_stream.upstream import UpstreamState
@@ -75,7 +77,8 @@ class App:
 
     def _build_orders(self, relay: Relay) -> Orders:
         cfg = self.cfg
-        journal = Journal(Path(cfg.state_dir) / "orders.sqlite3", cfg.journal_retention_days)
+        name = "orders-demo.sqlite3" if cfg.demo else "orders.sqlite3"  # never mix simulated fills with real ones
+        journal = Journal(Path(cfg.state_dir) / name, cfg.journal_retention_days)
         orders = Orders(cfg.token, journal, AlpacaRest(cfg), relay, self.stats)
 
         def trading_state(state: UpstreamState) -> None:
@@ -152,16 +155,50 @@ class App:
             await self.simulator.stop()
         log.info("stopped")
 
-    async def run_until_signalled(self) -> None:
+    def status_line(self) -> str:
+        relay = self.relay
+        if relay is None:
+            return "starting"
+        trading = self.trading.status.state if self.trading else "off"
+        return (f"upstream={relay.upstream.status.state} trading={trading} clients={len(relay.clients)} "
+                f"symbols={len(relay.hub.wanted_symbols())}")
+
+    def reload(self, cfg: Config) -> None:
+        """SIGHUP: apply the new log level and limits; connections and subscriptions stay."""
+        logging.getLogger().setLevel(cfg.log_level)
+        if self.ws is not None:
+            self.ws.reload_limits(cfg)
+        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
+                 cfg.max_connections, cfg.max_connections_per_ip)
+
+    async def run_until_signalled(self, reread: Callable[[], Config] | None = None) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if reread is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._on_hup(reread))
+        notifier = Notifier.from_env()
         await self.start()
+        if notifier is not None:
+            notifier.send(ready=1, status=self.status_line())
+            interval = watchdog_interval()
+            if interval:
+                self._tasks.append(asyncio.create_task(keep_alive(notifier, interval, self.status_line)))
         try:
             await stop.wait()
         finally:
+            if notifier is not None:
+                notifier.send(stopping=1, status="shutting down")
             await self.stop()
+            if notifier is not None:
+                notifier.close()
+
+    def _on_hup(self, reread: Callable[[], Config]) -> None:
+        try:
+            self.reload(reread())
+        except Exception as exc:  # a bad edit must not kill a running daemon
+            log.error("reload_failed error=%s (keeping the running configuration)", exc)
 
     async def __aenter__(self) -> App:
         await self.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from trade_stream import __version__, config
 
@@ -36,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
-    return run(cfg)
+    return run(cfg, lambda: config.load(args))
 
 
-def run(cfg: config.Config) -> int:
+def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
     import uvloop
 
     from trade_stream import logs
@@ -47,7 +48,7 @@ def run(cfg: config.Config) -> int:
 
     logs.setup(cfg.log_level)
     try:
-        uvloop.run(App(cfg).run_until_signalled())
+        uvloop.run(App(cfg).run_until_signalled(reread))
     except OSError as exc:
         print(f"trade-stream: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}; "
               "set TRADE_STREAM_PORT or stop the other process", file=sys.stderr)

@@ -1,0 +1,207 @@
+// The private orders panel: token handling, auth and the orders channel, and the order-update list.
+import { el } from './dom.js';
+import { formatEasternTime, formatPrice, formatQuantity } from './format.js';
+import { PositionsTable } from './positions.js';
+import { lastOrderEvent, tokenStore } from './token.js';
+
+const MAX_ORDER_ROWS = 200;
+
+const EXPLANATION = {
+  none: 'Order updates are private: enter the token printed by trade-stream at start.',
+  waiting: 'The token will be sent when the connection is up.',
+  pending: 'Checking the token…',
+  rejected: 'The token was rejected. Enter the token printed by trade-stream at start.',
+  authenticated: 'No orders yet.',
+};
+const TOKEN_STATE_TEXT = {
+  none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', authenticated: 'authenticated',
+};
+
+// Colour family of an order event, or of an order status for snapshot rows.
+const TONES = {
+  fill: 'fill', filled: 'fill',
+  partial_fill: 'partial', partially_filled: 'partial',
+  canceled: 'done', expired: 'done', done_for_day: 'done', replaced: 'done',
+  rejected: 'rejected',
+  new: 'open', accepted: 'open', pending_new: 'open', accepted_for_bidding: 'open', held: 'open',
+};
+
+export class OrdersPanel {
+  #connection;
+  #els;
+  #positions;
+  #token = tokenStore.get();
+  #state = 'none';
+  #seen = new Set();
+
+  constructor(connection, document) {
+    this.#connection = connection;
+    const $ = (id) => document.getElementById(id);
+    this.#els = {
+      form: $('token-form'), input: $('token-input'), forget: $('token-forget'), state: $('token-state'),
+      empty: $('orders-empty'), list: $('orders-list'),
+    };
+    this.#positions = new PositionsTable($('positions-table'), $('portfolio-value'), $('portfolio-pl'));
+    this.#els.form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.useToken(this.#els.input.value);
+    });
+    this.#els.forget.addEventListener('click', () => this.#forget());
+    this.#setState(this.#token ? 'waiting' : 'none');
+  }
+
+  /** The connection was welcomed: authenticate if we have a token. */
+  onLive() {
+    if (!this.#token) return;
+    this.#setState('pending');
+    this.#connection.send({ action: 'auth', token: this.#token });
+  }
+
+  markOffline() {
+    if (this.#token && this.#state !== 'rejected') this.#setState('waiting');
+  }
+
+  /** True when the message was about orders. */
+  handleMessage(message) {
+    switch (message.type) {
+      case 'authenticated':
+        this.#setState('authenticated');
+        this.#subscribeOrders();
+        return true;
+      case 'subscribed':
+      case 'unsubscribed':
+        return message.channel === 'orders';
+      case 'orders_snapshot':
+        this.#showSnapshot(message);
+        return true;
+      case 'order_update':
+        this.#showUpdate(message);
+        return true;
+      case 'position_update':
+        this.#positions.update(message);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /** True when the error was the token being refused. */
+  handleError(error) {
+    if (error.code !== 'unauthorized') return false;
+    tokenStore.clear();
+    this.#token = null;
+    this.#setState('rejected', error.message);
+    return true;
+  }
+
+  /** A token typed in, or taken from the page address. */
+  useToken(raw) {
+    const token = String(raw ?? '').trim();
+    if (!token) return;
+    this.#els.input.value = '';
+    if (token !== this.#token) this.#clearLists();
+    this.#token = token;
+    tokenStore.set(token);
+    if (this.#connection.isLive) this.onLive();
+    else this.#setState('waiting');
+  }
+
+  #forget() {
+    if (this.#state === 'authenticated') this.#connection.send({ action: 'unsubscribe', channel: 'orders' });
+    tokenStore.clear();
+    lastOrderEvent.clear();
+    this.#token = null;
+    this.#clearLists();
+    this.#setState('none');
+    this.#els.input.focus();
+  }
+
+  #subscribeOrders() {
+    const since = lastOrderEvent.get();
+    this.#connection.send({ action: 'subscribe', channel: 'orders', ...(since === null ? {} : { since }) });
+  }
+
+  #showSnapshot({ orders = [], positions = [], portfolio }) {
+    for (const row of this.#els.list.querySelectorAll('.order-row[data-event="snapshot"]')) row.remove();
+    const newestFirst = [...orders].sort((a, b) => timeOf(b).localeCompare(timeOf(a)));
+    this.#els.list.append(...newestFirst.slice(0, MAX_ORDER_ROWS).map((order) => orderRow(order, {})));
+    this.#positions.replaceAll(positions, portfolio);
+    this.#refreshEmpty();
+  }
+
+  #showUpdate({ id, event, data = {}, reconciled }) {
+    const order = data.order ?? {};
+    const key = `${id}:${order.id}:${event}`;
+    if (this.#seen.has(key)) return;
+    this.#seen.add(key);
+    lastOrderEvent.record(id);
+    this.#els.list.prepend(orderRow(order, { id, event, data, reconciled }));
+    while (this.#els.list.children.length > MAX_ORDER_ROWS) this.#els.list.lastElementChild.remove();
+    this.#refreshEmpty();
+  }
+
+  #clearLists() {
+    this.#els.list.replaceChildren();
+    this.#seen.clear();
+    this.#positions.clear();
+  }
+
+  #setState(state, detail) {
+    this.#state = state;
+    const { state: badge, forget } = this.#els;
+    badge.dataset.state = state;
+    badge.textContent = TOKEN_STATE_TEXT[state];
+    badge.title = detail ?? '';
+    forget.hidden = state === 'none' || state === 'rejected';
+    this.#refreshEmpty();
+  }
+
+  #refreshEmpty() {
+    const { empty, list } = this.#els;
+    empty.textContent = EXPLANATION[this.#state];
+    empty.dataset.state = this.#state;
+    empty.hidden = this.#state === 'authenticated' && list.children.length > 0;
+  }
+}
+
+function timeOf(order) {
+  return order.updated_at ?? order.submitted_at ?? order.created_at ?? '';
+}
+
+const words = (text) => String(text ?? '').replace(/_/g, ' ');
+
+/** One order row, from an order_update (id, event, data, reconciled) or, without them, a snapshot order. */
+function orderRow(order, { id, event, data = {}, reconciled }) {
+  const timestamp = data.timestamp ?? timeOf(order);
+  const dataset = { event: event ?? 'snapshot', status: order.status ?? '', orderId: order.id ?? '' };
+  if (id !== undefined) dataset.id = id;
+  return el('li', { class: `order-row tone-${TONES[event] ?? TONES[order.status] ?? 'other'}`, dataset },
+    el('span', { class: 'event', text: words(event ?? order.status) }),
+    el('span', { class: 'what', text: orderSummary(order) }),
+    el('span', { class: 'detail', text: priceDetail(order, event, data) }),
+    el('span', { class: 'status', text: `${words(order.status)} · ${fillProgress(order)}` }),
+    el('time', {
+      class: 'time', datetime: timestamp || null, title: timestamp, text: formatEasternTime(timestamp),
+    }),
+    reconciled ? el('span', { class: 'reconciled', text: 'reconciled after a gap in the live stream' }) : '');
+}
+
+/** "BUY 10 AAPL" */
+function orderSummary(order) {
+  return [order.side?.toUpperCase(), formatQuantity(order.qty), order.symbol].filter(Boolean).join(' ');
+}
+
+/** "10 @ 175.20" for fills, otherwise the order type and its limit. */
+function priceDetail(order, event, data) {
+  if (event === 'fill' || event === 'partial_fill') {
+    return `${formatQuantity(data.qty)} @ ${formatPrice(data.price)}`;
+  }
+  const type = words(order.type);
+  return order.limit_price ? `${type} ${formatPrice(order.limit_price)}` : type;
+}
+
+/** "4/10 filled @ 175.10" */
+function fillProgress(order) {
+  const progress = `${formatQuantity(order.filled_qty ?? 0)}/${formatQuantity(order.qty)} filled`;
+  return Number(order.filled_qty) > 0 ? `${progress} @ ${formatPrice(order.filled_avg_price)}` : progress;
+}
