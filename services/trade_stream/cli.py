@@ -9,7 +9,9 @@ from collections.abc import Callable
 from trade_stream import __version__, config
 
 SUBCOMMANDS = {
-    "simulate": "serve the Alpaca simulator on its own (trade-stream simulate --help)",
+    "simulate": "serve the Alpaca simulator on its own",
+    "check": "validate the configuration and try the credentials against Alpaca",
+    "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
 }
 
 
@@ -18,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trade-stream",
         description="Relay one Alpaca market-data and trading stream to many browser clients.",
         epilog="Tools: " + "; ".join(f"trade-stream {k}: {v}" for k, v in SUBCOMMANDS.items())
-        + ". Every flag can also be set by the environment variable in brackets, or in a .env file.",
+        + " (each takes --help). Every flag can also be set by the environment variable in brackets,"
+        " or in a .env file.",
     )
     parser.add_argument("--version", action="version", version=f"trade-stream {__version__}")
     config.add_arguments(parser)
@@ -27,10 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "simulate":
-        from trade_stream.simulator.cli import main as simulate
-
-        return simulate(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return tool(argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args)
@@ -38,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
     return run(cfg, lambda: config.load(args))
+
+
+def tool(name: str) -> Callable[[list[str]], int]:
+    """Tools are imported only when asked for: the daemon never loads the simulator or the benchmark."""
+    if name == "simulate":
+        from trade_stream.simulator.cli import main
+    elif name == "check":
+        from trade_stream.check import main
+    else:
+        from trade_stream.bench import main
+    return main
 
 
 def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
