@@ -21,6 +21,7 @@ from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
 from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
+from trade_stream.sse import SseServer
 from trade_stream.stats import Stats
 from trade_stream.trading import TradingUpstream
 from trade_stream.upstream import UpstreamState
@@ -39,6 +40,7 @@ class App:
         self.relay: Relay | None = None
         self.ws: WsServer | None = None
         self.orders: Orders | None = None
+        self.sse: SseServer | None = None
         self.trading: TradingUpstream | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
@@ -65,6 +67,9 @@ class App:
         self.web = Web(StaticFiles(cfg.public_dir), routes)
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders)
         await self.ws.start()
+        if cfg.sse_port:
+            self.sse = SseServer(cfg, relay, orders, origins, self.stats)
+            await self.sse.start()
         self._tasks.append(asyncio.create_task(relay.run(), name="upstream-market-data"))
         self._tasks.append(asyncio.create_task(self.trading.run(), name="upstream-trading"))
         self._tasks.append(asyncio.create_task(self._prune_journal(), name="journal-retention"))
@@ -140,6 +145,8 @@ class App:
         log.info("shutting_down")
         if self.ws is not None:
             await self.ws.close()
+        if self.sse is not None:
+            await self.sse.close()
         if self.relay is not None:
             await self.relay.stop()
         if self.trading is not None:

@@ -99,6 +99,7 @@ class Orders:
         self.authed: set[Client] = set()
         self.subscribers: set[Client] = set()
         self.listeners: list[Callable[[Entry], None]] = []
+        self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._failures = SlidingWindow(FAILED_AUTH_LIMIT)
         self._tap = _PriceTap(self._on_trades)
         self._tapped: set[str] = set()
@@ -273,6 +274,8 @@ class Orders:
         frame = text_frame(encode(msg))
         for client in list(self.subscribers):
             client.send(frame)
+        for listener in self.position_listeners:
+            listener(msg)
 
     def _push_later(self, symbol: str) -> None:
         self._scheduled.discard(symbol)

@@ -1,0 +1,519 @@
+"""Server-Sent Events side-port: the same feed as the WebSocket side, for clients that only listen.
+
+h11 parses the request and writes the response head (sans-I/O, like websockets for WebSocket); the body is a
+chunked stream we frame ourselves. Market data flows through the same hub and router as WebSocket clients: an
+``SseClient`` is a hub holder whose codec turns each message into an SSE event once (id assigned, recorded in the
+replay ring) and whose ``send`` writes with the same buffer cap and abort as the WebSocket side. Orders replay
+from the durable journal. See stack notes §2-3 for the wire format and the gzip/flush rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import h11
+import orjson
+
+from trade_stream.config import Config
+from trade_stream.fanout import Codec
+from trade_stream.hub import Key
+from trade_stream.journal import Entry
+from trade_stream.limits import SlidingWindow
+from trade_stream.orders import Orders
+from trade_stream.origins import OriginPolicy
+from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, encode, market_message
+from trade_stream.relay import Relay
+from trade_stream.stats import Stats
+
+log = logging.getLogger("trade_stream.sse")
+
+STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders")
+SSE_CHANNELS = ("trades", "quotes")
+GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
+REQUEST_TIMEOUT = 10.0
+CORS_HEADERS = [(b"Access-Control-Allow-Methods", b"GET, OPTIONS"),
+                (b"Access-Control-Allow-Headers", b"Content-Type, Authorization, Last-Event-ID"),
+                (b"Access-Control-Max-Age", b"600")]
+
+
+def event_bytes(event: str, data: bytes, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\n".encode() + b"data: " + data + b"\n\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+@dataclass
+class Ring:
+    """Recent market events for Last-Event-ID replay, plus when each key started being recorded."""
+
+    size: int
+    events: deque[tuple[int, Key, bytes]] = field(default_factory=deque)
+    recording_since: dict[Key, int] = field(default_factory=dict)
+    ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
+    last_id: int = 0
+
+    def record(self, key: Key, build: Any) -> tuple[int, bytes]:
+        self.last_id = event_id = next(self.ids)  # type: ignore[call-overload]
+        ev = build(event_id)
+        if self.size:
+            self.events.append((event_id, key, ev))
+            if len(self.events) > self.size:
+                self.events.popleft()
+        return event_id, ev
+
+    def replay(self, after: int, keys: set[Key]) -> list[bytes] | None:
+        """Events after ``after`` for ``keys``, or None when the ring cannot vouch for a complete replay."""
+        if after < 0 or after > self.last_id:
+            return None  # unparseable, from before a restart, or invented
+        oldest = self.events[0][0] if self.events else self.last_id + 1
+        if after + 1 < oldest and after < self.last_id:
+            return None
+        for key in keys:
+            since = self.recording_since.get(key)
+            if since is None or since > after + 1:
+                return None
+        return [ev for eid, key, ev in self.events if eid > after and key in keys]
+
+
+class SseCodec(Codec):
+    """One SSE event per market message, built once: (key, event bytes)."""
+
+    def __init__(self, ring: Ring) -> None:
+        self.ring = ring
+
+    def body(self, m: dict[str, Any]) -> Any:
+        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+        if channel not in SSE_CHANNELS:
+            return None
+        msg = market_message(m)
+        if msg is None:
+            return None
+        key = (channel, m.get("S"))
+        data = encode(msg)
+        _, ev = self.ring.record(key, lambda eid: event_bytes(msg["type"], data, eid))
+        return key, ev
+
+    def frames(self, bodies: list[Any]) -> Any:
+        return bodies
+
+
+class SseClient:
+    """One open event stream. Hub holder (codec + send), writer of chunked, optionally gzipped, events."""
+
+    def __init__(self, writer: asyncio.StreamWriter, ip: str, cap: int, stats: Stats, codec: Codec,
+                 gzip: bool, throttle: float) -> None:
+        self.writer = writer
+        self.transport = writer.transport
+        self.ip = ip
+        self.cap = cap
+        self.stats = stats
+        self.codec = codec
+        self.z = zlib.compressobj(6, zlib.DEFLATED, 16 + 12, 5) if gzip else None
+        self.throttle = throttle
+        self.last_write = time.monotonic()
+        self._last_sent: dict[Key, float] = {}
+        self._pending: dict[Key, bytes] = {}
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def send(self, bodies: list[tuple[Key, bytes]], count: int = 1) -> bool:
+        if self.throttle:
+            bodies = self._coalesce(bodies)
+            if not bodies:
+                return True
+        return self.write(b"".join(ev for _, ev in bodies), len(bodies))
+
+    def write(self, data: bytes, count: int = 0) -> bool:
+        if self.closed or self.transport.is_closing():
+            return False
+        if self.z is not None:
+            data = self.z.compress(data) + self.z.flush(zlib.Z_SYNC_FLUSH)
+        if self.transport.get_write_buffer_size() + len(data) > self.cap:
+            self.cut_off()
+            return False
+        self.transport.write(chunk(data))
+        self.last_write = time.monotonic()
+        self.stats.deliveries += count
+        self.stats.bytes_out += len(data)
+        return True
+
+    def cut_off(self) -> None:
+        self.closed = True
+        self.stats.slow_client_cutoffs += 1
+        log.warning("slow_client_cut_off kind=sse ip=%s buffered=%d cap=%d", self.ip,
+                    self.transport.get_write_buffer_size(), self.cap)
+        self.transport.abort()
+
+    def _coalesce(self, bodies: list[tuple[Key, bytes]]) -> list[tuple[Key, bytes]]:
+        """At most one event per key per window, always the latest."""
+        now = time.monotonic()
+        out = []
+        for key, ev in bodies:
+            if now - self._last_sent.get(key, 0.0) >= self.throttle and key not in self._pending:
+                self._last_sent[key] = now
+                out.append((key, ev))
+            else:
+                self._pending[key] = ev
+        if self._pending and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self.throttle, self._flush)
+        return out
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        pending, self._pending = self._pending, {}
+        now = time.monotonic()
+        for key in pending:
+            self._last_sent[key] = now
+        if pending:
+            self.write(b"".join(pending.values()), len(pending))
+
+    def finish(self) -> None:
+        self.closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+
+    def end(self) -> None:
+        """Clean end of stream on shutdown: finish gzip, the last chunk, close. EventSource will reconnect."""
+        if self.closed or self.transport.is_closing():
+            return
+        tail = self.z.flush(zlib.Z_FINISH) if self.z is not None else b""
+        self.transport.write((chunk(tail) if tail else b"") + b"0\r\n\r\n")
+        self.finish()
+        self.transport.close()
+
+
+class _Ghost:
+    """Keeps a departed client's keys recorded (no delivery) for GHOST_HOLD seconds."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def send(self, bodies: Any, count: int = 1) -> bool:
+        return True
+
+
+class Request:
+    def __init__(self, method: str, target: str, headers: dict[str, str]) -> None:
+        self.method = method
+        parts = urlsplit(target)
+        self.path = parts.path
+        self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.headers = headers
+
+
+class SseServer:
+    def __init__(self, cfg: Config, relay: Relay, orders: Orders | None, origins: OriginPolicy, stats: Stats) -> None:
+        self.cfg = cfg
+        self.relay = relay
+        self.orders = orders
+        self.origins = origins
+        self.stats = stats
+        self.ring = Ring(cfg.sse_replay)
+        self.codec = SseCodec(self.ring)
+        self.server: asyncio.Server | None = None
+        self.clients: set[SseClient] = set()
+        self.order_clients: set[SseClient] = set()
+        self._per_ip: dict[str, int] = {}
+        self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
+        self._handlers: set[asyncio.Task[Any]] = set()
+        if orders is not None:
+            orders.listeners.append(self._on_order_event)
+            orders.position_listeners.append(self._on_position)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
+        log.info("sse_listening port=%d", self.port)
+
+    async def close(self) -> None:
+        if self.server is None:
+            return
+        self.server.close()
+        for client in list(self.clients) + list(self.order_clients):
+            client.end()
+        for task in list(self._handlers):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), self.cfg.timings.shutdown_grace)
+
+    # --- connection ---------------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "?"
+        conn = h11.Connection(h11.SERVER)
+        try:
+            request = await asyncio.wait_for(self._read_request(conn, reader), REQUEST_TIMEOUT)
+            if request is not None:
+                await self._serve(conn, request, reader, writer, ip)
+        except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
+            pass
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            writer.close()
+
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Request | None:
+        request = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(8192)
+                conn.receive_data(data)
+                if not data and conn.their_state is not h11.DONE and request is None:
+                    return None
+                continue
+            if isinstance(event, h11.Request):
+                headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
+                request = Request(event.method.decode(), event.target.decode("latin-1"), headers)
+            elif isinstance(event, h11.EndOfMessage):
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+
+    def _head(self, request: Request, status: int, extra: list[tuple[bytes, bytes]], correlation: str) -> list:
+        headers = [(b"X-Correlation-ID", correlation.encode()), (b"Vary", b"Origin"), *extra]
+        allow = self.origins.cors_origin(request.headers.get("origin"), request.headers.get("host"))
+        if allow:
+            headers.append((b"Access-Control-Allow-Origin", allow.encode()))
+        return headers
+
+    def _respond(self, conn: h11.Connection, writer: asyncio.StreamWriter, request: Request, status: int,
+                 payload: Any, correlation: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = orjson.dumps(payload) if payload is not None else b""
+        headers = self._head(request, status, [*(extra or []), (b"Content-Length", str(len(body)).encode()),
+                                               (b"Connection", b"close")], correlation)
+        if payload is not None:
+            headers.append((b"Content-Type", b"application/json"))
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+        if body and request.method != "HEAD":
+            writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
+
+    async def _serve(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, ip: str) -> None:
+        correlation = request.headers.get("x-correlation-id", "")[:100] or uuid.uuid4().hex
+        log.info("sse_request method=%s path=%s ip=%s correlation_id=%s", request.method, request.path, ip,
+                 correlation)
+        known = request.path in (*STREAM_PATHS, "/api/stream/status")
+        if not known:
+            return self._respond(conn, writer, request, 404, _error(404, f"no such path {request.path}"), correlation)
+        if request.method == "OPTIONS":
+            return self._respond(conn, writer, request, 204, None, correlation, CORS_HEADERS)
+        if request.method not in ("GET", "HEAD"):
+            return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
+                                 correlation, [(b"Allow", b"GET, OPTIONS")])
+        if request.path == "/api/stream/status":
+            return self._respond(conn, writer, request, 200, self.relay.status(), correlation)
+        refused = self._admit(ip)
+        if refused is not None:
+            self.stats.connections_refused += 1
+            return self._respond(conn, writer, request, refused[0], _error(*refused), correlation,
+                                 [(b"Retry-After", b"10")])
+        if request.path == "/api/stream/orders":
+            await self._serve_orders(conn, request, reader, writer, ip, correlation)
+        else:
+            await self._serve_trades(conn, request, reader, writer, ip, correlation)
+
+    def _admit(self, ip: str) -> tuple[int, str] | None:
+        cfg = self.cfg
+        if len(self.clients) + len(self.order_clients) >= cfg.max_connections:
+            return 503, "server is at its connection limit; try again later"
+        if self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
+            return 429, "too many connections from your address"
+        if not self._connects.hit(ip, time.monotonic()):
+            return 429, "connecting too often; slow down"
+        return None
+
+    def _open_stream(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
+                     correlation: str, codec: Codec, kind: str, user: str) -> SseClient:
+        gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        try:
+            throttle = max(0.0, float(request.query.get("throttle_ms", "0")) / 1000)
+        except ValueError:
+            throttle = 0.0
+        headers = [(b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Cache-Control", b"no-cache"),
+                   (b"X-Accel-Buffering", b"no")]
+        if gzip:
+            headers.append((b"Content-Encoding", b"gzip"))
+        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
+                                            headers=self._head(request, 200, headers, correlation))))
+        client = SseClient(writer, ip, self.cfg.client_buffer_bytes, self.stats, codec, gzip, throttle)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.stats.connections_total += 1
+        client_id = f"{user}-{kind}-{int(time.time() * 1000)}"
+        hello = b"retry: 5000\n\n" + event_bytes("connected", encode({"client_id": client_id,
+                                                                      "correlation_id": correlation}))
+        client.write(hello)
+        log.info("sse_open kind=%s client_id=%s ip=%s gzip=%s throttle=%.3f", kind, client_id, ip, gzip, throttle)
+        return client
+
+    async def _serve_trades(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+        keys = _parse_keys(request.query)
+        if isinstance(keys, str):
+            return self._respond(conn, writer, request, 400, _error(400, keys), correlation)
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "trades", "anonymous")
+        last = _last_event_id(request)
+        if last is not None:
+            replay = self.ring.replay(last, set(keys))
+            if replay is None:
+                client.write(event_bytes("reset", encode({"reason": "cannot replay from that id; refetch state",
+                                                          "last_event_id": last, "current_id": self.ring.last_id})))
+            elif replay:
+                client.write(b"".join(replay), len(replay))
+        self._hold(client, keys)
+        self.clients.add(client)
+        try:
+            await self._pump(client, reader)
+        finally:
+            self.clients.discard(client)
+            self._release(client, keys)
+            self._leave(client)
+
+    async def _serve_orders(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+        orders = self.orders
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+        err = orders.check_token(token, ip) if (orders is not None and token) else None
+        if orders is None or not token or err is not None:
+            message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
+            return self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
+                                 correlation, [(b"WWW-Authenticate", b"Bearer")])
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", "token")
+        last = _last_event_id(request)
+        if last is not None:
+            first = orders.journal.first_id()
+            if last > orders.journal.last_id() or (first and last < first - 1):
+                client.write(event_bytes("reset", encode({"reason": "journal does not reach back to that id",
+                                                          "last_event_id": last})))
+            entries = orders.journal.since(last)
+            if entries:
+                client.write(b"".join(_order_event(e) for e in entries), len(entries))
+        self.order_clients.add(client)
+        try:
+            await self._pump(client, reader)
+        finally:
+            self.order_clients.discard(client)
+            self._leave(client)
+
+    async def _pump(self, client: SseClient, reader: asyncio.StreamReader) -> None:
+        """Wait for the client to go away; write a keepalive comment after each quiet interval."""
+        keepalive = self.cfg.sse_keepalive
+        while not client.closed:
+            wait = keepalive - (time.monotonic() - client.last_write)
+            if wait <= 0:
+                if not client.write(b": keepalive\n\n"):
+                    return
+                continue
+            try:
+                data = await asyncio.wait_for(reader.read(1024), wait)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+
+    def _leave(self, client: SseClient) -> None:
+        client.finish()
+        left = self._per_ip.get(client.ip, 1) - 1
+        if left:
+            self._per_ip[client.ip] = left
+        else:
+            self._per_ip.pop(client.ip, None)
+
+    # --- hub holds --------------------------------------------------------------------------------------
+
+    def _hold(self, client: SseClient, keys: list[Key]) -> None:
+        for key in keys:
+            self.ring.recording_since.setdefault(key, self.ring.last_id + 1)
+        self.relay.subscribe(client, keys, lambda err: err and client.write(  # type: ignore[arg-type]
+            event_bytes("error", encode(err.to_message()))))
+
+    def _release(self, client: SseClient, keys: list[Key]) -> None:
+        """Hand the client's keys to a ghost so they keep being recorded for a reconnect."""
+        ghost = _Ghost(self.codec)
+        self.relay.subscribe(ghost, keys, lambda err: None)  # type: ignore[arg-type]
+        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
+        asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost, keys)
+
+    def _drop_ghost(self, ghost: _Ghost, keys: list[Key]) -> None:
+        self.relay.unsubscribe(ghost, keys)  # type: ignore[arg-type]
+        for key in keys:
+            if key not in self.relay.hub.holders:
+                self.ring.recording_since.pop(key, None)
+
+    # --- orders -----------------------------------------------------------------------------------------
+
+    def _on_order_event(self, entry: Entry) -> None:
+        if self.order_clients:
+            ev = _order_event(entry)
+            for client in list(self.order_clients):
+                client.write(ev, 1)
+
+    def _on_position(self, msg: dict[str, Any]) -> None:
+        if self.order_clients:
+            ev = event_bytes("position_update", encode(msg))
+            for client in list(self.order_clients):
+                client.write(ev, 1)
+
+
+def _order_event(entry: Entry) -> bytes:
+    return event_bytes("order_update", encode(entry.to_message()), entry.id)
+
+
+def _parse_keys(query: dict[str, str]) -> list[Key] | str:
+    raw = [s.strip().upper() for s in query.get("symbols", "").split(",") if s.strip()]
+    if not raw:
+        return "give ?symbols=AAPL,MSFT"
+    bad = [s for s in raw if not SYMBOL_RE.fullmatch(s)]
+    if bad:
+        return f"invalid symbol {bad[0][:20]!r}: symbols are 1-15 of A-Z 0-9 . / -"
+    channels = [c.strip() for c in query.get("channels", "trades").split(",") if c.strip()]
+    wrong = [c for c in channels if c not in SSE_CHANNELS]
+    if wrong or not channels:
+        return f"channels must be from {list(SSE_CHANNELS)}"
+    assert set(SSE_CHANNELS) <= set(MARKET_CHANNELS)
+    return [(c, s) for s in dict.fromkeys(raw) for c in dict.fromkeys(channels)]
+
+
+def _last_event_id(request: Request) -> int | None:
+    raw = request.headers.get("last-event-id") or request.query.get("lastEventId") or request.query.get(
+        "last_event_id")
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return -1  # unknown id: the client gets a reset
+
+
+def _error(status: int, message: str) -> dict[str, str]:
+    return {"error": _reason(status).decode(), "message": message}
+
+
+def _reason(status: int) -> bytes:
+    from http import HTTPStatus
+
+    return HTTPStatus(status).phrase.encode()
