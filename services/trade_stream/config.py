@@ -292,9 +292,21 @@ def trading_stream_url(base_url: str) -> str:
 
 
 def env_sample() -> str:
-    """The text of .env_sample: every variable with a one-line comment."""
-    lines = ["# trade-stream configuration. Copy to .env and fill in. CLI flags override these."]
+    """The text of .env_sample: every variable with a one-line comment (and its flag), grouped, with the rules."""
+    lines = [
+        "# trade-stream configuration. Copy it: cp .env_sample .env && chmod 600 .env, then fill in your keys.",
+        "# Precedence: command-line flag > environment variable > this file > built-in default.",
+        "# The daemon reads .env in its working directory, else in the repository root; --env-file PATH names",
+        "# another file. A commented-out line keeps the default. Generated from SETTINGS in",
+        "# services/trade_stream/config.py: edit the table there, not this file.",
+        "",
+        "# --- Alpaca: keys from the Alpaca dashboard (https://app.alpaca.markets). Paper and live keys differ. ---",
+    ]
     for s in SETTINGS:
-        lines.append(f"# {s.help}")
-        lines.append(f"{'' if s.env.startswith('ALPACA_API') or s.env == 'ALPACA_SECRET_KEY' else '# '}{s.env}=")
+        if s.env == "TRADE_STREAM_HOST":
+            lines += ["", "# --- trade-stream ---", "",
+                      "# 1 = run against the built-in Alpaca simulator: no credentials, simulated data  [--demo]",
+                      "# TRADE_STREAM_DEMO="]
+        required = s.env in ("ALPACA_API_KEY", "ALPACA_SECRET_KEY")
+        lines += ["", f"# {s.help}  [{s.flag}]", f"{'' if required else '# '}{s.env}="]
     return "\n".join(lines) + "\n"

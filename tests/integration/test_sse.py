@@ -9,9 +9,9 @@ import socket
 
 import orjson
 import pytest
-
 from tests.support.relay import KEY, SECRET, TOKEN, relay_config, running, wait_until
 from tests.support.sse import sse_get
+
 from trade_stream.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(30)
