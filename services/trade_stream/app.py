@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
 from trade_stream.journal import Journal
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
@@ -66,6 +67,8 @@ class App:
         routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
         self.web = Web(StaticFiles(cfg.public_dir), routes)
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders)
+        compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
+        self.ws.endpoints.update(compat.routes())
         await self.ws.start()
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, orders, origins, self.stats)

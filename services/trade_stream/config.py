@@ -76,6 +76,7 @@ class Config:
     sse_keepalive: float = 15.0
     sse_replay: int = 1000
     public_dir: str = str(REPO_ROOT / "public_html")
+    alpaca_prefix: str = ""
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -149,6 +150,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _prefix(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and (not value.startswith("/") or any(c in value for c in "?#% ")):
+        raise ValueError("must be empty or a path such as /alpaca")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # Config field
@@ -215,6 +223,8 @@ SETTINGS: tuple[Setting, ...] = (
             "SSE events kept for Last-Event-ID replay per stream (default 1000)"),
     Setting("public_dir", "TRADE_STREAM_PUBLIC_DIR", "--public-dir", _text,
             "directory of the static page served at / (default the repo's public_html)"),
+    Setting("alpaca_prefix", "TRADE_STREAM_ALPACA_PREFIX", "--alpaca-prefix", _prefix,
+            "path prefix of the Alpaca-compatible endpoints ({prefix}/v2/{feed}, {prefix}/stream); default none"),
 )
 
 
