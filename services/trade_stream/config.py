@@ -220,7 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sse_keepalive", "TRADE_STREAM_SSE_KEEPALIVE", "--sse-keepalive", _float_min(0.05),
             "seconds without an event before an SSE keepalive comment (default 15)"),
     Setting("sse_replay", "TRADE_STREAM_SSE_REPLAY", "--sse-replay", _int_range(0, 10_000_000),
-            "SSE events kept for Last-Event-ID replay per stream (default 1000)"),
+            "market events kept for SSE Last-Event-ID replay (default 1000; orders replay from the journal)"),
     Setting("public_dir", "TRADE_STREAM_PUBLIC_DIR", "--public-dir", _text,
             "directory of the static page served at / (default the repo's public_html)"),
     Setting("alpaca_prefix", "TRADE_STREAM_ALPACA_PREFIX", "--alpaca-prefix", _prefix,

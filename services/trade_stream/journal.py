@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_order ON events(order_id, id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    status TEXT,
+    filled_qty TEXT,
+    updated_at TEXT
+);
 """
 
 
@@ -78,7 +84,14 @@ class Journal:
         )
         if cur.rowcount == 0:
             return None
+        self.remember(order)
         return Entry(int(cur.lastrowid or 0), str(data.get("event")), data, reconciled)
+
+    def remember(self, order: dict[str, Any]) -> None:
+        """Record an order's state as known to clients (after an event, or as the baseline on first start)."""
+        if order.get("id"):
+            self.db.execute("INSERT OR REPLACE INTO orders(order_id, status, filled_qty, updated_at) VALUES (?,?,?,?)",
+                            (order["id"], order.get("status"), str(order.get("filled_qty")), order.get("updated_at")))
 
     def since(self, after_id: int, limit: int = 10_000) -> list[Entry]:
         rows = self.db.execute(
@@ -93,16 +106,19 @@ class Journal:
         return int(self.db.execute("SELECT COALESCE(MIN(id), 0) FROM events").fetchone()[0])
 
     def order_state(self, order_id: str) -> tuple[str | None, str | None, str | None]:
-        """(status, filled_qty, updated_at) of the last event relayed for this order: what clients know."""
+        """(status, filled_qty, updated_at) of this order as clients last learned it."""
         row = self.db.execute(
-            "SELECT status, filled_qty, updated_at FROM events WHERE order_id = ? ORDER BY id DESC LIMIT 1",
-            (order_id,),
+            "SELECT status, filled_qty, updated_at FROM orders WHERE order_id = ?", (order_id,)
         ).fetchone()
         return (row[0], row[1], row[2]) if row else (None, None, None)
 
     def prune(self, now: float | None = None) -> int:
         cutoff = (now or time.time()) - self.retention
-        return self.db.execute("DELETE FROM events WHERE recorded < ?", (cutoff,)).rowcount
+        removed = self.db.execute("DELETE FROM events WHERE recorded < ?", (cutoff,)).rowcount
+        self.db.execute("DELETE FROM orders WHERE order_id NOT IN (SELECT DISTINCT order_id FROM events "
+                        "WHERE order_id IS NOT NULL) AND status IN ('filled', 'canceled', 'expired', 'rejected', "
+                        "'replaced')")
+        return removed
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

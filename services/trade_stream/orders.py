@@ -107,6 +107,7 @@ class Orders:
         self._scheduled: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_lock = asyncio.Lock()
+        self._live = False
 
     # --- client side (the ws_server's PrivateStreams) -----------------------------------------------------
 
@@ -180,7 +181,11 @@ class Orders:
         self.publish(data)
 
     def on_state(self, connected: bool) -> None:
-        if not connected:
+        """Remember when a live trading stream went away: reconciliation looks for changes since then."""
+        if connected:
+            self._live = True
+        elif self._live:
+            self._live = False
             self.journal.set_meta(SEEN_KEY, repr(time.time()))
 
     def on_connected(self) -> None:
@@ -213,8 +218,11 @@ class Orders:
             except Exception as exc:
                 log.warning("reconcile_failed error=%r", exc)
                 return
-            if seen is not None:
-                cutoff = float(seen) - 2.0
+            if seen is None:  # first start: what exists now is the baseline, not news
+                for order in orders:
+                    self.journal.remember(order)
+            else:
+                cutoff = float(seen) - 2.0  # margin for clock skew between Alpaca and us
                 for order in sorted(orders, key=lambda o: str(o.get("updated_at"))):
                     self._reconcile_order(order, cutoff)
             self.journal.set_meta(SEEN_KEY, repr(time.time()))

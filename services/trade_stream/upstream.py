@@ -167,7 +167,8 @@ class MarketDataUpstream(ReconnectingStream):
         self.held: dict[str, set[str]] = {}  # Alpaca's last `subscription` reply: the truth
         self._outbox: asyncio.Queue[tuple[dict[str, Any], Request | None]] = asyncio.Queue()
         self._pending: deque[Request] = deque()
-        self._last_data = 0.0
+        self._last_data = 0.0  # last data, or session start: what the stale watchdog measures from
+        self._last_message = 0.0  # last data ever: what status reports
         self._reconciles = 0
 
     def request(self, change: Change, on_done: Callable[[bool, int | None, str], None] | None = None) -> bool:
@@ -183,7 +184,7 @@ class MarketDataUpstream(ReconnectingStream):
         return False
 
     def last_message_age(self) -> float | None:
-        return None if not self._last_data else max(0.0, time.monotonic() - self._last_data)
+        return None if not self._last_message else max(0.0, time.monotonic() - self._last_message)
 
     async def _session(self, ws: ClientConnection) -> None:
         await self._handshake(ws)
@@ -249,7 +250,7 @@ class MarketDataUpstream(ReconnectingStream):
             if data:
                 if self.backoff.attempt:
                     self.backoff.reset()
-                self._last_data = time.monotonic()
+                self._last_data = self._last_message = time.monotonic()
                 on_data(data, loop.time())
 
     async def _write_loop(self, ws: ClientConnection) -> None:

@@ -68,3 +68,9 @@ def test_env_sample_lists_every_variable():
     text = config.env_sample()
     for s in config.SETTINGS:
         assert f"{s.env}=" in text
+
+
+def test_readme_documents_every_variable_and_flag():
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    for s in config.SETTINGS:
+        assert f"`{s.env}`" in readme and f"`{s.flag}`" in readme, s.env
