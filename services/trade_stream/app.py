@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from trade_stream.web import StaticFiles, Web, json_response, response
 from trade_stream.ws_server import WsServer
 
 log = logging.getLogger("trade_stream.app")
-DEMO_KEY, DEMO_SECRET = "DEMO_KEY", "DEMO_SECRET"
 
 
 class App:
@@ -125,15 +123,11 @@ class App:
             await asyncio.sleep(3600)
 
     async def _start_simulator(self) -> Config:
-        from trade_stream.simulator import SimConfig, Simulator  # demo mode only: production never imports it
+        from trade_stream import demo  # demo mode only: production never imports the simulator
 
-        self.simulator = sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={DEMO_KEY: DEMO_SECRET}))
-        await sim.start()
-        log.warning("DEMO MODE: market data and orders are SIMULATED (simulator at %s)", sim.http_url)
-        return dataclasses.replace(
-            self.cfg, api_key=DEMO_KEY, secret_key=DEMO_SECRET, base_url=sim.http_url, data_url=sim.http_url,
-            data_stream_url=f"{sim.ws_url}/v2/{self.cfg.data_feed}", trading_stream_url=f"{sim.ws_url}/stream",
-        )
+        self.simulator, cfg = await demo.start(self.cfg)
+        self._tasks.append(asyncio.create_task(demo.trader(self.simulator), name="demo-trader"))
+        return cfg
 
     @property
     def port(self) -> int:

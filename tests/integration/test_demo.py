@@ -1,0 +1,39 @@
+"""Demo mode: the real upstream path against the in-process simulator, simulated trades and orders."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tests.support.relay import FAST, TOKEN, Browser, running, wait_until
+
+from trade_stream import demo
+from trade_stream.config import Config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_demo_mode_flows_trades_and_tells_every_client(tmp_path):
+    cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
+                 ping_interval=0)
+    async with running(cfg) as app:
+        assert app.simulator is not None and app.cfg.data_stream_url.startswith("ws://127.0.0.1:")
+        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected)
+        async with Browser.connect(app.port) as c:
+            welcome = await c.expect("welcome")
+            assert welcome["demo"] is True
+            await c.send({"action": "subscribe", "symbol": "AAPL"})
+            trade = await c.expect("trade", timeout=10)  # the simulator's own random walk
+            assert trade["symbol"] == "AAPL" and trade["data"]["price"] > 0
+
+            await c.send({"action": "auth", "token": TOKEN})
+            await c.expect("authenticated")
+            await c.send({"action": "subscribe", "channel": "orders"})
+            await c.expect("orders_snapshot")
+            task = asyncio.create_task(demo.trader(app.simulator, interval=0.05))
+            try:
+                events = [(await c.expect("order_update", timeout=10))["event"] for _ in range(3)]
+                assert events == ["new", "partial_fill", "fill"]
+            finally:
+                task.cancel()
+    assert (tmp_path / "orders-demo.sqlite3").exists()  # simulated fills never land in the real journal
