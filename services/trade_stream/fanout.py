@@ -129,7 +129,6 @@ class Router:
 
     def route(self, messages: list[dict[str, Any]], now: float) -> None:
         holders = self.holders
-        wildcard = any(sym == "*" for _, sym in holders) if holders else False
         owed: dict[Client, list[bytes]] = {}
         last_seen = self.last_seen
         for m in messages:
@@ -139,10 +138,9 @@ class Router:
             symbol = m.get("S")
             last_seen[symbol] = now  # type: ignore[index]
             clients = holders.get((channel, symbol))  # type: ignore[arg-type]
-            if wildcard:
-                star = holders.get((channel, "*"))
-                if star:
-                    clients = (clients | star) if clients else star
+            star = holders.get((channel, "*"))  # Alpaca-compatible clients may hold the wildcard
+            if star:
+                clients = (clients | star) if clients else star
             if not clients:
                 continue
             cache: dict[Codec, bytes | None] = {}

@@ -207,3 +207,21 @@ async def test_header_auth_and_405_when_the_shared_upstream_is_full(sim, tmp_pat
             assert dec(await ws.recv()) == [{"T": "error", "code": 405, "msg": "symbol limit exceeded"}]
             await ws.send('{"action":"unsubscribe","trades":["MSFT"]}')
             assert dec(await ws.recv())[0]["trades"] == ["AAPL"]
+
+
+async def test_wildcard_subscription_receives_every_symbol(sim, app):
+    async with await raw(app.port, headers={"APCA-API-KEY-ID": "bot", "APCA-API-SECRET-KEY": TOKEN}) as ws, \
+            Browser.connect(app.port) as browser:
+        await ws.recv()
+        await ws.recv()
+        await ws.send('{"action":"subscribe","trades":["*"]}')
+        assert dec(await ws.recv())[0]["trades"] == ["*"]
+        await browser.send({"action": "subscribe", "symbol": "ZZZ"})
+        await browser.expect("subscribed")
+        await wait_until(lambda: sim.subscriptions(IEX)["trades"] == ["*", "ZZZ"], what="wildcard upstream")
+        for symbol in ("QQQ", "ZZZ"):
+            sent = sim.inject_trade(symbol, price=3.5)
+            assert dec(await ws.recv()) == [sent]
+        assert (await browser.expect("trade"))["symbol"] == "ZZZ"
+        await browser.drain(0.2)
+        assert [m["symbol"] for m in browser.of_type("trade")] == ["ZZZ"]  # the browser holds no wildcard
