@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from tests.browser.helpers import CHROMIUM_ARGS, PageWatch, free_port, static_server
 from tests.support.relay import KEY, SECRET, relay_config, running, wait_until
-
 from trade_stream.simulator import SimConfig, Simulator
 
 CHROMIUM_PATH = Path("/usr/bin/chromium")

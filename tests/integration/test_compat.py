@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import msgpack
 import orjson
 import pytest
-from alpaca.data.live import StockDataStream
 from alpaca.data.models import Trade
 from alpaca.trading.models import TradeUpdate
-from alpaca.trading.stream import TradingStream
-from tests.support.relay import KEY, SECRET, TOKEN, Browser, relay_config, running, wait_until
 from websockets.asyncio.client import connect
 
-from trade_stream.simulator import SimConfig, Simulator
+from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.sdk import stock_stream, trading_stream
 
 pytestmark = pytest.mark.timeout(40)
 IEX = "/v2/iex"
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 @pytest.fixture
@@ -39,24 +30,9 @@ def upstream_actions(sim) -> list[dict]:
     return [r.message for r in sim.received if r.path == IEX and r.message.get("action") != "auth"]
 
 
-@contextlib.asynccontextmanager
-async def sdk_stream(port: int, key: str, *symbols: str):
-    """An unmodified alpaca-py StockDataStream pointed at the relay; yields (stream, queue of Trade models)."""
-    stream = StockDataStream(key, TOKEN, url_override=f"ws://127.0.0.1:{port}{IEX}")
-    got: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_trade(trade: Any) -> None:
-        got.put_nowait(trade)
-
-    stream.subscribe_trades(on_trade, *symbols)
-    task = asyncio.create_task(stream._run_forever())
-    try:
-        yield stream, got
-    finally:
-        await stream.stop_ws()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
+def sdk_stream(port: int, key: str, *symbols: str):
+    """An unmodified alpaca-py StockDataStream pointed at the relay, with the token as its secret."""
+    return stock_stream(f"ws://127.0.0.1:{port}{IEX}", key, TOKEN, *symbols)
 
 
 async def next_trade(q: asyncio.Queue[Any], symbol: str) -> Trade:
@@ -114,15 +90,7 @@ async def test_sdk_client_disconnecting_leaves_the_other_intact(sim, app):
 
 
 async def test_trading_stream_sdk_receives_a_fill_through_the_relay(sim, app):
-    stream = TradingStream("bot", TOKEN, paper=True, url_override=f"ws://127.0.0.1:{app.port}/stream")
-    got: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_update(update: Any) -> None:
-        got.put_nowait(update)
-
-    stream.subscribe_trade_updates(on_update)
-    task = asyncio.create_task(stream._run_forever())
-    try:
+    async with trading_stream(f"ws://127.0.0.1:{app.port}/stream", "bot", TOKEN) as got:
         await wait_until(lambda: any(getattr(s, "listening", False) for s in _trading_sessions(app)),
                          what="SDK listening")
         order = sim.submit_order("NVDA", "buy", 3, type="limit", limit_price=135)
@@ -130,11 +98,6 @@ async def test_trading_stream_sdk_receives_a_fill_through_the_relay(sim, app):
         new, fill = await asyncio.wait_for(got.get(), 5), await asyncio.wait_for(got.get(), 5)
         assert isinstance(fill, TradeUpdate) and new.event == "new" and fill.event == "fill"
         assert str(fill.order.id) == order["id"] and fill.price == 134.5 and fill.qty == 3
-    finally:
-        await stream.stop_ws()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
 
 
 def _trading_sessions(app) -> list[Any]:

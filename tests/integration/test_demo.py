@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.support.relay import FAST, TOKEN, Browser, running, wait_until
 
+from tests.support.relay import FAST, TOKEN, Browser, running, wait_until
 from trade_stream import demo
 from trade_stream.config import Config
 

@@ -8,18 +8,11 @@ import urllib.request
 
 import orjson
 import pytest
-from tests.support.relay import KEY, SECRET, TOKEN, Browser, relay_config, running, wait_until
 
-from trade_stream.simulator import SimConfig, Simulator
+from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 STREAM = "/stream"
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -7,20 +7,13 @@ import urllib.request
 
 import orjson
 import pytest
-from tests.support.relay import KEY, SECRET, Browser, relay_config, running, small_socket, wait_until
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from trade_stream.simulator import SimConfig, Simulator
+from tests.support.relay import KEY, Browser, relay_config, running, small_socket, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 DATA = "/v2/iex"
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 @pytest.fixture

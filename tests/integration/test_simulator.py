@@ -12,17 +12,16 @@ import msgpack
 import orjson
 import pytest
 from alpaca.data.historical import StockHistoricalDataClient
-from alpaca.data.live import StockDataStream
 from alpaca.data.models import Trade
 from alpaca.data.requests import StockLatestTradeRequest, StockSnapshotRequest, StockTradesRequest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.models import TradeUpdate
 from alpaca.trading.requests import GetOrdersRequest
-from alpaca.trading.stream import TradingStream
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from tests.support.sdk import stock_stream, trading_stream
 from trade_stream.simulator import SimConfig, Simulator
 from trade_stream.simulator.market import parse_ts
 
@@ -624,15 +623,7 @@ async def test_http_control_endpoints(sim):
 
 
 async def test_alpaca_py_stock_stream_receives_trades_and_holds_the_slot(sim):
-    stream = StockDataStream(KEY, SECRET, url_override=sim.ws_url + IEX)
-    got: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_trade(trade: Any) -> None:
-        got.put_nowait(trade)
-
-    stream.subscribe_trades(on_trade, "AAPL")
-    task = asyncio.create_task(stream._run_forever())
-    try:
+    async with stock_stream(sim.ws_url + IEX, KEY, SECRET, "AAPL") as (_, got):
         await eventually(lambda: sim.subscriptions(IEX)["trades"] == ["AAPL"])
         assert sim.received_on(IEX)[0] == {"action": "auth", "key": KEY, "secret": SECRET}
         sim.inject_trade("AAPL", 231.57, 100)
@@ -642,23 +633,10 @@ async def test_alpaca_py_stock_stream_receives_trades_and_holds_the_slot(sim):
         intruder = await open_data(sim, key=None)
         assert await request(intruder, {"action": "auth", "key": KEY, "secret": SECRET}) == [
             {"T": "error", "code": 406, "msg": "connection limit exceeded"}]
-    finally:
-        await stream.stop_ws()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
 
 
 async def test_alpaca_py_trading_stream_receives_fill(sim):
-    stream = TradingStream(KEY, SECRET, paper=True, url_override=sim.ws_url + "/stream")
-    got: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def on_update(update: Any) -> None:
-        got.put_nowait(update)
-
-    stream.subscribe_trade_updates(on_update)
-    task = asyncio.create_task(stream._run_forever())
-    try:
+    async with trading_stream(sim.ws_url + "/stream", KEY, SECRET) as got:
         await eventually(lambda: any(c.streams for c in sim._conns.values()))
         order = sim.submit_order("NVDA", "buy", 3, "limit", 135)
         sim.fill_order(order["id"])
@@ -666,11 +644,6 @@ async def test_alpaca_py_trading_stream_receives_fill(sim):
         assert isinstance(fill, TradeUpdate) and new.event == "new" and fill.event == "fill"
         assert str(fill.order.id) == order["id"] and fill.qty == 3 and fill.price == 135
         assert fill.position_qty == 3 and fill.execution_id is not None
-    finally:
-        await stream.stop_ws()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await stream.close()
 
 
 async def test_throughput_one_client():

@@ -9,10 +9,9 @@ import socket
 
 import orjson
 import pytest
-from tests.support.relay import KEY, SECRET, TOKEN, relay_config, running, wait_until
-from tests.support.sse import sse_get
 
-from trade_stream.simulator import SimConfig, Simulator
+from tests.support.relay import TOKEN, relay_config, running, wait_until
+from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -21,12 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 async def start(sim, tmp_path, **overrides):

@@ -1,0 +1,52 @@
+"""alpaca-py's own stream clients, driven inside the test's event loop (the only supported way is the private
+``_run_forever``; see the protocol reference §3.5), yielding a queue of what their handlers received."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from alpaca.data.live import StockDataStream
+from alpaca.trading.stream import TradingStream
+
+
+@contextlib.asynccontextmanager
+async def _driven(stream: Any) -> AsyncIterator[None]:
+    task = asyncio.create_task(stream._run_forever())
+    try:
+        yield
+    finally:
+        await stream.stop_ws()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await stream.close()
+
+
+@contextlib.asynccontextmanager
+async def stock_stream(url: str, key: str, secret: str, *symbols: str) -> AsyncIterator[tuple[Any, asyncio.Queue]]:
+    """A StockDataStream subscribed to trades of ``symbols``; yields (stream, queue of Trade models)."""
+    stream = StockDataStream(key, secret, url_override=url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_trade(trade: Any) -> None:
+        got.put_nowait(trade)
+
+    stream.subscribe_trades(on_trade, *symbols)
+    async with _driven(stream):
+        yield stream, got
+
+
+@contextlib.asynccontextmanager
+async def trading_stream(url: str, key: str, secret: str) -> AsyncIterator[asyncio.Queue]:
+    """A TradingStream listening to trade updates; yields the queue of TradeUpdate models."""
+    stream = TradingStream(key, secret, paper=True, url_override=url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_update(update: Any) -> None:
+        got.put_nowait(update)
+
+    stream.subscribe_trade_updates(on_update)
+    async with _driven(stream):
+        yield got
