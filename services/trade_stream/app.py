@@ -64,6 +64,9 @@ class App:
         self.orders = orders = self._build_orders(relay)
         routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
         self.web = Web(StaticFiles(cfg.public_dir), routes)
+        if not (Path(cfg.public_dir) / "index.html").is_file():
+            log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
+                        cfg.public_dir)
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders)
         compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())

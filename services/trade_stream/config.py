@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
+PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-stream" / "public_html")
 FEEDS = ("iex", "sip", "delayed_sip", "test")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -75,7 +78,7 @@ class Config:
     journal_retention_days: float = 7.0
     sse_keepalive: float = 15.0
     sse_replay: int = 1000
-    public_dir: str = str(REPO_ROOT / "public_html")
+    public_dir: str = field(default_factory=lambda: default_public_dir())
     alpaca_prefix: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -85,6 +88,10 @@ class Config:
         for name in ("api_key", "secret_key", "token"):
             out[name] = mask(out[name])
         return out
+
+
+def default_public_dir() -> str:
+    return str(next((d for d in PUBLIC_DIRS if (d / "index.html").is_file()), PUBLIC_DIRS[0]))
 
 
 def mask(secret: str | None) -> str:
@@ -99,7 +106,10 @@ def mask(secret: str | None) -> str:
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        value = int(raw)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be a whole number between {lo} and {hi}") from None
         if not lo <= value <= hi:
             raise ValueError(f"must be between {lo} and {hi}")
         return value
@@ -109,7 +119,10 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
 
 def _float_min(lo: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
-        value = float(raw)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number >= {lo}") from None
         if value < lo or value != value:
             raise ValueError(f"must be a number >= {lo}")
         return value
