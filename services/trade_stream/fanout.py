@@ -63,7 +63,7 @@ BROWSER_BATCH = BrowserBatchCodec()
 class Client:
     """One connected client. Writes go straight to the transport: no per-client task, no await."""
 
-    __slots__ = ("_on_cutoff", "cap", "codec", "conn", "extra", "id", "ip", "protocol", "stats", "transport")
+    __slots__ = ("_on_cutoff", "cap", "codec", "conn", "id", "ip", "protocol", "stats", "transport")
 
     def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats,
                  on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
@@ -75,7 +75,6 @@ class Client:
         self.cap = cap
         self.stats = stats
         self.codec = codec
-        self.extra: dict[str, Any] = {}
         self._on_cutoff = on_cutoff
 
     def __repr__(self) -> str:

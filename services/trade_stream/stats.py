@@ -8,7 +8,6 @@ from dataclasses import dataclass
 @dataclass
 class Stats:
     messages_in: int = 0  # upstream market-data messages
-    frames_in: int = 0
     deliveries: int = 0  # messages handed to a client socket
     bytes_out: int = 0
     slow_client_cutoffs: int = 0

@@ -54,7 +54,6 @@ class WsServer:
         self.stats = stats
         self.private = private
         self.endpoints: dict[str, Endpoint] = {}
-        self.welcome_extra: dict[str, Any] = {}
         self.server: Server | None = None
         self._per_ip: dict[str, int] = {}
         self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
@@ -163,7 +162,6 @@ class WsServer:
                        "max_actions_per_sec": limits.max_actions_per_sec,
                        "max_message_bytes": limits.max_message_bytes,
                        "max_symbols": limits.max_symbols or None},
-            **self.welcome_extra,
         }
 
 
