@@ -1,14 +1,21 @@
 """Clients and the fan-out path: each upstream message is encoded once per codec and written, never awaited.
 
-A client's unsent bytes are bounded: past ``cap`` the connection is aborted (a graceful close would wait in
-drain() forever on a stalled peer; see stack notes §1.6). All frames a client is owed from one upstream batch go
-out in one ``transport.write``.
+Two rules bound what a client can cost. A client whose unsent backlog passes ``cap`` is aborted (a graceful
+close would wait in drain() forever on a stalled peer; see stack notes §1.6). And a client that accepts no data
+at all for ``stall_timeout`` seconds while data is pending is aborted too: kernel buffers autotune to megabytes,
+so a reader that stopped could otherwise look healthy for minutes. All frames a client is owed from one upstream
+batch go out in one ``transport.write``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import itertools
 import logging
+import struct
+import termios
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,20 +67,70 @@ BROWSER = BrowserCodec()
 BROWSER_BATCH = BrowserBatchCodec()
 
 
-class Client:
-    """One connected client. Writes go straight to the transport: no per-client task, no await."""
+def kernel_unsent(fd: int) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ, which is TIOCOUTQ)."""
+    if fd < 0:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:  # closed under us
+        return 0
 
-    __slots__ = ("_on_cutoff", "cap", "codec", "conn", "id", "ip", "protocol", "stats", "transport")
 
-    def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats,
-                 on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
-        self.id = next(_ids)
-        self.conn = conn
-        self.transport = conn.transport
-        self.protocol = conn.protocol
+class Peer:
+    """What every streaming client shares: a transport, a byte cap, and progress tracking for stalls."""
+
+    __slots__ = ("_mark", "_mark_time", "cap", "fd", "ip", "stats", "transport", "written")
+
+    def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
         self.ip = ip
         self.cap = cap
         self.stats = stats
+        self.written = 0
+        self._mark = 0
+        self._mark_time = 0.0
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """True when data is pending and the peer has accepted none of it for ``timeout`` seconds."""
+        pending = self.transport.get_write_buffer_size() + kernel_unsent(self.fd)
+        delivered = self.written - pending
+        if pending == 0 or delivered > self._mark or not self._mark_time:
+            self._mark, self._mark_time = delivered, now
+            return False
+        return now - self._mark_time > timeout
+
+    def cut_off(self, reason: str = "slow") -> None:
+        raise NotImplementedError
+
+
+def sweep_stalled(peers: Iterable[Peer], now: float, timeout: float) -> None:
+    for peer in list(peers):
+        if peer.stalled(now, timeout):
+            peer.cut_off("stalled")
+
+
+async def watch_stalls(peers: Callable[[], Iterable[Peer]], timeout: float) -> None:
+    """Check every client a few times per ``timeout``: one ioctl each, no per-client timers."""
+    period = max(0.05, min(1.0, timeout / 4))
+    while True:
+        await asyncio.sleep(period)
+        sweep_stalled(peers(), time.monotonic(), timeout)
+
+
+class Client(Peer):
+    """One connected client. Writes go straight to the transport: no per-client task, no await."""
+
+    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
+
+    def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats,
+                 on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
+        self._init_peer(conn.transport, ip, cap, stats)
+        self.id = next(_ids)
+        self.conn = conn
+        self.protocol = conn.protocol
         self.codec = codec
         self._on_cutoff = on_cutoff
 
@@ -89,22 +146,24 @@ class Client:
         if self.protocol.state is not State.OPEN:
             return False
         transport = self.transport
-        if transport.get_write_buffer_size() + len(data) > self.cap:
+        if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any batch
             self.cut_off()
             return False
         transport.write(data)
-        self.stats.deliveries += count
-        self.stats.bytes_out += len(data)
+        self.written += len(data)
+        stats = self.stats
+        stats.deliveries += count
+        stats.bytes_out += len(data)
         return True
 
     def send_message(self, msg: Any) -> bool:
         return self.send(text_frame(encode(msg)), 0)
 
-    def cut_off(self) -> None:
+    def cut_off(self, reason: str = "slow") -> None:
         if self.transport.is_closing():
             return
         self.stats.slow_client_cutoffs += 1
-        log.warning("slow_client_cut_off client=%s ip=%s buffered=%d cap=%d", self.id, self.ip,
+        log.warning("slow_client_cut_off client=%s ip=%s reason=%s buffered=%d cap=%d", self.id, self.ip, reason,
                     self.transport.get_write_buffer_size(), self.cap)
         self.transport.abort()
         self._on_cutoff(self)
@@ -124,9 +183,11 @@ class Router:
         self.holders = holders  # the hub's live table; read-only here
         self.stats = stats
         self.last_seen: dict[str, float] = {}
-        self.last_any = 0.0
 
     def route(self, messages: list[dict[str, Any]], now: float) -> None:
+        if len(messages) == 1:
+            self._route_one(messages[0], now)
+            return
         holders = self.holders
         owed: dict[Client, list[bytes]] = {}
         last_seen = self.last_seen
@@ -153,6 +214,29 @@ class Router:
                     else:
                         bodies.append(body)
         self.stats.messages_in += len(messages)
-        self.last_any = now
         for client, bodies in owed.items():
             client.send(client.codec.frames(bodies), len(bodies))
+
+    def _route_one(self, m: dict[str, Any], now: float) -> None:
+        """The common case (one message per upstream frame): no coalescing, write as we go."""
+        self.stats.messages_in += 1
+        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+        if channel is None:
+            return
+        symbol = m.get("S")
+        self.last_seen[symbol] = now  # type: ignore[index]
+        clients = self.holders.get((channel, symbol))  # type: ignore[arg-type]
+        star = self.holders.get((channel, "*"))
+        if star:
+            clients = (clients | star) if clients else star
+        if not clients:
+            return
+        cache: dict[Codec, Any] = {}
+        for client in list(clients):  # a copy: a cut-off client leaves the set while we loop
+            codec = client.codec
+            frame = cache.get(codec)
+            if frame is None:
+                body = codec.body(m)
+                frame = cache[codec] = codec.frames([body]) if body is not None else b""
+            if frame:
+                client.send(frame, 1)

@@ -26,7 +26,7 @@ import h11
 import orjson
 
 from trade_stream.config import Config
-from trade_stream.fanout import Codec
+from trade_stream.fanout import Codec, Peer, watch_stalls
 from trade_stream.hub import Key
 from trade_stream.journal import Entry
 from trade_stream.limits import SlidingWindow
@@ -111,16 +111,15 @@ class SseCodec(Codec):
         return bodies
 
 
-class SseClient:
+class SseClient(Peer):
     """One open event stream. Hub holder (codec + send), writer of chunked, optionally gzipped, events."""
+
+    __slots__ = ("__dict__",)
 
     def __init__(self, writer: asyncio.StreamWriter, ip: str, cap: int, stats: Stats, codec: Codec,
                  gzip: bool, throttle: float) -> None:
+        self._init_peer(writer.transport, ip, cap, stats)
         self.writer = writer
-        self.transport = writer.transport
-        self.ip = ip
-        self.cap = cap
-        self.stats = stats
         self.codec = codec
         self.z = zlib.compressobj(6, zlib.DEFLATED, 16 + 12, 5) if gzip else None
         self.throttle = throttle
@@ -142,19 +141,23 @@ class SseClient:
             return False
         if self.z is not None:
             data = self.z.compress(data) + self.z.flush(zlib.Z_SYNC_FLUSH)
-        if self.transport.get_write_buffer_size() + len(data) > self.cap:
+        if self.transport.get_write_buffer_size() > self.cap:
             self.cut_off()
             return False
-        self.transport.write(chunk(data))
+        framed = chunk(data)
+        self.transport.write(framed)
+        self.written += len(framed)
         self.last_write = time.monotonic()
         self.stats.deliveries += count
         self.stats.bytes_out += len(data)
         return True
 
-    def cut_off(self) -> None:
+    def cut_off(self, reason: str = "slow") -> None:
+        if self.closed:
+            return
         self.closed = True
         self.stats.slow_client_cutoffs += 1
-        log.warning("slow_client_cut_off kind=sse ip=%s buffered=%d cap=%d", self.ip,
+        log.warning("slow_client_cut_off kind=sse ip=%s reason=%s buffered=%d cap=%d", self.ip, reason,
                     self.transport.get_write_buffer_size(), self.cap)
         self.transport.abort()
 
@@ -241,6 +244,9 @@ class SseServer:
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
+        if self.cfg.stall_timeout:
+            every = lambda: [*self.clients, *self.order_clients]  # noqa: E731
+            self._handlers.add(asyncio.create_task(watch_stalls(every, self.cfg.stall_timeout)))
         log.info("sse_listening port=%d", self.port)
 
     async def close(self) -> None:

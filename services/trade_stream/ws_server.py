@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 
 from trade_stream import __version__, protocol
 from trade_stream.config import Config
-from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client
+from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
 from trade_stream.limits import SlidingWindow, TokenBucket
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
@@ -55,6 +55,7 @@ class WsServer:
         self.private = private
         self.endpoints: dict[str, Endpoint] = {}
         self.server: Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._per_ip: dict[str, int] = {}
         self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
         self._limits = cfg
@@ -70,6 +71,8 @@ class WsServer:
         self._connects.limit = cfg.max_connect_rate_per_ip
 
     async def start(self) -> None:
+        if self.cfg.stall_timeout:
+            self._sweeper = asyncio.create_task(watch_stalls(lambda: self.relay.clients, self.cfg.stall_timeout))
         ping = self.cfg.ping_interval or None
         self.server = await serve(
             self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,
@@ -79,6 +82,8 @@ class WsServer:
 
     async def close(self) -> None:
         """Close clients with 1001 (going away); abort whoever does not finish within the grace period."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.server is None:
             return
         self.server.close(close_connections=True)

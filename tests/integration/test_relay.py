@@ -363,3 +363,43 @@ async def test_shutdown_closes_clients_with_1001_and_upstream_cleanly_even_when_
             await a.expect("never")
         assert info.value.rcvd.code == 1001
     await wait_until(lambda: sim.sessions(DATA) == 0, what="upstream session closed")
+
+
+async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the_byte_cap(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path, stall_timeout=0.5)  # the byte cap stays at its 1 MiB default
+    async with running(cfg) as app:
+        await wait_until(lambda: app.relay.upstream.connected)
+        async with Browser.connect(app.port) as good, \
+                Browser.connect(app.port, sock=small_socket(app.port)) as stalled:
+            for c in (good, stalled):
+                await c.send({"action": "subscribe", "symbol": "AAPL"})
+                await c.expect("subscribed")
+            stalled.ws.transport.pause_reading()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            sent = 0
+            while not app.stats.slow_client_cutoffs and loop.time() - started < 8:
+                sim.inject_trade("AAPL", price=1.0, pad="x" * 200)  # a trickle, ~25 KB/s
+                sent += 1
+                await asyncio.sleep(0.01)
+            assert app.stats.slow_client_cutoffs == 1
+            assert app.stats.bytes_out < cfg.client_buffer_bytes  # it was not the byte cap
+            assert len(app.relay.clients) == 1
+            while len(good.of_type("trade")) < sent:
+                await good.drain(0.2)
+            assert len(good.of_type("trade")) == sent
+
+
+async def test_a_caught_up_client_takes_a_batch_larger_than_the_cap(sim, tmp_path):
+    """The cap bounds the backlog; one big upstream frame must not cut off a client that owes nothing."""
+    async with running(relay_config(sim, tmp_path, client_buffer_bytes=4096)) as app:
+        await wait_until(lambda: app.relay.upstream.connected)
+        async with Browser.connect(app.port) as c:
+            await c.send({"action": "subscribe", "symbol": "AAPL"})
+            await c.expect("subscribed")
+            batch = [{"T": "t", "S": "AAPL", "i": i, "x": "V", "p": 1.0 + i, "s": 1, "c": ["@"],
+                      "t": "2026-11-21T15:00:00.000000001Z", "z": "C", "pad": "x" * 100} for i in range(100)]
+            sim.inject_raw(DATA, batch)
+            for i in range(100):
+                assert (await c.expect("trade"))["data"]["id"] == i
+            assert app.stats.slow_client_cutoffs == 0
