@@ -1,0 +1,105 @@
+"""``trade-stream bench``: measure the relay's fan-out against the simulator, and a naive relay with --compare.
+
+Everything runs on this machine over loopback: a counting simulator, the daemon (or the baseline relay from
+``benchkit/baseline.py``) pinned to the first core, and load-client processes on the other cores. One table comes
+out (``--json`` for machine-readable results). See ``benchkit/runner.py`` for what is measured and when.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from trade_stream.benchkit import procs, report, scenarios
+from trade_stream.benchkit.runner import RunOptions, RunResult, run
+
+RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
+                "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",
+                "firehose": "msg/s upstream in total"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="trade-stream bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Scenarios (defaults are the issue's target sizes):\n" + "\n".join(
+                                    f"  {k:9s} {scenarios.DESCRIPTIONS[k]} (default N={d.clients}, R={d.rate:g}, "
+                                    f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items()))
+    p.add_argument("--scenario", choices=sorted(scenarios.DEFAULTS), default="hot")
+    p.add_argument("--clients", type=int, help="N: client connections (stall: besides the staller)")
+    p.add_argument("--rate", type=float, help="R: msg/s (per symbol for hot/stall, total upstream otherwise)")
+    p.add_argument("--duration", type=float, help="measurement window in seconds")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic before the window (default 2)")
+    p.add_argument("--compare", action="store_true", help="also run the baseline relay, same plan, right after")
+    p.add_argument("--batch", action="store_true", help='clients ask for {"action":"options","batch":true}')
+    p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
+    p.add_argument("--per-process", type=int, help="clients per load-client process")
+    p.add_argument("--no-pin", action="store_true", help="do not pin relay and clients to different cores")
+    p.add_argument("--profile", metavar="PATH", help="py-spy record the relay during the window (.svg or .txt)")
+    p.add_argument("--relay-arg", action="append", default=[], metavar="ARG",
+                   help="extra daemon flag, repeatable (e.g. --relay-arg=--client-buffer-bytes=262144)")
+    p.add_argument("--keep-logs", metavar="DIR", help="keep each run's logs and specs under DIR")
+    p.add_argument("--seed", type=int, default=7, help="seed of the subscription plan")
+    p.add_argument("--stall-timeout", type=float, default=60.0,
+                   help="stall: seconds from the stall to give up waiting for the cut-off (default 60)")
+    return p.parse_args(argv)
+
+
+async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResult]]:
+    d = scenarios.DEFAULTS[args.scenario]
+    clients = d.clients if args.clients is None else args.clients
+    rate = d.rate if args.rate is None else args.rate
+    duration = d.duration if args.duration is None else args.duration
+    relay_cores, other_cores = procs.core_split(not args.no_pin)
+    if other_cores:
+        os.sched_setaffinity(0, other_cores)  # the bench itself stays off the relay's core
+    fd_limit = procs.raise_fd_limit()
+    pinning = (f"relay on core {sorted(relay_cores)}, simulator + load clients + bench on cores "
+               f"{sorted(other_cores)} (sched_setaffinity)" if relay_cores else "none (all processes share all cores)")
+    header = {"scenario": args.scenario, "description": scenarios.DESCRIPTIONS[args.scenario], "clients": clients,
+              "rate": rate, "rate_meaning": RATE_MEANING[args.scenario], "duration": duration,
+              "warmup": args.warmup, "batch": args.batch, "pinning": pinning, "fd_limit": fd_limit,
+              "machine": report.machine(),
+              "target_size": (clients, rate) == (d.clients, d.rate) and duration >= 10}
+    base = RunOptions(relay="ours", duration=duration, warmup=args.warmup, batch=args.batch,
+                      per_process=args.per_process or d.per_process, relay_cores=relay_cores,
+                      other_cores=other_cores, relay_args=args.relay_arg,
+                      stall_timeout=args.stall_timeout)
+    variants: list[tuple[str, str, bool]] = [("ours", "", True)]  # (relay, label, with staller)
+    if args.scenario == "stall":
+        variants = [("ours", "no-staller", False), ("ours", "stall", True)]
+    if args.compare:
+        variants += [("baseline", label, staller) for _, label, staller in variants]
+    results: list[RunResult] = []
+    for relay, label, staller in variants:
+        plan = scenarios.build(args.scenario, clients, rate, args.seed, with_staller=staller)
+        opts = RunOptions(**{**base.__dict__, "relay": relay, "label": label,
+                             "profile": args.profile if relay == "ours" and label in ("", "stall") else None})
+        if not args.json:
+            print(f"running {relay}{' ' + label if label else ''}: {len(plan.clients)} clients, "
+                  f"{plan.upstream_rate:g} msg/s upstream, {duration:g} s ...", file=sys.stderr, flush=True)
+        results.append(await run(plan, opts, args.keep_logs))
+    return header, results
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        header, runs = asyncio.run(bench(args))
+    except (RuntimeError, OSError) as exc:
+        print(f"trade-stream bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    checks = report.targets(args.scenario, runs)
+    ratio = report.cpu_ratio(next((r for r in runs if r.relay == "ours" and r.label in ("", "stall")), None),
+                             next((r for r in runs if r.relay == "baseline" and r.label in ("", "stall")), None))
+    if args.json:
+        print(json.dumps({**header, "runs": [r.to_dict() for r in runs], "cpu_per_delivery_ratio": ratio,
+                          "targets": [t.to_dict() for t in checks]}, indent=2))
+    else:
+        print(report.text_report(header, runs, checks, ratio))
+    return 0

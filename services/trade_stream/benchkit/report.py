@@ -1,0 +1,147 @@
+"""Turning run results into the one table (or JSON) the bench prints, and checking the issue's targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from trade_stream.benchkit.runner import RunResult
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("websockets", "uvloop", "orjson"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "kernel": platform.release(), **versions}
+
+
+@dataclass
+class Target:
+    what: str
+    value: str
+    met: bool | None  # None: not measurable in this invocation (e.g. no --compare)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.what, "measured": self.value, "met": self.met}
+
+
+def cpu_ratio(ours: RunResult | None, base: RunResult | None) -> float | None:
+    if ours is None or base is None or not ours.cpu_s_per_million or not base.cpu_s_per_million:
+        return None
+    return round(ours.cpu_s_per_million / base.cpu_s_per_million, 3)
+
+
+def _fmt(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def targets(scenario: str, runs: list[RunResult]) -> list[Target]:
+    """The issue's targets for ``scenario``, judged on these runs (meaningful at the issue's sizes)."""
+    ours = next((r for r in runs if r.relay == "ours" and r.label in ("", "stall")), None)
+    base = next((r for r in runs if r.relay == "baseline" and r.label in ("", "stall")), None)
+    if ours is None:
+        return []
+    out: list[Target] = []
+    frac = ours.fraction_delivered
+    if scenario in ("hot", "spread"):
+        out.append(Target(">= 99.9 % delivered", _fmt(None if frac is None else 100 * frac, ".3f") + " %",
+                          frac is not None and frac >= 0.999))
+        out.append(Target("p99 <= 25 ms", _fmt(ours.latency_p99_ms, ".2f") + " ms",
+                          ours.latency_p99_ms is not None and ours.latency_p99_ms <= 25))
+        ratio = cpu_ratio(ours, base)
+        out.append(Target("relay CPU/delivery <= 1/3 of baseline", _fmt(ratio, ".3f") + " x",
+                          None if ratio is None else ratio <= 1 / 3))
+    elif scenario == "idle":
+        out.append(Target("<= 30 KB relay RSS per connection", _fmt(ours.rss_per_client_kb, ".1f") + " KB",
+                          ours.rss_per_client_kb is not None and ours.rss_per_client_kb <= 30))
+    elif scenario == "firehose":
+        out.append(Target("keeps up (>= 99.9 % delivered)", _fmt(None if frac is None else 100 * frac, ".3f") + " %",
+                          frac is not None and frac >= 0.999))
+        out.append(Target("<= 60 % of one core", _fmt(ours.relay_cpu_pct) + " %", ours.relay_cpu_pct <= 60))
+    elif scenario == "stall":
+        control = next((r for r in runs if r.relay == "ours" and r.label == "no-staller"), None)
+        cut = ours.stall_cutoff_s
+        out.append(Target("staller cut off within 5 s", "not cut off" if cut is None else f"{cut:.2f} s",
+                          cut is not None and cut <= 5))
+        if control is not None and control.latency_p99_ms and ours.latency_p99_ms is not None:
+            ratio = ours.latency_p99_ms / control.latency_p99_ms
+            out.append(Target("others' p99 within 2x of the run without staller",
+                              f"{ours.latency_p99_ms:.2f} vs {control.latency_p99_ms:.2f} ms ({ratio:.2f}x)",
+                              ratio <= 2))
+    return out
+
+
+COLUMNS = ("run", "clients", "up msg/s", "deliv/s", "delivered %", "worst %", "p50 ms", "p99 ms", "max ms",
+           "relay CPU %", "CPU s/M deliv", "RSS MB", "RSS/client KB", "cut-offs", "stall cut s",
+           "load CPU %", "foreign CPU %")
+
+
+def row(r: RunResult) -> list[str]:
+    name = r.relay + (f" ({r.label})" if r.label and r.label != "stall" else "")
+    pct = None if r.fraction_delivered is None else 100 * r.fraction_delivered
+    worst = None if r.worst_client_fraction is None else 100 * r.worst_client_fraction
+    clients = f"{r.connected}/{r.clients}" if r.connected != r.clients else str(r.clients)
+    stall = "-" if r.stall_cut is None else (_fmt(r.stall_cutoff_s, ".2f") if r.stall_cut else "never")
+    return [name, clients, _fmt(r.upstream_msgs_per_s, ".0f"), _fmt(r.deliveries_per_s, ".0f"), _fmt(pct, ".3f"),
+            _fmt(worst, ".2f"), _fmt(r.latency_p50_ms, ".2f"), _fmt(r.latency_p99_ms, ".2f"),
+            _fmt(r.latency_max_ms, ".1f"), _fmt(r.relay_cpu_pct),
+            _fmt(r.cpu_s_per_million, ".2f"), _fmt(r.rss_mb),
+            _fmt(r.rss_per_client_kb, ".2f"), "-" if r.slow_client_cutoffs is None else str(r.slow_client_cutoffs),
+            stall, _fmt(r.load_cpu_pct, ".0f"), _fmt(r.foreign_cpu_pct, ".0f")]
+
+
+def table(runs: list[RunResult]) -> str:
+    """A markdown table (readable in a terminal, pasteable into README)."""
+    rows = [list(COLUMNS)] + [row(r) for r in runs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+              + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Target], ratio: float | None) -> str:
+    m = header["machine"]
+    out = [f"trade-stream bench: scenario {header['scenario']} ({header['description']})",
+           f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}, websockets {m['websockets']}, "
+           f"uvloop {m['uvloop']}",
+           f"pinning: {header['pinning']}",
+           f"window: {header['duration']} s after {header['warmup']} s warm-up; clients: {header['clients']}, "
+           f"rate: {header['rate']} ({header['rate_meaning']}){', batch frames' if header['batch'] else ''}",
+           "", table(runs), ""]
+    if ratio is not None:
+        out.append(f"relay CPU per delivery, ours / baseline: {ratio:.3f} ({1 / ratio:.1f}x less CPU per delivery)")
+    for r in runs:
+        if r.relay_exited:
+            out.append(f"{r.relay} {r.label}: THE RELAY EXITED during the window (numbers cover it while alive)")
+        if r.errors:
+            out.append(f"{r.relay} {r.label}: errors: " + "; ".join(r.errors[:3]))
+        if r.connect_failed:
+            out.append(f"{r.relay} {r.label}: {r.connect_failed} clients failed to connect/subscribe")
+        if r.profile:
+            out.append(f"profile of {r.relay} written to {r.profile}")
+    if checks:
+        out.append("targets" + ("" if header["target_size"] else " (NOTE: not run at the issue's sizes)") + ":")
+        for t in checks:
+            mark = "n/a (needs --compare)" if t.met is None else ("MET" if t.met else "MISSED")
+            out.append(f"  {t.what}: {t.value} -> {mark}")
+    out.append("columns: delivered % = received / (trades the simulator stamped in the window x holders); "
+               "latency = receive time in the load client - trade t; relay CPU = its user+system time over the "
+               "window; RSS/client = (RSS - idle RSS) / connections; load CPU % = simulator + load clients, of one "
+               "core (near 100 = client-bound); foreign CPU % = other processes on this machine during the window "
+               "(noise), of one core")
+    return "\n".join(out)

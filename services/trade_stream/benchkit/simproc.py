@@ -1,0 +1,90 @@
+"""The simulator as the bench runs it: ``trade-stream simulate`` plus a count of the trades it generated.
+
+"Fraction delivered" needs the number of trades each symbol got inside the measurement window, which the plain
+simulator does not keep. This runner wraps ``Market.trade`` (the only place generated trades are built) and adds
+two control endpoints next to the simulator's own ``/_sim/*``:
+
+  /_sim/bench_window?start_ns=…&end_ns=…   count trades stamped in [start, end) from now on
+  /_sim/bench_counts                        {"symbol": count, …} for that window
+
+Everything else (rate control via /_sim/rate, the wire protocol, stamping ``t`` at send time) is the stock
+simulator, so the relay is measured against exactly what tests and demos use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import signal
+from collections import Counter
+from typing import Any
+
+import uvloop
+
+from trade_stream.simulator import rest
+from trade_stream.simulator.config import SimConfig
+from trade_stream.simulator.server import Simulator
+
+
+class TradeCounter:
+    """Counts generated trades per symbol whose timestamp falls in the current window."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.start_ns = 0
+        self.end_ns = 0
+        self.counts: Counter[str] = Counter()
+        original = sim.market.trade
+
+        def counted(symbol: str, *args: Any, **kwargs: Any) -> Any:
+            msg, ns = original(symbol, *args, **kwargs)
+            if self.start_ns <= ns < self.end_ns:
+                self.counts[symbol] += 1
+            return msg, ns
+
+        sim.market.trade = counted  # type: ignore[method-assign]
+
+    def set_window(self, query: dict[str, str]) -> dict[str, Any]:
+        self.start_ns, self.end_ns = int(query["start_ns"]), int(query["end_ns"])
+        self.counts.clear()
+        return {"ok": True}
+
+    def report(self, _query: dict[str, str]) -> dict[str, int]:
+        return dict(self.counts)
+
+
+async def serve(config: SimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim = Simulator(config)
+    counter = TradeCounter(sim)
+    rest.CONTROL["bench_window"] = lambda _s, q: counter.set_window(q)
+    rest.CONTROL["bench_counts"] = lambda _s, q: counter.report(q)
+    async with sim:
+        print(f"ready {sim.port}", flush=True)
+        await stop.wait()
+        with contextlib.suppress(Exception):
+            sim.cut_all()
+
+
+def main() -> None:
+    # The simulator keeps every trade for REST history; with 20k trades/s the cyclic GC's full collections walk
+    # hundreds of thousands of dicts and stall the tick for 100s of ms, which then sends one huge catch-up frame.
+    # Bench runs are minutes long and the simulator makes no reference cycles worth collecting: no GC.
+    gc.disable()
+    parser = argparse.ArgumentParser(prog="python -m trade_stream.benchkit.simproc")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--key", default="BENCH_KEY")
+    parser.add_argument("--secret", default="BENCH_SECRET")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    config = SimConfig(host="127.0.0.1", port=args.port, accounts={args.key: args.secret}, rate_per_symbol=0.0,
+                       seed=args.seed)
+    uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Smoke runs of ``trade-stream bench``: short, small, and checking only that the numbers are sane.
+
+The real measurements take minutes on an idle machine (README, "Performance"); CI only proves the harness works
+end to end: processes start, clients subscribe, the window is counted, and every child is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+BENCH = [str(Path(sys.executable).with_name("trade-stream")), "bench"]
+
+
+def run_bench(logs: Path, *args: str) -> dict:
+    proc = subprocess.run([*BENCH, *args, "--json", "--keep-logs", str(logs)], capture_output=True, text=True,
+                          timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes containing ``text``: the daemon's --state-dir and the load clients' spec
+    files live under the run's log directory, so any survivor of the bench shows up here."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def assert_sane(run: dict) -> None:
+    assert run["connected"] == run["clients"], run["errors"]
+    assert run["deliveries_per_s"] > 0
+    assert run["expected"] > 0
+    assert 0 < run["fraction_delivered"] <= 1
+    assert 0 <= run["latency_p50_ms"] <= run["latency_p99_ms"] <= run["latency_max_ms"]
+    assert run["cpu_s_per_million"] > 0
+    assert run["rss_mb"] > 0 and run["rss_idle_mb"] > 0
+
+
+def test_hot_smoke(tmp_path):
+    out = run_bench(tmp_path, "--scenario", "hot", "--clients", "20", "--rate", "20", "--duration", "2")
+    assert out["scenario"] == "hot" and out["clients"] == 20
+    [run] = out["runs"]
+    assert run["relay"] == "ours"
+    assert_sane(run)
+    assert run["slow_client_cutoffs"] == 0
+    assert run["upstream_msgs_per_s"] > 0
+    assert {t["target"] for t in out["targets"]} >= {"p99 <= 25 ms", ">= 99.9 % delivered"}
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_compare_smoke(tmp_path):
+    out = run_bench(tmp_path, "--scenario", "hot", "--clients", "20", "--rate", "20", "--duration", "2",
+                    "--warmup", "1", "--compare")
+    ours, base = out["runs"]
+    assert (ours["relay"], base["relay"]) == ("ours", "baseline")
+    assert_sane(ours)
+    assert_sane(base)
+    assert base["slow_client_cutoffs"] is None  # the baseline has no slow-client policy to count
+    assert out["cpu_per_delivery_ratio"] > 0
+    assert processes_mentioning(str(tmp_path)) == []
