@@ -43,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="extra daemon flag, repeatable (e.g. --relay-arg=--client-buffer-bytes=262144)")
     p.add_argument("--keep-logs", metavar="DIR", help="keep each run's logs and specs under DIR")
     p.add_argument("--seed", type=int, default=7, help="seed of the subscription plan")
+    p.add_argument("--sim-tick", type=float, default=0.05,
+                   help="seconds between the simulator's frames, i.e. how Alpaca batches (default 0.05)")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="stall: seconds from the stall to give up waiting for the cut-off (default 60)")
     return p.parse_args(argv)
@@ -67,7 +69,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     base = RunOptions(relay="ours", duration=duration, warmup=args.warmup, batch=args.batch,
                       per_process=args.per_process or d.per_process, relay_cores=relay_cores,
                       other_cores=other_cores, relay_args=args.relay_arg,
-                      stall_timeout=args.stall_timeout)
+                      stall_timeout=args.stall_timeout, sim_tick=args.sim_tick)
     variants: list[tuple[str, str, bool]] = [("ours", "", True)]  # (relay, label, with staller)
     if args.scenario == "stall":
         variants = [("ours", "no-staller", False), ("ours", "stall", True)]

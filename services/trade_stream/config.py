@@ -72,7 +72,7 @@ class Config:
     max_connections_per_ip: int = 200
     max_connect_rate_per_ip: int = 0
     client_buffer_bytes: int = 1024 * 1024
-    stall_timeout: float = 3.0
+    stall_timeout: float = 2.0
     stale_after: float = 0.0
     ping_interval: float = 20.0
     state_dir: str = ""
@@ -224,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("client_buffer_bytes", "TRADE_STREAM_CLIENT_BUFFER_BYTES", "--client-buffer-bytes",
             _int_range(4096, 1 << 30), "unsent bytes a client may owe before it is cut off (default 1 MiB)"),
     Setting("stall_timeout", "TRADE_STREAM_STALL_TIMEOUT", "--stall-timeout", _float_min(0),
-            "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 3)"),
+            "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 2)"),
     Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
             "reconnect upstream when subscribed channels are silent this many seconds; 0 = off (default)"),
     Setting("ping_interval", "TRADE_STREAM_PING_INTERVAL", "--ping-interval", _float_min(0),

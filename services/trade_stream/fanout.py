@@ -113,8 +113,8 @@ def sweep_stalled(peers: Iterable[Peer], now: float, timeout: float) -> None:
 
 
 async def watch_stalls(peers: Callable[[], Iterable[Peer]], timeout: float) -> None:
-    """Check every client a few times per ``timeout``: one ioctl each, no per-client timers."""
-    period = max(0.05, min(1.0, timeout / 4))
+    """Check every client several times per ``timeout``: one ioctl each, no per-client timers."""
+    period = max(0.05, min(0.5, timeout / 4))
     while True:
         await asyncio.sleep(period)
         sweep_stalled(peers(), time.monotonic(), timeout)

@@ -32,7 +32,7 @@ from trade_stream.journal import Entry
 from trade_stream.limits import SlidingWindow
 from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
-from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, encode, market_message
+from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
 from trade_stream.relay import Relay
 from trade_stream.stats import Stats
 
@@ -327,11 +327,11 @@ class SseServer:
             return self._respond(conn, writer, request, 404, _error(404, f"no such path {request.path}"), correlation)
         if request.method == "OPTIONS":
             return self._respond(conn, writer, request, 204, None, correlation, CORS_HEADERS)
-        if request.method not in ("GET", "HEAD"):
+        if request.path == "/api/stream/status" and request.method in ("GET", "HEAD"):
+            return self._respond(conn, writer, request, 200, self.relay.status(), correlation)
+        if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
-        if request.path == "/api/stream/status":
-            return self._respond(conn, writer, request, 200, self.relay.status(), correlation)
         refused = self._admit(ip)
         if refused is not None:
             self.stats.connections_refused += 1
@@ -454,8 +454,11 @@ class SseServer:
     def _hold(self, client: SseClient, keys: list[Key]) -> None:
         for key in keys:
             self.ring.recording_since.setdefault(key, self.ring.last_id + 1)
-        self.relay.subscribe(client, keys, lambda err: err and client.write(  # type: ignore[arg-type]
-            event_bytes("error", encode(err.to_message()))))
+        def reply(err: ClientError | None) -> None:
+            if err is not None:  # e.g. the symbol cap: say so on the stream, which stays open
+                client.write(event_bytes("error", encode(err.to_message())))
+
+        self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]
 
     def _release(self, client: SseClient, keys: list[Key]) -> None:
         """Hand the client's keys to a ghost so they keep being recorded for a reconnect."""

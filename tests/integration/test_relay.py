@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 
 import orjson
@@ -31,6 +32,17 @@ def upstream_actions(sim, path: str = DATA) -> list[dict]:
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read()
+
+
+@contextlib.asynccontextmanager
+async def good_and_stalled(port: int):
+    """Two clients on AAPL; the second has a tiny receive buffer and has stopped reading."""
+    async with Browser.connect(port) as good, Browser.connect(port, sock=small_socket(port)) as stalled:
+        for c in (good, stalled):
+            await c.send({"action": "subscribe", "symbol": "AAPL"})
+            await c.expect("subscribed")
+        stalled.ws.transport.pause_reading()
+        yield good, stalled
 
 
 def data_connections(sim) -> int:
@@ -259,15 +271,10 @@ async def test_local_symbol_cap(sim, tmp_path):
 
 
 async def test_stalled_client_is_cut_off_while_others_get_everything(sim, tmp_path):
-    cfg = relay_config(sim, tmp_path, client_buffer_bytes=64 * 1024)
+    cfg = relay_config(sim, tmp_path, client_buffer_bytes=64 * 1024, stall_timeout=0)  # the byte cap alone
     async with running(cfg) as app:
         await wait_until(lambda: app.relay.upstream.connected)
-        async with Browser.connect(app.port) as good, \
-                Browser.connect(app.port, sock=small_socket(app.port)) as stalled:
-            for c in (good, stalled):
-                await c.send({"action": "subscribe", "symbol": "AAPL"})
-                await c.expect("subscribed")
-            stalled.ws.transport.pause_reading()
+        async with good_and_stalled(app.port) as (good, _):
             total = 0
             got = 0
 
@@ -369,12 +376,7 @@ async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the
     cfg = relay_config(sim, tmp_path, stall_timeout=0.5)  # the byte cap stays at its 1 MiB default
     async with running(cfg) as app:
         await wait_until(lambda: app.relay.upstream.connected)
-        async with Browser.connect(app.port) as good, \
-                Browser.connect(app.port, sock=small_socket(app.port)) as stalled:
-            for c in (good, stalled):
-                await c.send({"action": "subscribe", "symbol": "AAPL"})
-                await c.expect("subscribed")
-            stalled.ws.transport.pause_reading()
+        async with good_and_stalled(app.port) as (good, _):
             loop = asyncio.get_running_loop()
             started = loop.time()
             sent = 0

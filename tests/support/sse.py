@@ -110,7 +110,7 @@ async def sse_get(port: int, target: str, headers: dict[str, str] | None = None,
             parsed[k.strip().lower()] = v.strip()
     resp = SseResponse(int(status_line.split()[1]), parsed, reader, writer,
                        gzip=parsed.get("content-encoding") == "gzip")
-    if "content-length" in parsed:
+    if "content-length" in parsed and method != "HEAD":
         resp.body = await reader.readexactly(int(parsed["content-length"]))
     try:
         yield resp

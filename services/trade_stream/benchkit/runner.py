@@ -46,6 +46,7 @@ class RunOptions:
     profile: str | None = None  # py-spy output path (flame graph .svg, or .txt for raw/collapsed)
     stall_timeout: float = 60.0  # keep waiting this long (from stall start) for the staller's cut-off
     label: str = ""
+    sim_tick: float = 0.05  # how often the simulator sends what it generated (its upstream batching)
 
 
 @dataclass
@@ -212,7 +213,8 @@ class Run:
     async def _start_simulator(self) -> None:
         self.sim = await self.children.spawn(
             "simulator", [sys.executable, "-m", "trade_stream.benchkit.simproc", "--port", str(self.sim_port),
-                          "--key", KEY, "--secret", SECRET], self.opts.other_cores, talk=True)
+                          "--key", KEY, "--secret", SECRET, "--tick", str(self.opts.sim_tick)],
+            self.opts.other_cores, talk=True)
         await self.sim.readline(20)
 
     async def _start_relay(self) -> Child:

@@ -80,9 +80,10 @@ def main() -> None:
     parser.add_argument("--key", default="BENCH_KEY")
     parser.add_argument("--secret", default="BENCH_SECRET")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tick", type=float, default=0.05, help="seconds between the generator's frames")
     args = parser.parse_args()
     config = SimConfig(host="127.0.0.1", port=args.port, accounts={args.key: args.secret}, rate_per_symbol=0.0,
-                       seed=args.seed)
+                       seed=args.seed, tick_interval=args.tick)
     uvloop.run(serve(config))
 
 
