@@ -95,6 +95,9 @@ class Peer:
 
     def stalled(self, now: float, timeout: float) -> bool:
         """True when data is pending and the peer has accepted none of it for ``timeout`` seconds."""
+        if self.written == self._mark:  # nothing written since all was seen delivered: skip the syscall
+            self._mark_time = now
+            return False
         pending = self.transport.get_write_buffer_size() + kernel_unsent(self.fd)
         delivered = self.written - pending
         if pending == 0 or delivered > self._mark or not self._mark_time:

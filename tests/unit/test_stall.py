@@ -46,3 +46,14 @@ def test_progress_resets_the_clock_and_writes_alone_are_not_progress():
     assert not peer.stalled(11.6, 1.0)
     assert not peer.stalled(12.5, 1.0)
     assert peer.stalled(12.7, 1.0)
+
+
+def test_a_client_nothing_was_written_to_since_it_caught_up_is_not_checked_again():
+    peer, transport = make()
+    peer.written, transport.buffered = 500, 0
+    assert not peer.stalled(1.0, 1.0)  # all delivered: the mark catches up with what was written
+    transport.buffered = 10**6  # cannot happen without a write; shows the check is skipped
+    assert not peer.stalled(5.0, 1.0)
+    peer.written += 100  # a write: checked again
+    assert not peer.stalled(5.1, 1.0)
+    assert peer.stalled(6.2, 1.0)
