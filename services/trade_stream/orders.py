@@ -37,6 +37,7 @@ STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill", "canceled"
 POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
 FAILED_AUTH_LIMIT = 10  # per IP per minute
 SEEN_KEY = "trading_seen_at"
+REST_TIMEOUT = 10.0  # alpaca-py sets no request timeout; a hung call must not hold a client back
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +99,7 @@ class Orders:
         self.positions = Positions()
         self.authed: set[Client] = set()
         self.subscribers: set[Client] = set()
+        self._starting: set[Client] = set()
         self.listeners: list[Callable[[Entry], None]] = []
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._failures = SlidingWindow(FAILED_AUTH_LIMIT)
@@ -130,8 +132,9 @@ class Orders:
     def subscribe(self, client: Client, since: int | None) -> ClientError | None:
         if client not in self.authed:
             return ClientError("unauthorized", 'order updates are private: send {"action":"auth","token":…} first')
-        if client in self.subscribers:
+        if client in self.subscribers or client in self._starting:
             return ClientError("already_subscribed", "already subscribed to orders")
+        self._starting.add(client)
         client.send_message({"type": "subscribed", "channel": "orders"})
         start = self.journal.last_id() if since is None else since
         self._spawn(self._start(client, start))
@@ -144,10 +147,14 @@ class Orders:
 
     def forget(self, client: Client) -> None:
         self.authed.discard(client)
+        self._starting.discard(client)
         self.unsubscribe(client)
 
     async def _start(self, client: Client, since: int) -> None:
-        snapshot = await self.snapshot()
+        try:
+            snapshot = await self.snapshot()
+        finally:
+            self._starting.discard(client)
         if not client.open:
             return
         client.send_message(snapshot)
@@ -155,8 +162,10 @@ class Orders:
         if since and first and since < first - 1:
             client.send_message({"type": "orders_reset", "message": "events before id "
                                  f"{first} are past retention; refetch state from the snapshot"})
-        for entry in self.journal.since(since):
-            client.send(text_frame(encode(entry.to_message())))
+        while entries := self.journal.since(since):  # no await from here to joining the live set: no gap
+            for entry in entries:
+                client.send(text_frame(encode(entry.to_message())))
+            since = entries[-1].id
         self.subscribers.add(client)
         self._sync_tap()
 
@@ -164,7 +173,8 @@ class Orders:
         msg: dict[str, Any] = {"type": "orders_snapshot", "orders": [], "positions": self.positions.views(),
                                "portfolio": self.positions.portfolio(), "last_id": self.journal.last_id()}
         try:
-            msg["orders"] = [sanitize_order(o) for o in await self.rest.orders(limit=50)]
+            orders = await asyncio.wait_for(self.rest.orders(limit=50), REST_TIMEOUT)
+            msg["orders"] = [sanitize_order(o) for o in orders]
         except Exception as exc:
             log.warning("orders_snapshot_failed error=%r", exc)
             msg["error"] = f"could not fetch orders from Alpaca: {type(exc).__name__}"
@@ -213,8 +223,8 @@ class Orders:
         async with self._reconcile_lock:
             seen = self.journal.get_meta(SEEN_KEY)
             try:
-                orders = await self.rest.orders(limit=500)
-                positions = await self.rest.positions()
+                orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
+                positions = await asyncio.wait_for(self.rest.positions(), REST_TIMEOUT)
             except Exception as exc:
                 log.warning("reconcile_failed error=%r", exc)
                 return

@@ -189,3 +189,17 @@ async def test_first_start_does_not_report_existing_orders_as_missed(sim, tmp_pa
         await wait_until(lambda: app.trading.connected)
         await app.orders.reconcile()  # whatever the start-up pass would do, done again deterministically
         assert app.stats.order_events == 0 and app.orders.journal.last_id() == 0
+
+
+async def test_subscribing_twice_quickly_does_not_duplicate_events(sim, app):
+    async with Browser.connect(app.port) as c:
+        await c.send({"action": "auth", "token": TOKEN})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders"})
+        await c.send({"action": "subscribe", "channel": "orders"})  # before the snapshot has come back
+        assert (await c.expect("error"))["code"] == "already_subscribed"
+        await c.expect("orders_snapshot")
+        sim.submit_order("AAPL", "buy", 1)
+        await c.expect("order_update")
+        await c.drain(0.3)
+        assert len(c.of_type("order_update")) == 1 and len(c.of_type("orders_snapshot")) == 1
