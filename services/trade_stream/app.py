@@ -186,7 +186,11 @@ class App:
         if reread is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: self._on_hup(reread))
         notifier = Notifier.from_env()
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # whatever did start (the demo simulator, a listener) goes away cleanly
+            raise
         if notifier is not None:
             notifier.send(ready=1, status=self.status_line())
             interval = watchdog_interval()

@@ -578,3 +578,16 @@ def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
 
     assert (ROOT / ".env_sample").read_text() == config.env_sample(), \
         ".env_sample is stale: regenerate it with config.env_sample()"
+
+
+@pytest.mark.timeout(60)
+def test_a_port_in_use_stops_the_daemon_with_a_line_saying_so(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run([str(TS), "--demo", "--host", "127.0.0.1", "--port", str(port), "--log-level", "ERROR",
+                      "--env-file", empty_env_file(tmp_path)], cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"cannot listen on 127.0.0.1:{port}" in last and "TRADE_STREAM_PORT" in last
