@@ -79,6 +79,7 @@ class App:
         self._tasks.append(asyncio.create_task(self._prune_journal(), name="journal-retention"))
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
+        log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
         if cfg.token_generated:
             host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open "

@@ -591,3 +591,21 @@ def test_a_port_in_use_stops_the_daemon_with_a_line_saying_so(tmp_path):
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert f"cannot listen on 127.0.0.1:{port}" in last and "TRADE_STREAM_PORT" in last
+
+
+@pytest.mark.timeout(60)
+def test_secrets_never_reach_the_logs(tmp_path, procs):
+    secret, key, token = "VERYSECRETVALUE9876", "PKKEYID00001234", "configured-token-5555"
+    daemon = start(procs, [str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path),
+                           "--data-stream-url", "ws://127.0.0.1:9/v2/iex", "--trading-stream-url",
+                           "ws://127.0.0.1:9/stream", "--base-url", "http://127.0.0.1:9", "--log-level", "DEBUG"],
+                   cwd=tmp_path, env=clean_env(tmp_path, ALPACA_API_KEY=key, ALPACA_SECRET_KEY=secret,
+                                               TRADE_STREAM_TOKEN=token))
+    config_line = daemon.wait_for(r"event=config .*").group(0)
+    daemon.wait_for("upstream_retry")  # it tried upstream (and failed) at least once
+    daemon.popen.send_signal(signal.SIGTERM)
+    daemon.popen.wait(10)
+    output = daemon.tail(10_000)
+    for raw in (secret, key, token):
+        assert raw not in output
+    assert "secret_key=****9876" in config_line and "token=****5555" in config_line
