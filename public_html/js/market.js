@@ -62,6 +62,9 @@ export class Market {
       case 'quote':
         if (this.#grid.get(message.symbol)) this.#queue.push(message);
         return true;
+      case 'snapshot':
+        if (message.data) this.#grid.get(message.symbol)?.showSnapshot(message.data);
+        return true;
       case 'bar':
         return true;
       case 'subscribed':

@@ -19,8 +19,10 @@ export class Panel {
   symbol;
   status = 'pending';
   element;
-  #lastPrice = null;
+  #lastPrice = null; // the headline: the latest trade, live or from the snapshot
+  #tickPrice = null; // the previous live trade: each row's up/down colour
   #referencePrice = null;
+  #referenceLabel = 'the first trade seen this session';
   #tbody;
   #price;
   #change;
@@ -71,7 +73,8 @@ export class Panel {
     for (const trade of trades) {
       const price = Number(trade.price);
       if (!Number.isFinite(price)) continue;
-      rows.push(this.#row(trade, price, priceDirection(this.#lastPrice, price)));
+      rows.push(this.#row(trade, price, priceDirection(this.#tickPrice, price)));
+      this.#tickPrice = price;
       this.#lastPrice = price;
       this.#referencePrice ??= price;
     }
@@ -85,6 +88,21 @@ export class Panel {
       all[i].classList.remove('fresh');
     }
     this.element.classList.add('has-trades');
+    this.#showHeadline();
+  }
+
+  /** Alpaca's snapshot on subscribe: change is measured from the previous close, and the latest trade is
+   *  shown until a live one arrives. */
+  showSnapshot(snapshot) {
+    const close = Number(snapshot.prev_close);
+    if (snapshot.prev_close != null && Number.isFinite(close) && close > 0) {
+      this.#referencePrice = close;
+      this.#referenceLabel = 'the previous close';
+    }
+    const latest = Number(snapshot.latest_trade?.price);
+    if (this.#lastPrice == null && Number.isFinite(latest)) this.#lastPrice = latest;
+    if (this.#lastPrice == null) return;
+    this.#referencePrice ??= this.#lastPrice;
     this.#showHeadline();
   }
 
@@ -124,8 +142,7 @@ export class Panel {
     this.#price.className = `last-price ${change.direction}`;
     this.#change.textContent = `${change.absolute} (${change.percent})`;
     this.#change.className = `change ${change.direction}`;
-    this.#change.title =
-      `Change since the first trade seen this session, at ${formatPrice(this.#referencePrice)}`;
+    this.#change.title = `Change since ${this.#referenceLabel}, at ${formatPrice(this.#referencePrice)}`;
   }
 }
 

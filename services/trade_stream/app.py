@@ -21,6 +21,7 @@ from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
 from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
+from trade_stream.snapshots import Snapshots
 from trade_stream.sse import SseServer
 from trade_stream.stats import Stats
 from trade_stream.trading import TradingUpstream
@@ -67,7 +68,7 @@ class App:
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
-        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders)
+        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders, snapshots=Snapshots(cfg))
         compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()

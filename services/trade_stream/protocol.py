@@ -201,6 +201,20 @@ def market_message(m: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def snapshot_message(symbol: str, snap: Any) -> dict[str, Any] | None:
+    """Alpaca's REST snapshot as the initial state of a symbol: its latest trade (in the trade message's data
+    shape), the previous close, and today's bar so far."""
+    if not isinstance(snap, dict):
+        return None
+    trade = snap.get("latestTrade")
+    latest = market_message({"T": "t", "S": symbol, **trade}) if isinstance(trade, dict) else None
+    prev, daily = snap.get("prevDailyBar") or {}, snap.get("dailyBar") or {}
+    data = {"latest_trade": latest["data"] if latest else None, "prev_close": prev.get("c"),
+            "daily": {k: daily.get(a) for k, a in (("open", "o"), ("high", "h"), ("low", "l"), ("close", "c"),
+                                                     ("volume", "v"))} if daily else None}
+    return {"type": "snapshot", "symbol": symbol, "data": data}
+
+
 def _without(m: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in m.items() if k not in keys}
 

@@ -25,6 +25,7 @@ from trade_stream.limits import SlidingWindow, TokenBucket
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
+from trade_stream.snapshots import Snapshots
 from trade_stream.stats import Stats
 from trade_stream.web import Web, error
 
@@ -46,13 +47,15 @@ Endpoint = Callable[[ServerConnection, Client], Any]
 
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay, web: Web, origins: OriginPolicy, stats: Stats,
-                 private: PrivateStreams | None = None) -> None:
+                 private: PrivateStreams | None = None, snapshots: Snapshots | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
         self.web = web
         self.origins = origins
         self.stats = stats
         self.private = private
+        self.snapshots = snapshots
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.endpoints: dict[str, Endpoint] = {}
         self.server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -84,6 +87,8 @@ class WsServer:
         """Close clients with 1001 (going away); abort whoever does not finish within the grace period."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self.server is None:
             return
         self.server.close(close_connections=True)
@@ -153,6 +158,11 @@ class WsServer:
                 self._per_ip[ip] = left
             else:
                 self._per_ip.pop(ip, None)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _cut_off(self, client: Client) -> None:
         self.relay.remove(client)
@@ -229,8 +239,15 @@ class BrowserSession:
                 return
             for msg in protocol.subscribed(action.symbols, action.channels):
                 client.send_message(msg)
+            if "trades" in action.channels and self.server.snapshots is not None:
+                self.server.spawn(self.send_snapshots(list(action.symbols)))
 
         relay.subscribe(client, keys, reply)
+
+    async def send_snapshots(self, symbols: list[str]) -> None:
+        assert self.server.snapshots is not None
+        for msg in await self.server.snapshots.get(symbols):
+            self.client.send_message(msg)
 
     def private_call(self, call: Callable[[PrivateStreams], ClientError | None], ok: dict[str, Any] | None) -> None:
         private = self.server.private

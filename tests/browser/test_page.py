@@ -335,3 +335,21 @@ async def test_demo_badge_hidden_otherwise(sim, tmp_path, watch):
         await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
         await expect(page.locator("#demo-badge")).to_be_hidden()
         await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_snapshot_shows_a_price_before_any_trade_and_change_from_the_previous_close(sim, tmp_path, watch):
+    """A new panel gets Alpaca's snapshot: the latest price at once, the change against the previous close."""
+    page = watch.page
+    sim.inject_trade("MSFT", price=421.25, size=3)
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(page_url(app.port, app.port, "symbols=MSFT"))
+        msft = panel(page, "MSFT")
+        await expect(msft.locator(".last-price")).to_have_text("421.25", timeout=UI)
+        await expect(msft.locator("tr.trade")).to_have_count(0)
+        await expect(msft.locator(".change")).to_have_attribute("title", re.compile("previous close"))
+        sim.inject_trade("MSFT", price=422.0, size=1)
+        await expect(msft.locator(".last-price")).to_have_text("422.00", timeout=UI)
+        await expect(msft.locator("tr.trade").first).to_have_class(re.compile(r"\bflat\b"))
+        await watch.finish()

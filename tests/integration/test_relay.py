@@ -405,3 +405,20 @@ async def test_a_caught_up_client_takes_a_batch_larger_than_the_cap(sim, tmp_pat
             for i in range(100):
                 assert (await c.expect("trade"))["data"]["id"] == i
             assert app.stats.slow_client_cutoffs == 0
+
+
+async def test_a_new_subscription_gets_alpacas_snapshot_first(sim, app):
+    """The latest trade and previous close over REST (alpaca-py), so a panel has a price before the next trade."""
+    sent = sim.inject_trade("MSFT", price=421.25, size=3)  # before anyone subscribed
+    async with Browser.connect(app.port) as a, Browser.connect(app.port) as b:
+        for c in (a, b):
+            await c.send({"action": "subscribe", "symbols": ["MSFT", "NVDA"]})
+        snaps = {}
+        for c in (a, b):
+            for _ in range(2):
+                snap = await c.expect("snapshot")
+                snaps.setdefault(snap["symbol"], []).append(snap)
+        msft = snaps["MSFT"][0]["data"]
+        assert msft["latest_trade"]["price"] == 421.25 and msft["latest_trade"]["timestamp"] == sent["t"]
+        assert isinstance(msft["prev_close"], float) and msft["daily"]["close"] == 421.25
+        assert snaps["MSFT"][0] == snaps["MSFT"][1] and len(snaps["NVDA"]) == 2

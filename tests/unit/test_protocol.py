@@ -83,3 +83,15 @@ def test_text_frame_lengths_parse_back(n):
     except StopIteration as done:
         frame = done.value
     assert frame.data == payload and frame.fin
+
+
+def test_snapshot_message_from_alpacas_rest_shape():
+    snap = {"latestTrade": {"t": "2026-11-21T15:00:00.5Z", "x": "V", "p": 10.5, "s": 5, "c": ["@"], "i": 7, "z": "C"},
+            "prevDailyBar": {"c": 10.0, "o": 9.0}, "dailyBar": {"o": 10.1, "h": 10.6, "l": 10.0, "c": 10.5, "v": 99}}
+    msg = protocol.snapshot_message("AAPL", snap)
+    assert msg == {"type": "snapshot", "symbol": "AAPL", "data": {
+        "latest_trade": {"timestamp": "2026-11-21T15:00:00.5Z", "price": 10.5, "size": 5, "exchange": "V",
+                         "conditions": ["@"], "id": 7, "tape": "C"},
+        "prev_close": 10.0, "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99}}}
+    assert protocol.snapshot_message("X", None) is None
+    assert protocol.snapshot_message("X", {})["data"] == {"latest_trade": None, "prev_close": None, "daily": None}

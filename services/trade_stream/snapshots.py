@@ -1,0 +1,81 @@
+"""Initial state for a newly opened symbol: Alpaca's REST snapshot (latest trade, previous close), fetched with
+alpaca-py, batched and cached. A panel then shows a price at once (even with the market closed) and its change
+against the previous close, instead of waiting for the next trade.
+
+Requests from many clients within a few milliseconds become one REST call (Alpaca's Basic plan allows 200 calls a
+minute), and a snapshot is reused for a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.requests import StockSnapshotRequest
+
+from trade_stream.config import Config
+from trade_stream.protocol import snapshot_message
+
+log = logging.getLogger("trade_stream.snapshots")
+FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}  # REST has no "test"
+PER_CALL = 100
+REST_TIMEOUT = 10.0
+MAX_CACHED = 5000
+
+
+class Snapshots:
+    def __init__(self, cfg: Config, ttl: float = 5.0, window: float = 0.02) -> None:
+        self.feed = FEEDS.get(cfg.data_feed)
+        self.ttl = ttl
+        self.window = window
+        self.client = StockHistoricalDataClient(cfg.api_key, cfg.secret_key, raw_data=True,
+                                                url_override=cfg.data_url)
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        self._wanted: set[str] = set()
+        self._batch: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """Snapshot messages for ``symbols`` (those Alpaca knows), from the cache or one batched REST call."""
+        if self.feed is None:
+            return []
+        now = time.monotonic()
+        missing = [s for s in symbols if now - self._cache.get(s, (-math.inf, None))[0] > self.ttl]
+        if missing:
+            self._wanted.update(missing)
+            if self._batch is None:
+                loop = asyncio.get_running_loop()
+                self._batch = loop.create_future()
+                loop.call_later(self.window, self._fire)
+            await asyncio.shield(self._batch)
+        return [msg for s in symbols if (msg := self._cache.get(s, (0.0, None))[1]) is not None]
+
+    def _fire(self) -> None:
+        task = asyncio.ensure_future(self._fetch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self) -> None:
+        batch, self._batch = self._batch, None
+        symbols, self._wanted = sorted(self._wanted), set()
+        try:
+            if len(self._cache) > MAX_CACHED:
+                self._cache.clear()
+            for start in range(0, len(symbols), PER_CALL):
+                chunk = symbols[start:start + PER_CALL]
+                request = StockSnapshotRequest(symbol_or_symbols=chunk, feed=self.feed)
+                raw = await asyncio.wait_for(asyncio.to_thread(self.client.get_stock_snapshot, request),
+                                             REST_TIMEOUT)
+                now = time.monotonic()
+                for symbol in chunk:
+                    self._cache[symbol] = (now, snapshot_message(symbol, raw.get(symbol)))  # type: ignore[union-attr]
+        except Exception as exc:  # no snapshot is no disaster: live trades still come
+            log.warning("snapshot_failed symbols=%d error=%r", len(symbols), exc)
+        finally:
+            if batch is not None and not batch.done():
+                batch.set_result(None)
