@@ -22,10 +22,11 @@ class Histogram:
         self.total = 0
         self.max_us = 0.0
 
-    def add(self, us: float) -> None:
+    def add(self, us: float, n: int = 1) -> None:
+        """Record ``n`` messages with latency ``us``."""
         idx = int(math.log(us) * STEPS_PER_E) + 1 if us >= 1.0 else 0
-        self.counts[idx if idx < MAX_BUCKET else MAX_BUCKET] += 1
-        self.total += 1
+        self.counts[idx if idx < MAX_BUCKET else MAX_BUCKET] += n
+        self.total += n
         if us > self.max_us:
             self.max_us = us
 
