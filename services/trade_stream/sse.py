@@ -29,7 +29,7 @@ from trade_stream.config import Config
 from trade_stream.fanout import Codec, Peer, watch_stalls
 from trade_stream.hub import Key
 from trade_stream.journal import Entry
-from trade_stream.limits import SlidingWindow
+from trade_stream.limits import Admission
 from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
@@ -113,8 +113,6 @@ class SseCodec(Codec):
 
 class SseClient(Peer):
     """One open event stream. Hub holder (codec + send), writer of chunked, optionally gzipped, events."""
-
-    __slots__ = ("__dict__",)
 
     def __init__(self, writer: asyncio.StreamWriter, ip: str, cap: int, stats: Stats, codec: Codec,
                  gzip: bool, throttle: float) -> None:
@@ -230,8 +228,8 @@ class SseServer:
         self.server: asyncio.Server | None = None
         self.clients: set[SseClient] = set()
         self.order_clients: set[SseClient] = set()
-        self._per_ip: dict[str, int] = {}
-        self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
+        self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
+                                      cfg.max_connect_rate_per_ip)
         self._handlers: set[asyncio.Task[Any]] = set()
         if orders is not None:
             orders.listeners.append(self._on_order_event)
@@ -332,25 +330,16 @@ class SseServer:
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
-        refused = self._admit(ip)
+        refused = self.admission.refuse(ip, len(self.clients) + len(self.order_clients), time.monotonic())
         if refused is not None:
+            status, message, retry_after = refused
             self.stats.connections_refused += 1
-            return self._respond(conn, writer, request, refused[0], _error(*refused), correlation,
-                                 [(b"Retry-After", b"10")])
+            return self._respond(conn, writer, request, status, _error(status, message), correlation,
+                                 [(b"Retry-After", str(retry_after).encode())])
         if request.path == "/api/stream/orders":
             await self._serve_orders(conn, request, reader, writer, ip, correlation)
         else:
             await self._serve_trades(conn, request, reader, writer, ip, correlation)
-
-    def _admit(self, ip: str) -> tuple[int, str] | None:
-        cfg = self.cfg
-        if len(self.clients) + len(self.order_clients) >= cfg.max_connections:
-            return 503, "server is at its connection limit; try again later"
-        if self._per_ip.get(ip, 0) >= cfg.max_connections_per_ip:
-            return 429, "too many connections from your address"
-        if not self._connects.hit(ip, time.monotonic()):
-            return 429, "connecting too often; slow down"
-        return None
 
     def _open_stream(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
                      correlation: str, codec: Codec, kind: str, user: str) -> SseClient:
@@ -366,7 +355,7 @@ class SseServer:
         writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
                                             headers=self._head(request, 200, headers, correlation))))
         client = SseClient(writer, ip, self.cfg.client_buffer_bytes, self.stats, codec, gzip, throttle)
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.admission.opened(ip)
         self.stats.connections_total += 1
         client_id = f"{user}-{kind}-{int(time.time() * 1000)}"
         hello = b"retry: 5000\n\n" + event_bytes("connected", encode({"client_id": client_id,
@@ -443,11 +432,7 @@ class SseServer:
 
     def _leave(self, client: SseClient) -> None:
         client.finish()
-        left = self._per_ip.get(client.ip, 1) - 1
-        if left:
-            self._per_ip[client.ip] = left
-        else:
-            self._per_ip.pop(client.ip, None)
+        self.admission.closed(client.ip)
 
     # --- hub holds --------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from websockets.http11 import Request, Response
 from trade_stream import __version__, protocol
 from trade_stream.config import Config
 from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
-from trade_stream.limits import SlidingWindow, TokenBucket
+from trade_stream.limits import Admission, TokenBucket
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
@@ -59,8 +59,8 @@ class WsServer:
         self.endpoints: dict[str, Endpoint] = {}
         self.server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._per_ip: dict[str, int] = {}
-        self._connects = SlidingWindow(cfg.max_connect_rate_per_ip)
+        self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
+                                      cfg.max_connect_rate_per_ip)
         self._limits = cfg
 
     @property
@@ -71,7 +71,7 @@ class WsServer:
     def reload_limits(self, cfg: Config) -> None:
         """SIGHUP: new limits apply to new actions and connections; nobody is dropped."""
         self._limits = cfg
-        self._connects.limit = cfg.max_connect_rate_per_ip
+        self.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
 
     async def start(self) -> None:
         if self.cfg.stall_timeout:
@@ -111,19 +111,13 @@ class WsServer:
             log.warning("origin_refused origin=%r", origin)
             return error(403, f"origin {origin} is not allowed; set TRADE_STREAM_ALLOWED_ORIGINS")
         ip = _ip(conn)
-        limits = self._limits
-        refused = None
-        if len(self.relay.clients) >= limits.max_connections:
-            refused = error(503, "server is at its connection limit; try again later", {"Retry-After": "10"})
-        elif self._per_ip.get(ip, 0) >= limits.max_connections_per_ip:
-            refused = error(429, "too many connections from your address", {"Retry-After": "10"})
-        elif not self._connects.hit(ip, time.monotonic()):
-            refused = error(429, "connecting too often; slow down", {"Retry-After": "60"})
-        if refused is not None:
-            self.stats.connections_refused += 1
-            log.warning("connection_refused ip=%s status=%d", ip, refused.status_code)
-            return refused
-        return None
+        refusal = self.admission.refuse(ip, len(self.relay.clients), time.monotonic())
+        if refusal is None:
+            return None
+        status, message, retry_after = refusal
+        self.stats.connections_refused += 1
+        log.warning("connection_refused ip=%s status=%d", ip, status)
+        return error(status, message, {"Retry-After": str(retry_after)})
 
     def _http(self, method: str, request: Request) -> Response:
         if method not in ("GET", "HEAD"):
@@ -137,7 +131,7 @@ class WsServer:
 
     async def _handler(self, conn: ServerConnection) -> None:
         ip = _ip(conn)
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.admission.opened(ip)
         client = Client(conn, ip, self.cfg.client_buffer_bytes, self.stats, self._cut_off)
         self.relay.add(client)
         try:
@@ -153,11 +147,7 @@ class WsServer:
             self.relay.remove(client)
             if self.private is not None:
                 self.private.forget(client)
-            left = self._per_ip.get(ip, 1) - 1
-            if left:
-                self._per_ip[ip] = left
-            else:
-                self._per_ip.pop(ip, None)
+            self.admission.closed(ip)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
