@@ -222,3 +222,13 @@ async def test_stalled_reader_is_cut_off_while_others_keep_receiving(sim, tmp_pa
             assert len(app.sse.clients) == 1
     finally:
         await cm.__aexit__(None, None, None)
+
+
+async def test_sighup_limits_apply_to_the_sse_side_too(sim, app):
+    import dataclasses
+
+    app.reload(dataclasses.replace(app.cfg, max_connections_per_ip=1))
+    async with sse_get(app.sse.port, "/api/stream/trades?symbols=AAPL") as first:
+        assert first.status == 200
+        async with sse_get(app.sse.port, "/api/stream/trades?symbols=AAPL") as second:
+            assert second.status == 429
