@@ -42,14 +42,12 @@ class ClientError:
 class Subscribe:
     symbols: tuple[str, ...]
     channels: tuple[str, ...]
-    single: bool  # the request used "symbol", so replies use "symbol" too
 
 
 @dataclass(frozen=True)
 class Unsubscribe:
     symbols: tuple[str, ...]
     channels: tuple[str, ...]
-    single: bool
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
     if isinstance(channels, ClientError):
         return channels
     kind = Subscribe if subscribing else Unsubscribe
-    return kind(symbols, channels, "symbol" in msg)
+    return kind(symbols, channels)
 
 
 def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:

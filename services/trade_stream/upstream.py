@@ -165,7 +165,7 @@ class MarketDataUpstream(ReconnectingStream):
         self._on_data = on_data
         self.stale_after = stale_after
         self.held: dict[str, set[str]] = {}  # Alpaca's last `subscription` reply: the truth
-        self._outbox: asyncio.Queue[tuple[dict[str, Any], Request | None]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Request] = asyncio.Queue()
         self._pending: deque[Request] = deque()
         self._last_data = 0.0  # last data, or session start: what the stale watchdog measures from
         self._last_message = 0.0  # last data ever: what status reports
@@ -255,10 +255,9 @@ class MarketDataUpstream(ReconnectingStream):
 
     async def _write_loop(self, ws: ClientConnection) -> None:
         while True:
-            msg, request = await self._outbox.get()
-            if request is not None:
-                self._pending.append(request)
-            await ws.send(orjson.dumps(msg).decode())
+            request = await self._outbox.get()
+            self._pending.append(request)  # before sending: the reply may come back before send() returns
+            await ws.send(orjson.dumps({"action": request.action, **group(request.keys)}).decode())
 
     async def _watch_stale(self, ws: ClientConnection) -> None:
         period = max(0.05, min(1.0, self.stale_after / 4))
@@ -276,8 +275,7 @@ class MarketDataUpstream(ReconnectingStream):
     # --- replies ------------------------------------------------------------------------------------------
 
     def _enqueue(self, action: str, keys: list[Key], on_done: Callable[..., None] | None) -> None:
-        msg: dict[str, Any] = {"action": action, **group(keys)}
-        self._outbox.put_nowait((msg, Request(action, list(keys), on_done)))
+        self._outbox.put_nowait(Request(action, list(keys), on_done))
 
     def _on_control(self, m: dict[str, Any]) -> None:
         kind = m.get("T")
@@ -325,9 +323,7 @@ class MarketDataUpstream(ReconnectingStream):
         """The socket is gone: requests in flight will be covered by the next session's full subscribe."""
         pending, self._pending = self._pending, deque()
         while not self._outbox.empty():
-            _, request = self._outbox.get_nowait()
-            if request is not None:
-                pending.append(request)
+            pending.append(self._outbox.get_nowait())
         for request in pending:
             if request.on_done is not None:
                 request.on_done(True, None, "")

@@ -10,12 +10,12 @@ from trade_stream.protocol import ClientError
 
 def test_original_subscribe_shape():
     action = protocol.parse('{"action":"subscribe","symbol":"aapl"}')
-    assert action == protocol.Subscribe(("AAPL",), ("trades",), True)
+    assert action == protocol.Subscribe(("AAPL",), ("trades",))
 
 
 def test_symbols_and_channels_extension():
     action = protocol.parse('{"action":"unsubscribe","symbols":["MSFT","BRK.B","MSFT"],"channels":["quotes"]}')
-    assert action == protocol.Unsubscribe(("MSFT", "BRK.B"), ("quotes",), False)
+    assert action == protocol.Unsubscribe(("MSFT", "BRK.B"), ("quotes",))
 
 
 @pytest.mark.parametrize(("raw", "code"), [
