@@ -31,6 +31,10 @@ ERROR_MESSAGES = {
     500: "internal error",
 }
 
+#: Close code after the 404 "auth timeout" frame (and on the trading stream's auth timeout). Alpaca documents the
+#: frame, not the code; the relay's compatible endpoints use the same one.
+AUTH_TIMEOUT_CLOSE = 1008
+
 CONNECTED = {"T": "success", "msg": "connected"}
 AUTHENTICATED = {"T": "success", "msg": "authenticated"}
 

@@ -205,7 +205,7 @@ class Simulator:
                     msg = await self._recv(conn, max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     await self._reply(conn, protocol.error(404))
-                    await conn.ws.close()
+                    await conn.ws.close(protocol.AUTH_TIMEOUT_CLOSE, "auth timeout")
                     return
             else:
                 msg = await self._recv(conn)
