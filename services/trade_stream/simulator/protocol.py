@@ -60,12 +60,16 @@ def empty_subs() -> Subs:
 def parse_request(msg: dict) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
-    400: a non-list value, a non-string or malformed symbol, or an implied channel.
-    410: a channel this stream does not have (news, orderbooks, typos...).
+    A null or empty list means nothing on any key: the Go SDK sends every channel key it knows (orderbooks, news
+    and pricing included), unset ones as nil.
+    400: no channel key at all, a non-list value, a non-string or malformed symbol, or an implied channel.
+    410: a non-empty channel this stream does not have (news, orderbooks, typos...).
     """
+    if not any(key != "action" for key in msg):
+        raise ProtocolError(400)
     request: dict[str, list[str]] = {}
     for key, value in msg.items():
-        if key == "action":
+        if key == "action" or value is None or value == []:
             continue
         if key in IMPLIED:
             raise ProtocolError(400)
