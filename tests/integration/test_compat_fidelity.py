@@ -99,6 +99,8 @@ async def test_compatible_clients_get_only_alpaca_frames_through_an_upstream_dro
             assert all(alpaca_shaped(f) for f in frames), frames
         trading = await frames_until(t, lambda f: f.get("stream") == "trade_updates")
         assert all(isinstance(f, dict) and ("stream" in f or "action" in f) and "type" not in f for f in trading)
+        update = trading[-1]["data"]  # relayed as the simulator sent it, Alpaca's newer fields included
+        assert update["event_id"] and update["at"] and "cancel_requested_at" in update["order"]
         assert (await asyncio.wait_for(got.get(), 5)).price == 77.5
         assert str((await asyncio.wait_for(updates.get(), 5)).order.id) == order["id"]
     bad = [r.getMessage() for r in caplog.records if r.name.startswith("alpaca") and r.levelno >= logging.ERROR]
