@@ -29,6 +29,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
             || echo "run.sh: could not install systemd; the unit test will skip"
     fi
 fi
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    # Alpaca's JS SDK for tests/integration/test_js_sdk.py (pinned in tests/js/package.json).
+    (cd tests/js && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
+        || echo "run.sh: could not install the JS SDK with npm; the JS SDK test will skip"
+else
+    echo "run.sh: node/npm missing; the JS SDK test will skip"
+fi
 
 .venv/bin/ruff check services tests
 set +e

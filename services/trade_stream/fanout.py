@@ -31,14 +31,24 @@ _ids = itertools.count(1)
 
 
 class Codec:
-    """How one kind of client wants market messages: ``body`` per message (cached across clients), ``frames``
-    to turn a client's bodies from one batch into the bytes to write."""
+    """How one kind of client wants messages: ``body`` per market message (cached across clients), ``frames``
+    to turn a client's bodies from one batch into the bytes to write, and ``control`` to render one of the
+    relay's own browser-protocol messages (status, errors) for this kind of client, or None to say nothing.
+    Every relay-originated message goes through ``control``: that is what keeps a browser frame from ever
+    reaching an Alpaca SDK."""
 
     def body(self, m: dict[str, Any]) -> bytes | None:
         raise NotImplementedError
 
     def frames(self, bodies: list[bytes]) -> bytes:
         raise NotImplementedError
+
+    def control(self, msg: dict[str, Any]) -> bytes | None:
+        raise NotImplementedError
+
+
+def browser_control(msg: dict[str, Any]) -> bytes:
+    return text_frame(encode(msg))
 
 
 class BrowserCodec(Codec):
@@ -51,6 +61,9 @@ class BrowserCodec(Codec):
     def frames(self, bodies: list[bytes]) -> bytes:
         return bodies[0] if len(bodies) == 1 else b"".join(bodies)
 
+    def control(self, msg: dict[str, Any]) -> bytes:
+        return browser_control(msg)
+
 
 class BrowserBatchCodec(Codec):
     """Opt-in batched mode: one JSON array per upstream batch."""
@@ -61,6 +74,9 @@ class BrowserBatchCodec(Codec):
 
     def frames(self, bodies: list[bytes]) -> bytes:
         return text_frame(b"[" + b",".join(bodies) + b"]")
+
+    def control(self, msg: dict[str, Any]) -> bytes:
+        return browser_control(msg)
 
 
 BROWSER = BrowserCodec()
@@ -159,8 +175,10 @@ class Client(Peer):
         stats.bytes_out += len(data)
         return True
 
-    def send_message(self, msg: Any) -> bool:
-        return self.send(text_frame(encode(msg)), 0)
+    def send_message(self, msg: dict[str, Any]) -> bool:
+        """Send one of the relay's own messages, rendered for this kind of client (or not at all)."""
+        frame = self.codec.control(msg)
+        return self.send(frame, 0) if frame is not None else False
 
     def cut_off(self, reason: str = "slow") -> None:
         if self.transport.is_closing():
@@ -172,11 +190,14 @@ class Client(Peer):
         self._on_cutoff(self)
 
 
-def broadcast(clients: Iterable[Client], msg: Any) -> None:
-    """Send one control message (e.g. status) to many clients, framed once."""
-    frame = text_frame(encode(msg))
+def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
+    """Send one control message (e.g. status) to many clients, rendered and framed once per kind of client."""
+    frames: dict[Codec, bytes | None] = {}
     for client in list(clients):
-        client.send(frame, 0)
+        codec = client.codec
+        frame = frames[codec] if codec in frames else frames.setdefault(codec, codec.control(msg))
+        if frame is not None:
+            client.send(frame, 0)
 
 
 class Router:

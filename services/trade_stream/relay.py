@@ -65,7 +65,7 @@ class Relay:
             for holder, lost in self.hub.reject(change.subscribe).items():
                 if holder is not client and isinstance(holder, Client):
                     for symbol in sorted({s for _, s in lost}):
-                        holder.send_message(_upstream_refused(code, msg, symbol))
+                        holder.send_message(_upstream_refused(code, msg, symbol).to_message())
             self.hub.unsubscribe(client, change.added, time.monotonic())
             reply(_upstream_refused(code, msg, None))
 

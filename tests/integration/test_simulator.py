@@ -256,7 +256,8 @@ async def test_subscribe_unsubscribe_additive_full_set_replies(sim):
                                "quotes": ["AMD"]})
     assert reply[0]["trades"] == ["MSFT"] and reply[0]["corrections"] == ["MSFT"]
     assert reply[0]["bars"] == [] and reply[0]["quotes"] == ["CLDR"]
-    assert await request(ws, {"action": "subscribe"}) == reply
+    assert await request(ws, {"action": "subscribe", "trades": [], "news": None}) == reply  # nothing to add
+    assert await request(ws, {"action": "subscribe"}) == [{"T": "error", "code": 400, "msg": "invalid syntax"}]
     assert sim.received_on(IEX)[-1] == {"action": "subscribe"}
 
 
@@ -426,7 +427,9 @@ async def test_trading_auth_forms_and_listen(sim):
         "stream": "authorization", "data": {"status": "unauthorized", "action": "listen"}}
     assert await request(ws, {"action": "auth", "key": KEY, "secret": "nope"}) == {
         "stream": "authorization", "data": {"status": "unauthorized", "action": "authenticate"}}
-    await open_trading(sim, legacy=False)
+    first = await open_trading(sim, legacy=False)
+    await first.close()  # one trade_updates session per account
+    await eventually(lambda: sim.sessions("/stream") == 0)
     ws2 = await open_trading(sim, legacy=True)
     assert await request(ws2, {"action": "listen", "data": {"streams": []}}) == {
         "stream": "listening", "data": {"streams": []}}

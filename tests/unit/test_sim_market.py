@@ -126,10 +126,13 @@ def test_subscription_rules():
                               "corrections", "cancelErrors"]
     assert msg["corrections"] == msg["cancelErrors"] == ["AAPL"]
     for bad, code in [({"trades": "AAPL"}, 400), ({"trades": ["aapl"]}, 400), ({"trades": [1]}, 400),
-                      ({"corrections": ["AAPL"]}, 400), ({"news": ["AAPL"]}, 410), ({"orderbooks": []}, 410)]:
+                      ({"corrections": ["AAPL"]}, 400), ({"news": ["AAPL"]}, 410), ({"orderbooks": ["X"]}, 410),
+                      ({}, 400)]:
         with pytest.raises(p.ProtocolError) as err:
             p.parse_request({"action": "subscribe", **bad})
         assert err.value.code == code
+    # The Go SDK names every channel it knows, unset ones nil: null or empty lists mean nothing, on any key.
+    assert p.parse_request({"action": "subscribe", "trades": None, "orderbooks": [], "pricing": None}) == {}
     with pytest.raises(p.ProtocolError):
         p.check_plan(subs, BASIC_PLAN)  # wildcard on a limited plan
     p.check_plan(subs, Plan())

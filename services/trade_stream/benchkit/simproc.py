@@ -82,8 +82,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.05, help="seconds between the generator's frames")
     args = parser.parse_args()
+    # Only trades, stamped when sent: late trades (stamped up to a minute back) would read as latency, and the
+    # rare corrections, cancels and halts would make runs differ for nothing.
     config = SimConfig(host="127.0.0.1", port=args.port, accounts={args.key: args.secret}, rate_per_symbol=0.0,
-                       seed=args.seed, tick_interval=args.tick)
+                       seed=args.seed, tick_interval=args.tick, correction_rate=0.0, cancel_error_rate=0.0,
+                       late_trade_rate=0.0, halt_rate=0.0)
     uvloop.run(serve(config))
 
 

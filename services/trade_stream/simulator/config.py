@@ -81,6 +81,19 @@ class SimConfig:
     tick_interval: float = 0.05
     #: Quotes generated per trade (real markets quote far more often than they trade).
     quote_ratio: float = 1.0
+    #: What the generator sends unasked (only while it runs, i.e. rate_per_symbol > 0). Per generated trade: the
+    #: chance of a correction (``c``), of a cancel/error (``x``), and that it arrives late, stamped in the minute
+    #: bar already closed, which makes an updatedBar (``u``) due ``updated_bar_delay`` s into the next minute.
+    correction_rate: float = 0.001
+    cancel_error_rate: float = 0.001
+    late_trade_rate: float = 0.01
+    updated_bar_delay: float = 30.0
+    #: Trading pauses per second per symbol with status subscribers (a halt ``s``, no trades, then a resume ``s``
+    #: after ``halt_seconds``); LULD bands (``l``) every ``luld_interval`` s. Subscribing to statuses or lulds
+    #: sends the symbol's current status or bands at once.
+    halt_rate: float = 1 / 7200
+    halt_seconds: float = 300.0
+    luld_interval: float = 60.0
     start_prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     starting_cash: float = 100_000.0
     #: A data connection whose unsent output exceeds this gets 407 "slow client" and is dropped.

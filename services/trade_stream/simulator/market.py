@@ -15,13 +15,14 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
 DAY_NS = 86_400 * NS
-#: Daily bars start at midnight New York time; a fixed EST offset is close enough for a simulator.
-DAY_OFFSET_NS = 5 * 3600 * NS
+#: Daily bars start at midnight New York time (05:00Z in winter, 04:00Z in summer), as Alpaca's daily bars do.
+NEW_YORK = ZoneInfo("America/New_York")
 
 #: A message and its timestamp in ns since the epoch.
 Stamped = tuple[dict, int]
@@ -70,6 +71,18 @@ def parse_ts(text: str) -> int:
     return seconds * NS + int((frac or "0").ljust(9, "0"))
 
 
+def new_york_midnight(ns: int) -> int:
+    """The start of the New York calendar day holding ``ns``, in ns since the epoch."""
+    day = datetime.fromtimestamp(ns // NS, NEW_YORK).date()
+    midnight = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
+    return int(midnight.timestamp()) * NS
+
+
+def next_new_york_midnight(ns: int) -> int:
+    day = datetime.fromtimestamp(new_york_midnight(ns) // NS, NEW_YORK).date() + timedelta(days=1)
+    return int(datetime(day.year, day.month, day.day, tzinfo=NEW_YORK).timestamp()) * NS
+
+
 def round_price(price: float) -> float:
     """Cents at or above $1, hundredths of a cent below (Reg NMS sub-penny rule)."""
     return round(price, 2) if price >= 1.0 else round(price, 4)
@@ -93,11 +106,12 @@ def default_price(symbol: str) -> float:
 
 @dataclass
 class BarBuilder:
-    """Aggregates trades into OHLCV bars over fixed windows (a minute, or a day)."""
+    """Aggregates trades into OHLCV bars over fixed windows (a minute, or a New York calendar day)."""
 
     window_ns: int = MINUTE_NS
-    offset_ns: int = 0
     start_ns: int | None = None
+    #: Start of the last bar closed by ``roll`` (late trades update that bar: Alpaca's updatedBars).
+    closed_start: int | None = None
     o: float = 0.0
     h: float = 0.0
     low: float = 0.0
@@ -107,7 +121,9 @@ class BarBuilder:
     pv: float = 0.0
 
     def window_of(self, ns: int) -> int:
-        return (ns - self.offset_ns) // self.window_ns * self.window_ns + self.offset_ns
+        if self.window_ns == DAY_NS:
+            return new_york_midnight(ns)
+        return ns // self.window_ns * self.window_ns
 
     def add(self, price: float, size: int, ns: int) -> dict | None:
         """Add a trade; return the previous bar if this trade opened a new window."""
@@ -128,7 +144,7 @@ class BarBuilder:
         if self.start_ns is None or self.window_of(now_ns) <= self.start_ns:
             return None
         bar = self.current()
-        self.start_ns = None
+        self.closed_start, self.start_ns = self.start_ns, None
         return bar
 
     def current(self) -> dict | None:
@@ -149,8 +165,11 @@ class SymbolState:
     tape: str
     open_price: float
     minute: BarBuilder = field(default_factory=BarBuilder)
-    daily: BarBuilder = field(default_factory=lambda: BarBuilder(DAY_NS, DAY_OFFSET_NS))
+    daily: BarBuilder = field(default_factory=lambda: BarBuilder(DAY_NS))
     last_bar: dict | None = None
+    #: The last closed minute bar was changed by a late trade: an updatedBar is owed.
+    bar_updated: bool = False
+    halted: bool = False
     last_trade: dict | None = None
     last_quote: dict | None = None
     history: deque[tuple[int, dict]] = field(default_factory=lambda: deque(maxlen=20_000))
@@ -224,14 +243,24 @@ class Market:
         return msg, ns
 
     def record_trade(self, st: SymbolState, msg: dict, ns: int) -> None:
-        """Keep the trade for REST (latest, history, snapshot) and fold it into the bars."""
+        """Keep the trade for REST (latest, history, snapshot) and fold it into the bars. A late trade (one that
+        belongs to the minute bar already closed) updates that bar instead, and an updatedBar becomes due."""
         rest = {k: msg[k] for k in ("t", "x", "p", "s", "c", "i", "z") if k in msg}
         st.last_trade = rest
         st.history.append((ns, rest))
         price, size = float(msg.get("p", st.price)), int(msg.get("s", 0))
-        done = st.minute.add(price, size, ns)
-        if done is not None:
-            st.last_bar = done
+        minute = st.minute
+        if st.last_bar is not None and minute.closed_start is not None and \
+                minute.window_of(ns) == minute.closed_start:
+            bar = st.last_bar
+            volume = bar["v"] + size
+            bar.update(h=max(bar["h"], price), l=min(bar["l"], price), v=volume, n=bar["n"] + 1,
+                       vw=round((bar["vw"] * bar["v"] + price * size) / volume, 6) if volume else bar["vw"])
+            st.bar_updated = True
+        else:
+            done = minute.add(price, size, ns)
+            if done is not None:
+                st.last_bar, st.bar_updated = done, False
         st.daily.add(price, size, ns)
 
     def quote(self, symbol: str, feed: str = "iex", bid: float | None = None, ask: float | None = None,
@@ -263,9 +292,78 @@ class Market:
             bar = st.minute.roll(now_ns)
             if bar is None or start is None:
                 continue
-            st.last_bar = bar
+            st.last_bar, st.bar_updated = bar, False
             out.append((self.bar_message("b", symbol, bar, start), self.daily_message(st)))
         return out
+
+    def updated_bars(self, symbols: Iterable[str], now_ns: int, delay_ns: int = 30 * NS) -> list[Stamped]:
+        """``u`` messages for closed minute bars that late trades changed, once ``delay_ns`` into the next minute
+        (Alpaca sends them just after the half-minute mark)."""
+        out = []
+        for symbol in symbols:
+            st = self.symbols.get(symbol)
+            if st is None or not st.bar_updated or st.last_bar is None or st.minute.closed_start is None:
+                continue
+            if now_ns - (st.minute.closed_start + MINUTE_NS) < delay_ns:
+                continue
+            st.bar_updated = False
+            out.append(self.bar_message("u", symbol, dict(st.last_bar), st.minute.closed_start))
+        return out
+
+    def late_trade(self, symbol: str, feed: str, now_ns: int) -> Stamped | None:
+        """A trade stamped in the minute bar that already closed, as if it reached the feed late; None if that
+        bar is not the previous minute's."""
+        st = self.state(symbol)
+        closed = st.minute.closed_start
+        if closed is None or closed != st.minute.window_of(now_ns) - MINUTE_NS:
+            return None
+        return self.trade(symbol, feed, ns=closed + MINUTE_NS - self.rng.randrange(1, 900) * 1_000_000)
+
+    def status(self, symbol: str, halted: bool, ns: int | None = None) -> Stamped:
+        """A trading status (``s``) in the symbol's tape's codes: CTA (A, B) ``2`` halt / ``3`` resume, UTP (C)
+        ``H`` halt / ``T`` trading resumption; the reason is a LULD pause."""
+        st = self.state(symbol)
+        st.halted = halted
+        cta = st.tape in ("A", "B")
+        if halted:
+            code, text = ("2", "Trading Halt") if cta else ("H", "Trading Halt")
+            reason, why = "LUDP", "Volatility Trading Pause"
+        else:
+            code, text = ("3", "Resume") if cta else ("T", "Trading Resumption")
+            reason, why = ("", "") if cta else ("LUDP", "Volatility Trading Pause")
+        ns = time.time_ns() if ns is None else ns
+        return {"T": "s", "S": symbol, "sc": code, "sm": text, "rc": reason, "rm": why, "t": format_ts(ns),
+                "z": st.tape}, ns
+
+    def luld(self, symbol: str, ns: int | None = None) -> Stamped:
+        """Limit up-limit down bands (``l``): 5 % either side of the current price."""
+        st = self.state(symbol)
+        ns = time.time_ns() if ns is None else ns
+        return {"T": "l", "S": symbol, "u": round_price(st.price * 1.05), "d": round_price(st.price * 0.95),
+                "i": "B", "t": format_ts(ns), "z": st.tape}, ns
+
+    def correction(self, symbol: str, ns: int | None = None) -> Stamped | None:
+        """A correction (``c``) of the symbol's last trade: a new id and a price a cent away."""
+        st = self.state(symbol)
+        last = st.last_trade
+        if last is None:
+            return None
+        self._trade_id += 1
+        ns = time.time_ns() if ns is None else ns
+        price = round_price(float(last["p"]) + self.rng.choice((-0.01, 0.01)))
+        return {"T": "c", "S": symbol, "x": last["x"], "oi": last["i"], "op": last["p"], "os": last["s"],
+                "oc": last["c"], "ci": self._trade_id, "cp": price, "cs": last["s"], "cc": last["c"],
+                "t": format_ts(ns), "z": st.tape}, ns
+
+    def cancel_error(self, symbol: str, ns: int | None = None) -> Stamped | None:
+        """A cancel (``x``, action ``C``) of the symbol's last trade, now and then an error (``E``)."""
+        st = self.state(symbol)
+        last = st.last_trade
+        if last is None:
+            return None
+        ns = time.time_ns() if ns is None else ns
+        return {"T": "x", "S": symbol, "i": last["i"], "x": last["x"], "p": last["p"], "s": last["s"],
+                "a": "E" if self.rng.random() < 0.1 else "C", "t": format_ts(ns), "z": st.tape}, ns
 
     def daily_message(self, st: SymbolState) -> Stamped:
         daily = st.daily.current() or self.synthetic_bar(st)

@@ -27,6 +27,26 @@ ZERO = Decimal(0)
 #: An event payload: the ``data`` object of a ``{"stream":"trade_updates","data":...}`` message.
 Event = dict
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class Ulids:
+    """ULIDs as Alpaca's ``event_id`` (e.g. ``01JJ3WE73W5PG672TC4XACXH5R``): 48 bits of milliseconds, 80 random
+    bits, Crockford base32; monotonic within a millisecond, so ids sort in event order."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._last = (0, 0)
+
+    def next(self, ns: int) -> str:
+        ms = ns // 1_000_000
+        last_ms, last_rand = self._last
+        rand = last_rand + 1 if ms <= last_ms else self._rng.getrandbits(80)
+        ms = max(ms, last_ms)
+        self._last = (ms, rand)
+        value = (ms << 80) | (rand & (2**80 - 1))
+        return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
 
 def dec(value: object) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
@@ -79,6 +99,7 @@ class OrderBook:
     def __init__(self, keys: list[str], price_of: Callable[[str], float], seed: int | None = None,
                  starting_cash: float = 100_000.0) -> None:
         self._rng = random.Random(seed)
+        self._ulids = Ulids(self._rng)
         self._price_of = price_of
         self._owner: dict[str, Account] = {}
         self.accounts: dict[str, Account] = {}
@@ -131,6 +152,7 @@ class OrderBook:
             "id": self._uuid(), "client_order_id": client_order_id or self._uuid(),
             "created_at": now, "updated_at": now, "submitted_at": now,
             "filled_at": None, "expired_at": None, "expires_at": None, "canceled_at": None,
+            "cancel_requested_at": None,
             "failed_at": None, "replaced_at": None, "replaced_by": None, "replaces": None,
             "asset_id": asset_id(symbol), "symbol": symbol, "asset_class": "us_equity",
             "notional": None, "qty": dstr(dec(qty)), "filled_qty": "0", "filled_avg_price": None,
@@ -177,6 +199,9 @@ class OrderBook:
         return order, [event]
 
     def cancel(self, order_id: str) -> tuple[dict, list[Event]]:
+        order = self.order(order_id)
+        if order["status"] in OPEN_STATUSES:
+            order["cancel_requested_at"] = format_ts(time.time_ns())
         return self._close(order_id, "canceled", "canceled", "canceled_at")
 
     def expire(self, order_id: str) -> tuple[dict, list[Event]]:
@@ -210,9 +235,12 @@ class OrderBook:
 
     # -- helpers ---------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(event: str, order: dict, now: str, **extra: object) -> Event:
-        return {"event": event, "timestamp": now, "order": dict(order), **extra}
+    def _event(self, event: str, order: dict, now: str, **extra: object) -> Event:
+        """An event as Alpaca sends it: ``at`` (when recorded) and a ULID ``event_id`` besides the classic
+        fields (Alpaca's 2025 examples; the Go SDK's TradeUpdate has ``At time.Time`` and ``EventID string``)."""
+        at = time.time_ns()
+        return {"event": event, "timestamp": now, "order": dict(order), **extra, "at": format_ts(at),
+                "event_id": self._ulids.next(at)}
 
     @staticmethod
     def _require_open(order: dict) -> None:

@@ -31,6 +31,10 @@ ERROR_MESSAGES = {
     500: "internal error",
 }
 
+#: Close code after the 404 "auth timeout" frame (and on the trading stream's auth timeout). Alpaca documents the
+#: frame, not the code; the relay's compatible endpoints use the same one.
+AUTH_TIMEOUT_CLOSE = 1008
+
 CONNECTED = {"T": "success", "msg": "connected"}
 AUTHENTICATED = {"T": "success", "msg": "authenticated"}
 
@@ -56,12 +60,16 @@ def empty_subs() -> Subs:
 def parse_request(msg: dict) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
-    400: a non-list value, a non-string or malformed symbol, or an implied channel.
-    410: a channel this stream does not have (news, orderbooks, typos...).
+    A null or empty list means nothing on any key: the Go SDK sends every channel key it knows (orderbooks, news
+    and pricing included), unset ones as nil.
+    400: no channel key at all, a non-list value, a non-string or malformed symbol, or an implied channel.
+    410: a non-empty channel this stream does not have (news, orderbooks, typos...).
     """
+    if not any(key != "action" for key in msg):
+        raise ProtocolError(400)
     request: dict[str, list[str]] = {}
     for key, value in msg.items():
-        if key == "action":
+        if key == "action" or value is None or value == []:
             continue
         if key in IMPLIED:
             raise ProtocolError(400)

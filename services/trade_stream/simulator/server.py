@@ -29,6 +29,9 @@ from .wire import Out, decode_client, encode_data, encode_trading, frame
 
 log = logging.getLogger("trade_stream.simulator")
 
+#: Alpaca's trading-stream error shape (protocol reference §2): keyed by ``action``, unlike every other message.
+TRADING_SYNTAX_ERROR = {"action": "error", "data": {"error_message": "invalid syntax"}}
+
 _KEEP: Any = object()
 
 
@@ -54,6 +57,8 @@ class Conn:
     subs: Subs = field(default_factory=protocol.empty_subs)
     streams: set[str] = field(default_factory=set)
     muted: bool = False
+    #: (channel, symbol) pairs of statuses/lulds this connection has been sent the current state of.
+    announced: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def is_data(self) -> bool:
@@ -76,6 +81,8 @@ class Simulator:
         self._fail_auth: list[tuple[int, str | None]] = []
         self._reject: list[int] = []
         self._read_delay = 0.0
+        self._halted_until: dict[str, float] = {}  # symbol -> loop time its trading pause ends
+        self._luld_due: dict[str, float] = {}  # symbol -> loop time of its next LULD band message
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = self.config.port
@@ -205,7 +212,7 @@ class Simulator:
                     msg = await self._recv(conn, max(0.0, deadline - loop.time()))
                 except TimeoutError:
                     await self._reply(conn, protocol.error(404))
-                    await conn.ws.close()
+                    await conn.ws.close(protocol.AUTH_TIMEOUT_CLOSE, "auth timeout")
                     return
             else:
                 msg = await self._recv(conn)
@@ -266,15 +273,24 @@ class Simulator:
     # trading stream
 
     async def _serve_trading(self, conn: Conn) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.auth_timeout
         while True:
-            msg = await self._recv(conn)
+            if conn.key is None:
+                try:
+                    msg = await self._recv(conn, max(0.0, deadline - loop.time()))
+                except TimeoutError:  # like the market-data streams, minus the 404 frame they document
+                    await conn.ws.close(protocol.AUTH_TIMEOUT_CLOSE, "auth timeout")
+                    return
+            else:
+                msg = await self._recv(conn)
             action = msg.get("action") if isinstance(msg, dict) else None
             if action in ("auth", "authenticate"):
                 await self._trading_auth(conn, msg)
             elif action == "listen":
                 await self._trading_listen(conn, msg)
             else:
-                await self._reply(conn, {"stream": "error", "data": {"error_message": "invalid syntax"}})
+                await self._reply(conn, TRADING_SYNTAX_ERROR)
 
     async def _trading_auth(self, conn: Conn, msg: dict) -> None:
         if msg["action"] == "auth":
@@ -284,6 +300,12 @@ class Simulator:
             key, secret = data.get("key_id"), data.get("secret_key")
         failed = self._take_auth_failure(conn.path) is not None
         ok = not failed and isinstance(key, str) and self.config.accounts.get(key) == secret
+        if ok and conn.key is None and self.sessions(conn.path, key=key) >= 1:
+            # One trade_updates connection per account (alpaca-py#740, from an Alpaca employee). What Alpaca
+            # answers is undocumented; like market data's 406, the new session is refused and may retry auth on
+            # the same socket once the old one is gone.
+            log.info("trading_session_refused key=%s reason=another session holds the account", key)
+            ok = False
         if ok:
             conn.key = key
         status = "authorized" if ok else "unauthorized"
@@ -297,7 +319,7 @@ class Simulator:
         data = msg.get("data")
         streams = data.get("streams") if isinstance(data, dict) else None
         if not isinstance(streams, list):
-            await self._reply(conn, {"stream": "error", "data": {"error_message": "invalid syntax"}})
+            await self._reply(conn, TRADING_SYNTAX_ERROR)
             return
         conn.streams = {s for s in streams if s == "trade_updates"}
         await self._reply(conn, {"stream": "listening", "data": {"streams": sorted(conn.streams)}})
@@ -327,9 +349,19 @@ class Simulator:
                 by_path.setdefault(conn.path, []).append(conn)
         outs_by_path: dict[str, list[Out]] = {}
         bar_symbols: set[str] = set()
+        now = asyncio.get_running_loop().time()
+        for conns in by_path.values():
+            self._announce(conns)
+        resumed: list[Out] = []
+        for symbol, until in list(self._halted_until.items()):
+            if until <= now:
+                del self._halted_until[symbol]
+                resumed.append(Out(*self.market.status(symbol, False)))
         for path, conns in by_path.items():
-            trades, quotes, bars = self._active_symbols(DATA_PATHS[path], conns)
-            outs_by_path[path] = self._generate(DATA_PATHS[path], trades | bars, quotes, dt)
+            feed = DATA_PATHS[path]
+            trades, quotes, bars = self._active_symbols(feed, conns)
+            outs = self._generate(feed, {s for s in trades | bars if s not in self._halted_until}, quotes, dt)
+            outs_by_path[path] = outs + resumed + self._unasked(feed, conns, dt, now)
             bar_symbols |= bars
         bar_outs = [Out(*m) for pair in self.market.roll_bars(bar_symbols, time.time_ns()) for m in pair]
         for path, conns in by_path.items():
@@ -337,19 +369,50 @@ class Simulator:
 
     def _active_symbols(self, feed: str, conns: list[Conn]) -> tuple[set[str], set[str], set[str]]:
         """Symbols with trade, quote and bar subscribers on one feed (``*`` = every known symbol)."""
-        known = ["FAKEPACA"] if feed == "test" else self.market.known_symbols()
+        union = self._subscribed
+        return union(feed, conns, "trades"), union(feed, conns, "quotes"), union(feed, conns, "bars", "dailyBars")
 
-        def union(*channels: str) -> set[str]:
-            out: set[str] = set()
-            for conn in conns:
-                for ch in channels:
-                    out |= conn.subs[ch]
-            if "*" in out:
-                out.discard("*")
-                out.update(known)
-            return out & {"FAKEPACA"} if feed == "test" else out
+    def _subscribed(self, feed: str, conns: list[Conn], *channels: str) -> set[str]:
+        """Symbols with subscribers to any of ``channels`` on one feed (``*`` = every known symbol)."""
+        out: set[str] = set()
+        for conn in conns:
+            for ch in channels:
+                out |= conn.subs[ch]
+        if "*" in out:
+            out.discard("*")
+            out.update(["FAKEPACA"] if feed == "test" else self.market.known_symbols())
+        return out & {"FAKEPACA"} if feed == "test" else out
 
-        return union("trades"), union("quotes"), union("bars", "dailyBars")
+    def _unasked(self, feed: str, conns: list[Conn], dt: float, now: float) -> list[Out]:
+        """What Alpaca sends without a trade behind it: trading pauses (statuses), LULD bands every
+        ``luld_interval`` seconds, and updatedBars for minute bars that late trades changed."""
+        cfg, market = self.config, self.market
+        outs: list[Out] = []
+        for symbol in self._subscribed(feed, conns, "statuses"):
+            if symbol not in self._halted_until and market.rng.random() < cfg.halt_rate * dt:
+                self._halted_until[symbol] = now + cfg.halt_seconds
+                outs.append(Out(*market.status(symbol, True)))
+        for symbol in self._subscribed(feed, conns, "lulds"):
+            due = self._luld_due.setdefault(symbol, now + cfg.luld_interval)
+            if due <= now:
+                self._luld_due[symbol] = now + cfg.luld_interval
+                outs.append(Out(*market.luld(symbol)))
+        updated = self._subscribed(feed, conns, "updatedBars")
+        outs += [Out(*m) for m in market.updated_bars(updated, time.time_ns(), int(cfg.updated_bar_delay * 1e9))]
+        return outs
+
+    def _announce(self, conns: list[Conn]) -> None:
+        """A connection newly subscribed to a symbol's statuses or LULDs gets its current state at once."""
+        for conn in conns:
+            wanted = {(ch, s) for ch in ("statuses", "lulds") for s in conn.subs[ch] if s != "*"}
+            conn.announced &= wanted
+            new = sorted(wanted - conn.announced)
+            if not new:
+                continue
+            conn.announced |= wanted
+            outs = [Out(*(self.market.status(s, s in self._halted_until) if ch == "statuses"
+                          else self.market.luld(s))) for ch, s in new]
+            self._push(conn, frame(outs, conn.use_msgpack), text=not conn.use_msgpack)
 
     def _generate(self, feed: str, trade_symbols: Iterable[str], quote_symbols: Iterable[str],
                   dt: float) -> list[Out]:
@@ -358,13 +421,20 @@ class Simulator:
         whole, frac = int(expected), expected - int(expected)
         q_expected = expected * self.config.quote_ratio
         q_whole, q_frac = int(q_expected), q_expected - int(q_expected)
+        cfg, market = self.config, self.market
         outs: list[Out] = []
         for symbol in quote_symbols:
             for _ in range(q_whole + (rng.random() < q_frac)):
-                outs.append(Out(*self.market.quote(symbol, feed)))
+                outs.append(Out(*market.quote(symbol, feed)))
         for symbol in trade_symbols:
             for _ in range(whole + (rng.random() < frac)):
-                outs.append(Out(*self.market.trade(symbol, feed)))
+                late = market.late_trade(symbol, feed, time.time_ns()) if rng.random() < cfg.late_trade_rate \
+                    else None
+                outs.append(Out(*(late or market.trade(symbol, feed))))
+                if rng.random() < cfg.correction_rate and (fix := market.correction(symbol)) is not None:
+                    outs.append(Out(*fix))
+                if rng.random() < cfg.cancel_error_rate and (cancel := market.cancel_error(symbol)) is not None:
+                    outs.append(Out(*cancel))
         return outs
 
     def _fan_out(self, conns: Iterable[Conn], outs: list[Out]) -> None:
@@ -417,10 +487,17 @@ class Simulator:
         return self._inject(msg, ns, path)
 
     def inject_bar(self, symbol: str, *, kind: str = "b", path: str | None = None, **fields: Any) -> dict:
-        """A bar (``kind`` b, u or d) for the previous minute at the current price unless fields say otherwise."""
+        """A bar at the current price unless fields say otherwise: ``kind`` b or u for the previous minute, d for
+        today's daily bar (which starts at midnight New York time)."""
         st = self.market.state(symbol)
-        start = st.minute.window_of(time.time_ns()) - 60 * 1_000_000_000
-        bar = {"T": kind, "S": symbol, **self.market.synthetic_bar(st, start), **fields}
+        now = time.time_ns()
+        if kind == "d":  # today's running daily bar, which starts at midnight New York time
+            start = st.daily.window_of(now)
+            daily = st.daily.current() or self.market.synthetic_bar(st, start)
+            bar = {"T": kind, "S": symbol, **daily, **fields}
+        else:
+            start = st.minute.window_of(now) - 60 * 1_000_000_000
+            bar = {"T": kind, "S": symbol, **self.market.synthetic_bar(st, start), **fields}
         return self._inject(bar, start, path)
 
     def _inject(self, msg: dict, ns: int, path: str | None) -> dict:
@@ -495,6 +572,7 @@ class Simulator:
         for conn in list(self._conns.values()):
             if conn.ws.transport is not None:
                 conn.ws.transport.abort()
+            self._conns.pop(conn.id, None)  # gone now, as the reset reaches the server: a reconnect is not refused
 
     def fail_next_auth(self, code: int = 402, times: int = 1, path: str | None = None) -> None:
         """The next ``times`` auth attempts fail. ``path`` None means any market-data endpoint (answered with

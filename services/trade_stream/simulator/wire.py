@@ -30,17 +30,30 @@ TYPE_CHANNEL: dict[str, str] = {
 }
 
 
+#: Fields Alpaca's msgpack codec sends as Timestamps (ext type -1): ``t`` everywhere, the stocks ``r`` receive
+#: time (the Go SDK decodes it with DecodeTime), news ``created_at``/``updated_at`` (alpaca-py calls
+#: ``.to_datetime()`` on them) and perp pricing ``ft``.
+TIME_FIELDS = frozenset(("t", "r", "created_at", "updated_at", "ft"))
+
+
+def _timestamp(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return msgpack.Timestamp.from_unix_nano(parse_ts(value))
+    except ValueError:
+        return value
+
+
 def to_msgpack_form(msg: dict, ns: int | None = None) -> dict:
-    """Replace the RFC-3339 ``t`` by a msgpack Timestamp (ext type -1), as Alpaca's msgpack codec does."""
-    t = msg.get("t")
-    if not isinstance(t, str):
+    """Replace the RFC-3339 time fields by msgpack Timestamps, as Alpaca's msgpack codec does (``ns``, when
+    known, is ``t`` already parsed)."""
+    if TIME_FIELDS.isdisjoint(msg):
         return msg
-    if ns is None:
-        try:
-            ns = parse_ts(t)
-        except ValueError:
-            return msg
-    return {**msg, "t": msgpack.Timestamp.from_unix_nano(ns)}
+    out = {k: _timestamp(v) if k in TIME_FIELDS else v for k, v in msg.items()}
+    if ns is not None and isinstance(msg.get("t"), str):
+        out["t"] = msgpack.Timestamp.from_unix_nano(ns)
+    return out
 
 
 class Out:
@@ -103,11 +116,12 @@ def encode_trading(message: dict, use_msgpack: bool) -> bytes:
 def decode_client(data: str | bytes, use_msgpack: bool) -> Any:
     """Decode a client message; raises ValueError on malformed input.
 
-    A msgpack session decodes binary frames as msgpack; text frames, and everything on a JSON session, as
-    JSON (Alpaca's behaviour for JSON on a msgpack session is undocumented; accepting it is the lenient
-    choice that keeps hand-written test clients simple).
+    A msgpack session speaks msgpack only, as every SDK does (alpaca-py ``msgpack.packb``, Go
+    ``msgpack.Marshal``): a text frame there is invalid syntax. A JSON session decodes either frame as JSON.
     """
-    if use_msgpack and isinstance(data, bytes):
+    if use_msgpack:
+        if not isinstance(data, bytes):
+            raise ValueError("text frame on a msgpack session")
         try:
             return msgpack.unpackb(data)
         except Exception as exc:
