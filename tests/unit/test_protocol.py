@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from trade_stream import protocol
+from trade_stream.event_ids import EventId
 from trade_stream.framing import text_frame
 from trade_stream.protocol import ClientError
 
@@ -34,7 +35,7 @@ def test_symbols_and_channels_extension():
     ('{"action":"subscribe","symbol":"AAPL","channels":["news"]}', "invalid_channel"),
     ('{"action":"subscribe","symbol":"AAPL","channels":[]}', "bad_type"),
     ('{"action":"subscribe","channel":"secrets"}', "invalid_channel"),
-    ('{"action":"subscribe","channel":"orders","since":-1}', "bad_type"),
+    ('{"action":"subscribe","channel":"orders","since":1.5}', "bad_type"),
     ('{"action":"auth"}', "bad_type"),
     ('{"action":"options","batch":"yes"}', "bad_type"),
 ])
@@ -46,7 +47,7 @@ def test_bad_input_gets_a_named_error(raw, code):
 
 
 def test_orders_channel_and_ping():
-    assert protocol.parse('{"action":"subscribe","channel":"orders","since":7}') == protocol.SubscribeOrders(7)
+    assert protocol.parse('{"action":"subscribe","channel":"orders","since":7}') == protocol.SubscribeOrders(EventId(7))
     assert protocol.parse('{"action":"ping"}') == protocol.Ping()
 
 
