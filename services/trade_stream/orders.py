@@ -135,7 +135,7 @@ class Orders:
         self.positions = Positions()
         self.authed: set[Client] = set()
         self.subscribers: set[Client] = set()
-        self._starting: set[Client] = set()
+        self._starting: dict[Client, object] = {}  # client -> the start under way (a re-subscribe is another)
         self.listeners: list[Callable[[Entry], None]] = []
         self.reset_listeners: list[Callable[[str], None]] = []  # the journal changed under live clients
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -176,7 +176,7 @@ class Orders:
         message = fault_message(self.journal_path, exc)
         self.stats.journal_errors += 1
         self.stats.journal_ok = 0
-        if self.fault is None:
+        if self.fault != message:  # once per episode, and again only if the reason changes
             log.error("journal_fault %s", message)
         self.fault = message
         journal, self.journal = self.journal, None
@@ -253,30 +253,37 @@ class Orders:
             return ClientError("unauthorized", 'order updates are private: send {"action":"auth","token":…} first')
         if client in self.subscribers or client in self._starting:
             return ClientError("already_subscribed", "already subscribed to orders")
-        self._starting.add(client)
+        self._starting[client] = ticket = object()
         client.send_message({"type": "subscribed", "channel": "orders"})
-        self._spawn(self._start(client, self.plan(since)))
+        self._spawn(self._start(client, self.plan(since), ticket))
         return None
 
     def unsubscribe(self, client: Client) -> None:
-        self._starting.discard(client)  # a replay under way stops and does not join
+        self._starting.pop(client, None)  # a replay under way stops and does not join
         if client in self.subscribers:
             self.subscribers.discard(client)
             self._sync_tap()
 
     def forget(self, client: Client) -> None:
         self.authed.discard(client)
-        self._starting.discard(client)
+        self._starting.pop(client, None)
         self.unsubscribe(client)
 
-    async def _start(self, client: Client, plan: Resume) -> None:
+    async def _start(self, client: Client, plan: Resume, ticket: object) -> None:
+        def current() -> bool:
+            return client.open and self._starting.get(client) is ticket
+
+        def drop() -> None:
+            if self._starting.get(client) is ticket:
+                del self._starting[client]
+
         try:
             snapshot = await self.snapshot()
         except BaseException:
-            self._starting.discard(client)
+            drop()
             raise
-        if not client.open or client not in self._starting:
-            self._starting.discard(client)
+        if not current():
+            drop()
             return
 
         def reset(reason: str) -> None:
@@ -284,7 +291,7 @@ class Orders:
                                  "last_id": self._last_id()})
 
         def join() -> None:
-            self._starting.discard(client)
+            drop()
             self.subscribers.add(client)
             self._sync_tap()
 
@@ -292,7 +299,7 @@ class Orders:
         if plan.reset:
             reset(plan.reset)
         await self.replay(client, plan.start, lambda e: text_frame(encode(e.to_message())), client.send, reset,
-                          join, lambda: client.open and client in self._starting)
+                          join, current)
 
     def plan(self, since: EventId | None) -> Resume:
         """Where to resume a client that last saw ``since`` (None: it asks for live events only)."""

@@ -108,7 +108,8 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
         if not subscribing:
             return UnsubscribeOrders()
         since = msg.get("since")
-        if since is not None and (not isinstance(since, int | str) or isinstance(since, bool)):
+        # A float is an id too, an unknown one: orjson reads integers past 2^64 as floats.
+        if since is not None and (not isinstance(since, int | float | str) or isinstance(since, bool)):
             return ClientError("bad_type", '"since" must be an event id: a number, or "<epoch>-<number>"')
         return SubscribeOrders(event_ids.parse(since))  # an id we cannot have issued gets a reset, not an error
     symbols = _symbols(msg)
