@@ -33,6 +33,7 @@ export class OrdersPanel {
   #token = tokenStore.get();
   #state = 'none';
   #seen = new Set();
+  #epoch = null; // the order journal's epoch, from orders_snapshot: resume points carry it
 
   constructor(connection, document) {
     this.#connection = connection;
@@ -72,7 +73,11 @@ export class OrdersPanel {
       case 'unsubscribed':
         return message.channel === 'orders';
       case 'orders_snapshot':
+        this.#epoch = message.epoch ?? null;
         this.#showSnapshot(message);
+        return true;
+      case 'orders_reset':
+        if (message.epoch) this.#epoch = message.epoch;
         return true;
       case 'order_update':
         this.#showUpdate(message);
@@ -134,7 +139,7 @@ export class OrdersPanel {
     const key = `${id}:${order.id}:${event}`;
     if (this.#seen.has(key)) return;
     this.#seen.add(key);
-    lastOrderEvent.record(id);
+    lastOrderEvent.record(id, this.#epoch);
     this.#els.list.prepend(orderRow(order, { id, event, data, reconciled }));
     while (this.#els.list.children.length > MAX_ORDER_ROWS) this.#els.list.lastElementChild.remove();
     this.#refreshEmpty();

@@ -4,6 +4,7 @@ import { session } from './storage.js';
 
 const TOKEN_KEY = 'tradeStream.token';
 const LAST_EVENT_KEY = 'tradeStream.lastOrderEventId';
+const EPOCH_KEY = 'tradeStream.orderJournalEpoch';
 
 /** Reads #token=… and removes it from the visible address. */
 export function takeTokenFromFragment(location, history) {
@@ -21,15 +22,27 @@ export const tokenStore = {
 };
 
 export const lastOrderEvent = {
+  /** The resume point as the relay takes it back: "<epoch>-<id>", so an id of a recreated journal is not
+   * mistaken for one of the new journal; a bare id when the epoch is not known. */
   get() {
     const id = session.get(LAST_EVENT_KEY);
-    return Number.isInteger(id) ? id : null;
+    if (!Number.isInteger(id)) return null;
+    const epoch = session.get(EPOCH_KEY);
+    return typeof epoch === 'string' && epoch ? `${epoch}-${id}` : id;
   },
-  /** Keeps the largest id seen. */
-  record(id) {
+  /** Keeps the largest id seen in journal `epoch`; the first id of another journal replaces it. */
+  record(id, epoch) {
     if (!Number.isInteger(id)) return;
-    const last = this.get();
-    if (last === null || id > last) session.set(LAST_EVENT_KEY, id);
+    const last = session.get(LAST_EVENT_KEY);
+    if (typeof epoch === 'string' && epoch && epoch !== session.get(EPOCH_KEY)) {
+      session.set(EPOCH_KEY, epoch);
+      session.set(LAST_EVENT_KEY, id);
+    } else if (!Number.isInteger(last) || id > last) {
+      session.set(LAST_EVENT_KEY, id);
+    }
   },
-  clear: () => session.remove(LAST_EVENT_KEY),
+  clear() {
+    session.remove(LAST_EVENT_KEY);
+    session.remove(EPOCH_KEY);
+  },
 };

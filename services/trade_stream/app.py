@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
-from trade_stream.journal import Journal
+from trade_stream.event_ids import EventId, parse
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
@@ -58,11 +58,13 @@ class App:
             return {"Access-Control-Allow-Origin": allow, "Vary": "Origin"} if allow else {}
 
         routes = {
-            "/healthz": lambda r: json_response(200, {"status": "ok", "upstream": relay.upstream_view()}, cors(r)),
-            "/api/stream/status": lambda r: json_response(200, relay.status(), cors(r)),
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
         self.orders = orders = self._build_orders(relay)
+        routes["/healthz"] = lambda r: json_response(200, {"status": "ok", "upstream": relay.upstream_view(),
+                                                           "orders": orders.health()}, cors(r))
+        routes["/api/stream/status"] = lambda r: json_response(200, {**relay.status(), "orders": orders.health()},
+                                                               cors(r))
         routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
         self.web = Web(StaticFiles(cfg.public_dir), routes)
         if not (Path(cfg.public_dir) / "index.html").is_file():
@@ -89,8 +91,8 @@ class App:
     def _build_orders(self, relay: Relay) -> Orders:
         cfg = self.cfg
         name = "orders-demo.sqlite3" if cfg.demo else "orders.sqlite3"  # never mix simulated fills with real ones
-        journal = Journal(Path(cfg.state_dir) / name, cfg.journal_retention_days)
-        orders = Orders(cfg.token, journal, AlpacaRest(cfg), relay, self.stats)
+        orders = Orders(cfg.token, Path(cfg.state_dir) / name, AlpacaRest(cfg), relay, self.stats,
+                        cfg.journal_retention_days, cfg.timings.journal_retry)  # a journal fault is reported, not fatal
 
         def trading_state(state: UpstreamState) -> None:
             orders.on_state(state.state == "connected")
@@ -114,15 +116,13 @@ class App:
                                  {"error": "Unauthorized", "message": err.message},
                                  {**headers, "WWW-Authenticate": "Bearer"})
         query = parse_qs(urlsplit(request.path).query)
-        try:
-            since = int(query.get("since", ["0"])[0])
-        except ValueError:
-            return json_response(400, {"error": "Bad Request", "message": "since must be an integer"}, headers)
-        return json_response(200, self.orders.events_since(since), headers)
+        since = parse(query.get("since", [""])[-1]) or EventId(0)  # an id we cannot have issued: a reset
+        status, body = self.orders.events_since(since)
+        return json_response(status, body, headers)
 
     async def _prune_journal(self) -> None:
         while True:
-            removed = self.orders.journal.prune()
+            removed = self.orders.prune()
             if removed:
                 log.info("journal_pruned removed=%d", removed)
             await asyncio.sleep(3600)

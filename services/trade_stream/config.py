@@ -44,6 +44,7 @@ class Timings:
     auth_retry_delay: float = 2.0
     open_timeout: float = 10.0
     shutdown_grace: float = 2.0
+    journal_retry: float = 5.0  # reopen a faulted order journal this often
 
 
 @dataclass(frozen=True)

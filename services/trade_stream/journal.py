@@ -1,12 +1,15 @@
 """The durable order-event journal (SQLite, WAL): every order event is written here before anyone sees it.
 
 Ids are SQLite AUTOINCREMENT rowids: monotonic and never reused, also across restarts, so a client's ``since``
-stays meaningful after the daemon comes back. A unique dedupe key makes appending idempotent, which is what lets
-reconciliation after a reconnect re-derive events without ever relaying one twice.
+stays meaningful after the daemon comes back. A deleted or replaced journal starts again at 1, so each journal
+also has an *epoch*, a random name made when it is created and stored in it: ids are handed out with it, and an
+id from another epoch is recognised as foreign (see event_ids.py). A unique dedupe key makes appending
+idempotent, which is what lets reconciliation after a reconnect re-derive events without ever relaying one twice.
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import Any
 
 import orjson
 
+EPOCH_KEY = "epoch"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,9 +69,20 @@ class Journal:
         self.path = path
         self.retention = retention_days * 86400
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a fill acknowledged to a client survives power loss
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a fill acknowledged to a client survives power loss
+            self.db.executescript(SCHEMA)
+            self.epoch = self.get_meta(EPOCH_KEY) or self._new_epoch()
+        except BaseException:
+            self.db.close()
+            raise
+
+    def _new_epoch(self) -> str:
+        """A journal from before epochs keeps its ids: plain integer ids from its clients stay valid."""
+        epoch = secrets.token_hex(6)
+        self.set_meta(EPOCH_KEY, epoch)
+        return epoch
 
     def close(self) -> None:
         self.db.close()
@@ -99,6 +114,11 @@ class Journal:
         ).fetchall()
         return [Entry(r[0], r[1], orjson.loads(r[2]), bool(r[3])) for r in rows]
 
+    def count_after(self, after_id: int, limit: int) -> int:
+        """How many events follow ``after_id``, counting no further than ``limit``."""
+        return int(self.db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE id > ? LIMIT ?)",
+                                   (after_id, limit)).fetchone()[0])
+
     def last_id(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
 
@@ -126,3 +146,16 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def fault_message(path: Path, exc: BaseException) -> str:
+    """One line for the operator: which file, what is wrong, what to do."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in low or "malformed" in low):
+        return (f"order journal {path} is corrupt ({text}): move it aside (mv {path} {path}.bad); the relay then "
+                "starts a new journal by itself and clients get a reset")
+    if "full" in low:
+        return f"order journal {path} cannot be written ({text}): free space on its filesystem"
+    return (f"order journal {path} cannot be opened or written ({text}): make TRADE_STREAM_STATE_DIR "
+            f"({path.parent}) a writable directory")

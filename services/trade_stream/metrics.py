@@ -43,8 +43,11 @@ class RelayCollector:
             ("trade_stream_connections_refused", "Client connections refused by limits", s.connections_refused),
             ("trade_stream_client_errors", "Error replies sent to clients", s.client_errors),
             ("trade_stream_order_events", "Order events journaled and relayed", s.order_events),
+            ("trade_stream_journal_errors", "Order-journal operations that failed", s.journal_errors),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("trade_stream_journal_ok", "1 while the order journal works, 0 while faulted",
+                                value=s.journal_ok)
         up = snap["upstream"]
         yield GaugeMetricFamily("trade_stream_upstream_connected", "1 when the Alpaca stream is authenticated",
                                 value=1 if snap["alpaca_connected"] else 0)

@@ -2,8 +2,18 @@
 
 Flow of one event: trading stream → ``publish`` → journal (durable, deduplicated, id assigned) → every subscribed
 authenticated client (one frame for all) → listeners (the SSE side) → positions. A client that subscribes gets a
-REST snapshot, then the journal from its ``since``, then live events, with no await between the replay and joining
-the live set, so nothing falls in between.
+REST snapshot, then the journal from its ``since``, then live events.
+
+Replay (``plan`` + ``replay``, shared by WebSocket and SSE) reads the journal in pages and waits for the client's
+socket to drain between them, so a long replay neither blocks the loop nor piles up in one client's buffer.
+Live events that arrive meanwhile are in the journal already and come in a later page; the last page is read and
+the client joins the live set with no await in between, so nothing is lost or sent twice. When the replay cannot
+be complete (unknown id, another journal, past retention, over ``replay_limit``) the client is told to reset.
+
+The journal can fail (corrupt file, unwritable directory, full disk). That must not take market data down or end
+the trading task: the orders side reports the fault (``health``, logs, metrics), keeps events that could not be
+written in memory, reopens the journal every ``retry`` seconds, then writes and relays what it kept and
+reconciles over REST for anything beyond what it could keep.
 """
 
 from __future__ import annotations
@@ -11,15 +21,20 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from trade_stream.fanout import Client, Codec
+from trade_stream.event_ids import EventId
+from trade_stream.fanout import Client, Codec, Peer
 from trade_stream.framing import text_frame
-from trade_stream.journal import Entry, Journal
+from trade_stream.journal import Entry, Journal, fault_message
 from trade_stream.limits import SlidingWindow
 from trade_stream.positions import Positions, dec
 from trade_stream.protocol import ClientError, encode
@@ -38,6 +53,18 @@ POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
 FAILED_AUTH_LIMIT = 10  # per IP per minute
 SEEN_KEY = "trading_seen_at"
 REST_TIMEOUT = 10.0  # alpaca-py sets no request timeout; a hung call must not hold a client back
+JOURNAL_ERRORS = (sqlite3.Error, OSError)
+PENDING_LIMIT = 10_000  # events kept in memory while the journal is down; beyond that, REST reconciliation
+REPLAY_PAGE = 500  # journal rows read per step of a replay
+REPLAY_LIMIT = 100_000  # a longer replay is cut short with a reset: the client refetches state instead
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a client's replay starts, and why it cannot be complete (a reset), if it cannot."""
+
+    start: int | None  # replay the journal after this id; None: no journal to replay from
+    reset: str | None = None
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
@@ -90,17 +117,27 @@ class _TapCodec(Codec):
 
 
 class Orders:
-    def __init__(self, token: str, journal: Journal, rest: AlpacaRest, relay: Relay, stats: Stats) -> None:
+    def __init__(self, token: str, journal_path: Path, rest: AlpacaRest, relay: Relay, stats: Stats,
+                 retention_days: float = 7.0, retry: float = 5.0) -> None:
         self._token = token.encode()
-        self.journal = journal
+        self.journal_path = journal_path
+        self.retention_days = retention_days
+        self.retry = retry
+        self.replay_limit = REPLAY_LIMIT
+        self.journal: Journal | None = None
+        self.fault: str | None = None
+        self._pending: deque[tuple[dict[str, Any], bool, str | None]] = deque()
+        self._overflowed = False
+        self._recovering = False
         self.rest = rest
         self.relay = relay
         self.stats = stats
         self.positions = Positions()
         self.authed: set[Client] = set()
         self.subscribers: set[Client] = set()
-        self._starting: set[Client] = set()
+        self._starting: dict[Client, object] = {}  # client -> the start under way (a re-subscribe is another)
         self.listeners: list[Callable[[Entry], None]] = []
+        self.reset_listeners: list[Callable[[str], None]] = []  # the journal changed under live clients
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._failures = SlidingWindow(FAILED_AUTH_LIMIT)
         self._tap = _PriceTap(self._on_trades)
@@ -110,6 +147,88 @@ class Orders:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_lock = asyncio.Lock()
         self._live = False
+        self._epoch_seen: str | None = None
+        if self._open_journal():
+            self._epoch_seen = self.epoch
+            self.stats.journal_ok = 1
+
+    # --- the journal and its faults -----------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> str | None:
+        return self.journal.epoch if self.journal is not None else None
+
+    def health(self) -> dict[str, Any]:
+        """For status, healthz and metrics: is the order journal usable, and if not, what to do."""
+        return {"state": "fault" if self.fault else "ok", "journal": str(self.journal_path), "epoch": self.epoch,
+                "error": self.fault, "pending_events": len(self._pending)}
+
+    def _open_journal(self) -> bool:
+        try:
+            self.journal = Journal(self.journal_path, self.retention_days)
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
+            return False
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        """Note a journal fault once per episode (one line naming the file and the fix), and start recovery."""
+        message = fault_message(self.journal_path, exc)
+        self.stats.journal_errors += 1
+        self.stats.journal_ok = 0
+        if self.fault != message:  # once per episode, and again only if the reason changes
+            log.error("journal_fault %s", message)
+        self.fault = message
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            try:
+                journal.close()
+            except JOURNAL_ERRORS:
+                pass
+        if not self._recovering:
+            self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        if self._recovering:
+            return
+        self._recovering = True
+        try:
+            while self.journal is None or self._pending:
+                await asyncio.sleep(self.retry)
+                before = self._epoch_seen
+                if (self.journal is None and not self._open_journal()) or not self._flush():
+                    continue
+                log.info("journal_recovered path=%s epoch=%s", self.journal_path, self.epoch)
+                self.fault = None
+                self.stats.journal_ok = 1
+                if before is not None and before != self.epoch:
+                    self._announce_reset(f"the order journal was recreated (epoch {self.epoch}); refetch state")
+                self._epoch_seen = self.epoch
+                self._spawn(self.reconcile())  # whatever could not be kept in memory comes back over REST
+        finally:
+            self._recovering = False
+
+    def _flush(self) -> bool:
+        """Write and relay the events kept while the journal was down, in order; False if it fails again."""
+        while self._pending:
+            data, reconciled, dedupe = self._pending[0]
+            if self.journal is None:
+                return False
+            try:
+                self._write(self.journal, data, reconciled, dedupe)
+            except JOURNAL_ERRORS as exc:
+                self._fail(exc)
+                return False
+            self._pending.popleft()
+        self._overflowed = False
+        return True
+
+    def _announce_reset(self, reason: str) -> None:
+        frame = text_frame(encode({"type": "orders_reset", "message": reason, "epoch": self.epoch}))
+        for client in list(self.subscribers):
+            client.send(frame, 0)
+        for listener in self.reset_listeners:
+            listener(reason)
 
     # --- client side (the ws_server's PrivateStreams) -----------------------------------------------------
 
@@ -129,49 +248,135 @@ class Orders:
             self.authed.add(client)
         return err
 
-    def subscribe(self, client: Client, since: int | None) -> ClientError | None:
+    def subscribe(self, client: Client, since: EventId | None) -> ClientError | None:
         if client not in self.authed:
             return ClientError("unauthorized", 'order updates are private: send {"action":"auth","token":…} first')
         if client in self.subscribers or client in self._starting:
             return ClientError("already_subscribed", "already subscribed to orders")
-        self._starting.add(client)
+        self._starting[client] = ticket = object()
         client.send_message({"type": "subscribed", "channel": "orders"})
-        start = self.journal.last_id() if since is None else since
-        self._spawn(self._start(client, start))
+        self._spawn(self._start(client, self.plan(since), ticket))
         return None
 
     def unsubscribe(self, client: Client) -> None:
+        self._starting.pop(client, None)  # a replay under way stops and does not join
         if client in self.subscribers:
             self.subscribers.discard(client)
             self._sync_tap()
 
     def forget(self, client: Client) -> None:
         self.authed.discard(client)
-        self._starting.discard(client)
+        self._starting.pop(client, None)
         self.unsubscribe(client)
 
-    async def _start(self, client: Client, since: int) -> None:
+    async def _start(self, client: Client, plan: Resume, ticket: object) -> None:
+        def current() -> bool:
+            return client.open and self._starting.get(client) is ticket
+
+        def drop() -> None:
+            if self._starting.get(client) is ticket:
+                del self._starting[client]
+
         try:
             snapshot = await self.snapshot()
-        finally:
-            self._starting.discard(client)
-        if not client.open:
+        except BaseException:
+            drop()
+            raise
+        if not current():
+            drop()
             return
+
+        def reset(reason: str) -> None:
+            client.send_message({"type": "orders_reset", "message": reason, "epoch": self.epoch,
+                                 "last_id": self._last_id()})
+
+        def join() -> None:
+            drop()
+            self.subscribers.add(client)
+            self._sync_tap()
+
         client.send_message(snapshot)
-        first = self.journal.first_id()
-        if since and first and since < first - 1:
-            client.send_message({"type": "orders_reset", "message": "events before id "
-                                 f"{first} are past retention; refetch state from the snapshot"})
-        while entries := self.journal.since(since):  # no await from here to joining the live set: no gap
-            for entry in entries:
-                client.send(text_frame(encode(entry.to_message())))
-            since = entries[-1].id
-        self.subscribers.add(client)
-        self._sync_tap()
+        if plan.reset:
+            reset(plan.reset)
+        await self.replay(client, plan.start, lambda e: text_frame(encode(e.to_message())), client.send, reset,
+                          join, current)
+
+    def plan(self, since: EventId | None) -> Resume:
+        """Where to resume a client that last saw ``since`` (None: it asks for live events only)."""
+        journal = self.journal
+        if journal is None:
+            return Resume(None, f"order journal unavailable, nothing to replay: {self.fault}" if since else None)
+        try:
+            last, first = journal.last_id(), journal.first_id()
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
+            return self.plan(since)
+        if since is None:
+            return Resume(last)
+        if not since.known:
+            return Resume(0, "unknown event id; refetch state")
+        if since.epoch is not None and since.epoch != journal.epoch:
+            return Resume(0, f"event id from another journal (epoch {since.epoch}; this one is {journal.epoch}): "
+                             "it was recreated; refetch state")
+        if since.n > last:
+            return Resume(0, f"event id {since.n} is past the journal's last id {last}: it was recreated; "
+                             "refetch state")
+        if first and since.n < first - 1:
+            return Resume(since.n, f"events before id {first} are past retention; refetch state")
+        return Resume(since.n)
+
+    async def replay(self, peer: Peer, start: int | None, frame: Callable[[Entry], bytes],
+                     write: Callable[[bytes, int], bool], reset: Callable[[str], None], join: Callable[[], None],
+                     alive: Callable[[], bool]) -> None:
+        """The journal after ``start`` to one client, page by page, then ``join`` the live set (see the top)."""
+        budget = max(1, peer.cap // 4)  # what one step may add to the client's buffer
+        try:
+            if start is not None and self.journal is not None:
+                if self.journal.count_after(start, self.replay_limit + 1) > self.replay_limit:
+                    reset(f"more than {self.replay_limit} events to replay; refetch state")
+                    start = self.journal.last_id()
+            while start is not None and self.journal is not None:
+                entries = self.journal.since(start, REPLAY_PAGE)
+                frames: list[bytes] = []
+                size = 0
+                for entry in entries:
+                    data = frame(entry)
+                    if frames and size + len(data) > budget:
+                        break
+                    frames.append(data)
+                    size += len(data)
+                if frames:
+                    if not write(b"".join(frames), len(frames)):
+                        return  # cut off or gone
+                    start = entries[len(frames) - 1].id
+                if len(frames) == len(entries) < REPLAY_PAGE:
+                    break  # caught up: join with no await since that read
+                # Poll: WebSocket and SSE clients write to their transports directly, outside any drain().
+                while peer.transport.get_write_buffer_size() > budget and not peer.transport.is_closing():  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0)  # let the loop run between pages even when the socket keeps up
+                if not alive():
+                    return
+            if start is None:
+                reset(f"order journal unavailable, nothing to replay: {self.fault}")
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
+            reset(f"order journal failed during the replay: {self.fault}")
+        join()
+
+    def _last_id(self) -> int | None:
+        try:
+            return self.journal.last_id() if self.journal is not None else None
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
+            return None
 
     async def snapshot(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "orders_snapshot", "orders": [], "positions": self.positions.views(),
-                               "portfolio": self.positions.portfolio(), "last_id": self.journal.last_id()}
+                               "portfolio": self.positions.portfolio(), "last_id": self._last_id() or 0,
+                               "epoch": self.epoch}
+        if self.fault:
+            msg["journal_error"] = self.fault
         try:
             orders = await asyncio.wait_for(self.rest.orders(limit=50), REST_TIMEOUT)
             msg["orders"] = [sanitize_order(o) for o in orders]
@@ -180,15 +385,38 @@ class Orders:
             msg["error"] = f"could not fetch orders from Alpaca: {type(exc).__name__}"
         return msg
 
-    def events_since(self, since: int, limit: int = 1000) -> dict[str, Any]:
-        events = [e.to_message() for e in self.journal.since(since, limit)]
-        return {"events": events, "last_id": events[-1]["id"] if events else max(since, 0)}
+    def events_since(self, since: EventId, limit: int = 1000) -> tuple[int, dict[str, Any]]:
+        """The REST answer: (status, body). ``cursor`` is what to pass as ``since`` next time."""
+        plan = self.plan(since)
+        try:
+            if plan.start is None or self.journal is None:
+                raise sqlite3.OperationalError("journal not open")
+            entries = self.journal.since(plan.start, limit)
+        except JOURNAL_ERRORS as exc:
+            if self.journal is not None:
+                self._fail(exc)
+            return 503, {"error": "Service Unavailable", "message": self.fault or str(exc)}
+        epoch = self.journal.epoch
+        last = entries[-1].id if entries else plan.start
+        body = {"events": [e.to_message() for e in entries], "last_id": last, "epoch": epoch,
+                "cursor": f"{epoch}-{last}", "more": len(entries) == limit, "reset": plan.reset is not None}
+        if plan.reset:
+            body["reason"] = plan.reset
+        return 200, body
 
     # --- upstream side ----------------------------------------------------------------------------------
 
     def on_event(self, data: dict[str, Any]) -> None:
-        self.journal.set_meta(SEEN_KEY, repr(time.time()))
+        self._set_seen()
         self.publish(data)
+
+    def _set_seen(self) -> None:
+        if self.journal is None:
+            return
+        try:
+            self.journal.set_meta(SEEN_KEY, repr(time.time()))
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
 
     def on_state(self, connected: bool) -> None:
         """Remember when a live trading stream went away: reconciliation looks for changes since then."""
@@ -196,14 +424,37 @@ class Orders:
             self._live = True
         elif self._live:
             self._live = False
-            self.journal.set_meta(SEEN_KEY, repr(time.time()))
+            self._set_seen()
 
     def on_connected(self) -> None:
         self._spawn(self.reconcile())
 
     def publish(self, data: dict[str, Any], reconciled: bool = False, dedupe: str | None = None) -> Entry | None:
-        """Journal first, then relay. Returns None for a duplicate (nothing is relayed twice)."""
-        entry = self.journal.append(sanitize(data), reconciled, dedupe)
+        """Journal first, then relay. Returns None for a duplicate (nothing is relayed twice) and for an event
+        kept back because the journal is down (it is relayed when the journal is back)."""
+        data = sanitize(data)
+        if self.journal is None or self._pending:  # behind the ones already waiting, in order
+            self._keep(data, reconciled, dedupe)
+            return None
+        try:
+            return self._write(self.journal, data, reconciled, dedupe)
+        except JOURNAL_ERRORS as exc:
+            self._keep(data, reconciled, dedupe)
+            self._fail(exc)
+            return None
+
+    def _keep(self, data: dict[str, Any], reconciled: bool, dedupe: str | None) -> None:
+        if len(self._pending) < PENDING_LIMIT:
+            self._pending.append((data, reconciled, dedupe))
+        elif not self._overflowed:
+            self._overflowed = True
+            log.error("journal_backlog_full kept=%d: later events come back by REST reconciliation", PENDING_LIMIT)
+        if not self._recovering:
+            self._spawn(self._recover())
+
+    def _write(self, journal: Journal, data: dict[str, Any], reconciled: bool, dedupe: str | None) -> Entry | None:
+        """Append and relay; raises the journal's error, with nothing relayed, when the append fails."""
+        entry = journal.append(data, reconciled, dedupe)
         if entry is None:
             return None
         self.stats.order_events += 1
@@ -221,30 +472,42 @@ class Orders:
     async def reconcile(self) -> None:
         """After (re)connecting: emit what changed while the stream was down, once each, marked reconciled."""
         async with self._reconcile_lock:
-            seen = self.journal.get_meta(SEEN_KEY)
+            journal = self.journal
+            if journal is None:
+                return  # the journal's recovery reconciles once it is back
+            try:
+                seen = journal.get_meta(SEEN_KEY)
+            except JOURNAL_ERRORS as exc:
+                self._fail(exc)
+                return
             try:
                 orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
                 positions = await asyncio.wait_for(self.rest.positions(), REST_TIMEOUT)
             except Exception as exc:
                 log.warning("reconcile_failed error=%r", exc)
                 return
-            if seen is None:  # first start: what exists now is the baseline, not news
-                for order in orders:
-                    self.journal.remember(order)
-            else:
-                cutoff = float(seen) - 2.0  # margin for clock skew between Alpaca and us
-                for order in sorted(orders, key=lambda o: str(o.get("updated_at"))):
-                    self._reconcile_order(order, cutoff)
-            self.journal.set_meta(SEEN_KEY, repr(time.time()))
+            try:
+                if self.journal is not journal:
+                    return
+                if seen is None:  # first start: what exists now is the baseline, not news
+                    for order in orders:
+                        journal.remember(order)
+                else:
+                    cutoff = float(seen) - 2.0  # margin for clock skew between Alpaca and us
+                    for order in sorted(orders, key=lambda o: str(o.get("updated_at"))):
+                        self._reconcile_order(journal, order, cutoff)
+                journal.set_meta(SEEN_KEY, repr(time.time()))
+            except JOURNAL_ERRORS as exc:
+                self._fail(exc)
             self.positions.load(positions)
             self._sync_tap()
             self._push_all()
 
-    def _reconcile_order(self, order: dict[str, Any], cutoff: float) -> None:
+    def _reconcile_order(self, journal: Journal, order: dict[str, Any], cutoff: float) -> None:
         updated = parse_ts(order.get("updated_at"))
         if updated is None or updated < cutoff:
             return
-        status, filled, last_updated = self.journal.order_state(str(order.get("id")))
+        status, filled, last_updated = journal.order_state(str(order.get("id")))
         if (status, filled) == (order.get("status"), str(order.get("filled_qty"))):
             return
         if last_updated and (parse_ts(last_updated) or 0) >= updated:
@@ -318,10 +581,20 @@ class Orders:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def prune(self) -> int:
+        if self.journal is None:
+            return 0
+        try:
+            return self.journal.prune()
+        except JOURNAL_ERRORS as exc:
+            self._fail(exc)
+            return 0
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def sanitize_order(order: dict[str, Any]) -> dict[str, Any]:

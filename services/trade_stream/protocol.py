@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from trade_stream import event_ids
+
 SYMBOL_RE = re.compile(r"[A-Z0-9./-]{1,15}")
 MARKET_CHANNELS = ("trades", "quotes", "bars")
 DEFAULT_CHANNELS = ("trades",)
@@ -52,7 +54,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True)
 class SubscribeOrders:
-    since: int | None
+    since: event_ids.EventId | None
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,10 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
         if not subscribing:
             return UnsubscribeOrders()
         since = msg.get("since")
-        if since is not None and (not isinstance(since, int) or isinstance(since, bool) or since < 0):
-            return ClientError("bad_type", '"since" must be a non-negative integer event id')
-        return SubscribeOrders(since)
+        # A float is an id too, an unknown one: orjson reads integers past 2^64 as floats.
+        if since is not None and (not isinstance(since, int | float | str) or isinstance(since, bool)):
+            return ClientError("bad_type", '"since" must be an event id: a number, or "<epoch>-<number>"')
+        return SubscribeOrders(event_ids.parse(since))  # an id we cannot have issued gets a reset, not an error
     symbols = _symbols(msg)
     if isinstance(symbols, ClientError):
         return symbols

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import orjson
 
+from trade_stream import event_ids
 from trade_stream.config import Config
 from trade_stream.fanout import Codec, Peer, watch_stalls
 from trade_stream.hub import Key
@@ -47,7 +48,7 @@ CORS_HEADERS = [(b"Access-Control-Allow-Methods", b"GET, OPTIONS"),
                 (b"Access-Control-Max-Age", b"600")]
 
 
-def event_bytes(event: str, data: bytes, event_id: int | None = None) -> bytes:
+def event_bytes(event: str, data: bytes, event_id: int | str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\n".encode() + b"data: " + data + b"\n\n"
 
@@ -234,6 +235,7 @@ class SseServer:
         if orders is not None:
             orders.listeners.append(self._on_order_event)
             orders.position_listeners.append(self._on_position)
+            orders.reset_listeners.append(self._on_orders_reset)
 
     @property
     def port(self) -> int:
@@ -326,7 +328,10 @@ class SseServer:
         if request.method == "OPTIONS":
             return self._respond(conn, writer, request, 204, None, correlation, CORS_HEADERS)
         if request.path == "/api/stream/status" and request.method in ("GET", "HEAD"):
-            return self._respond(conn, writer, request, 200, self.relay.status(), correlation)
+            status = self.relay.status()
+            if self.orders is not None:
+                status = {**status, "orders": self.orders.health()}
+            return self._respond(conn, writer, request, 200, status, correlation)
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
@@ -336,10 +341,14 @@ class SseServer:
             self.stats.connections_refused += 1
             return self._respond(conn, writer, request, status, _error(status, message), correlation,
                                  [(b"Retry-After", str(retry_after).encode())])
-        if request.path == "/api/stream/orders":
-            await self._serve_orders(conn, request, reader, writer, ip, correlation)
-        else:
-            await self._serve_trades(conn, request, reader, writer, ip, correlation)
+        self.admission.opened(ip)
+        try:  # whatever happens from here on, the slot is given back
+            if request.path == "/api/stream/orders":
+                await self._serve_orders(conn, request, reader, writer, ip, correlation)
+            else:
+                await self._serve_trades(conn, request, reader, writer, ip, correlation)
+        finally:
+            self.admission.closed(ip)
 
     def _open_stream(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
                      correlation: str, codec: Codec, kind: str, user: str) -> SseClient:
@@ -355,7 +364,6 @@ class SseServer:
         writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
                                             headers=self._head(request, 200, headers, correlation))))
         client = SseClient(writer, ip, self.cfg.client_buffer_bytes, self.stats, codec, gzip, throttle)
-        self.admission.opened(ip)
         self.stats.connections_total += 1
         client_id = f"{user}-{kind}-{int(time.time() * 1000)}"
         hello = b"retry: 5000\n\n" + event_bytes("connected", encode({"client_id": client_id,
@@ -370,21 +378,26 @@ class SseServer:
         if isinstance(keys, str):
             return self._respond(conn, writer, request, 400, _error(400, keys), correlation)
         client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "trades", "anonymous")
-        last = _last_event_id(request)
-        if last is not None:
-            replay = self.ring.replay(last, set(keys))
-            if replay is None:
-                client.write(event_bytes("reset", encode({"reason": "cannot replay from that id; refetch state",
-                                                          "last_event_id": last, "current_id": self.ring.last_id})))
-            elif replay:
-                client.write(b"".join(replay), len(replay))
-        self._hold(client, keys)
-        self.clients.add(client)
+        held = False
         try:
+            last = _last_event_id(request)
+            if last is not None:
+                after = last.n if last.epoch is None else -1  # market ids carry no epoch
+                replay = self.ring.replay(after, set(keys))
+                if replay is None:
+                    client.write(event_bytes("reset", encode({
+                        "reason": "cannot replay from that id; refetch state", "last_event_id": after,
+                        "current_id": self.ring.last_id})))
+                elif replay:
+                    client.write(b"".join(replay), len(replay))
+            self._hold(client, keys)
+            held = True
+            self.clients.add(client)
             await self._pump(client, reader)
         finally:
             self.clients.discard(client)
-            self._release(client, keys)
+            if held:
+                self._release(client, keys)
             self._leave(client)
 
     async def _serve_orders(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
@@ -398,17 +411,20 @@ class SseServer:
             return self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
                                  correlation, [(b"WWW-Authenticate", b"Bearer")])
         client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", "token")
-        last = _last_event_id(request)
-        if last is not None:
-            first = orders.journal.first_id()
-            if last > orders.journal.last_id() or (first and last < first - 1):
-                client.write(event_bytes("reset", encode({"reason": "journal does not reach back to that id",
-                                                          "last_event_id": last})))
-            entries = orders.journal.since(last)
-            if entries:
-                client.write(b"".join(_order_event(e) for e in entries), len(entries))
-        self.order_clients.add(client)
         try:
+            last = _last_event_id(request)
+            plan = orders.plan(last)
+
+            def reset(reason: str) -> None:
+                epoch, last_id = orders.epoch, orders.plan(None).start
+                client.write(event_bytes("reset", encode({
+                    "reason": reason, "last_event_id": last.n if last is not None else None, "epoch": epoch,
+                    "current_id": event_ids.cursor(epoch, last_id) if epoch and last_id is not None else None})))
+
+            if plan.reset:
+                reset(plan.reset)
+            await orders.replay(client, plan.start, lambda e: _order_event(e, orders.epoch), client.write, reset,
+                                lambda: self.order_clients.add(client), lambda: not client.closed)
             await self._pump(client, reader)
         finally:
             self.order_clients.discard(client)
@@ -432,7 +448,6 @@ class SseServer:
 
     def _leave(self, client: SseClient) -> None:
         client.finish()
-        self.admission.closed(client.ip)
 
     # --- hub holds --------------------------------------------------------------------------------------
 
@@ -462,9 +477,14 @@ class SseServer:
 
     def _on_order_event(self, entry: Entry) -> None:
         if self.order_clients:
-            ev = _order_event(entry)
+            ev = _order_event(entry, self.orders.epoch if self.orders is not None else None)
             for client in list(self.order_clients):
                 client.write(ev, 1)
+
+    def _on_orders_reset(self, reason: str) -> None:
+        ev = event_bytes("reset", encode({"reason": reason, "epoch": self.orders.epoch if self.orders else None}))
+        for client in list(self.order_clients):
+            client.write(ev)
 
     def _on_position(self, msg: dict[str, Any]) -> None:
         if self.order_clients:
@@ -473,8 +493,10 @@ class SseServer:
                 client.write(ev, 1)
 
 
-def _order_event(entry: Entry) -> bytes:
-    return event_bytes("order_update", encode(entry.to_message()), entry.id)
+def _order_event(entry: Entry, epoch: str | None) -> bytes:
+    """``id: <epoch>-<n>``: EventSource sends it back as Last-Event-ID, which tells our journal from another."""
+    return event_bytes("order_update", encode(entry.to_message()), event_ids.cursor(epoch, entry.id) if epoch
+                       else entry.id)
 
 
 def _parse_keys(query: dict[str, str]) -> list[Key] | str:
@@ -492,15 +514,10 @@ def _parse_keys(query: dict[str, str]) -> list[Key] | str:
     return [(c, s) for s in dict.fromkeys(raw) for c in dict.fromkeys(channels)]
 
 
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query.get("lastEventId") or request.query.get(
-        "last_event_id")
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return -1  # unknown id: the client gets a reset
+def _last_event_id(request: Request) -> event_ids.EventId | None:
+    """None when the client sent none; an unknown id (-1) gets a reset (see event_ids.py)."""
+    return event_ids.parse(request.headers.get("last-event-id") or request.query.get("lastEventId")
+                           or request.query.get("last_event_id"))
 
 
 def _error(status: int, message: str) -> dict[str, str]:

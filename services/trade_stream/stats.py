@@ -16,3 +16,5 @@ class Stats:
     client_errors: int = 0
     upstream_reconnects: int = 0
     order_events: int = 0
+    journal_errors: int = 0  # order-journal operations that failed
+    journal_ok: int = 1  # a gauge: 0 while the order journal is faulted

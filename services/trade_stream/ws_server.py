@@ -20,6 +20,7 @@ from websockets.http11 import Request, Response
 
 from trade_stream import __version__, protocol
 from trade_stream.config import Config
+from trade_stream.event_ids import EventId
 from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
 from trade_stream.limits import Admission, TokenBucket
 from trade_stream.origins import OriginPolicy
@@ -36,7 +37,7 @@ class PrivateStreams(Protocol):
     """What the order-updates side offers a browser session (see orders.py)."""
 
     def authenticate(self, client: Client, token: str) -> ClientError | None: ...
-    def subscribe(self, client: Client, since: int | None) -> ClientError | None: ...
+    def subscribe(self, client: Client, since: EventId | None) -> ClientError | None: ...
     def unsubscribe(self, client: Client) -> None: ...
     def forget(self, client: Client) -> None: ...
 

@@ -262,6 +262,10 @@ async def test_orders_with_token_in_the_fragment(sim, tmp_path, watch):
         await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
         await _orders_flow(sim, app, page)
         assert "token" not in await page.evaluate("location.hash"), "the token is taken out of the address"
+        # the resume point names the journal, so a recreated journal's ids are not mistaken for it
+        stored = await page.evaluate("[sessionStorage.getItem('tradeStream.orderJournalEpoch'),"
+                                     " sessionStorage.getItem('tradeStream.lastOrderEventId')]")
+        assert stored == [f'"{app.orders.epoch}"', "2"]
         await watch.finish()
 
 

@@ -609,3 +609,25 @@ def test_secrets_never_reach_the_logs(tmp_path, procs):
     for raw in (secret, key, token):
         assert raw not in output
     assert "secret_key=****9876" in config_line and "token=****5555" in config_line
+
+
+@pytest.mark.timeout(60)
+def test_an_unusable_state_dir_leaves_market_data_up_and_says_what_to_fix(tmp_path, procs):
+    blocker = tmp_path / "a-file"  # a file where the state directory should be: fails for root too
+    blocker.write_text("")
+    state = blocker / "state"
+    env = clean_env(tmp_path, TRADE_STREAM_STATE_DIR=str(state))
+    daemon = start(procs, [str(TS), "--demo", "--host", "127.0.0.1", "--port", "0", "--env-file",
+                           empty_env_file(tmp_path)], cwd=tmp_path, env=env)
+    port = daemon.port()
+    fault = daemon.wait_for(r"event=journal_fault (.*)").group(1)
+    assert str(state / "orders-demo.sqlite3") in fault and "TRADE_STREAM_STATE_DIR" in fault
+    status, body = http_get(f"http://127.0.0.1:{port}/healthz")
+    assert status == 200 and orjson.loads(body)["orders"]["state"] == "fault"
+    with ws_connect(port) as ws:
+        ws.send(orjson.dumps({"action": "subscribe", "symbol": "AAPL"}).decode())
+        recv_until(ws, lambda m: m.get("type") == "subscribed")
+    code, _ = daemon.stop(signal.SIGTERM)
+    stderr = "\n".join(daemon.lines["stderr"])
+    assert code == 0 and "Traceback" not in stderr and "cannot listen" not in stderr
+    assert len([line for line in daemon.lines["stderr"] if "journal_fault" in line]) == 1

@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, fill_journal, relay_config, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 STREAM = "/stream"
@@ -203,3 +203,156 @@ async def test_subscribing_twice_quickly_does_not_duplicate_events(sim, app):
         await c.expect("order_update")
         await c.drain(0.3)
         assert len(c.of_type("order_update")) == 1 and len(c.of_type("orders_snapshot")) == 1
+
+
+HUGE_ID = 2**64 - 1  # past SQLite's signed 64-bit INTEGER (orjson reads it; 2**64 it reads as a float)
+
+
+async def test_ids_out_of_range_are_unknown_ids_answered_with_a_reset(sim, app):
+    order = sim.submit_order("AAPL", "buy", 1)
+    await wait_until(lambda: app.stats.order_events == 1)
+    for since in (HUGE_ID, "-1", "nonsense"):
+        status, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={since}", TOKEN)
+        assert status == 200 and body["reset"] is True, (since, body)
+        assert [e["event"] for e in body["events"]] == ["new"]  # the whole journal: the client's id is not ours
+    async with Browser.connect(app.port) as c:
+        await c.send({"action": "auth", "token": TOKEN})
+        await c.expect("authenticated")
+        await c.send(f'{{"action":"subscribe","channel":"orders","since":{HUGE_ID}}}')  # orjson cannot write it
+        await c.expect("orders_snapshot")
+        assert (await c.expect("orders_reset"))["last_id"] == 1
+        assert (await c.expect("order_update"))["event"] == "new"
+        sim.fill_order(order["id"], price=10)
+        assert (await c.expect("order_update"))["event"] == "fill"  # and it went live
+
+
+async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path)
+    async with running(cfg) as app:
+        await wait_until(lambda: app.trading.connected)
+        for _ in range(3):
+            sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.stats.order_events == 3)
+        _, before = await asyncio.to_thread(get, app.port, "/api/orders/events?since=0", TOKEN)
+    old_epoch = before["epoch"]
+    assert before["cursor"] == f"{old_epoch}-3" and before["reset"] is False
+    for path in tmp_path.glob("orders.sqlite3*"):  # the journal is lost; ids start again at 1
+        path.unlink()
+    async with running(cfg) as app:
+        await wait_until(lambda: app.trading.connected)
+        sim.submit_order("MSFT", "buy", 1)
+        await wait_until(lambda: app.stats.order_events == 1)
+        for since in ("3", f"{old_epoch}-3", f"{old_epoch}-1"):  # above the last id, or from the old journal
+            _, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={since}", TOKEN)
+            assert body["reset"] is True and body["epoch"] != old_epoch, since
+            assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"]
+        _, body = await asyncio.to_thread(get, app.port, "/api/orders/events?since=1", TOKEN)
+        assert body["reset"] is False and body["events"] == []  # a plain id of this journal still works
+        _, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={body['cursor']}", TOKEN)
+        assert body["reset"] is False and body["events"] == []
+        cm, c = await orders_client(app.port, since=f"{old_epoch}-1")
+        try:
+            assert c.of_type("orders_snapshot")[0]["epoch"] == body["epoch"]
+            assert "another journal" in (await c.expect("orders_reset"))["message"]
+            assert (await c.expect("order_update"))["data"]["symbol"] == "MSFT"
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.timeout(60)
+async def test_a_long_replay_is_paced_by_the_client_and_live_events_follow_it(sim, tmp_path):
+    count = 20_000  # about 20 MB: far past the client's buffer cap if written at once
+    fill_journal(tmp_path / "orders.sqlite3", count, pad=900)
+    async with running(relay_config(sim, tmp_path, client_buffer_bytes=256 * 1024)) as app:
+        await wait_until(lambda: app.trading.connected)
+        cm, c = await orders_client(app.port, since=0)
+        try:
+            got = [await c.expect("order_update")]
+            sim.submit_order("TSLA", "buy", 1)  # live, while the replay is under way
+            sim.submit_order("TSLA", "buy", 2)
+            got += [await c.expect("order_update") for _ in range(count + 1)]
+            await c.drain(0.2)
+            assert [m["id"] for m in c.of_type("order_update")] == list(range(1, count + 3))
+            assert [m["data"]["order"]["qty"] for m in got[-2:]] == ["1", "2"]  # after the replay, once each
+            assert app.stats.slow_client_cutoffs == 0
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+async def test_a_replay_over_the_limit_says_reset_and_goes_live(sim, tmp_path):
+    fill_journal(tmp_path / "orders.sqlite3", 300)
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.trading.connected)
+        app.orders.replay_limit = 100
+        cm, c = await orders_client(app.port, since=0)
+        try:
+            assert "more than 100" in (await c.expect("orders_reset"))["message"]
+            sim.submit_order("TSLA", "buy", 1)
+            live = await c.expect("order_update")
+            assert live["id"] == 301 and len(c.of_type("order_update")) == 1
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+def test_journal_faults_are_described_in_one_line_naming_the_file_and_the_fix(tmp_path):
+    import sqlite3
+
+    from trade_stream.journal import Journal, fault_message
+
+    bad = tmp_path / "orders.sqlite3"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as err:
+        Journal(bad)
+    line = fault_message(bad, err.value)
+    assert "\n" not in line and str(bad) in line and "move it aside" in line
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(OSError) as err:
+        Journal(blocked / "state" / "orders.sqlite3")
+    line = fault_message(blocked / "state" / "orders.sqlite3", err.value)
+    assert "\n" not in line and "TRADE_STREAM_STATE_DIR" in line and str(blocked / "state") in line
+
+
+async def test_a_corrupt_journal_at_start_leaves_market_data_up_and_says_so(sim, tmp_path, caplog):
+    journal = tmp_path / "orders.sqlite3"
+    journal.write_bytes(b"garbage " * 1000)
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.upstream.connected)
+        async with Browser.connect(app.port) as c:
+            await c.send({"action": "subscribe", "symbol": "AAPL"})
+            await c.expect("subscribed")
+            await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["AAPL"])
+            sim.inject_trade("AAPL", price=1.5)
+            assert (await c.expect("trade"))["data"]["price"] == 1.5
+        _, status = await asyncio.to_thread(get, app.port, "/api/stream/status")
+        assert status["orders"]["state"] == "fault" and str(journal) in status["orders"]["error"]
+        _, health = await asyncio.to_thread(get, app.port, "/healthz")
+        assert health["orders"]["state"] == "fault"
+        faults = [r for r in caplog.records if r.getMessage().startswith("journal_fault")]
+        assert len(faults) == 1 and faults[0].exc_info is None and "move it aside" in faults[0].getMessage()
+        cm, c = await orders_client(app.port)
+        try:
+            assert "corrupt" in c.of_type("orders_snapshot")[0]["journal_error"]
+            journal.rename(tmp_path / "orders.sqlite3.bad")  # what the line says to do
+            await wait_until(lambda: app.orders.health()["state"] == "ok", what="journal recovered")
+            sim.submit_order("AAPL", "buy", 1)
+            assert (await c.expect("order_update"))["id"] == 1
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+async def test_a_journal_that_fails_at_runtime_keeps_the_event_and_recovers(sim, app):
+    cm, c = await orders_client(app.port)
+    try:
+        app.orders.journal.db.execute("PRAGMA query_only=1")  # writes now fail, as on a read-only filesystem
+        sim.submit_order("AAPL", "buy", 1)
+        got = await c.expect("order_update")  # once the journal is reopened, the kept event is written and sent
+        assert got["event"] == "new" and got["id"] == 1
+        assert app.stats.journal_errors >= 1 and app.orders.health()["state"] == "ok"
+        assert app.trading.connected
+        sim.submit_order("AAPL", "buy", 2)
+        assert (await c.expect("order_update"))["id"] == 2
+        await c.drain(0.2)
+        assert len(c.of_type("order_update")) == 2
+    finally:
+        await cm.__aexit__(None, None, None)

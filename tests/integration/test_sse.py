@@ -10,7 +10,7 @@ import socket
 import orjson
 import pytest
 
-from tests.support.relay import TOKEN, relay_config, running, wait_until
+from tests.support.relay import TOKEN, fill_journal, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
@@ -179,7 +179,7 @@ async def test_orders_stream_needs_the_token_and_replays_from_the_journal(sim, a
         assert re.fullmatch(r"token-orders-\d+", (await r.until("connected")).json()["client_id"])
         sim.fill_order(order["id"], price=10)
         fill = await r.until("order_update")
-        assert fill.json()["event"] == "fill" and int(fill.id) == fill.json()["id"]
+        assert fill.json()["event"] == "fill" and fill.id == f"{app.orders.epoch}-{fill.json()['id']}"
         pos = await r.until("position_update")
         assert pos.json()["symbol"] == "AAPL" and pos.json()["qty"] == "2"
     async with sse_get(port, f"/api/stream/orders?token={TOKEN}&last_event_id=0") as r:
@@ -232,3 +232,49 @@ async def test_sighup_limits_apply_to_the_sse_side_too(sim, app):
         assert first.status == 200
         async with sse_get(app.sse.port, "/api/stream/trades?symbols=AAPL") as second:
             assert second.status == 429
+
+
+HUGE_ID = "18446744073709551616"  # 2**64: past SQLite's and orjson's 64-bit integers
+
+
+async def test_ids_out_of_range_get_a_reset_and_never_keep_the_ips_slot(sim, tmp_path):
+    cm, app = await start(sim, tmp_path, max_connections_per_ip=2)
+    try:
+        port, auth = app.sse.port, {"Authorization": f"Bearer {TOKEN}"}
+        for path, extra in (("/api/stream/trades?symbols=AAPL", {}), ("/api/stream/orders", auth)):
+            for last in (HUGE_ID, "-5", "9" * 40, "1e3", "garbage"):
+                async with sse_get(port, path, {"Last-Event-ID": last, **extra}) as r:
+                    assert r.status == 200
+                    assert (await r.until("reset")).json()["last_event_id"] == -1
+            await wait_until(lambda: not app.sse.admission.per_ip, what="every slot released")
+        async with sse_get(port, "/api/stream/trades?symbols=AAPL") as a, \
+                sse_get(port, "/api/stream/trades?symbols=AAPL") as b:
+            assert (a.status, b.status) == (200, 200)
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.timeout(60)
+async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, tmp_path):
+    count = 10_050
+    fill_journal(tmp_path / "orders.sqlite3", count)
+    cm, app = await start(sim, tmp_path)
+    try:
+        port, epoch = app.sse.port, app.orders.epoch
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": f"{epoch}-0"}) as r:
+            ids = [(await r.until("order_update")).id for _ in range(count)]
+            assert ids == [f"{epoch}-{n}" for n in range(1, count + 1)]
+            sim.submit_order("TSLA", "buy", 1)
+            assert (await r.until("order_update")).id == f"{epoch}-{count + 1}"
+            assert not [e for e in r.events if e.event == "reset"]
+        app.orders.replay_limit = 100
+        for last, why in (("0", "more than 100"), ("0a1b2c-5", "another journal"), ("99999", "past the journal")):
+            async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": last}) as r:
+                assert why in (await r.until("reset")).json()["reason"]
+        async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": f"{epoch}-0"}) as r:
+            await r.until("reset")
+            sim.submit_order("TSLA", "buy", 2)
+            assert (await r.until("order_update")).id == f"{epoch}-{count + 2}"  # live, nothing replayed
+    finally:
+        await cm.__aexit__(None, None, None)

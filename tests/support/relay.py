@@ -17,7 +17,8 @@ from trade_stream.config import Config, Timings
 
 KEY, SECRET, TOKEN = "KEY", "SECRET", "test-token-123456"
 FAST = Timings(reconnect_min=0.05, reconnect_max=0.2, conn_limit_wait=0.6, rate_limited_wait=0.6,
-               config_error_wait=0.6, auth_retries=1, auth_retry_delay=0.05, open_timeout=3, shutdown_grace=1.0)
+               config_error_wait=0.6, auth_retries=1, auth_retry_delay=0.05, open_timeout=3, shutdown_grace=1.0,
+               journal_retry=0.1)
 
 
 def relay_config(sim: Any, state_dir: Path, **overrides: Any) -> Config:
@@ -110,3 +111,17 @@ def small_socket(port: int, rcvbuf: int = 8192):
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     return sock
+
+
+def fill_journal(path: Path, count: int, pad: int = 0) -> None:
+    """``count`` order events written straight into a journal (one transaction), as a long history to replay."""
+    from trade_stream.journal import Journal
+
+    journal = Journal(path)
+    journal.db.execute("BEGIN")
+    for i in range(count):
+        order = {"id": f"old-{i}", "symbol": "AAPL", "side": "buy", "status": "new", "note": "x" * pad}
+        journal.append({"event": "new", "order": order, "timestamp": f"2026-01-01T00:00:{i}Z", "order_id": order["id"],
+                        "symbol": "AAPL", "side": "buy", "status": "new"})
+    journal.db.execute("COMMIT")
+    journal.close()

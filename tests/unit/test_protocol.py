@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from trade_stream import protocol
+from trade_stream.event_ids import EventId
 from trade_stream.framing import text_frame
 from trade_stream.protocol import ClientError
 
@@ -34,7 +35,7 @@ def test_symbols_and_channels_extension():
     ('{"action":"subscribe","symbol":"AAPL","channels":["news"]}', "invalid_channel"),
     ('{"action":"subscribe","symbol":"AAPL","channels":[]}', "bad_type"),
     ('{"action":"subscribe","channel":"secrets"}', "invalid_channel"),
-    ('{"action":"subscribe","channel":"orders","since":-1}', "bad_type"),
+    ('{"action":"subscribe","channel":"orders","since":[1]}', "bad_type"),
     ('{"action":"auth"}', "bad_type"),
     ('{"action":"options","batch":"yes"}', "bad_type"),
 ])
@@ -46,7 +47,7 @@ def test_bad_input_gets_a_named_error(raw, code):
 
 
 def test_orders_channel_and_ping():
-    assert protocol.parse('{"action":"subscribe","channel":"orders","since":7}') == protocol.SubscribeOrders(7)
+    assert protocol.parse('{"action":"subscribe","channel":"orders","since":7}') == protocol.SubscribeOrders(EventId(7))
     assert protocol.parse('{"action":"ping"}') == protocol.Ping()
 
 
@@ -95,3 +96,15 @@ def test_snapshot_message_from_alpacas_rest_shape():
         "prev_close": 10.0, "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99}}}
     assert protocol.snapshot_message("X", None) is None
     assert protocol.snapshot_message("X", {})["data"] == {"latest_trade": None, "prev_close": None, "daily": None}
+
+
+def test_event_ids_in_range_are_known_and_anything_else_is_unknown():
+    from trade_stream.event_ids import MAX_ID, UNKNOWN, parse
+
+    assert parse(None) is None and parse("") is None
+    assert parse(7) == EventId(7) and parse(" 7 ") == EventId(7) and parse(MAX_ID) == EventId(MAX_ID)
+    assert parse("3f9a0c1b2d4e-17") == EventId(17, "3f9a0c1b2d4e")
+    for raw in (-1, MAX_ID + 1, 2**64, "18446744073709551616", "-5", "1e3", "+5", "٣", "a-b", 1.0, True, [1]):
+        assert parse(raw) == UNKNOWN, raw
+    msg = protocol.parse('{"action":"subscribe","channel":"orders","since":18446744073709551616}')
+    assert msg == protocol.SubscribeOrders(UNKNOWN)  # orjson reads it as a float: still just an unknown id

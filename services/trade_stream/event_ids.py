@@ -1,0 +1,53 @@
+"""Event ids as clients send them back: one parser for the WebSocket ``since``, SSE ``Last-Event-ID`` and the
+REST ``?since=``.
+
+An id is ``<n>`` or ``<epoch>-<n>``: ``n`` a journal (or replay-ring) id, ``epoch`` the random name of the
+journal that issued it, so an id from a deleted or replaced journal is recognised as foreign instead of being
+read as a position in the new one. ``n`` must fit SQLite's INTEGER and orjson's integers (0..2^63-1).
+
+Anything else (negative, too large, not a number) is an *unknown* id, not an error: a browser sends back
+whatever id it last saw, from any relay, and the only honest answer to an id we never issued is a reset, so the
+client refetches state. Unknown ids are reported back as ``-1``: echoing the raw value could not even be encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"(?:([0-9A-Za-z]{1,32})-)?([0-9]{1,19})")  # [0-9], not \d: no other scripts' digits
+
+
+@dataclass(frozen=True)
+class EventId:
+    n: int  # -1: unknown
+    epoch: str | None = None  # None: a plain integer, taken to mean the current journal
+
+    @property
+    def known(self) -> bool:
+        return self.n >= 0
+
+
+UNKNOWN = EventId(-1)
+
+
+def parse(raw: object) -> EventId | None:
+    """None when no id was given; ``UNKNOWN`` when one was given that we cannot have issued."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        return UNKNOWN
+    if isinstance(raw, int):
+        return EventId(raw) if 0 <= raw <= MAX_ID else UNKNOWN
+    if not isinstance(raw, str):
+        return UNKNOWN
+    found = _ID.fullmatch(raw.strip())
+    if found is None or int(found.group(2)) > MAX_ID:
+        return UNKNOWN
+    return EventId(int(found.group(2)), found.group(1))
+
+
+def cursor(epoch: str, n: int) -> str:
+    """The id as the relay hands it out where a string is possible (SSE ``id:``, REST ``cursor``)."""
+    return f"{epoch}-{n}"
