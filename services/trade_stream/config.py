@@ -74,6 +74,7 @@ class Config:
     client_buffer_bytes: int = 1024 * 1024
     stall_timeout: float = 2.0
     stale_after: float = 0.0
+    health_grace: float = 60.0
     ping_interval: float = 20.0
     state_dir: str = ""
     journal_retention_days: float = 7.0
@@ -227,6 +228,8 @@ SETTINGS: tuple[Setting, ...] = (
             "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 2)"),
     Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
             "reconnect upstream when subscribed channels are silent this many seconds; 0 = off (default)"),
+    Setting("health_grace", "TRADE_STREAM_HEALTH_GRACE", "--health-grace", _float_min(0),
+            "seconds an upstream (market data or trading) may be down before /healthz answers 503 (default 60)"),
     Setting("ping_interval", "TRADE_STREAM_PING_INTERVAL", "--ping-interval", _float_min(0),
             "WebSocket keepalive ping interval and timeout in seconds; 0 = off (default 20)"),
     Setting("state_dir", "TRADE_STREAM_STATE_DIR", "--state-dir", _text,

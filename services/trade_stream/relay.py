@@ -35,7 +35,7 @@ class Relay:
         self.upstream = MarketDataUpstream(
             url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
             on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
-            stale_after=cfg.stale_after,
+            stale_after=cfg.stale_after, stats=stats,
         )
         self._linger_timer: asyncio.TimerHandle | None = None
 

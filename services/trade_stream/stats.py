@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -16,3 +16,5 @@ class Stats:
     client_errors: int = 0
     upstream_reconnects: int = 0
     order_events: int = 0
+    upstream_errors: dict[str, int] = field(default_factory=dict)  # per stream: sessions ended by an exception
+    bad_messages: dict[str, int] = field(default_factory=dict)  # per stream: malformed upstream messages skipped

@@ -443,6 +443,15 @@ class Simulator:
                 for message in batch:
                     self._push(conn, encode_trading(message, conn.use_msgpack), text=False)
 
+    def inject_frame(self, endpoint_path: str, payload: bytes | str) -> None:
+        """Send one frame exactly as given (a ``str`` as a text frame, ``bytes`` as binary) to every open
+        connection on a path: for fault injection with frames no encoder would produce."""
+        text = isinstance(payload, str)
+        data = payload.encode() if isinstance(payload, str) else payload
+        for conn in list(self._conns.values()):
+            if conn.path == endpoint_path:
+                self._push(conn, data, text=text)
+
     def set_rate(self, per_symbol: float) -> None:
         """Auto-generated trades per second per subscribed symbol (0 = only injected data)."""
         self.rate_per_symbol = float(per_symbol)
