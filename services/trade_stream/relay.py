@@ -35,7 +35,7 @@ class Relay:
         self.upstream = MarketDataUpstream(
             url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
             on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
-            stale_after=cfg.stale_after, stats=stats,
+            stale_after=cfg.stale_after, stats=stats, on_rejected=self._rejected,
         )
         self._linger_timer: asyncio.TimerHandle | None = None
 
@@ -65,7 +65,7 @@ class Relay:
             for holder, lost in self.hub.reject(change.subscribe).items():
                 if holder is not client and isinstance(holder, Client):
                     for symbol in sorted({s for _, s in lost}):
-                        holder.send_message(_upstream_refused(code, msg, symbol))
+                        holder.send_message(_upstream_refused(code, msg, symbol).to_message())
             self.hub.unsubscribe(client, change.added, time.monotonic())
             reply(_upstream_refused(code, msg, None))
 
@@ -85,6 +85,14 @@ class Relay:
         if self._linger_timer:
             self._linger_timer.cancel()
         await self.upstream.stop()
+
+    def _rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
+        """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
+        log.warning("upstream_rejected code=%s keys=%s msg=%r", code, [f"{c}:{s}" for c, s in keys][:20], msg)
+        for holder, lost in self.hub.reject(keys).items():
+            if isinstance(holder, Client):
+                for symbol in sorted({s for _, s in lost}):
+                    holder.send_message(_upstream_refused(code, msg, symbol).to_message())
 
     def _apply(self, change: Change) -> None:
         if change:

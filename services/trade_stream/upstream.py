@@ -183,8 +183,10 @@ class MarketDataUpstream(ReconnectingStream):
     def __init__(self, *, url: str, key: str, secret: str, wanted: Callable[[], set[Key]],
                  on_data: Callable[[list[dict[str, Any]], float], None],
                  on_state: Callable[[UpstreamState], None], timings: Timings, stale_after: float = 0.0,
-                 backoff: Backoff | None = None, stats: Stats | None = None) -> None:
+                 backoff: Backoff | None = None, stats: Stats | None = None,
+                 on_rejected: Callable[[list[Key], int | None, str], None] | None = None) -> None:
         super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff, stats=stats)
+        self._on_rejected = on_rejected or (lambda keys, code, msg: None)
         self._key = key
         self._secret = secret
         self._wanted = wanted
@@ -358,9 +360,43 @@ class MarketDataUpstream(ReconnectingStream):
             code, msg = m.get("code"), str(m.get("msg", ""))
             log.error("upstream_error code=%s msg=%r", code, msg)
             if code in REQUEST_ERRORS and self._pending:
-                self._finish(self._pending.popleft(), False, code, msg)
+                request = self._pending.popleft()
+                if code == 400 and request.action == "subscribe":
+                    if self._split(request):
+                        return
+                    if request.on_done is None:  # a resubscribe or reconcile: its holders must hear of it
+                        self._on_rejected(request.keys, code, msg)
+                        return
+                self._finish(request, False, code, msg)
             elif code in (402, 406, 409):
                 self._set_state("error", f"{code} {msg}", code)
+
+    def _split(self, request: Request) -> bool:
+        """Alpaca refuses a whole subscribe with 400 when one symbol in it is malformed, and holds none of it.
+        Send it again in two halves, recursively, so one bad symbol (found in log2(n) round trips) cannot keep
+        the good ones from being held. Rejected single symbols go to ``on_rejected``; the original request is
+        answered once every part has been."""
+        symbols = sorted({s for _, s in request.keys})
+        if len(symbols) < 2:
+            return False
+        first = set(symbols[: len(symbols) // 2])
+        parts = [[k for k in request.keys if k[1] in first], [k for k in request.keys if k[1] not in first]]
+        log.warning("upstream_subscribe_refused code=400 symbols=%d: retrying in halves to isolate the bad one",
+                    len(symbols))
+        left = [len(parts)]
+
+        def part_done(keys: list[Key]) -> Callable[[bool, int | None, str], None]:
+            def done(ok: bool, code: int | None, msg: str) -> None:
+                if not ok:
+                    self._on_rejected(keys, code, msg)
+                left[0] -= 1
+                if not left[0] and request.on_done is not None:
+                    request.on_done(True, None, "")
+            return done
+
+        for keys in parts:
+            self._enqueue("subscribe", keys, part_done(keys))
+        return True
 
     def _finish(self, request: Request, ok: bool, code: int | None, msg: str) -> None:
         if not ok and request.on_done is None:

@@ -53,10 +53,10 @@ def empty_subs() -> Subs:
     return {ch: set() for ch in CHANNELS}
 
 
-def parse_request(msg: dict) -> dict[str, list[str]]:
+def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset()) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
-    400: a non-list value, a non-string or malformed symbol, or an implied channel.
+    400: a non-list value, a non-string or malformed symbol (or one in ``refused``), or an implied channel.
     410: a channel this stream does not have (news, orderbooks, typos...).
     """
     request: dict[str, list[str]] = {}
@@ -70,7 +70,8 @@ def parse_request(msg: dict) -> dict[str, list[str]]:
         if not isinstance(value, list):
             raise ProtocolError(400)
         for symbol in value:
-            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)):
+            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)) \
+                    or symbol in refused:
                 raise ProtocolError(400)
         request[key] = value
     return request

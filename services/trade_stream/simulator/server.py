@@ -76,6 +76,7 @@ class Simulator:
         self._fail_auth: list[tuple[int, str | None]] = []
         self._reject: list[int] = []
         self._read_delay = 0.0
+        self.refused_symbols: set[str] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = self.config.port
@@ -253,7 +254,7 @@ class Simulator:
             await self._reply(conn, protocol.error(401))
             return
         try:
-            request = protocol.parse_request(msg)
+            request = protocol.parse_request(msg, self.refused_symbols)
             new = protocol.apply(conn.subs, request, subscribe)
             if subscribe:
                 protocol.check_plan(new, self.config.plan_for(conn.key))
@@ -526,6 +527,11 @@ class Simulator:
         control replies still sent. Connections opened later are not muted."""
         for conn in self._conns.values():
             conn.muted = on
+
+    def refuse_symbols(self, symbols: Iterable[str]) -> None:
+        """Treat these symbols as malformed: a subscribe naming any of them is refused whole with 400, as Alpaca
+        does for a symbol that breaks its rules (for tests of rules stricter than the relay's own check)."""
+        self.refused_symbols = set(symbols)
 
     def set_read_delay(self, seconds: float) -> None:
         """Sleep this long before handling each client message (a slow server reading its socket)."""
