@@ -222,23 +222,41 @@ class Orders:
         """After (re)connecting: emit what changed while the stream was down, once each, marked reconciled."""
         async with self._reconcile_lock:
             seen = self.journal.get_meta(SEEN_KEY)
+            cutoff = None if seen is None else float(seen) - 2.0  # margin for clock skew between Alpaca and us
             try:
-                orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
+                if cutoff is None:
+                    orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
+                else:
+                    orders = await self._changed_since(cutoff)
                 positions = await asyncio.wait_for(self.rest.positions(), REST_TIMEOUT)
             except Exception as exc:
                 log.warning("reconcile_failed error=%r", exc)
                 return
-            if seen is None:  # first start: what exists now is the baseline, not news
+            if cutoff is None:  # first start: what exists now is the baseline, not news
                 for order in orders:
                     self.journal.remember(order)
             else:
-                cutoff = float(seen) - 2.0  # margin for clock skew between Alpaca and us
                 for order in sorted(orders, key=lambda o: str(o.get("updated_at"))):
                     self._reconcile_order(order, cutoff)
             self.journal.set_meta(SEEN_KEY, repr(time.time()))
             self.positions.load(positions)
             self._sync_tap()
             self._push_all()
+
+    async def _changed_since(self, cutoff: float) -> list[dict[str, Any]]:
+        """Every order that may have changed since ``cutoff``: Alpaca filters orders on submission time only, so
+        that is the orders submitted since then (every page), plus each order clients last saw open (a GTC order
+        submitted long ago can fill during the gap behind any number of newer orders), fetched by id."""
+        orders = await asyncio.wait_for(self.rest.orders_submitted_since(cutoff), REST_TIMEOUT * 6)
+        known = {o.get("id") for o in orders}
+        for order_id in self.journal.open_orders():
+            if order_id in known:
+                continue
+            try:
+                orders.append(await asyncio.wait_for(self.rest.order(order_id), REST_TIMEOUT))
+            except Exception as exc:  # e.g. gone from Alpaca: the others still count
+                log.warning("reconcile_order_failed order_id=%s error=%r", order_id, exc)
+        return orders
 
     def _reconcile_order(self, order: dict[str, Any], cutoff: float) -> None:
         updated = parse_ts(order.get("updated_at"))

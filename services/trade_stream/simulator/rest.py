@@ -200,10 +200,14 @@ def _bar(sim: Simulator, q: Query) -> dict:
     return sim.inject_bar(q["symbol"], kind=q.get("kind", "b"), path=q.get("path"), **fields)
 
 
-def _order(sim: Simulator, q: Query) -> dict:
+def _order(sim: Simulator, q: Query) -> dict | list[dict]:
+    """One order, or ``count`` of them at once (e.g. to bury an older order behind a page of newer ones)."""
     kwargs: dict[str, Any] = {k: q[k] for k in ("stop_price", "time_in_force", "client_order_id") if q.get(k)}
-    return sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
-                            q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+    count = _num(q, "count", int, None)
+    orders = [sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
+                               q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+              for _ in range(count or 1)]
+    return orders if count is not None else orders[0]
 
 
 def _replace(sim: Simulator, q: Query) -> dict:
