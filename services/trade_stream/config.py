@@ -68,6 +68,8 @@ class Config:
     max_symbols_per_client: int = 100
     max_actions_per_sec: float = 20.0
     max_message_bytes: int = 64 * 1024
+    upstream_changes_per_client: int = 60
+    upstream_changes_total: int = 600
     max_connections: int = 10_000
     max_connections_per_ip: int = 200
     max_connect_rate_per_ip: int = 0
@@ -214,6 +216,13 @@ SETTINGS: tuple[Setting, ...] = (
             _int_range(1, 1_000_000), "symbols one client may hold (default 100)"),
     Setting("max_actions_per_sec", "TRADE_STREAM_MAX_ACTIONS_PER_SEC", "--max-actions-per-sec", _float_min(0.1),
             "actions per second one client may send (default 20, burst twice that)"),
+    Setting("upstream_changes_per_client", "TRADE_STREAM_UPSTREAM_CHANGES_PER_CLIENT",
+            "--upstream-changes-per-client", _int_range(1, 1_000_000),
+            "subscribes per minute one client may make that add symbols upstream (burst the same; default 60)"),
+    Setting("upstream_changes_total", "TRADE_STREAM_UPSTREAM_CHANGES_TOTAL", "--upstream-changes-total",
+            _int_range(1, 10_000_000),
+            "subscribes per minute from all clients together that add symbols upstream (burst the same; "
+            "default 600)"),
     Setting("max_message_bytes", "TRADE_STREAM_MAX_MESSAGE_BYTES", "--max-message-bytes",
             _int_range(256, 16 * 1024 * 1024), "largest client frame; bigger closes with 1009 (default 65536)"),
     Setting("max_connections", "TRADE_STREAM_MAX_CONNECTIONS", "--max-connections", _int_range(1, 1_000_000),

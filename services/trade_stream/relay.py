@@ -15,6 +15,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.fanout import Client, Router, broadcast
 from trade_stream.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.limits import TokenBucket
 from trade_stream.protocol import ClientError
 from trade_stream.stats import Stats
 from trade_stream.upstream import MarketDataUpstream, UpstreamState
@@ -38,6 +39,9 @@ class Relay:
             stale_after=cfg.stale_after, stats=stats, on_rejected=self._rejected,
         )
         self._linger_timer: asyncio.TimerHandle | None = None
+        # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
+        self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
+        self._client_changes: dict[str, TokenBucket] = {}  # per client address, so reconnecting does not reset it
 
     # --- clients ------------------------------------------------------------------------------------------
 
@@ -51,6 +55,10 @@ class Relay:
 
     def subscribe(self, client: Client, keys: list[Key], reply: Reply) -> None:
         """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for)."""
+        err = self._budget(client, keys)
+        if err is not None:
+            reply(err)
+            return
         try:
             change = self.hub.subscribe(client, keys, time.monotonic())
         except SymbolLimit as exc:
@@ -72,6 +80,28 @@ class Relay:
         if not self.upstream.request(change, done):
             reply(None)
         self._schedule_linger()
+
+    def _budget(self, client: Client, keys: list[Key]) -> ClientError | None:
+        """Refuse a subscribe that would add to the upstream set once the client's or everyone's budget is spent.
+        Subscribes to what upstream already holds are free."""
+        if all(self.hub.is_wanted(k) for k in keys):
+            return None
+        now = time.monotonic()
+        per_minute = self.cfg.upstream_changes_per_client
+        ip = getattr(client, "ip", None)  # internal holders (the positions tap) have none
+        bucket = self._client_changes.get(ip) if ip is not None else None
+        if bucket is None and ip is not None:
+            if len(self._client_changes) >= 10_000:  # bounded: forget addresses whose budget has refilled
+                self._client_changes = {k: b for k, b in self._client_changes.items()
+                                        if b.tokens + (now - b.stamp) * b.rate < b.burst}
+            bucket = self._client_changes[ip] = TokenBucket(per_minute / 60, per_minute)
+        if bucket is not None and not bucket.take(now):
+            return ClientError("rate_limited", f"at most {per_minute} subscribes per minute per address that add "
+                               "new symbols; wait, or subscribe several symbols in one request")
+        if not self._changes.take(now):
+            return ClientError("rate_limited", "the relay is taking too many new symbols right now; try again "
+                               "in a few seconds")
+        return None
 
     def unsubscribe(self, client: Client, keys: list[Key]) -> None:
         self._apply(self.hub.unsubscribe(client, keys, time.monotonic()))

@@ -41,3 +41,28 @@ async def test_a_refused_symbol_in_the_resubscribe_is_isolated_and_the_rest_is_h
             sim.inject_trade("MSFT", price=10.0)
             assert (await good.expect("trade"))["symbol"] == "MSFT"
             assert "ZZBAD" not in app.relay.hub.wanted_symbols()
+
+
+async def test_fresh_symbol_churn_is_budgeted_and_subscribing_held_symbols_stays_free(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path, upstream_changes_per_client=3, linger=0)) as app:
+        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        async with Browser.connect(app.port) as churner, Browser.connect(app.port) as other:
+            for symbol in ("AA", "AB", "AC"):
+                await churner.send({"action": "subscribe", "symbol": symbol})
+                await churner.expect("subscribed")
+                await churner.send({"action": "unsubscribe", "symbol": symbol})
+                await churner.expect("unsubscribed")
+            await churner.send({"action": "subscribe", "symbol": "AD"})
+            err = await churner.expect("error")
+            assert err["code"] == "rate_limited" and "per minute" in err["message"]
+            sent = [m for m in sim.received_on(DATA) if m.get("action") == "subscribe"]
+            assert [m["trades"] for m in sent] == [["AA"], ["AB"], ["AC"]]
+            await other.send({"action": "subscribe", "symbol": "MSFT"})  # same address: its budget is spent too
+            assert (await other.expect("error"))["code"] == "rate_limited"
+    async with running(relay_config(sim, tmp_path, upstream_changes_per_client=1)) as app:
+        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        async with Browser.connect(app.port) as first, Browser.connect(app.port) as second:
+            await first.send({"action": "subscribe", "symbol": "AAPL"})
+            await first.expect("subscribed")
+            await second.send({"action": "subscribe", "symbol": "AAPL"})  # already held upstream: free
+            await second.expect("subscribed")
