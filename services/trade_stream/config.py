@@ -218,7 +218,7 @@ SETTINGS: tuple[Setting, ...] = (
             "actions per second one client may send (default 20, burst twice that)"),
     Setting("upstream_changes_per_client", "TRADE_STREAM_UPSTREAM_CHANGES_PER_CLIENT",
             "--upstream-changes-per-client", _int_range(1, 1_000_000),
-            "subscribes per minute one client may make that add symbols upstream (burst the same; default 60)"),
+            "subscribes per minute one connection may make that add symbols upstream (burst the same; default 60)"),
     Setting("upstream_changes_total", "TRADE_STREAM_UPSTREAM_CHANGES_TOTAL", "--upstream-changes-total",
             _int_range(1, 10_000_000),
             "subscribes per minute from all clients together that add symbols upstream (burst the same; "

@@ -41,7 +41,8 @@ class Relay:
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
-        self._client_changes: dict[str, TokenBucket] = {}  # per client address, so reconnecting does not reset it
+        # Per connection, not per address: behind a reverse proxy every client has the proxy's address.
+        self._client_changes: dict[Any, TokenBucket] = {}
 
     # --- clients ------------------------------------------------------------------------------------------
 
@@ -51,6 +52,7 @@ class Relay:
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
+        self._client_changes.pop(client, None)
         self._apply(self.hub.drop(client, time.monotonic()))
 
     def subscribe(self, client: Client, keys: list[Key], reply: Reply) -> None:
@@ -88,16 +90,15 @@ class Relay:
             return None
         now = time.monotonic()
         per_minute = self.cfg.upstream_changes_per_client
-        ip = getattr(client, "ip", None)  # internal holders (the positions tap) have none
-        bucket = self._client_changes.get(ip) if ip is not None else None
-        if bucket is None and ip is not None:
-            if len(self._client_changes) >= 10_000:  # bounded: forget addresses whose budget has refilled
+        bucket = self._client_changes.get(client)
+        if bucket is None:
+            if len(self._client_changes) >= 10_000:  # bounded (SSE clients never call remove): drop refilled ones
                 self._client_changes = {k: b for k, b in self._client_changes.items()
                                         if b.tokens + (now - b.stamp) * b.rate < b.burst}
-            bucket = self._client_changes[ip] = TokenBucket(per_minute / 60, per_minute)
-        if bucket is not None and not bucket.take(now):
-            return ClientError("rate_limited", f"at most {per_minute} subscribes per minute per address that add "
-                               "new symbols; wait, or subscribe several symbols in one request")
+            bucket = self._client_changes[client] = TokenBucket(per_minute / 60, per_minute)
+        if not bucket.take(now):
+            return ClientError("rate_limited", f"at most {per_minute} subscribes per minute per connection that "
+                               "add new symbols; wait, or subscribe several symbols in one request")
         if not self._changes.take(now):
             return ClientError("rate_limited", "the relay is taking too many new symbols right now; try again "
                                "in a few seconds")

@@ -57,12 +57,15 @@ async def test_fresh_symbol_churn_is_budgeted_and_subscribing_held_symbols_stays
             assert err["code"] == "rate_limited" and "per minute" in err["message"]
             sent = [m for m in sim.received_on(DATA) if m.get("action") == "subscribe"]
             assert [m["trades"] for m in sent] == [["AA"], ["AB"], ["AC"]]
-            await other.send({"action": "subscribe", "symbol": "MSFT"})  # same address: its budget is spent too
-            assert (await other.expect("error"))["code"] == "rate_limited"
-    async with running(relay_config(sim, tmp_path, upstream_changes_per_client=1)) as app:
+            await other.send({"action": "subscribe", "symbol": "MSFT"})  # another connection: its own budget
+            await other.expect("subscribed")
+    async with running(relay_config(sim, tmp_path, upstream_changes_per_client=1, upstream_changes_total=1)) as app:
         await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as first, Browser.connect(app.port) as second:
             await first.send({"action": "subscribe", "symbol": "AAPL"})
             await first.expect("subscribed")
             await second.send({"action": "subscribe", "symbol": "AAPL"})  # already held upstream: free
             await second.expect("subscribed")
+            await second.send({"action": "subscribe", "symbol": "MSFT"})  # the relay-wide budget is spent
+            err = await second.expect("error")
+            assert err["code"] == "rate_limited" and "relay" in err["message"]
