@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
 from trade_stream.event_ids import EventId, parse
+from trade_stream.health import report, upstream_health
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
@@ -24,6 +24,7 @@ from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
 from trade_stream.snapshots import Snapshots
 from trade_stream.sse import SseServer
 from trade_stream.stats import Stats
+from trade_stream.supervisor import Supervisor
 from trade_stream.trading import TradingUpstream
 from trade_stream.upstream import UpstreamState
 from trade_stream.web import StaticFiles, Web, json_response, response
@@ -42,7 +43,7 @@ class App:
         self.orders: Orders | None = None
         self.sse: SseServer | None = None
         self.trading: TradingUpstream | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -50,7 +51,7 @@ class App:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
         self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url)
-        registry = build_registry(self.stats, relay.status)
+        registry = build_registry(self.stats, relay.status, self.supervisor.restarts)
         origins = OriginPolicy(cfg.allowed_origins)
 
         def cors(request: Any) -> dict[str, str]:
@@ -58,13 +59,11 @@ class App:
             return {"Access-Control-Allow-Origin": allow, "Vary": "Origin"} if allow else {}
 
         routes = {
+            "/healthz": lambda r: self._healthz(cors(r)),
+            "/api/stream/status": lambda r: json_response(200, self.status(), cors(r)),
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
         self.orders = orders = self._build_orders(relay)
-        routes["/healthz"] = lambda r: json_response(200, {"status": "ok", "upstream": relay.upstream_view(),
-                                                           "orders": orders.health()}, cors(r))
-        routes["/api/stream/status"] = lambda r: json_response(200, {**relay.status(), "orders": orders.health()},
-                                                               cors(r))
         routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
         self.web = Web(StaticFiles(cfg.public_dir), routes)
         if not (Path(cfg.public_dir) / "index.html").is_file():
@@ -75,11 +74,11 @@ class App:
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
         if cfg.sse_port:
-            self.sse = SseServer(cfg, relay, orders, origins, self.stats)
+            self.sse = SseServer(cfg, relay, orders, origins, self.stats, status=self.status)
             await self.sse.start()
-        self._tasks.append(asyncio.create_task(relay.run(), name="upstream-market-data"))
-        self._tasks.append(asyncio.create_task(self.trading.run(), name="upstream-trading"))
-        self._tasks.append(asyncio.create_task(self._prune_journal(), name="journal-retention"))
+        self.supervisor.start("upstream-market-data", relay.run)
+        self.supervisor.start("upstream-trading", self.trading.run)
+        self.supervisor.start("journal-retention", self._prune_journal)
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
@@ -100,8 +99,8 @@ class App:
 
         self.trading = TradingUpstream(
             url=cfg.trading_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "",
-            on_event=orders.on_event, on_connected=orders.on_connected, on_state=trading_state,
-            timings=cfg.timings,
+            on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
+            timings=cfg.timings, stats=self.stats,
         )
         return orders
 
@@ -120,6 +119,34 @@ class App:
         status, body = self.orders.events_since(since)
         return json_response(status, body, headers)
 
+    def health(self) -> dict[str, Any]:
+        upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
+        if self.trading is not None:
+            upstreams["trading"] = self.trading.status
+        view = report(upstreams, self.supervisor, self.cfg.health_grace)
+        if self.orders is not None:
+            orders = view["orders"] = self.orders.health()
+            if orders["fault_for"] is not None and orders["fault_for"] > self.cfg.health_grace:
+                view["ok"] = False
+                view["down"].append("orders")
+        return view
+
+    def _healthz(self, headers: dict[str, str]) -> Any:
+        """200 while every upstream and task is up (or down for less than the grace period), else 503."""
+        health = self.health()
+        body = {"status": "ok" if health["ok"] else "down", "upstream": self.relay.upstream_view(), **health}
+        return json_response(200 if health["ok"] else 503, body, headers)
+
+    def status(self) -> dict[str, Any]:
+        """The relay's status plus the trading stream and the health view."""
+        out = self.relay.status()
+        if self.trading is not None:
+            out["trading"] = upstream_health(self.trading.status, self.cfg.health_grace)
+        if self.orders is not None:
+            out["orders"] = self.orders.health()
+        out["health"] = self.health()
+        return out
+
     async def _prune_journal(self) -> None:
         while True:
             removed = self.orders.prune()
@@ -131,7 +158,8 @@ class App:
         from trade_stream import demo  # demo mode only: production never imports the simulator
 
         self.simulator, cfg = await demo.start(self.cfg)
-        self._tasks.append(asyncio.create_task(demo.trader(self.simulator), name="demo-trader"))
+        simulator = self.simulator
+        self.supervisor.start("demo-trader", lambda: demo.trader(simulator))
         return cfg
 
     @property
@@ -145,19 +173,14 @@ class App:
             return
         self._stopped.set()
         log.info("shutting_down")
-        if self.ws is not None:
-            await self.ws.close()
-        if self.sse is not None:
-            await self.sse.close()
-        if self.relay is not None:
-            await self.relay.stop()
-        if self.trading is not None:
-            await self.trading.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # All at once: each may wait out its own grace (a frozen upstream, stalled clients), and in a row those
+        # waits add up past what systemd and Kubernetes give a stopping process.
+        closing = [c for c in (self.ws and self.ws.close(), self.sse and self.sse.close(),
+                               self.relay and self.relay.stop(), self.trading and self.trading.stop()) if c]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("shutdown_step_failed error=%r", result)
+        await self.supervisor.stop()
         if self.orders is not None:
             await self.orders.stop()
         if self.simulator is not None:
@@ -169,8 +192,10 @@ class App:
         if relay is None:
             return "starting"
         trading = self.trading.status.state if self.trading else "off"
+        health = self.health()
         return (f"upstream={relay.upstream.status.state} trading={trading} clients={len(relay.clients)} "
-                f"symbols={len(relay.hub.wanted_symbols())}")
+                f"symbols={len(relay.hub.wanted_symbols())} health={'ok' if health['ok'] else 'down'}"
+                + (f" down={','.join(health['down'])}" if health["down"] else ""))
 
     def reload(self, cfg: Config) -> None:
         """SIGHUP: apply the new log level and limits; connections and subscriptions stay."""
@@ -199,7 +224,7 @@ class App:
             notifier.send(ready=1, status=self.status_line())
             interval = watchdog_interval()
             if interval:
-                self._tasks.append(asyncio.create_task(keep_alive(notifier, interval, self.status_line)))
+                self.supervisor.start("watchdog-keep-alive", lambda: keep_alive(notifier, interval, self.status_line))
         try:
             await stop.wait()
         finally:

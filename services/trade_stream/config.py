@@ -69,12 +69,15 @@ class Config:
     max_symbols_per_client: int = 100
     max_actions_per_sec: float = 20.0
     max_message_bytes: int = 64 * 1024
+    upstream_changes_per_client: int = 60
+    upstream_changes_total: int = 600
     max_connections: int = 10_000
     max_connections_per_ip: int = 200
     max_connect_rate_per_ip: int = 0
     client_buffer_bytes: int = 1024 * 1024
     stall_timeout: float = 2.0
     stale_after: float = 0.0
+    health_grace: float = 60.0
     ping_interval: float = 20.0
     state_dir: str = ""
     journal_retention_days: float = 7.0
@@ -214,6 +217,13 @@ SETTINGS: tuple[Setting, ...] = (
             _int_range(1, 1_000_000), "symbols one client may hold (default 100)"),
     Setting("max_actions_per_sec", "TRADE_STREAM_MAX_ACTIONS_PER_SEC", "--max-actions-per-sec", _float_min(0.1),
             "actions per second one client may send (default 20, burst twice that)"),
+    Setting("upstream_changes_per_client", "TRADE_STREAM_UPSTREAM_CHANGES_PER_CLIENT",
+            "--upstream-changes-per-client", _int_range(1, 1_000_000),
+            "subscribes per minute one connection may make that add symbols upstream (burst the same; default 60)"),
+    Setting("upstream_changes_total", "TRADE_STREAM_UPSTREAM_CHANGES_TOTAL", "--upstream-changes-total",
+            _int_range(1, 10_000_000),
+            "subscribes per minute from all clients together that add symbols upstream (burst the same; "
+            "default 600)"),
     Setting("max_message_bytes", "TRADE_STREAM_MAX_MESSAGE_BYTES", "--max-message-bytes",
             _int_range(256, 16 * 1024 * 1024), "largest client frame; bigger closes with 1009 (default 65536)"),
     Setting("max_connections", "TRADE_STREAM_MAX_CONNECTIONS", "--max-connections", _int_range(1, 1_000_000),
@@ -228,6 +238,8 @@ SETTINGS: tuple[Setting, ...] = (
             "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 2)"),
     Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
             "reconnect upstream when subscribed channels are silent this many seconds; 0 = off (default)"),
+    Setting("health_grace", "TRADE_STREAM_HEALTH_GRACE", "--health-grace", _float_min(0),
+            "seconds an upstream (market data or trading) may be down before /healthz answers 503 (default 60)"),
     Setting("ping_interval", "TRADE_STREAM_PING_INTERVAL", "--ping-interval", _float_min(0),
             "WebSocket keepalive ping interval and timeout in seconds; 0 = off (default 20)"),
     Setting("state_dir", "TRADE_STREAM_STATE_DIR", "--state-dir", _text,

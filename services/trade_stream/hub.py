@@ -51,6 +51,9 @@ class Hub:
         """Exactly what upstream should hold."""
         return set(self.holders) | set(self._lingering)
 
+    def is_wanted(self, key: Key) -> bool:
+        return key in self.holders or key in self._lingering
+
     def wanted_symbols(self) -> set[str]:
         return {symbol for _, symbol in self.wanted()}
 

@@ -132,6 +132,12 @@ class Journal:
         ).fetchone()
         return (row[0], row[1], row[2]) if row else (None, None, None)
 
+    def open_orders(self) -> list[str]:
+        """Ids of orders whose last state clients learned was not final: they can still change."""
+        rows = self.db.execute("SELECT order_id FROM orders WHERE status IS NULL OR status NOT IN ('filled', "
+                               "'canceled', 'expired', 'rejected', 'replaced')").fetchall()
+        return [r[0] for r in rows]
+
     def prune(self, now: float | None = None) -> int:
         cutoff = (now or time.time()) - self.retention
         removed = self.db.execute("DELETE FROM events WHERE recorded < ?", (cutoff,)).rowcount

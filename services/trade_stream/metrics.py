@@ -16,9 +16,11 @@ STATES = ("connecting", "connected", "disconnected", "error")
 
 
 class RelayCollector:
-    def __init__(self, stats: Stats, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, stats: Stats, snapshot: Callable[[], dict[str, Any]],
+                 restarts: Callable[[], dict[str, int]] | None = None) -> None:
         self.stats = stats
         self.snapshot = snapshot  # the relay's status() view
+        self.restarts = restarts or dict  # the supervisor's restarts per task
 
     def collect(self) -> Iterator[Metric]:
         s, snap = self.stats, self.snapshot()
@@ -48,6 +50,17 @@ class RelayCollector:
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("trade_stream_journal_ok", "1 while the order journal works, 0 while faulted",
                                 value=s.journal_ok)
+        for name, doc, label, table in (
+            ("trade_stream_task_restarts", "Supervised tasks restarted after an exception", "task", self.restarts()),
+            ("trade_stream_upstream_errors", "Upstream sessions ended by an unexpected exception", "stream",
+             s.upstream_errors),
+            ("trade_stream_upstream_bad_messages", "Malformed upstream frames or messages skipped", "stream",
+             s.bad_messages),
+        ):
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for key, value in sorted(table.items()):
+                family.add_metric([key], value)
+            yield family
         up = snap["upstream"]
         yield GaugeMetricFamily("trade_stream_upstream_connected", "1 when the Alpaca stream is authenticated",
                                 value=1 if snap["alpaca_connected"] else 0)
@@ -61,9 +74,10 @@ class RelayCollector:
                                 value=-1 if age is None else age)
 
 
-def build_registry(stats: Stats, snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+def build_registry(stats: Stats, snapshot: Callable[[], dict[str, Any]],
+                   restarts: Callable[[], dict[str, int]] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(stats, snapshot))
+    registry.register(RelayCollector(stats, snapshot, restarts))
     ProcessCollector(registry=registry)
     return registry
 

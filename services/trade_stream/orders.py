@@ -126,6 +126,7 @@ class Orders:
         self.replay_limit = REPLAY_LIMIT
         self.journal: Journal | None = None
         self.fault: str | None = None
+        self._fault_since: float | None = None  # monotonic time the current fault episode began
         self._pending: deque[tuple[dict[str, Any], bool, str | None]] = deque()
         self._overflowed = False
         self._recovering = False
@@ -160,8 +161,9 @@ class Orders:
 
     def health(self) -> dict[str, Any]:
         """For status, healthz and metrics: is the order journal usable, and if not, what to do."""
+        fault_for = None if self._fault_since is None else round(time.monotonic() - self._fault_since, 1)
         return {"state": "fault" if self.fault else "ok", "journal": str(self.journal_path), "epoch": self.epoch,
-                "error": self.fault, "pending_events": len(self._pending)}
+                "error": self.fault, "fault_for": fault_for, "pending_events": len(self._pending)}
 
     def _open_journal(self) -> bool:
         try:
@@ -179,6 +181,8 @@ class Orders:
         if self.fault != message:  # once per episode, and again only if the reason changes
             log.error("journal_fault %s", message)
         self.fault = message
+        if self._fault_since is None:
+            self._fault_since = time.monotonic()
         journal, self.journal = self.journal, None
         if journal is not None:
             try:
@@ -199,7 +203,7 @@ class Orders:
                 if (self.journal is None and not self._open_journal()) or not self._flush():
                     continue
                 log.info("journal_recovered path=%s epoch=%s", self.journal_path, self.epoch)
-                self.fault = None
+                self.fault = self._fault_since = None
                 self.stats.journal_ok = 1
                 if before is not None and before != self.epoch:
                     self._announce_reset(f"the order journal was recreated (epoch {self.epoch}); refetch state")
@@ -477,11 +481,16 @@ class Orders:
                 return  # the journal's recovery reconciles once it is back
             try:
                 seen = journal.get_meta(SEEN_KEY)
+                open_ids = journal.open_orders()
             except JOURNAL_ERRORS as exc:
                 self._fail(exc)
                 return
+            cutoff = None if seen is None else float(seen) - 2.0  # margin for clock skew between Alpaca and us
             try:
-                orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
+                if cutoff is None:
+                    orders = await asyncio.wait_for(self.rest.orders(limit=500), REST_TIMEOUT)
+                else:
+                    orders = await self._changed_since(cutoff, open_ids)
                 positions = await asyncio.wait_for(self.rest.positions(), REST_TIMEOUT)
             except Exception as exc:
                 log.warning("reconcile_failed error=%r", exc)
@@ -489,11 +498,10 @@ class Orders:
             try:
                 if self.journal is not journal:
                     return
-                if seen is None:  # first start: what exists now is the baseline, not news
+                if cutoff is None:  # first start: what exists now is the baseline, not news
                     for order in orders:
                         journal.remember(order)
                 else:
-                    cutoff = float(seen) - 2.0  # margin for clock skew between Alpaca and us
                     for order in sorted(orders, key=lambda o: str(o.get("updated_at"))):
                         self._reconcile_order(journal, order, cutoff)
                 journal.set_meta(SEEN_KEY, repr(time.time()))
@@ -502,6 +510,21 @@ class Orders:
             self.positions.load(positions)
             self._sync_tap()
             self._push_all()
+
+    async def _changed_since(self, cutoff: float, open_ids: list[str]) -> list[dict[str, Any]]:
+        """Every order that may have changed since ``cutoff``: Alpaca filters orders on submission time only, so
+        that is the orders submitted since then (every page), plus each order clients last saw open (a GTC order
+        submitted long ago can fill during the gap behind any number of newer orders), fetched by id."""
+        orders = await asyncio.wait_for(self.rest.orders_submitted_since(cutoff), REST_TIMEOUT * 6)
+        known = {o.get("id") for o in orders}
+        for order_id in open_ids:
+            if order_id in known:
+                continue
+            try:
+                orders.append(await asyncio.wait_for(self.rest.order(order_id), REST_TIMEOUT))
+            except Exception as exc:  # e.g. gone from Alpaca: the others still count
+                log.warning("reconcile_order_failed order_id=%s error=%r", order_id, exc)
+        return orders
 
     def _reconcile_order(self, journal: Journal, order: dict[str, Any], cutoff: float) -> None:
         updated = parse_ts(order.get("updated_at"))

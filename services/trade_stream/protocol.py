@@ -15,7 +15,10 @@ import orjson
 
 from trade_stream import event_ids
 
-SYMBOL_RE = re.compile(r"[A-Z0-9./-]{1,15}")
+# Alpaca's stock symbols (services/PROTOCOL.md §1): a letter first, then letters, digits and the class/suffix
+# separators "." "/" "-". Anything else Alpaca refuses with 400 for the whole subscribe, so it is refused here.
+SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9./-]{0,14}")
+SYMBOL_RULE = "symbols are a letter followed by up to 14 of A-Z 0-9 . / -"
 MARKET_CHANNELS = ("trades", "quotes", "bars")
 DEFAULT_CHANNELS = ("trades",)
 PRIVATE_CHANNELS = ("orders",)
@@ -139,7 +142,7 @@ def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
     for s in raw:
         symbol = s.strip().upper()
         if not SYMBOL_RE.fullmatch(symbol):
-            return ClientError("invalid_symbol", "symbols are 1-15 of A-Z 0-9 . / -", s[:40])
+            return ClientError("invalid_symbol", SYMBOL_RULE, s[:40])
         out.append(symbol)
     return tuple(dict.fromkeys(out))
 

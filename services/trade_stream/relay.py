@@ -15,6 +15,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.fanout import Client, Router, broadcast
 from trade_stream.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.limits import TokenBucket
 from trade_stream.protocol import ClientError
 from trade_stream.stats import Stats
 from trade_stream.upstream import MarketDataUpstream, UpstreamState
@@ -35,9 +36,13 @@ class Relay:
         self.upstream = MarketDataUpstream(
             url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
             on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
-            stale_after=cfg.stale_after,
+            stale_after=cfg.stale_after, stats=stats, on_rejected=self._rejected,
         )
         self._linger_timer: asyncio.TimerHandle | None = None
+        # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
+        self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
+        # Per connection, not per address: behind a reverse proxy every client has the proxy's address.
+        self._client_changes: dict[Any, TokenBucket] = {}
 
     # --- clients ------------------------------------------------------------------------------------------
 
@@ -47,10 +52,15 @@ class Relay:
 
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
+        self._client_changes.pop(client, None)
         self._apply(self.hub.drop(client, time.monotonic()))
 
     def subscribe(self, client: Client, keys: list[Key], reply: Reply) -> None:
         """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for)."""
+        err = self._budget(client, keys)
+        if err is not None:
+            reply(err)
+            return
         try:
             change = self.hub.subscribe(client, keys, time.monotonic())
         except SymbolLimit as exc:
@@ -73,6 +83,27 @@ class Relay:
             reply(None)
         self._schedule_linger()
 
+    def _budget(self, client: Client, keys: list[Key]) -> ClientError | None:
+        """Refuse a subscribe that would add to the upstream set once the client's or everyone's budget is spent.
+        Subscribes to what upstream already holds are free."""
+        if all(self.hub.is_wanted(k) for k in keys):
+            return None
+        now = time.monotonic()
+        per_minute = self.cfg.upstream_changes_per_client
+        bucket = self._client_changes.get(client)
+        if bucket is None:
+            if len(self._client_changes) >= 10_000:  # bounded (SSE clients never call remove): drop refilled ones
+                self._client_changes = {k: b for k, b in self._client_changes.items()
+                                        if b.tokens + (now - b.stamp) * b.rate < b.burst}
+            bucket = self._client_changes[client] = TokenBucket(per_minute / 60, per_minute)
+        if not bucket.take(now):
+            return ClientError("rate_limited", f"at most {per_minute} subscribes per minute per connection that "
+                               "add new symbols; wait, or subscribe several symbols in one request")
+        if not self._changes.take(now):
+            return ClientError("rate_limited", "the relay is taking too many new symbols right now; try again "
+                               "in a few seconds")
+        return None
+
     def unsubscribe(self, client: Client, keys: list[Key]) -> None:
         self._apply(self.hub.unsubscribe(client, keys, time.monotonic()))
 
@@ -85,6 +116,14 @@ class Relay:
         if self._linger_timer:
             self._linger_timer.cancel()
         await self.upstream.stop()
+
+    def _rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
+        """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
+        log.warning("upstream_rejected code=%s keys=%s msg=%r", code, [f"{c}:{s}" for c, s in keys][:20], msg)
+        for holder, lost in self.hub.reject(keys).items():
+            if isinstance(holder, Client):
+                for symbol in sorted({s for _, s in lost}):
+                    holder.send_message(_upstream_refused(code, msg, symbol).to_message())
 
     def _apply(self, change: Change) -> None:
         if change:

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+from alpaca.common.enums import Sort
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 
 from trade_stream.config import Config
+
+PAGE = 500  # Alpaca's largest page of orders
+
+
+def _micro(value: str) -> str:
+    """An RFC 3339 timestamp with nanoseconds as Python can parse it (microseconds, explicit zone)."""
+    value = value.replace("Z", "+00:00")
+    head, dot, rest = value.partition(".")
+    if not dot:
+        return value
+    digits = "".join(ch for ch in rest if ch.isdigit())
+    return f"{head}.{digits[:6]}{rest[len(digits):]}"
 
 
 class AlpacaRest:
@@ -20,6 +34,29 @@ class AlpacaRest:
         """Most recently submitted orders first, every status."""
         req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=limit, nested=False)
         return list(await asyncio.to_thread(self.trading.get_orders, req))  # type: ignore[arg-type]
+
+    async def orders_submitted_since(self, since: float, page: int = PAGE) -> list[dict[str, Any]]:
+        """Every order submitted after ``since`` (epoch seconds), oldest first, all pages.
+
+        GET /v2/orders filters ``after``/``until`` on submission time and returns at most 500 per call
+        (services/PROTOCOL.md §2), so this walks forward with ``after`` = the last submission time seen. The cursor
+        is cut to microseconds (alpaca-py sends a datetime), so a boundary order can come twice: ids dedupe it.
+        """
+        seen: dict[str, dict[str, Any]] = {}
+        after = datetime.fromtimestamp(since, UTC)
+        while True:
+            req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=page, after=after, direction=Sort.ASC,
+                                   nested=False)
+            batch = list(await asyncio.to_thread(self.trading.get_orders, req))  # type: ignore[arg-type]
+            fresh = [o for o in batch if o.get("id") not in seen]
+            for order in fresh:
+                seen[order["id"]] = order
+            if len(batch) < page or not fresh:
+                return list(seen.values())
+            after = datetime.fromisoformat(_micro(str(batch[-1]["submitted_at"])))
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        return dict(await asyncio.to_thread(self.trading.get_order_by_id, order_id))  # type: ignore[arg-type]
 
     async def positions(self) -> list[dict[str, Any]]:
         return list(await asyncio.to_thread(self.trading.get_all_positions))  # type: ignore[arg-type]

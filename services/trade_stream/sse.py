@@ -17,7 +17,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -218,9 +218,11 @@ class Request:
 
 
 class SseServer:
-    def __init__(self, cfg: Config, relay: Relay, orders: Orders | None, origins: OriginPolicy, stats: Stats) -> None:
+    def __init__(self, cfg: Config, relay: Relay, orders: Orders | None, origins: OriginPolicy, stats: Stats,
+                 status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
+        self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.orders = orders
         self.origins = origins
         self.stats = stats
@@ -328,10 +330,7 @@ class SseServer:
         if request.method == "OPTIONS":
             return self._respond(conn, writer, request, 204, None, correlation, CORS_HEADERS)
         if request.path == "/api/stream/status" and request.method in ("GET", "HEAD"):
-            status = self.relay.status()
-            if self.orders is not None:
-                status = {**status, "orders": self.orders.health()}
-            return self._respond(conn, writer, request, 200, status, correlation)
+            return self._respond(conn, writer, request, 200, self.status(), correlation)
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -18,3 +18,5 @@ class Stats:
     order_events: int = 0
     journal_errors: int = 0  # order-journal operations that failed
     journal_ok: int = 1  # a gauge: 0 while the order journal is faulted
+    upstream_errors: dict[str, int] = field(default_factory=dict)  # per stream: sessions ended by an exception
+    bad_messages: dict[str, int] = field(default_factory=dict)  # per stream: malformed upstream messages skipped

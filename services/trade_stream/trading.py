@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from trade_stream.backoff import Failure
 from trade_stream.config import Timings
+from trade_stream.stats import Stats
 from trade_stream.upstream import ReconnectingStream, UpstreamError, UpstreamState
 
 log = logging.getLogger("trade_stream.trading")
@@ -22,9 +23,12 @@ class TradingUpstream(ReconnectingStream):
     name = "trading"
 
     def __init__(self, *, url: str, key: str, secret: str, on_event: Callable[[dict[str, Any]], None],
-                 on_connected: Callable[[], None], on_state: Callable[[UpstreamState], None],
-                 timings: Timings) -> None:
-        super().__init__(url=url, timings=timings, on_state=on_state)
+                 on_connected: Callable[[], Awaitable[None]], on_state: Callable[[UpstreamState], None],
+                 timings: Timings, stats: Stats | None = None) -> None:
+        """``on_event`` takes each event (journaling it); ``on_connected`` catches up on what was missed. If
+        either raises, the session ends and is retried with backoff: the stream is not "connected" while the
+        events it would receive cannot be kept."""
+        super().__init__(url=url, timings=timings, on_state=on_state, stats=stats)
         self._key = key
         self._secret = secret
         self._on_event = on_event
@@ -49,12 +53,18 @@ class TradingUpstream(ReconnectingStream):
             if msg.get("stream") == "listening":
                 break
             self._handle(msg)
+        await self._on_connected()  # events arriving meanwhile wait in the socket, then go through _handle
         self._authenticated()
-        self._on_connected()
         async for raw in ws:
-            msg = orjson.loads(raw)
+            try:
+                msg = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self._bad_message("undecodable frame", raw)
+                continue
             if isinstance(msg, dict):
                 self._handle(msg)
+            else:
+                self._bad_message("frame is not a JSON object", msg)
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if msg.get("stream") == "trade_updates" and isinstance(msg.get("data"), dict):

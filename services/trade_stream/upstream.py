@@ -23,6 +23,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from trade_stream.backoff import Backoff, Failure
 from trade_stream.config import Timings
 from trade_stream.hub import Change, Key, group
+from trade_stream.stats import Stats
 
 log = logging.getLogger("trade_stream.upstream")
 
@@ -56,6 +57,7 @@ class UpstreamState:
     since: float = field(default_factory=time.time)
     reconnects: int = 0
     connected_once: bool = False
+    down_since: float | None = field(default_factory=time.monotonic)  # None while connected; what health reads
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "error": self.error, "error_code": self.error_code,
@@ -68,10 +70,11 @@ class ReconnectingStream:
     name = "stream"
 
     def __init__(self, *, url: str, timings: Timings, on_state: Callable[[UpstreamState], None],
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, stats: Stats | None = None) -> None:
         self.url = url
         self.timings = timings
         self._on_state = on_state
+        self.stats = stats or Stats()
         self.backoff = backoff or Backoff(timings)
         self.status = UpstreamState()
         self._ws: ClientConnection | None = None
@@ -95,6 +98,10 @@ class ReconnectingStream:
                 failure = Failure.RATE_LIMITED if status == 429 else Failure.NETWORK
                 self._set_state("disconnected", f"handshake refused with HTTP {status}", status)
             except (OSError, TimeoutError, WebSocketException) as exc:
+                self._set_state("disconnected", f"{type(exc).__name__}: {exc}"[:200], None)
+            except Exception as exc:  # a bug, or what we hand events to failed (e.g. the journal's disk is full)
+                log.exception("upstream_session_failed stream=%s", self.name)
+                self._count(self.stats.upstream_errors)
                 self._set_state("disconnected", f"{type(exc).__name__}: {exc}"[:200], None)
             finally:
                 self._ws = None
@@ -148,7 +155,26 @@ class ReconnectingStream:
         if (s.state, s.error, s.error_code) == (state, error, code):
             return
         s.state, s.error, s.error_code, s.since = state, error, code, time.time()
-        self._on_state(s)
+        if state == "connected":
+            s.down_since = None
+        elif s.down_since is None:
+            s.down_since = time.monotonic()
+        try:
+            self._on_state(s)
+        except Exception:  # a listener's failure must not take the connection down with it
+            log.exception("upstream_state_listener_failed stream=%s state=%s", self.name, state)
+
+    def _count(self, table: dict[str, int]) -> None:
+        table[self.name] = table.get(self.name, 0) + 1
+
+    def _bad_message(self, what: str, raw: Any, exc_info: bool = False) -> None:
+        """A malformed upstream frame or message: skipped, logged (the first ten, then one in a thousand, so
+        a flood cannot fill the disk), counted."""
+        count = self.stats.bad_messages.get(self.name, 0)
+        self._count(self.stats.bad_messages)
+        if count < 10 or count % 1000 == 0:
+            log.warning("upstream_bad_message stream=%s what=%s count=%d sample=%r", self.name, what, count + 1,
+                        repr(raw)[:200], exc_info=exc_info)
 
 
 class MarketDataUpstream(ReconnectingStream):
@@ -157,8 +183,10 @@ class MarketDataUpstream(ReconnectingStream):
     def __init__(self, *, url: str, key: str, secret: str, wanted: Callable[[], set[Key]],
                  on_data: Callable[[list[dict[str, Any]], float], None],
                  on_state: Callable[[UpstreamState], None], timings: Timings, stale_after: float = 0.0,
-                 backoff: Backoff | None = None) -> None:
-        super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff)
+                 backoff: Backoff | None = None, stats: Stats | None = None,
+                 on_rejected: Callable[[list[Key], int | None, str], None] | None = None) -> None:
+        super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff, stats=stats)
+        self._on_rejected = on_rejected or (lambda keys, code, msg: None)
         self._key = key
         self._secret = secret
         self._wanted = wanted
@@ -195,6 +223,7 @@ class MarketDataUpstream(ReconnectingStream):
         self._authenticated()
         self._subscribe_all()
         writer = asyncio.create_task(self._write_loop(ws))
+        writer.add_done_callback(lambda task: self._writer_done(task, ws))
         watchdog = asyncio.create_task(self._watch_stale(ws)) if self.stale_after else None
         try:
             await self._read_loop(ws)
@@ -205,6 +234,15 @@ class MarketDataUpstream(ReconnectingStream):
 
     def _session_ended(self) -> None:
         self._fail_pending()
+
+    def _writer_done(self, task: asyncio.Task[None], ws: ClientConnection) -> None:
+        """A writer that died would leave every later subscribe unsent: end the session, so it starts over."""
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, WebSocketException | OSError):
+                log.error("upstream_writer_failed error=%r", exc, exc_info=exc)
+                self._count(self.stats.upstream_errors)
+            ws.transport.abort()
 
     async def _recv_control(self, ws: ClientConnection) -> dict[str, Any]:
         raw = await asyncio.wait_for(ws.recv(), self.timings.open_timeout)
@@ -235,23 +273,55 @@ class MarketDataUpstream(ReconnectingStream):
             self._enqueue("subscribe", wanted[start:start + CHUNK_SYMBOLS], None)
 
     async def _read_loop(self, ws: ClientConnection) -> None:
-        on_data = self._on_data
+        """Nothing Alpaca sends can end this loop: a malformed frame or message is skipped (logged, counted) and
+        the well-formed messages of the same frame still go out."""
         loop = asyncio.get_running_loop()
         async for raw in ws:
-            msgs = orjson.loads(raw)
+            try:
+                msgs = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self._bad_message("undecodable frame", raw)
+                continue
             if not isinstance(msgs, list):
+                self._bad_message("frame is not a JSON array", msgs)
                 continue
             data = msgs
-            if any(m.get("T") in CONTROL for m in msgs):
-                data = [m for m in msgs if m.get("T") not in CONTROL]
-                for m in msgs:
-                    if m.get("T") in CONTROL:
-                        self._on_control(m)
+            for m in msgs:  # the common case is all plain data: check it in one pass, sort out the rest apart
+                if type(m) is not dict or type(m.get("T")) is not str or type(m.get("S")) is not str \
+                        or m["T"] in CONTROL:
+                    data = self._sort_out(msgs)
+                    break
             if data:
                 if self.backoff.attempt:
                     self.backoff.reset()
                 self._last_data = self._last_message = time.monotonic()
-                on_data(data, loop.time())
+                self._deliver(data, loop.time())
+
+    def _sort_out(self, msgs: list[Any]) -> list[dict[str, Any]]:
+        """Handle the control messages of a frame and return its well-formed data messages."""
+        data = []
+        for m in msgs:
+            kind = m.get("T") if type(m) is dict else None
+            if kind in CONTROL:
+                try:
+                    self._on_control(m)
+                except Exception:
+                    self._bad_message("unusable control message", m, exc_info=True)
+            elif type(kind) is str and type(m.get("S")) is str:
+                data.append(m)
+            else:
+                self._bad_message("message without a string T and S", m)
+        return data
+
+    def _deliver(self, data: list[dict[str, Any]], now: float) -> None:
+        try:
+            self._on_data(data, now)
+        except Exception:
+            if len(data) == 1:  # nothing else to save; a batch is encoded before any of it is written
+                self._bad_message("unroutable message", data[0], exc_info=True)
+                return
+            for m in data:
+                self._deliver([m], now)
 
     async def _write_loop(self, ws: ClientConnection) -> None:
         while True:
@@ -290,9 +360,43 @@ class MarketDataUpstream(ReconnectingStream):
             code, msg = m.get("code"), str(m.get("msg", ""))
             log.error("upstream_error code=%s msg=%r", code, msg)
             if code in REQUEST_ERRORS and self._pending:
-                self._finish(self._pending.popleft(), False, code, msg)
+                request = self._pending.popleft()
+                if code == 400 and request.action == "subscribe":
+                    if self._split(request):
+                        return
+                    if request.on_done is None:  # a resubscribe or reconcile: its holders must hear of it
+                        self._on_rejected(request.keys, code, msg)
+                        return
+                self._finish(request, False, code, msg)
             elif code in (402, 406, 409):
                 self._set_state("error", f"{code} {msg}", code)
+
+    def _split(self, request: Request) -> bool:
+        """Alpaca refuses a whole subscribe with 400 when one symbol in it is malformed, and holds none of it.
+        Send it again in two halves, recursively, so one bad symbol (found in log2(n) round trips) cannot keep
+        the good ones from being held. Rejected single symbols go to ``on_rejected``; the original request is
+        answered once every part has been."""
+        symbols = sorted({s for _, s in request.keys})
+        if len(symbols) < 2:
+            return False
+        first = set(symbols[: len(symbols) // 2])
+        parts = [[k for k in request.keys if k[1] in first], [k for k in request.keys if k[1] not in first]]
+        log.warning("upstream_subscribe_refused code=400 symbols=%d: retrying in halves to isolate the bad one",
+                    len(symbols))
+        left = [len(parts)]
+
+        def part_done(keys: list[Key]) -> Callable[[bool, int | None, str], None]:
+            def done(ok: bool, code: int | None, msg: str) -> None:
+                if not ok:
+                    self._on_rejected(keys, code, msg)
+                left[0] -= 1
+                if not left[0] and request.on_done is not None:
+                    request.on_done(True, None, "")
+            return done
+
+        for keys in parts:
+            self._enqueue("subscribe", keys, part_done(keys))
+        return True
 
     def _finish(self, request: Request, ok: bool, code: int | None, msg: str) -> None:
         if not ok and request.on_done is None:

@@ -57,12 +57,13 @@ def empty_subs() -> Subs:
     return {ch: set() for ch in CHANNELS}
 
 
-def parse_request(msg: dict) -> dict[str, list[str]]:
+def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset()) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
     A null or empty list means nothing on any key: the Go SDK sends every channel key it knows (orderbooks, news
     and pricing included), unset ones as nil.
-    400: no channel key at all, a non-list value, a non-string or malformed symbol, or an implied channel.
+    400: no channel key at all, a non-list value, a non-string or malformed symbol (or one in ``refused``), or an
+    implied channel.
     410: a non-empty channel this stream does not have (news, orderbooks, typos...).
     """
     if not any(key != "action" for key in msg):
@@ -78,7 +79,8 @@ def parse_request(msg: dict) -> dict[str, list[str]]:
         if not isinstance(value, list):
             raise ProtocolError(400)
         for symbol in value:
-            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)):
+            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)) \
+                    or symbol in refused:
                 raise ProtocolError(400)
         request[key] = value
     return request

@@ -200,10 +200,14 @@ def _bar(sim: Simulator, q: Query) -> dict:
     return sim.inject_bar(q["symbol"], kind=q.get("kind", "b"), path=q.get("path"), **fields)
 
 
-def _order(sim: Simulator, q: Query) -> dict:
+def _order(sim: Simulator, q: Query) -> dict | list[dict]:
+    """One order, or ``count`` of them at once (e.g. to bury an older order behind a page of newer ones)."""
     kwargs: dict[str, Any] = {k: q[k] for k in ("stop_price", "time_in_force", "client_order_id") if q.get(k)}
-    return sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
-                            q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+    count = _num(q, "count", int, None)
+    orders = [sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
+                               q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+              for _ in range(count or 1)]
+    return orders if count is not None else orders[0]
 
 
 def _replace(sim: Simulator, q: Query) -> dict:
@@ -251,6 +255,7 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
                                                                       _num(q, "times", int, 1))),
     "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
+    "refuse_symbols": lambda s, q: _ok(lambda: s.refuse_symbols(x for x in q.get("symbols", "").split(",") if x)),
     "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
     "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),
     "plan": _plan,

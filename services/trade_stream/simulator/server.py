@@ -83,6 +83,7 @@ class Simulator:
         self._read_delay = 0.0
         self._halted_until: dict[str, float] = {}  # symbol -> loop time its trading pause ends
         self._luld_due: dict[str, float] = {}  # symbol -> loop time of its next LULD band message
+        self.refused_symbols: set[str] = set()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port = self.config.port
@@ -260,7 +261,7 @@ class Simulator:
             await self._reply(conn, protocol.error(401))
             return
         try:
-            request = protocol.parse_request(msg)
+            request = protocol.parse_request(msg, self.refused_symbols)
             new = protocol.apply(conn.subs, request, subscribe)
             if subscribe:
                 protocol.check_plan(new, self.config.plan_for(conn.key))
@@ -520,6 +521,15 @@ class Simulator:
                 for message in batch:
                     self._push(conn, encode_trading(message, conn.use_msgpack), text=False)
 
+    def inject_frame(self, endpoint_path: str, payload: bytes | str) -> None:
+        """Send one frame exactly as given (a ``str`` as a text frame, ``bytes`` as binary) to every open
+        connection on a path: for fault injection with frames no encoder would produce."""
+        text = isinstance(payload, str)
+        data = payload.encode() if isinstance(payload, str) else payload
+        for conn in list(self._conns.values()):
+            if conn.path == endpoint_path:
+                self._push(conn, data, text=text)
+
     def set_rate(self, per_symbol: float) -> None:
         """Auto-generated trades per second per subscribed symbol (0 = only injected data)."""
         self.rate_per_symbol = float(per_symbol)
@@ -579,6 +589,10 @@ class Simulator:
         ``code``); ``path="/stream"`` targets the trading stream (answered ``unauthorized``)."""
         self._fail_auth.extend([(int(code), path)] * int(times))
 
+    def clear_auth_failures(self) -> None:
+        """Forget every pending auth failure set by ``fail_next_auth``."""
+        self._fail_auth.clear()
+
     def _take_auth_failure(self, path: str) -> int | None:
         for i, (code, only) in enumerate(self._fail_auth):
             if only == path or (only is None and path in DATA_PATHS):
@@ -595,6 +609,11 @@ class Simulator:
         control replies still sent. Connections opened later are not muted."""
         for conn in self._conns.values():
             conn.muted = on
+
+    def refuse_symbols(self, symbols: Iterable[str]) -> None:
+        """Treat these symbols as malformed: a subscribe naming any of them is refused whole with 400, as Alpaca
+        does for a symbol that breaks its rules (for tests of rules stricter than the relay's own check)."""
+        self.refused_symbols = set(symbols)
 
     def set_read_delay(self, seconds: float) -> None:
         """Sleep this long before handling each client message (a slow server reading its socket)."""
