@@ -15,7 +15,7 @@ from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
 from trade_stream.journal import Journal
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
-from trade_stream.orders import Orders
+from trade_stream.orders import AuthThrottled, Orders
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
@@ -63,8 +63,8 @@ class App:
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
         self.orders = orders = self._build_orders(relay)
-        routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
-        self.web = Web(StaticFiles(cfg.public_dir), routes)
+        peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
+        self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes)
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
@@ -103,15 +103,16 @@ class App:
         )
         return orders
 
-    def _order_events(self, request: Any, headers: dict[str, str]) -> Any:
+    def _order_events(self, request: Any, ip: str, headers: dict[str, str]) -> Any:
         """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        ip = "rest"
         err = self.orders.check_token(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        if isinstance(err, AuthThrottled):
+            return json_response(429, {"error": "Too Many Requests", "message": err.message},
+                                 {**headers, "Retry-After": str(err.retry_after)})
         if err is not None:
-            return json_response(401 if err.code == "unauthorized" else 429,
-                                 {"error": "Unauthorized", "message": err.message},
+            return json_response(401, {"error": "Unauthorized", "message": err.message},
                                  {**headers, "WWW-Authenticate": "Bearer"})
         query = parse_qs(urlsplit(request.path).query)
         try:

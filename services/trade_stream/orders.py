@@ -13,6 +13,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from trade_stream.fanout import Client, Codec
 from trade_stream.framing import text_frame
 from trade_stream.journal import Entry, Journal
-from trade_stream.limits import SlidingWindow
+from trade_stream.limits import FailedAuth
 from trade_stream.positions import Positions, dec
 from trade_stream.protocol import ClientError, encode
 from trade_stream.relay import Relay
@@ -35,9 +36,15 @@ STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill", "canceled"
                 "rejected": "rejected", "replaced": "replaced", "new": "new", "accepted": "accepted",
                 "done_for_day": "done_for_day", "pending_new": "pending_new", "pending_cancel": "pending_cancel"}
 POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
-FAILED_AUTH_LIMIT = 10  # per IP per minute
 SEEN_KEY = "trading_seen_at"
 REST_TIMEOUT = 10.0  # alpaca-py sets no request timeout; a hung call must not hold a client back
+
+
+@dataclass(frozen=True)
+class AuthThrottled(ClientError):
+    """A wrong credential from a source that has sent too many: answer 429 with Retry-After."""
+
+    retry_after: int = 60
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +109,7 @@ class Orders:
         self._starting: set[Client] = set()
         self.listeners: list[Callable[[Entry], None]] = []
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._failures = SlidingWindow(FAILED_AUTH_LIMIT)
+        self._failures = FailedAuth()
         self._tap = _PriceTap(self._on_trades)
         self._tapped: set[str] = set()
         self._last_push: dict[str, float] = {}
@@ -114,12 +121,16 @@ class Orders:
     # --- client side (the ws_server's PrivateStreams) -----------------------------------------------------
 
     def check_token(self, token: str, ip: str) -> ClientError | None:
-        now = time.monotonic()
-        if self._failures.count(ip, now) >= FAILED_AUTH_LIMIT:
-            return ClientError("rate_limited", "too many failed auth attempts; wait a minute")
-        if hmac.compare_digest(token.encode(), self._token):
+        """The one credential check for every path (WebSocket auth, SSE, REST, the Alpaca-compatible ones).
+
+        The right token is compared first, in constant time, and always accepted: other people's failures
+        (a bot behind the same proxy) must never lock its owner out. Wrong ones are throttled per source and
+        presented token (see limits.FailedAuth)."""
+        if hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
             return None
-        self._failures.hit(ip, now)
+        wait = self._failures.fail(ip, token, time.monotonic())
+        if wait:
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
         log.warning("auth_failed ip=%s", ip)
         return ClientError("unauthorized", "invalid token")
 

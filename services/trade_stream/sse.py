@@ -30,7 +30,7 @@ from trade_stream.fanout import Codec, Peer, watch_stalls
 from trade_stream.hub import Key
 from trade_stream.journal import Entry
 from trade_stream.limits import Admission
-from trade_stream.orders import Orders
+from trade_stream.orders import AuthThrottled, Orders
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
 from trade_stream.relay import Relay
@@ -393,6 +393,9 @@ class SseServer:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
         err = orders.check_token(token, ip) if (orders is not None and token) else None
+        if isinstance(err, AuthThrottled):
+            return self._respond(conn, writer, request, 429, _error(429, err.message), correlation,
+                                 [(b"Retry-After", str(err.retry_after).encode())])
         if orders is None or not token or err is not None:
             message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
             return self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
