@@ -321,7 +321,8 @@ class Orders:
         if drop:
             self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])  # type: ignore[arg-type]
         if add:
-            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error)  # type: ignore[arg-type]
+            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,  # type: ignore[arg-type]
+                                 private=True)  # positions are nobody else's business: not in public status
         self._tapped = want
 
     def _spawn(self, coro: Any) -> None:
