@@ -179,7 +179,7 @@ class App:
         if self.ws is not None:
             self.ws.reload_limits(cfg)
         if self.sse is not None:
-            self.sse.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
+            self.sse.reload_limits(cfg)
         log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
                  cfg.max_connections, cfg.max_connections_per_ip)
 

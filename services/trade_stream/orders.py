@@ -295,8 +295,11 @@ class Orders:
                 self._scheduled.add(symbol)
                 asyncio.get_running_loop().call_later(wait, self._push_later, symbol)
             return
-        self._last_push[symbol] = now
         pos = self.positions.by_symbol.get(symbol)
+        if pos is not None:
+            self._last_push[symbol] = now
+        else:
+            self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
         view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
                                           "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
         msg = {"type": "position_update", **view, "portfolio": self.positions.portfolio()}

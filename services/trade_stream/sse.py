@@ -198,13 +198,23 @@ class SseClient(Peer):
 
 
 class _Ghost:
-    """Keeps a departed client's keys recorded (no delivery) for GHOST_HOLD seconds."""
+    """Keeps a departed client's keys recorded (no delivery) for GHOST_HOLD seconds.
 
-    def __init__(self, codec: Codec) -> None:
+    A weak hub holder: it gives its keys up the moment the symbol cap needs room for someone (``evicted``), so
+    an anonymous client that left cannot keep the global cap from everyone else for a minute."""
+
+    def __init__(self, codec: Codec, ip: str, keys: list[Key], on_evicted: Any) -> None:
         self.codec = codec
+        self.ip = ip
+        self.keys = keys
+        self.timer: asyncio.TimerHandle | None = None
+        self._on_evicted = on_evicted
 
     def send(self, bodies: Any, count: int = 1) -> bool:
         return True
+
+    def evicted(self, keys: list[Key]) -> None:
+        self._on_evicted(self, keys)
 
 
 class Request:
@@ -230,6 +240,8 @@ class SseServer:
         self.order_clients: set[SseClient] = set()
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
+        self.max_symbols_per_client = cfg.max_symbols_per_client
+        self._ghosts: dict[str, list[_Ghost]] = {}  # per address, oldest first
         self._handlers: set[asyncio.Task[Any]] = set()
         if orders is not None:
             orders.listeners.append(self._on_order_event)
@@ -239,6 +251,11 @@ class SseServer:
     def port(self) -> int:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
+
+    def reload_limits(self, cfg: Config) -> None:
+        """SIGHUP: new limits apply to new connections and requests; nobody is dropped."""
+        self.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
+        self.max_symbols_per_client = cfg.max_symbols_per_client
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
@@ -367,6 +384,9 @@ class SseServer:
     async def _serve_trades(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
         keys = _parse_keys(request.query)
+        cap = self.max_symbols_per_client
+        if not isinstance(keys, str) and len({s for _, s in keys}) > cap:
+            keys = f"at most {cap} symbols per stream (TRADE_STREAM_MAX_SYMBOLS_PER_CLIENT)"
         if isinstance(keys, str):
             return self._respond(conn, writer, request, 400, _error(400, keys), correlation)
         client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "trades", "anonymous")
@@ -445,20 +465,45 @@ class SseServer:
         def reply(err: ClientError | None) -> None:
             if err is not None:  # e.g. the symbol cap: say so on the stream, which stays open
                 client.write(event_bytes("error", encode(err.to_message())))
+                self._stop_recording(keys)
 
         self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]
 
     def _release(self, client: SseClient, keys: list[Key]) -> None:
-        """Hand the client's keys to a ghost so they keep being recorded for a reconnect."""
-        ghost = _Ghost(self.codec)
-        self.relay.subscribe(ghost, keys, lambda err: None)  # type: ignore[arg-type]
-        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
-        asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost, keys)
+        """Hand the client's keys to a ghost so they keep being recorded for a reconnect.
 
-    def _drop_ghost(self, ghost: _Ghost, keys: list[Key]) -> None:
-        self.relay.unsubscribe(ghost, keys)  # type: ignore[arg-type]
+        Ghosts are weak holds (they give way to the symbol cap) and one address's ghosts together hold at most
+        the per-client cap: the oldest go first."""
+        ghost = _Ghost(self.codec, client.ip, keys, self._ghost_evicted)
+        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)  # type: ignore[arg-type]
+        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
+        ghost.timer = asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost)
+        ghosts = self._ghosts.setdefault(ghost.ip, [])
+        ghosts.append(ghost)
+        while len({s for g in ghosts for _, s in self.relay.hub.held_by(g)}) > self.max_symbols_per_client:
+            self._drop_ghost(ghosts[0])
+
+    def _drop_ghost(self, ghost: _Ghost) -> None:
+        if ghost.timer is not None:
+            ghost.timer.cancel()
+        ghosts = self._ghosts.get(ghost.ip, [])
+        if ghost in ghosts:
+            ghosts.remove(ghost)
+            if not ghosts:
+                del self._ghosts[ghost.ip]
+        self.relay.unsubscribe(ghost, ghost.keys)  # type: ignore[arg-type]
+        self._stop_recording(ghost.keys)
+
+    def _ghost_evicted(self, ghost: _Ghost, keys: list[Key]) -> None:
+        self._stop_recording(keys)
+        if not self.relay.hub.held_by(ghost):
+            self._drop_ghost(ghost)
+
+    def _stop_recording(self, keys: list[Key]) -> None:
+        """Keys no SSE holder takes any more are not recorded: a replay asking for them must get a reset."""
+        holders = self.relay.hub.holders
         for key in keys:
-            if key not in self.relay.hub.holders:
+            if not any(getattr(h, "codec", None) is self.codec for h in holders.get(key, ())):
                 self.ring.recording_since.pop(key, None)
 
     # --- orders -----------------------------------------------------------------------------------------
