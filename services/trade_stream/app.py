@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
-from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
+from trade_stream.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.snapshots import Snapshots
 from trade_stream.sse import SseServer
 from trade_stream.stats import Stats
@@ -30,6 +31,18 @@ from trade_stream.web import StaticFiles, Web, json_response, response
 from trade_stream.ws_server import WsServer
 
 log = logging.getLogger("trade_stream.app")
+TOKEN_URL_FILE = "page-url"  # in the state directory: the page URL carrying a generated token (under systemd)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600, also when the file already existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 class App:
@@ -82,9 +95,28 @@ class App:
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
         if cfg.token_generated:
-            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-            print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open "
-                  f"http://{host}:{self.ws.port}/#token={cfg.token} to see order updates.", flush=True)
+            self._announce_token()
+
+    def _announce_token(self) -> None:
+        """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under
+        systemd stdout lands in the journal, readable by more people and kept long after the token should be
+        gone: write it to a file only the service user can read instead, and log where."""
+        cfg = self.cfg
+        host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+        url = f"http://{host}:{self.port}/#token={cfg.token}"
+        if not under_systemd():
+            print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open {url} to see order "
+                  "updates.", flush=True)
+            return
+        path = Path(cfg.state_dir) / TOKEN_URL_FILE
+        try:
+            write_private(path, url + "\n")
+        except OSError as exc:
+            log.error("generated_token_not_saved path=%s error=%s: set TRADE_STREAM_TOKEN to use order updates",
+                      path, exc)
+            return
+        log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
+                    "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
     def _build_orders(self, relay: Relay) -> Orders:
         cfg = self.cfg

@@ -106,7 +106,7 @@ class Orders:
         self.positions = Positions()
         self.authed: set[Client] = set()
         self.subscribers: set[Client] = set()
-        self._starting: set[Client] = set()
+        self._starting: dict[Client, object] = {}  # client -> the subscribe attempt still fetching its snapshot
         self.listeners: list[Callable[[Entry], None]] = []
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._failures = FailedAuth()
@@ -145,28 +145,31 @@ class Orders:
             return ClientError("unauthorized", 'order updates are private: send {"action":"auth","token":…} first')
         if client in self.subscribers or client in self._starting:
             return ClientError("already_subscribed", "already subscribed to orders")
-        self._starting.add(client)
+        self._starting[client] = attempt = object()
         client.send_message({"type": "subscribed", "channel": "orders"})
         start = self.journal.last_id() if since is None else since
-        self._spawn(self._start(client, start))
+        self._spawn(self._start(client, start, attempt))
         return None
 
     def unsubscribe(self, client: Client) -> None:
+        self._starting.pop(client, None)  # a subscribe still fetching its snapshot stops there (see _start)
         if client in self.subscribers:
             self.subscribers.discard(client)
             self._sync_tap()
 
     def forget(self, client: Client) -> None:
         self.authed.discard(client)
-        self._starting.discard(client)
+        self._starting.pop(client, None)
         self.unsubscribe(client)
 
-    async def _start(self, client: Client, since: int) -> None:
+    async def _start(self, client: Client, since: int, attempt: object) -> None:
         try:
             snapshot = await self.snapshot()
         finally:
-            self._starting.discard(client)
-        if not client.open:
+            current = self._starting.get(client) is attempt
+            if current:
+                del self._starting[client]
+        if not current or not client.open:  # unsubscribed (or gone, or subscribed anew) while we fetched
             return
         client.send_message(snapshot)
         first = self.journal.first_id()

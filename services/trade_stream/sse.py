@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
 import uuid
 import zlib
@@ -42,6 +43,8 @@ STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders")
 SSE_CHANNELS = ("trades", "quotes")
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 REQUEST_TIMEOUT = 10.0
+CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]+")
+CORRELATION_MAX = 100
 CORS_HEADERS = [(b"Access-Control-Allow-Methods", b"GET, OPTIONS"),
                 (b"Access-Control-Allow-Headers", b"Content-Type, Authorization, Last-Event-ID"),
                 (b"Access-Control-Max-Age", b"600")]
@@ -288,7 +291,9 @@ class SseServer:
             request = await asyncio.wait_for(self._read_request(conn, reader), REQUEST_TIMEOUT)
             if request is not None:
                 await self._serve(conn, request, reader, writer, ip)
-        except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
+        except h11.RemoteProtocolError as exc:  # malformed request (a NUL in the target, huge headers, …)
+            _bad_request(conn, writer, exc)
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             if task is not None:
@@ -334,7 +339,7 @@ class SseServer:
 
     async def _serve(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter, ip: str) -> None:
-        correlation = request.headers.get("x-correlation-id", "")[:100] or uuid.uuid4().hex
+        correlation = correlation_id(request.headers.get("x-correlation-id"))
         log.info("sse_request method=%s path=%s ip=%s correlation_id=%s", request.method, request.path, ip,
                  correlation)
         known = request.path in (*STREAM_PATHS, "/api/stream/status")
@@ -519,6 +524,27 @@ class SseServer:
             ev = event_bytes("position_update", encode(msg))
             for client in list(self.order_clients):
                 client.write(ev, 1)
+
+
+def correlation_id(raw: str | None) -> str:
+    """The client's X-Correlation-ID when it is a plain token (it is echoed in a header and logged: no spaces,
+    control characters or separators), else a fresh one."""
+    value = (raw or "").strip()[:CORRELATION_MAX]
+    return value if CORRELATION_RE.fullmatch(value) else uuid.uuid4().hex
+
+
+def _bad_request(conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.RemoteProtocolError) -> None:
+    """Answer a request h11 could not parse with its 4xx (h11 allows one response after such an error)."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
+    body = orjson.dumps(_error(status, "malformed HTTP request"))
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),
+               (b"Connection", b"close"), (b"X-Correlation-ID", uuid.uuid4().hex.encode())]
+    with contextlib.suppress(h11.LocalProtocolError):
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+        writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
 
 
 def _order_event(entry: Entry) -> bytes:

@@ -43,8 +43,11 @@ class StaticFiles:
 
     def get(self, path: str) -> Response | None:
         rel = path.lstrip("/") or "index.html"
-        target = (self.root / rel).resolve()
-        if not target.is_relative_to(self.root) or not target.is_file():
+        try:
+            target = (self.root / rel).resolve()
+            if not target.is_relative_to(self.root) or not target.is_file():
+                return None
+        except (OSError, ValueError):  # e.g. a NUL byte, or a name too long for the file system
             return None
         ctype = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return response(200, target.read_bytes(), ctype)
@@ -61,6 +64,8 @@ class Web:
 
     def handle(self, request: Request, ip: str = "?") -> Response:
         path = request.path.split("?", 1)[0]
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+            return error(400, "control characters are not allowed in a path")
         handler = self.routes.get(path)
         if handler is not None:
             return handler(request)
