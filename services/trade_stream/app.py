@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,12 @@ from trade_stream.config import Config
 from trade_stream.event_ids import EventId, parse
 from trade_stream.health import report, upstream_health
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
-from trade_stream.orders import Orders
+from trade_stream.orders import AuthThrottled, Orders
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
-from trade_stream.sdnotify import Notifier, keep_alive, watchdog_interval
+from trade_stream.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.snapshots import Snapshots
 from trade_stream.sse import SseServer
 from trade_stream.stats import Stats
@@ -31,6 +32,18 @@ from trade_stream.web import StaticFiles, Web, json_response, response
 from trade_stream.ws_server import WsServer
 
 log = logging.getLogger("trade_stream.app")
+TOKEN_URL_FILE = "page-url"  # in the state directory: the page URL carrying a generated token (under systemd)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600, also when the file already existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 class App:
@@ -64,8 +77,8 @@ class App:
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
         self.orders = orders = self._build_orders(relay)
-        routes["/api/orders/events"] = lambda r: self._order_events(r, cors(r))
-        self.web = Web(StaticFiles(cfg.public_dir), routes)
+        peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
+        self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes)
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
@@ -83,9 +96,28 @@ class App:
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
         if cfg.token_generated:
-            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-            print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open "
-                  f"http://{host}:{self.ws.port}/#token={cfg.token} to see order updates.", flush=True)
+            self._announce_token()
+
+    def _announce_token(self) -> None:
+        """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under
+        systemd stdout lands in the journal, readable by more people and kept long after the token should be
+        gone: write it to a file only the service user can read instead, and log where."""
+        cfg = self.cfg
+        host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+        url = f"http://{host}:{self.port}/#token={cfg.token}"
+        if not under_systemd():
+            print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open {url} to see order "
+                  "updates.", flush=True)
+            return
+        path = Path(cfg.state_dir) / TOKEN_URL_FILE
+        try:
+            write_private(path, url + "\n")
+        except OSError as exc:
+            log.error("generated_token_not_saved path=%s error=%s: set TRADE_STREAM_TOKEN to use order updates",
+                      path, exc)
+            return
+        log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
+                    "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
     def _build_orders(self, relay: Relay) -> Orders:
         cfg = self.cfg
@@ -104,15 +136,16 @@ class App:
         )
         return orders
 
-    def _order_events(self, request: Any, headers: dict[str, str]) -> Any:
+    def _order_events(self, request: Any, ip: str, headers: dict[str, str]) -> Any:
         """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        ip = "rest"
         err = self.orders.check_token(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        if isinstance(err, AuthThrottled):
+            return json_response(429, {"error": "Too Many Requests", "message": err.message},
+                                 {**headers, "Retry-After": str(err.retry_after)})
         if err is not None:
-            return json_response(401 if err.code == "unauthorized" else 429,
-                                 {"error": "Unauthorized", "message": err.message},
+            return json_response(401, {"error": "Unauthorized", "message": err.message},
                                  {**headers, "WWW-Authenticate": "Bearer"})
         query = parse_qs(urlsplit(request.path).query)
         since = parse(query.get("since", [""])[-1]) or EventId(0)  # an id we cannot have issued: a reset
@@ -203,7 +236,7 @@ class App:
         if self.ws is not None:
             self.ws.reload_limits(cfg)
         if self.sse is not None:
-            self.sse.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
+            self.sse.reload_limits(cfg)
         log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
                  cfg.max_connections, cfg.max_connections_per_ip)
 

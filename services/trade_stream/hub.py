@@ -3,6 +3,12 @@
 The hub answers one question for everything else: which (channel, symbol) pairs should upstream hold right now?
 That is every pair with a holder, plus pairs whose last holder left less than ``linger`` seconds ago (so a page
 reload does not churn Alpaca). Callers pass ``now`` in, which keeps the hub deterministic under test.
+
+Two kinds of holder are special. A *private* holder (the orders side marking positions to market) is never shown in
+public views: ``visible`` and ``holder_counts`` leave it out, and a pair whose last public holder left stays
+visible for the linger time whether or not a private holder keeps it, so its disappearance tells nothing. A *weak*
+holder (an SSE client's 60 s reconnect hold) keeps a pair only while nobody needs the room: when the symbol cap
+would refuse a request, weakly held symbols are evicted like lingering ones, and the caller is told whose.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class Change:
     subscribe: list[Key] = field(default_factory=list)
     unsubscribe: list[Key] = field(default_factory=list)
     added: list[Key] = field(default_factory=list)  # keys the client newly holds (to roll back on rejection)
+    evicted: dict[Hashable, list[Key]] = field(default_factory=dict)  # weak holders that lost keys to the cap
 
     def __bool__(self) -> bool:
         return bool(self.subscribe or self.unsubscribe)
@@ -44,6 +51,9 @@ class Hub:
         self.holders: dict[Key, set[Hashable]] = {}
         self._held_by: dict[Hashable, set[Key]] = {}
         self._lingering: dict[Key, float] = {}  # key -> deadline
+        self._private: set[Hashable] = set()
+        self._weak: set[Hashable] = set()
+        self._shown_until: dict[Key, float] = {}  # last public holder left: still shown until then
 
     # --- queries -------------------------------------------------------------------------------------------
 
@@ -60,52 +70,99 @@ class Hub:
     def held_by(self, client: Hashable) -> set[Key]:
         return self._held_by.get(client, set())
 
+    def visible(self) -> set[Key]:
+        """What public views may show: pairs with a public holder, and pairs lingering after one."""
+        private = self._private
+        shown = {k for k, clients in self.holders.items() if not clients <= private} if private else set(self.holders)
+        return shown | set(self._shown_until)
+
     def holder_counts(self) -> dict[str, dict[str, int]]:
+        """Public holders per symbol and channel (private ones are not counted)."""
         out: dict[str, dict[str, int]] = {}
         for (channel, symbol), clients in sorted(self.holders.items()):
-            out.setdefault(symbol, {})[channel] = len(clients)
+            count = len(clients - self._private) if self._private else len(clients)
+            if count:
+                out.setdefault(symbol, {})[channel] = count
         return out
 
     def next_deadline(self) -> float | None:
-        return min(self._lingering.values(), default=None)
+        return min((*self._lingering.values(), *self._shown_until.values()), default=None)
 
     # --- changes -------------------------------------------------------------------------------------------
 
-    def subscribe(self, client: Hashable, keys: Iterable[Key], now: float) -> Change:
-        """Add ``client`` as a holder of ``keys``. Raises SymbolLimit (and changes nothing) when over the cap."""
+    def subscribe(self, client: Hashable, keys: Iterable[Key], now: float, *, private: bool = False,
+                  weak: bool = False) -> Change:
+        """Add ``client`` as a holder of ``keys``. Raises SymbolLimit (and changes nothing) when over the cap.
+
+        ``private``: never shown in public views. ``weak``: gives its keys up when the cap needs the room."""
         keys = [k for k in dict.fromkeys(keys) if client not in self.holders.get(k, ())]
         change = Change(added=keys)
         if self.max_symbols:
-            change.unsubscribe = self._make_room(keys)
+            change.unsubscribe, change.evicted = self._make_room(keys, weak)
+        if keys:
+            if private:
+                self._private.add(client)
+            if weak:
+                self._weak.add(client)
         for key in keys:
             if key in self._lingering:
                 del self._lingering[key]
             elif key not in self.holders:
                 change.subscribe.append(key)
+            if not private:
+                self._shown_until.pop(key, None)
             self.holders.setdefault(key, set()).add(client)
             self._held_by.setdefault(client, set()).add(key)
         return change
 
-    def _make_room(self, keys: list[Key]) -> list[Key]:
-        """Check the symbol cap, evicting lingering symbols (oldest first) before refusing."""
+    def _make_room(self, keys: list[Key], weak: bool) -> tuple[list[Key], dict[Hashable, list[Key]]]:
+        """Check the symbol cap, evicting lingering symbols (oldest first), then weakly held ones, before
+        refusing. Nothing changes when it refuses."""
         current = self.wanted_symbols()
-        needed = {s for _, s in keys} - current
-        excess = len(current) + len(needed) - self.max_symbols
-        if excess <= 0:
-            return []
-        held = {s for _, s in self.holders}
         wanted_now = {s for _, s in keys}
+        excess = len(current | wanted_now) - self.max_symbols
+        if excess <= 0:
+            return [], {}
+        strong = {s for (_, s), clients in self.holders.items() if not clients <= self._weak}
+        held = {s for _, s in self.holders}
         idle = sorted(
             {s for _, s in self._lingering} - held - wanted_now,
             key=lambda s: min(d for (_, sym), d in self._lingering.items() if sym == s),
         )
-        if len(idle) < excess:
+        weakly_held = [] if weak else sorted(held - strong - wanted_now)  # weak holds never evict each other
+        candidates = idle + weakly_held
+        if len(candidates) < excess:
             raise SymbolLimit(f"upstream symbol cap {self.max_symbols} reached")
-        evict = set(idle[:excess])
+        evict = set(candidates[:excess])
         dropped = [k for k in self._lingering if k[1] in evict]
         for key in dropped:
             del self._lingering[key]
-        return dropped
+            self._shown_until.pop(key, None)
+        evicted: dict[Hashable, list[Key]] = {}
+        for key in [k for k in self.holders if k[1] in evict]:
+            for holder, lost in self._remove(key).items():
+                evicted.setdefault(holder, []).extend(lost)
+            dropped.append(key)
+        return dropped, evicted
+
+    def _remove(self, key: Key) -> dict[Hashable, list[Key]]:
+        """Take ``key`` from every holder at once, with no linger. Returns who held it."""
+        self._lingering.pop(key, None)
+        self._shown_until.pop(key, None)
+        affected: dict[Hashable, list[Key]] = {}
+        for client in self.holders.pop(key, ()):
+            affected.setdefault(client, []).append(key)
+            mine = self._held_by.get(client)
+            if mine is not None:
+                mine.discard(key)
+                if not mine:
+                    self._forget(client)
+        return affected
+
+    def _forget(self, client: Hashable) -> None:
+        self._held_by.pop(client, None)
+        self._private.discard(client)
+        self._weak.discard(client)
 
     def unsubscribe(self, client: Hashable, keys: Iterable[Key], now: float) -> Change:
         """Release ``keys`` held by ``client``. Keys nobody holds any more linger, or go at once if linger is 0."""
@@ -113,12 +170,15 @@ class Hub:
         mine = self._held_by.get(client)
         if not mine:
             return change
+        public = client not in self._private
         for key in list(keys):
             if key not in mine:
                 continue
             mine.discard(key)
             holders = self.holders[key]
             holders.discard(client)
+            if public and self.linger > 0 and holders <= self._private:
+                self._shown_until[key] = now + self.linger
             if not holders:
                 del self.holders[key]
                 if self.linger > 0:
@@ -126,7 +186,7 @@ class Hub:
                 else:
                     change.unsubscribe.append(key)
         if not mine:
-            del self._held_by[client]
+            self._forget(client)
         return change
 
     def drop(self, client: Hashable, now: float) -> Change:
@@ -140,14 +200,8 @@ class Hub:
         """
         affected: dict[Hashable, list[Key]] = {}
         for key in keys:
-            self._lingering.pop(key, None)
-            for client in self.holders.pop(key, ()):
-                affected.setdefault(client, []).append(key)
-                mine = self._held_by.get(client)
-                if mine is not None:
-                    mine.discard(key)
-                    if not mine:
-                        del self._held_by[client]
+            for client, lost in self._remove(key).items():
+                affected.setdefault(client, []).extend(lost)
         return affected
 
     def expire(self, now: float) -> Change:
@@ -155,4 +209,6 @@ class Hub:
         due = [k for k, deadline in self._lingering.items() if deadline <= now]
         for key in due:
             del self._lingering[key]
+        for key in [k for k, deadline in self._shown_until.items() if deadline <= now]:
+            del self._shown_until[key]
         return Change(unsubscribe=due)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -28,34 +31,79 @@ class TokenBucket:
 
 @dataclass
 class SlidingWindow:
-    """At most ``limit`` events per ``window`` seconds per key (0 = unlimited)."""
+    """At most ``limit`` events per ``window`` seconds per key (0 = unlimited).
+
+    The table is bounded: past ``max_keys`` keys the least recently hit one is forgotten, so a flood of new
+    keys (addresses, guessed tokens) costs memory once, not forever.
+    """
 
     limit: int
     window: float = 60.0
-    events: dict[str, deque[float]] = field(default_factory=dict)
+    events: dict[Any, deque[float]] = field(default_factory=dict)
+    max_keys: int = 10_000
 
-    def hit(self, key: str, now: float) -> bool:
+    def hit(self, key: Any, now: float) -> bool:
         """Record an event; False when it goes over the limit (and then it is not recorded)."""
         if not self.limit:
             return True
-        q = self.events.setdefault(key, deque())
-        while q and q[0] <= now - self.window:
-            q.popleft()
+        q = self.events.pop(key, None)
+        if q is None:
+            q = deque()
+            while len(self.events) >= self.max_keys:
+                del self.events[next(iter(self.events))]
+        self.events[key] = q  # (re)inserted last: dict order is least recently hit first
+        self._expire(q, now)
         if len(q) >= self.limit:
             return False
         q.append(now)
         return True
 
-    def count(self, key: str, now: float) -> int:
+    def count(self, key: Any, now: float) -> int:
         q = self.events.get(key)
         if not q:
             return 0
-        while q and q[0] <= now - self.window:
-            q.popleft()
+        self._expire(q, now)
         if not q:
             del self.events[key]
             return 0
         return len(q)
+
+    def retry_after(self, key: Any, now: float) -> int:
+        """Whole seconds until ``key`` is under the limit again (0 = it is now)."""
+        if not self.limit or self.count(key, now) < self.limit:
+            return 0
+        q = self.events[key]
+        return max(1, math.ceil(q[len(q) - self.limit] + self.window - now))
+
+    def _expire(self, q: deque[float], now: float) -> None:
+        while q and q[0] <= now - self.window:
+            q.popleft()
+
+
+@dataclass
+class FailedAuth:
+    """Throttles wrong credentials without ever locking out a right one.
+
+    The caller compares the credential first and accepts a right one unconditionally; only wrong ones come
+    here. Failures are counted per source *and presented credential*, so a bot retrying its stale token behind a
+    shared proxy address gets 429 while other people at that address still get a plain 401 for their own typo;
+    and per source across all credentials, with a higher limit, so rotating guesses from one address are slowed
+    too. Tokens are kept only as a short hash. Both tables are bounded.
+    """
+
+    per_credential: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
+    per_source: SlidingWindow = field(default_factory=lambda: SlidingWindow(100))
+
+    def fail(self, source: str, presented: str, now: float) -> int:
+        """Record a wrong credential. Returns 0 when it was counted (answer 401), else the seconds to wait
+        (answer 429 with Retry-After; not counted, so a throttled flood does not extend its own ban)."""
+        key = (source, hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:16])
+        wait = max(self.per_credential.retry_after(key, now), self.per_source.retry_after(source, now))
+        if wait:
+            return wait
+        self.per_credential.hit(key, now)
+        self.per_source.hit(source, now)
+        return 0
 
 
 @dataclass

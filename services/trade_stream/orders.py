@@ -35,7 +35,7 @@ from trade_stream.event_ids import EventId
 from trade_stream.fanout import Client, Codec, Peer
 from trade_stream.framing import text_frame
 from trade_stream.journal import Entry, Journal, fault_message
-from trade_stream.limits import SlidingWindow
+from trade_stream.limits import FailedAuth
 from trade_stream.positions import Positions, dec
 from trade_stream.protocol import ClientError, encode
 from trade_stream.relay import Relay
@@ -50,7 +50,6 @@ STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill", "canceled"
                 "rejected": "rejected", "replaced": "replaced", "new": "new", "accepted": "accepted",
                 "done_for_day": "done_for_day", "pending_new": "pending_new", "pending_cancel": "pending_cancel"}
 POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
-FAILED_AUTH_LIMIT = 10  # per IP per minute
 SEEN_KEY = "trading_seen_at"
 REST_TIMEOUT = 10.0  # alpaca-py sets no request timeout; a hung call must not hold a client back
 JOURNAL_ERRORS = (sqlite3.Error, OSError)
@@ -65,6 +64,13 @@ class Resume:
 
     start: int | None  # replay the journal after this id; None: no journal to replay from
     reset: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthThrottled(ClientError):
+    """A wrong credential from a source that has sent too many: answer 429 with Retry-After."""
+
+    retry_after: int = 60
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +146,7 @@ class Orders:
         self.listeners: list[Callable[[Entry], None]] = []
         self.reset_listeners: list[Callable[[str], None]] = []  # the journal changed under live clients
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._failures = SlidingWindow(FAILED_AUTH_LIMIT)
+        self._failures = FailedAuth()
         self._tap = _PriceTap(self._on_trades)
         self._tapped: set[str] = set()
         self._last_push: dict[str, float] = {}
@@ -237,12 +243,16 @@ class Orders:
     # --- client side (the ws_server's PrivateStreams) -----------------------------------------------------
 
     def check_token(self, token: str, ip: str) -> ClientError | None:
-        now = time.monotonic()
-        if self._failures.count(ip, now) >= FAILED_AUTH_LIMIT:
-            return ClientError("rate_limited", "too many failed auth attempts; wait a minute")
-        if hmac.compare_digest(token.encode(), self._token):
+        """The one credential check for every path (WebSocket auth, SSE, REST, the Alpaca-compatible ones).
+
+        The right token is compared first, in constant time, and always accepted: other people's failures
+        (a bot behind the same proxy) must never lock its owner out. Wrong ones are throttled per source and
+        presented token (see limits.FailedAuth)."""
+        if hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
             return None
-        self._failures.hit(ip, now)
+        wait = self._failures.fail(ip, token, time.monotonic())
+        if wait:
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
         log.warning("auth_failed ip=%s", ip)
         return ClientError("unauthorized", "invalid token")
 
@@ -570,8 +580,11 @@ class Orders:
                 self._scheduled.add(symbol)
                 asyncio.get_running_loop().call_later(wait, self._push_later, symbol)
             return
-        self._last_push[symbol] = now
         pos = self.positions.by_symbol.get(symbol)
+        if pos is not None:
+            self._last_push[symbol] = now
+        else:
+            self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
         view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
                                           "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
         msg = {"type": "position_update", **view, "portfolio": self.positions.portfolio()}
@@ -596,7 +609,8 @@ class Orders:
         if drop:
             self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])  # type: ignore[arg-type]
         if add:
-            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error)  # type: ignore[arg-type]
+            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,  # type: ignore[arg-type]
+                                 private=True)  # positions are nobody else's business: not in public status
         self._tapped = want
 
     def _spawn(self, coro: Any) -> None:

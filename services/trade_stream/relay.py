@@ -55,17 +55,25 @@ class Relay:
         self._client_changes.pop(client, None)
         self._apply(self.hub.drop(client, time.monotonic()))
 
-    def subscribe(self, client: Client, keys: list[Key], reply: Reply) -> None:
-        """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for)."""
+    def subscribe(self, client: Client, keys: list[Key], reply: Reply, *, private: bool = False,
+                  weak: bool = False) -> None:
+        """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for).
+
+        ``private`` holds are left out of public views (status, metrics). ``weak`` holds give way when the symbol
+        cap needs room; the holder's ``evicted(keys)`` is called then (see hub.py)."""
         err = self._budget(client, keys)
         if err is not None:
             reply(err)
             return
         try:
-            change = self.hub.subscribe(client, keys, time.monotonic())
+            change = self.hub.subscribe(client, keys, time.monotonic(), private=private, weak=weak)
         except SymbolLimit as exc:
             reply(ClientError("symbol_limit", f"{exc}; unsubscribe something first"))
             return
+        for holder, lost in change.evicted.items():
+            holder.evicted(lost)  # type: ignore[attr-defined]
+        if change.unsubscribe:
+            self._prune()
 
         def done(ok: bool, code: int | None, msg: str) -> None:
             if ok:
@@ -77,6 +85,7 @@ class Relay:
                     for symbol in sorted({s for _, s in lost}):
                         holder.send_message(_upstream_refused(code, msg, symbol).to_message())
             self.hub.unsubscribe(client, change.added, time.monotonic())
+            self._prune()
             reply(_upstream_refused(code, msg, None))
 
         if not self.upstream.request(change, done):
@@ -128,7 +137,16 @@ class Relay:
     def _apply(self, change: Change) -> None:
         if change:
             self.upstream.request(change)
+        if change.unsubscribe:
+            self._prune()
         self._schedule_linger()
+
+    def _prune(self) -> None:
+        """Per-symbol tables keep only symbols upstream should hold: a dropped symbol leaves no trace."""
+        wanted = self.hub.wanted_symbols()
+        last_seen = self.router.last_seen
+        for symbol in [s for s in last_seen if s not in wanted]:
+            del last_seen[symbol]
 
     def _schedule_linger(self) -> None:
         deadline = self.hub.next_deadline()
@@ -164,7 +182,10 @@ class Relay:
                 "last_message_age": None if age is None else round(age, 3)}
 
     def status(self) -> dict[str, Any]:
-        held = self.upstream.held
+        """The public view: only what public clients hold (or let linger), never the private price holds."""
+        visible = self.hub.visible()
+        symbols = {s for _, s in visible}
+        held = {ch: {s for s in syms if (ch, s) in visible} for ch, syms in self.upstream.held.items()}
         active = sorted({s for syms in held.values() for s in syms}) if self.upstream.connected else []
         loop_now = asyncio.get_running_loop().time()
         return {
@@ -172,11 +193,12 @@ class Relay:
             "upstream": self.upstream_view(),
             "active_symbols": active,
             "upstream_subscriptions": {ch: sorted(s) for ch, s in sorted(held.items()) if s},
-            "wanted_symbols": sorted(self.hub.wanted_symbols()),
+            "wanted_symbols": sorted(symbols),
             "stream_count": len(self.clients),
             "holders": self.hub.holder_counts(),
             "last_message_age": {
                 sym: round(loop_now - seen, 3) for sym, seen in sorted(self.router.last_seen.items())
+                if sym in symbols
             },
             "reconnects": self.upstream.status.reconnects,
             "demo": self.cfg.demo,

@@ -12,6 +12,15 @@ from collections.abc import Callable, Mapping
 log = logging.getLogger("trade_stream.sdnotify")
 
 
+SYSTEMD_MARKERS = ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")
+
+
+def under_systemd(environ: Mapping[str, str] | None = None) -> bool:
+    """True when systemd runs us (it sets these for a service): stdout then goes to the journal, kept for weeks."""
+    env = environ if environ is not None else os.environ
+    return any(env.get(name) for name in SYSTEMD_MARKERS)
+
+
 class Notifier:
     def __init__(self, address: str) -> None:
         # A leading "@" names a socket in the abstract namespace.

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
 import uuid
 import zlib
@@ -31,7 +32,7 @@ from trade_stream.fanout import Codec, Peer, watch_stalls
 from trade_stream.hub import Key
 from trade_stream.journal import Entry
 from trade_stream.limits import Admission
-from trade_stream.orders import Orders
+from trade_stream.orders import AuthThrottled, Orders
 from trade_stream.origins import OriginPolicy
 from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
 from trade_stream.relay import Relay
@@ -43,6 +44,8 @@ STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders")
 SSE_CHANNELS = ("trades", "quotes")
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 REQUEST_TIMEOUT = 10.0
+CORRELATION_RE = re.compile(r"[A-Za-z0-9._:-]+")
+CORRELATION_MAX = 100
 CORS_HEADERS = [(b"Access-Control-Allow-Methods", b"GET, OPTIONS"),
                 (b"Access-Control-Allow-Headers", b"Content-Type, Authorization, Last-Event-ID"),
                 (b"Access-Control-Max-Age", b"600")]
@@ -199,13 +202,23 @@ class SseClient(Peer):
 
 
 class _Ghost:
-    """Keeps a departed client's keys recorded (no delivery) for GHOST_HOLD seconds."""
+    """Keeps a departed client's keys recorded (no delivery) for GHOST_HOLD seconds.
 
-    def __init__(self, codec: Codec) -> None:
+    A weak hub holder: it gives its keys up the moment the symbol cap needs room for someone (``evicted``), so
+    an anonymous client that left cannot keep the global cap from everyone else for a minute."""
+
+    def __init__(self, codec: Codec, ip: str, keys: list[Key], on_evicted: Any) -> None:
         self.codec = codec
+        self.ip = ip
+        self.keys = keys
+        self.timer: asyncio.TimerHandle | None = None
+        self._on_evicted = on_evicted
 
     def send(self, bodies: Any, count: int = 1) -> bool:
         return True
+
+    def evicted(self, keys: list[Key]) -> None:
+        self._on_evicted(self, keys)
 
 
 class Request:
@@ -233,6 +246,8 @@ class SseServer:
         self.order_clients: set[SseClient] = set()
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
+        self.max_symbols_per_client = cfg.max_symbols_per_client
+        self._ghosts: dict[str, list[_Ghost]] = {}  # per address, oldest first
         self._handlers: set[asyncio.Task[Any]] = set()
         if orders is not None:
             orders.listeners.append(self._on_order_event)
@@ -243,6 +258,11 @@ class SseServer:
     def port(self) -> int:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
+
+    def reload_limits(self, cfg: Config) -> None:
+        """SIGHUP: new limits apply to new connections and requests; nobody is dropped."""
+        self.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
+        self.max_symbols_per_client = cfg.max_symbols_per_client
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
@@ -275,7 +295,9 @@ class SseServer:
             request = await asyncio.wait_for(self._read_request(conn, reader), REQUEST_TIMEOUT)
             if request is not None:
                 await self._serve(conn, request, reader, writer, ip)
-        except (TimeoutError, h11.RemoteProtocolError, ConnectionError):
+        except h11.RemoteProtocolError as exc:  # malformed request (a NUL in the target, huge headers, …)
+            _bad_request(conn, writer, exc)
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             if task is not None:
@@ -321,7 +343,7 @@ class SseServer:
 
     async def _serve(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter, ip: str) -> None:
-        correlation = request.headers.get("x-correlation-id", "")[:100] or uuid.uuid4().hex
+        correlation = correlation_id(request.headers.get("x-correlation-id"))
         log.info("sse_request method=%s path=%s ip=%s correlation_id=%s", request.method, request.path, ip,
                  correlation)
         known = request.path in (*STREAM_PATHS, "/api/stream/status")
@@ -374,6 +396,9 @@ class SseServer:
     async def _serve_trades(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
         keys = _parse_keys(request.query)
+        cap = self.max_symbols_per_client
+        if not isinstance(keys, str) and len({s for _, s in keys}) > cap:
+            keys = f"at most {cap} symbols per stream (TRADE_STREAM_MAX_SYMBOLS_PER_CLIENT)"
         if isinstance(keys, str):
             return self._respond(conn, writer, request, 400, _error(400, keys), correlation)
         client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "trades", "anonymous")
@@ -405,6 +430,9 @@ class SseServer:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
         err = orders.check_token(token, ip) if (orders is not None and token) else None
+        if isinstance(err, AuthThrottled):
+            return self._respond(conn, writer, request, 429, _error(429, err.message), correlation,
+                                 [(b"Retry-After", str(err.retry_after).encode())])
         if orders is None or not token or err is not None:
             message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
             return self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
@@ -456,20 +484,45 @@ class SseServer:
         def reply(err: ClientError | None) -> None:
             if err is not None:  # e.g. the symbol cap: say so on the stream, which stays open
                 client.write(event_bytes("error", encode(err.to_message())))
+                self._stop_recording(keys)
 
         self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]
 
     def _release(self, client: SseClient, keys: list[Key]) -> None:
-        """Hand the client's keys to a ghost so they keep being recorded for a reconnect."""
-        ghost = _Ghost(self.codec)
-        self.relay.subscribe(ghost, keys, lambda err: None)  # type: ignore[arg-type]
-        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
-        asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost, keys)
+        """Hand the client's keys to a ghost so they keep being recorded for a reconnect.
 
-    def _drop_ghost(self, ghost: _Ghost, keys: list[Key]) -> None:
-        self.relay.unsubscribe(ghost, keys)  # type: ignore[arg-type]
+        Ghosts are weak holds (they give way to the symbol cap) and one address's ghosts together hold at most
+        the per-client cap: the oldest go first."""
+        ghost = _Ghost(self.codec, client.ip, keys, self._ghost_evicted)
+        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)  # type: ignore[arg-type]
+        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
+        ghost.timer = asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost)
+        ghosts = self._ghosts.setdefault(ghost.ip, [])
+        ghosts.append(ghost)
+        while len({s for g in ghosts for _, s in self.relay.hub.held_by(g)}) > self.max_symbols_per_client:
+            self._drop_ghost(ghosts[0])
+
+    def _drop_ghost(self, ghost: _Ghost) -> None:
+        if ghost.timer is not None:
+            ghost.timer.cancel()
+        ghosts = self._ghosts.get(ghost.ip, [])
+        if ghost in ghosts:
+            ghosts.remove(ghost)
+            if not ghosts:
+                del self._ghosts[ghost.ip]
+        self.relay.unsubscribe(ghost, ghost.keys)  # type: ignore[arg-type]
+        self._stop_recording(ghost.keys)
+
+    def _ghost_evicted(self, ghost: _Ghost, keys: list[Key]) -> None:
+        self._stop_recording(keys)
+        if not self.relay.hub.held_by(ghost):
+            self._drop_ghost(ghost)
+
+    def _stop_recording(self, keys: list[Key]) -> None:
+        """Keys no SSE holder takes any more are not recorded: a replay asking for them must get a reset."""
+        holders = self.relay.hub.holders
         for key in keys:
-            if key not in self.relay.hub.holders:
+            if not any(getattr(h, "codec", None) is self.codec for h in holders.get(key, ())):
                 self.ring.recording_since.pop(key, None)
 
     # --- orders -----------------------------------------------------------------------------------------
@@ -490,6 +543,27 @@ class SseServer:
             ev = event_bytes("position_update", encode(msg))
             for client in list(self.order_clients):
                 client.write(ev, 1)
+
+
+def correlation_id(raw: str | None) -> str:
+    """The client's X-Correlation-ID when it is a plain token (it is echoed in a header and logged: no spaces,
+    control characters or separators), else a fresh one."""
+    value = (raw or "").strip()[:CORRELATION_MAX]
+    return value if CORRELATION_RE.fullmatch(value) else uuid.uuid4().hex
+
+
+def _bad_request(conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.RemoteProtocolError) -> None:
+    """Answer a request h11 could not parse with its 4xx (h11 allows one response after such an error)."""
+    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return
+    status = exc.error_status_hint if 400 <= exc.error_status_hint < 500 else 400
+    body = orjson.dumps(_error(status, "malformed HTTP request"))
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()),
+               (b"Connection", b"close"), (b"X-Correlation-ID", uuid.uuid4().hex.encode())]
+    with contextlib.suppress(h11.LocalProtocolError):
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status))))
+        writer.write(conn.send(h11.Data(data=body)))
+        writer.write(conn.send(h11.EndOfMessage()))
 
 
 def _order_event(entry: Entry, epoch: str | None) -> bytes:

@@ -14,6 +14,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 Handler = Callable[[Request], Response]
+PeerHandler = Callable[[Request, str], Response]  # also given the client's address (failed-auth throttling)
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json"}
 
@@ -42,8 +43,11 @@ class StaticFiles:
 
     def get(self, path: str) -> Response | None:
         rel = path.lstrip("/") or "index.html"
-        target = (self.root / rel).resolve()
-        if not target.is_relative_to(self.root) or not target.is_file():
+        try:
+            target = (self.root / rel).resolve()
+            if not target.is_relative_to(self.root) or not target.is_file():
+                return None
+        except (OSError, ValueError):  # e.g. a NUL byte, or a name too long for the file system
             return None
         ctype = TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return response(200, target.read_bytes(), ctype)
@@ -52,15 +56,22 @@ class StaticFiles:
 class Web:
     """Routes GET/HEAD requests; exact paths first, then static files, then 404."""
 
-    def __init__(self, static: StaticFiles, routes: dict[str, Handler]) -> None:
+    def __init__(self, static: StaticFiles, routes: dict[str, Handler],
+                 peer_routes: dict[str, PeerHandler] | None = None) -> None:
         self.static = static
         self.routes = routes
+        self.peer_routes = peer_routes or {}
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request, ip: str = "?") -> Response:
         path = request.path.split("?", 1)[0]
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+            return error(400, "control characters are not allowed in a path")
         handler = self.routes.get(path)
         if handler is not None:
             return handler(request)
+        peer_handler = self.peer_routes.get(path)
+        if peer_handler is not None:
+            return peer_handler(request, ip)
         if path.startswith("/api/"):
             return error(404, f"no such endpoint {path}")
         found = self.static.get(path)

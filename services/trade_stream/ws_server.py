@@ -106,7 +106,7 @@ class WsServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         method = getattr(request, "method", "GET")
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return self._http(method, request)
+            return self._http(method, request, _ip(conn))
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
         if not self.origins.allows(origin, host):
             log.warning("origin_refused origin=%r", origin)
@@ -120,10 +120,10 @@ class WsServer:
         log.warning("connection_refused ip=%s status=%d", ip, status)
         return error(status, message, {"Retry-After": str(retry_after)})
 
-    def _http(self, method: str, request: Request) -> Response:
+    def _http(self, method: str, request: Request, ip: str) -> Response:
         if method not in ("GET", "HEAD"):
             return error(405, f"{method} is not supported here", {"Allow": "GET, HEAD"})
-        resp = self.web.handle(request)
+        resp = self.web.handle(request, ip)
         if method == "HEAD":
             resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
         return resp

@@ -42,7 +42,8 @@ KEY, SECRET = "CHECKKEY", "CHECKSECRET"
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The caller's environment without any trade-stream, Alpaca or systemd settings, plus a private state dir."""
-    drop = ("ALPACA_", "TRADE_STREAM_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY", "LISTEN_")
+    drop = ("ALPACA_", "TRADE_STREAM_", "NOTIFY_SOCKET", "WATCHDOG_", "STATE_DIRECTORY", "LISTEN_", "INVOCATION_ID",
+            "JOURNAL_STREAM")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(TRADE_STREAM_STATE_DIR=str(tmp_path / "state"), PYTHONUNBUFFERED="1", COLUMNS="200")
     env.update(extra)

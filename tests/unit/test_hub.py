@@ -88,3 +88,33 @@ def test_reject_drops_every_holder_without_linger():
 
 def test_group_is_sorted_alpaca_shape():
     assert group([(T, "MSFT"), (Q, "AAPL"), (T, "AAPL")]) == {"quotes": ["AAPL"], "trades": ["AAPL", "MSFT"]}
+
+
+def test_private_holders_are_not_visible_and_a_public_release_lingers_in_view_as_usual():
+    hub = Hub(linger=5, max_symbols=0)
+    tap, page = object(), object()
+    hub.subscribe(tap, [(T, "NVDA")], 0, private=True)
+    assert hub.wanted() == {(T, "NVDA")} and hub.visible() == set() and hub.holder_counts() == {}
+    hub.subscribe(page, [(T, "NVDA")], 1)
+    assert hub.visible() == {(T, "NVDA")} and hub.holder_counts() == {"NVDA": {T: 1}}
+    hub.unsubscribe(page, [(T, "NVDA")], 2)
+    assert hub.visible() == {(T, "NVDA")} and hub.next_deadline() == 7  # shown while it would linger
+    hub.expire(7)
+    assert hub.visible() == set() and hub.wanted() == {(T, "NVDA")}
+    hub.unsubscribe(tap, [(T, "NVDA")], 8)  # the private holder's own linger is not shown either
+    assert hub.wanted() == {(T, "NVDA")} and hub.visible() == set()
+    assert hub.expire(13).unsubscribe == [(T, "NVDA")]
+    assert hub._private == set() and hub._shown_until == {}
+
+
+def test_weak_holds_give_way_to_the_symbol_cap_and_say_whose():
+    hub = Hub(linger=5, max_symbols=2)
+    ghost, other_ghost, page = object(), object(), object()
+    hub.subscribe(ghost, [(T, "AAPL"), (T, "MSFT")], 0, weak=True)
+    with pytest.raises(SymbolLimit):  # weak holds do not evict each other
+        hub.subscribe(other_ghost, [(T, "TSLA")], 0, weak=True)
+    change = hub.subscribe(page, [(T, "TSLA"), (T, "MSFT")], 1)
+    assert change.evicted == {ghost: [(T, "AAPL")]} and change.unsubscribe == [(T, "AAPL")]
+    assert hub.wanted_symbols() == {"TSLA", "MSFT"} and hub.held_by(ghost) == {(T, "MSFT")}
+    with pytest.raises(SymbolLimit):  # MSFT is held by the page too: not evictable
+        hub.subscribe(object(), [(T, "IBM")], 2)
