@@ -77,6 +77,7 @@ class Config:
     client_buffer_bytes: int = 1024 * 1024
     stall_timeout: float = 2.0
     stale_after: float = 0.0
+    probe_after: float = 60.0
     health_grace: float = 60.0
     ping_interval: float = 20.0
     state_dir: str = ""
@@ -237,7 +238,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stall_timeout", "TRADE_STREAM_STALL_TIMEOUT", "--stall-timeout", _float_min(0),
             "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 2)"),
     Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
-            "reconnect upstream when subscribed channels are silent this many seconds; 0 = off (default)"),
+            "reconnect upstream when subscribed channels carry no data this many seconds; 0 = off (default)"),
+    Setting("probe_after", "TRADE_STREAM_PROBE_AFTER", "--probe-after", _float_min(0),
+            "after this many seconds with nothing from upstream, check the session with a no-op subscribe and "
+            "reconnect if it is not answered; 0 = off (default 60)"),
     Setting("health_grace", "TRADE_STREAM_HEALTH_GRACE", "--health-grace", _float_min(0),
             "seconds an upstream (market data or trading) may be down before /healthz answers 503 (default 60)"),
     Setting("ping_interval", "TRADE_STREAM_PING_INTERVAL", "--ping-interval", _float_min(0),

@@ -36,7 +36,7 @@ class Relay:
         self.upstream = MarketDataUpstream(
             url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
             on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
-            stale_after=cfg.stale_after, stats=stats, on_rejected=self._rejected,
+            stale_after=cfg.stale_after, probe_after=cfg.probe_after, stats=stats, on_rejected=self._rejected,
         )
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.

@@ -183,7 +183,7 @@ class MarketDataUpstream(ReconnectingStream):
     def __init__(self, *, url: str, key: str, secret: str, wanted: Callable[[], set[Key]],
                  on_data: Callable[[list[dict[str, Any]], float], None],
                  on_state: Callable[[UpstreamState], None], timings: Timings, stale_after: float = 0.0,
-                 backoff: Backoff | None = None, stats: Stats | None = None,
+                 probe_after: float = 0.0, backoff: Backoff | None = None, stats: Stats | None = None,
                  on_rejected: Callable[[list[Key], int | None, str], None] | None = None) -> None:
         super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff, stats=stats)
         self._on_rejected = on_rejected or (lambda keys, code, msg: None)
@@ -192,11 +192,13 @@ class MarketDataUpstream(ReconnectingStream):
         self._wanted = wanted
         self._on_data = on_data
         self.stale_after = stale_after
+        self.probe_after = probe_after
         self.held: dict[str, set[str]] = {}  # Alpaca's last `subscription` reply: the truth
         self._outbox: asyncio.Queue[Request] = asyncio.Queue()
         self._pending: deque[Request] = deque()
         self._last_data = 0.0  # last data, or session start: what the stale watchdog measures from
         self._last_message = 0.0  # last data ever: what status reports
+        self._last_frame = 0.0  # last frame of any kind, or session start: what the liveness probe measures from
         self._reconciles = 0
 
     def request(self, change: Change, on_done: Callable[[bool, int | None, str], None] | None = None) -> bool:
@@ -216,7 +218,7 @@ class MarketDataUpstream(ReconnectingStream):
 
     async def _session(self, ws: ClientConnection) -> None:
         await self._handshake(ws)
-        self._last_data = time.monotonic()
+        self._last_data = self._last_frame = time.monotonic()
         self.held = {}
         self._outbox = asyncio.Queue()
         self._reconciles = 0
@@ -224,7 +226,7 @@ class MarketDataUpstream(ReconnectingStream):
         self._subscribe_all()
         writer = asyncio.create_task(self._write_loop(ws))
         writer.add_done_callback(lambda task: self._writer_done(task, ws))
-        watchdog = asyncio.create_task(self._watch_stale(ws)) if self.stale_after else None
+        watchdog = asyncio.create_task(self._watch(ws)) if self.stale_after or self.probe_after else None
         try:
             await self._read_loop(ws)
         finally:
@@ -277,6 +279,7 @@ class MarketDataUpstream(ReconnectingStream):
         the well-formed messages of the same frame still go out."""
         loop = asyncio.get_running_loop()
         async for raw in ws:
+            self._last_frame = time.monotonic()
             try:
                 msgs = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -329,18 +332,53 @@ class MarketDataUpstream(ReconnectingStream):
             self._pending.append(request)  # before sending: the reply may come back before send() returns
             await ws.send(orjson.dumps({"action": request.action, **group(request.keys)}).decode())
 
-    async def _watch_stale(self, ws: ClientConnection) -> None:
-        period = max(0.05, min(1.0, self.stale_after / 4))
+    async def _watch(self, ws: ClientConnection) -> None:
+        """Notice a session that is up but useless, and end it (the reconnect loop starts a fresh one).
+
+        Two rules. ``stale_after`` (opt-in): subscribed channels carried no data for that long. Off by default,
+        because a quiet symbol, a closed market or daily bars are silent for hours on a healthy session (alpaca-py
+        made its ``data_timeout`` opt-in for the same reason). ``probe_after`` (on by default): nothing at all
+        came for that long, so ask: a subscribe of one symbol already held changes nothing upstream and must be
+        answered with a ``subscription`` message. A quiet market answers; a session whose server side is gone
+        while something still answers WebSocket pings (the case in alpaca-py#740) does not, and is reconnected
+        after ``open_timeout``.
+        """
+        limits = [t for t in (self.stale_after, self.probe_after) if t]
+        period = max(0.05, min(1.0, min(limits) / 4))
+        probe_sent: float | None = None
         while True:
             await asyncio.sleep(period)
+            now = time.monotonic()
             if not self._wanted():
-                self._last_data = time.monotonic()
+                self._last_data = self._last_frame = now
+                probe_sent = None
                 continue
-            silent = time.monotonic() - self._last_data
-            if silent > self.stale_after:
+            silent = now - self._last_data
+            if self.stale_after and silent > self.stale_after:
                 log.warning("upstream_stale silent=%.1fs threshold=%.1fs reconnecting", silent, self.stale_after)
                 ws.transport.abort()
                 return
+            if probe_sent is not None and self._last_frame >= probe_sent:
+                probe_sent = None  # answered (or anything else arrived): the session is alive
+            if probe_sent is not None and now - probe_sent > self.timings.open_timeout:
+                log.warning("upstream_unresponsive probe unanswered for %.1fs after %.1fs of silence; reconnecting",
+                            now - probe_sent, now - self._last_frame)
+                ws.transport.abort()
+                return
+            if probe_sent is None and self.probe_after and now - self._last_frame > self.probe_after:
+                key = self._probe_key()
+                if key is not None:
+                    probe_sent = now
+                    log.info("upstream_probe silent=%.1fs key=%s:%s", now - self._last_frame, *key)
+                    self._enqueue("subscribe", [key], None)
+
+    def _probe_key(self) -> Key | None:
+        """One (channel, symbol) Alpaca already holds for us: subscribing it again is a no-op with an answer."""
+        for channel, symbols in sorted(self.held.items()):
+            for symbol in symbols:
+                if symbol != "*":
+                    return channel, symbol
+        return None
 
     # --- replies ------------------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ is never refused because of anybody's failures, not even its own source's."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.error
 import urllib.request
 
@@ -13,16 +12,11 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

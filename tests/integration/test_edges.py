@@ -6,22 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import stat
 
 import pytest
 
-from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

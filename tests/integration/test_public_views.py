@@ -4,21 +4,15 @@ subscriptions for open positions are private, and per-symbol tables are pruned w
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 import orjson
 import pytest
 
-from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, free_port, relay_config, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

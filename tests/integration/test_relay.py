@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.request
+from dataclasses import replace
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.relay import KEY, Browser, relay_config, running, small_socket, wait_until
+from tests.support.relay import FAST, KEY, Browser, free_port, relay_config, running, small_socket, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 DATA = "/v2/iex"
@@ -186,6 +187,29 @@ async def test_connected_but_mute_forces_a_reconnect(sim, tmp_path):
             await wait_until(lambda: sim.subscriptions(DATA)["trades"] == ["AAPL"], what="resubscribed")
             sim.inject_trade("AAPL", price=1.25)
             assert (await a.expect("trade"))["data"]["price"] == 1.25
+
+
+async def test_a_frozen_session_is_found_by_the_default_probe_and_a_quiet_one_is_left_alone(sim, tmp_path):
+    # The defaults: no data-silence rule, the liveness probe on (shortened here; 60 s in production).
+    async with running(relay_config(sim, tmp_path, probe_after=0.3, timings=replace(FAST, open_timeout=1.0))) as app:
+        assert app.cfg.stale_after == 0
+        async with Browser.connect(app.port) as a:
+            await a.send({"action": "subscribe", "symbol": "AAPL"})
+            await a.expect("subscribed")
+            sim.set_mute(True)  # a quiet market: no trades, but the session answers
+            probe = {"action": "subscribe", "trades": ["AAPL"]}
+
+            def probes() -> int:
+                return sum(r.message == probe for r in sim.received)
+
+            before = probes()
+            await wait_until(lambda: probes() >= before + 3, what="several answered probes")
+            assert app.relay.upstream.status.reconnects == 0 and app.relay.upstream.connected
+            sim.set_frozen(True)  # pings still answered, nothing else: the server side is gone
+            await wait_until(lambda: app.relay.upstream.status.reconnects >= 1, timeout=10, what="probe reconnect")
+            await wait_until(lambda: sim.subscriptions(DATA)["trades"] == ["AAPL"], what="resubscribed")
+            sim.inject_trade("AAPL", price=1.5)
+            assert (await a.expect("trade"))["data"]["price"] == 1.5
 
 
 BAD_INPUTS = [
@@ -370,6 +394,23 @@ async def test_shutdown_closes_clients_with_1001_and_upstream_cleanly_even_when_
             await a.expect("never")
         assert info.value.rcvd.code == 1001
     await wait_until(lambda: sim.sessions(DATA) == 0, what="upstream session closed")
+
+
+async def test_shutdown_waits_out_a_hung_upstream_and_stalled_clients_at_once_not_in_turn(sim, tmp_path):
+    grace = FAST.shutdown_grace
+    app_cm = running(relay_config(sim, tmp_path, sse_port=free_port()))
+    app = await app_cm.__aenter__()
+    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, what="both upstreams")
+    async with Browser.connect(app.port) as stalled:
+        stalled.ws.transport.pause_reading()
+        sim.stop_reading()  # both upstream sessions hang: each proper close can only wait out its grace
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await app_cm.__aexit__(None, None, None)
+        took = loop.time() - started
+    # In turn, the waits add up to three graces (3.0 s measured here before the fix; 6+ s with the production
+    # 2 s grace, past the 5 s that systemd and Kubernetes allow); at once, they overlap to about one grace.
+    assert took < 2.2 * grace, f"shutdown took {took:.2f}s with a {grace}s grace"
 
 
 async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the_byte_cap(sim, tmp_path):

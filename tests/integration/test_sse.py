@@ -10,16 +10,11 @@ import socket
 import orjson
 import pytest
 
-from tests.support.relay import TOKEN, fill_journal, relay_config, running, wait_until
+from tests.support.relay import TOKEN, fill_journal, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start(sim, tmp_path, **overrides):

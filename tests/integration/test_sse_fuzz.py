@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 from urllib.parse import quote
 
 import pytest
 
-from tests.support.relay import TOKEN, relay_config, running, wait_until
+from tests.support.relay import TOKEN, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,11 +29,6 @@ NASTY = ["", " ", "%00", "\x00", "%0d%0a", "\r\n", "\n", "é", "\U0001f4a9", "%f
          "..", "../../etc/passwd", "*", "'", '"', "<script>", "\\", "\t", "+", "%2C", "a" * 300, "-1", "1e400", "nan",
          "inf", "-inf", "0x10", "9" * 18, str(2**63 - 1), "-" + "9" * 18, "1_000", " 5 ", "٣"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nasty(rng: random.Random) -> str:

@@ -4,22 +4,15 @@ when a symbol is dropped."""
 
 from __future__ import annotations
 
-import socket
-
 import orjson
 import pytest
 
-from tests.support.relay import Browser, relay_config, running, wait_until
+from tests.support.relay import Browser, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 T = "trades"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start(sim, tmp_path, **overrides):

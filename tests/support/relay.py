@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,12 @@ KEY, SECRET, TOKEN = "KEY", "SECRET", "test-token-123456"
 FAST = Timings(reconnect_min=0.05, reconnect_max=0.2, conn_limit_wait=0.6, rate_limited_wait=0.6,
                config_error_wait=0.6, auth_retries=1, auth_retry_delay=0.05, open_timeout=3, shutdown_grace=1.0,
                journal_retry=0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def relay_config(sim: Any, state_dir: Path, **overrides: Any) -> Config:

@@ -255,6 +255,7 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
                                                                       _num(q, "times", int, 1))),
     "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
+    "freeze": lambda s, q: _ok(lambda: s.set_frozen(_flag(q, "on"))),
     "refuse_symbols": lambda s, q: _ok(lambda: s.refuse_symbols(x for x in q.get("symbols", "").split(",") if x)),
     "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
     "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),

@@ -57,6 +57,7 @@ class Conn:
     subs: Subs = field(default_factory=protocol.empty_subs)
     streams: set[str] = field(default_factory=set)
     muted: bool = False
+    frozen: bool = False  # nothing at all is sent (control replies neither); pings are still answered
     #: (channel, symbol) pairs of statuses/lulds this connection has been sent the current state of.
     announced: set[tuple[str, str]] = field(default_factory=set)
 
@@ -192,6 +193,8 @@ class Simulator:
         return msg
 
     async def _reply(self, conn: Conn, *messages: dict) -> None:
+        if conn.frozen:
+            return
         if conn.is_data:
             await conn.ws.send(encode_data(list(messages), conn.use_msgpack), text=not conn.use_msgpack)
         else:
@@ -609,6 +612,19 @@ class Simulator:
         control replies still sent. Connections opened later are not muted."""
         for conn in self._conns.values():
             conn.muted = on
+
+    def set_frozen(self, on: bool = True) -> None:
+        """Freeze (or thaw) the currently open connections: the server side is gone but something still answers
+        WebSocket pings, as a half-dead load balancer would: no data, no trade updates, no control replies."""
+        for conn in self._conns.values():
+            conn.frozen = conn.muted = on
+
+    def stop_reading(self) -> None:
+        """The server hangs: it stops reading every open connection, so nothing it is sent is handled (pings and
+        close frames included). For shutdown tests: a proper close to such a server can only time out."""
+        for conn in self._conns.values():
+            if conn.ws.transport is not None:
+                conn.ws.transport.pause_reading()
 
     def refuse_symbols(self, symbols: Iterable[str]) -> None:
         """Treat these symbols as malformed: a subscribe naming any of them is refused whole with 400, as Alpaca
