@@ -11,25 +11,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
-from trade_stream.event_ids import EventId, parse
-from trade_stream.health import report, upstream_health
-from trade_stream.metrics import CONTENT_TYPE, build_registry, render
-from trade_stream.orders import AuthThrottled, Orders
-from trade_stream.origins import OriginPolicy
-from trade_stream.protocol import ClientError
-from trade_stream.relay import Relay
-from trade_stream.rest import AlpacaRest
-from trade_stream.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
-from trade_stream.snapshots import Snapshots
-from trade_stream.sse import SseServer
-from trade_stream.stats import Stats
-from trade_stream.supervisor import Supervisor
-from trade_stream.trading import TradingUpstream
-from trade_stream.upstream import UpstreamState
-from trade_stream.web import StaticFiles, Web, json_response, response
-from trade_stream.ws_server import WsServer
+from trade_stream.core.event_ids import EventId, parse
+from trade_stream.core.orders import AuthThrottled, Orders
+from trade_stream.core.protocol import ClientError
+from trade_stream.core.relay import Relay
+from trade_stream.core.snapshots import Snapshots
+from trade_stream.core.stats import Stats
+from trade_stream.edges.compat import AlpacaEndpoints
+from trade_stream.edges.origins import OriginPolicy
+from trade_stream.edges.sse import SseServer
+from trade_stream.edges.web import StaticFiles, Web, json_response, response
+from trade_stream.edges.ws_server import WsServer
+from trade_stream.ops.health import report, upstream_health
+from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
+from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
+from trade_stream.ops.supervisor import Supervisor
+from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.upstream.rest import AlpacaRest
+from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")
 TOKEN_URL_FILE = "page-url"  # in the state directory: the page URL carrying a generated token (under systemd)

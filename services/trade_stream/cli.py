@@ -46,17 +46,17 @@ def tool(name: str) -> Callable[[list[str]], int]:
     if name == "simulate":
         from trade_stream.simulator.cli import main
     elif name == "check":
-        from trade_stream.check import main
+        from trade_stream.ops.check import main
     else:
-        from trade_stream.bench import main
+        from trade_stream.bench.cli import main
     return main
 
 
 def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
     import uvloop
 
-    from trade_stream import logs
     from trade_stream.app import App
+    from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)
     try:

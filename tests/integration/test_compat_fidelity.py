@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 from tests.support.sdk import stock_stream, trading_stream
-from trade_stream import compat
+from trade_stream.edges import compat
 
 pytestmark = pytest.mark.timeout(30)
 IEX = "/v2/iex"

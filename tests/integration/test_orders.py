@@ -297,7 +297,7 @@ async def test_a_replay_over_the_limit_says_reset_and_goes_live(sim, tmp_path):
 def test_journal_faults_are_described_in_one_line_naming_the_file_and_the_fix(tmp_path):
     import sqlite3
 
-    from trade_stream.journal import Journal, fault_message
+    from trade_stream.core.journal import Journal, fault_message
 
     bad = tmp_path / "orders.sqlite3"
     bad.write_bytes(b"this is not a database" * 100)

@@ -162,7 +162,7 @@ async def test_fuzzed_requests_never_500_never_trace_and_leave_nothing_behind(si
         await anchor.until("trade")
         await anchor_cm.__aexit__(None, None, None)
         traces = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()
-                  or (r.levelno >= logging.ERROR and r.name != "trade_stream.upstream")]
+                  or (r.levelno >= logging.ERROR and r.name != "trade_stream.upstream.market_data")]
         assert not traces, traces[0].getMessage() + "\n" + caplog.text[-3000:]
 
         async with sse_get(port, "/api/stream/trades?symbols=AAPL") as r:

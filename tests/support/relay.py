@@ -122,7 +122,7 @@ def small_socket(port: int, rcvbuf: int = 8192):
 
 def fill_journal(path: Path, count: int, pad: int = 0) -> None:
     """``count`` order events written straight into a journal (one transaction), as a long history to replay."""
-    from trade_stream.journal import Journal
+    from trade_stream.core.journal import Journal
 
     journal = Journal(path)
     journal.db.execute("BEGIN")

@@ -6,8 +6,8 @@ import random
 import pytest
 
 from trade_stream import config
-from trade_stream.backoff import Backoff, Failure
 from trade_stream.config import ConfigError, Timings
+from trade_stream.upstream.backoff import Backoff, Failure
 
 
 def test_backoff_doubles_with_equal_jitter_and_caps():

@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from trade_stream.compat import ALPACA_MSGPACK, msgpack_array, to_timestamp
+from trade_stream.edges.compat import ALPACA_MSGPACK, msgpack_array, to_timestamp
 
 
 @pytest.mark.parametrize(("text", "nanos"), [

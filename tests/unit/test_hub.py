@@ -2,7 +2,7 @@
 
 import pytest
 
-from trade_stream.hub import Hub, SymbolLimit, group
+from trade_stream.core.hub import Hub, SymbolLimit, group
 
 T, Q = "trades", "quotes"
 

@@ -2,8 +2,8 @@
 
 from decimal import Decimal as D
 
-from trade_stream.journal import Journal, dedupe_key
-from trade_stream.positions import Positions
+from trade_stream.core.journal import Journal, dedupe_key
+from trade_stream.core.positions import Positions
 
 
 def test_average_entry_grows_holds_and_flips():

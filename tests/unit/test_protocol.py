@@ -3,10 +3,10 @@
 import orjson
 import pytest
 
-from trade_stream import protocol
-from trade_stream.event_ids import EventId
-from trade_stream.framing import text_frame
-from trade_stream.protocol import ClientError
+from trade_stream.core import protocol
+from trade_stream.core.event_ids import EventId
+from trade_stream.core.framing import text_frame
+from trade_stream.core.protocol import ClientError
 
 
 def test_original_subscribe_shape():
@@ -99,7 +99,7 @@ def test_snapshot_message_from_alpacas_rest_shape():
 
 
 def test_event_ids_in_range_are_known_and_anything_else_is_unknown():
-    from trade_stream.event_ids import MAX_ID, UNKNOWN, parse
+    from trade_stream.core.event_ids import MAX_ID, UNKNOWN, parse
 
     assert parse(None) is None and parse("") is None
     assert parse(7) == EventId(7) and parse(" 7 ") == EventId(7) and parse(MAX_ID) == EventId(MAX_ID)

@@ -1,7 +1,7 @@
 """The stall rule: pending data and no progress for the timeout means stalled; any progress resets the clock."""
 
-from trade_stream.fanout import Peer
-from trade_stream.stats import Stats
+from trade_stream.core.fanout import Peer
+from trade_stream.core.stats import Stats
 
 
 class Transport:

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from tests.support.relay import wait_until
-from trade_stream.supervisor import Supervisor
+from trade_stream.ops.supervisor import Supervisor
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("trade_stream.supervisor")
+log = logging.getLogger("trade_stream.ops.supervisor")
 
 Factory = Callable[[], Coroutine[Any, Any, Any]]
 

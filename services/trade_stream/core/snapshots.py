@@ -19,9 +19,9 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.requests import StockSnapshotRequest
 
 from trade_stream.config import Config
-from trade_stream.protocol import snapshot_message
+from trade_stream.core.protocol import snapshot_message
 
-log = logging.getLogger("trade_stream.snapshots")
+log = logging.getLogger("trade_stream.core.snapshots")
 FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}  # REST has no "test"
 PER_CALL = 100
 REST_TIMEOUT = 10.0

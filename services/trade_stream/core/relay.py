@@ -13,14 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 from trade_stream.config import Config
-from trade_stream.fanout import Client, Router, broadcast
-from trade_stream.hub import Change, Hub, Key, SymbolLimit
-from trade_stream.limits import TokenBucket
-from trade_stream.protocol import ClientError
-from trade_stream.stats import Stats
-from trade_stream.upstream import MarketDataUpstream, UpstreamState
+from trade_stream.core.fanout import Client, Router, broadcast
+from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.core.protocol import ClientError
+from trade_stream.core.stats import Stats
+from trade_stream.edges.limits import TokenBucket
+from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
 
-log = logging.getLogger("trade_stream.relay")
+log = logging.getLogger("trade_stream.core.relay")
 
 Reply = Callable[[ClientError | None], None]
 

@@ -18,17 +18,18 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from trade_stream import __version__, protocol
+from trade_stream import __version__
 from trade_stream.config import Config
-from trade_stream.event_ids import EventId
-from trade_stream.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
-from trade_stream.limits import Admission, TokenBucket
-from trade_stream.origins import OriginPolicy
-from trade_stream.protocol import ClientError
-from trade_stream.relay import Relay
-from trade_stream.snapshots import Snapshots
-from trade_stream.stats import Stats
-from trade_stream.web import Web, error
+from trade_stream.core import protocol
+from trade_stream.core.event_ids import EventId
+from trade_stream.core.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
+from trade_stream.core.protocol import ClientError
+from trade_stream.core.relay import Relay
+from trade_stream.core.snapshots import Snapshots
+from trade_stream.core.stats import Stats
+from trade_stream.edges.limits import Admission, TokenBucket
+from trade_stream.edges.origins import OriginPolicy
+from trade_stream.edges.web import Web, error
 
 log = logging.getLogger("trade_stream.ws")
 

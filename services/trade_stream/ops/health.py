@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from trade_stream.supervisor import Supervisor
-from trade_stream.upstream import UpstreamState
+from trade_stream.ops.supervisor import Supervisor
+from trade_stream.upstream.market_data import UpstreamState
 
 
 def upstream_health(status: UpstreamState, grace: float, now: float | None = None) -> dict[str, Any]:

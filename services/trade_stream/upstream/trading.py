@@ -11,12 +11,12 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection
 
-from trade_stream.backoff import Failure
 from trade_stream.config import Timings
-from trade_stream.stats import Stats
-from trade_stream.upstream import ReconnectingStream, UpstreamError, UpstreamState
+from trade_stream.core.stats import Stats
+from trade_stream.upstream.backoff import Failure
+from trade_stream.upstream.market_data import ReconnectingStream, UpstreamError, UpstreamState
 
-log = logging.getLogger("trade_stream.trading")
+log = logging.getLogger("trade_stream.upstream.trading")
 
 
 class TradingUpstream(ReconnectingStream):

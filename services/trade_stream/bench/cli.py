@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Any
 
-from trade_stream.benchkit import procs, report, scenarios
-from trade_stream.benchkit.runner import RunOptions, RunResult, run
+from trade_stream.bench import procs, report, scenarios
+from trade_stream.bench.runner import RunOptions, RunResult, run
 
 RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
                 "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",

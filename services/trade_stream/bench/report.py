@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from trade_stream.benchkit.runner import RunResult
+from trade_stream.bench.runner import RunResult
 
 
 def machine() -> dict[str, Any]:

@@ -75,7 +75,7 @@ def main() -> None:
     # hundreds of thousands of dicts and stall the tick for 100s of ms, which then sends one huge catch-up frame.
     # Bench runs are minutes long and the simulator makes no reference cycles worth collecting: no GC.
     gc.disable()
-    parser = argparse.ArgumentParser(prog="python -m trade_stream.benchkit.simproc")
+    parser = argparse.ArgumentParser(prog="python -m trade_stream.bench.simproc")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--key", default="BENCH_KEY")
     parser.add_argument("--secret", default="BENCH_SECRET")

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from trade_stream import event_ids
+from trade_stream.core import event_ids
 
 # Alpaca's stock symbols (services/PROTOCOL.md §1): a letter first, then letters, digits and the class/suffix
 # separators "." "/" "-". Anything else Alpaca refuses with 400 for the whole subscribe, so it is refused here.

@@ -31,18 +31,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from trade_stream.event_ids import EventId
-from trade_stream.fanout import Client, Codec, Peer
-from trade_stream.framing import text_frame
-from trade_stream.journal import Entry, Journal, fault_message
-from trade_stream.limits import FailedAuth
-from trade_stream.positions import Positions, dec
-from trade_stream.protocol import ClientError, encode
-from trade_stream.relay import Relay
-from trade_stream.rest import AlpacaRest
-from trade_stream.stats import Stats
+from trade_stream.core.event_ids import EventId
+from trade_stream.core.fanout import Client, Codec, Peer
+from trade_stream.core.framing import text_frame
+from trade_stream.core.journal import Entry, Journal, fault_message
+from trade_stream.core.positions import Positions, dec
+from trade_stream.core.protocol import ClientError, encode
+from trade_stream.core.relay import Relay
+from trade_stream.core.stats import Stats
+from trade_stream.edges.limits import FailedAuth
+from trade_stream.upstream.rest import AlpacaRest
 
-log = logging.getLogger("trade_stream.orders")
+log = logging.getLogger("trade_stream.core.orders")
 
 EVENT_FIELDS = ("event", "order", "timestamp", "execution_id", "price", "qty", "position_qty", "position_qtys",
                 "at", "event_id", "legs")

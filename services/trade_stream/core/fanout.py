@@ -22,11 +22,11 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from trade_stream.framing import text_frame
-from trade_stream.protocol import CHANNEL_OF, encode, market_message
-from trade_stream.stats import Stats
+from trade_stream.core.framing import text_frame
+from trade_stream.core.protocol import CHANNEL_OF, encode, market_message
+from trade_stream.core.stats import Stats
 
-log = logging.getLogger("trade_stream.fanout")
+log = logging.getLogger("trade_stream.core.fanout")
 _ids = itertools.count(1)
 
 

@@ -26,19 +26,19 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import orjson
 
-from trade_stream import event_ids
 from trade_stream.config import Config
-from trade_stream.fanout import Codec, Peer, watch_stalls
-from trade_stream.hub import Key
-from trade_stream.journal import Entry
-from trade_stream.limits import Admission
-from trade_stream.orders import AuthThrottled, Orders
-from trade_stream.origins import OriginPolicy
-from trade_stream.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
-from trade_stream.relay import Relay
-from trade_stream.stats import Stats
+from trade_stream.core import event_ids
+from trade_stream.core.fanout import Codec, Peer, watch_stalls
+from trade_stream.core.hub import Key
+from trade_stream.core.journal import Entry
+from trade_stream.core.orders import AuthThrottled, Orders
+from trade_stream.core.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
+from trade_stream.core.relay import Relay
+from trade_stream.core.stats import Stats
+from trade_stream.edges.limits import Admission
+from trade_stream.edges.origins import OriginPolicy
 
-log = logging.getLogger("trade_stream.sse")
+log = logging.getLogger("trade_stream.edges.sse")
 
 STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders")
 SSE_CHANNELS = ("trades", "quotes")

@@ -20,12 +20,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from trade_stream.backoff import Backoff, Failure
 from trade_stream.config import Timings
-from trade_stream.hub import Change, Key, group
-from trade_stream.stats import Stats
+from trade_stream.core.hub import Change, Key, group
+from trade_stream.core.stats import Stats
+from trade_stream.upstream.backoff import Backoff, Failure
 
-log = logging.getLogger("trade_stream.upstream")
+log = logging.getLogger("trade_stream.upstream.market_data")
 
 CONTROL = {"success", "error", "subscription"}
 CHUNK_SYMBOLS = 2000  # symbols per subscribe message when resubscribing a large set

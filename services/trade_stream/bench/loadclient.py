@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from trade_stream.benchkit.histogram import Histogram
+from trade_stream.bench.histogram import Histogram
 
 NS = 1_000_000_000
 STALLER_RCVBUF = 16 * 1024

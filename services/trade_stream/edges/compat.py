@@ -21,15 +21,15 @@ import msgpack
 import orjson
 from websockets.asyncio.server import ServerConnection
 
-from trade_stream.fanout import Client, Codec
-from trade_stream.framing import binary_frame, text_frame
-from trade_stream.hub import Key
-from trade_stream.journal import Entry
-from trade_stream.orders import EVENT_FIELDS, Orders
-from trade_stream.protocol import SYMBOL_RE, ClientError
-from trade_stream.relay import Relay
+from trade_stream.core.fanout import Client, Codec
+from trade_stream.core.framing import binary_frame, text_frame
+from trade_stream.core.hub import Key
+from trade_stream.core.journal import Entry
+from trade_stream.core.orders import EVENT_FIELDS, Orders
+from trade_stream.core.protocol import SYMBOL_RE, ClientError
+from trade_stream.core.relay import Relay
 
-log = logging.getLogger("trade_stream.compat")
+log = logging.getLogger("trade_stream.edges.compat")
 
 DATA_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
 IMPLIED_CHANNELS = ("corrections", "cancelErrors")  # follow trades; cannot be subscribed directly

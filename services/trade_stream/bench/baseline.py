@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from trade_stream.protocol import market_message
+from trade_stream.core.protocol import market_message
 
 
 class BaselineRelay:
@@ -107,7 +107,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m trade_stream.benchkit.baseline")
+    parser = argparse.ArgumentParser(prog="python -m trade_stream.bench.baseline")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="simulator market-data URL, ws://127.0.0.1:P/v2/iex")
     parser.add_argument("--key", required=True)

@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
-log = logging.getLogger("trade_stream.sdnotify")
+log = logging.getLogger("trade_stream.ops.sdnotify")
 
 
 SYSTEMD_MARKERS = ("INVOCATION_ID", "JOURNAL_STREAM", "NOTIFY_SOCKET")

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trade_stream.benchkit import probes
-from trade_stream.benchkit.histogram import Histogram
-from trade_stream.benchkit.procs import Child, Children
-from trade_stream.benchkit.scenarios import Plan
+from trade_stream.bench import probes
+from trade_stream.bench.histogram import Histogram
+from trade_stream.bench.procs import Child, Children
+from trade_stream.bench.scenarios import Plan
 
 KEY, SECRET = "BENCH_KEY", "BENCH_SECRET"
 GRACE = 1.5  # seconds after T1 for messages stamped before T1 to arrive
@@ -104,7 +104,7 @@ def _script(name: str) -> list[str]:
 
 def relay_argv(kind: str, port: int, sim_port: int, state_dir: Path, extra: list[str]) -> list[str]:
     if kind == "baseline":
-        return [sys.executable, "-m", "trade_stream.benchkit.baseline", "--port", str(port),
+        return [sys.executable, "-m", "trade_stream.bench.baseline", "--port", str(port),
                 "--upstream", f"ws://127.0.0.1:{sim_port}/v2/iex", "--key", KEY, "--secret", SECRET]
     sim = f"127.0.0.1:{sim_port}"
     return [*_script("trade-stream"), "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY,
@@ -212,7 +212,7 @@ class Run:
 
     async def _start_simulator(self) -> None:
         self.sim = await self.children.spawn(
-            "simulator", [sys.executable, "-m", "trade_stream.benchkit.simproc", "--port", str(self.sim_port),
+            "simulator", [sys.executable, "-m", "trade_stream.bench.simproc", "--port", str(self.sim_port),
                           "--key", KEY, "--secret", SECRET, "--tick", str(self.opts.sim_tick)],
             self.opts.other_cores, talk=True)
         await self.sim.readline(20)
@@ -243,7 +243,7 @@ class Run:
             path.write_text(json.dumps(spec))
             self.specs.append(clients)
             self.loads.append(await self.children.spawn(
-                f"load-{n}", [sys.executable, "-m", "trade_stream.benchkit.loadclient", str(path)],
+                f"load-{n}", [sys.executable, "-m", "trade_stream.bench.loadclient", str(path)],
                 self.opts.other_cores, talk=True))
         timeout = 60 + len(normal) / 100
         self.ready = [await load.read_json(timeout) for load in self.loads]

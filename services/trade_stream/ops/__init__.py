@@ -1,0 +1,1 @@
+"""Operations: health, supervision, metrics, systemd notify, logs and the `check` tool."""
