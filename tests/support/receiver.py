@@ -94,8 +94,8 @@ class Receiver:
                 if conn.our_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except (ConnectionError, h11.ProtocolError):
-            pass
+        except (ConnectionError, h11.ProtocolError, asyncio.CancelledError):
+            pass  # a hanging answer is cancelled when the receiver stops
         finally:
             if task is not None:
                 self._tasks.discard(task)
