@@ -13,10 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.compat import AlpacaEndpoints
 from trade_stream.config import Config
+from trade_stream.history import History
 from trade_stream.journal import Journal
 from trade_stream.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.orders import Orders
 from trade_stream.origins import OriginPolicy
+from trade_stream.page import PageSupport
 from trade_stream.protocol import ClientError
 from trade_stream.relay import Relay
 from trade_stream.rest import AlpacaRest
@@ -72,6 +74,13 @@ class App:
         compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
+        page = PageSupport(cfg, origins, self.ws.port)
+        self.ws.instance = page.instance
+        history = History(cfg)
+        routes["/config.js"] = page.config_js
+        routes["/api/page-info"] = page.info
+        routes["/api/bars"] = lambda r: history.bars_route(r, cors(r))
+        routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, orders, origins, self.stats)
             await self.sse.start()
@@ -85,6 +94,9 @@ class App:
             host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             print(f"trade-stream: no TRADE_STREAM_TOKEN set, generated one for this run. Open "
                   f"http://{host}:{self.ws.port}/#token={cfg.token} to see order updates.", flush=True)
+        if not cfg.token_generated:  # the page's address is the last line printed at start, token or not
+            page_host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+            print(f"trade-stream: listening; open http://{page_host}:{self.ws.port}/ for the page.", flush=True)
 
     def _build_orders(self, relay: Relay) -> Orders:
         cfg = self.cfg
