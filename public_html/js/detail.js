@@ -167,7 +167,7 @@ function rowOf(entry) {
   row.dataset.size = String(trade.size);
   time.textContent = formatEasternTime(trade.timestamp);
   time.title = trade.timestamp ?? '';
-  price.textContent = `${formatPrice(entry.price)}${entry.direction === 'up' ? ' ▲' : entry.direction === 'down' ? ' ▼' : ''}`;
+  price.textContent = formatPrice(entry.price); // the ▲/▼ is CSS content, so the cell's text is the price
   size.textContent = formatQuantity(trade.size);
   exchange.textContent = trade.exchange ?? '';
   exchange.title = exchangeName(trade.exchange);
