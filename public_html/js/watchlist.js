@@ -113,6 +113,12 @@ export class Watchlist {
   }
 }
 
+/** Cents for a stock over $1 (as its quotes are), four decimals below. */
+function formatSpread(spread, ask) {
+  if (!Number.isFinite(spread)) return '—';
+  return Math.abs(ask) >= 1 ? spread.toFixed(2) : spread.toFixed(4);
+}
+
 class Row {
   element;
   #ticker;
@@ -177,7 +183,7 @@ class Row {
     this.#set('quote', this.#cells.quote,
       Number.isFinite(t.bid) || Number.isFinite(t.ask) ? `${formatPrice(t.bid)} × ${formatPrice(t.ask)}` : '—');
     this.#cells.quote.title = `Bid size ${formatQuantity(t.bidSize)} · Ask size ${formatQuantity(t.askSize)}`;
-    this.#set('spread', this.#cells.spread, formatPrice(t.spread));
+    this.#set('spread', this.#cells.spread, formatSpread(t.spread, t.ask));
     const now = performance.now();
     if (t.barsVersion !== this.#barsVersion && now - this.#sparkAt > SPARK_EVERY_MS) {
       this.#barsVersion = t.barsVersion;
