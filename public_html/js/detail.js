@@ -10,6 +10,7 @@ import {
 } from './format.js';
 
 const TAPE_EVERY_MS = 100;
+const CHART_EVERY_MS = 250; // a one-minute bar chart gains nothing from 60 redraws a second
 const ROW_TEMPLATE = el('tr', { class: 'trade' },
   el('td', { class: 'time' }), el('td', { class: 'price' }), el('td', { class: 'size' }),
   el('td', { class: 'exchange' }));
@@ -29,6 +30,8 @@ export class Detail {
   #tapeAt = 0;
   #tapeTimer = 0;
   #shownVersion = -1;
+  #chartAt = -Infinity;
+  #chartTimer = 0;
 
   constructor(document) {
     const $ = (id) => document.getElementById(id);
@@ -69,7 +72,16 @@ export class Detail {
       this.#els.change.className = `change ${change.direction}`;
       this.#els.change.title = `Change since ${t.referenceLabel}`;
     }
-    if (t.barsVersion !== this.#shownBars) this.#drawBars();
+    if (t.barsVersion !== this.#shownBars) {
+      const wait = this.#chartAt + CHART_EVERY_MS - performance.now();
+      if (wait <= 0 || t.barsShape !== this.#shape) this.#drawBars();
+      else if (!this.#chartTimer) {
+        this.#chartTimer = setTimeout(() => {
+          this.#chartTimer = 0;
+          this.render();
+        }, wait);
+      }
+    }
     if (t.tapeVersion !== this.#shownTape) this.#scheduleTape();
   }
 
@@ -94,6 +106,7 @@ export class Detail {
   #drawBars() {
     const t = this.#ticker;
     this.#shownBars = t.barsVersion;
+    this.#chartAt = performance.now();
     const bars = t.bars;
     const up = cssVar('--up-vol', 'rgba(63,185,80,0.45)');
     const down = cssVar('--down-vol', 'rgba(248,81,73,0.45)');
