@@ -155,6 +155,9 @@ function route(message) {
     case 'welcome': {
       header.showProblem(null);
       header.showDemo(message.demo === true);
+      // Market messages as one JSON array per upstream batch: a busy feed then costs the page a few dozen
+      // WebSocket messages a second instead of one per trade and quote (each is a task on the main thread).
+      connection.send({ action: 'options', batch: true });
       if (config.instance && message.instance && config.instance !== message.instance) {
         header.showProblem(`Connected to a different trade-stream daemon (instance ${message.instance}) than the `
           + `one that served this page (${config.instance}): check ?ws= in the address.`, 'other-daemon');
@@ -175,6 +178,7 @@ function route(message) {
       showUpstream(message.upstream ?? null);
       break;
     case 'pong':
+    case 'options':
       break;
     case 'error':
       if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));

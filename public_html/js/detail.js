@@ -1,6 +1,7 @@
 // The selected symbol: its headline, an intraday one-minute chart with volume (TradingView Lightweight Charts,
 // vendored), and its tape beside it. The tape's DOM work is throttled: at most TAPE_EVERY_MS apart, whatever
-// the trade rate, since nobody reads faster than that.
+// the trade rate, since nobody reads faster than that. Both redraw inside the watchlist's render (so a busy
+// feed costs one page render, not three); a timer only catches the last change once the feed goes quiet.
 import {
   CandlestickSeries, ColorType, HistogramSeries, createChart,
 } from '../vendor/lightweight-charts/lightweight-charts.esm.js';
@@ -9,7 +10,8 @@ import {
   exchangeName, formatChange, formatEasternTime, formatPrice, formatQuantity,
 } from './format.js';
 
-const TAPE_EVERY_MS = 100;
+const TAPE_EVERY_MS = 200;
+const QUIET_MS = 150; // no render came within this after a redraw was due: the timer draws it
 const CHART_EVERY_MS = 250; // a one-minute bar chart gains nothing from 60 redraws a second
 const ROW_TEMPLATE = el('tr', { class: 'trade' },
   el('td', { class: 'time' }), el('td', { class: 'price' }), el('td', { class: 'size' }),
@@ -27,11 +29,11 @@ export class Detail {
   #shownBars = -1;
   #shape = -1;
   #shownTape = -1;
-  #tapeAt = 0;
-  #tapeTimer = 0;
+  #tapeAt = -Infinity;
   #shownVersion = -1;
   #chartAt = -Infinity;
-  #chartTimer = 0;
+  #timers = { chart: 0, tape: 0 };
+  #volColours = null;
 
   constructor(document) {
     const $ = (id) => document.getElementById(id);
@@ -49,6 +51,7 @@ export class Detail {
   show(ticker) {
     this.#ticker = ticker;
     this.#shownBars = this.#shownTape = this.#shownVersion = this.#shape = -1;
+    this.#tapeAt = this.#chartAt = -Infinity;
     const { section, symbol, tapeCaption } = this.#els;
     section.hidden = !ticker;
     section.dataset.symbol = ticker?.symbol ?? '';
@@ -74,22 +77,46 @@ export class Detail {
     }
     if (t.barsVersion !== this.#shownBars) {
       const wait = this.#chartAt + CHART_EVERY_MS - performance.now();
-      if (wait <= 0 || t.barsShape !== this.#shape) this.#drawBars();
-      else if (!this.#chartTimer) {
-        this.#chartTimer = setTimeout(() => {
-          this.#chartTimer = 0;
-          this.render();
-        }, wait);
+      if (wait <= 0 || t.barsShape !== this.#shape) {
+        this.#cancel('chart');
+        this.#drawBars();
+      } else {
+        this.#later('chart', wait);
       }
     }
-    if (t.tapeVersion !== this.#shownTape) this.#scheduleTape();
+    if (t.tapeVersion !== this.#shownTape) {
+      const wait = this.#tapeAt + TAPE_EVERY_MS - performance.now();
+      if (wait <= 0) {
+        this.#cancel('tape');
+        this.#drawTape();
+      } else {
+        this.#later('tape', wait);
+      }
+    }
+  }
+
+  #cancel(what) {
+    clearTimeout(this.#timers[what]);
+    this.#timers[what] = 0;
+  }
+
+  #later(what, wait) {
+    if (this.#timers[what]) return;
+    this.#timers[what] = setTimeout(() => {
+      this.#timers[what] = 0;
+      requestAnimationFrame(() => this.render());
+    }, wait + QUIET_MS);
   }
 
   /** Chart colours follow the theme. */
   applyTheme() {
     if (!this.#chart) return;
+    this.#volColours = null;
+    this.#shape = -1; // volume bars are coloured per bar: set them all again
     this.#chart.applyOptions(chartOptions());
     this.#candles.applyOptions(candleOptions());
+    this.#shownBars = -1;
+    this.render();
   }
 
   #ensureChart() {
@@ -108,8 +135,9 @@ export class Detail {
     this.#shownBars = t.barsVersion;
     this.#chartAt = performance.now();
     const bars = t.bars;
-    const up = cssVar('--up-vol', 'rgba(63,185,80,0.45)');
-    const down = cssVar('--down-vol', 'rgba(248,81,73,0.45)');
+    // read once per theme: getComputedStyle here, after this frame's cell writes, would force a style pass
+    this.#volColours ??= [cssVar('--up-vol', 'rgba(63,185,80,0.45)'), cssVar('--down-vol', 'rgba(248,81,73,0.45)')];
+    const [up, down] = this.#volColours;
     const vol = (b) => ({ time: b.time, value: b.volume, color: b.close >= b.open ? up : down });
     if (bars.length && t.barsShape === this.#shape) {
       const last = bars[bars.length - 1];
@@ -123,19 +151,6 @@ export class Detail {
     this.#els.section.dataset.bars = String(bars.length);
     this.#els.chart.dataset.lastClose = bars.length ? String(bars[bars.length - 1].close) : '';
     this.#els.chartNote.textContent = bars.length ? '' : 'No bars yet today.';
-  }
-
-  #scheduleTape() {
-    if (this.#tapeTimer) return;
-    const wait = Math.max(0, this.#tapeAt + TAPE_EVERY_MS - performance.now());
-    if (wait === 0) {
-      this.#drawTape();
-      return;
-    }
-    this.#tapeTimer = setTimeout(() => {
-      this.#tapeTimer = 0;
-      requestAnimationFrame(() => this.#drawTape());
-    }, wait);
   }
 
   #drawTape() {

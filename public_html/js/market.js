@@ -7,6 +7,9 @@ const CHANNELS = ['trades', 'quotes', 'bars'];
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
 const BACKFILL_HOURS = 16;
+// Rows repaint at most 10 times a second: enough for a price to read as live, and a fraction of the cost of
+// repainting on every display frame when dozens of trades a second arrive.
+const RENDER_EVERY_MS = 100;
 
 export class Market {
   #tickers = new Map();
@@ -16,7 +19,7 @@ export class Market {
   #lists;
   #apiBase;
   #onChange;
-  #queue = new FrameQueue((messages) => this.#apply(messages));
+  #queue = new FrameQueue((messages) => this.#apply(messages), { minIntervalMs: RENDER_EVERY_MS });
   #retries = new Map();
   #backfilled = new Set();
 

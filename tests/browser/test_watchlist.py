@@ -249,6 +249,10 @@ async def test_main_thread_time_with_ten_busy_symbols(sim, tmp_path, watch):
         await asyncio.sleep(10)
         after = await sample()
         sim.set_rate(0)
+        # the throttled rendering still shows the feed: prices, the selected symbol's tape and chart
+        await expect(panel(page, "QQQ").locator(".last")).not_to_have_text("—")
+        await expect(tape(page).first).to_be_visible()
+        await expect(page.locator("#chart")).not_to_have_attribute("data-last-close", "")
         window = after["Timestamp"] - before["Timestamp"]
         task = (after["TaskDuration"] - before["TaskDuration"]) / window
         script = (after["ScriptDuration"] - before["ScriptDuration"]) / window
