@@ -116,7 +116,8 @@ async def test_stale_states_relay_down_upstream_402_and_gap_after_reconnect(sim,
         await expect(banner).to_contain_text("ALPACA_API_KEY")
         await expect(page.locator("body")).to_have_attribute("data-stale", "true")
         await watch.screenshot()
-        sim._fail_auth.clear()
+        cleared = await page.request.get(f"{sim.http_url}/_sim/clear_auth_failures")  # Alpaca accepts again
+        assert cleared.ok and (await cleared.json())["cleared"] > 0
         await expect(page.locator("body")).to_have_attribute("data-stale", "false", timeout=UI)
 
     watch.allow_ws_failures(f"ws://127.0.0.1:{port}/")

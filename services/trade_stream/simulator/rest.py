@@ -347,6 +347,7 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "cut": lambda s, q: _ok(s.cut_all),
     "fail_auth": lambda s, q: _ok(lambda: s.fail_next_auth(_num(q, "code", int, 402), _num(q, "times", int, 1),
                                                            q.get("path") or None)),
+    "clear_auth_failures": lambda s, q: {"cleared": s.clear_auth_failures(q.get("path") or None)},
     "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
                                                                       _num(q, "times", int, 1))),
     "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
