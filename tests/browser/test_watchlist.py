@@ -267,3 +267,144 @@ async def test_main_thread_time_with_ten_busy_symbols(sim, tmp_path, watch):
         print("main thread:", result)
         assert window > 5 and task > 0, "measured something"
         await watch.finish()
+
+
+def row_order(page):
+    return page.locator("tr.wl-row").evaluate_all("rows => rows.map(r => r.dataset.symbol)")
+
+
+@pytest.mark.timeout(60)
+async def test_named_watchlists_create_switch_and_persist_across_reload(sim, tmp_path, watch):
+    """"New" makes an empty named list; switching shows each list's symbols; the lists and the active one
+    survive a reload."""
+    page = watch.page
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("Tech")))
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(f"http://127.0.0.1:{app.port}/?symbols=AAPL,MSFT")
+        await expect(panel(page, "MSFT")).to_have_attribute("data-status", "subscribed", timeout=UI)
+        select = page.locator("#list-select")
+        await expect(select).to_have_value("Main")
+        await page.locator("#list-new").click()
+        await expect(select).to_have_value("Tech")
+        await expect(page.locator("tr.wl-row")).to_have_count(0)
+        await page.locator("#symbol-input").fill("NVDA")
+        await page.locator("#symbol-input").press("Enter")
+        await expect(panel(page, "NVDA")).to_have_attribute("data-status", "subscribed", timeout=UI)
+        assert await row_order(page) == ["NVDA"]
+
+        await select.select_option("Main")
+        await expect(page.locator("tr.wl-row")).to_have_count(2)
+        assert await row_order(page) == ["AAPL", "MSFT"]
+        await select.select_option("Tech")
+        await expect(page.locator("tr.wl-row")).to_have_count(1)
+        await expect(panel(page, "NVDA")).to_have_attribute("data-status", "subscribed", timeout=UI)
+
+        await page.reload()
+        await expect(select).to_have_value("Tech")
+        assert await select.locator("option").all_text_contents() == ["Main", "Tech"]
+        await expect(panel(page, "NVDA")).to_have_attribute("data-status", "subscribed", timeout=UI)
+        assert await row_order(page) == ["NVDA"]
+        await select.select_option("Main")
+        await expect(page.locator("tr.wl-row")).to_have_count(2)
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_reorder_by_drag_and_by_alt_arrows_persists_across_reload(sim, tmp_path, watch):
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(f"http://127.0.0.1:{app.port}/?symbols=AAPL,MSFT,TSLA")
+        await expect(page.locator('tr.wl-row[data-status="subscribed"]')).to_have_count(3, timeout=UI)
+        # drag AAPL onto the lower half of TSLA's row: it goes below it
+        box = await panel(page, "TSLA").bounding_box()
+        await panel(page, "AAPL").locator(".sym").drag_to(
+            panel(page, "TSLA"), target_position={"x": 20, "y": box["height"] * 0.75})
+        assert await row_order(page) == ["MSFT", "TSLA", "AAPL"]
+        await page.reload()
+        await expect(page.locator("tr.wl-row")).to_have_count(3, timeout=UI)
+        assert await row_order(page) == ["MSFT", "TSLA", "AAPL"]
+
+        await panel(page, "MSFT").focus()
+        await page.keyboard.press("Alt+ArrowDown")
+        await expect(panel(page, "MSFT")).to_be_focused()
+        assert await row_order(page) == ["TSLA", "MSFT", "AAPL"]
+        await page.keyboard.press("Alt+ArrowDown")
+        assert await row_order(page) == ["TSLA", "AAPL", "MSFT"]
+        await page.reload()
+        await expect(page.locator("tr.wl-row")).to_have_count(3, timeout=UI)
+        assert await row_order(page) == ["TSLA", "AAPL", "MSFT"]
+        await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_wrong_tokens_until_throttled_never_stick_on_checking(sim, tmp_path, watch):
+    """Wrong tokens typed again and again: each attempt ends rejected or throttled (never stuck on
+    "checking…"), and once the daemon throttles the checks the panel says so and when it retries. The number of
+    attempts before the throttle is the server's business, so the test only bounds it."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(f"http://127.0.0.1:{app.port}/")
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
+        state = page.locator("#token-state")
+        empty = page.locator("#orders-empty")
+        for attempt in range(40):
+            await page.locator("#token-input").fill(f"wrong-token-{attempt % 2}")
+            await page.locator("#token-input").press("Enter")
+            await expect(state).to_have_attribute("data-state", re.compile(r"^(rejected|throttled)$"), timeout=UI)
+            await expect(state).not_to_have_text("checking…")
+            if await state.get_attribute("data-state") == "throttled":
+                break
+            await expect(empty).to_contain_text("rejected")
+        else:
+            raise AssertionError("the daemon never throttled 40 wrong tokens")
+        await expect(state).to_have_text("throttled")
+        await expect(empty).to_contain_text("Too many failed token attempts")
+        await expect(empty).to_contain_text(re.compile(r"Retrying in \d+ s"))
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_page_from_one_daemon_connected_to_another_warns(sim, tmp_path, watch):
+    """The page daemon A served, pointed at daemon B with ?ws=: B's welcome names another instance, and the
+    page says it is talking to a different daemon."""
+    page = watch.page
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with running(relay_config(sim, tmp_path / "a")) as a, running(relay_config(sim, tmp_path / "b")) as b:
+        await page.goto(f"http://127.0.0.1:{a.port}/?ws=ws://127.0.0.1:{b.port}/")
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
+        problem = page.locator("#conn-problem")
+        await expect(problem).to_be_visible(timeout=UI)
+        await expect(problem).to_have_attribute("data-kind", "other-daemon")
+        await expect(problem).to_contain_text("different trade-stream daemon")
+        await expect(problem).to_contain_text("?ws=")
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_connection_limit_refusal_is_explained_then_clears(sim, tmp_path, watch):
+    """One connection per IP, already taken: the daemon answers the page's handshake with 429 and the page
+    says why, naming the setting; once the slot frees, the page connects and the explanation goes."""
+    from tests.support.relay import Browser
+
+    page = watch.page
+    async with running(relay_config(sim, tmp_path, max_connections_per_ip=1)) as app:
+        await upstream_ready(app)
+        ws = f"ws://127.0.0.1:{app.port}/"
+        watch.allow_ws_failures(ws)
+        async with Browser.connect(app.port) as other:
+            await other.expect("welcome")
+            await page.goto(f"http://127.0.0.1:{app.port}/")
+            problem = page.locator("#conn-problem")
+            await expect(problem).to_be_visible(timeout=UI)
+            await expect(problem).to_have_attribute("data-kind", "refused")
+            await expect(problem).to_contain_text("too many connections from this address")
+            await expect(problem).to_contain_text("TRADE_STREAM_MAX_CONNECTIONS_PER_IP")
+            await expect(page.locator("#conn-state")).not_to_have_attribute("data-state", "live")
+            await watch.screenshot()
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=20_000)
+        await expect(page.locator("#conn-problem")).to_be_hidden()
+        await watch.finish()
