@@ -218,6 +218,8 @@ function chartOptions() {
     rightPriceScale: { borderColor: cssVar('--border', '#30363d') },
     timeScale: {
       borderColor: cssVar('--border', '#30363d'), timeVisible: true, secondsVisible: false,
+      // room right of the newest bar: its time label is centred on it and would be cut by the price scale
+      rightOffset: 6, barSpacing: 8, minBarSpacing: 2,
       tickMarkFormatter: (time) => GAP_TIME.format(new Date(time * 1000)).slice(0, 5),
     },
     localization: { timeFormatter: (time) => GAP_TIME.format(new Date(time * 1000)).slice(0, 5) },

@@ -1,6 +1,6 @@
 // The watchlist table: one compact row per symbol. Rows are redrawn at most once per animation frame, and only
-// the cells whose text changed are written. A price change flashes the row with an opacity animation on a
-// pseudo-element (compositor-only: no layout, no paint of the row).
+// the cells whose text changed are written. A price change flashes the last-price cell with an opacity
+// animation on a pseudo-element (compositor-only: no layout, no paint of the row), at most twice a second.
 import { el } from './dom.js';
 import {
   formatAge, formatChange, formatPrice, formatQuantity, formatVolume,
@@ -10,6 +10,7 @@ import { drawSparkline } from './sparkline.js';
 const GLYPH = { up: '▲', down: '▼', flat: '' };
 const STALE_AFTER_MS = 60_000;
 const SPARK_EVERY_MS = 1_000; // a sparkline is an hour of minutes: redrawing it more often shows nothing new
+const FLASH_EVERY_MS = 500; // a price flashing non-stop under a busy feed is a tint, not a signal
 
 export class Watchlist {
   #rows = new Map();
@@ -129,6 +130,7 @@ class Row {
   #spark;
   #barsVersion = -1;
   #sparkAt = -Infinity;
+  #flashAt = -Infinity;
 
   constructor(ticker, { onSelect, onRemove }) {
     this.#ticker = ticker;
@@ -190,12 +192,15 @@ class Row {
       this.#sparkAt = now;
       drawSparkline(this.#spark, t.sparkline(), t.reference);
     }
-    if (this.#shownLast !== null && t.last !== this.#shownLast && Number.isFinite(t.last)) {
+    if (this.#shownLast !== null && t.last !== this.#shownLast && Number.isFinite(t.last)
+        && now - this.#flashAt >= FLASH_EVERY_MS) {
+      this.#flashAt = now;
       // Alternate between two identical animations so a new flash restarts without forcing a style flush.
       this.#flip = !this.#flip;
       row.dataset.flash = `${t.last > this.#shownLast ? 'up' : 'down'}-${this.#flip ? 'a' : 'b'}`;
     }
-    if (Number.isFinite(t.last)) this.#shownLast = t.last;
+    if (Number.isFinite(t.last) && this.#flashAt === now) this.#shownLast = t.last;
+    else if (this.#shownLast === null && Number.isFinite(t.last)) this.#shownLast = t.last;
   }
 
   redrawSparkline() {

@@ -214,6 +214,7 @@ async def test_screenshots_desktop_phone_light_in_demo_mode(browser, tmp_path):
         await upstream_ready(app)
         for name, viewport, scheme in (("desktop", {"width": 1280, "height": 860}, "dark"),
                                        ("phone", {"width": 390, "height": 844}, "dark"),
+                                       ("narrow", {"width": 760, "height": 900}, "dark"),
                                        ("light", {"width": 1280, "height": 860}, "light")):
             context = await browser.new_context(viewport=viewport, color_scheme=scheme, locale="en-US",
                                                 is_mobile=name == "phone", has_touch=name == "phone")
