@@ -46,6 +46,8 @@ class PageWatch:
     def allow_ws_failures(self, ws_url: str) -> None:
         """Chromium's own line for a refused WebSocket handshake, unavoidable while the daemon is down."""
         self._allowed.append(re.compile(rf"^console\.error: WebSocket connection to '{re.escape(ws_url)}' failed"))
+        # the page then asks the daemon's /api/page-info (and /api/clock) why: refused too while it is down
+        self._allowed.append(re.compile(r"^console\.error: Failed to load resource: net::ERR_CONNECTION_REFUSED"))
 
     def allowed_seen(self) -> list[str]:
         return [e for e in self.errors if any(p.match(e) for p in self._allowed)]

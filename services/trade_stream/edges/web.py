@@ -4,7 +4,7 @@ websockets' process_request allows; see stack notes §1.1)."""
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[Request], Response | Awaitable[Response]]  # awaitable: the route calls out
 PeerHandler = Callable[[Request, str], Response]  # also given the client's address (failed-auth throttling)
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json"}
@@ -62,7 +62,7 @@ class Web:
         self.routes = routes
         self.peer_routes = peer_routes or {}
 
-    def handle(self, request: Request, ip: str = "?") -> Response:
+    def handle(self, request: Request, ip: str = "?") -> Response | Awaitable[Response]:
         path = request.path.split("?", 1)[0]
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
             return error(400, "control characters are not allowed in a path")
