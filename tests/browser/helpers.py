@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EASTERN = ZoneInfo("America/New_York")
+# Debian's Chromium: Playwright's own browser download is not used (no internet here).
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+OTHER_HOST = "trading.example.test"  # resolved to 127.0.0.1 by Chromium: an origin that is not localhost
 
 
 class PageWatch:

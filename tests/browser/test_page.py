@@ -8,18 +8,13 @@ uncaught page error.
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
-from tests.browser.helpers import CHROMIUM_ARGS, PageWatch, eastern_time, free_port, static_server
-from tests.support.relay import FAST, KEY, SECRET, TOKEN, relay_config, running, wait_until
+from tests.browser.helpers import CHROMIUM, eastern_time, free_port, static_server
+from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
 from trade_stream.config import Config
-from trade_stream.simulator import SimConfig, Simulator
-
-CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,39 +27,6 @@ UI = 10_000  # ms for UI expectations: generous, the machine is shared
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest.fixture
-async def watch(browser, request):
-    """A fresh page (own context, so no localStorage/sessionStorage carries over) with its error watch."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = await context.new_page()
-    w = PageWatch(page, request.node.name)
-    try:
-        yield w
-    finally:
-        if not w.finished:  # the test failed before the end: keep what the page looked like
-            try:
-                await w.screenshot()
-            except Exception:
-                pass
-        await context.close()
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 def ws_url(port: int) -> str:

@@ -8,51 +8,16 @@ import json
 import re
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
-from tests.browser.helpers import ARTIFACTS, CHROMIUM_ARGS, PageWatch, free_port, static_server
-from tests.browser.test_page import CHROMIUM, DATA, UI, panel, tape, upstream_ready
-from tests.support.relay import KEY, SECRET, relay_config, running, wait_until
-from trade_stream.simulator import SimConfig, Simulator
+from tests.browser.helpers import ARTIFACTS, CHROMIUM, OTHER_HOST, PageWatch, free_port, static_server
+from tests.browser.test_page import DATA, UI, panel, tape, upstream_ready
+from tests.support.relay import relay_config, running, wait_until
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed"),
 ]
-OTHER_HOST = "trading.example.test"  # resolved to 127.0.0.1 by Chromium: an origin that is not localhost
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as pw:
-        args = [*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {OTHER_HOST} 127.0.0.1"]
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest.fixture
-async def watch(browser, request):
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = await context.new_page()
-    w = PageWatch(page, request.node.name)
-    try:
-        yield w
-    finally:
-        if not w.finished:
-            try:
-                await w.screenshot()
-            except Exception:
-                pass
-        await context.close()
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 @pytest.mark.timeout(60)

@@ -105,7 +105,6 @@ def test_snapshot_message_from_alpacas_rest_shape():
                                                           "latest_quote": None}
 
 
-
 def test_event_ids_in_range_are_known_and_anything_else_is_unknown():
     from trade_stream.core.event_ids import MAX_ID, UNKNOWN, parse
 
