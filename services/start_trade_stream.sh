@@ -62,10 +62,12 @@ install() {
         "$python" -m venv "$ts_venv" \
             || fail "could not create $ts_venv (on Debian/Ubuntu: apt-get install python3-venv)"
     fi
-    echo "start_trade_stream.sh: installing trade-stream into $ts_venv (pip install -e .)" >&2
+    echo "start_trade_stream.sh: installing trade-stream and its dependencies into $ts_venv" \
+        "(pip install -e .; about half a minute the first time)..." >&2
     "$ts_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$ts_root" >&2 \
         || fail "pip install -e $ts_root failed (see above)"
     printf '%s\n' "$ts_hash" >"$ts_stamp"
+    echo "start_trade_stream.sh: installed; starting trade-stream (it prints the page's address once it listens)" >&2
 }
 
 if ! up_to_date; then

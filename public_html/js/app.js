@@ -1,16 +1,25 @@
 // Wiring: builds the page's parts, connects them to the WebSocket and routes its messages.
 import { Connection } from './connection.js';
+import { Detail } from './detail.js';
+import { diagnose } from './diagnose.js';
 import { Header } from './header.js';
+import { bindKeys } from './keys.js';
 import { Market } from './market.js';
 import { OrdersPanel } from './orders.js';
-import { PanelGrid } from './panels.js';
 import { bindSymbolForm } from './symbol-form.js';
 import { takeInitialSymbols } from './symbols.js';
+import { bindTheme } from './theme.js';
 import { Toasts } from './toasts.js';
 import { takeTokenFromFragment } from './token.js';
-import { resolveWsUrl } from './ws-url.js';
+import { Watchlist } from './watchlist.js';
+import { bindWatchlistPicker } from './watchlist-picker.js';
+import { Watchlists } from './watchlists.js';
+import { httpBase, resolveWsUrl } from './ws-url.js';
 
 const $ = (id) => document.getElementById(id);
+const DEMO_SYMBOLS = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'AMZN', 'SPY'];
+const CLOCK_EVERY_MS = 60_000;
+const config = window.TRADE_STREAM_CONFIG ?? {};
 
 const fragmentToken = takeTokenFromFragment(window.location, window.history);
 const header = new Header(document);
@@ -18,58 +27,158 @@ const toasts = new Toasts($('toasts'));
 
 let wsUrl = null;
 try {
-  wsUrl = resolveWsUrl(window.location, window.TRADE_STREAM_CONFIG?.wsUrl);
+  wsUrl = resolveWsUrl(window.location, config.wsUrl);
 } catch (error) {
   toasts.show(`Cannot connect: ${error.message}`);
 }
 header.showUrl(wsUrl ?? 'no usable WebSocket URL');
+const apiBase = wsUrl ? httpBase(wsUrl) : null;
 
 const connection = new Connection(wsUrl, { onState: showConnectionState, onMessage: route });
 const symbolInput = $('symbol-input');
-const grid = new PanelGrid($('panels'), $('panels-empty'), {
-  onClose: (symbol) => market.close(symbol),
-  fallbackFocus: symbolInput,
+const lists = new Watchlists();
+const detail = new Detail(document);
+const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
+  onSelect: (symbol) => market.select(symbol),
+  onRemove: (symbol) => removeSymbol(symbol),
+  onReorder: (symbols) => market.reorder(symbols),
 });
-const market = new Market(grid, connection);
+const market = new Market({ connection, watchlist, detail, lists, apiBase });
 const orders = new OrdersPanel(connection, document);
+const theme = bindTheme($('theme-toggle'), () => {
+  watchlist.redrawSparklines();
+  detail.applyTheme();
+});
 
 const symbolForm = bindSymbolForm(
   { form: $('symbol-form'), input: symbolInput, message: $('symbol-error') },
-  (symbols) => market.open(symbols)?.focus(),
+  (symbols) => {
+    const last = market.open(symbols);
+    market.select(last);
+  },
 );
+bindWatchlistPicker(document, lists, (symbols) => market.replace(symbols));
+bindKeys(document, { market, watchlist, symbolInput, theme, removeSymbol });
 
-const { symbols, invalid } = takeInitialSymbols(window.location, window.history);
+const { symbols, invalid } = takeInitialSymbols(window.location, window.history, lists.symbols());
 market.open(symbols);
 if (invalid.length) {
   symbolForm.showError(`Ignored from the address: ${invalid.join(', ')} (not valid symbols).`);
 }
 if (fragmentToken) orders.useToken(fragmentToken);
 
+setInterval(() => watchlist.tick(Date.now()), 1_000);
+watchlist.tick(Date.now());
+
+let everLive = false;
+let upstreamState = null;
+let diagnosing = false;
+
 if (wsUrl) connection.start();
 else showConnectionState({ state: 'disconnected', reason: 'no usable WebSocket URL' });
+refreshClock();
+setInterval(refreshClock, CLOCK_EVERY_MS);
+
+function removeSymbol(symbol) {
+  const next = market.close(symbol);
+  (next ? watchlist.row(next)?.element : symbolInput)?.focus();
+}
 
 function showConnectionState(report) {
   header.showConnection(report);
   document.body.dataset.conn = report.state;
-  if (report.state !== 'live') {
-    header.showUpstream(null);
-    market.markOffline();
-    orders.markOffline();
+  if (report.state === 'live') {
+    refreshStale();
+    return;
+  }
+  header.showUpstream(null);
+  upstreamState = null;
+  market.markOffline();
+  orders.markOffline();
+  refreshStale();
+  if (report.state === 'reconnecting') explainFailure(report);
+}
+
+async function explainFailure(report) {
+  if (diagnosing) return;
+  diagnosing = true;
+  try {
+    const found = await diagnose(apiBase);
+    if (connection.isLive) return;
+    const retry = report.seconds ? ` Retrying automatically.` : '';
+    header.showProblem(`${found.text}${found.kind === 'origin' ? '' : retry}`, found.kind);
+  } finally {
+    diagnosing = false;
+  }
+}
+
+/** Marks every price as stale while the relay is down or Alpaca is not delivering, and says why. */
+function refreshStale() {
+  const relayLive = connection.isLive;
+  const up = upstreamState;
+  let reason = null;
+  if (!relayLive) reason = 'Not connected to trade-stream: prices below are stale.';
+  else if (up && up.state !== 'connected') {
+    const code = up.error_code ? ` (${up.error_code}${up.error ? `: ${up.error}` : ''})` : up.error ? ` (${up.error})` : '';
+    reason = up.state === 'error'
+      ? `Alpaca refuses the data connection${code}: prices below are stale. ${fixFor(up.error_code)}`
+      : `Alpaca data connection is ${up.state}${code}: prices below are stale.`;
+  }
+  document.body.dataset.stale = reason ? 'true' : 'false';
+  const banner = $('stale-banner');
+  banner.hidden = !reason;
+  banner.textContent = reason ?? '';
+  if (reason) header.announce(reason);
+}
+
+function fixFor(code) {
+  switch (Number(code)) {
+    case 402: return 'Check ALPACA_API_KEY and ALPACA_SECRET_KEY (trade-stream check).';
+    case 406: return 'Another connection uses this Alpaca account; trade-stream waits and retries.';
+    case 409: return 'Your Alpaca plan does not include this feed: set ALPACA_DATA_FEED=iex.';
+    default: return '';
+  }
+}
+
+async function refreshClock() {
+  if (!apiBase) return;
+  try {
+    const response = await fetch(new URL('api/clock', apiBase), { cache: 'no-store' });
+    header.showClock(response.ok ? await response.json() : null);
+  } catch {
+    header.showClock(null);
   }
 }
 
 function route(message) {
   switch (message.type) {
-    case 'welcome':
+    case 'welcome': {
+      header.showProblem(null);
       header.showDemo(message.demo === true);
-      header.showUpstream(message.upstream ?? null);
+      // Market messages as one JSON array per upstream batch: a busy feed then costs the page a few dozen
+      // WebSocket messages a second instead of one per trade and quote (each is a task on the main thread).
+      connection.send({ action: 'options', batch: true });
+      if (config.instance && message.instance && config.instance !== message.instance) {
+        header.showProblem(`Connected to a different trade-stream daemon (instance ${message.instance}) than the `
+          + `one that served this page (${config.instance}): check ?ws= in the address.`, 'other-daemon');
+      }
+      if (everLive) market.markGap('relay reconnected');
+      everLive = true;
+      showUpstream(message.upstream ?? null);
       market.resubscribeAll();
+      if (message.demo === true && lists.fresh && !market.symbols().length) {
+        lists.fresh = false;
+        market.open(DEMO_SYMBOLS);
+      }
       orders.onLive();
+      refreshClock();
       break;
+    }
     case 'status':
-      header.showUpstream(message.upstream ?? null);
+      showUpstream(message.upstream ?? null);
       break;
     case 'pong':
+    case 'options':
       break;
     case 'error':
       if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));
@@ -79,7 +188,24 @@ function route(message) {
   }
 }
 
+function showUpstream(upstream) {
+  const was = upstreamState?.state;
+  upstreamState = upstream;
+  header.showUpstream(upstream);
+  document.body.dataset.upstream = upstream?.state ?? 'unknown';
+  if (upstream?.state === 'connected' && was && was !== 'connected') market.markGap('Alpaca reconnected');
+  refreshStale();
+}
+
 function describeError({ code, message, symbol }) {
   const subject = symbol ? `${symbol}: ` : '';
   return `${subject}${message || code || 'error'}${code && message ? ` (${code})` : ''}`;
+}
+
+// Phone layout: the watchlist first, the orders panel one tap away.
+for (const button of document.querySelectorAll('.phone-tabs [data-show]')) {
+  button.addEventListener('click', () => {
+    document.body.dataset.view = button.dataset.show;
+    $(button.dataset.show === 'orders' ? 'orders-panel' : 'watch-area').scrollIntoView({ block: 'start' });
+  });
 }

@@ -113,3 +113,20 @@ const EXCHANGES = {
 export function exchangeName(code) {
   return EXCHANGES[code] ?? '';
 }
+
+const COMPACT = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 2 });
+
+/** 1.23M, 45.6K: day volume in a narrow column. */
+export function formatVolume(value) {
+  return withFormat(value, COMPACT);
+}
+
+/** "4 s", "3 min", "2 h": how long ago, for "last trade N ago". */
+export function formatAge(ms) {
+  if (!Number.isFinite(ms) || ms < 0) return MISSING;
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86_400)} d`;
+}

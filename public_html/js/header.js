@@ -1,4 +1,6 @@
-// The header: relay connection state, Alpaca upstream state, DEMO badge and the WebSocket URL.
+// The sticky status bar: relay connection, Alpaca upstream, market clock, DEMO badge and the WebSocket URL; the
+// problem banner that says in words what is wrong; and a live region that announces changes of state (never the
+// countdown's seconds).
 
 const CONNECTION_TEXT = {
   live: () => 'LIVE',
@@ -6,18 +8,35 @@ const CONNECTION_TEXT = {
   reconnecting: ({ seconds }) => `reconnecting in ${seconds}s`,
   disconnected: () => 'disconnected',
 };
+const ANNOUNCE = {
+  live: 'Connected: live data.',
+  connecting: 'Connecting to trade-stream.',
+  reconnecting: 'Connection lost: data is stale, reconnecting.',
+  disconnected: 'Disconnected: data is stale.',
+};
+const CLOCK_TIME = new Intl.DateTimeFormat('en-US', {
+  timeZone: 'America/New_York', weekday: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+});
 
 export class Header {
   #conn;
   #upstream;
   #demo;
   #url;
+  #clock;
+  #problem;
+  #announcer;
+  #lastAnnounced = '';
 
   constructor(document) {
-    this.#conn = document.getElementById('conn-state');
-    this.#upstream = document.getElementById('upstream-state');
-    this.#demo = document.getElementById('demo-badge');
-    this.#url = document.getElementById('ws-url');
+    const $ = (id) => document.getElementById(id);
+    this.#conn = $('conn-state');
+    this.#upstream = $('upstream-state');
+    this.#demo = $('demo-badge');
+    this.#url = $('ws-url');
+    this.#clock = $('market-clock');
+    this.#problem = $('conn-problem');
+    this.#announcer = $('announcer');
   }
 
   /** A Connection state report: { state, seconds?, reason? }. */
@@ -25,15 +44,48 @@ export class Header {
     this.#conn.dataset.state = report.state;
     this.#conn.textContent = CONNECTION_TEXT[report.state](report);
     this.#conn.title = report.state === 'live' ? '' : (report.reason ?? '');
+    this.announce(ANNOUNCE[report.state]);
   }
 
   /** The upstream object of welcome/status messages; null when unknown (relay not live). */
   showUpstream(upstream) {
     const state = upstream?.state ?? 'unknown';
     const feed = upstream?.feed ? ` · ${String(upstream.feed).toUpperCase()}` : '';
+    const code = upstream?.error_code ? ` ${upstream.error_code}` : '';
     this.#upstream.dataset.state = state;
-    this.#upstream.textContent = upstream ? `${state}${feed}` : '—';
+    this.#upstream.textContent = upstream ? `${state}${code}${feed}` : '—';
     this.#upstream.title = upstream?.error ?? '';
+  }
+
+  /** Alpaca's clock via /api/clock: { is_open, next_open, next_close }, or null when unknown. */
+  showClock(clock) {
+    if (!clock) {
+      this.#clock.dataset.state = 'unknown';
+      this.#clock.textContent = 'market —';
+      return;
+    }
+    const when = (text) => {
+      const date = new Date(text);
+      return Number.isNaN(date.getTime()) ? '—' : `${CLOCK_TIME.format(date)} ET`;
+    };
+    this.#clock.dataset.state = clock.is_open ? 'open' : 'closed';
+    this.#clock.textContent = clock.is_open
+      ? `Market open · closes ${when(clock.next_close)}`
+      : `Market closed · opens ${when(clock.next_open)}`;
+  }
+
+  /** A sentence saying what is wrong and what to do, or null to hide it. */
+  showProblem(text, kind = '') {
+    this.#problem.hidden = !text;
+    this.#problem.dataset.kind = kind;
+    this.#problem.textContent = text ?? '';
+    if (text) this.announce(text);
+  }
+
+  announce(text) {
+    if (!text || text === this.#lastAnnounced) return;
+    this.#lastAnnounced = text;
+    this.#announcer.textContent = text;
   }
 
   showDemo(isDemo) {

@@ -1,58 +1,120 @@
-// Market data: which symbols are open, their subscriptions, and trades/quotes routed to their panels.
+// Market data: which symbols are on the watchlist, their subscriptions (trades, quotes and bars), backfilled
+// bars, and messages routed to their tickers. Rendering happens once per animation frame for whatever changed.
 import { FrameQueue } from './frame-queue.js';
-import { saveSymbols } from './symbols.js';
+import { Ticker } from './ticker.js';
 
+const CHANNELS = ['trades', 'quotes', 'bars'];
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
+const BACKFILL_HOURS = 16;
+// Rows repaint at most 10 times a second: enough for a price to read as live, and a fraction of the cost of
+// repainting on every display frame when dozens of trades a second arrive.
+const RENDER_EVERY_MS = 100;
 
 export class Market {
-  #grid;
+  #tickers = new Map();
   #connection;
-  #queue = new FrameQueue((messages) => this.#render(messages));
+  #watchlist;
+  #detail;
+  #lists;
+  #apiBase;
+  #onChange;
+  #queue = new FrameQueue((messages) => this.#apply(messages), { minIntervalMs: RENDER_EVERY_MS });
   #retries = new Map();
+  #backfilled = new Set();
 
-  constructor(grid, connection) {
-    this.#grid = grid;
+  /** apiBase: URL of the daemon's HTTP side (for /api/bars), or null. onChange(): after each render. */
+  constructor({ connection, watchlist, detail, lists, apiBase, onChange }) {
     this.#connection = connection;
+    this.#watchlist = watchlist;
+    this.#detail = detail;
+    this.#lists = lists;
+    this.#apiBase = apiBase;
+    this.#onChange = onChange ?? (() => {});
   }
 
-  /** Opens panels for new symbols; an already open one is focused (and retried if it was rejected). */
+  get(symbol) {
+    return this.#tickers.get(symbol);
+  }
+
+  symbols() {
+    return this.#watchlist.symbols();
+  }
+
+  /** Adds symbols to the watchlist; returns the last one (already there: it is selected again). */
   open(symbols) {
-    let last;
+    let last = null;
     for (const symbol of symbols) {
-      last = this.#grid.get(symbol);
-      if (!last) {
-        last = this.#grid.add(symbol);
-        this.#subscribe(last);
-      } else if (last.status === 'rejected') {
-        this.#subscribe(last);
+      let ticker = this.#tickers.get(symbol);
+      if (!ticker) {
+        ticker = new Ticker(symbol);
+        this.#tickers.set(symbol, ticker);
+        this.#watchlist.add(ticker);
+        this.#subscribe(ticker);
+      } else if (ticker.status === 'rejected') {
+        this.#subscribe(ticker);
       }
+      last = symbol;
     }
     this.#save();
+    if (last && !this.#detail.symbol) this.select(last);
     return last;
   }
 
   close(symbol) {
-    const panel = this.#grid.get(symbol);
-    if (!panel) return;
-    if (panel.status !== 'rejected') this.#connection.send({ action: 'unsubscribe', symbol });
-    this.#grid.remove(symbol);
+    const ticker = this.#tickers.get(symbol);
+    if (!ticker) return null;
+    if (ticker.status !== 'rejected') {
+      this.#connection.send({ action: 'unsubscribe', symbols: [symbol], channels: CHANNELS });
+    }
+    const next = this.#watchlist.remove(symbol);
+    this.#tickers.delete(symbol);
     this.#retries.delete(symbol);
+    this.#backfilled.delete(symbol);
     this.#save();
+    if (this.#detail.symbol === symbol) this.select(next);
+    return next;
   }
 
-  /** After the welcome: (re)subscribe every panel that was not rejected. */
+  /** Replaces the whole watchlist (switching named lists). */
+  replace(symbols) {
+    for (const symbol of this.symbols()) if (!symbols.includes(symbol)) this.close(symbol);
+    this.open(symbols);
+  }
+
+  select(symbol) {
+    const ticker = symbol ? this.#tickers.get(symbol) : null;
+    this.#watchlist.select(ticker?.symbol ?? null);
+    this.#detail.show(ticker ?? null);
+    if (ticker) this.#backfill(ticker);
+  }
+
+  reorder(symbols) {
+    this.#save(symbols);
+  }
+
+  /** After the welcome: (re)subscribe every row that was not rejected. */
   resubscribeAll() {
-    for (const panel of this.#grid.all()) {
-      if (panel.status !== 'rejected') this.#subscribe(panel);
+    this.#backfilled.clear();
+    for (const ticker of this.#tickers.values()) {
+      if (ticker.status !== 'rejected') this.#subscribe(ticker);
     }
+    if (this.#detail.symbol) this.#backfill(this.#tickers.get(this.#detail.symbol));
   }
 
   markOffline() {
     this.#queue.flush();
-    for (const panel of this.#grid.all()) {
-      if (panel.status !== 'rejected') panel.setStatus('offline');
+    for (const ticker of this.#tickers.values()) {
+      if (ticker.status !== 'rejected') this.#setStatus(ticker, 'offline', 'offline');
     }
+    this.#renderAll();
+  }
+
+  /** The data stream was broken (relay or Alpaca reconnected): each tape gets a gap row. */
+  markGap(reason) {
+    const at = Date.now();
+    for (const ticker of this.#tickers.values()) if (ticker.tape.length) ticker.markGap(at, reason);
+    this.#renderAll();
   }
 
   /** True when the message was about market data. */
@@ -60,12 +122,14 @@ export class Market {
     switch (message.type) {
       case 'trade':
       case 'quote':
-        if (this.#grid.get(message.symbol)) this.#queue.push(message);
+      case 'bar':
+        if (this.#tickers.has(message.symbol)) this.#queue.push(message);
         return true;
       case 'snapshot':
-        if (message.data) this.#grid.get(message.symbol)?.showSnapshot(message.data);
+        if (message.data) this.#queue.push(message);
         return true;
-      case 'bar':
+      case 'correction':
+      case 'cancel_error':
         return true;
       case 'subscribed':
         for (const symbol of symbolsOf(message)) this.#confirm(symbol);
@@ -78,60 +142,97 @@ export class Market {
     }
   }
 
-  /** True when the error answered one of our pending subscribes (the panel then shows it). */
+  /** True when the error answered one of our pending subscribes (the row then shows it). */
   handleError(error) {
-    const panel = error.symbol && this.#grid.get(error.symbol);
-    if (!panel || panel.status !== 'pending') return false;
-    const retries = this.#retries.get(panel.symbol) ?? 0;
+    const ticker = error.symbol && this.#tickers.get(error.symbol);
+    if (!ticker || ticker.status !== 'pending') return false;
+    const retries = this.#retries.get(ticker.symbol) ?? 0;
     if (error.code === 'rate_limited' && retries < RATE_LIMIT_RETRIES) {
-      this.#retries.set(panel.symbol, retries + 1);
-      panel.setStatus('pending', 'rate limited, retrying…');
+      this.#retries.set(ticker.symbol, retries + 1);
+      this.#setStatus(ticker, 'pending', 'rate limited, retrying…');
       setTimeout(() => {
-        if (this.#grid.get(panel.symbol) === panel && panel.status === 'pending') this.#subscribe(panel);
+        if (this.#tickers.get(ticker.symbol) === ticker && ticker.status === 'pending') this.#subscribe(ticker);
       }, RATE_LIMIT_RETRY_MS);
       return true;
     }
-    panel.setStatus('rejected', error.message || error.code || 'subscription rejected');
+    this.#setStatus(ticker, 'rejected', error.message || error.code || 'subscription rejected');
     this.#save();
     return true;
   }
 
-  #subscribe(panel) {
-    panel.setStatus(this.#connection.isLive ? 'pending' : 'offline');
-    if (this.#connection.isLive) this.#connection.send({ action: 'subscribe', symbol: panel.symbol });
+  #subscribe(ticker) {
+    const live = this.#connection.isLive;
+    this.#setStatus(ticker, live ? 'pending' : 'offline', live ? 'subscribing…' : 'offline');
+    if (live) this.#connection.send({ action: 'subscribe', symbols: [ticker.symbol], channels: CHANNELS });
   }
 
   #confirm(symbol) {
-    const panel = this.#grid.get(symbol);
-    if (!panel || panel.status === 'rejected') return;
-    panel.setStatus('subscribed');
+    const ticker = this.#tickers.get(symbol);
+    if (!ticker || ticker.status === 'rejected') return;
+    this.#setStatus(ticker, 'subscribed', '');
     this.#retries.delete(symbol);
   }
 
-  // An unsubscribe we did not ask for (ours remove the panel first).
+  // An unsubscribe we did not ask for (ours remove the row first).
   #forcedOff(symbol) {
-    const panel = this.#grid.get(symbol);
-    if (panel?.status === 'subscribed') panel.setStatus('rejected', 'unsubscribed by the server');
+    const ticker = this.#tickers.get(symbol);
+    if (ticker?.status === 'subscribed') this.#setStatus(ticker, 'rejected', 'unsubscribed by the server');
   }
 
-  #save() {
-    saveSymbols(this.#grid.all().filter((p) => p.status !== 'rejected').map((p) => p.symbol));
+  #setStatus(ticker, status, text) {
+    ticker.status = status;
+    ticker.statusText = text;
+    ticker.version++;
+    this.#watchlist.row(ticker.symbol)?.render();
   }
 
-  #render(messages) {
-    const trades = new Map();
-    const quotes = new Map();
-    for (const { type, symbol, data } of messages) {
-      if (!data) continue;
-      if (type === 'trade') {
-        if (!trades.has(symbol)) trades.set(symbol, []);
-        trades.get(symbol).push(data);
-      } else {
-        quotes.set(symbol, data);
-      }
+  async #backfill(ticker) {
+    if (!ticker || !this.#apiBase || this.#backfilled.has(ticker.symbol)) return;
+    this.#backfilled.add(ticker.symbol);
+    const start = new Date(Date.now() - BACKFILL_HOURS * 3_600_000).toISOString();
+    const url = new URL('api/bars', this.#apiBase);
+    url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start }).toString();
+    try {
+      const response = await fetch(url, { cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      if (this.#tickers.get(ticker.symbol) !== ticker) return;
+      ticker.backfill(Array.isArray(body.bars) ? body.bars : []);
+      this.#renderAll();
+    } catch (error) {
+      this.#backfilled.delete(ticker.symbol);
+      console.info(`trade-stream: no backfill for ${ticker.symbol}: ${error.message}`);
     }
-    for (const [symbol, list] of trades) this.#grid.get(symbol)?.addTrades(list);
-    for (const [symbol, quote] of quotes) this.#grid.get(symbol)?.showQuote(quote);
+  }
+
+  #save(order = this.symbols()) {
+    this.#lists.setSymbols(order.filter((s) => this.#tickers.get(s)?.status !== 'rejected'));
+  }
+
+  #renderAll() {
+    this.#watchlist.render(this.#tickers.keys());
+    this.#detail.render();
+    this.#onChange();
+  }
+
+  #apply(messages) {
+    const trades = new Map();
+    const changed = new Set();
+    for (const { type, symbol, data } of messages) {
+      const ticker = this.#tickers.get(symbol);
+      if (!ticker || !data) continue;
+      changed.add(symbol);
+      if (type === 'trade') {
+        if (!trades.has(ticker)) trades.set(ticker, []);
+        trades.get(ticker).push(data);
+      } else if (type === 'quote') ticker.quote(data);
+      else if (type === 'bar') ticker.bar(data);
+      else if (type === 'snapshot') ticker.snapshot(data);
+    }
+    for (const [ticker, list] of trades) ticker.trades(list);
+    this.#watchlist.render(changed);
+    if (changed.has(this.#detail.symbol)) this.#detail.render();
+    this.#onChange();
   }
 }
 

@@ -11,10 +11,13 @@ const EXPLANATION = {
   waiting: 'The token will be sent when the connection is up.',
   pending: 'Checking the token…',
   rejected: 'The token was rejected. Enter the token printed by trade-stream at start.',
+  throttled: 'Too many failed token attempts from this address: the daemon will accept a try again shortly.',
   authenticated: 'No orders yet.',
 };
+const THROTTLE_RETRY_S = 60;
 const TOKEN_STATE_TEXT = {
-  none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', authenticated: 'authenticated',
+  none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', throttled: 'throttled',
+  authenticated: 'authenticated',
 };
 
 // Colour family of an order event, or of an order status for snapshot rows.
@@ -34,6 +37,7 @@ export class OrdersPanel {
   #state = 'none';
   #seen = new Set();
   #epoch = null; // the order journal's epoch, from orders_snapshot: resume points carry it
+  #retryTimer = 0;
 
   constructor(connection, document) {
     this.#connection = connection;
@@ -90,8 +94,18 @@ export class OrdersPanel {
     }
   }
 
-  /** True when the error was the token being refused. */
+  /** True when the error was the token being refused (or its check throttled). */
   handleError(error) {
+    if (error.code === 'rate_limited' && !error.symbol && this.#state === 'pending') {
+      const seconds = Number(error.retry_after) > 0 ? Number(error.retry_after) : THROTTLE_RETRY_S;
+      this.#setState('throttled', error.message);
+      this.#els.empty.textContent = `${EXPLANATION.throttled} Retrying in ${seconds} s.`;
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = setTimeout(() => {
+        if (this.#state === 'throttled' && this.#connection.isLive) this.onLive();
+      }, seconds * 1000);
+      return true;
+    }
     if (error.code !== 'unauthorized') return false;
     tokenStore.clear();
     this.#token = null;
@@ -157,7 +171,7 @@ export class OrdersPanel {
     badge.dataset.state = state;
     badge.textContent = TOKEN_STATE_TEXT[state];
     badge.title = detail ?? '';
-    forget.hidden = state === 'none' || state === 'rejected';
+    forget.hidden = state === 'none' || state === 'rejected' || state === 'throttled';
     this.#refreshEmpty();
   }
 

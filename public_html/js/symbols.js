@@ -33,11 +33,11 @@ export function saveSymbols(symbols) {
  * The parameter is then dropped from the address: the symbols are stored, and a reload should not
  * reopen a panel the user has since closed.
  */
-export function takeInitialSymbols(location, history) {
+export function takeInitialSymbols(location, history, stored = loadSymbols()) {
   const params = new URLSearchParams(location.search);
   const fromUrl = splitSymbols(params.get('symbols') ?? '');
   if (params.has('symbols')) dropAddressParam(location, history, 'search', 'symbols');
   const invalid = fromUrl.filter((s) => !isValidSymbol(s));
-  const symbols = [...new Set([...loadSymbols(), ...fromUrl.filter(isValidSymbol)])];
+  const symbols = [...new Set([...stored, ...fromUrl.filter(isValidSymbol)])];
   return { symbols, invalid };
 }

@@ -28,3 +28,12 @@ export function toWebSocketUrl(value, pageUrl) {
   }
   return url.href;
 }
+
+/** The daemon's HTTP side for a WebSocket URL: ws://h:p/x/ws -> http://h:p/x/ (where /api/... lives). */
+export function httpBase(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+  url.search = url.hash = '';
+  url.pathname = url.pathname.replace(/[^/]*$/, '');
+  return url.href;
+}

@@ -20,8 +20,10 @@ from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.compat import AlpacaEndpoints
+from trade_stream.edges.history import History
 from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.origins import OriginPolicy
+from trade_stream.edges.page import PageSupport
 from trade_stream.edges.sse import SseServer
 from trade_stream.edges.web import StaticFiles, Web, json_response, response
 from trade_stream.edges.webhooks import Webhooks
@@ -95,6 +97,13 @@ class App:
         compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
+        page = PageSupport(cfg, origins, self.ws.port)
+        self.ws.instance = page.instance
+        history = History(cfg)
+        routes["/config.js"] = page.config_js
+        routes["/api/page-info"] = page.info
+        routes["/api/bars"] = lambda r: history.bars_route(r, cors(r))
+        routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, orders, origins, self.stats, status=self.status)
             self.sse.add_alerts(notifier)
@@ -109,6 +118,9 @@ class App:
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
         if cfg.token_generated:
             self._announce_token()
+        else:  # the page's address is the last line printed at start, token or not
+            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+            print(f"trade-stream: listening; open http://{host}:{self.ws.port}/ for the page.", flush=True)
 
     def _announce_token(self) -> None:
         """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under

@@ -89,6 +89,7 @@ class Config:
     sse_replay: int = 1000
     public_dir: str = field(default_factory=lambda: default_public_dir())
     alpaca_prefix: str = ""
+    page_config: str = ""
     webhooks_file: str = ""
     webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
     timings: Timings = field(default_factory=Timings)
@@ -173,6 +174,13 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 def _text(raw: str) -> str:
     return raw.strip()
+
+
+def _readable_file(raw: str) -> str:
+    value = raw.strip()
+    if value and not os.access(value, os.R_OK):
+        raise ValueError("no such readable file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable")
+    return value
 
 
 def _prefix(raw: str) -> str:
@@ -264,6 +272,9 @@ SETTINGS: tuple[Setting, ...] = (
             "directory of the static page served at / (default the repo's public_html)"),
     Setting("alpaca_prefix", "TRADE_STREAM_ALPACA_PREFIX", "--alpaca-prefix", _prefix,
             "path prefix of the Alpaca-compatible endpoints ({prefix}/v2/{feed}, {prefix}/stream); default none"),
+    Setting("page_config", "TRADE_STREAM_PAGE_CONFIG", "--page-config", _readable_file,
+            "the page's settings file outside the installed package, e.g. /etc/trade-stream/config.js, served "
+            "as /config.js; unset: the daemon generates one that connects to its own origin"),
     Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
             "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
 )

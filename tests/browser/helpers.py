@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EASTERN = ZoneInfo("America/New_York")
+# Debian's Chromium: Playwright's own browser download is not used (no internet here).
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+OTHER_HOST = "trading.example.test"  # resolved to 127.0.0.1 by Chromium: an origin that is not localhost
 
 
 class PageWatch:
@@ -46,6 +50,8 @@ class PageWatch:
     def allow_ws_failures(self, ws_url: str) -> None:
         """Chromium's own line for a refused WebSocket handshake, unavoidable while the daemon is down."""
         self._allowed.append(re.compile(rf"^console\.error: WebSocket connection to '{re.escape(ws_url)}' failed"))
+        # the page then asks the daemon's /api/page-info (and /api/clock) why: refused too while it is down
+        self._allowed.append(re.compile(r"^console\.error: Failed to load resource: net::ERR_CONNECTION_REFUSED"))
 
     def allowed_seen(self) -> list[str]:
         return [e for e in self.errors if any(p.match(e) for p in self._allowed)]

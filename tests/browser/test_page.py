@@ -8,18 +8,13 @@ uncaught page error.
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
-from tests.browser.helpers import CHROMIUM_ARGS, PageWatch, eastern_time, free_port, static_server
-from tests.support.relay import FAST, KEY, SECRET, TOKEN, relay_config, running, wait_until
+from tests.browser.helpers import CHROMIUM, eastern_time, free_port, static_server
+from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
 from trade_stream.config import Config
-from trade_stream.simulator import SimConfig, Simulator
-
-CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,39 +27,6 @@ UI = 10_000  # ms for UI expectations: generous, the machine is shared
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def browser():
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest.fixture
-async def watch(browser, request):
-    """A fresh page (own context, so no localStorage/sessionStorage carries over) with its error watch."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = await context.new_page()
-    w = PageWatch(page, request.node.name)
-    try:
-        yield w
-    finally:
-        if not w.finished:  # the test failed before the end: keep what the page looked like
-            try:
-                await w.screenshot()
-            except Exception:
-                pass
-        await context.close()
-
-
-@pytest.fixture
-async def sim():
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
 
 
 def ws_url(port: int) -> str:
@@ -92,7 +54,13 @@ def has_class(name: str) -> re.Pattern[str]:
 
 
 def panel(page, symbol: str):
-    return page.locator(f'article.panel[data-symbol="{symbol}"]')
+    """The symbol's watchlist row."""
+    return page.locator(f'tr.wl-row[data-symbol="{symbol}"]')
+
+
+def tape(page):
+    """The selected symbol's trades (the detail view's tape)."""
+    return page.locator("#tape tr.trade")
 
 
 # --- tests ---------------------------------------------------------------------------------------------------
@@ -114,7 +82,7 @@ async def test_trades_from_the_address_symbols(sim, tmp_path, watch):
         assert ("trades", "AAPL") in app.relay.hub.wanted()
         await wait_until(lambda: "AAPL" in sim.subscriptions(DATA)["trades"], 10, "AAPL subscribed upstream")
 
-        rows = aapl.locator("tr.trade")
+        rows = tape(page)
         first = sim.inject_trade("AAPL", price=101.25, size=300)
         await expect(rows).to_have_count(1, timeout=UI)
         top = rows.first
@@ -123,7 +91,7 @@ async def test_trades_from_the_address_symbols(sim, tmp_path, watch):
         await expect(top.locator(".time")).to_have_text(eastern_time(first["t"]))
         await expect(top.locator(".time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d\.\d{3}$"))
         await expect(top.locator(".exchange")).to_have_text(first["x"])
-        await expect(aapl.locator(".last-price")).to_have_text("101.25")
+        await expect(aapl.locator(".last")).to_have_text("101.25")
 
         # one at a time, so each direction is judged against the previous trade on its own render
         for n, (price, size, direction) in enumerate(((102.0, 50, "up"), (101.5, 75, "down"), (101.5, 20, "flat"))):
@@ -137,7 +105,7 @@ async def test_trades_from_the_address_symbols(sim, tmp_path, watch):
         await expect(rows.nth(1)).to_have_class(has_class("down"))
         await expect(rows.nth(2)).to_have_class(has_class("up"))
         await expect(rows.nth(3)).to_have_class(has_class("flat"))  # the first trade has nothing to compare with
-        await expect(aapl.locator(".last-price")).to_have_text("101.50")
+        await expect(aapl.locator(".last")).to_have_text("101.50")
 
         prices = [round(200 + i * 0.01, 2) for i in range(150)]
         for p in prices:
@@ -160,7 +128,7 @@ async def test_typed_symbol_close_unsubscribes_and_daemon_restart(sim, tmp_path,
         await upstream_ready(app)
         await page.goto(page_url(app.port, app.port))
         await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
-        await expect(page.locator("article.panel")).to_have_count(0)
+        await expect(page.locator("tr.wl-row")).to_have_count(0)
 
         for symbol in ("msft", "TSLA"):
             await page.locator("#symbol-input").fill(symbol)
@@ -171,12 +139,12 @@ async def test_typed_symbol_close_unsubscribes_and_daemon_restart(sim, tmp_path,
         await wait_until(lambda: {"MSFT", "TSLA"} <= set(sim.subscriptions(DATA)["trades"]), 10,
                          "both subscribed upstream")
 
-        await panel(page, "MSFT").locator(".close").click()
+        await panel(page, "MSFT").locator(".remove").click()
         await expect(panel(page, "MSFT")).to_have_count(0, timeout=UI)
         await wait_until(lambda: ("trades", "MSFT") not in app.relay.hub.holders, 10, "hub released MSFT")
         await wait_until(lambda: ("trades", "MSFT") not in app.relay.hub.wanted(), 10, "MSFT linger over")
-        await wait_until(lambda: {"action": "unsubscribe", "trades": ["MSFT"]} in upstream_actions(sim), 10,
-                         "unsubscribe MSFT sent upstream")
+        await wait_until(lambda: any(a.get("action") == "unsubscribe" and a.get("trades") == ["MSFT"]
+                                     for a in upstream_actions(sim)), 10, "unsubscribe MSFT sent upstream")
         assert sim.subscriptions(DATA)["trades"] == ["TSLA"]
         assert ("trades", "TSLA") in app.relay.hub.holders
 
@@ -200,7 +168,7 @@ async def test_typed_symbol_close_unsubscribes_and_daemon_restart(sim, tmp_path,
         assert ("trades", "MSFT") not in app2.relay.hub.wanted()
         await wait_until(lambda: "TSLA" in sim.subscriptions(DATA)["trades"], 10, "TSLA resubscribed upstream")
         sent = sim.inject_trade("TSLA", price=251.75, size=40)
-        rows = tsla.locator("tr.trade")
+        rows = tape(page)
         await expect(rows).to_have_count(1, timeout=UI)
         await expect(rows.first.locator(".price")).to_have_text("251.75")
         await expect(rows.first.locator(".time")).to_have_text(eastern_time(sent["t"]))
@@ -222,8 +190,9 @@ async def test_page_served_by_a_separate_static_server(sim, tmp_path, watch):
             await expect(nvda).to_have_attribute("data-status", "subscribed", timeout=UI)
             await wait_until(lambda: "NVDA" in sim.subscriptions(DATA)["trades"], 10, "NVDA subscribed upstream")
             sim.inject_trade("NVDA", price=135.5, size=10)
-            await expect(nvda.locator("tr.trade")).to_have_count(1, timeout=UI)
-            await expect(nvda.locator("tr.trade .price")).to_have_text("135.50")
+            await expect(tape(page)).to_have_count(1, timeout=UI)
+            await expect(tape(page).locator(".price")).to_have_text("135.50")
+            await expect(nvda.locator(".last")).to_have_text("135.50")
             await watch.finish()
 
 
@@ -303,7 +272,7 @@ async def test_orders_without_token_explain_why_empty(sim, tmp_path, watch):
         # a barrier instead of a sleep: this trade travels the same socket after anything sent for the fill
         await wait_until(lambda: "AAPL" in sim.subscriptions(DATA)["trades"], 10, "AAPL subscribed upstream")
         sim.inject_trade("AAPL", price=100.5, size=1)
-        await expect(panel(page, "AAPL").locator("tr.trade")).to_have_count(1, timeout=UI)
+        await expect(tape(page)).to_have_count(1, timeout=UI)
         await expect(page.locator("li.order-row")).to_have_count(0)
         await expect(page.locator("#positions-table")).to_be_hidden()
         await expect(empty).to_be_visible()
@@ -325,7 +294,7 @@ async def test_demo_badge_in_demo_mode(tmp_path, watch):
         await expect(page.locator("#demo-badge")).to_be_visible(timeout=UI)
         await expect(page.locator("#demo-badge")).to_have_text("DEMO")
         # the built-in simulator generates trades on its own
-        await expect(panel(page, "AAPL").locator("tr.trade").first).to_be_visible(timeout=UI)
+        await expect(tape(page).first).to_be_visible(timeout=UI)
         await watch.finish()
 
 
@@ -350,10 +319,10 @@ async def test_snapshot_shows_a_price_before_any_trade_and_change_from_the_previ
         await upstream_ready(app)
         await page.goto(page_url(app.port, app.port, "symbols=MSFT"))
         msft = panel(page, "MSFT")
-        await expect(msft.locator(".last-price")).to_have_text("421.25", timeout=UI)
-        await expect(msft.locator("tr.trade")).to_have_count(0)
+        await expect(msft.locator(".last")).to_have_text("421.25", timeout=UI)
+        await expect(tape(page)).to_have_count(0)
         await expect(msft.locator(".change")).to_have_attribute("title", re.compile("previous close"))
         sim.inject_trade("MSFT", price=422.0, size=1)
-        await expect(msft.locator(".last-price")).to_have_text("422.00", timeout=UI)
-        await expect(msft.locator("tr.trade").first).to_have_class(re.compile(r"\bflat\b"))
+        await expect(msft.locator(".last")).to_have_text("422.00", timeout=UI)
+        await expect(tape(page).first).to_have_class(re.compile(r"\bflat\b"))
         await watch.finish()

@@ -1,13 +1,13 @@
-"""Fixtures shared by the integration tests."""
+"""Fixtures shared by the integration tests (the simulator fixture is in tests/conftest.py)."""
 
 import pytest
 
-from tests.support.relay import KEY, SECRET
-from trade_stream.simulator import SimConfig, Simulator
+from tests.support.relay import free_port, relay_config, running, wait_until
 
 
 @pytest.fixture
-async def sim():
-    """A deterministic simulator (no automatic data) that knows the relay's key."""
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
-        yield s
+async def app_sse(sim, tmp_path):
+    """A relay with the SSE side-port on, once both Alpaca streams are up."""
+    async with running(relay_config(sim, tmp_path, sse_port=free_port())) as a:
+        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected, what="both streams up")
+        yield a

@@ -10,19 +10,16 @@ import stat
 
 import pytest
 
-from tests.support.relay import TOKEN, Browser, free_port, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
-
 @pytest.fixture
-async def app(sim, tmp_path):
-    async with running(relay_config(sim, tmp_path, sse_port=free_port())) as a:
-        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected, what="both streams up")
-        yield a
+async def app(app_sse):
+    return app_sse
 
 
 class GatedRest:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.integration.test_orders import orders_client
-from tests.support.relay import TOKEN, free_port, relay_config, running, wait_until
+from tests.support.relay import TOKEN
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
@@ -18,10 +18,8 @@ API = "/api/notifications/trades"
 
 
 @pytest.fixture
-async def app(sim, tmp_path):
-    async with running(relay_config(sim, tmp_path, sse_port=free_port())) as a:
-        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected, what="both streams up")
-        yield a
+def app(app_sse):
+    return app_sse
 
 
 def call(port: int, path: str, method: str = "GET", body: bytes | None = None, token: str | None = TOKEN,

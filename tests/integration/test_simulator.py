@@ -238,6 +238,18 @@ async def test_fail_next_auth_injects_codes(sim):
     assert await request(ws, auth) == [{"T": "success", "msg": "authenticated"}]
 
 
+async def test_clear_auth_failures_over_the_control_api(sim):
+    """Queued auth failures can be dropped (all, or one path's) through /_sim/clear_auth_failures."""
+    await sim_get(sim, "/_sim/fail_auth?code=402&times=100")
+    await sim_get(sim, "/_sim/fail_auth?code=401&times=3&path=/stream")
+    assert (await sim_get(sim, f"/_sim/clear_auth_failures?path={IEX}")) == {"cleared": 100}
+    assert (await sim_get(sim, "/_sim/state"))["pending_auth_failures"] == 3
+    assert (await sim_get(sim, "/_sim/clear_auth_failures")) == {"cleared": 3}
+    ws = await open_data(sim, key=None)
+    auth = {"action": "auth", "key": KEY, "secret": SECRET}
+    assert await request(ws, auth) == [{"T": "success", "msg": "authenticated"}]
+
+
 # -- market data: subscriptions and data --------------------------------------------------------------
 
 

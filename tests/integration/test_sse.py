@@ -16,7 +16,6 @@ from tests.support.sse import sse_get
 pytestmark = pytest.mark.timeout(30)
 
 
-
 async def start(sim, tmp_path, **overrides):
     cfg = relay_config(sim, tmp_path, sse_port=free_port(), **overrides)
     cm = running(cfg)

@@ -30,7 +30,6 @@ NASTY = ["", " ", "%00", "\x00", "%0d%0a", "\r\n", "\n", "é", "\U0001f4a9", "%f
          "inf", "-inf", "0x10", "9" * 18, str(2**63 - 1), "-" + "9" * 18, "1_000", " 5 ", "٣"]
 
 
-
 def nasty(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.4:

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.timeout(30)
 T = "trades"
 
 
-
 async def start(sim, tmp_path, **overrides):
     cfg = relay_config(sim, tmp_path, sse_port=free_port(), **overrides)
     cm = running(cfg)

@@ -88,14 +88,21 @@ def test_text_frame_lengths_parse_back(n):
 
 def test_snapshot_message_from_alpacas_rest_shape():
     snap = {"latestTrade": {"t": "2026-11-21T15:00:00.5Z", "x": "V", "p": 10.5, "s": 5, "c": ["@"], "i": 7, "z": "C"},
-            "prevDailyBar": {"c": 10.0, "o": 9.0}, "dailyBar": {"o": 10.1, "h": 10.6, "l": 10.0, "c": 10.5, "v": 99}}
+            "prevDailyBar": {"c": 10.0, "o": 9.0}, "dailyBar": {"o": 10.1, "h": 10.6, "l": 10.0, "c": 10.5, "v": 99,
+                                                                "vw": 10.4},
+            "latestQuote": {"t": "2026-11-21T15:00:00.4Z", "bx": "V", "bp": 10.4, "bs": 2, "ax": "V", "ap": 10.6,
+                            "as": 3, "c": ["R"], "z": "C"}}
     msg = protocol.snapshot_message("AAPL", snap)
     assert msg == {"type": "snapshot", "symbol": "AAPL", "data": {
         "latest_trade": {"timestamp": "2026-11-21T15:00:00.5Z", "price": 10.5, "size": 5, "exchange": "V",
                          "conditions": ["@"], "id": 7, "tape": "C"},
-        "prev_close": 10.0, "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99}}}
+        "prev_close": 10.0,
+        "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99, "vwap": 10.4},
+        "latest_quote": {"timestamp": "2026-11-21T15:00:00.4Z", "bid_price": 10.4, "bid_size": 2, "bid_exchange": "V",
+                         "ask_price": 10.6, "ask_size": 3, "ask_exchange": "V", "conditions": ["R"], "tape": "C"}}}
     assert protocol.snapshot_message("X", None) is None
-    assert protocol.snapshot_message("X", {})["data"] == {"latest_trade": None, "prev_close": None, "daily": None}
+    assert protocol.snapshot_message("X", {})["data"] == {"latest_trade": None, "prev_close": None, "daily": None,
+                                                          "latest_quote": None}
 
 
 def test_event_ids_in_range_are_known_and_anything_else_is_unknown():

@@ -213,9 +213,12 @@ def snapshot_message(symbol: str, snap: Any) -> dict[str, Any] | None:
     trade = snap.get("latestTrade")
     latest = market_message({"T": "t", "S": symbol, **trade}) if isinstance(trade, dict) else None
     prev, daily = snap.get("prevDailyBar") or {}, snap.get("dailyBar") or {}
+    quote = snap.get("latestQuote")
+    latest_quote = market_message({"T": "q", "S": symbol, **quote}) if isinstance(quote, dict) else None
     data = {"latest_trade": latest["data"] if latest else None, "prev_close": prev.get("c"),
             "daily": {k: daily.get(a) for k, a in (("open", "o"), ("high", "h"), ("low", "l"), ("close", "c"),
-                                                     ("volume", "v"))} if daily else None}
+                                                     ("volume", "v"), ("vwap", "vw"))} if daily else None,
+            "latest_quote": latest_quote["data"] if latest_quote else None}
     return {"type": "snapshot", "symbol": symbol, "data": data}
 
 

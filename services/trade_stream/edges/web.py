@@ -4,7 +4,7 @@ websockets' process_request allows; see stack notes §1.1)."""
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[Request], Response | Awaitable[Response]]  # awaitable: the route calls out
 PeerHandler = Callable[[Request, str], Response]  # also given the client's address (failed-auth throttling)
 # Any method, with the request body (see http_body.py): (method, request, ip, body, body_error) -> a response,
 # or None when the path is not its own.
@@ -67,7 +67,7 @@ class Web:
         self.api = api or []
 
     def handle(self, request: Request, ip: str = "?", method: str = "GET", body: bytes | None = None,
-               body_error: int | None = None) -> Response:
+               body_error: int | None = None) -> Response | Awaitable[Response]:
         path = request.path.split("?", 1)[0]
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
             return error(400, "control characters are not allowed in a path")

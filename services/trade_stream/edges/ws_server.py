@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.limits import Admission, TokenBucket
-from trade_stream.edges.origins import OriginPolicy
+from trade_stream.edges.origins import OriginPolicy, refusal_message
 from trade_stream.edges.web import Web, error
 
 log = logging.getLogger("trade_stream.ws")
@@ -65,6 +66,7 @@ class WsServer:
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
         self._limits = cfg
+        self.instance = ""  # set by app.py once the port is known (page.instance_id)
 
     @property
     def port(self) -> int:
@@ -106,7 +108,7 @@ class WsServer:
 
     # --- handshake gate -----------------------------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, conn: ServerConnection, request: Request) -> Any:
         method = getattr(request, "method", "GET")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return self._http(method, request, _ip(conn), getattr(conn, "request_body", None),
@@ -114,7 +116,8 @@ class WsServer:
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
         if not self.origins.allows(origin, host):
             log.warning("origin_refused origin=%r", origin)
-            return error(403, f"origin {origin} is not allowed; set TRADE_STREAM_ALLOWED_ORIGINS")
+            return error(403, refusal_message(origin, self.cfg.allowed_origins),
+                         {"X-Trade-Stream-Refused": "origin"})
         ip = _ip(conn)
         refusal = self.admission.refuse(ip, len(self.relay.clients), time.monotonic())
         if refusal is None:
@@ -125,11 +128,17 @@ class WsServer:
         return error(status, message, {"Retry-After": str(retry_after)})
 
     def _http(self, method: str, request: Request, ip: str, body: bytes | None = None,
-              body_error: int | None = None) -> Response:
+              body_error: int | None = None) -> Any:
         resp = self.web.handle(request, ip, method, body, body_error)
+        if inspect.isawaitable(resp):  # a route that calls out (e.g. /api/bars); websockets awaits it
+            return self._finish_async(method, resp)
         if method == "HEAD":
             resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
         return resp
+
+    async def _finish_async(self, method: str, pending: Any) -> Response:
+        resp = await pending
+        return Response(resp.status_code, resp.reason_phrase, resp.headers, b"") if method == "HEAD" else resp
 
     # --- connections --------------------------------------------------------------------------------------
 
@@ -164,7 +173,7 @@ class WsServer:
     def welcome(self) -> dict[str, Any]:
         limits = self._limits
         return {
-            "type": "welcome", "version": __version__, "demo": self.cfg.demo,
+            "type": "welcome", "version": __version__, "demo": self.cfg.demo, "instance": self.instance,
             "upstream": self.relay.upstream_view(),
             "channels": list(protocol.MARKET_CHANNELS),
             "limits": {"max_symbols_per_client": limits.max_symbols_per_client,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from websockets.datastructures import Headers
@@ -67,8 +70,7 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
         case ["account"]:
             return 200, sim.book.account_view(key)
         case ["clock"]:
-            now = format_ts(time.time_ns())
-            return 200, {"timestamp": now, "is_open": True, "next_open": now, "next_close": now}
+            return 200, market_clock(datetime.now(NEW_YORK), getattr(sim, "clock_open", None))
         case ["orders"]:
             return 200, _orders(sim, key, query)
         case ["orders:by_client_order_id"]:
@@ -123,6 +125,12 @@ def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
             return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _symbols(query)}}
         case ["trades"]:
             return 200, _trades(sim, _symbols(query), query)
+        case ["bars"]:
+            return 200, _bars(sim, _symbols(query), query)
+        case [symbol, "bars"]:
+            page = _bars(sim, [symbol], query)
+            return 200, {"bars": page["bars"].get(symbol, []), "symbol": symbol,
+                         "next_page_token": page["next_page_token"]}
         case [symbol, "trades"]:
             page = _trades(sim, [symbol], query)
             return 200, {"trades": page["trades"].get(symbol, []), "symbol": symbol,
@@ -150,6 +158,97 @@ def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
     more = offset + limit < len(rows)
     token = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else None
     return {"trades": out, "next_page_token": token}
+
+
+BAR_MINUTES = {"Min": 1, "T": 1, "Hour": 60, "H": 60, "Day": 1440, "D": 1440}
+
+
+def _timeframe_ns(text: str) -> int:
+    """Alpaca's ``timeframe`` (1Min, 5Min, 1Hour, 1Day; also 1T, 1H, 1D) in nanoseconds."""
+    for unit, minutes in BAR_MINUTES.items():
+        if text.endswith(unit) and text[: -len(unit)].isdigit() and int(text[: -len(unit)]) > 0:
+            return int(text[: -len(unit)]) * minutes * 60 * NS
+    raise ValueError(f"invalid timeframe: {text}")
+
+
+def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
+    """Historical bars aggregated from the simulator's own trade history, as Alpaca's ``/v2/stocks/bars``:
+    ``{"bars": {sym: [{t,o,h,l,c,v,n,vw}]}, "next_page_token"}``; ``t`` is the window start, windows without
+    trades are left out, inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
+    if "timeframe" not in query:
+        raise ValueError("missing timeframe")
+    width = _timeframe_ns(query["timeframe"])
+    now = time.time_ns()
+    start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
+    end = parse_ts(query["end"]) if query.get("end") else now
+    limit = min(10_000, max(1, int(query.get("limit") or 1000)))
+    offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
+    rows: list[tuple[str, dict]] = []
+    for symbol in sorted(set(symbols)):
+        windows: dict[int, list[float]] = {}
+        for trade in sim.market.trades_between(symbol, start - start % width, end):
+            ns = parse_ts(trade["t"])
+            key = ns - ns % width
+            if key < start - start % width:
+                continue
+            price, size = float(trade["p"]), int(trade["s"])
+            w = windows.get(key)
+            if w is None:
+                windows[key] = [price, price, price, price, size, 1, price * size]
+            else:
+                w[1], w[2], w[3] = max(w[1], price), min(w[2], price), price
+                w[4] += size
+                w[5] += 1
+                w[6] += price * size
+        bars = [{"t": format_ts(k), "o": w[0], "h": w[1], "l": w[2], "c": w[3], "v": w[4], "n": w[5],
+                 "vw": round(w[6] / w[4], 6) if w[4] else w[3]} for k, w in sorted(windows.items())]
+        if query.get("sort") == "desc":
+            bars.reverse()
+        rows.extend((symbol, b) for b in bars)
+    page = rows[offset: offset + limit]
+    out: dict[str, list[dict]] = {}
+    for symbol, bar in page:
+        out.setdefault(symbol, []).append(bar)
+    more = offset + limit < len(rows)
+    token = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else None
+    return {"bars": out, "next_page_token": token}
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+SESSION_OPEN, SESSION_CLOSE = dt_time(9, 30), dt_time(16, 0)
+
+
+def market_clock(now: datetime, forced_open: bool | None = None) -> dict:
+    """Alpaca's ``/v2/clock``: the regular session 9:30-16:00 New York time, Monday to Friday (no holiday
+    calendar), times in New York's offset as Alpaca sends them. ``forced_open`` (``/_sim/clock``) pins
+    ``is_open`` for tests; the next open/close still follow the calendar."""
+
+    def at(day: datetime, t: dt_time) -> datetime:
+        return datetime.combine(day.date(), t, NEW_YORK)
+
+    def next_weekday(day: datetime) -> datetime:
+        day += timedelta(days=1)
+        while day.weekday() >= 5:
+            day += timedelta(days=1)
+        return day
+
+    weekday = now.weekday() < 5
+    is_open = weekday and at(now, SESSION_OPEN) <= now < at(now, SESSION_CLOSE)
+    if weekday and now < at(now, SESSION_OPEN):
+        next_open = at(now, SESSION_OPEN)
+    else:
+        next_open = at(next_weekday(now), SESSION_OPEN)
+    next_close = at(now, SESSION_CLOSE) if weekday and now < at(now, SESSION_CLOSE) else at(next_open, SESSION_CLOSE)
+    if forced_open is not None:
+        is_open = forced_open
+    return {"timestamp": now.isoformat(timespec="microseconds"), "is_open": is_open,
+            "next_open": next_open.isoformat(), "next_close": next_close.isoformat()}
+
+
+def _clock(sim: Simulator, q: Query) -> dict:
+    value = q.get("open", "auto").lower()
+    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")  # type: ignore[attr-defined]
+    return market_clock(datetime.now(NEW_YORK), sim.clock_open)  # type: ignore[attr-defined]
 
 
 # -- /_sim/ control -----------------------------------------------------------------------------------
@@ -252,6 +351,7 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "cut": lambda s, q: _ok(s.cut_all),
     "fail_auth": lambda s, q: _ok(lambda: s.fail_next_auth(_num(q, "code", int, 402), _num(q, "times", int, 1),
                                                            q.get("path") or None)),
+    "clear_auth_failures": lambda s, q: {"cleared": s.clear_auth_failures(q.get("path") or None)},
     "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
                                                                       _num(q, "times", int, 1))),
     "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
@@ -263,4 +363,5 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "received": _received,
     "clear_received": lambda s, q: _ok(s.clear_received),
     "state": lambda s, q: s.state(),
+    "clock": _clock,
 }

@@ -592,9 +592,18 @@ class Simulator:
         ``code``); ``path="/stream"`` targets the trading stream (answered ``unauthorized``)."""
         self._fail_auth.extend([(int(code), path)] * int(times))
 
-    def clear_auth_failures(self) -> None:
-        """Forget every pending auth failure set by ``fail_next_auth``."""
-        self._fail_auth.clear()
+    def clear_auth_failures(self, path: str | None = None) -> int:
+        """Drop queued auth failures: all of them, or (``path`` given) those that would hit that path; returns
+        how many. Lets a test end an outage it started with a large ``times``."""
+        if path is None:
+            dropped = len(self._fail_auth)
+            self._fail_auth.clear()
+            return dropped
+        keep = [(code, only) for code, only in self._fail_auth
+                if not (only == path or (only is None and path in DATA_PATHS))]
+        dropped = len(self._fail_auth) - len(keep)
+        self._fail_auth[:] = keep
+        return dropped
 
     def _take_auth_failure(self, path: str) -> int | None:
         for i, (code, only) in enumerate(self._fail_auth):

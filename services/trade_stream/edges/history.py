@@ -1,0 +1,114 @@
+"""Intraday bars and the market clock for the page, from Alpaca's REST through alpaca-py, cached and bounded.
+
+The page's chart backfills one-minute bars when a symbol is opened (``GET /api/bars``) and shows whether the
+market is open (``GET /api/clock``). Many tabs opening the same symbol within a few seconds share one REST call:
+Alpaca's Basic plan allows 200 calls a minute for the whole account, and every tab of every user goes through
+this one daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from alpaca.trading.client import TradingClient
+
+from trade_stream.config import Config
+from trade_stream.core.protocol import SYMBOL_RE
+from trade_stream.edges.web import error, json_response
+
+log = logging.getLogger("trade_stream.history")
+FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}
+TIMEFRAMES = {"1Min": TimeFrame(1, TimeFrameUnit.Minute), "5Min": TimeFrame(5, TimeFrameUnit.Minute),
+              "15Min": TimeFrame(15, TimeFrameUnit.Minute), "1Hour": TimeFrame(1, TimeFrameUnit.Hour),
+              "1Day": TimeFrame(1, TimeFrameUnit.Day)}
+MAX_BARS = 1000  # a trading day of minute bars, pre- and post-market included, is under 1000
+MAX_LOOKBACK = timedelta(days=7)
+BARS_TTL = 15.0  # seconds a backfill is reused; live bars and trades carry the chart after that
+CLOCK_TTL = 30.0
+MAX_CACHED = 500
+REST_TIMEOUT = 10.0
+
+
+class History:
+    def __init__(self, cfg: Config) -> None:
+        self.feed = FEEDS.get(cfg.data_feed)
+        self.data = StockHistoricalDataClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.data_url)
+        self.trading = TradingClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.base_url)
+        self._bars: dict[tuple[str, str, str], tuple[float, asyncio.Future[Any]]] = {}
+        self._clock: tuple[float, asyncio.Future[Any]] | None = None
+
+    # --- routes (registered in app.py; each returns an awaitable Response) --------------------------------
+
+    async def bars_route(self, request: Any, headers: dict[str, str]) -> Any:
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+        symbol = query.get("symbol", "").strip().upper()
+        timeframe = query.get("timeframe", "1Min")
+        if not SYMBOL_RE.fullmatch(symbol):
+            return error(400, "symbol must be 1-15 of A-Z 0-9 . / -", headers)
+        if timeframe not in TIMEFRAMES:
+            return error(400, f"timeframe must be one of {', '.join(TIMEFRAMES)}", headers)
+        now = datetime.now(UTC)
+        try:
+            start = _parse_time(query["start"]) if query.get("start") else now - timedelta(hours=24)
+        except ValueError:
+            return error(400, "start must be an RFC 3339 time such as 2025-01-02T14:30:00Z", headers)
+        start = max(start, now - MAX_LOOKBACK).replace(second=0, microsecond=0)
+        if self.feed is None:  # the test feed has no REST counterpart
+            return json_response(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
+        try:
+            bars = await self._cached_bars(symbol, timeframe, start)
+        except Exception as exc:
+            log.warning("bars_failed symbol=%s error=%r", symbol, exc)
+            return error(502, f"Alpaca's bars REST failed: {type(exc).__name__}", headers)
+        return json_response(200, {"symbol": symbol, "timeframe": timeframe, "bars": bars[-MAX_BARS:]}, headers)
+
+    async def clock_route(self, request: Any, headers: dict[str, str]) -> Any:
+        try:
+            clock = await self._cached_clock()
+        except Exception as exc:
+            log.warning("clock_failed error=%r", exc)
+            return error(502, f"Alpaca's clock REST failed: {type(exc).__name__}", headers)
+        return json_response(200, clock, headers)
+
+    # --- cache: one call in flight per key, reused for a TTL ----------------------------------------------
+
+    async def _cached_bars(self, symbol: str, timeframe: str, start: datetime) -> list[dict[str, Any]]:
+        key = (symbol, timeframe, start.isoformat())
+        now = time.monotonic()
+        hit = self._bars.get(key)
+        if hit is None or now - hit[0] > BARS_TTL or (hit[1].done() and hit[1].exception() is not None):
+            if len(self._bars) >= MAX_CACHED:
+                self._bars = {k: v for k, v in self._bars.items() if now - v[0] <= BARS_TTL}
+                while len(self._bars) >= MAX_CACHED:
+                    self._bars.pop(next(iter(self._bars)))
+            hit = (now, asyncio.ensure_future(self._fetch_bars(symbol, timeframe, start)))
+            self._bars[key] = hit
+        return await asyncio.shield(hit[1])
+
+    async def _fetch_bars(self, symbol: str, timeframe: str, start: datetime) -> list[dict[str, Any]]:
+        request = StockBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
+                                   limit=MAX_BARS, feed=self.feed)
+        raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)
+        return list((raw or {}).get(symbol, []))  # type: ignore[union-attr]
+
+    async def _cached_clock(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._clock is None or now - self._clock[0] > CLOCK_TTL or (
+                self._clock[1].done() and self._clock[1].exception() is not None):
+            self._clock = (now, asyncio.ensure_future(
+                asyncio.wait_for(asyncio.to_thread(self.trading.get_clock), REST_TIMEOUT)))
+        return dict(await asyncio.shield(self._clock[1]))
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
