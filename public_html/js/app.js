@@ -5,6 +5,7 @@ import { diagnose } from './diagnose.js';
 import { Header } from './header.js';
 import { bindKeys } from './keys.js';
 import { Market } from './market.js';
+import { NotificationBell } from './notifications.js';
 import { OrdersPanel } from './orders.js';
 import { bindSymbolForm } from './symbol-form.js';
 import { takeInitialSymbols } from './symbols.js';
@@ -45,6 +46,7 @@ const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
 });
 const market = new Market({ connection, watchlist, detail, lists, apiBase });
 const orders = new OrdersPanel(connection, document);
+const bell = new NotificationBell(document, apiBase);
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
   detail.applyTheme();
@@ -180,10 +182,15 @@ function route(message) {
     case 'pong':
     case 'options':
       break;
+    case 'notification':
+    case 'notifications_read':
+      bell.handleMessage(message);
+      break;
     case 'error':
       if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));
       break;
     default:
+      if (message.type === 'orders_snapshot') bell.refresh(); // what was missed while the page was closed
       if (!market.handleMessage(message)) orders.handleMessage(message);
   }
 }

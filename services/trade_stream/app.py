@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.config import Config
 from trade_stream.core.event_ids import EventId, parse
+from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled, Orders
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
@@ -20,10 +21,12 @@ from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
 from trade_stream.edges.sse import SseServer
 from trade_stream.edges.web import StaticFiles, Web, json_response, response
+from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
@@ -58,6 +61,8 @@ class App:
         self.orders: Orders | None = None
         self.sse: SseServer | None = None
         self.trading: TradingUpstream | None = None
+        self.notifier: TradeNotifier | None = None
+        self.webhooks: Webhooks | None = None
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
@@ -80,7 +85,11 @@ class App:
         }
         self.orders = orders = self._build_orders(relay)
         peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
-        self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes)
+        self.notifier = notifier = self._build_notifications(orders)
+        if self.webhooks is not None:
+            registry.register(self.webhooks.collector())
+        api = [NotificationsApi(notifier, orders.check_token, cors)]
+        self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes, api)
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
@@ -97,10 +106,13 @@ class App:
         routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, orders, origins, self.stats, status=self.status)
+            self.sse.add_alerts(notifier)
             await self.sse.start()
         self.supervisor.start("upstream-market-data", relay.run)
         self.supervisor.start("upstream-trading", self.trading.run)
         self.supervisor.start("journal-retention", self._prune_journal)
+        if self.webhooks is not None:
+            self.supervisor.start("webhooks", self.webhooks.run)
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
@@ -148,6 +160,18 @@ class App:
         )
         return orders
 
+    def _build_notifications(self, orders: Orders) -> TradeNotifier:
+        """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
+        cfg = self.cfg
+        suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
+        notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", orders,
+                            cfg.journal_retention_days, cfg.timings.journal_retry)
+        if cfg.webhooks:
+            self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
+                                     cfg.timings)
+            notifier.listeners.append(self.webhooks.wake)
+        return notifier
+
     def _order_events(self, request: Any, ip: str, headers: dict[str, str]) -> Any:
         """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
         auth = request.headers.get("Authorization", "")
@@ -189,6 +213,10 @@ class App:
             out["trading"] = upstream_health(self.trading.status, self.cfg.health_grace)
         if self.orders is not None:
             out["orders"] = self.orders.health()
+        if self.notifier is not None:
+            out["notifications"] = self.notifier.health()
+        if self.webhooks is not None:
+            out["webhooks"] = self.webhooks.status()
         out["health"] = self.health()
         return out
 
@@ -197,6 +225,8 @@ class App:
             removed = self.orders.prune()
             if removed:
                 log.info("journal_pruned removed=%d", removed)
+            if self.notifier is not None:
+                self.notifier.prune()
             await asyncio.sleep(3600)
 
     async def _start_simulator(self) -> Config:
@@ -228,6 +258,8 @@ class App:
         await self.supervisor.stop()
         if self.orders is not None:
             await self.orders.stop()
+        if self.notifier is not None:
+            self.notifier.close()
         if self.simulator is not None:
             await self.simulator.stop()
         log.info("stopped")

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "simulate": "serve the Alpaca simulator on its own",
     "check": "validate the configuration and try the credentials against Alpaca",
     "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
+    "webhook": "`webhook test NAME`: send a test event to a webhook target and print the answer",
 }
 
 
@@ -47,6 +48,8 @@ def tool(name: str) -> Callable[[list[str]], int]:
         from trade_stream.simulator.cli import main
     elif name == "check":
         from trade_stream.ops.check import main
+    elif name == "webhook":
+        from trade_stream.edges.webhooks import main
     else:
         from trade_stream.bench.cli import main
     return main

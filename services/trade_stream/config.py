@@ -45,6 +45,9 @@ class Timings:
     open_timeout: float = 10.0
     shutdown_grace: float = 2.0
     journal_retry: float = 5.0  # reopen a faulted order journal this often
+    webhook_backoff: float = 1.0  # first webhook retry waits up to this long (full jitter), doubling each time
+    webhook_backoff_max: float = 900.0  # cap of one webhook retry wait
+    webhook_give_up: float = 86400.0  # stop retrying a delivery this long after it was queued
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,14 @@ class Config:
     public_dir: str = field(default_factory=lambda: default_public_dir())
     alpaca_prefix: str = ""
     page_config: str = ""
+    webhooks_file: str = ""
+    webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
         """Settings safe to log or show: secrets masked."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "timings"}
+        out["webhooks"] = ",".join(t.name for t in self.webhooks)  # names only: targets carry secrets
         for name in ("api_key", "secret_key", "token"):
             out[name] = mask(out[name])
         return out
@@ -269,6 +275,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("page_config", "TRADE_STREAM_PAGE_CONFIG", "--page-config", _readable_file,
             "the page's settings file outside the installed package, e.g. /etc/trade-stream/config.js, served "
             "as /config.js; unset: the daemon generates one that connects to its own origin"),
+    Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
+            "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
 )
 
 
@@ -313,7 +321,19 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
             shown = mask(raw) if s.secret else repr(raw)
             raise ConfigError(f"{source}={shown}: {exc}") from None
     demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
+    if values.get("webhooks_file"):
+        values["webhooks"] = load_webhooks(values["webhooks_file"], merged)
     return finish(values, demo)
+
+
+def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
+    """The targets file, read once here; ``secret_env`` names are looked up in the environment and .env."""
+    from trade_stream.edges import webhook_targets
+
+    try:
+        return webhook_targets.load(path, environ)
+    except ValueError as exc:
+        raise ConfigError(f"TRADE_STREAM_WEBHOOKS_FILE={path}: {exc}") from None
 
 
 def finish(values: dict[str, Any], demo: bool) -> Config:

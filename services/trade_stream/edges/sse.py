@@ -40,7 +40,8 @@ from trade_stream.edges.origins import OriginPolicy
 
 log = logging.getLogger("trade_stream.edges.sse")
 
-STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders")
+STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders", "/api/stream/alerts")
+ALERT_REPLAY_LIMIT = 1000  # notifications replayed after Last-Event-ID; further back is a reset
 SSE_CHANNELS = ("trades", "quotes")
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 REQUEST_TIMEOUT = 10.0
@@ -244,6 +245,8 @@ class SseServer:
         self.server: asyncio.Server | None = None
         self.clients: set[SseClient] = set()
         self.order_clients: set[SseClient] = set()
+        self.alert_clients: set[SseClient] = set()
+        self.notifier: Any = None  # trade notifications (core/notifier.py), for /api/stream/alerts
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
         self.max_symbols_per_client = cfg.max_symbols_per_client
@@ -253,6 +256,12 @@ class SseServer:
             orders.listeners.append(self._on_order_event)
             orders.position_listeners.append(self._on_position)
             orders.reset_listeners.append(self._on_orders_reset)
+
+    def add_alerts(self, notifier: Any) -> None:
+        """Serve trade notifications on /api/stream/alerts (``alert:new``, ``alert:read``)."""
+        self.notifier = notifier
+        notifier.listeners.append(self._on_alert)
+        notifier.read_listeners.append(self._on_alerts_read)
 
     @property
     def port(self) -> int:
@@ -267,7 +276,7 @@ class SseServer:
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
         if self.cfg.stall_timeout:
-            every = lambda: [*self.clients, *self.order_clients]  # noqa: E731
+            every = lambda: [*self.clients, *self.order_clients, *self.alert_clients]  # noqa: E731
             self._handlers.add(asyncio.create_task(watch_stalls(every, self.cfg.stall_timeout)))
         log.info("sse_listening port=%d", self.port)
 
@@ -275,7 +284,7 @@ class SseServer:
         if self.server is None:
             return
         self.server.close()
-        for client in list(self.clients) + list(self.order_clients):
+        for client in [*self.clients, *self.order_clients, *self.alert_clients]:
             client.end()
         for task in list(self._handlers):
             task.cancel()
@@ -356,7 +365,8 @@ class SseServer:
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
-        refused = self.admission.refuse(ip, len(self.clients) + len(self.order_clients), time.monotonic())
+        refused = self.admission.refuse(ip, len(self.clients) + len(self.order_clients) + len(self.alert_clients),
+                                        time.monotonic())
         if refused is not None:
             status, message, retry_after = refused
             self.stats.connections_refused += 1
@@ -366,6 +376,8 @@ class SseServer:
         try:  # whatever happens from here on, the slot is given back
             if request.path == "/api/stream/orders":
                 await self._serve_orders(conn, request, reader, writer, ip, correlation)
+            elif request.path == "/api/stream/alerts":
+                await self._serve_alerts(conn, request, reader, writer, ip, correlation)
             else:
                 await self._serve_trades(conn, request, reader, writer, ip, correlation)
         finally:
@@ -427,16 +439,8 @@ class SseServer:
     async def _serve_orders(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
         orders = self.orders
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
-        err = orders.check_token(token, ip) if (orders is not None and token) else None
-        if isinstance(err, AuthThrottled):
-            return self._respond(conn, writer, request, 429, _error(429, err.message), correlation,
-                                 [(b"Retry-After", str(err.retry_after).encode())])
-        if orders is None or not token or err is not None:
-            message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
-            return self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
-                                 correlation, [(b"WWW-Authenticate", b"Bearer")])
+        if orders is None or not self._authorized(conn, request, writer, ip, correlation):
+            return
         client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", "token")
         try:
             last = _last_event_id(request)
@@ -456,6 +460,63 @@ class SseServer:
         finally:
             self.order_clients.discard(client)
             self._leave(client)
+
+    def _authorized(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
+                    correlation: str) -> bool:
+        """The token check of the private streams; answers 401 or 429 itself when it fails."""
+        orders = self.orders
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+        err = orders.check_token(token, ip) if (orders is not None and token) else None
+        if isinstance(err, AuthThrottled):
+            self._respond(conn, writer, request, 429, _error(429, err.message), correlation,
+                          [(b"Retry-After", str(err.retry_after).encode())])
+            return False
+        if orders is None or not token or err is not None:
+            message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
+            self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
+                          correlation, [(b"WWW-Authenticate", b"Bearer")])
+            return False
+        return True
+
+    async def _serve_alerts(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+        """Trade notifications: ``alert:new`` (id = the notification id), ``alert:read``; Last-Event-ID replays."""
+        notifier = self.notifier
+        if notifier is None:
+            return self._respond(conn, writer, request, 404, _error(404, "notifications are off"), correlation)
+        if not self._authorized(conn, request, writer, ip, correlation):
+            return
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "alerts", "token")
+        try:
+            last = _last_event_id(request)
+            if last is not None:
+                self._replay_alerts(client, last)
+            self.alert_clients.add(client)  # no await since the replay's read: nothing missed, nothing twice
+            await self._pump(client, reader)
+        finally:
+            self.alert_clients.discard(client)
+            self._leave(client)
+
+    def _replay_alerts(self, client: SseClient, last: event_ids.EventId) -> None:
+        notifier = self.notifier
+        newest = notifier.last_id()
+        notes = None
+        if newest is None:
+            reason = f"notification store unavailable: {notifier.fault}"
+        elif not last.known or last.epoch is not None or last.n > newest:
+            reason = "unknown notification id; refetch state"
+        else:
+            notes = notifier.since(last.n, ALERT_REPLAY_LIMIT + 1)
+            reason = "notification store unavailable" if notes is None else (
+                f"more than {ALERT_REPLAY_LIMIT} notifications to replay; refetch state"
+                if len(notes) > ALERT_REPLAY_LIMIT else "")
+        if reason:
+            client.write(event_bytes("reset", encode({"reason": reason, "last_event_id": last.n,
+                                                      "current_id": newest})))
+            return
+        if notes:
+            client.write(b"".join(_alert_event(n) for n in notes), len(notes))
 
     async def _pump(self, client: SseClient, reader: asyncio.StreamReader) -> None:
         """Wait for the client to go away; write a keepalive comment after each quiet interval."""
@@ -538,6 +599,18 @@ class SseServer:
         for client in list(self.order_clients):
             client.write(ev)
 
+    def _on_alert(self, msg: dict[str, Any]) -> None:
+        if self.alert_clients:
+            ev = _alert_event(msg["data"])
+            for client in list(self.alert_clients):
+                client.write(ev, 1)
+
+    def _on_alerts_read(self, msg: dict[str, Any]) -> None:
+        if self.alert_clients:
+            ev = event_bytes("alert:read", encode({k: msg[k] for k in ("ids", "all", "unread")}))
+            for client in list(self.alert_clients):
+                client.write(ev, 1)
+
     def _on_position(self, msg: dict[str, Any]) -> None:
         if self.order_clients:
             ev = event_bytes("position_update", encode(msg))
@@ -570,6 +643,11 @@ def _order_event(entry: Entry, epoch: str | None) -> bytes:
     """``id: <epoch>-<n>``: EventSource sends it back as Last-Event-ID, which tells our journal from another."""
     return event_bytes("order_update", encode(entry.to_message()), event_ids.cursor(epoch, entry.id) if epoch
                        else entry.id)
+
+
+def _alert_event(note: dict[str, Any]) -> bytes:
+    """``alert:new`` with the notification's own id (a notification that could not be stored has none)."""
+    return event_bytes("alert:new", encode(note), note.get("id"))
 
 
 def _parse_keys(query: dict[str, str]) -> list[Key] | str:

@@ -15,6 +15,9 @@ from websockets.http11 import Request, Response
 
 Handler = Callable[[Request], Response | Awaitable[Response]]  # awaitable: the route calls out
 PeerHandler = Callable[[Request, str], Response]  # also given the client's address (failed-auth throttling)
+# Any method, with the request body (see http_body.py): (method, request, ip, body, body_error) -> a response,
+# or None when the path is not its own.
+ApiHandler = Callable[[str, Request, str, bytes | None, int | None], Response | None]
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json"}
 
@@ -54,18 +57,26 @@ class StaticFiles:
 
 
 class Web:
-    """Routes GET/HEAD requests; exact paths first, then static files, then 404."""
+    """Routes requests: API handlers (any method) first, then GET/HEAD exact paths, then static files, then 404."""
 
     def __init__(self, static: StaticFiles, routes: dict[str, Handler],
-                 peer_routes: dict[str, PeerHandler] | None = None) -> None:
+                 peer_routes: dict[str, PeerHandler] | None = None, api: list[ApiHandler] | None = None) -> None:
         self.static = static
         self.routes = routes
         self.peer_routes = peer_routes or {}
+        self.api = api or []
 
-    def handle(self, request: Request, ip: str = "?") -> Response | Awaitable[Response]:
+    def handle(self, request: Request, ip: str = "?", method: str = "GET", body: bytes | None = None,
+               body_error: int | None = None) -> Response | Awaitable[Response]:
         path = request.path.split("?", 1)[0]
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
             return error(400, "control characters are not allowed in a path")
+        for api in self.api:
+            answer = api(method, request, ip, body, body_error)
+            if answer is not None:
+                return answer
+        if method not in ("GET", "HEAD"):
+            return error(405, f"{method} is not supported here", {"Allow": "GET, HEAD"})
         handler = self.routes.get(path)
         if handler is not None:
             return handler(request)

@@ -28,6 +28,7 @@ from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.limits import Admission, TokenBucket
 from trade_stream.edges.origins import OriginPolicy, refusal_message
 from trade_stream.edges.web import Web, error
@@ -85,6 +86,7 @@ class WsServer:
             self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,
             compression=None, max_size=self.cfg.max_message_bytes, ping_interval=ping, ping_timeout=ping,
             close_timeout=self.cfg.timings.shutdown_grace, server_header=f"trade-stream/{__version__}",
+            create_connection=BodyConnection,  # small JSON bodies for the API (http_body.py)
         )
 
     async def close(self) -> None:
@@ -109,7 +111,8 @@ class WsServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Any:
         method = getattr(request, "method", "GET")
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            return self._http(method, request, _ip(conn))
+            return self._http(method, request, _ip(conn), getattr(conn, "request_body", None),
+                              getattr(conn, "body_error", None))
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
         if not self.origins.allows(origin, host):
             log.warning("origin_refused origin=%r", origin)
@@ -124,10 +127,9 @@ class WsServer:
         log.warning("connection_refused ip=%s status=%d", ip, status)
         return error(status, message, {"Retry-After": str(retry_after)})
 
-    def _http(self, method: str, request: Request, ip: str) -> Any:
-        if method not in ("GET", "HEAD"):
-            return error(405, f"{method} is not supported here", {"Allow": "GET, HEAD"})
-        resp = self.web.handle(request, ip)
+    def _http(self, method: str, request: Request, ip: str, body: bytes | None = None,
+              body_error: int | None = None) -> Any:
+        resp = self.web.handle(request, ip, method, body, body_error)
         if inspect.isawaitable(resp):  # a route that calls out (e.g. /api/bars); websockets awaits it
             return self._finish_async(method, resp)
         if method == "HEAD":

@@ -1,0 +1,187 @@
+// Trade notifications: the bell with the unread count, the list of recent ones, "mark all read", desktop
+// alerts (the browser's Notification API, after the user allows it with a click) and a short WebAudio sound.
+// What is unread is fetched over REST once the orders channel is up (nothing is lost while the page was
+// closed); then `notification` and `notifications_read` arrive on the WebSocket, so open tabs stay in step.
+import { el } from './dom.js';
+import { formatEasternTime } from './format.js';
+import { local } from './storage.js';
+import { tokenStore } from './token.js';
+
+const MAX_ROWS = 50;
+const SOUND_KEY = 'tradeStream.notificationSound';
+const ALERT_TYPES = new Set(['order_filled', 'order_partial_fill', 'order_rejected']);
+const SOUND_TYPES = new Set(['order_filled', 'order_partial_fill']);
+const TITLES = {
+  order_filled: 'Order filled', order_partial_fill: 'Order partially filled', order_rejected: 'Order rejected',
+};
+
+export class NotificationBell {
+  #els;
+  #apiBase;
+  #items = new Map(); // id -> notification, newest shown first
+  #unread = 0;
+  #audio = null;
+
+  constructor(document, apiBase) {
+    const $ = (id) => document.getElementById(id);
+    this.#apiBase = apiBase;
+    this.#els = {
+      bell: $('notify-bell'), count: $('notify-count'), panel: $('notify-panel'), list: $('notify-list'),
+      empty: $('notify-empty'), readAll: $('notify-read-all'), allow: $('notify-allow'), sound: $('notify-sound'),
+    };
+    this.#els.bell.addEventListener('click', () => this.#toggle());
+    this.#els.readAll.addEventListener('click', () => this.markAllRead());
+    this.#els.allow.addEventListener('click', () => this.#askPermission());
+    this.#els.sound.addEventListener('click', () => this.#setSound(!this.soundOn));
+    // Browsers start audio only after a user gesture: unlock it on the first click anywhere.
+    document.addEventListener('pointerdown', () => this.#audioContext()?.resume?.(), { once: true });
+    this.#setSound(this.soundOn);
+    this.#showPermission();
+    this.#render();
+  }
+
+  get soundOn() {
+    return local.get(SOUND_KEY) !== false; // on by default
+  }
+
+  /** The orders channel is up: load what is unread and recent. */
+  async refresh() {
+    const token = tokenStore.get();
+    if (!token || !this.#apiBase) return;
+    try {
+      const response = await fetch(new URL('api/notifications/trades?limit=20', this.#apiBase), {
+        headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
+      });
+      if (!response.ok) return;
+      const body = await response.json();
+      for (const note of body.notifications ?? []) this.#items.set(note.id, note);
+      this.#unread = body.unread ?? 0;
+      this.#render();
+    } catch {
+      // offline: the WebSocket pushes keep the bell current once it is back
+    }
+  }
+
+  /** True when the message was a notification or a read-state change. */
+  handleMessage(message) {
+    if (message.type === 'notification') {
+      const note = message.data ?? {};
+      if (note.id !== null && note.id !== undefined) this.#items.set(note.id, note);
+      if (Number.isInteger(message.unread)) this.#unread = message.unread;
+      this.#render();
+      this.#alert(note);
+      return true;
+    }
+    if (message.type === 'notifications_read') {
+      const ids = new Set(message.ids ?? []);
+      for (const note of this.#items.values()) {
+        if (message.all || ids.has(note.id)) note.read = true;
+      }
+      if (Number.isInteger(message.unread)) this.#unread = message.unread;
+      this.#render();
+      return true;
+    }
+    return false;
+  }
+
+  async markAllRead() {
+    const token = tokenStore.get();
+    if (!token || !this.#apiBase) return;
+    try {
+      const response = await fetch(new URL('api/notifications/trades/read', this.#apiBase), {
+        method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ all: true }),
+      });
+      if (response.ok) this.handleMessage({ type: 'notifications_read', all: true, ...(await response.json()) });
+    } catch {
+      // the relay is away; the button can be pressed again
+    }
+  }
+
+  #toggle() {
+    const open = this.#els.panel.hidden;
+    this.#els.panel.hidden = !open;
+    this.#els.bell.setAttribute('aria-expanded', String(open));
+    this.#showPermission();
+  }
+
+  #render() {
+    const { count, bell, list, empty, readAll } = this.#els;
+    count.textContent = this.#unread > 99 ? '99+' : String(this.#unread);
+    count.hidden = this.#unread === 0;
+    bell.dataset.unread = String(this.#unread);
+    bell.setAttribute('aria-label', `Notifications: ${this.#unread} unread`);
+    const newest = [...this.#items.values()].sort((a, b) => b.id - a.id).slice(0, MAX_ROWS);
+    for (const id of this.#items.keys()) if (!newest.some((n) => n.id === id)) this.#items.delete(id);
+    list.replaceChildren(...newest.map(row));
+    empty.hidden = newest.length > 0;
+    readAll.disabled = this.#unread === 0;
+  }
+
+  #alert(note) {
+    if (!ALERT_TYPES.has(note.type)) return;
+    if (SOUND_TYPES.has(note.type) || note.type === 'order_rejected') this.#beep(note.type === 'order_rejected');
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    try {
+      new Notification(`trade-stream: ${TITLES[note.type]}`, { body: note.message, tag: `trade-stream-${note.id}` });
+    } catch {
+      // some platforms allow notifications only from a service worker: the bell still counts it
+    }
+  }
+
+  async #askPermission() {
+    if (typeof Notification === 'undefined') return;
+    try {
+      await Notification.requestPermission();
+    } finally {
+      this.#showPermission();
+    }
+  }
+
+  #showPermission() {
+    const supported = typeof Notification !== 'undefined';
+    this.#els.allow.hidden = !supported || Notification.permission !== 'default';
+  }
+
+  #setSound(on) {
+    local.set(SOUND_KEY, on);
+    this.#els.sound.setAttribute('aria-pressed', String(on));
+    this.#els.sound.textContent = on ? 'Sound on' : 'Sound off';
+  }
+
+  #audioContext() {
+    if (!this.#audio) {
+      const Context = window.AudioContext ?? window.webkitAudioContext;
+      if (!Context) return null;
+      this.#audio = new Context();
+    }
+    return this.#audio;
+  }
+
+  /** Two short tones: rising for a fill, falling for a rejection. Silent until the page has had a click. */
+  #beep(falling) {
+    if (!this.soundOn) return;
+    const context = this.#audioContext();
+    if (!context || context.state !== 'running') return;
+    const start = context.currentTime;
+    const [first, second] = falling ? [660, 440] : [660, 990];
+    for (const [i, frequency] of [first, second].entries()) {
+      const osc = context.createOscillator();
+      const gain = context.createGain();
+      osc.frequency.value = frequency;
+      gain.gain.setValueAtTime(0.0001, start + i * 0.12);
+      gain.gain.exponentialRampToValueAtTime(0.2, start + i * 0.12 + 0.01);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + i * 0.12 + 0.11);
+      osc.connect(gain).connect(context.destination);
+      osc.start(start + i * 0.12);
+      osc.stop(start + i * 0.12 + 0.12);
+    }
+  }
+}
+
+function row(note) {
+  const time = note.timestamp ? formatEasternTime(note.timestamp) : '';
+  return el('li', { class: `notify-row${note.read ? '' : ' unread'}`, dataset: { type: note.type ?? '', id: String(note.id) } },
+    el('span', { class: 'notify-time muted', text: time }),
+    el('span', { class: 'notify-message', text: note.message ?? '' }));
+}

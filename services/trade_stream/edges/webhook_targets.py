@@ -1,0 +1,126 @@
+"""The webhook targets file (``TRADE_STREAM_WEBHOOKS_FILE``, TOML), read once at start by config.py.
+
+Each ``[[target]]`` names a receiver::
+
+    [[target]]
+    name = "desk"                       # unique; used in logs, status, metrics and `trade-stream webhook test`
+    url = "https://hooks.example.com/trade-stream"
+    events = ["order_filled", "order_rejected"]   # notification types; default: all
+    accounts = ["default"]              # default: all
+    secret_env = "DESK_WEBHOOK_SECRET"  # or secret = "…": signs each body (X-Trade-Stream-Signature)
+    format = "json"                     # or "slack" / "discord": that service's incoming-webhook payload
+    timeout = 10                        # seconds per attempt
+
+A mistake is one ``ValueError`` line naming the target and the field, which config turns into exit status 2.
+Pure: stdlib only, no sockets.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from trade_stream.core.notifications import TYPES
+
+FORMATS = ("json", "slack", "discord")
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+FIELDS = {"name", "url", "events", "accounts", "secret", "secret_env", "format", "timeout"}
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    name: str
+    url: str
+    events: frozenset[str] | None = None  # None: every type
+    accounts: frozenset[str] | None = None  # None: every account
+    secret: str = field(default="", repr=False)  # never in logs or reprs
+    format: str = "json"
+    timeout: float = DEFAULT_TIMEOUT
+
+    def wants(self, kind: str, account: str) -> bool:
+        return (self.events is None or kind in self.events) and (self.accounts is None or account in self.accounts)
+
+
+def load(path: str, environ: Mapping[str, str]) -> tuple[WebhookTarget, ...]:
+    """Parse and validate the file; raises ValueError with one line saying what to fix."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError("no such file; give the path of a TOML file with [[target]] tables") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"is not valid TOML ({exc})") from None
+    targets = raw.get("target", [])
+    unknown = set(raw) - {"target"}
+    if unknown:
+        raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}; targets go in [[target]] tables")
+    if not isinstance(targets, list):
+        raise ValueError("target must be an array of tables: write [[target]]")
+    out: list[WebhookTarget] = []
+    for i, item in enumerate(targets, 1):
+        label = f"target #{i}" + (f" ({item.get('name')!r})" if isinstance(item, dict) and item.get("name") else "")
+        try:
+            out.append(_target(item, environ))
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+    names = [t.name for t in out]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ValueError(f"target name {dup!r} is used twice; names must be unique")
+    return tuple(out)
+
+
+def _target(item: Any, environ: Mapping[str, str]) -> WebhookTarget:
+    if not isinstance(item, dict):
+        raise ValueError("must be a table")
+    extra = set(item) - FIELDS
+    if extra:
+        raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(FIELDS))}")
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValueError("name must be 1-64 of A-Z a-z 0-9 . _ -")
+    url = item.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("url must be an http:// or https:// URL")
+    events = _names(item, "events", TYPES)
+    accounts = _names(item, "accounts", None)
+    fmt = item.get("format", "json")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
+    timeout = item.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
+        raise ValueError("timeout must be a number of seconds in (0, 300]")
+    if "secret" in item and "secret_env" in item:
+        raise ValueError("give secret or secret_env, not both")
+    secret = item.get("secret", "")
+    if "secret_env" in item:
+        var = item["secret_env"]
+        if not isinstance(var, str) or not var:
+            raise ValueError("secret_env must name an environment variable")
+        secret = environ.get(var, "")
+        if not secret:
+            raise ValueError(f"secret_env: environment variable {var} is not set or empty")
+    if not isinstance(secret, str):
+        raise ValueError("secret must be a string")
+    return WebhookTarget(name, url, events, accounts, secret, fmt, float(timeout))
+
+
+def _names(item: dict[str, Any], key: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:
+    if key not in item:
+        return None
+    value = item[key]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{key} must be a non-empty list of strings (leave it out for all)")
+    if allowed is not None:
+        wrong = [v for v in value if v not in allowed]
+        if wrong:
+            raise ValueError(f"{key}: unknown type {wrong[0]!r}; types are {', '.join(allowed)}")
+    return frozenset(value)

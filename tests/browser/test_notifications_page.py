@@ -1,0 +1,65 @@
+"""The page's trade notifications in headless Chromium: a fill raises a desktop notification, the bell counts what
+is unread (also after a reload), and "mark all read" clears it in every open tab."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import expect
+
+from tests.browser.helpers import CHROMIUM
+from tests.browser.test_page import page_url
+from tests.support.relay import TOKEN, relay_config, running, wait_until
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (/usr/bin/chromium or chromium on PATH)"),
+]
+UI = 10_000
+
+# Records every `new Notification(…)`; permission questions go to the real API (granted by the test).
+RECORD_NOTIFICATIONS = """
+window.__notifications = [];
+const Real = window.Notification;
+class Recording {
+  constructor(title, options) { window.__notifications.push({ title, body: options && options.body }); }
+  static get permission() { return Real ? Real.permission : 'granted'; }
+  static requestPermission() { return Real.requestPermission(); }
+}
+window.Notification = Recording;
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_fill_alerts_bell_counts_and_mark_all_read_clears_every_tab(sim, tmp_path, watch):
+    first = watch.page
+    context = first.context
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, 10, "both streams up")
+        await context.grant_permissions(["notifications"], origin=f"http://127.0.0.1:{app.port}")
+        await context.add_init_script(RECORD_NOTIFICATIONS)
+        url = page_url(app.port, app.port, fragment=f"token={TOKEN}")
+        second = await context.new_page()
+        for page in (first, second):
+            await page.goto(url)
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+        await wait_until(lambda: len(app.orders.subscribers) == 2, 10, "both tabs subscribed to orders")
+
+        order = sim.submit_order("AAPL", "buy", 5)
+        sim.fill_order(order["id"], price="187.5")
+        for page in (first, second):
+            await expect(page.locator("#notify-count")).to_have_text("2", timeout=UI)
+        recorded = await first.evaluate("window.__notifications")
+        assert recorded == [{"title": "trade-stream: Order filled", "body": "Buy 5 AAPL filled at $187.50"}]
+
+        await second.reload()  # nothing is lost while a page is closed: the unread ones come back over REST
+        await expect(second.locator("#notify-count")).to_have_text("2", timeout=UI)
+
+        await first.locator("#notify-bell").click()
+        await expect(first.locator("#notify-list .notify-row.unread")).to_have_count(2)
+        await expect(first.locator("#notify-list .notify-row").first).to_contain_text("Buy 5 AAPL filled at $187.50")
+        await first.locator("#notify-read-all").click()
+        for page in (first, second):
+            await expect(page.locator("#notify-count")).to_be_hidden(timeout=UI)
+        await expect(first.locator("#notify-list .notify-row.unread")).to_have_count(0)
+        await second.close()
+        await watch.finish()

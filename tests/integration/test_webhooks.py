@@ -1,0 +1,156 @@
+"""Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle and recover; restarts; give-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import subprocess
+import sys
+import urllib.request
+
+import orjson
+import pytest
+
+from tests.support.receiver import Receiver
+from tests.support.relay import FAST, relay_config, running, wait_until
+from trade_stream import config
+from trade_stream.edges.webhook_targets import WebhookTarget
+
+pytestmark = pytest.mark.timeout(40)
+SECRET = "whsec-test-1234"
+TIMINGS = dataclasses.replace(FAST, webhook_backoff=0.05, webhook_backoff_max=0.2)
+
+
+def targets(*receivers: tuple[str, Receiver], **kw) -> tuple[WebhookTarget, ...]:
+    return tuple(WebhookTarget(name, r.url, secret=SECRET, timeout=kw.get("timeout", 0.5),
+                               format=kw.get("format", "json")) for name, r in receivers)
+
+
+@pytest.fixture
+async def receiver():
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+def verify(received) -> dict:
+    expected = "sha256=" + hmac.new(SECRET.encode(), received.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(received.headers["x-trade-stream-signature"], expected)
+    body = orjson.loads(received.body)
+    assert received.headers["x-trade-stream-delivery"] == body["delivery_id"]
+    assert received.headers["x-trade-stream-event"] == body["event"] == body["notification"]["type"]
+    return body
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+async def up(app):
+    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, what="both streams up")
+
+
+async def test_failing_then_recovering_receiver_gets_each_event_once_in_order(sim, tmp_path, receiver):
+    receiver.script = [500, "hang", ("429", 1), 503]
+    cfg = relay_config(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver)))
+    async with running(cfg) as app:
+        await up(app)
+        a = sim.submit_order("AAPL", "buy", 10, type="limit", limit_price=100)
+        sim.fill_order(a["id"], qty=4, price=99.5)
+        sim.fill_order(a["id"], price=99.75)
+        b = sim.submit_order("TSLA", "sell", 1, type="limit", limit_price=900)
+        sim.reject_order(b["id"])
+        await wait_until(lambda: len(receiver.acked()) >= 5, timeout=20, what="all five delivered")
+        status = app.status()["webhooks"]["desk"]
+        assert (status["delivered"], status["failed"], status["pending"]) == (5, 0, 0)
+        assert status["errors"] >= 4  # 500, the timeout, 429, 503
+        metrics = await asyncio.to_thread(scrape, app.port)
+        assert 'trade_stream_webhook_deliveries_total{target="desk"} 5.0' in metrics
+        assert 'trade_stream_webhook_outbox_pending{target="desk"} 0.0' in metrics
+    bodies = {}
+    for r in receiver.seen:  # every attempt, failed or not, is signed, and a retry is the same delivery
+        body = verify(r)
+        assert bodies.setdefault(body["delivery_id"], r.body) == r.body
+    acked = [verify(r) for r in receiver.acked()]
+    ids = [b["delivery_id"] for b in acked]
+    assert len(ids) == len(set(ids)) == 5 == len(bodies)  # each event exactly once by delivery id
+    per_order: dict[str, list[str]] = {}
+    for body in acked:
+        per_order.setdefault(body["notification"]["trade_id"], []).append(body["event"])
+    assert per_order == {a["id"]: ["order_accepted", "order_partial_fill", "order_filled"],
+                         b["id"]: ["order_accepted", "order_rejected"]}
+    note = next(b["notification"] for b in acked if b["event"] == "order_filled")
+    assert note["message"] == "Buy 10 AAPL filled at $99.65" and note["symbol"] == "AAPL" and "read" not in note
+
+
+async def test_pending_deliveries_survive_a_restart(sim, tmp_path, receiver):
+    receiver.default = 503  # down for now
+    cfg = relay_config(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver)))
+    async with running(cfg) as app:
+        await up(app)
+        o = sim.submit_order("AAPL", "buy", 1)
+        sim.fill_order(o["id"], price=10)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["pending"] == 2
+                         and app.status()["webhooks"]["desk"]["errors"] >= 2, what="queued and failing")
+    tried = {orjson.loads(r.body)["delivery_id"] for r in receiver.seen}
+    receiver.default = 200
+    async with running(cfg) as app:  # a new daemon on the same state directory
+        await up(app)
+        await wait_until(lambda: len(receiver.acked()) >= 2, what="the pending two delivered after the restart")
+        await asyncio.sleep(0.2)
+        assert app.status()["webhooks"]["desk"]["pending"] == 0
+    acked = [orjson.loads(r.body) for r in receiver.acked()]
+    assert [b["event"] for b in acked] == ["order_accepted", "order_filled"]
+    # the order's second event waited behind its first; the one tried before the restart kept its delivery id
+    assert len(tried) == 1 and tried <= {b["delivery_id"] for b in acked}
+
+
+async def test_a_400_is_given_up_and_reported_and_others_still_flow(sim, tmp_path, receiver):
+    other = await Receiver().start()
+    try:
+        receiver.script = [400]
+        hooks = (*targets(("strict", receiver)), *targets(("chat", other), format="slack"))
+        async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=hooks)) as app:
+            await up(app)
+            o = sim.submit_order("AAPL", "buy", 2)
+            sim.fill_order(o["id"], price=10)
+            await wait_until(lambda: app.status()["webhooks"]["strict"]["failed"] == 1, what="given up")
+            await wait_until(lambda: len(other.acked()) == 2 and len(receiver.acked()) == 1, what="the rest")
+            status = app.status()["webhooks"]["strict"]
+            assert "HTTP 400" in status["last_error"] and status["delivered"] == 1 and status["pending"] == 0
+            assert len(receiver.seen) == 2  # the 400 was not retried
+            metrics = await asyncio.to_thread(scrape, app.port)
+            assert 'trade_stream_webhook_failures_total{target="strict"} 1.0' in metrics
+        assert [orjson.loads(r.body) for r in other.acked()] == [{"text": "Buy 2 AAPL accepted"},
+                                                                 {"text": "Buy 2 AAPL filled at $10.00"}]
+    finally:
+        await other.stop()
+
+
+async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_path, receiver):
+    hooks = tmp_path / "hooks.toml"
+    hooks.write_text(f'[[target]]\nname = "desk"\nurl = "{receiver.url}"\nsecret_env = "DESK_SECRET"\n')
+    env = {"PATH": "/usr/bin:/bin", "TRADE_STREAM_WEBHOOKS_FILE": str(hooks), "DESK_SECRET": SECRET,
+           "HOME": str(tmp_path)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "trade_stream", "webhook", *args],  # noqa: E731
+                                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    done = await asyncio.to_thread(run, "test", "desk")
+    assert done.returncode == 0, done.stderr
+    assert "OK   HTTP 200" in done.stdout and '{"status":200}' in done.stdout
+    body = verify(receiver.seen[-1])
+    assert body["event"] == "test" and "filled" in body["notification"]["message"]
+    receiver.script = [500]
+    done = await asyncio.to_thread(run, "test", "desk")
+    assert done.returncode == 1 and "FAIL HTTP 500" in done.stdout
+    done = await asyncio.to_thread(run, "test", "nobody")
+    assert done.returncode == 2 and "no target named 'nobody'; targets: desk" in done.stderr
+    hooks.write_text('[[target]]\nname = "desk"\nurl = "ftp://x"\n')
+    daemon = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "trade_stream", "--demo"],
+                                     capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert daemon.returncode == 2
+    assert daemon.stderr.strip().splitlines() == [
+        f"trade-stream: TRADE_STREAM_WEBHOOKS_FILE={hooks}: target #1 ('desk'): url must be an http:// or https:// URL"]
+    assert config.Config().webhooks == ()
