@@ -85,7 +85,7 @@ class App:
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders, snapshots=Snapshots(cfg))
-        compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
+        compat = AlpacaEndpoints(relay, orders, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
         page = PageSupport(cfg, origins, self.ws.port)
