@@ -166,6 +166,8 @@ class App:
 
     def health(self) -> dict[str, Any]:
         upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
+        if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
+            upstreams.update(self.relay.sources.health_states())
         if self.trading is not None:
             upstreams["trading"] = self.trading.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)

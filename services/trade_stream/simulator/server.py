@@ -278,11 +278,14 @@ class Simulator:
             await self._reply(conn, protocol.error(exc.code))
             return
         books = sorted(s for s in request.get("orderbooks", ()) if s != "*") if subscribe else []
-        conn.subs = new
+        # A full book first for each newly subscribed one: no change of it goes out before (a tick may run while
+        # the reply is sent; a connection's messages are handled one at a time, so nothing else changes subs).
+        conn.subs = {**new, "orderbooks": new["orderbooks"] - set(books)} if books else new
         await self._reply(conn, protocol.subscription_message(new))
-        if books and not conn.frozen and not conn.muted:  # a full book first for each newly subscribed one
+        if books and not conn.frozen and not conn.muted:
             outs = [Out(*self.market.orderbook(s)) for s in books]
             self._push(conn, frame(outs, conn.use_msgpack), text=not conn.use_msgpack)
+        conn.subs = new
 
     # trading stream
 
@@ -716,7 +719,7 @@ class Simulator:
 
     def subscriptions(self, path: str) -> dict[str, list[str]]:
         """The union of the current subscriptions of all connections on ``path``, per channel."""
-        union = protocol.empty_subs()
+        union = protocol.empty_subs(crypto=DATA_PATHS.get(path) in CRYPTO_FEEDS)
         for conn in self._conns.values():
             if conn.path == path:
                 for ch, symbols in conn.subs.items():
