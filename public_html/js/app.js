@@ -18,7 +18,8 @@ import { Watchlists } from './watchlists.js';
 import { httpBase, resolveWsUrl } from './ws-url.js';
 
 const $ = (id) => document.getElementById(id);
-const DEMO_SYMBOLS = ['AAPL', 'MSFT', 'NVDA', 'TSLA', 'AMZN', 'SPY'];
+// Crypto pairs trade around the clock (the relay routes BASE/QUOTE to Alpaca's crypto stream): live prices at any hour.
+const DEMO_SYMBOLS = ['BTC/USD', 'ETH/USD', 'AAPL', 'MSFT', 'NVDA', 'TSLA', 'AMZN', 'SPY'];
 const CLOCK_EVERY_MS = 60_000;
 const config = window.TRADE_STREAM_CONFIG ?? {};
 

@@ -2,7 +2,8 @@
 import { dropAddressParam } from './address.js';
 import { local } from './storage.js';
 
-const SYMBOL_PATTERN = /^[A-Z0-9.\/-]{1,15}$/;
+// A stock symbol, or a crypto pair BASE/QUOTE (BTC/USD) as the relay checks them (services/PROTOCOL.md §1).
+const SYMBOL_PATTERN = /^(?:[A-Z][A-Z0-9.-]{0,14}|[A-Z0-9]{1,15}\/[A-Z0-9]{2,10})$/;
 const STORAGE_KEY = 'tradeStream.symbols';
 
 export function normalizeSymbol(text) {

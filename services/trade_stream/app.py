@@ -94,7 +94,7 @@ class App:
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders, snapshots=Snapshots(cfg))
-        compat = AlpacaEndpoints(relay, orders, cfg.data_feed, cfg.alpaca_prefix, cfg.max_symbols_per_client)
+        compat = AlpacaEndpoints(relay, orders, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
         page = PageSupport(cfg, origins, self.ws.port)
@@ -190,6 +190,8 @@ class App:
 
     def health(self) -> dict[str, Any]:
         upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
+        if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
+            upstreams.update(self.relay.sources.health_states())
         if self.trading is not None:
             upstreams["trading"] = self.trading.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)

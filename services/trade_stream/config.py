@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
 PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-stream" / "public_html")
 FEEDS = ("iex", "sip", "delayed_sip", "test")
+CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1beta3/crypto/{loc})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -58,6 +59,7 @@ class Config:
     data_url: str = "https://data.alpaca.markets"
     data_feed: str = "iex"
     data_stream_url: str = ""
+    crypto_location: str = "us"
     trading_stream_url: str = ""
     host: str = "0.0.0.0"
     port: int = 8765
@@ -211,6 +213,9 @@ SETTINGS: tuple[Setting, ...] = (
             "market-data feed: iex, sip, delayed_sip, or test (FAKEPACA, 24/7); default iex"),
     Setting("data_stream_url", "ALPACA_DATA_STREAM_URL", "--data-stream-url", _url(("wss", "ws")),
             "market-data stream URL (default wss://stream.data.alpaca.markets/v2/{feed})"),
+    Setting("crypto_location", "TRADE_STREAM_CRYPTO_LOCATION", "--crypto-location", _choice(CRYPTO_LOCATIONS),
+            "crypto stream browsers' pair symbols (BTC/USD) go to: us (Alpaca), us-1 (Kraken US) or eu-1 "
+            "(Kraken EU); default us"),
     Setting("trading_stream_url", "ALPACA_TRADING_STREAM_URL", "--trading-stream-url", _url(("wss", "ws")),
             "trading stream URL (default derived from ALPACA_BASE_URL: wss://.../stream)"),
     Setting("host", "TRADE_STREAM_HOST", "--host", _text, "listen address for WebSocket + HTTP (default 0.0.0.0)"),

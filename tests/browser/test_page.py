@@ -299,6 +299,25 @@ async def test_demo_badge_in_demo_mode(tmp_path, watch):
 
 
 @pytest.mark.timeout(60)
+async def test_demo_opens_with_crypto_pairs_that_show_live_prices_and_quotes(tmp_path, watch):
+    """Demo mode at any hour: the fresh page opens BTC/USD and ETH/USD among its symbols; their rows show the last
+    price and bid x ask from Alpaca's crypto stream (the simulator's, around the clock)."""
+    page = watch.page
+    cfg = Config(demo=True, host="127.0.0.1", port=0, linger=0.3, ping_interval=0, token=TOKEN,
+                 state_dir=str(tmp_path), timings=FAST)
+    async with running(cfg) as app:
+        await upstream_ready(app)
+        await page.goto(page_url(app.port, app.port))
+        row = panel(page, "BTC/USD")
+        await expect(row).to_be_visible(timeout=UI)
+        await expect(panel(page, "ETH/USD")).to_be_visible(timeout=UI)
+        await expect(row.locator(".last")).to_have_text(re.compile(r"\d"), timeout=UI)
+        await expect(row.locator(".quote")).to_have_text(re.compile(r"\d.*\u00d7.*\d"), timeout=UI)
+        assert app.simulator.sessions("/v1beta3/crypto/us") == 1
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
 async def test_demo_badge_hidden_otherwise(sim, tmp_path, watch):
     """A normal daemon (welcome demo:false): no DEMO badge."""
     page = watch.page

@@ -17,9 +17,12 @@ async def test_symbols_alpaca_would_refuse_are_refused_locally(sim, tmp_path, sy
         err = await browser.expect("error")
         assert err["code"] == "invalid_symbol" and err["symbol"] == symbol
         assert app.relay.hub.wanted() == set()
-        for good in ("BRK.B", "BRK/B", "BF-B"):  # class-share spellings stay accepted
+        for good in ("BRK.B", "BF-B", "BTC/USD"):  # class-share spellings stay accepted; a "/" makes a crypto pair
             await browser.send({"action": "subscribe", "symbol": good})
             assert (await browser.expect(lambda m: m.get("type") in ("subscribed", "error")))["type"] == "subscribed"
+        await browser.send({"action": "subscribe", "symbol": "BRK/B"})  # a pair needs BASE/QUOTE of 2+ each
+        err = await browser.expect("error")
+        assert err["code"] == "invalid_symbol" and "BTC/USD" in err["message"]
 
 
 async def test_a_refused_symbol_in_the_resubscribe_is_isolated_and_the_rest_is_held(sim, tmp_path):

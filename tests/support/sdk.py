@@ -50,3 +50,20 @@ async def trading_stream(url: str, key: str, secret: str) -> AsyncIterator[async
     stream.subscribe_trade_updates(on_update)
     async with _driven(stream):
         yield got
+
+
+@contextlib.asynccontextmanager
+async def crypto_stream(url: str, key: str, secret: str, *symbols: str) -> AsyncIterator[tuple[Any, asyncio.Queue]]:
+    """A CryptoDataStream subscribed to trades and order books of ``symbols``; yields (stream, queue of models)."""
+    from alpaca.data.live import CryptoDataStream
+
+    stream = CryptoDataStream(key, secret, url_override=url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_data(item: Any) -> None:
+        got.put_nowait(item)
+
+    stream.subscribe_trades(on_data, *symbols)
+    stream.subscribe_orderbooks(on_data, *symbols)
+    async with _driven(stream):
+        yield stream, got

@@ -203,9 +203,13 @@ def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
 class Router:
     """Routes batches of Alpaca market messages to the clients holding their (channel, symbol)."""
 
-    def __init__(self, holders: dict[tuple[str, str], set[Any]], stats: Stats) -> None:
+    def __init__(self, holders: dict[tuple[str, str], set[Any]], stats: Stats,
+                 channel_of: dict[str, str] | None = None) -> None:
         self.holders = holders  # the hub's live table; read-only here
         self.stats = stats
+        # Alpaca message type -> the hub channel holding it; one router per upstream source, whose channels carry
+        # the source's prefix (upstream/sources.py), so routing costs the same one lookup for every source.
+        self.channel_of = CHANNEL_OF if channel_of is None else channel_of
         self.last_seen: dict[str, float] = {}
 
     def route(self, messages: list[dict[str, Any]], now: float) -> None:
@@ -215,8 +219,9 @@ class Router:
         holders = self.holders
         owed: dict[Client, list[bytes]] = {}
         last_seen = self.last_seen
+        channel_of = self.channel_of
         for m in messages:
-            channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+            channel = channel_of.get(m.get("T"))  # type: ignore[arg-type]
             if channel is None:
                 continue
             symbol = m.get("S")
@@ -244,7 +249,7 @@ class Router:
     def _route_one(self, m: dict[str, Any], now: float) -> None:
         """The common case (one message per upstream frame): no coalescing, write as we go."""
         self.stats.messages_in += 1
-        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+        channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
         if channel is None:
             return
         symbol = m.get("S")

@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 Key = tuple[str, str]  # (channel, symbol)
 
 
+def source_of(key: Key) -> str:
+    """The upstream connection a key belongs to: "" for the default stock feed, whose channels are Alpaca's bare
+    names (``("trades", "AAPL")``); otherwise the source named before the last colon of the channel
+    (``("crypto:us:trades", "BTC/USD")`` is ``crypto:us``). See upstream/sources.py."""
+    return key[0].rpartition(":")[0]
+
+
 class SymbolLimit(Exception):
     """Holding the request would take upstream past the symbol cap; nothing was changed."""
 
@@ -116,34 +123,44 @@ class Hub:
         return change
 
     def _make_room(self, keys: list[Key], weak: bool) -> tuple[list[Key], dict[Hashable, list[Key]]]:
-        """Check the symbol cap, evicting lingering symbols (oldest first), then weakly held ones, before
-        refusing. Nothing changes when it refuses."""
-        current = self.wanted_symbols()
+        """Check the symbol cap, per upstream source (Alpaca counts symbols per connection), evicting lingering
+        symbols (oldest first), then weakly held ones, before refusing. Nothing changes when it refuses."""
+        evict: set[tuple[str, str]] = set()  # (source, symbol)
+        for source in sorted({source_of(k) for k in keys}):
+            evict |= {(source, s) for s in self._room_in(source, [k for k in keys if source_of(k) == source], weak)}
+        if not evict:
+            return [], {}
+        dropped = [k for k in self._lingering if (source_of(k), k[1]) in evict]
+        for key in dropped:
+            del self._lingering[key]
+            self._shown_until.pop(key, None)
+        evicted: dict[Hashable, list[Key]] = {}
+        for key in [k for k in self.holders if (source_of(k), k[1]) in evict]:
+            for holder, lost in self._remove(key).items():
+                evicted.setdefault(holder, []).extend(lost)
+            dropped.append(key)
+        return dropped, evicted
+
+    def _room_in(self, source: str, keys: list[Key], weak: bool) -> set[str]:
+        """The symbols of ``source`` to evict so that ``keys`` fit its cap; raises SymbolLimit."""
+        holders = {k: c for k, c in self.holders.items() if source_of(k) == source}
+        lingering = {k: d for k, d in self._lingering.items() if source_of(k) == source}
+        current = {s for _, s in holders} | {s for _, s in lingering}
         wanted_now = {s for _, s in keys}
         excess = len(current | wanted_now) - self.max_symbols
         if excess <= 0:
-            return [], {}
-        strong = {s for (_, s), clients in self.holders.items() if not clients <= self._weak}
-        held = {s for _, s in self.holders}
+            return set()
+        strong = {s for (_, s), clients in holders.items() if not clients <= self._weak}
+        held = {s for _, s in holders}
         idle = sorted(
-            {s for _, s in self._lingering} - held - wanted_now,
-            key=lambda s: min(d for (_, sym), d in self._lingering.items() if sym == s),
+            {s for _, s in lingering} - held - wanted_now,
+            key=lambda s: min(d for (_, sym), d in lingering.items() if sym == s),
         )
         weakly_held = [] if weak else sorted(held - strong - wanted_now)  # weak holds never evict each other
         candidates = idle + weakly_held
         if len(candidates) < excess:
             raise SymbolLimit(f"upstream symbol cap {self.max_symbols} reached")
-        evict = set(candidates[:excess])
-        dropped = [k for k in self._lingering if k[1] in evict]
-        for key in dropped:
-            del self._lingering[key]
-            self._shown_until.pop(key, None)
-        evicted: dict[Hashable, list[Key]] = {}
-        for key in [k for k in self.holders if k[1] in evict]:
-            for holder, lost in self._remove(key).items():
-                evicted.setdefault(holder, []).extend(lost)
-            dropped.append(key)
-        return dropped, evicted
+        return set(candidates[:excess])
 
     def _remove(self, key: Key) -> dict[Hashable, list[Key]]:
         """Take ``key`` from every holder at once, with no linger. Returns who held it."""

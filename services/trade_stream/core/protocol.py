@@ -19,7 +19,12 @@ from trade_stream.core import event_ids
 # separators "." "/" "-". Anything else Alpaca refuses with 400 for the whole subscribe, so it is refused here.
 SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9./-]{0,14}")
 SYMBOL_RULE = "symbols are a letter followed by up to 14 of A-Z 0-9 . / -"
-MARKET_CHANNELS = ("trades", "quotes", "bars")
+# Alpaca's crypto pairs (services/PROTOCOL.md §1): BASE/QUOTE, each upper-case letters and digits (BTC/USD,
+# ETH/BTC, SOL/USDT). A browser symbol with a "/" is a crypto pair and goes to the crypto stream.
+CRYPTO_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{2,10}")
+CRYPTO_SYMBOL_RULE = "crypto symbols are BASE/QUOTE pairs such as BTC/USD (letters and digits either side)"
+MARKET_CHANNELS = ("trades", "quotes", "bars", "orderbooks")
+CRYPTO_ONLY_CHANNELS = ("orderbooks",)
 DEFAULT_CHANNELS = ("trades",)
 PRIVATE_CHANNELS = ("orders",)
 
@@ -121,6 +126,10 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
     channels = _channels(msg)
     if isinstance(channels, ClientError):
         return channels
+    stocks = [s for s in symbols if "/" not in s]
+    if stocks and any(c in CRYPTO_ONLY_CHANNELS for c in channels):
+        return ClientError("invalid_channel", f"order books are for crypto pairs (BTC/USD), not {stocks[0]}",
+                           stocks[0])
     kind = Subscribe if subscribing else Unsubscribe
     return kind(symbols, channels)
 
@@ -141,7 +150,10 @@ def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
     out = []
     for s in raw:
         symbol = s.strip().upper()
-        if not SYMBOL_RE.fullmatch(symbol):
+        if "/" in symbol:
+            if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
+                return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, s[:40])
+        elif not SYMBOL_RE.fullmatch(symbol):
             return ClientError("invalid_symbol", SYMBOL_RULE, s[:40])
         out.append(symbol)
     return tuple(dict.fromkeys(out))
@@ -202,6 +214,9 @@ def market_message(m: dict[str, Any]) -> dict[str, Any] | None:
         return {"type": "correction", "symbol": m.get("S"), "data": _without(m, "T", "S")}
     if kind == "x":
         return {"type": "cancel_error", "symbol": m.get("S"), "data": _without(m, "T", "S")}
+    if kind == "o":  # crypto order books: the relay's top-levels view (upstream/sources.py Book), None if unchanged
+        view = getattr(m, "view", None)
+        return {"type": "orderbook", "symbol": m.get("S"), "data": view} if view is not None else None
     return None
 
 

@@ -18,7 +18,8 @@ from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
 from trade_stream.edges.limits import TokenBucket
-from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
+from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.upstream.sources import Source, Sources
 
 log = logging.getLogger("trade_stream.core.relay")
 
@@ -30,14 +31,13 @@ class Relay:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
-        self.router = Router(self.hub.holders, stats)
         self.clients: set[Client] = set()
         self.on_status: list[Callable[[dict[str, Any]], None]] = []
-        self.upstream = MarketDataUpstream(
-            url=data_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.hub.wanted,
-            on_data=self.router.route, on_state=self._upstream_state, timings=cfg.timings,
-            stale_after=cfg.stale_after, probe_after=cfg.probe_after, stats=stats, on_rejected=self._rejected,
-        )
+        # One upstream connection per Alpaca source in use (upstream/sources.py); the default stock feed's is
+        # ``upstream`` and its router ``router``, as when there was only one.
+        self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, self._rejected)
+        self.upstream = self.sources.default.upstream
+        self.router: Router = self.sources.default.router
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
@@ -88,7 +88,7 @@ class Relay:
             self._prune()
             reply(_upstream_refused(code, msg, None))
 
-        if not self.upstream.request(change, done):
+        if not self.sources.request(change, done):
             reply(None)
         self._schedule_linger()
 
@@ -119,12 +119,12 @@ class Relay:
     # --- upstream -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.upstream.run()
+        await self.sources.run()
 
     async def stop(self) -> None:
         if self._linger_timer:
             self._linger_timer.cancel()
-        await self.upstream.stop()
+        await self.sources.stop()
 
     def _rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
         """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
@@ -136,7 +136,7 @@ class Relay:
 
     def _apply(self, change: Change) -> None:
         if change:
-            self.upstream.request(change)
+            self.sources.request(change)
         if change.unsubscribe:
             self._prune()
         self._schedule_linger()
@@ -147,6 +147,7 @@ class Relay:
         last_seen = self.router.last_seen
         for symbol in [s for s in last_seen if s not in wanted]:
             del last_seen[symbol]
+        self.sources.prune()
 
     def _schedule_linger(self) -> None:
         deadline = self.hub.next_deadline()
@@ -165,6 +166,14 @@ class Relay:
         if change:
             log.info("linger_expired unsubscribing=%s", [f"{c}:{s}" for c, s in change.unsubscribe][:20])
         self._apply(change)
+
+    def _source_state(self, source: Source, state: UpstreamState) -> None:
+        if source.default:
+            self._upstream_state(state)
+            return
+        log.info("source_state source=%s state=%s error=%r", source.name, state.state, state.error)
+        broadcast(self.clients, {"type": "source_status", "source": source.name,
+                                 "upstream": source.view(self.hub.visible())})
 
     def _upstream_state(self, state: UpstreamState) -> None:
         self.stats.upstream_reconnects = state.reconnects
@@ -202,6 +211,7 @@ class Relay:
             },
             "reconnects": self.upstream.status.reconnects,
             "demo": self.cfg.demo,
+            "upstreams": self.sources.views(visible),
         }
 
 

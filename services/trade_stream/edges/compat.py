@@ -1,10 +1,14 @@
 """Alpaca-compatible endpoints: unmodified Alpaca SDK clients connect here as if to Alpaca and share the one
 upstream connection (protocol reference §1-2, spoken towards the client).
 
-``/v2/{feed}`` speaks the market-data protocol: greeting, auth (message or headers, checked against relay-issued
+``/v2/{feed}`` (every stock feed) and ``/v1beta3/crypto/{loc}`` speak the market-data protocol:
+ greeting, auth (message or headers, checked against relay-issued
 credentials: any key with TRADE_STREAM_TOKEN as the secret; never forwarded), additive subscribe/unsubscribe
 answered with that client's full set, Alpaca's error codes, JSON or msgpack as the client asks. Subscriptions go
-through the same hub as browsers. Data is Alpaca's own messages, re-encoded once per codec per upstream batch.
+through the same hub as browsers, to the upstream connection of the source the path names (upstream/sources.py),
+opened on demand: a client of ``/v2/sip`` on a relay configured for ``iex`` is served when the account's plan has
+SIP, and gets Alpaca's own 409 at auth when it has not. Data is Alpaca's own messages, re-encoded once per codec
+per upstream batch.
 ``/stream`` speaks the trading protocol and relays ``trade_updates`` from the order journal.
 """
 
@@ -20,14 +24,16 @@ from typing import Any
 import msgpack
 import orjson
 from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
 
 from trade_stream.core.fanout import Client, Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import EVENT_FIELDS, Orders
-from trade_stream.core.protocol import SYMBOL_RE, ClientError
+from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
+from trade_stream.upstream.sources import PATHS, Source, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")
 
@@ -44,10 +50,10 @@ ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 4
           404: "auth timeout", 405: "symbol limit exceeded", 409: "insufficient subscription",
           410: "invalid subscribe action for this feed"}
 
-#: Alpaca's market-data stream paths (after the prefix). The relay serves one of them, ``/v2/{its feed}``; every
-#: other one answers as Alpaca answers a feed the account's plan lacks: the ``connected`` greeting, then 409
-#: "insufficient subscription" at auth (protocol reference §1.1), which alpaca-py and the Go SDK both treat as
-#: final. Relaying crypto, news or options later means routing its path to a session of its own here.
+#: Alpaca's market-data stream paths (after the prefix). The relay serves those in upstream/sources.py's table
+#: (stock feeds, crypto); the others (news, options, the old crypto versions) answer as Alpaca answers a feed the
+#: account's plan lacks: the ``connected`` greeting, then 409 "insufficient subscription" at auth (protocol
+#: reference §1.1), which alpaca-py and the Go SDK both treat as final.
 MARKET_DATA_PATHS = ("/v2/", "/v1beta1/boats", "/v1beta1/overnight", "/v1beta1/news", "/v1beta1/indicative",
                      "/v1beta1/opra", "/v1beta3/crypto/", "/v1beta2/crypto", "/v1beta1/crypto")
 TRADING_PATH = "/stream"
@@ -175,15 +181,22 @@ class Wire:
             return None
 
 
+#: Channels of a crypto stream's ``subscription`` reply.
+CRYPTO_REPLY_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
+
+
 class MarketDataSession:
     def __init__(self, conn: ServerConnection, client: Client, relay: Relay, orders: Orders, feed: str,
-                 served_feed: str, max_symbols_per_client: int) -> None:
+                 spec: SourceSpec | None, max_symbols_per_client: int) -> None:
         self.conn = conn
         self.client = client
         self.relay = relay
         self.orders = orders
         self.feed = feed
-        self.served_feed = served_feed
+        self.spec = spec  # None: a stream this relay does not serve
+        self.source: Source | None = None  # attached once authenticated
+        self.prefix = ""
+        self.crypto = spec is not None and spec.kind == "crypto"
         self.max_symbols = max_symbols_per_client
         self.authenticated = False
         self.wire = Wire(client, wants_msgpack(conn))
@@ -196,21 +209,23 @@ class MarketDataSession:
         self.wire.send([{"T": "success", "msg": "connected"}])
         headers = self.conn.request.headers if self.conn.request else {}
         key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
-        if key is not None or secret is not None:
-            self.auth(key, secret)
         timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
         try:
+            if key is not None or secret is not None:
+                await self.auth(key, secret)
             async for raw in self.conn:
-                self.handle(self.wire.decode(raw))
+                await self.handle(self.wire.decode(raw))
         finally:
             timer.cancel()
+            if self.source is not None:
+                self.relay.sources.detach(self.source)
 
     def _auth_timeout(self) -> None:
         if not self.authenticated:
             self.error(404)
             self._closing = asyncio.ensure_future(self.conn.close(AUTH_TIMEOUT_CLOSE, "auth timeout"))
 
-    def auth(self, key: Any, secret: Any) -> None:
+    async def auth(self, key: Any, secret: Any) -> None:
         if self.authenticated:
             self.error(403)
             return
@@ -220,26 +235,37 @@ class MarketDataSession:
         if self.orders.check_token(secret, self.client.ip) is not None:
             self.error(402)
             return
-        if self.feed != self.served_feed:
-            log.info("alpaca_client_refused code=409 stream=%s served=%s ip=%s", self.feed, self.served_feed,
-                     self.client.ip)
+        if self.spec is None:
+            log.info("alpaca_client_refused code=409 stream=%s reason=not relayed ip=%s", self.feed, self.client.ip)
             self.error(409)
             return
+        source = self.relay.sources.attach(self.spec.name)
+        code = await source.ready(self.relay.cfg.timings.open_timeout)
+        if code == 409:  # Alpaca refused the relay's account this stream: the client gets Alpaca's own answer
+            self.relay.sources.detach(source)
+            log.info("alpaca_client_refused code=409 stream=%s reason=%r ip=%s", self.feed,
+                     source.upstream.status.error, self.client.ip)
+            self.error(409)
+            return
+        if self.authenticated or self.conn.state is not State.OPEN:  # a second auth raced this one, or gone
+            self.relay.sources.detach(source)
+            return
+        self.source, self.prefix = source, source.prefix
         self.authenticated = True
         self.wire.send([{"T": "success", "msg": "authenticated"}])
 
-    def handle(self, msg: Any) -> None:
+    async def handle(self, msg: Any) -> None:
         if not isinstance(msg, dict) or not isinstance(msg.get("action"), str):
             self.error(400)
             return
         action = msg["action"]
         if action == "auth":
-            self.auth(msg.get("key"), msg.get("secret"))
+            await self.auth(msg.get("key"), msg.get("secret"))
         elif action in ("subscribe", "unsubscribe"):
             if not self.authenticated:
                 self.error(401)
                 return
-            keys = self.parse_keys(msg)
+            keys = self.parse_keys(msg, self.spec.channels if self.spec else (), self.crypto)
             if isinstance(keys, int):
                 self.error(keys)
             elif not keys:
@@ -252,29 +278,31 @@ class MarketDataSession:
         else:
             self.error(400)
 
-    @staticmethod
-    def parse_keys(msg: dict[str, Any]) -> list[Key] | int:
-        """The (channel, symbol) keys of a subscribe/unsubscribe, or the error code.
+    def parse_keys(self, msg: dict[str, Any], channels: tuple[str, ...] = DATA_CHANNELS,
+                   crypto: bool = False) -> list[Key] | int:
+        """The hub keys of a subscribe/unsubscribe (channels prefixed for this session's source), or the error
+        code.
 
         The Go SDK sends every channel key it knows (orderbooks, news and pricing too), unset ones as nil, so a
-        null or empty list means "nothing here" on any key; only a non-empty unknown channel is 410. A message
-        naming no channel at all is 400."""
+        null or empty list means "nothing here" on any key; only a non-empty channel the stream lacks is 410
+        (statuses on crypto, orderbooks on stocks). A message naming no channel at all is 400."""
         keys: list[Key] = []
         if len(msg) < 2:
             return 400
+        symbol_re = CRYPTO_SYMBOL_RE if crypto else SYMBOL_RE
         for name, value in msg.items():
             if name == "action" or value is None or value == []:
                 continue
-            if name in IMPLIED_CHANNELS:
+            if name in IMPLIED_CHANNELS and not crypto:
                 return 400  # implied by trades; cannot be subscribed directly
-            if name not in DATA_CHANNELS:
+            if name not in channels:
                 return 410
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 return 400
             for symbol in value:
-                if symbol != "*" and not SYMBOL_RE.fullmatch(symbol):
+                if symbol != "*" and not symbol_re.fullmatch(symbol):
                     return 400
-                keys.append((name, symbol))
+                keys.append((self.prefix + name, symbol))
         return keys
 
     def subscribe(self, keys: list[Key]) -> None:
@@ -286,6 +314,7 @@ class MarketDataSession:
         def reply(err: ClientError | None) -> None:
             if err is None:
                 self.send_subscription()
+                self.send_books([s for ch, s in keys if ch == self.prefix + "orderbooks"])
             elif err.code == "symbol_limit":
                 self.error(405)
             else:
@@ -294,12 +323,26 @@ class MarketDataSession:
         self.relay.subscribe(self.client, keys, reply)
 
     def send_subscription(self) -> None:
-        held: dict[str, list[str]] = {ch: [] for ch in REPLY_CHANNELS}
+        held: dict[str, list[str]] = {ch: [] for ch in (CRYPTO_REPLY_CHANNELS if self.crypto else REPLY_CHANNELS)}
+        n = len(self.prefix)
         for channel, symbol in self.relay.hub.held_by(self.client):
-            held[channel].append(symbol)
-        held["corrections"] = list(held["trades"])
-        held["cancelErrors"] = list(held["trades"])
+            held[channel[n:]].append(symbol)
+        if not self.crypto:
+            held["corrections"] = list(held["trades"])
+            held["cancelErrors"] = list(held["trades"])
         self.wire.send([{"T": "subscription", **{ch: sorted(v) for ch, v in held.items()}}])
+
+    def send_books(self, symbols: list[str]) -> None:
+        """A newly subscribed order book that the relay already keeps: Alpaca sends a full book (``r: true``)
+        after a subscribe, so this client gets the relay's, in its codec. Otherwise Alpaca's own comes."""
+        if self.source is None:
+            return
+        for symbol in symbols:
+            book = self.source.books.get(symbol)
+            if book is not None:
+                body = self.client.codec.body(book.full(symbol))
+                if body is not None:
+                    self.client.send(self.client.codec.frames([body]), 1)
 
 
 class TradingSession:
@@ -369,11 +412,9 @@ class TradingSession:
 class AlpacaEndpoints:
     """Registers the compatible paths on the WebSocket server."""
 
-    def __init__(self, relay: Relay, orders: Orders, served_feed: str, prefix: str,
-                 max_symbols_per_client: int) -> None:
+    def __init__(self, relay: Relay, orders: Orders, prefix: str, max_symbols_per_client: int) -> None:
         self.relay = relay
         self.orders = orders
-        self.served_feed = served_feed
         self.prefix = prefix.rstrip("/")
         self.max_symbols = max_symbols_per_client
 
@@ -385,12 +426,12 @@ class AlpacaEndpoints:
 
     async def market_data(self, conn: ServerConnection, client: Client) -> None:
         path = conn.request.path.split("?", 1)[0] if conn.request else ""
-        # The stream the client asked for, as a path ("v2/iex", "v1beta3/crypto/us"): only v2/{served} is served.
+        # The stream the client asked for, as a path ("v2/iex", "v1beta3/crypto/us"), and its source, if relayed.
         feed = path[len(self.prefix):].strip("/")
         started = time.monotonic()
         log.info("alpaca_client_connected kind=market_data feed=%s ip=%s", feed, client.ip)
         try:
-            await MarketDataSession(conn, client, self.relay, self.orders, feed, f"v2/{self.served_feed}",
+            await MarketDataSession(conn, client, self.relay, self.orders, feed, PATHS.get(f"/{feed}"),
                                     self.max_symbols).run()
         finally:
             log.info("alpaca_client_closed kind=market_data ip=%s seconds=%.1f", client.ip,

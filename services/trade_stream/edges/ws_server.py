@@ -210,7 +210,7 @@ class BrowserSession:
             case protocol.Subscribe():
                 self.subscribe(action)
             case protocol.Unsubscribe():
-                keys = [(ch, s) for s in action.symbols for ch in action.channels]
+                keys = self.server.relay.sources.browser_keys(action.symbols, action.channels)
                 self.server.relay.unsubscribe(self.client, keys)
                 for msg in protocol.subscribed(action.symbols, action.channels, "unsubscribed"):
                     self.client.send_message(msg)
@@ -234,7 +234,7 @@ class BrowserSession:
         if len(held | set(action.symbols)) > cap:
             self.reply_error(ClientError("symbol_limit", f"at most {cap} symbols per connection"))
             return
-        keys = [(ch, s) for s in action.symbols for ch in action.channels]
+        keys = relay.sources.browser_keys(action.symbols, action.channels)  # BTC/USD goes to the crypto stream
 
         def reply(err: ClientError | None) -> None:
             if err is not None:
@@ -242,8 +242,14 @@ class BrowserSession:
                 return
             for msg in protocol.subscribed(action.symbols, action.channels):
                 client.send_message(msg)
-            if "trades" in action.channels and self.server.snapshots is not None:
-                self.server.spawn(self.send_snapshots(list(action.symbols)))
+            if "orderbooks" in action.channels:  # the current top levels; updates to them follow
+                for symbol in action.symbols:
+                    book = relay.sources.orderbook(symbol)
+                    if book is not None:
+                        client.send_message(book)
+            stocks = [s for s in action.symbols if "/" not in s]  # the REST snapshot is for stocks
+            if "trades" in action.channels and stocks and self.server.snapshots is not None:
+                self.server.spawn(self.send_snapshots(stocks))
 
         relay.subscribe(client, keys, reply)
 

@@ -29,12 +29,24 @@ class RelayCollector:
                                 value=len(snap["active_symbols"]))
         subs = GaugeMetricFamily("trade_stream_subscriptions", "Client holds per channel", labels=["channel"])
         per_channel: dict[str, int] = {}
+        per_source: dict[tuple[str, str], int] = {}
+        default = next(iter(snap.get("upstreams") or {"": None}))  # the default stock source comes first
         for channels in snap["holders"].values():
             for channel, count in channels.items():
-                per_channel[channel] = per_channel.get(channel, 0) + count
+                source, _, bare = channel.rpartition(":")  # "crypto:us:trades"; the default source's are bare
+                if not source:
+                    per_channel[channel] = per_channel.get(channel, 0) + count
+                key = (source or default, bare)
+                per_source[key] = per_source.get(key, 0) + count
         for channel, count in sorted(per_channel.items()):
             subs.add_metric([channel], count)
         yield subs
+        holds = GaugeMetricFamily("trade_stream_source_subscriptions", "Client holds per upstream source and channel",
+                                  labels=["source", "channel"])
+        for (source, channel), count in sorted(per_source.items()):
+            holds.add_metric([source, channel], count)
+        yield holds
+        yield from self._sources(snap.get("upstreams") or {})
         for name, doc, value in (
             ("trade_stream_messages_in", "Market-data messages received from Alpaca", s.messages_in),
             ("trade_stream_messages_out", "Messages delivered to client sockets", s.deliveries),
@@ -72,6 +84,38 @@ class RelayCollector:
         yield GaugeMetricFamily("trade_stream_last_message_age_seconds",
                                 "Seconds since the last upstream data message (-1 = none yet)",
                                 value=-1 if age is None else age)
+
+
+    def _sources(self, upstreams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        """Each upstream connection (stocks per feed, crypto) apart, labelled ``source``."""
+        families = {
+            "connected": GaugeMetricFamily("trade_stream_source_connected",
+                                           "1 when this Alpaca stream is authenticated", labels=["source"]),
+            "open": GaugeMetricFamily("trade_stream_source_open", "1 while this stream is wanted and its connection "
+                                      "kept (the default feed always)", labels=["source"]),
+            "symbols": GaugeMetricFamily("trade_stream_source_symbols", "Symbols Alpaca confirms this stream holds",
+                                         labels=["source"]),
+            "age": GaugeMetricFamily("trade_stream_source_last_message_age_seconds",
+                                     "Seconds since this stream's last data message (-1 = none yet)",
+                                     labels=["source"]),
+            "reconnects": CounterMetricFamily("trade_stream_source_reconnects",
+                                              "Reconnects of this stream after its first connect", labels=["source"]),
+            "messages": CounterMetricFamily("trade_stream_source_messages_in",
+                                            "Market-data messages received on this stream", labels=["source"]),
+        }
+        state = GaugeMetricFamily("trade_stream_source_state", "Stream state (1 = current)", labels=["source", "state"])
+        for name, view in upstreams.items():
+            families["connected"].add_metric([name], 1 if view["state"] == "connected" else 0)
+            families["open"].add_metric([name], 1 if view["open"] else 0)
+            families["symbols"].add_metric([name], len(view["symbols"]))
+            age = view["last_message_age"]
+            families["age"].add_metric([name], -1 if age is None else age)
+            families["reconnects"].add_metric([name], view["reconnects"])
+            families["messages"].add_metric([name], view["messages_in"])
+            for st in STATES:
+                state.add_metric([name, st], 1 if view["state"] == st else 0)
+        yield from families.values()
+        yield state
 
 
 def build_registry(stats: Stats, snapshot: Callable[[], dict[str, Any]],

@@ -12,7 +12,14 @@ DATA_PATHS: dict[str, str] = {
     "/v2/test": "test",
     "/v1beta1/boats": "boats",
     "/v1beta1/overnight": "overnight",
+    # Crypto: Alpaca US, Kraken US, Kraken EU (protocol reference §1.1), each its own endpoint and connection slot.
+    "/v1beta3/crypto/us": "crypto-us",
+    "/v1beta3/crypto/us-1": "crypto-us-1",
+    "/v1beta3/crypto/eu-1": "crypto-eu-1",
 }
+
+#: The crypto feeds: BASE/QUOTE pairs, trades/quotes/bars/orderbooks around the clock, no statuses or LULDs.
+CRYPTO_FEEDS: frozenset[str] = frozenset(f for f in DATA_PATHS.values() if f.startswith("crypto-"))
 
 #: Trading stream path, as in ``wss://paper-api.alpaca.markets/stream``.
 TRADING_PATH = "/stream"
@@ -34,6 +41,12 @@ DEFAULT_PRICES: dict[str, float] = {
     "JPM": 240.0,
     "KO": 63.0,
     "FAKEPACA": 130.0,
+    "BTC/USD": 65000.0,
+    "ETH/USD": 3200.0,
+    "SOL/USD": 150.0,
+    "LTC/USD": 80.0,
+    "DOGE/USD": 0.15,
+    "ETH/BTC": 0.05,
 }
 
 
@@ -55,8 +68,9 @@ class Plan:
         return self.symbol_limit is None if self.wildcard is None else self.wildcard
 
 
-#: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds), 30 symbols.
-BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test"}), symbol_limit=30)
+#: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds, and crypto), 30 symbols; no SIP, BOATS or
+#: overnight feed (those need Algo Trader Plus).
+BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test"}) | CRYPTO_FEEDS, symbol_limit=30)
 #: Algo Trader Plus: every feed, unlimited symbols.
 UNLIMITED_PLAN = Plan()
 

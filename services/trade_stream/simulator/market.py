@@ -35,6 +35,9 @@ NYSE_LISTED = frozenset({"JPM", "KO", "BRK.B", "IBM", "GE", "F", "T"})
 ARCA_LISTED = frozenset({"SPY", "IWM", "GLD", "DIA"})
 
 SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9.\-/]{0,20}")
+#: Crypto pairs on the crypto streams: BASE/QUOTE (BTC/USD, ETH/BTC, SOL/USDT).
+CRYPTO_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{2,10}")
+BOOK_LEVELS = 20  # levels per side of a simulated crypto order book
 
 _ts_cache: tuple[int, str] = (-1, "")
 
@@ -173,6 +176,9 @@ class SymbolState:
     last_trade: dict | None = None
     last_quote: dict | None = None
     history: deque[tuple[int, dict]] = field(default_factory=lambda: deque(maxlen=20_000))
+    #: Crypto order book (price -> size), kept around the current price.
+    bids: dict[float, float] = field(default_factory=dict)
+    asks: dict[float, float] = field(default_factory=dict)
 
 
 class Market:
@@ -245,10 +251,11 @@ class Market:
     def record_trade(self, st: SymbolState, msg: dict, ns: int) -> None:
         """Keep the trade for REST (latest, history, snapshot) and fold it into the bars. A late trade (one that
         belongs to the minute bar already closed) updates that bar instead, and an updatedBar becomes due."""
-        rest = {k: msg[k] for k in ("t", "x", "p", "s", "c", "i", "z") if k in msg}
+        rest = {k: msg[k] for k in ("t", "x", "p", "s", "c", "i", "z", "tks") if k in msg}
         st.last_trade = rest
         st.history.append((ns, rest))
-        price, size = float(msg.get("p", st.price)), int(msg.get("s", 0))
+        size = msg.get("s", 0)  # shares (int) for stocks, a fraction of a coin for crypto
+        price, size = float(msg.get("p", st.price)), size if isinstance(size, int | float) else 0
         minute = st.minute
         if st.last_bar is not None and minute.closed_start is not None and \
                 minute.window_of(ns) == minute.closed_start:
@@ -280,6 +287,85 @@ class Market:
         msg.update(fields)
         st.last_quote = {k: msg[k] for k in ("t", "ax", "ap", "as", "bx", "bp", "bs", "c", "z") if k in msg}
         return msg, ns
+
+    # -- crypto (v1beta3): floats for sizes, taker side, no exchange/conditions/tape; order books ---------------
+
+    def _tick(self, st: SymbolState) -> float:
+        """The price step of a crypto book: about a basis point, in the price's own precision."""
+        return max(round_price(st.price * 0.0001), 0.0001)
+
+    def crypto_trade(self, symbol: str, price: float | None = None, size: float | None = None,
+                     ns: int | None = None, **fields: object) -> Stamped:
+        st = self.state(symbol)
+        if price is None:
+            price = self._walk(st)
+        else:
+            st.price = price = round_price(float(price))
+        size = round(self.rng.expovariate(1.0) * 1000 / max(price, 1.0), 8) or 0.0001 if size is None \
+            else float(size)
+        ns = time.time_ns() if ns is None else ns
+        self._trade_id += 1
+        msg = {"T": "t", "S": symbol, "p": price, "s": size, "t": format_ts(ns), "i": self._trade_id,
+               "tks": self.rng.choice("BS")}
+        msg.update(fields)
+        self.record_trade(st, msg, ns)
+        return msg, ns
+
+    def crypto_quote(self, symbol: str, bid: float | None = None, ask: float | None = None,
+                     ns: int | None = None, **fields: object) -> Stamped:
+        st = self.state(symbol)
+        step = self._tick(st)
+        bid = round_price(st.price - step * (1 + self.rng.randrange(3))) if bid is None else float(bid)
+        ask = round_price(bid + step * (1 + self.rng.randrange(3))) if ask is None else float(ask)
+        ns = time.time_ns() if ns is None else ns
+        unit = 1000 / max(st.price, 1.0)
+        msg = {"T": "q", "S": symbol, "bp": bid, "bs": round(unit * self.rng.uniform(0.1, 5), 8), "ap": ask,
+               "as": round(unit * self.rng.uniform(0.1, 5), 8), "t": format_ts(ns)}
+        msg.update(fields)
+        st.last_quote = {k: msg[k] for k in ("t", "ap", "as", "bp", "bs") if k in msg}
+        return msg, ns
+
+    def _recenter(self, st: SymbolState) -> None:
+        """Keep BOOK_LEVELS levels per side around the current price, none crossing it."""
+        step, price, unit = self._tick(st), st.price, 1000 / max(st.price, 1.0)
+        for p in [p for p in st.bids if p >= price]:
+            del st.bids[p]
+        for p in [p for p in st.asks if p <= price]:
+            del st.asks[p]
+        for side, sign in ((st.bids, -1), (st.asks, 1)):
+            k = 1
+            while len(side) < BOOK_LEVELS:
+                level = round_price(price + sign * step * k)
+                if level > 0 and level not in side:
+                    side[level] = round(unit * self.rng.uniform(0.05, 10), 8)
+                k += 1
+            for p in sorted(side, key=lambda q: abs(q - price))[BOOK_LEVELS:]:
+                del side[p]
+
+    def orderbook(self, symbol: str, ns: int | None = None) -> Stamped:
+        """The full book (``r: true``), as Alpaca sends first after an orderbooks subscribe."""
+        st = self.state(symbol)
+        self._recenter(st)
+        ns = time.time_ns() if ns is None else ns
+        return {"T": "o", "S": symbol, "t": format_ts(ns),
+                "b": [{"p": p, "s": s} for p, s in sorted(st.bids.items(), reverse=True)],
+                "a": [{"p": p, "s": s} for p, s in sorted(st.asks.items())], "r": True}, ns
+
+    def orderbook_update(self, symbol: str, ns: int | None = None) -> Stamped | None:
+        """Changes since the last book: new sizes, new levels, and removed levels with size 0."""
+        st = self.state(symbol)
+        before_b, before_a = dict(st.bids), dict(st.asks)
+        self._recenter(st)
+        unit = 1000 / max(st.price, 1.0)
+        for side in (st.bids, st.asks):
+            for p in self.rng.sample(sorted(side), min(2, len(side))):
+                side[p] = round(unit * self.rng.uniform(0.05, 10), 8)
+        b = _book_diff(before_b, st.bids)
+        a = _book_diff(before_a, st.asks)
+        if not b and not a:
+            return None
+        ns = time.time_ns() if ns is None else ns
+        return {"T": "o", "S": symbol, "t": format_ts(ns), "b": b, "a": a}, ns
 
     def roll_bars(self, symbols: Iterable[str], now_ns: int) -> list[tuple[Stamped, Stamped]]:
         """Close the minute bars that ended before ``now_ns``; return (minute bar, running daily bar) pairs."""
@@ -410,3 +496,8 @@ class Market:
         if st is None:
             return []
         return [rest for ns, rest in st.history if start_ns <= ns <= end_ns]
+
+
+def _book_diff(before: dict[float, float], after: dict[float, float]) -> list[dict]:
+    out = [{"p": p, "s": s} for p, s in sorted(after.items()) if before.get(p) != s]
+    return out + [{"p": p, "s": 0} for p in sorted(before) if p not in after]

@@ -7,7 +7,7 @@ and test apart from the sockets.
 from __future__ import annotations
 
 from .config import Plan
-from .market import SYMBOL_RE
+from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE
 
 #: Channels a stock-stream client may name in subscribe/unsubscribe.
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
@@ -15,6 +15,9 @@ CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", 
 #: subscribe to the trade channel"). Naming them is rejected with 400 so a client that echoes the
 #: server's subscription reply back upstream is caught here rather than in production.
 IMPLIED = ("corrections", "cancelErrors")
+#: Channels of the crypto streams (v1beta3/crypto/{loc}): no statuses, LULDs, imbalances, corrections or
+#: cancel/errors; order books instead.
+CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
 
 ERROR_MESSAGES = {
     400: "invalid syntax",
@@ -53,33 +56,36 @@ def error(code: int, msg: str | None = None) -> dict:
     return {"T": "error", "code": code, "msg": msg or ERROR_MESSAGES.get(code, "error")}
 
 
-def empty_subs() -> Subs:
-    return {ch: set() for ch in CHANNELS}
+def empty_subs(crypto: bool = False) -> Subs:
+    return {ch: set() for ch in (CRYPTO_CHANNELS if crypto else CHANNELS)}
 
 
-def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset()) -> dict[str, list[str]]:
+def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset(),
+                  crypto: bool = False) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
     A null or empty list means nothing on any key: the Go SDK sends every channel key it knows (orderbooks, news
     and pricing included), unset ones as nil.
     400: no channel key at all, a non-list value, a non-string or malformed symbol (or one in ``refused``), or an
     implied channel.
-    410: a non-empty channel this stream does not have (news, orderbooks, typos...).
+    410: a non-empty channel this stream does not have (news, orderbooks on stocks, statuses on crypto, typos...).
+    On a crypto stream a symbol must be a BASE/QUOTE pair (400 otherwise).
     """
     if not any(key != "action" for key in msg):
         raise ProtocolError(400)
     request: dict[str, list[str]] = {}
+    channels, symbol_re = (CRYPTO_CHANNELS, CRYPTO_SYMBOL_RE) if crypto else (CHANNELS, SYMBOL_RE)
     for key, value in msg.items():
         if key == "action" or value is None or value == []:
             continue
-        if key in IMPLIED:
+        if key in IMPLIED and not crypto:
             raise ProtocolError(400)
-        if key not in CHANNELS:
+        if key not in channels:
             raise ProtocolError(410)
         if not isinstance(value, list):
             raise ProtocolError(400)
         for symbol in value:
-            if not isinstance(symbol, str) or not (symbol == "*" or SYMBOL_RE.fullmatch(symbol)) \
+            if not isinstance(symbol, str) or not (symbol == "*" or symbol_re.fullmatch(symbol)) \
                     or symbol in refused:
                 raise ProtocolError(400)
         request[key] = value
@@ -113,6 +119,9 @@ def check_plan(subs: Subs, plan: Plan) -> None:
 
 def subscription_message(subs: Subs) -> dict:
     """The full-set confirmation, keys in Alpaca's order, lists sorted."""
+    if "orderbooks" in subs:  # a crypto stream
+        return {"T": "subscription", **{ch: sorted(subs[ch]) for ch in
+                                        ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")}}
     trades = sorted(subs["trades"])
     return {
         "T": "subscription",

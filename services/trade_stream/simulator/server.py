@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import protocol, rest
-from .config import DATA_PATHS, TRADING_PATH, Plan, SimConfig
+from .config import CRYPTO_FEEDS, DATA_PATHS, TRADING_PATH, Plan, SimConfig
 from .market import Market, Stamped, format_ts
 from .orders import Event, OrderBook
 from .protocol import Subs
@@ -64,6 +64,10 @@ class Conn:
     @property
     def is_data(self) -> bool:
         return self.feed is not None
+
+    @property
+    def crypto(self) -> bool:
+        return self.feed in CRYPTO_FEEDS
 
 
 class Simulator:
@@ -164,6 +168,8 @@ class Simulator:
         content_type = ws.request.headers.get("Content-Type", "") if ws.request else ""
         self._next_id += 1
         conn = Conn(self._next_id, ws, path, DATA_PATHS.get(path), content_type.startswith("application/msgpack"))
+        if conn.crypto:
+            conn.subs = protocol.empty_subs(crypto=True)
         self._conns[conn.id] = conn
         self.connection_count_total += 1
         try:
@@ -264,15 +270,22 @@ class Simulator:
             await self._reply(conn, protocol.error(401))
             return
         try:
-            request = protocol.parse_request(msg, self.refused_symbols)
+            request = protocol.parse_request(msg, self.refused_symbols, crypto=conn.crypto)
             new = protocol.apply(conn.subs, request, subscribe)
             if subscribe:
                 protocol.check_plan(new, self.config.plan_for(conn.key))
         except protocol.ProtocolError as exc:
             await self._reply(conn, protocol.error(exc.code))
             return
-        conn.subs = new
+        books = sorted(s for s in request.get("orderbooks", ()) if s != "*") if subscribe else []
+        # A full book first for each newly subscribed one: no change of it goes out before (a tick may run while
+        # the reply is sent; a connection's messages are handled one at a time, so nothing else changes subs).
+        conn.subs = {**new, "orderbooks": new["orderbooks"] - set(books)} if books else new
         await self._reply(conn, protocol.subscription_message(new))
+        if books and not conn.frozen and not conn.muted:
+            outs = [Out(*self.market.orderbook(s)) for s in books]
+            self._push(conn, frame(outs, conn.use_msgpack), text=not conn.use_msgpack)
+        conn.subs = new
 
     # trading stream
 
@@ -354,8 +367,9 @@ class Simulator:
         outs_by_path: dict[str, list[Out]] = {}
         bar_symbols: set[str] = set()
         now = asyncio.get_running_loop().time()
-        for conns in by_path.values():
-            self._announce(conns)
+        for path, conns in by_path.items():
+            if DATA_PATHS[path] not in CRYPTO_FEEDS:
+                self._announce(conns)
         resumed: list[Out] = []
         for symbol, until in list(self._halted_until.items()):
             if until <= now:
@@ -363,6 +377,15 @@ class Simulator:
                 resumed.append(Out(*self.market.status(symbol, False)))
         for path, conns in by_path.items():
             feed = DATA_PATHS[path]
+            if feed in CRYPTO_FEEDS:  # around the clock: trades, quotes, bars, order books
+                trades, quotes, bars = self._active_symbols(feed, conns)
+                books = self._subscribed(feed, conns, "orderbooks")
+                outs_by_path[path] = self._generate_crypto(trades | bars, quotes, books, dt)
+                outs_by_path[path] += [Out(*m) for m in self.market.updated_bars(
+                    self._subscribed(feed, conns, "updatedBars"), time.time_ns(),
+                    int(self.config.updated_bar_delay * 1e9))]
+                bar_symbols |= bars
+                continue
             trades, quotes, bars = self._active_symbols(feed, conns)
             outs = self._generate(feed, {s for s in trades | bars if s not in self._halted_until}, quotes, dt)
             outs_by_path[path] = outs + resumed + self._unasked(feed, conns, dt, now)
@@ -384,7 +407,9 @@ class Simulator:
                 out |= conn.subs[ch]
         if "*" in out:
             out.discard("*")
-            out.update(["FAKEPACA"] if feed == "test" else self.market.known_symbols())
+            crypto = feed in CRYPTO_FEEDS  # a pair streams on the crypto feeds only, a stock on the stock feeds
+            out.update(["FAKEPACA"] if feed == "test" else
+                       [s for s in self.market.known_symbols() if ("/" in s) == crypto])
         return out & {"FAKEPACA"} if feed == "test" else out
 
     def _unasked(self, feed: str, conns: list[Conn], dt: float, now: float) -> list[Out]:
@@ -417,6 +442,20 @@ class Simulator:
             outs = [Out(*(self.market.status(s, s in self._halted_until) if ch == "statuses"
                           else self.market.luld(s))) for ch, s in new]
             self._push(conn, frame(outs, conn.use_msgpack), text=not conn.use_msgpack)
+
+    def _generate_crypto(self, trade_symbols: Iterable[str], quote_symbols: Iterable[str],
+                         book_symbols: Iterable[str], dt: float) -> list[Out]:
+        rng, market = self.market.rng, self.market
+        expected = self.rate_per_symbol * dt
+        outs: list[Out] = []
+        for symbols, make in ((quote_symbols, market.crypto_quote), (trade_symbols, market.crypto_trade),
+                              (book_symbols, market.orderbook_update)):
+            for symbol in symbols:
+                for _ in range(int(expected) + (rng.random() < expected - int(expected))):
+                    made = make(symbol)
+                    if made is not None:
+                        outs.append(Out(*made))
+        return outs
 
     def _generate(self, feed: str, trade_symbols: Iterable[str], quote_symbols: Iterable[str],
                   dt: float) -> list[Out]:
@@ -680,7 +719,7 @@ class Simulator:
 
     def subscriptions(self, path: str) -> dict[str, list[str]]:
         """The union of the current subscriptions of all connections on ``path``, per channel."""
-        union = protocol.empty_subs()
+        union = protocol.empty_subs(crypto=DATA_PATHS.get(path) in CRYPTO_FEEDS)
         for conn in self._conns.values():
             if conn.path == path:
                 for ch, symbols in conn.subs.items():

@@ -27,6 +27,7 @@ TYPE_CHANNEL: dict[str, str] = {
     "i": "imbalances",
     "c": "trades",
     "x": "trades",
+    "o": "orderbooks",
 }
 
 

@@ -118,6 +118,13 @@ class ReconnectingStream:
                 await asyncio.wait_for(self._stopping.wait(), delay)
         self._set_state("disconnected", None, None)
 
+    def resume(self) -> None:
+        """Allow run() again after stop(): an on-demand source (upstream/sources.py) closes and reopens the same
+        stream, keeping its counters. Down time counts from now, not from the last close, for health."""
+        self._stopping = asyncio.Event()
+        self.status.down_since = time.monotonic()
+        self._set_state("connecting", None, None)  # not the last session's end (a 409 then may not hold now)
+
     async def stop(self) -> None:
         """Close the socket properly so Alpaca frees the slot now rather than after its 90 s reaper."""
         self._stopping.set()
