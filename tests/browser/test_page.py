@@ -209,6 +209,9 @@ async def _orders_flow(sim, app, page) -> None:
     await expect(fill).to_have_attribute("data-order-id", order["id"])
     await expect(fill.locator(".what")).to_have_text("BUY 10 AAPL")
     await expect(fill.locator(".detail")).to_have_text("10 @ 100.50")
+    # Laid out as one row: the summary on one line, and the fill detail not styled as the chart's panel.
+    what, detail = await fill.locator(".what").bounding_box(), await fill.locator(".detail").bounding_box()
+    assert what["height"] < 24 and detail["height"] < 24, (what, detail)
     await expect(page.locator("li.order-row[data-event=new]")).to_have_count(1)
     await expect(page.locator("li.order-row").first).to_have_attribute("data-event", "fill")
     await expect(page.locator("#orders-empty")).to_be_hidden()
