@@ -149,14 +149,23 @@ def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
         return ClientError("missing_symbol", 'give "symbol": "AAPL" or "symbols": ["AAPL", …]')
     out = []
     for s in raw:
-        symbol = s.strip().upper()
-        if "/" in symbol:
-            if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
-                return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, s[:40])
-        elif not SYMBOL_RE.fullmatch(symbol):
-            return ClientError("invalid_symbol", SYMBOL_RULE, s[:40])
+        symbol = check_symbol(s)
+        if isinstance(symbol, ClientError):
+            return symbol
         out.append(symbol)
     return tuple(dict.fromkeys(out))
+
+
+def check_symbol(raw: str) -> str | ClientError:
+    """One browser symbol, normalised (upper case), or why it breaks the rule of the stream it routes to (a pair
+    to crypto, anything else to stocks). The WebSocket and SSE sides both use this, so they route alike."""
+    symbol = raw.strip().upper()
+    if "/" in symbol:
+        if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
+            return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, raw[:40])
+    elif not SYMBOL_RE.fullmatch(symbol):
+        return ClientError("invalid_symbol", SYMBOL_RULE, raw[:40])
+    return symbol
 
 
 def _channels(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:

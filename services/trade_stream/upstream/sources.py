@@ -460,6 +460,10 @@ class Sources:
             keys += [(prefix + ch, symbol) for ch in channels]
         return keys
 
+    def browser_prefix(self, symbol: str) -> str:
+        """The channel prefix of a browser symbol's keys (what ``browser_keys`` puts in front of the channel)."""
+        return self.browser_key_source(symbol).prefix
+
     def orderbook(self, symbol: str) -> dict[str, Any] | None:
         return self.source(self.crypto).orderbook(symbol)
 
