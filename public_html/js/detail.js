@@ -40,7 +40,7 @@ export class Detail {
     this.#els = {
       section: $('detail'), symbol: $('detail-symbol'), last: $('detail-last'), change: $('detail-change'),
       chart: $('chart'), chartNote: $('chart-note'), tape: $('tape'), tbody: $('tape').tBodies[0],
-      tapeEmpty: $('tape-empty'), tapeCaption: $('tape-caption'),
+      tapeEmpty: $('tape-empty'), tapeCaption: $('tape-caption'), news: $('detail-news'),
     };
   }
 
@@ -63,10 +63,23 @@ export class Detail {
     this.render();
   }
 
+  /** The latest headline about the selected symbol, one quiet line under its price (a link when it has one). */
+  #showHeadline(news) {
+    const { news: box } = this.#els;
+    box.hidden = !news?.headline;
+    if (box.hidden) return;
+    const link = box.firstElementChild;
+    if (link.textContent !== news.headline) link.textContent = news.headline;
+    const url = /^https?:/.test(news.url ?? '') ? news.url : '';
+    if (url) link.href = url; else link.removeAttribute('href');
+    box.title = `${news.source ?? ''} ${news.created_at ?? ''}`.trim();
+  }
+
   /** Once per frame when the selected ticker changed. */
   render() {
     const t = this.#ticker;
     if (!t) return;
+    this.#showHeadline(t.headline);
     if (t.version !== this.#shownVersion) {
       this.#shownVersion = t.version;
       const change = formatChange(t.last, t.reference);

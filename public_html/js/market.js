@@ -22,6 +22,7 @@ export class Market {
   #queue = new FrameQueue((messages) => this.#apply(messages), { minIntervalMs: RENDER_EVERY_MS });
   #retries = new Map();
   #backfilled = new Set();
+  #newsSymbol = null; // the selected stock symbol, whose headlines we ask for ({"channel":"news"})
 
   /** apiBase: URL of the daemon's HTTP side (for /api/bars), or null. onChange(): after each render. */
   constructor({ connection, watchlist, detail, lists, apiBase, onChange }) {
@@ -87,6 +88,18 @@ export class Market {
     this.#watchlist.select(ticker?.symbol ?? null);
     this.#detail.show(ticker ?? null);
     if (ticker) this.#backfill(ticker);
+    this.#followNews(ticker && !ticker.symbol.includes('/') ? ticker.symbol : null);
+  }
+
+  /** Headlines for the selected stock only: one news subscription at a time, moved along with the selection. */
+  #followNews(symbol, resend = false) {
+    if (symbol === this.#newsSymbol && !resend) return;
+    const live = this.#connection.isLive;
+    if (this.#newsSymbol && live && !resend) {
+      this.#connection.send({ action: 'unsubscribe', channel: 'news', symbols: [this.#newsSymbol] });
+    }
+    this.#newsSymbol = symbol;
+    if (symbol && live) this.#connection.send({ action: 'subscribe', channel: 'news', symbols: [symbol] });
   }
 
   reorder(symbols) {
@@ -100,6 +113,7 @@ export class Market {
       if (ticker.status !== 'rejected') this.#subscribe(ticker);
     }
     if (this.#detail.symbol) this.#backfill(this.#tickers.get(this.#detail.symbol));
+    this.#followNews(this.#newsSymbol, true);
   }
 
   markOffline() {
@@ -131,11 +145,21 @@ export class Market {
       case 'correction':
       case 'cancel_error':
         return true;
+      case 'news':
+        for (const symbol of message.data?.symbols ?? []) {
+          const ticker = this.#tickers.get(symbol);
+          if (ticker) ticker.headline = message.data;
+        }
+        if ((message.data?.symbols ?? []).includes(this.#detail.symbol)) this.#detail.render();
+        return true;
       case 'subscribed':
-        for (const symbol of symbolsOf(message)) this.#confirm(symbol);
-        return symbolsOf(message).length > 0;
       case 'unsubscribed':
-        for (const symbol of symbolsOf(message)) this.#forcedOff(symbol);
+        if (message.channels?.length === 1 && message.channels[0] === 'news') return true; // our headlines
+        if (message.type === 'unsubscribed') {
+          for (const symbol of symbolsOf(message)) this.#forcedOff(symbol);
+          return symbolsOf(message).length > 0;
+        }
+        for (const symbol of symbolsOf(message)) this.#confirm(symbol);
         return symbolsOf(message).length > 0;
       default:
         return false;

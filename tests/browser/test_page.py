@@ -348,3 +348,32 @@ async def test_snapshot_shows_a_price_before_any_trade_and_change_from_the_previ
         await expect(msft.locator(".last")).to_have_text("422.00", timeout=UI)
         await expect(tape(page).first).to_have_class(re.compile(r"\bflat\b"))
         await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_detail_shows_the_selected_symbols_latest_headline(sim, tmp_path, watch):
+    """The selected stock's headlines come on the news channel: one quiet line in the detail view, replaced by the
+    next one; another symbol's news does not show, and selecting it moves the news subscription along."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(page_url(app.port, app.port, "symbols=AAPL,MSFT"))
+        await expect(panel(page, "AAPL")).to_have_attribute("data-status", "subscribed", timeout=UI)
+        await page.locator("#detail").wait_for(state="visible", timeout=UI)
+        selected = await page.locator("#detail").get_attribute("data-symbol")
+        other = "MSFT" if selected == "AAPL" else "AAPL"
+        news = page.locator("#detail-news")
+        await expect(news).to_be_hidden()
+        await wait_until(lambda: sim.subscriptions("/v1beta1/news")["news"] == [selected], 10, "news held")
+        sim.inject_news([other], "Not about the selected one")
+        sim.inject_news([selected, "TSLA"], "First headline")
+        await expect(news).to_have_text("First headline", timeout=UI)
+        await expect(news.locator("a")).to_have_attribute("href", re.compile(r"^https://example\.invalid/news/"))
+        sim.inject_news([selected], "Second headline")
+        await expect(news).to_have_text("Second headline", timeout=UI)
+        await panel(page, other).click()
+        await expect(page.locator("#detail")).to_have_attribute("data-symbol", other, timeout=UI)
+        await wait_until(lambda: sim.subscriptions("/v1beta1/news")["news"] == [other], 10, "news moved")
+        await expect(news).to_be_hidden()
+        await expect(panel(page, selected)).to_have_attribute("data-status", "subscribed")  # not forced off
+        await watch.finish()

@@ -272,3 +272,38 @@ async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, t
             assert (await r.until("order_update")).id == f"{epoch}-{count + 2}"  # live, nothing replayed
     finally:
         await cm.__aexit__(None, None, None)
+
+
+def _crypto_trade(symbol: str, price: float, i: int) -> dict:
+    return {"T": "t", "S": symbol, "p": price, "s": 0.5, "t": f"2026-01-02T03:04:05.{i:09d}Z", "i": i,
+            "tks": "B"}
+
+
+async def test_crypto_pairs_route_to_the_crypto_source_with_replay_and_throttle(sim, app):
+    """BTC/USD on the SSE side goes to the crypto stream (not the stock feed), as on the WebSocket side, and the
+    replay ring and the throttle key it apart from stocks."""
+    crypto, port = "/v1beta3/crypto/us", app.sse.port
+    async with sse_get(port, "/api/stream/trades?symbols=btc/usd,AAPL&channels=trades,quotes") as r:
+        await wait_until(lambda: sim.subscriptions(crypto)["trades"] == ["BTC/USD"], what="crypto upstream hold")
+        assert sim.subscriptions(crypto)["quotes"] == ["BTC/USD"]
+        assert sim.subscriptions("/v2/iex")["trades"] == ["AAPL"]
+        sim.inject_raw(crypto, [_crypto_trade("BTC/USD", 65000.0 + i, i) for i in (1, 2)])
+        got = [await r.until("trade"), await r.until("trade")]
+        assert [e.json()["symbol"] for e in got] == ["BTC/USD", "BTC/USD"]
+        assert [e.json()["data"]["price"] for e in got] == [65001.0, 65002.0]
+        last = got[0].id
+    await asyncio.sleep(0.05)
+    async with sse_get(port, "/api/stream/trades?symbols=BTC/USD,AAPL&channels=trades,quotes",
+                       {"Last-Event-ID": last}) as r:  # the ghost kept recording: a complete replay
+        replayed = await r.until("trade")
+        assert replayed.json()["data"]["price"] == 65002.0 and int(replayed.id) == int(last) + 1
+    async with sse_get(port, "/api/stream/trades?symbols=BTC/USD&throttle_ms=300") as r:
+        await wait_until(lambda: sim.subscriptions(crypto)["trades"] == ["BTC/USD"])
+        await r.until("connected")
+        sim.inject_raw(crypto, [_crypto_trade("BTC/USD", 1.0 + i, 10 + i) for i in range(5)])
+        first, second = await r.until("trade"), await r.until("trade", timeout=2)
+        assert (first.json()["data"]["price"], second.json()["data"]["price"]) == (1.0, 5.0)
+    for bad in ("BTC/", "BTC/USD/EUR", "B%24C/USD"):
+        async with sse_get(port, f"/api/stream/trades?symbols={bad}") as r:
+            assert r.status == 400, bad
+            assert "BASE/QUOTE" in orjson.loads(r.body)["message"] or bad == "B%24C/USD"

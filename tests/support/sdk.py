@@ -67,3 +67,19 @@ async def crypto_stream(url: str, key: str, secret: str, *symbols: str) -> Async
     stream.subscribe_orderbooks(on_data, *symbols)
     async with _driven(stream):
         yield stream, got
+
+
+@contextlib.asynccontextmanager
+async def news_stream(url: str, key: str, secret: str, *symbols: str) -> AsyncIterator[tuple[Any, asyncio.Queue]]:
+    """A NewsDataStream subscribed to news of ``symbols`` (or ``*``); yields (stream, queue of News models)."""
+    from alpaca.data.live import NewsDataStream
+
+    stream = NewsDataStream(key, secret, url_override=url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_news(item: Any) -> None:
+        got.put_nowait(item)
+
+    stream.subscribe_news(on_news, *symbols)
+    async with _driven(stream):
+        yield stream, got

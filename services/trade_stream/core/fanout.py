@@ -246,6 +246,27 @@ class Router:
         for client, bodies in owed.items():
             client.send(client.codec.frames(bodies), len(bodies))
 
+    def route_news(self, messages: list[dict[str, Any]], now: float) -> None:
+        """News articles have no ``S``: each goes to the holders of any symbol it names, or of ``*``, once."""
+        holders, owed = self.holders, {}
+        for m in messages:
+            channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
+            if channel is None:
+                continue
+            clients: set[Any] = set()
+            for symbol in (m.get("symbols") or ()) if isinstance(m.get("symbols"), list) else ():
+                clients |= holders.get((channel, symbol), set()) if isinstance(symbol, str) else set()
+            clients |= holders.get((channel, "*"), set())
+            cache: dict[Codec, bytes | None] = {}
+            for client in clients:
+                codec = client.codec
+                body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
+                if body is not None:
+                    owed.setdefault(client, []).append(body)
+        self.stats.messages_in += len(messages)
+        for client, bodies in owed.items():
+            client.send(client.codec.frames(bodies), len(bodies))
+
     def _route_one(self, m: dict[str, Any], now: float) -> None:
         """The common case (one message per upstream frame): no coalescing, write as we go."""
         self.stats.messages_in += 1

@@ -1,7 +1,8 @@
 """The browser client protocol: parsing what clients send, formatting what they receive. Pure, no sockets.
 
 Client → server actions (JSON objects): subscribe / unsubscribe (``symbol`` or ``symbols``, optional
-``channels``; or ``channel: "orders"``), ping, auth, options. Every rejected request gets
+``channels``; or ``channel: "orders"``; or ``channel: "news"`` with symbols or ``["*"]``), ping, auth,
+options. Every rejected request gets
 ``{"type":"error","code":…,"message":…}`` naming what was wrong; nothing here ever raises on bad input.
 """
 
@@ -27,6 +28,7 @@ MARKET_CHANNELS = ("trades", "quotes", "bars", "orderbooks")
 CRYPTO_ONLY_CHANNELS = ("orderbooks",)
 DEFAULT_CHANNELS = ("trades",)
 PRIVATE_CHANNELS = ("orders",)
+NEWS_CHANNEL = "news"  # {"channel": "news", "symbols": [...] or ["*"]}: Alpaca's news stream (v1beta1/news)
 
 # Alpaca message type -> the channel that carries it (corrections and cancel/errors ride on trades).
 CHANNEL_OF = {
@@ -109,9 +111,11 @@ def parse(raw: str | bytes) -> Action | ClientError:
 def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | ClientError:
     subscribing = msg["action"] == "subscribe"
     channel = msg.get("channel")
+    if channel == NEWS_CHANNEL:
+        return _news(msg, subscribing)
     if channel is not None:
         if channel not in PRIVATE_CHANNELS:
-            return ClientError("invalid_channel", f'"channel" must be "orders"; for market data use '
+            return ClientError("invalid_channel", f'"channel" must be "orders" or "news"; for market data use '
                                f'"channels": {list(MARKET_CHANNELS)}')
         if not subscribing:
             return UnsubscribeOrders()
@@ -134,6 +138,23 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
     return kind(symbols, channels)
 
 
+def _news(msg: dict[str, Any], subscribing: bool) -> Subscribe | Unsubscribe | ClientError:
+    """News for stock symbols, or ``["*"]`` for every article (Alpaca's news stream takes both)."""
+    if "channels" in msg:
+        return ClientError("invalid_channel", '"channel": "news" takes no "channels"')
+    raw = msg.get("symbols", [msg["symbol"]] if "symbol" in msg else None)
+    if raw == ["*"] or raw == "*":
+        symbols: tuple[str, ...] | ClientError = ("*",)
+    else:
+        symbols = _symbols(msg)
+    if isinstance(symbols, ClientError):
+        return symbols
+    pairs = [s for s in symbols if "/" in s]
+    if pairs:
+        return ClientError("invalid_symbol", "news is for stock symbols (AAPL) or [\"*\"]", pairs[0])
+    return (Subscribe if subscribing else Unsubscribe)(symbols, (NEWS_CHANNEL,))
+
+
 def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
     if "symbol" in msg:
         raw: Any = [msg["symbol"]]
@@ -149,14 +170,23 @@ def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
         return ClientError("missing_symbol", 'give "symbol": "AAPL" or "symbols": ["AAPL", …]')
     out = []
     for s in raw:
-        symbol = s.strip().upper()
-        if "/" in symbol:
-            if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
-                return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, s[:40])
-        elif not SYMBOL_RE.fullmatch(symbol):
-            return ClientError("invalid_symbol", SYMBOL_RULE, s[:40])
+        symbol = check_symbol(s)
+        if isinstance(symbol, ClientError):
+            return symbol
         out.append(symbol)
     return tuple(dict.fromkeys(out))
+
+
+def check_symbol(raw: str) -> str | ClientError:
+    """One browser symbol, normalised (upper case), or why it breaks the rule of the stream it routes to (a pair
+    to crypto, anything else to stocks). The WebSocket and SSE sides both use this, so they route alike."""
+    symbol = raw.strip().upper()
+    if "/" in symbol:
+        if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
+            return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, raw[:40])
+    elif not SYMBOL_RE.fullmatch(symbol):
+        return ClientError("invalid_symbol", SYMBOL_RULE, raw[:40])
+    return symbol
 
 
 def _channels(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
@@ -214,10 +244,18 @@ def market_message(m: dict[str, Any]) -> dict[str, Any] | None:
         return {"type": "correction", "symbol": m.get("S"), "data": _without(m, "T", "S")}
     if kind == "x":
         return {"type": "cancel_error", "symbol": m.get("S"), "data": _without(m, "T", "S")}
+    if kind == "n":  # news: no symbol of its own, the symbols it names are in data
+        data = {k: m.get(k) for k in NEWS_FIELDS}
+        if m.get("images"):
+            data["images"] = m["images"]
+        return {"type": "news", "data": data}
     if kind == "o":  # crypto order books: the relay's top-levels view (upstream/sources.py Book), None if unchanged
         view = getattr(m, "view", None)
         return {"type": "orderbook", "symbol": m.get("S"), "data": view} if view is not None else None
     return None
+
+
+NEWS_FIELDS = ("id", "headline", "summary", "author", "source", "url", "symbols", "created_at", "updated_at")
 
 
 def snapshot_message(symbol: str, snap: Any) -> dict[str, Any] | None:

@@ -51,7 +51,7 @@ ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 4
           410: "invalid subscribe action for this feed"}
 
 #: Alpaca's market-data stream paths (after the prefix). The relay serves those in upstream/sources.py's table
-#: (stock feeds, crypto); the others (news, options, the old crypto versions) answer as Alpaca answers a feed the
+#: (stock feeds, crypto, news); the others (options, the old crypto versions) answer as Alpaca answers a feed the
 #: account's plan lacks: the ``connected`` greeting, then 409 "insufficient subscription" at auth (protocol
 #: reference §1.1), which alpaca-py and the Go SDK both treat as final.
 MARKET_DATA_PATHS = ("/v2/", "/v1beta1/boats", "/v1beta1/overnight", "/v1beta1/news", "/v1beta1/indicative",
@@ -183,6 +183,8 @@ class Wire:
 
 #: Channels of a crypto stream's ``subscription`` reply.
 CRYPTO_REPLY_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
+#: ``subscription`` reply channels per kind of stream (stocks add corrections and cancelErrors, copies of trades).
+REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, "news": ("news",)}
 
 
 class MarketDataSession:
@@ -197,6 +199,7 @@ class MarketDataSession:
         self.source: Source | None = None  # attached once authenticated
         self.prefix = ""
         self.crypto = spec is not None and spec.kind == "crypto"
+        self.kind = spec.kind if spec is not None else "stocks"
         self.max_symbols = max_symbols_per_client
         self.authenticated = False
         self.wire = Wire(client, wants_msgpack(conn))
@@ -265,7 +268,8 @@ class MarketDataSession:
             if not self.authenticated:
                 self.error(401)
                 return
-            keys = self.parse_keys(msg, self.spec.channels if self.spec else (), self.crypto)
+            keys = self.parse_keys(msg, self.spec.channels if self.spec else (), self.crypto,
+                                   self.kind != "stocks")
             if isinstance(keys, int):
                 self.error(keys)
             elif not keys:
@@ -279,7 +283,7 @@ class MarketDataSession:
             self.error(400)
 
     def parse_keys(self, msg: dict[str, Any], channels: tuple[str, ...] = DATA_CHANNELS,
-                   crypto: bool = False) -> list[Key] | int:
+                   crypto: bool = False, not_stocks: bool = False) -> list[Key] | int:
         """The hub keys of a subscribe/unsubscribe (channels prefixed for this session's source), or the error
         code.
 
@@ -293,7 +297,7 @@ class MarketDataSession:
         for name, value in msg.items():
             if name == "action" or value is None or value == []:
                 continue
-            if name in IMPLIED_CHANNELS and not crypto:
+            if name in IMPLIED_CHANNELS and not (crypto or not_stocks):
                 return 400  # implied by trades; cannot be subscribed directly
             if name not in channels:
                 return 410
@@ -323,11 +327,11 @@ class MarketDataSession:
         self.relay.subscribe(self.client, keys, reply)
 
     def send_subscription(self) -> None:
-        held: dict[str, list[str]] = {ch: [] for ch in (CRYPTO_REPLY_CHANNELS if self.crypto else REPLY_CHANNELS)}
+        held: dict[str, list[str]] = {ch: [] for ch in REPLY_CHANNELS_OF[self.kind]}
         n = len(self.prefix)
         for channel, symbol in self.relay.hub.held_by(self.client):
             held[channel[n:]].append(symbol)
-        if not self.crypto:
+        if self.kind == "stocks":
             held["corrections"] = list(held["trades"])
             held["cancelErrors"] = list(held["trades"])
         self.wire.send([{"T": "subscription", **{ch: sorted(v) for ch, v in held.items()}}])

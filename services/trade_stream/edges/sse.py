@@ -32,7 +32,14 @@ from trade_stream.core.fanout import Codec, Peer, watch_stalls
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import AuthThrottled, Orders
-from trade_stream.core.protocol import CHANNEL_OF, MARKET_CHANNELS, SYMBOL_RE, ClientError, encode, market_message
+from trade_stream.core.protocol import (
+    CHANNEL_OF,
+    MARKET_CHANNELS,
+    ClientError,
+    check_symbol,
+    encode,
+    market_message,
+)
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.edges.limits import Admission
@@ -95,10 +102,13 @@ class Ring:
 
 
 class SseCodec(Codec):
-    """One SSE event per market message, built once: (key, event bytes)."""
+    """One SSE event per market message, built once: (key, event bytes). The key is the hub key the message came
+    through (``prefix_of`` gives a symbol's source prefix, e.g. ``crypto:us:`` for BTC/USD), so the replay ring
+    and the throttle tell sources apart exactly as the hub does."""
 
-    def __init__(self, ring: Ring) -> None:
+    def __init__(self, ring: Ring, prefix_of: Callable[[str], str] = lambda symbol: "") -> None:
         self.ring = ring
+        self.prefix_of = prefix_of
 
     def body(self, m: dict[str, Any]) -> Any:
         channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
@@ -107,7 +117,8 @@ class SseCodec(Codec):
         msg = market_message(m)
         if msg is None:
             return None
-        key = (channel, m.get("S"))
+        symbol = m.get("S")
+        key = (self.prefix_of(symbol) + channel, symbol)  # type: ignore[arg-type,operator]
         data = encode(msg)
         _, ev = self.ring.record(key, lambda eid: event_bytes(msg["type"], data, eid))
         return key, ev
@@ -241,7 +252,7 @@ class SseServer:
         self.origins = origins
         self.stats = stats
         self.ring = Ring(cfg.sse_replay)
-        self.codec = SseCodec(self.ring)
+        self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
         self.server: asyncio.Server | None = None
         self.clients: set[SseClient] = set()
         self.order_clients: set[SseClient] = set()
@@ -407,7 +418,7 @@ class SseServer:
 
     async def _serve_trades(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
-        keys = _parse_keys(request.query)
+        keys = _parse_keys(request.query, self.relay.sources.browser_keys)
         cap = self.max_symbols_per_client
         if not isinstance(keys, str) and len({s for _, s in keys}) > cap:
             keys = f"at most {cap} symbols per stream (TRADE_STREAM_MAX_SYMBOLS_PER_CLIENT)"
@@ -650,19 +661,25 @@ def _alert_event(note: dict[str, Any]) -> bytes:
     return event_bytes("alert:new", encode(note), note.get("id"))
 
 
-def _parse_keys(query: dict[str, str]) -> list[Key] | str:
-    raw = [s.strip().upper() for s in query.get("symbols", "").split(",") if s.strip()]
+def _parse_keys(query: dict[str, str], browser_keys: Callable[[Iterable[str], Iterable[str]], list[Key]]
+                ) -> list[Key] | str:
+    """The hub keys of ``?symbols=…&channels=…``: the WebSocket side's symbol rules and routing (a pair goes to
+    the crypto source), via ``relay.sources.browser_keys``."""
+    raw = [s for s in query.get("symbols", "").split(",") if s.strip()]
     if not raw:
         return "give ?symbols=AAPL,MSFT"
-    bad = [s for s in raw if not SYMBOL_RE.fullmatch(s)]
-    if bad:
-        return f"invalid symbol {bad[0][:20]!r}: symbols are 1-15 of A-Z 0-9 . / -"
+    symbols = []
+    for s in raw:
+        symbol = check_symbol(s)
+        if isinstance(symbol, ClientError):
+            return f"invalid symbol {s.strip()[:20]!r}: {symbol.message}"
+        symbols.append(symbol)
     channels = [c.strip() for c in query.get("channels", "trades").split(",") if c.strip()]
     wrong = [c for c in channels if c not in SSE_CHANNELS]
     if wrong or not channels:
         return f"channels must be from {list(SSE_CHANNELS)}"
     assert set(SSE_CHANNELS) <= set(MARKET_CHANNELS)
-    return [(c, s) for s in dict.fromkeys(raw) for c in dict.fromkeys(channels)]
+    return browser_keys(dict.fromkeys(symbols), dict.fromkeys(channels))
 
 
 def _last_event_id(request: Request) -> event_ids.EventId | None:

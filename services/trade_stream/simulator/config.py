@@ -16,6 +16,8 @@ DATA_PATHS: dict[str, str] = {
     "/v1beta3/crypto/us": "crypto-us",
     "/v1beta3/crypto/us-1": "crypto-us-1",
     "/v1beta3/crypto/eu-1": "crypto-eu-1",
+    # News: one stream of articles for every plan, routed by their ``symbols`` (no ``S``).
+    "/v1beta1/news": "news",
 }
 
 #: The crypto feeds: BASE/QUOTE pairs, trades/quotes/bars/orderbooks around the clock, no statuses or LULDs.
@@ -70,9 +72,20 @@ class Plan:
 
 #: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds, and crypto), 30 symbols; no SIP, BOATS or
 #: overnight feed (those need Algo Trader Plus).
-BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test"}) | CRYPTO_FEEDS, symbol_limit=30)
+BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test", "news"}) | CRYPTO_FEEDS, symbol_limit=30)
 #: Algo Trader Plus: every feed, unlimited symbols.
 UNLIMITED_PLAN = Plan()
+
+
+def feed_kind(feed: str | None) -> str:
+    """Which kind of stream a feed is: its channels and symbol rule follow (protocol.KINDS)."""
+    if feed in CRYPTO_FEEDS:
+        return "crypto"
+    if feed == "news":
+        return "news"
+    if feed in ("indicative", "opra"):
+        return "options"
+    return "stocks"
 
 
 def _demo_accounts() -> dict[str, str]:
@@ -108,6 +121,8 @@ class SimConfig:
     halt_rate: float = 1 / 7200
     halt_seconds: float = 300.0
     luld_interval: float = 60.0
+    #: Mean seconds between generated news articles on a news stream with subscribers (0: only injected ones).
+    news_interval: float = 30.0
     start_prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     starting_cash: float = 100_000.0
     #: A data connection whose unsent output exceeds this gets 407 "slow client" and is dropped.

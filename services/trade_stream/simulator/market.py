@@ -189,6 +189,7 @@ class Market:
         self.start_prices = dict(start_prices or {})
         self.symbols: dict[str, SymbolState] = {}
         self._trade_id = self.rng.randrange(10**12, 10**13)
+        self._news_id = 24_000_000
 
     def known_symbols(self) -> list[str]:
         """Symbols a ``*`` subscription streams: the configured ones plus any seen since."""
@@ -341,6 +342,25 @@ class Market:
                 k += 1
             for p in sorted(side, key=lambda q: abs(q - price))[BOOK_LEVELS:]:
                 del side[p]
+
+    # -- news (v1beta1/news): articles routed by the symbols they name, no ``S`` -----------------------------
+
+    def news(self, symbols: list[str], headline: str | None = None, ns: int | None = None,
+             **fields: object) -> Stamped:
+        """An article in Alpaca's stream shape (``T: "n"``; protocol reference §1.7)."""
+        ns = time.time_ns() if ns is None else ns
+        self._news_id += 1
+        subject = ", ".join(symbols) or "Markets"
+        verb = self.rng.choice(("rises after", "slips on", "holds steady ahead of", "jumps on"))
+        topic = self.rng.choice(("earnings", "an analyst note", "guidance", "index news"))
+        headline = headline or f"{subject} {verb} {topic}"
+        msg = {"T": "n", "id": self._news_id, "headline": headline,
+               "summary": f"Simulated article about {subject}.", "author": "Simulator Desk",
+               "created_at": format_ts(ns), "updated_at": format_ts(ns),
+               "url": f"https://example.invalid/news/{self._news_id}", "content": f"<p>{headline}.</p>",
+               "symbols": list(symbols), "source": "benzinga"}
+        msg.update(fields)
+        return msg, ns
 
     def orderbook(self, symbol: str, ns: int | None = None) -> Stamped:
         """The full book (``r: true``), as Alpaca sends first after an orderbooks subscribe."""

@@ -18,6 +18,11 @@ IMPLIED = ("corrections", "cancelErrors")
 #: Channels of the crypto streams (v1beta3/crypto/{loc}): no statuses, LULDs, imbalances, corrections or
 #: cancel/errors; order books instead.
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
+#: The news stream (v1beta1/news): one channel; symbols are stock tickers (or ``*``).
+NEWS_CHANNELS = ("news",)
+#: Channels and symbol rule per kind of stream (config.feed_kind).
+KINDS = {"stocks": (CHANNELS, SYMBOL_RE), "crypto": (CRYPTO_CHANNELS, CRYPTO_SYMBOL_RE),
+         "news": (NEWS_CHANNELS, SYMBOL_RE)}
 
 ERROR_MESSAGES = {
     400: "invalid syntax",
@@ -56,12 +61,12 @@ def error(code: int, msg: str | None = None) -> dict:
     return {"T": "error", "code": code, "msg": msg or ERROR_MESSAGES.get(code, "error")}
 
 
-def empty_subs(crypto: bool = False) -> Subs:
-    return {ch: set() for ch in (CRYPTO_CHANNELS if crypto else CHANNELS)}
+def empty_subs(crypto: bool = False, kind: str | None = None) -> Subs:
+    return {ch: set() for ch in KINDS[kind or ("crypto" if crypto else "stocks")][0]}
 
 
 def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset(),
-                  crypto: bool = False) -> dict[str, list[str]]:
+                  crypto: bool = False, kind: str | None = None) -> dict[str, list[str]]:
     """Validate the channel lists of a subscribe/unsubscribe message; return channel -> symbols.
 
     A null or empty list means nothing on any key: the Go SDK sends every channel key it knows (orderbooks, news
@@ -74,7 +79,9 @@ def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset(),
     if not any(key != "action" for key in msg):
         raise ProtocolError(400)
     request: dict[str, list[str]] = {}
-    channels, symbol_re = (CRYPTO_CHANNELS, CRYPTO_SYMBOL_RE) if crypto else (CHANNELS, SYMBOL_RE)
+    kind = kind or ("crypto" if crypto else "stocks")
+    crypto = kind != "stocks"  # corrections/cancelErrors are stock channels: elsewhere they are just unknown (410)
+    channels, symbol_re = KINDS[kind]
     for key, value in msg.items():
         if key == "action" or value is None or value == []:
             continue
@@ -119,6 +126,8 @@ def check_plan(subs: Subs, plan: Plan) -> None:
 
 def subscription_message(subs: Subs) -> dict:
     """The full-set confirmation, keys in Alpaca's order, lists sorted."""
+    if "news" in subs:  # the news stream
+        return {"T": "subscription", "news": sorted(subs["news"])}
     if "orderbooks" in subs:  # a crypto stream
         return {"T": "subscription", **{ch: sorted(subs[ch]) for ch in
                                         ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")}}
@@ -138,7 +147,11 @@ def subscription_message(subs: Subs) -> dict:
     }
 
 
-def wants(subs: Subs, channel: str, symbol: str | None) -> bool:
+def wants(subs: Subs, channel: str, symbol: str | tuple[str, ...] | None) -> bool:
     """Whether a connection with ``subs`` receives a message of ``channel`` for ``symbol``."""
     symbols = subs.get(channel)
-    return bool(symbols) and (symbol in symbols or "*" in symbols)
+    if not symbols:
+        return False
+    if isinstance(symbol, tuple):  # a news article: every symbol it names
+        return "*" in symbols or any(s in symbols for s in symbol)
+    return symbol in symbols or "*" in symbols

@@ -338,6 +338,7 @@ def _ok(fn: Callable[[], Any]) -> dict:
 
 
 CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
+    "news": lambda s, q: s.inject_news([x for x in q.get("symbols", "").split(",") if x], q.get("headline")),
     "trade": _trade,
     "quote": _quote,
     "bar": _bar,

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import protocol, rest
-from .config import CRYPTO_FEEDS, DATA_PATHS, TRADING_PATH, Plan, SimConfig
+from .config import CRYPTO_FEEDS, DATA_PATHS, TRADING_PATH, Plan, SimConfig, feed_kind
 from .market import Market, Stamped, format_ts
 from .orders import Event, OrderBook
 from .protocol import Subs
@@ -68,6 +68,10 @@ class Conn:
     @property
     def crypto(self) -> bool:
         return self.feed in CRYPTO_FEEDS
+
+    @property
+    def kind(self) -> str:
+        return feed_kind(self.feed)
 
 
 class Simulator:
@@ -168,8 +172,8 @@ class Simulator:
         content_type = ws.request.headers.get("Content-Type", "") if ws.request else ""
         self._next_id += 1
         conn = Conn(self._next_id, ws, path, DATA_PATHS.get(path), content_type.startswith("application/msgpack"))
-        if conn.crypto:
-            conn.subs = protocol.empty_subs(crypto=True)
+        if conn.kind != "stocks":
+            conn.subs = protocol.empty_subs(kind=conn.kind)
         self._conns[conn.id] = conn
         self.connection_count_total += 1
         try:
@@ -270,7 +274,7 @@ class Simulator:
             await self._reply(conn, protocol.error(401))
             return
         try:
-            request = protocol.parse_request(msg, self.refused_symbols, crypto=conn.crypto)
+            request = protocol.parse_request(msg, self.refused_symbols, kind=conn.kind)
             new = protocol.apply(conn.subs, request, subscribe)
             if subscribe:
                 protocol.check_plan(new, self.config.plan_for(conn.key))
@@ -368,7 +372,7 @@ class Simulator:
         bar_symbols: set[str] = set()
         now = asyncio.get_running_loop().time()
         for path, conns in by_path.items():
-            if DATA_PATHS[path] not in CRYPTO_FEEDS:
+            if feed_kind(DATA_PATHS[path]) == "stocks":
                 self._announce(conns)
         resumed: list[Out] = []
         for symbol, until in list(self._halted_until.items()):
@@ -377,6 +381,9 @@ class Simulator:
                 resumed.append(Out(*self.market.status(symbol, False)))
         for path, conns in by_path.items():
             feed = DATA_PATHS[path]
+            if feed == "news":  # an article now and then, about a subscribed symbol
+                outs_by_path[path] = self._generate_news(conns, dt)
+                continue
             if feed in CRYPTO_FEEDS:  # around the clock: trades, quotes, bars, order books
                 trades, quotes, bars = self._active_symbols(feed, conns)
                 books = self._subscribed(feed, conns, "orderbooks")
@@ -442,6 +449,16 @@ class Simulator:
             outs = [Out(*(self.market.status(s, s in self._halted_until) if ch == "statuses"
                           else self.market.luld(s))) for ch, s in new]
             self._push(conn, frame(outs, conn.use_msgpack), text=not conn.use_msgpack)
+
+    def _generate_news(self, conns: list[Conn], dt: float) -> list[Out]:
+        interval = self.config.news_interval
+        if not interval or self.market.rng.random() >= dt / interval:
+            return []
+        symbols = sorted(self._subscribed("news", conns, "news"))
+        if not symbols:
+            return []
+        msg, ns = self.market.news([self.market.rng.choice(symbols)])
+        return [Out(msg, ns)]
 
     def _generate_crypto(self, trade_symbols: Iterable[str], quote_symbols: Iterable[str],
                          book_symbols: Iterable[str], dt: float) -> list[Out]:
@@ -542,6 +559,11 @@ class Simulator:
             start = st.minute.window_of(now) - 60 * 1_000_000_000
             bar = {"T": kind, "S": symbol, **self.market.synthetic_bar(st, start), **fields}
         return self._inject(bar, start, path)
+
+    def inject_news(self, symbols: Iterable[str], headline: str | None = None, **fields: Any) -> dict:
+        """Publish a news article now to every news subscriber of any of ``symbols`` (or of ``*``)."""
+        msg, ns = self.market.news(list(symbols), headline, **fields)
+        return self._inject(msg, ns, "/v1beta1/news")
 
     def _inject(self, msg: dict, ns: int, path: str | None) -> dict:
         out = Out(msg, None if isinstance(msg.get("t"), str) and msg["t"] != format_ts(ns) else ns)
@@ -719,7 +741,7 @@ class Simulator:
 
     def subscriptions(self, path: str) -> dict[str, list[str]]:
         """The union of the current subscriptions of all connections on ``path``, per channel."""
-        union = protocol.empty_subs(crypto=DATA_PATHS.get(path) in CRYPTO_FEEDS)
+        union = protocol.empty_subs(kind=feed_kind(DATA_PATHS.get(path)))
         for conn in self._conns.values():
             if conn.path == path:
                 for ch, symbols in conn.subs.items():

@@ -28,6 +28,7 @@ TYPE_CHANNEL: dict[str, str] = {
     "c": "trades",
     "x": "trades",
     "o": "orderbooks",
+    "n": "news",
 }
 
 
@@ -66,7 +67,8 @@ class Out:
         self.msg = msg
         self.ns = ns
         self.channel = TYPE_CHANNEL.get(msg.get("T", ""), "")
-        self.symbol = msg.get("S")
+        # News has no ``S``: it goes to subscribers of any symbol it names.
+        self.symbol = msg.get("S") if "S" in msg else tuple(msg.get("symbols") or ())
         self._json: bytes | None = None
         self._mp: bytes | None = None
 

@@ -317,8 +317,8 @@ class MarketDataUpstream(ReconnectingStream):
                     self._on_control(m)
                 except Exception:
                     self._bad_message("unusable control message", m, exc_info=True)
-            elif type(kind) is str and type(m.get("S")) is str:
-                data.append(m)
+            elif type(kind) is str and (type(m.get("S")) is str or (kind == "n" and type(m.get("symbols")) is list)):
+                data.append(m)  # news names its symbols instead of one S
             else:
                 self._bad_message("message without a string T and S", m)
         return data

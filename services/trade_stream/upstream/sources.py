@@ -13,8 +13,7 @@ Keys of other sources carry the source in their channel: ``("stocks:sip:trades",
 symbol cap need no new dimension, and routing stays one dict lookup per message: each source has its own Router
 whose type -> channel table carries the prefix.
 
-News and options are rows to add to ``SPECS`` (kind, path, channels, the message types they route), plus what
-their messages look like to browsers.
+News is a row too (its articles are routed by the symbols they name); options are the row still to add.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ log = logging.getLogger("trade_stream.upstream.sources")
 STOCK_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
 CRYPTO_TYPES = {"t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars", "o": "orderbooks"}
+NEWS_PATH = "/v1beta1/news"
 #: Stock feeds and their stream paths: BOATS and overnight live under v1beta1, not v2 (protocol reference §1.1).
 STOCK_FEEDS = {"iex": "/v2/iex", "sip": "/v2/sip", "delayed_sip": "/v2/delayed_sip", "boats": "/v1beta1/boats",
                "overnight": "/v1beta1/overnight", "test": "/v2/test"}
@@ -52,7 +52,7 @@ class SourceSpec:
     """One Alpaca market-data stream: its name, path, kind and the channels a subscribe may name on it."""
 
     name: str  # "stocks:iex", "crypto:us"
-    kind: str  # "stocks" | "crypto" (later: "news", "options")
+    kind: str  # "stocks" | "crypto" | "news" (later: "options")
     path: str  # "/v2/iex", "/v1beta3/crypto/us"
     channels: tuple[str, ...]
     types: dict[str, str]  # Alpaca message type -> channel
@@ -63,6 +63,8 @@ SPECS: dict[str, SourceSpec] = {
        for feed, path in STOCK_FEEDS.items()},
     **{f"crypto:{loc}": SourceSpec(f"crypto:{loc}", "crypto", f"/v1beta3/crypto/{loc}", CRYPTO_CHANNELS, CRYPTO_TYPES)
        for loc in CRYPTO_LOCATIONS},
+    # News: articles (``T: "n"``) carry no ``S``; they are routed by the ``symbols`` they name (Router.route_news).
+    "news": SourceSpec("news", "news", NEWS_PATH, ("news",), {"n": "news"}),
 }
 #: Stream path -> source (``/v2/boats`` is accepted for BOATS too, as alpaca-py's DataFeed names the feed).
 PATHS: dict[str, SourceSpec] = {spec.path: spec for spec in SPECS.values()}
@@ -181,7 +183,8 @@ class Source:
         self._waiters: list[asyncio.Future[None]] = []
         self.upstream = MarketDataUpstream(
             url=url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.upstream_wanted,
-            on_data=self._crypto_data if spec.kind == "crypto" else self.router.route,
+            on_data=(self._crypto_data if spec.kind == "crypto" else
+                     self.router.route_news if spec.kind == "news" else self.router.route),
             on_state=lambda state: self._state(state, on_state), timings=cfg.timings, stale_after=cfg.stale_after,
             probe_after=cfg.probe_after, stats=stats,
             on_rejected=lambda keys, code, msg: on_rejected([self.key(k) for k in keys], code, msg),
@@ -454,11 +457,18 @@ class Sources:
 
     def browser_keys(self, symbols: Iterable[str], channels: Iterable[str]) -> list[Key]:
         channels = tuple(channels)
+        if channels == ("news",):  # {"channel": "news"}: every symbol (or "*") on the news stream
+            prefix = self.source("news").prefix
+            return [(prefix + "news", symbol) for symbol in symbols]
         keys = []
         for symbol in symbols:
             prefix = self.browser_key_source(symbol).prefix
             keys += [(prefix + ch, symbol) for ch in channels]
         return keys
+
+    def browser_prefix(self, symbol: str) -> str:
+        """The channel prefix of a browser symbol's keys (what ``browser_keys`` puts in front of the channel)."""
+        return self.browser_key_source(symbol).prefix
 
     def orderbook(self, symbol: str) -> dict[str, Any] | None:
         return self.source(self.crypto).orderbook(symbol)
