@@ -201,7 +201,7 @@ async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
     assert await ws_accounts(app2, good) <= {"live"}
     cases = {
         "expired": mint({"sub": "dave", "accounts": ["live"], "exp": now - 10}),
-        "signature": mint({"sub": "dave", "accounts": ["live"], "exp": now + 60}, key="another-secret-0123456789abcdef"),
+        "signature": mint({"sub": "dave", "accounts": ["live"], "exp": now + 60}, key="other-secret-0123456789abcdef"),
         "'none'": jwt.encode({"sub": "dave", "accounts": ["live"], "exp": now + 60}, None, algorithm="none"),
         "accounts": mint({"sub": "dave", "exp": now + 60}),
     }
@@ -225,7 +225,8 @@ async def test_jwt_expiry_ends_the_stream_and_a_refresh_keeps_it_without_a_gap(s
         await c.expect("order_update")  # still streaming
         assert not [m for m in c.seen if m.get("code") == "token_expired"]
     async with Browser.connect(app2.port) as c:
-        await c.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["paper"], "exp": int(now) + 3})})
+        soon = int(time.time()) + 2
+        await c.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["paper"], "exp": soon})})
         await c.expect("authenticated")
         await c.send({"action": "subscribe", "channel": "orders"})
         await c.expect("orders_snapshot")
@@ -266,3 +267,18 @@ def test_a_bad_accounts_file_names_the_account_and_field(tmp_path):
     path.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOPE_NOT_SET"\n')
     with pytest.raises(ValueError, match=r"account #1 \('paper'\): secret_env: environment variable NOPE_NOT_SET"):
         account_specs.load(str(path), {})
+
+
+def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys):
+    from trade_stream.cli import main
+    from trade_stream.edges.identity import Identity
+
+    path = str(tmp_path / "users.toml")
+    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token not in (tmp_path / "users.toml").read_text()
+    user = Identity("", ["paper", "live"], users_file=path).resolve(token, "1.2.3.4")
+    assert user.name == "zoe" and user.accounts == frozenset({"paper"})
+    assert main(["user", "--users-file", path, "list"]) == 0 and "zoe" in capsys.readouterr().out
+    assert main(["user", "--users-file", path, "remove", "zoe"]) == 0
+    assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"

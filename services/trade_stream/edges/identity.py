@@ -307,3 +307,65 @@ class Sessions:
 
     def counts(self) -> list[int]:
         return sorted((len(h) for h in self.by_user.values()), reverse=True)
+
+
+# --- `trade-stream user add|list|remove` -----------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import sys
+
+    from dotenv import dotenv_values
+
+    from trade_stream import config
+
+    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.")
+    parser.add_argument("--users-file", help="the users file (default TRADE_STREAM_USERS_FILE from the "
+                        "environment or .env)")
+    parser.add_argument("--env-file", metavar="PATH")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add a user; prints its token once")
+    add.add_argument("name")
+    add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
+    add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
+    sub.add_parser("list", help="users and their accounts (never tokens)")
+    remove = sub.add_parser("remove", help="remove a user (its token stops working)")
+    remove.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        env_file = config.find_env_file(args.env_file, Path.cwd())
+    except config.ConfigError as exc:
+        print(f"trade-stream: {exc}", file=sys.stderr)
+        return 2
+    merged = {**(dotenv_values(env_file) if env_file else {}), **os.environ}
+    path = args.users_file or merged.get("TRADE_STREAM_USERS_FILE") or ""
+    if not path:
+        print("trade-stream: TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or "
+              "pass --users-file", file=sys.stderr)
+        return 2
+    try:
+        users = list(load_users(path))
+    except ValueError as exc:
+        print(f"trade-stream: TRADE_STREAM_USERS_FILE={path}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for u in users:
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
+        return 0
+    if args.command == "remove":
+        left = [u for u in users if u.name != args.name]
+        if len(left) == len(users):
+            print(f"trade-stream: no user {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        write_users(path, left)
+        print(f"removed {args.name}")
+        return 0
+    accounts = tuple(a.strip() for a in args.accounts.split(",") if a.strip())
+    if not NAME_RE.fullmatch(args.name) or any(u.name == args.name for u in users) or not accounts:
+        print(f"trade-stream: {args.name!r} is taken or not a valid name (1-64 of A-Z a-z 0-9 . _ @ -), or "
+              "--accounts is empty", file=sys.stderr)
+        return 2
+    token = secrets.token_urlsafe(32)
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin)])
+    print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
+    return 0
