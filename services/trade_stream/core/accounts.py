@@ -134,9 +134,10 @@ class Accounts:
     # --- for status and health ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """The default account's health at the top (as before), every account's under ``accounts``."""
+        """The first account's health at the top (as before), or the longest-faulted one's, so /healthz goes
+        down for any account's journal; every account's under ``accounts``."""
         views = {name: orders.health() for name, orders in self.orders.items()}
-        first = next(iter(views.values()))
+        first = max(views.values(), key=lambda v: -1.0 if v["fault_for"] is None else v["fault_for"])
         return {**first, "accounts": views} if len(views) > 1 else first
 
     def prune(self) -> int:
