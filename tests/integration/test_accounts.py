@@ -201,7 +201,7 @@ async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
     assert await ws_accounts(app2, good) <= {"live"}
     cases = {
         "expired": mint({"sub": "dave", "accounts": ["live"], "exp": now - 10}),
-        "signature": mint({"sub": "dave", "accounts": ["live"], "exp": now + 60}, key="other-secret-0123456789abcdef-0123"),
+        "signature": mint({"sub": "dave", "accounts": ["live"], "exp": now + 60}, key=JWT_SECRET[::-1]),
         "'none'": jwt.encode({"sub": "dave", "accounts": ["live"], "exp": now + 60}, None, algorithm="none"),
         "accounts": mint({"sub": "dave", "exp": now + 60}),
     }
