@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -12,7 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.config import Config
-from trade_stream.core.event_ids import EventId, parse
+from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
+from trade_stream.core.accounts import Accounts
+from trade_stream.core.event_ids import UNKNOWN, EventId, compound, is_compound, parse, parse_compound
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled, Orders
 from trade_stream.core.protocol import ClientError
@@ -21,6 +24,7 @@ from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.identity import Identity
 from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
@@ -58,7 +62,10 @@ class App:
         self.simulator: Any = None
         self.relay: Relay | None = None
         self.ws: WsServer | None = None
-        self.orders: Orders | None = None
+        self.orders: Orders | None = None  # the first account's (the only one without an accounts file)
+        self.accounts: Accounts | None = None
+        self.identity: Identity | None = None
+        self.tradings: dict[str, TradingUpstream] = {}
         self.sse: SseServer | None = None
         self.trading: TradingUpstream | None = None
         self.notifier: TradeNotifier | None = None
@@ -83,18 +90,23 @@ class App:
             "/api/stream/status": lambda r: json_response(200, self.status(), cors(r)),
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
-        self.orders = orders = self._build_orders(relay)
+        self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
+                                            cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user)
+        self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
+                                             for spec in cfg.account_specs()}, identity)
+        self.orders = next(iter(accounts))
+        self.trading = next(iter(self.tradings.values()))
         peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
-        self.notifier = notifier = self._build_notifications(orders)
+        self.notifier = notifier = self._build_notifications(accounts)
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
-        api = [NotificationsApi(notifier, orders.check_token, cors)]
+        api = [NotificationsApi(notifier, identity.resolve, cors)]
         self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes, api)
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
-        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=orders, snapshots=Snapshots(cfg))
-        compat = AlpacaEndpoints(relay, orders, cfg.alpaca_prefix, cfg.max_symbols_per_client)
+        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=Snapshots(cfg))
+        compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
         await self.ws.start()
         page = PageSupport(cfg, origins, self.ws.port)
@@ -105,11 +117,13 @@ class App:
         routes["/api/bars"] = lambda r: history.bars_route(r, cors(r))
         routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
-            self.sse = SseServer(cfg, relay, orders, origins, self.stats, status=self.status)
+            self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status)
             self.sse.add_alerts(notifier)
             await self.sse.start()
         self.supervisor.start("upstream-market-data", relay.run)
-        self.supervisor.start("upstream-trading", self.trading.run)
+        for name, trading in self.tradings.items():  # one trading stream per account
+            self.supervisor.start("upstream-trading" if trading is self.trading else f"upstream-trading-{name}",
+                                  trading.run)
         self.supervisor.start("journal-retention", self._prune_journal)
         if self.webhooks is not None:
             self.supervisor.start("webhooks", self.webhooks.run)
@@ -143,24 +157,29 @@ class App:
         log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
                     "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
-    def _build_orders(self, relay: Relay) -> Orders:
+    def _build_orders(self, relay: Relay, spec: AccountSpec) -> Orders:
+        """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
+        upgrade keeps its history), its REST client and its own trading stream."""
         cfg = self.cfg
-        name = "orders-demo.sqlite3" if cfg.demo else "orders.sqlite3"  # never mix simulated fills with real ones
-        orders = Orders(cfg.token, Path(cfg.state_dir) / name, AlpacaRest(cfg), relay, self.stats,
-                        cfg.journal_retention_days, cfg.timings.journal_retry)  # a journal fault is reported, not fatal
+        base = "orders-demo" if cfg.demo else "orders"  # never mix simulated fills with real ones
+        name = f"{base}.sqlite3" if spec.name == DEFAULT_ACCOUNT else f"{base}-{spec.name}.sqlite3"
+        rest = AlpacaRest(dataclasses.replace(cfg, api_key=spec.key_id, secret_key=spec.secret,
+                                              base_url=spec.base_url))
+        orders = Orders(cfg.token, Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
+                        cfg.timings.journal_retry, account=spec.name)  # a journal fault is reported, not fatal
 
         def trading_state(state: UpstreamState) -> None:
             orders.on_state(state.state == "connected")
-            log.info("trading_state state=%s error=%r", state.state, state.error)
+            log.info("trading_state account=%s state=%s error=%r", spec.name, state.state, state.error)
 
-        self.trading = TradingUpstream(
-            url=cfg.trading_stream_url, key=cfg.api_key or "", secret=cfg.secret_key or "",
+        self.tradings[spec.name] = TradingUpstream(
+            url=spec.trading_stream_url or cfg.trading_stream_url, key=spec.key_id, secret=spec.secret,
             on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
             timings=cfg.timings, stats=self.stats,
         )
         return orders
 
-    def _build_notifications(self, orders: Orders) -> TradeNotifier:
+    def _build_notifications(self, orders: Accounts) -> TradeNotifier:
         """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
         cfg = self.cfg
         suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
@@ -176,7 +195,8 @@ class App:
         """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        err = self.orders.check_token(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        user = self.identity.resolve(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        err = user if isinstance(user, ClientError) else None
         if isinstance(err, AuthThrottled):
             return json_response(429, {"error": "Too Many Requests", "message": err.message},
                                  {**headers, "Retry-After": str(err.retry_after)})
@@ -184,19 +204,55 @@ class App:
             return json_response(401, {"error": "Unauthorized", "message": err.message},
                                  {**headers, "WWW-Authenticate": "Bearer"})
         query = parse_qs(urlsplit(request.path).query)
-        since = parse(query.get("since", [""])[-1]) or EventId(0)  # an id we cannot have issued: a reset
-        status, body = self.orders.events_since(since)
-        return json_response(status, body, headers)
+        names = self.accounts.visible(user)
+        wanted = query.get("account", [""])[-1]
+        if wanted:
+            if wanted not in names:
+                return json_response(404, {"error": "Not Found", "message": f"no account {wanted!r} for you"},
+                                     headers)
+            names = [wanted]
+        if not names:
+            return json_response(403, {"error": "Forbidden", "message": f"user {user.name} may see no account"},
+                                 headers)
+        raw = query.get("since", [""])[-1]
+        if len(names) == 1:
+            since = raw and (parse_compound(raw).get(names[0], UNKNOWN) if is_compound(raw) else parse(raw))
+            status, body = self.accounts.orders[names[0]].events_since(since or EventId(0))  # unknown: a reset
+            return json_response(status, body, headers)
+        return json_response(*self._merged_events(names, raw), headers)
+
+    def _merged_events(self, names: list[str], raw: str) -> tuple[int, dict[str, Any]]:
+        """Several accounts: each journal from its own position; ``cursor`` is compound (event_ids.py), one
+        ``<account>:<epoch>-<n>`` per account. An account the cursor does not name starts from its beginning."""
+        sinces = parse_compound(raw) if is_compound(raw) else {}
+        events: list[dict[str, Any]] = []
+        positions: dict[str, str] = {}
+        resets: dict[str, str] = {}
+        more = False
+        for name in names:
+            status, body = self.accounts.orders[name].events_since(sinces.get(name, EventId(0)))
+            if status != 200:
+                return status, {**body, "account": name}
+            events += body["events"]
+            positions[name] = body["cursor"]
+            more = more or body["more"]
+            if body["reset"]:
+                resets[name] = body.get("reason", "")
+        out: dict[str, Any] = {"events": events, "cursor": compound(positions), "more": more, "reset": bool(resets)}
+        if resets:
+            out["reason"] = "; ".join(f"{n}: {r}" for n, r in resets.items())
+            out["resets"] = resets
+        return 200, out
 
     def health(self) -> dict[str, Any]:
         upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
         if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
             upstreams.update(self.relay.sources.health_states())
-        if self.trading is not None:
-            upstreams["trading"] = self.trading.status
+        for name, trading in self.tradings.items():
+            upstreams["trading" if trading is self.trading else f"trading:{name}"] = trading.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
-        if self.orders is not None:
-            orders = view["orders"] = self.orders.health()
+        if self.accounts is not None:
+            orders = view["orders"] = self.accounts.health()
             if orders["fault_for"] is not None and orders["fault_for"] > self.cfg.health_grace:
                 view["ok"] = False
                 view["down"].append("orders")
@@ -213,8 +269,11 @@ class App:
         out = self.relay.status()
         if self.trading is not None:
             out["trading"] = upstream_health(self.trading.status, self.cfg.health_grace)
-        if self.orders is not None:
-            out["orders"] = self.orders.health()
+            if len(self.tradings) > 1:
+                out["tradings"] = {name: upstream_health(t.status, self.cfg.health_grace)
+                                   for name, t in self.tradings.items()}
+        if self.accounts is not None:
+            out["orders"] = self.accounts.health()
         if self.notifier is not None:
             out["notifications"] = self.notifier.health()
         if self.webhooks is not None:
@@ -224,7 +283,7 @@ class App:
 
     async def _prune_journal(self) -> None:
         while True:
-            removed = self.orders.prune()
+            removed = self.accounts.prune()
             if removed:
                 log.info("journal_pruned removed=%d", removed)
             if self.notifier is not None:
@@ -253,13 +312,13 @@ class App:
         # All at once: each may wait out its own grace (a frozen upstream, stalled clients), and in a row those
         # waits add up past what systemd and Kubernetes give a stopping process.
         closing = [c for c in (self.ws and self.ws.close(), self.sse and self.sse.close(),
-                               self.relay and self.relay.stop(), self.trading and self.trading.stop()) if c]
+                               self.relay and self.relay.stop(), *(t.stop() for t in self.tradings.values())) if c]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("shutdown_step_failed error=%r", result)
         await self.supervisor.stop()
-        if self.orders is not None:
-            await self.orders.stop()
+        if self.accounts is not None:
+            await self.accounts.stop()
         if self.notifier is not None:
             self.notifier.close()
         if self.simulator is not None:

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "check": "validate the configuration and try the credentials against Alpaca",
     "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
     "webhook": "`webhook test NAME`: send a test event to a webhook target and print the answer",
+    "user": "`user add NAME --accounts a,b`, `user list`, `user remove NAME`: the users file (TRADE_STREAM_USERS_FILE)",
 }
 
 
@@ -50,6 +51,8 @@ def tool(name: str) -> Callable[[list[str]], int]:
         from trade_stream.ops.check import main
     elif name == "webhook":
         from trade_stream.edges.webhooks import main
+    elif name == "user":
+        from trade_stream.edges.identity import main
     else:
         from trade_stream.bench.cli import main
     return main

@@ -94,15 +94,32 @@ class Config:
     page_config: str = ""
     webhooks_file: str = ""
     webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
+    accounts_file: str = ""
+    accounts: tuple[Any, ...] = ()  # AccountSpec (core/account_specs.py) from accounts_file; () = ALPACA_* only
+    users_file: str = ""
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    max_connections_per_user: int = 10
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
         """Settings safe to log or show: secrets masked."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "timings"}
         out["webhooks"] = ",".join(t.name for t in self.webhooks)  # names only: targets carry secrets
-        for name in ("api_key", "secret_key", "token"):
+        out["accounts"] = ",".join(a.name for a in self.account_specs())  # names only: accounts carry keys
+        for name in ("api_key", "secret_key", "token", "jwt_secret"):
             out[name] = mask(out[name])
         return out
+
+
+    def account_specs(self) -> tuple[Any, ...]:
+        """The accounts to stream order updates for: the accounts file's, else one ``default`` from ALPACA_*."""
+        from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
+
+        if self.accounts:
+            return self.accounts
+        return (AccountSpec(DEFAULT_ACCOUNT, self.api_key or "", self.secret_key or "", self.base_url,
+                            self.trading_stream_url, True),)
 
 
 def default_public_dir() -> str:
@@ -282,6 +299,18 @@ SETTINGS: tuple[Setting, ...] = (
             "as /config.js; unset: the daemon generates one that connects to its own origin"),
     Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
             "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
+    Setting("accounts_file", "TRADE_STREAM_ACCOUNTS_FILE", "--accounts-file", _text,
+            "TOML file of named Alpaca accounts, each with its own trading stream (see README, Accounts and "
+            "users); default: one account, default, from the ALPACA_* variables"),
+    Setting("users_file", "TRADE_STREAM_USERS_FILE", "--users-file", _text,
+            "TOML file of users (token hashes and the accounts each may see), managed with trade-stream user "
+            "add/list/remove; default none"),
+    Setting("jwt_secret", "TRADE_STREAM_JWT_SECRET", "--jwt-secret", _text,
+            "HS256 secret for JWTs minted by your web app (claims sub, accounts, exp); default none", True),
+    Setting("jwt_public_key", "TRADE_STREAM_JWT_PUBLIC_KEY", "--jwt-public-key", _readable_file,
+            "PEM public key file for RS256/ES256 JWTs (claims sub, accounts, exp); default none"),
+    Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
+            _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
 )
 
 
@@ -328,7 +357,36 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
     demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
     if values.get("webhooks_file"):
         values["webhooks"] = load_webhooks(values["webhooks_file"], merged)
+    if values.get("accounts_file"):
+        values["accounts"] = load_accounts(values["accounts_file"], merged)
+    check_identity(values)
     return finish(values, demo)
+
+
+def load_accounts(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
+    """The accounts file, read once here; ``secret_env`` names are looked up in the environment and .env."""
+    from trade_stream.core import account_specs
+
+    try:
+        return account_specs.load(path, environ)
+    except ValueError as exc:
+        raise ConfigError(f"TRADE_STREAM_ACCOUNTS_FILE={path}: {exc}") from None
+
+
+def check_identity(values: dict[str, Any]) -> None:
+    """A broken users file or JWT key stops the start, like any other bad setting."""
+    from trade_stream.edges import identity
+
+    try:
+        if values.get("users_file"):
+            identity.load_users(values["users_file"])
+    except ValueError as exc:
+        raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: {exc}") from None
+    try:
+        if values.get("jwt_public_key"):
+            identity.load_public_key(values["jwt_public_key"])
+    except ValueError as exc:
+        raise ConfigError(f"TRADE_STREAM_JWT_PUBLIC_KEY={values['jwt_public_key']}: {exc}") from None
 
 
 def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
@@ -343,6 +401,10 @@ def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
 
 def finish(values: dict[str, Any], demo: bool) -> Config:
     """Apply cross-field rules and derived defaults."""
+    market = next((a for a in values.get("accounts", ()) if a.market_data), None)
+    if market is not None:  # the marked account's keys hold the market-data connection
+        values.setdefault("api_key", market.key_id)
+        values.setdefault("secret_key", market.secret)
     if not demo and not (values.get("api_key") and values.get("secret_key")):
         missing = "ALPACA_API_KEY" if not values.get("api_key") else "ALPACA_SECRET_KEY"
         raise ConfigError(

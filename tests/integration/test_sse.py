@@ -170,7 +170,7 @@ async def test_orders_stream_needs_the_token_and_replays_from_the_journal(sim, a
     await wait_until(lambda: app.stats.order_events == 1)
     async with sse_get(port, "/api/stream/orders", {"Authorization": f"Bearer {TOKEN}"}) as r:
         assert r.status == 200
-        assert re.fullmatch(r"token-orders-\d+", (await r.until("connected")).json()["client_id"])
+        assert re.fullmatch(r"default-orders-\d+", (await r.until("connected")).json()["client_id"])
         sim.fill_order(order["id"], price=10)
         fill = await r.until("order_update")
         assert fill.json()["event"] == "fill" and fill.id == f"{app.orders.epoch}-{fill.json()['id']}"

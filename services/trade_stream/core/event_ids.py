@@ -51,3 +51,33 @@ def parse(raw: object) -> EventId | None:
 def cursor(epoch: str, n: int) -> str:
     """The id as the relay hands it out where a string is possible (SSE ``id:``, REST ``cursor``)."""
     return f"{epoch}-{n}"
+
+
+# --- several accounts: one position per account journal ------------------------------------------------------
+#
+# A user who sees several accounts follows several journals at once, so one id cannot say where they are. The
+# compound form names a position in each: ``<account>:<epoch>-<n>,<account>:<epoch>-<n>`` (account names have
+# no ``:`` or ``,``). SSE events carry it as their id (so Last-Event-ID resumes every account exactly), the REST
+# ``cursor`` too. A user who sees one account keeps the plain ``<epoch>-<n>``.
+
+_ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_ACCOUNTS = 100
+
+
+def is_compound(raw: object) -> bool:
+    return isinstance(raw, str) and ":" in raw
+
+
+def parse_compound(raw: str) -> dict[str, EventId]:
+    """``{account: id}``; a malformed part makes that account's id unknown (a reset), never an error."""
+    out: dict[str, EventId] = {}
+    for part in raw.split(",")[:MAX_ACCOUNTS]:
+        name, _, rest = part.strip().partition(":")
+        if _ACCOUNT.fullmatch(name):
+            out[name] = parse(rest) or UNKNOWN
+    return out
+
+
+def compound(positions: dict[str, str]) -> str:
+    """The compound id of ``{account: "<epoch>-<n>"}``, accounts in a stable order."""
+    return ",".join(f"{name}:{positions[name]}" for name in sorted(positions))

@@ -10,9 +10,9 @@ The store can fail (corrupt file, full disk). That never reaches the relay or th
 logged once, shown in status, the notification is still pushed live (with ``id`` null: it cannot be marked
 read), and the store is reopened on the next use after ``retry`` seconds.
 
-Users and accounts: there is one user today (whoever holds ``TRADE_STREAM_TOKEN``) and one account. Both are
-plain strings here (``default``), so per-user read state and per-account scoping are already what the store keys
-on when users and accounts arrive.
+Users and accounts: a notification belongs to the account its order event came from; read state belongs to a
+user (edges/identity.py ``User``: ``TRADE_STREAM_TOKEN`` is user ``default``, who sees every account). A client
+is only ever pushed notifications of accounts its user sees, with that user's unread count.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from trade_stream.core.notification_store import NotificationStore, SqliteNotifi
 from trade_stream.core.notifications import describe
 from trade_stream.core.orders import Orders
 from trade_stream.core.protocol import encode
+from trade_stream.edges.identity import User
 
 log = logging.getLogger("trade_stream.core.notifier")
 
@@ -40,10 +41,10 @@ MAX_LIMIT = 200
 
 
 class TradeNotifier:
-    def __init__(self, path: Path, orders: Orders, retention_days: float = 7.0, retry: float = 5.0,
+    def __init__(self, path: Path, accounts: Any, retention_days: float = 7.0, retry: float = 5.0,
                  open_store: Callable[[Path], NotificationStore] = SqliteNotificationStore) -> None:
         self.path = path
-        self.orders = orders
+        self.accounts = accounts  # core/accounts.py Accounts: every account's Orders and who each client is
         self.retention = retention_days * 86400
         self.retry = retry
         self._open_store = open_store
@@ -57,17 +58,12 @@ class TradeNotifier:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.read_listeners: list[Callable[[dict[str, Any]], None]] = []  # read state changed (SSE)
         self._open()
-        orders.listeners.append(self.on_entry)
-
-    # --- users and accounts (one of each until users and accounts exist) ----------------------------------
-
-    @staticmethod
-    def account_of(entry: Entry) -> str:
-        return DEFAULT_ACCOUNT
+        for orders in accounts:
+            orders.listeners.append(lambda entry, orders=orders: self.on_entry(entry, orders))
 
     @staticmethod
-    def accounts_of(user: str) -> list[str]:
-        return [DEFAULT_ACCOUNT]
+    def accounts_of(user: User) -> list[str] | None:
+        return None if user.accounts is None else sorted(user.accounts)
 
     # --- the store and its faults ----------------------------------------------------------------------
 
@@ -121,54 +117,69 @@ class TradeNotifier:
 
     # --- from order events ----------------------------------------------------------------------------
 
-    def on_entry(self, entry: Entry) -> None:
+    def on_entry(self, entry: Entry, orders: Orders) -> None:
         fields = describe(entry.event, entry.data)
-        account = self.account_of(entry)
-        source = f"{self.orders.epoch}-{entry.id}"
+        account = orders.account
+        source = f"{orders.epoch}-{entry.id}"
         ok, stored = self._use(lambda s: s.add(source, account, fields))
         if ok and stored is None:
             return  # stored before: it was pushed then
         note = stored if ok else {"id": None, "account": account, **fields, "read": False}
         self.created += 1
-        ok, unread = self._use(lambda s: s.unread_count(DEFAULT_USER, self.accounts_of(DEFAULT_USER)))
-        msg = {"type": "notification", "data": note, "unread": unread if ok else None}
-        frame = text_frame(encode(msg))
-        for client in list(self.orders.subscribers):
-            client.send(frame)
+        by_user: dict[str, list[Any]] = {}  # the account's watchers, by user: each gets its own unread count
+        users: dict[str, User] = {}
+        for client in list(orders.subscribers):
+            user = self.accounts.user_of(client)
+            if user is not None:
+                by_user.setdefault(user.name, []).append(client)
+                users[user.name] = user
+        for name, clients in by_user.items():
+            frame = text_frame(encode({"type": "notification", "data": note, "unread": self.unread(users[name])}))
+            for client in clients:
+                client.send(frame)
+        msg = {"type": "notification", "data": note, "unread": None}
         for listener in self.listeners:
             listener(msg)
 
+    def unread(self, user: User) -> int | None:
+        ok, unread = self._use(lambda s: s.unread_count(user.name, self.accounts_of(user)))
+        return unread if ok else None
+
     # --- what clients ask for ---------------------------------------------------------------------------
 
-    def list(self, user: str, limit: int, unread_only: bool) -> tuple[int, dict[str, Any]]:
+    def list(self, user: User, limit: int, unread_only: bool) -> tuple[int, dict[str, Any]]:
         limit = max(1, min(limit, MAX_LIMIT))
-        accounts = self.accounts_of(user)
-        ok, out = self._use(lambda s: (s.list(user, accounts, limit, unread_only), s.unread_count(user, accounts)))
+        accounts, name = self.accounts_of(user), user.name
+        ok, out = self._use(lambda s: (s.list(name, accounts, limit, unread_only), s.unread_count(name, accounts)))
         if not ok:
             return 503, {"error": "Service Unavailable", "message": self.fault or "notification store unavailable"}
         items, unread = out
         return 200, {"notifications": items, "unread": unread, "limit": limit}
 
-    def mark_read(self, user: str, ids: list[int] | None) -> tuple[int, dict[str, Any]]:
+    def mark_read(self, user: User, ids: list[int] | None) -> tuple[int, dict[str, Any]]:
         """Mark ``ids`` (None: all) read for ``user``, and tell that user's open clients."""
-        accounts = self.accounts_of(user)
-        ok, out = self._use(lambda s: (s.mark_read(user, ids, accounts), s.unread_count(user, accounts)))
+        accounts, name = self.accounts_of(user), user.name
+        ok, out = self._use(lambda s: (s.mark_read(name, ids, accounts), s.unread_count(name, accounts)))
         if not ok:
             return 503, {"error": "Service Unavailable", "message": self.fault or "notification store unavailable"}
         marked, unread = out
-        msg = {"type": "notifications_read", "user": user, "ids": marked, "all": ids is None, "unread": unread}
+        msg = {"type": "notifications_read", "user": name, "ids": marked, "all": ids is None, "unread": unread}
         if marked or ids is None:
             frame = text_frame(encode(msg))
-            for client in list(self.orders.subscribers):  # today every authenticated client is this one user
-                client.send(frame)
+            watching = set().union(*(o.subscribers for o in self.accounts))
+            for client in self.accounts.clients_of(name):  # this user's open clients only
+                if client in watching:
+                    client.send(frame)
             for listener in self.read_listeners:
                 listener(msg)
         return 200, {"ids": marked, "all": ids is None, "unread": unread}
 
-    def since(self, after_id: int, limit: int, user: str | None = DEFAULT_USER) -> list[dict[str, Any]] | None:
-        """Notifications after ``after_id``, oldest first (SSE replay, the webhook outbox); None while faulted."""
+    def since(self, after_id: int, limit: int, user: User | None = None) -> list[dict[str, Any]] | None:
+        """Notifications after ``after_id``, oldest first (SSE replay: one user's; the webhook outbox: None, every
+        account's); None while faulted."""
         accounts = self.accounts_of(user) if user is not None else None
-        ok, out = self._use(lambda s: s.since(after_id, limit, user, accounts))
+        name = user.name if user is not None else None
+        ok, out = self._use(lambda s: s.since(after_id, limit, name, accounts))
         return out if ok else None
 
     def last_id(self) -> int | None:

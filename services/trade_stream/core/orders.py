@@ -124,7 +124,8 @@ class _TapCodec(Codec):
 
 class Orders:
     def __init__(self, token: str, journal_path: Path, rest: AlpacaRest, relay: Relay, stats: Stats,
-                 retention_days: float = 7.0, retry: float = 5.0) -> None:
+                 retention_days: float = 7.0, retry: float = 5.0, account: str = "default") -> None:
+        self.account = account  # every message this emits names it (core/accounts.py scopes by it)
         self._token = token.encode()
         self.journal_path = journal_path
         self.retention_days = retention_days
@@ -234,7 +235,8 @@ class Orders:
         return True
 
     def _announce_reset(self, reason: str) -> None:
-        frame = text_frame(encode({"type": "orders_reset", "message": reason, "epoch": self.epoch}))
+        frame = text_frame(encode({"type": "orders_reset", "message": reason, "epoch": self.epoch,
+                                   "account": self.account}))
         for client in list(self.subscribers):
             client.send(frame, 0)
         for listener in self.reset_listeners:
@@ -268,7 +270,7 @@ class Orders:
         if client in self.subscribers or client in self._starting:
             return ClientError("already_subscribed", "already subscribed to orders")
         self._starting[client] = ticket = object()
-        client.send_message({"type": "subscribed", "channel": "orders"})
+        client.send_message({"type": "subscribed", "channel": "orders", "account": self.account})
         self._spawn(self._start(client, self.plan(since), ticket))
         return None
 
@@ -302,7 +304,7 @@ class Orders:
 
         def reset(reason: str) -> None:
             client.send_message({"type": "orders_reset", "message": reason, "epoch": self.epoch,
-                                 "last_id": self._last_id()})
+                                 "last_id": self._last_id(), "account": self.account})
 
         def join() -> None:
             drop()
@@ -312,7 +314,7 @@ class Orders:
         client.send_message(snapshot)
         if plan.reset:
             reset(plan.reset)
-        await self.replay(client, plan.start, lambda e: text_frame(encode(e.to_message())), client.send, reset,
+        await self.replay(client, plan.start, lambda e: text_frame(encode(self.message(e))), client.send, reset,
                           join, current)
 
     def plan(self, since: EventId | None) -> Resume:
@@ -378,6 +380,10 @@ class Orders:
             reset(f"order journal failed during the replay: {self.fault}")
         join()
 
+    def message(self, entry: Entry) -> dict[str, Any]:
+        """The journal entry as clients get it: ``order_update`` naming this account."""
+        return {**entry.to_message(), "account": self.account}
+
     def _last_id(self) -> int | None:
         try:
             return self.journal.last_id() if self.journal is not None else None
@@ -388,7 +394,7 @@ class Orders:
     async def snapshot(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "orders_snapshot", "orders": [], "positions": self.positions.views(),
                                "portfolio": self.positions.portfolio(), "last_id": self._last_id() or 0,
-                               "epoch": self.epoch}
+                               "epoch": self.epoch, "account": self.account}
         if self.fault:
             msg["journal_error"] = self.fault
         try:
@@ -412,7 +418,7 @@ class Orders:
             return 503, {"error": "Service Unavailable", "message": self.fault or str(exc)}
         epoch = self.journal.epoch
         last = entries[-1].id if entries else plan.start
-        body = {"events": [e.to_message() for e in entries], "last_id": last, "epoch": epoch,
+        body = {"events": [self.message(e) for e in entries], "last_id": last, "epoch": epoch, "account": self.account,
                 "cursor": f"{epoch}-{last}", "more": len(entries) == limit, "reset": plan.reset is not None}
         if plan.reset:
             body["reason"] = plan.reset
@@ -474,7 +480,7 @@ class Orders:
         self.stats.order_events += 1
         log.info("order_event id=%d event=%s symbol=%s reconciled=%s", entry.id, entry.event,
                  entry.data.get("symbol"), reconciled)
-        frame = text_frame(encode(entry.to_message()))
+        frame = text_frame(encode(self.message(entry)))
         for client in list(self.subscribers):
             client.send(frame)
         for listener in self.listeners:
@@ -587,7 +593,7 @@ class Orders:
             self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
         view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
                                           "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
-        msg = {"type": "position_update", **view, "portfolio": self.positions.portfolio()}
+        msg = {"type": "position_update", **view, "portfolio": self.positions.portfolio(), "account": self.account}
         frame = text_frame(encode(msg))
         for client in list(self.subscribers):
             client.send(frame)

@@ -64,7 +64,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True)
 class SubscribeOrders:
-    since: event_ids.EventId | None
+    since: event_ids.EventId | dict[str, event_ids.EventId] | None  # a dict: one id per account
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,8 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
         # A float is an id too, an unknown one: orjson reads integers past 2^64 as floats.
         if since is not None and (not isinstance(since, int | float | str) or isinstance(since, bool)):
             return ClientError("bad_type", '"since" must be an event id: a number, or "<epoch>-<number>"')
+        if event_ids.is_compound(since):  # "<account>:<epoch>-<n>,…": a user who sees several accounts
+            return SubscribeOrders(event_ids.parse_compound(since))
         return SubscribeOrders(event_ids.parse(since))  # an id we cannot have issued gets a reset, not an error
     symbols = _symbols(msg)
     if isinstance(symbols, ClientError):

@@ -26,6 +26,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from trade_stream.core.accounts import Accounts
 from trade_stream.core.fanout import Client, Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
@@ -33,6 +34,7 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import EVENT_FIELDS, Orders
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
+from trade_stream.edges.identity import Identity, User
 from trade_stream.upstream.sources import PATHS, Source, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")
@@ -188,12 +190,12 @@ REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, 
 
 
 class MarketDataSession:
-    def __init__(self, conn: ServerConnection, client: Client, relay: Relay, orders: Orders, feed: str,
+    def __init__(self, conn: ServerConnection, client: Client, relay: Relay, identity: Identity, feed: str,
                  spec: SourceSpec | None, max_symbols_per_client: int) -> None:
         self.conn = conn
         self.client = client
         self.relay = relay
-        self.orders = orders
+        self.identity = identity
         self.feed = feed
         self.spec = spec  # None: a stream this relay does not serve
         self.source: Source | None = None  # attached once authenticated
@@ -235,7 +237,7 @@ class MarketDataSession:
         if not isinstance(key, str) or not isinstance(secret, str) or not key:
             self.error(402)
             return
-        if self.orders.check_token(secret, self.client.ip) is not None:
+        if self.identity.check_token(secret, self.client.ip) is not None:  # any user: market data is public
             self.error(402)
             return
         if self.spec is None:
@@ -350,26 +352,53 @@ class MarketDataSession:
 
 
 class TradingSession:
-    """The trading stream towards the client: auth (both forms), listen, trade_updates from the journal."""
+    """The trading stream towards the client: auth (both forms), listen, trade_updates from the journal.
 
-    def __init__(self, conn: ServerConnection, client: Client, orders: Orders) -> None:
+    The key id picks the account (its name in the accounts file; any key when the user sees exactly one), the
+    secret is the user's token: the session then gets that account's events only."""
+
+    def __init__(self, conn: ServerConnection, client: Client, accounts: Accounts) -> None:
         self.conn = conn
         self.client = client
-        self.orders = orders
+        self.accounts = accounts
+        self.orders: Orders | None = None  # the account picked at auth
+        self.user: User | None = None
         self.wire = Wire(client, wants_msgpack(conn), binary_json=True)
         client.codec = ALPACA_TRADING
         self.authenticated = False
         self.listening = False
 
     async def run(self) -> None:
-        self.orders.listeners.append(self.on_entry)
         timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
         try:
             async for raw in self.conn:
                 self.handle(self.wire.decode(raw))
         finally:
             timer.cancel()
-            self.orders.listeners.remove(self.on_entry)
+            if self.orders is not None:
+                self.orders.listeners.remove(self.on_entry)
+            if self.user is not None:
+                self.accounts.identity.sessions.release(self.user.name, self)
+
+    def _login(self, key: Any, secret: Any) -> bool:
+        if self.authenticated:
+            return True
+        if not isinstance(secret, str):
+            return False
+        user = self.accounts.identity.resolve(secret, self.client.ip)
+        if not isinstance(user, User):
+            return False
+        names = self.accounts.visible(user)
+        name = key if key in names else (names[0] if len(names) == 1 and key not in self.accounts.orders else None)
+        if name is None:
+            log.warning("alpaca_trading_refused user=%s key=%r reason=not one of the user's accounts", user.name,
+                        str(key)[:64])
+            return False
+        if self.accounts.identity.sessions.admit(user.name, self) is not None:
+            return False
+        self.user, self.orders = user, self.accounts.orders[name]
+        self.orders.listeners.append(self.on_entry)
+        return True
 
     def _auth_timeout(self) -> None:
         """Like the market-data stream: no successful auth within AUTH_TIMEOUT seconds closes the connection."""
@@ -391,7 +420,8 @@ class TradingSession:
         action, data = msg.get("action"), msg.get("data") if isinstance(msg.get("data"), dict) else {}
         if action in ("auth", "authenticate"):
             secret = msg.get("secret") if action == "auth" else data.get("secret_key")
-            ok = isinstance(secret, str) and self.orders.check_token(secret, self.client.ip) is None
+            key = msg.get("key") if action == "auth" else data.get("key_id")
+            ok = self._login(key, secret)
             self.authenticated = self.authenticated or ok
             self.reply("authorization", {"status": "authorized" if ok else "unauthorized",
                                          "action": "authenticate"})
@@ -409,6 +439,11 @@ class TradingSession:
             self.error("invalid syntax")
 
     def on_entry(self, entry: Entry) -> None:
+        user = self.user
+        if self.listening and user is not None and user.expires_at is not None and user.expires_at <= time.time():
+            self.listening = False
+            self.error("token expired: authenticate again with a fresh token")
+            return
         if self.listening:
             self.reply("trade_updates", {k: entry.data[k] for k in EVENT_FIELDS if k in entry.data})
 
@@ -416,9 +451,9 @@ class TradingSession:
 class AlpacaEndpoints:
     """Registers the compatible paths on the WebSocket server."""
 
-    def __init__(self, relay: Relay, orders: Orders, prefix: str, max_symbols_per_client: int) -> None:
+    def __init__(self, relay: Relay, accounts: Accounts, prefix: str, max_symbols_per_client: int) -> None:
         self.relay = relay
-        self.orders = orders
+        self.accounts = accounts
         self.prefix = prefix.rstrip("/")
         self.max_symbols = max_symbols_per_client
 
@@ -435,7 +470,7 @@ class AlpacaEndpoints:
         started = time.monotonic()
         log.info("alpaca_client_connected kind=market_data feed=%s ip=%s", feed, client.ip)
         try:
-            await MarketDataSession(conn, client, self.relay, self.orders, feed, PATHS.get(f"/{feed}"),
+            await MarketDataSession(conn, client, self.relay, self.accounts.identity, feed, PATHS.get(f"/{feed}"),
                                     self.max_symbols).run()
         finally:
             log.info("alpaca_client_closed kind=market_data ip=%s seconds=%.1f", client.ip,
@@ -443,4 +478,4 @@ class AlpacaEndpoints:
 
     async def trading(self, conn: ServerConnection, client: Client) -> None:
         log.info("alpaca_client_connected kind=trading ip=%s", client.ip)
-        await TradingSession(conn, client, self.orders).run()
+        await TradingSession(conn, client, self.accounts).run()

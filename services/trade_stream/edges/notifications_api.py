@@ -5,8 +5,9 @@
 - ``POST /api/notifications/trades/read`` with ``{"ids":[…]}`` or ``{"all":true}``;
 - ``OPTIONS`` on any of them: the CORS preflight (204).
 
-The token goes through ``Orders.check_token``, the one credential check, so failed-auth throttling applies
-(429 with Retry-After). Request bodies reach us through http_body.py.
+The credential goes through ``Identity.resolve`` (edges/identity.py), the one credential check, so failed-auth
+throttling applies (429 with Retry-After); the user it names sees only their accounts' notifications and keeps
+their own read state. Request bodies reach us through http_body.py.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from websockets.http11 import Request, Response
 
-from trade_stream.core.notifier import DEFAULT_USER, TradeNotifier
+from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
+from trade_stream.edges.identity import User
 from trade_stream.edges.web import error, json_response, response
 
 PREFIX = "/api/notifications/trades"
@@ -33,10 +35,10 @@ TRUE = ("1", "true", "yes")
 
 
 class NotificationsApi:
-    def __init__(self, notifier: TradeNotifier, check_token: Callable[[str, str], ClientError | None],
+    def __init__(self, notifier: TradeNotifier, resolve: Callable[[str, str], User | ClientError],
                  cors: Callable[[Any], dict[str, str]]) -> None:
         self.notifier = notifier
-        self.check_token = check_token
+        self.resolve = resolve
         self.cors = cors
 
     def __call__(self, method: str, request: Request, ip: str, body: bytes | None,
@@ -54,10 +56,9 @@ class NotificationsApi:
             return response(204, b"", "text/plain", {**headers, **PREFLIGHT})
         if method not in allowed.split(", ") and not (method == "HEAD" and path == PREFIX):
             return error(405, f"{method} is not supported here", {**headers, "Allow": allowed})
-        denied = self._auth(request, ip, headers)
-        if denied is not None:
-            return denied
-        user = DEFAULT_USER  # the token's user; per-user tokens come with the users file
+        user = self._auth(request, ip, headers)
+        if not isinstance(user, User):
+            return user
         if path == PREFIX:
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             try:
@@ -77,17 +78,17 @@ class NotificationsApi:
         status, payload = self.notifier.mark_read(user, ids)
         return json_response(status, payload, headers)
 
-    def _auth(self, request: Request, ip: str, headers: dict[str, str]) -> Response | None:
+    def _auth(self, request: Request, ip: str, headers: dict[str, str]) -> Response | User:
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        err = self.check_token(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        err = self.resolve(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+        if isinstance(err, User):
+            return err
         if isinstance(err, AuthThrottled):
             return json_response(429, {"error": "Too Many Requests", "message": err.message},
                                  {**headers, "Retry-After": str(err.retry_after)})
-        if err is not None:
-            return json_response(401, {"error": "Unauthorized", "message": err.message},
-                                 {**headers, "WWW-Authenticate": "Bearer"})
-        return None
+        return json_response(401, {"error": "Unauthorized", "message": err.message},
+                             {**headers, "WWW-Authenticate": "Bearer"})
 
 
 def _ids(body: bytes | None) -> list[int] | str | None:

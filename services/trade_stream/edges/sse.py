@@ -28,6 +28,7 @@ import orjson
 
 from trade_stream.config import Config
 from trade_stream.core import event_ids
+from trade_stream.core.accounts import Accounts, split_since
 from trade_stream.core.fanout import Codec, Peer, watch_stalls
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
@@ -42,6 +43,7 @@ from trade_stream.core.protocol import (
 )
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.edges.identity import User
 from trade_stream.edges.limits import Admission
 from trade_stream.edges.origins import OriginPolicy
 
@@ -233,6 +235,22 @@ class _Ghost:
         self._on_evicted(self, keys)
 
 
+@dataclass
+class OrderStream:
+    """One private order stream: its user, the accounts it follows and its position in each journal, so every
+    event's id says where the client is in all of them (event_ids.py, compound ids)."""
+
+    user: User
+    names: list[str]
+    positions: dict[str, str] = field(default_factory=dict)  # account -> "<epoch>-<n>"
+
+    def event_id(self, account: str, epoch: str | None, n: int) -> str | int:
+        here = event_ids.cursor(epoch, n) if epoch else str(n)
+        if len(self.names) == 1:
+            return here if epoch else n
+        return event_ids.compound({**self.positions, account: here})
+
+
 class Request:
     def __init__(self, method: str, target: str, headers: dict[str, str]) -> None:
         self.method = method
@@ -243,30 +261,32 @@ class Request:
 
 
 class SseServer:
-    def __init__(self, cfg: Config, relay: Relay, orders: Orders | None, origins: OriginPolicy, stats: Stats,
+    def __init__(self, cfg: Config, relay: Relay, accounts: Accounts | None, origins: OriginPolicy, stats: Stats,
                  status: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
-        self.orders = orders
+        self.accounts = accounts
         self.origins = origins
         self.stats = stats
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
         self.server: asyncio.Server | None = None
         self.clients: set[SseClient] = set()
-        self.order_clients: set[SseClient] = set()
-        self.alert_clients: set[SseClient] = set()
+        self.order_clients: dict[SseClient, OrderStream] = {}
+        self.order_joined: dict[str, set[SseClient]] = {}  # account -> clients live on it
+        self.alert_clients: dict[SseClient, User] = {}
         self.notifier: Any = None  # trade notifications (core/notifier.py), for /api/stream/alerts
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
         self.max_symbols_per_client = cfg.max_symbols_per_client
         self._ghosts: dict[str, list[_Ghost]] = {}  # per address, oldest first
         self._handlers: set[asyncio.Task[Any]] = set()
-        if orders is not None:
-            orders.listeners.append(self._on_order_event)
+        for orders in accounts or ():
+            self.order_joined[orders.account] = set()
+            orders.listeners.append(lambda entry, orders=orders: self._on_order_event(entry, orders))
             orders.position_listeners.append(self._on_position)
-            orders.reset_listeners.append(self._on_orders_reset)
+            orders.reset_listeners.append(lambda reason, orders=orders: self._on_orders_reset(reason, orders))
 
     def add_alerts(self, notifier: Any) -> None:
         """Serve trade notifications on /api/stream/alerts (``alert:new``, ``alert:read``)."""
@@ -449,46 +469,96 @@ class SseServer:
 
     async def _serve_orders(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
-        orders = self.orders
-        if orders is None or not self._authorized(conn, request, writer, ip, correlation):
+        """The user's accounts' order events: each account's journal replayed from its own position (a compound
+        Last-Event-ID names one per account), then live; every event's id is the client's position in all."""
+        accounts = self.accounts
+        user = self._authorized(conn, request, writer, ip, correlation) if accounts is not None else None
+        if user is None or accounts is None:
             return
-        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", "token")
+        names = accounts.visible(user)
+        if not names:
+            return self._respond(conn, writer, request, 403, _error(403, f"user {user.name} may see no account"),
+                                 correlation)
+        if not self._admit(conn, request, writer, correlation, user):
+            return
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", user.name)
+        stream = self.order_clients[client] = OrderStream(user, names)
         try:
-            last = _last_event_id(request)
-            plan = orders.plan(last)
-
-            def reset(reason: str) -> None:
-                epoch, last_id = orders.epoch, orders.plan(None).start
-                client.write(event_bytes("reset", encode({
-                    "reason": reason, "last_event_id": last.n if last is not None else None, "epoch": epoch,
-                    "current_id": event_ids.cursor(epoch, last_id) if epoch and last_id is not None else None})))
-
-            if plan.reset:
-                reset(plan.reset)
-            await orders.replay(client, plan.start, lambda e: _order_event(e, orders.epoch), client.write, reset,
-                                lambda: self.order_clients.add(client), lambda: not client.closed)
+            raw = request.headers.get("last-event-id") or request.query.get("lastEventId") \
+                or request.query.get("last_event_id")
+            last = event_ids.parse_compound(raw) if event_ids.is_compound(raw) else _last_event_id(request)
+            sinces = split_since(last, names, lambda n: accounts.orders[n].epoch)
+            for name in names:
+                orders = accounts.orders[name]
+                plan = orders.plan(sinces.get(name))
+                if orders.epoch and plan.start is not None:
+                    stream.positions[name] = event_ids.cursor(orders.epoch, plan.start)
+                await self._replay_account(client, stream, orders, plan, sinces.get(name))
+                if client.closed:
+                    return
             await self._pump(client, reader)
         finally:
-            self.order_clients.discard(client)
+            self.order_clients.pop(client, None)
+            for joined in self.order_joined.values():
+                joined.discard(client)
             self._leave(client)
+            accounts.identity.sessions.release(user.name, writer)
 
-    def _authorized(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
-                    correlation: str) -> bool:
-        """The token check of the private streams; answers 401 or 429 itself when it fails."""
-        orders = self.orders
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
-        err = orders.check_token(token, ip) if (orders is not None and token) else None
-        if isinstance(err, AuthThrottled):
-            self._respond(conn, writer, request, 429, _error(429, err.message), correlation,
-                          [(b"Retry-After", str(err.retry_after).encode())])
-            return False
-        if orders is None or not token or err is not None:
-            message = err.message if err is not None else "order updates need the token (Authorization: Bearer …)"
-            self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
-                          correlation, [(b"WWW-Authenticate", b"Bearer")])
+    async def _replay_account(self, client: SseClient, stream: OrderStream, orders: Orders, plan: Any,
+                              last: event_ids.EventId | None) -> None:
+        name = orders.account
+        framed: list[int] = []  # ids of frames built but not yet written (the last one of a page may not be)
+
+        def reset(reason: str) -> None:
+            epoch, last_id = orders.epoch, orders.plan(None).start
+            client.write(event_bytes("reset", encode({
+                "reason": reason, "account": name, "last_event_id": last.n if last is not None else None,
+                "epoch": epoch,
+                "current_id": event_ids.cursor(epoch, last_id) if epoch and last_id is not None else None})))
+
+        def frame(entry: Entry) -> bytes:
+            framed.append(entry.id)
+            return _order_event(orders.message(entry), stream.event_id(name, orders.epoch, entry.id))
+
+        def write(data: bytes, count: int) -> bool:
+            if count and orders.epoch:
+                stream.positions[name] = event_ids.cursor(orders.epoch, framed[count - 1])
+            framed.clear()
+            return client.write(data, count)
+
+        if plan.reset:
+            reset(plan.reset)
+        await orders.replay(client, plan.start, frame, write, reset,
+                            lambda: self.order_joined[name].add(client), lambda: not client.closed)
+
+    def _admit(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, correlation: str,
+               user: User) -> bool:
+        """The user's connection limit (TRADE_STREAM_MAX_CONNECTIONS_PER_USER): one more gets 429."""
+        refused = self.accounts.identity.sessions.admit(user.name, writer) if self.accounts is not None else None
+        if refused is not None:
+            self._respond(conn, writer, request, 429, _error(429, refused.message), correlation,
+                          [(b"Retry-After", b"10")])
             return False
         return True
+
+    def _authorized(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
+                    correlation: str) -> User | None:
+        """The credential check of the private streams (edges/identity.py), and the user's connection limit;
+        answers 401, 429 or 503 itself when it fails."""
+        accounts = self.accounts
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+        found = accounts.identity.resolve(token, ip) if (accounts is not None and token) else None
+        if isinstance(found, AuthThrottled):
+            self._respond(conn, writer, request, 429, _error(429, found.message), correlation,
+                          [(b"Retry-After", str(found.retry_after).encode())])
+            return None
+        if not isinstance(found, User):
+            message = found.message if found is not None else "private streams need a token (Authorization: Bearer …)"
+            self._respond(conn, writer, request, 401, {"error": "Unauthorized", "message": message},
+                          correlation, [(b"WWW-Authenticate", b"Bearer")])
+            return None
+        return found
 
     async def _serve_alerts(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
@@ -496,20 +566,24 @@ class SseServer:
         notifier = self.notifier
         if notifier is None:
             return self._respond(conn, writer, request, 404, _error(404, "notifications are off"), correlation)
-        if not self._authorized(conn, request, writer, ip, correlation):
+        user = self._authorized(conn, request, writer, ip, correlation)
+        if user is None:
             return
-        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "alerts", "token")
+        if not self._admit(conn, request, writer, correlation, user):
+            return
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "alerts", user.name)
         try:
             last = _last_event_id(request)
             if last is not None:
-                self._replay_alerts(client, last)
-            self.alert_clients.add(client)  # no await since the replay's read: nothing missed, nothing twice
+                self._replay_alerts(client, last, user)
+            self.alert_clients[client] = user  # no await since the replay's read: nothing missed, nothing twice
             await self._pump(client, reader)
         finally:
-            self.alert_clients.discard(client)
+            self.alert_clients.pop(client, None)
             self._leave(client)
+            self.accounts.identity.sessions.release(user.name, writer)
 
-    def _replay_alerts(self, client: SseClient, last: event_ids.EventId) -> None:
+    def _replay_alerts(self, client: SseClient, last: event_ids.EventId, user: User) -> None:
         notifier = self.notifier
         newest = notifier.last_id()
         notes = None
@@ -518,7 +592,7 @@ class SseServer:
         elif not last.known or last.epoch is not None or last.n > newest:
             reason = "unknown notification id; refetch state"
         else:
-            notes = notifier.since(last.n, ALERT_REPLAY_LIMIT + 1)
+            notes = notifier.since(last.n, ALERT_REPLAY_LIMIT + 1, user)
             reason = "notification store unavailable" if notes is None else (
                 f"more than {ALERT_REPLAY_LIMIT} notifications to replay; refetch state"
                 if len(notes) > ALERT_REPLAY_LIMIT else "")
@@ -599,33 +673,43 @@ class SseServer:
 
     # --- orders -----------------------------------------------------------------------------------------
 
-    def _on_order_event(self, entry: Entry) -> None:
-        if self.order_clients:
-            ev = _order_event(entry, self.orders.epoch if self.orders is not None else None)
-            for client in list(self.order_clients):
-                client.write(ev, 1)
+    def _on_order_event(self, entry: Entry, orders: Orders) -> None:
+        """Only to clients live on this account; the data is encoded once, the id is each client's position."""
+        joined = self.order_joined.get(orders.account)
+        if not joined:
+            return
+        data = encode(orders.message(entry))
+        epoch = orders.epoch
+        for client in list(joined):
+            stream = self.order_clients.get(client)
+            if stream is None:
+                continue
+            if epoch:
+                stream.positions[orders.account] = event_ids.cursor(epoch, entry.id)
+            client.write(_order_event(data, stream.event_id(orders.account, epoch, entry.id)), 1)
 
-    def _on_orders_reset(self, reason: str) -> None:
-        ev = event_bytes("reset", encode({"reason": reason, "epoch": self.orders.epoch if self.orders else None}))
-        for client in list(self.order_clients):
+    def _on_orders_reset(self, reason: str, orders: Orders) -> None:
+        ev = event_bytes("reset", encode({"reason": reason, "epoch": orders.epoch, "account": orders.account}))
+        for client in list(self.order_joined.get(orders.account, ())):
             client.write(ev)
 
     def _on_alert(self, msg: dict[str, Any]) -> None:
-        if self.alert_clients:
-            ev = _alert_event(msg["data"])
-            for client in list(self.alert_clients):
-                client.write(ev, 1)
+        account = msg["data"].get("account")
+        for client, user in list(self.alert_clients.items()):
+            if user.sees(account):
+                client.write(_alert_event(msg["data"]), 1)
 
     def _on_alerts_read(self, msg: dict[str, Any]) -> None:
-        if self.alert_clients:
-            ev = event_bytes("alert:read", encode({k: msg[k] for k in ("ids", "all", "unread")}))
-            for client in list(self.alert_clients):
+        ev = event_bytes("alert:read", encode({k: msg[k] for k in ("ids", "all", "unread")}))
+        for client, user in list(self.alert_clients.items()):
+            if user.name == msg.get("user"):  # read state is per user
                 client.write(ev, 1)
 
     def _on_position(self, msg: dict[str, Any]) -> None:
-        if self.order_clients:
+        joined = self.order_joined.get(msg.get("account", ""))
+        if joined:
             ev = event_bytes("position_update", encode(msg))
-            for client in list(self.order_clients):
+            for client in list(joined):
                 client.write(ev, 1)
 
 
@@ -650,10 +734,10 @@ def _bad_request(conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.Re
         writer.write(conn.send(h11.EndOfMessage()))
 
 
-def _order_event(entry: Entry, epoch: str | None) -> bytes:
-    """``id: <epoch>-<n>``: EventSource sends it back as Last-Event-ID, which tells our journal from another."""
-    return event_bytes("order_update", encode(entry.to_message()), event_ids.cursor(epoch, entry.id) if epoch
-                       else entry.id)
+def _order_event(message: dict[str, Any] | bytes, event_id: str | int) -> bytes:
+    """``id: <epoch>-<n>`` (one account) or the compound id (several): EventSource sends it back as
+    Last-Event-ID, which tells our journals from another's and resumes each account where it was."""
+    return event_bytes("order_update", message if isinstance(message, bytes) else encode(message), event_id)
 
 
 def _alert_event(note: dict[str, Any]) -> bytes:

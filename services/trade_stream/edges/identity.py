@@ -1,0 +1,371 @@
+"""Who is asking: a presented credential becomes a ``User`` (name, the accounts it may see, admin, expiry).
+
+Three kinds of credential, checked in this order:
+
+1. the users file (``TRADE_STREAM_USERS_FILE``, TOML): each user's token is stored only as a salted HMAC-SHA256
+   (``sha256:<salt>:<digest>``). Tokens are 32 random bytes, so a fast hash is enough: nobody can guess one, and
+   the file alone does not give anyone a token. The file is re-read when it changes (``trade-stream user add``
+   takes effect without a restart; a broken edit is logged and the previous users stay);
+2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
+   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
+   ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
+   its own message;
+3. ``TRADE_STREAM_TOKEN``: the single-user shortcut, user ``default``, every account, admin.
+
+A right credential is always accepted, whatever anyone else got wrong; wrong ones are throttled per source and
+presented credential (limits.FailedAuth). ``Sessions`` counts each user's private connections
+(``TRADE_STREAM_MAX_CONNECTIONS_PER_USER``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trade_stream.core.orders import AuthThrottled
+from trade_stream.core.protocol import ClientError
+from trade_stream.edges.limits import FailedAuth
+
+log = logging.getLogger("trade_stream.edges.identity")
+
+TOKEN_USER = "default"
+NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+USER_FIELDS = {"name", "token_hash", "accounts", "admin"}
+JWT_HMAC = ("HS256",)
+JWT_PUBLIC = ("RS256", "ES256")
+RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    accounts: frozenset[str] | None  # None: every account
+    admin: bool = False
+    expires_at: float | None = None  # wall-clock seconds (a JWT's exp); None: never
+    kind: str = "token"  # "users_file", "jwt" or "token"
+
+    def sees(self, account: str) -> bool:
+        return self.accounts is None or account in self.accounts
+
+    def visible(self, accounts: Iterable[str]) -> list[str]:
+        return [a for a in accounts if self.sees(a)]
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    token_hash: str = field(repr=False)
+    accounts: tuple[str, ...]  # ("*",): every account
+    admin: bool = False
+
+
+# --- the users file ----------------------------------------------------------------------------------------
+
+def hash_token(token: str, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hmac.new(salt, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return f"sha256:{salt.hex()}:{digest}"
+
+
+def token_matches(token: str, stored: str) -> bool:
+    try:
+        scheme, salt, _ = stored.split(":")
+        return scheme == "sha256" and hmac.compare_digest(hash_token(token, bytes.fromhex(salt)), stored)
+    except ValueError:
+        return False
+
+
+def load_users(path: str) -> tuple[UserRecord, ...]:
+    """Parse and validate the users file; ValueError with one line naming the user and field. A missing file is
+    no users (``trade-stream user add`` creates it)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"is not valid TOML ({exc})") from None
+    unknown = set(raw) - {"user"}
+    if unknown:
+        raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}; users go in [[user]] tables")
+    items = raw.get("user", [])
+    if not isinstance(items, list):
+        raise ValueError("user must be an array of tables: write [[user]]")
+    out: list[UserRecord] = []
+    for i, item in enumerate(items, 1):
+        label = f"user #{i}" + (f" ({item.get('name')!r})" if isinstance(item, dict) and item.get("name") else "")
+        try:
+            out.append(_user(item))
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+    names = [u.name for u in out]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ValueError(f"user name {dup!r} is used twice; names must be unique")
+    return tuple(out)
+
+
+def _user(item: Any) -> UserRecord:
+    if not isinstance(item, dict):
+        raise ValueError("must be a table")
+    extra = set(item) - USER_FIELDS
+    if extra:
+        raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(USER_FIELDS))}")
+    name = item.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValueError("name must be 1-64 of A-Z a-z 0-9 . _ @ -")
+    stored = item.get("token_hash")
+    if not isinstance(stored, str) or not re.fullmatch(r"sha256:[0-9a-f]{32}:[0-9a-f]{64}", stored):
+        raise ValueError("token_hash must be sha256:<salt>:<digest> as written by trade-stream user add "
+                         "(never the token itself)")
+    accounts = item.get("accounts")
+    if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) and a for a in accounts):
+        raise ValueError('accounts must be a non-empty list of account names (or ["*"] for all)')
+    admin = item.get("admin", False)
+    if not isinstance(admin, bool):
+        raise ValueError("admin must be true or false")
+    return UserRecord(name, stored, tuple(accounts), admin)
+
+
+def write_users(path: str, users: Iterable[UserRecord]) -> None:
+    """Rewrite the users file (0600): it holds only hashes, but who may see what is nobody else's business."""
+    lines = ["# trade-stream users: managed with `trade-stream user add|list|remove`. Tokens are stored as salted",
+             "# hashes only: a lost token cannot be recovered, remove the user and add it again.", ""]
+    for u in users:
+        accounts = ", ".join(f'"{a}"' for a in u.accounts)
+        lines += ["[[user]]", f'name = "{u.name}"', f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
+                  f"admin = {'true' if u.admin else 'false'}", ""]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, target)
+
+
+def load_public_key(path: str) -> Any:
+    """The PEM public key for RS256/ES256 JWTs (ValueError naming the problem)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    except ValueError:
+        raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ValueError("must be an RSA (RS256) or EC P-256 (ES256) public key")
+    return key
+
+
+# --- resolving a credential ---------------------------------------------------------------------------------
+
+class Identity:
+    def __init__(self, token: str, accounts: Iterable[str], users_file: str = "", jwt_secret: str = "",
+                 jwt_public_key: str = "", max_connections_per_user: int = 10) -> None:
+        self._token = token.encode("utf-8", "surrogatepass") if token else b""
+        self.accounts = tuple(accounts)
+        self.users_file = users_file
+        self._users: tuple[UserRecord, ...] = load_users(users_file) if users_file else ()
+        self._users_mtime = self._mtime()
+        self._checked = time.monotonic()
+        self.jwt_secret = jwt_secret
+        self.public_key = load_public_key(jwt_public_key) if jwt_public_key else None
+        self.failures = FailedAuth()
+        self.sessions = Sessions(max_connections_per_user)
+
+    def resolve(self, credential: str, ip: str) -> User | ClientError:
+        """The user a credential names, or why not (``AuthThrottled`` when the source keeps sending wrong ones)."""
+        found = self._check(credential) if credential else ClientError("unauthorized", "missing token")
+        if isinstance(found, User):
+            return found
+        wait = self.failures.fail(ip, credential, time.monotonic())
+        if wait:
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
+        log.warning("auth_failed ip=%s reason=%s", ip, found.message)
+        return found
+
+    def check_token(self, credential: str, ip: str) -> ClientError | None:
+        """The old shape (``Orders.check_token``): None when the credential names any user."""
+        found = self.resolve(credential, ip)
+        return None if isinstance(found, User) else found
+
+    def _check(self, credential: str) -> User | ClientError:
+        self._maybe_reload()
+        for record in self._users:
+            if token_matches(credential, record.token_hash):
+                accounts = None if "*" in record.accounts else frozenset(record.accounts)
+                return User(record.name, accounts, record.admin, None, "users_file")
+        jwt_error = None
+        if credential.count(".") == 2 and (self.jwt_secret or self.public_key is not None):
+            user = self._jwt(credential)
+            if isinstance(user, User):
+                return user
+            jwt_error = user
+        if self._token and hmac.compare_digest(credential.encode("utf-8", "surrogatepass"), self._token):
+            return User(TOKEN_USER, None, True, None, "token")
+        return ClientError("unauthorized", jwt_error or "invalid token")
+
+    def _jwt(self, token: str) -> User | str:
+        import jwt
+
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError:
+            return "invalid token (not a JWT: it cannot be decoded)"
+        if alg in JWT_HMAC and self.jwt_secret:
+            key: Any = self.jwt_secret
+        elif alg in JWT_PUBLIC and self.public_key is not None:
+            key = self.public_key
+        else:
+            accepted = [*(JWT_HMAC if self.jwt_secret else ()), *(JWT_PUBLIC if self.public_key is not None else ())]
+            return f"JWT algorithm {alg!r} is not accepted; this relay takes {', '.join(accepted)}"
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg], options={"require": ["sub", "exp"]})
+        except jwt.ExpiredSignatureError:
+            return "JWT expired (exp is in the past): get a fresh token"
+        except jwt.InvalidSignatureError:
+            return "JWT signature does not verify (wrong key or altered token)"
+        except jwt.MissingRequiredClaimError as exc:
+            return f"JWT lacks the required claim {exc.claim!r}"
+        except jwt.InvalidTokenError as exc:
+            return f"invalid JWT: {exc}"
+        accounts = claims.get("accounts")
+        if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) for a in accounts):
+            return "JWT has no accounts claim: give accounts as a non-empty list of account names"
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            return "JWT sub must be the user's name (a non-empty string)"
+        return User(sub, frozenset(accounts), claims.get("admin") is True, float(claims["exp"]), "jwt")
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.users_file).st_mtime if self.users_file else None
+        except OSError:
+            return None
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if not self.users_file or now - self._checked < RELOAD_EVERY:
+            return
+        self._checked = now
+        mtime = self._mtime()
+        if mtime == self._users_mtime:
+            return
+        self._users_mtime = mtime
+        try:
+            self._users = load_users(self.users_file)
+            log.info("users_reloaded path=%s users=%d", self.users_file, len(self._users))
+        except ValueError as exc:
+            log.error("users_file_invalid path=%s error=%s (keeping the previous users)", self.users_file, exc)
+
+    def users(self) -> tuple[UserRecord, ...]:
+        self._maybe_reload()
+        return self._users
+
+
+class Sessions:
+    """Each user's open private connections: at most ``limit``; one more is refused (and logged)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_user: dict[str, set[object]] = {}
+
+    def admit(self, user: str, holder: object) -> ClientError | None:
+        held = self.by_user.setdefault(user, set())
+        if holder in held:
+            return None
+        if len(held) >= self.limit:
+            log.warning("user_connection_refused user=%s open=%d limit=%d", user, len(held), self.limit)
+            if not held:
+                del self.by_user[user]
+            return ClientError("too_many_connections",
+                               f"user {user} already has {len(held)} connections open (the limit, "
+                               "TRADE_STREAM_MAX_CONNECTIONS_PER_USER); close one first")
+        held.add(holder)
+        return None
+
+    def release(self, user: str, holder: object) -> None:
+        held = self.by_user.get(user)
+        if held is not None:
+            held.discard(holder)
+            if not held:
+                del self.by_user[user]
+
+    def counts(self) -> list[int]:
+        return sorted((len(h) for h in self.by_user.values()), reverse=True)
+
+
+# --- `trade-stream user add|list|remove` -----------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import sys
+
+    from dotenv import dotenv_values
+
+    from trade_stream import config
+
+    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.")
+    parser.add_argument("--users-file", help="the users file (default TRADE_STREAM_USERS_FILE from the "
+                        "environment or .env)")
+    parser.add_argument("--env-file", metavar="PATH")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add", help="add a user; prints its token once")
+    add.add_argument("name")
+    add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
+    add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
+    sub.add_parser("list", help="users and their accounts (never tokens)")
+    remove = sub.add_parser("remove", help="remove a user (its token stops working)")
+    remove.add_argument("name")
+    args = parser.parse_args(argv)
+    try:
+        env_file = config.find_env_file(args.env_file, Path.cwd())
+    except config.ConfigError as exc:
+        print(f"trade-stream: {exc}", file=sys.stderr)
+        return 2
+    merged = {**(dotenv_values(env_file) if env_file else {}), **os.environ}
+    path = args.users_file or merged.get("TRADE_STREAM_USERS_FILE") or ""
+    if not path:
+        print("trade-stream: TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or "
+              "pass --users-file", file=sys.stderr)
+        return 2
+    try:
+        users = list(load_users(path))
+    except ValueError as exc:
+        print(f"trade-stream: TRADE_STREAM_USERS_FILE={path}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for u in users:
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
+        return 0
+    if args.command == "remove":
+        left = [u for u in users if u.name != args.name]
+        if len(left) == len(users):
+            print(f"trade-stream: no user {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        write_users(path, left)
+        print(f"removed {args.name}")
+        return 0
+    accounts = tuple(a.strip() for a in args.accounts.split(",") if a.strip())
+    if not NAME_RE.fullmatch(args.name) or any(u.name == args.name for u in users) or not accounts:
+        print(f"trade-stream: {args.name!r} is taken or not a valid name (1-64 of A-Z a-z 0-9 . _ @ -), or "
+              "--accounts is empty", file=sys.stderr)
+        return 2
+    token = secrets.token_urlsafe(32)
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin)])
+    print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
+    return 0

@@ -1,0 +1,284 @@
+"""Several Alpaca accounts and per-user access, over real sockets against the simulator serving two accounts.
+
+Two accounts (``paper``, ``live``), three users (alice: paper, bob: live, carol: both). Every private path gives
+each user exactly their accounts' events and nothing else; the checks try every path with every user."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.error
+import urllib.request
+
+import jwt
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.support.relay import FAST, TOKEN, Browser, free_port, relay_config, running, wait_until
+from tests.support.sse import sse_get
+from trade_stream.core import account_specs
+from trade_stream.edges.identity import UserRecord, hash_token, write_users
+from trade_stream.simulator import SimConfig, Simulator
+
+pytestmark = pytest.mark.timeout(40)
+
+KEYS = {"paper": ("PKPAPER", "SPAPER"), "live": ("PKLIVE", "SLIVE")}
+USERS = {"alice": ("alice-token-" + "a" * 32, ["paper"]), "bob": ("bob-token-" + "b" * 32, ["live"]),
+         "carol": ("carol-token-" + "c" * 32, ["paper", "live"])}
+JWT_SECRET = "jwt-secret-for-tests-0123456789abcdef"
+
+
+@pytest.fixture
+async def sim2():
+    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts=dict(KEYS.values()),
+                                   rate_per_symbol=0.0)) as s:
+        yield s
+
+
+def accounts_file(sim, tmp_path):
+    path = tmp_path / "accounts.toml"
+    text = ""
+    for i, (name, (key, secret)) in enumerate(KEYS.items()):
+        text += (f'[[account]]\nname = "{name}"\nkey_id = "{key}"\nsecret = "{secret}"\nbase_url = "{sim.http_url}"\n'
+                 f'trading_stream_url = "{sim.ws_url}/stream"\nmarket_data = {"true" if i == 0 else "false"}\n\n')
+    path.write_text(text)
+    return account_specs.load(str(path), {})
+
+
+@pytest.fixture
+async def app2(sim2, tmp_path):
+    users = tmp_path / "users.toml"
+    write_users(str(users), [UserRecord(n, hash_token(t), tuple(a)) for n, (t, a) in USERS.items()])
+    cfg = relay_config(sim2, tmp_path / "state", sse_port=free_port(), accounts=accounts_file(sim2, tmp_path),
+                       users_file=str(users), jwt_secret=JWT_SECRET, api_key=KEYS["paper"][0],
+                       secret_key=KEYS["paper"][1], timings=FAST)
+    async with running(cfg) as a:
+        await wait_until(lambda: a.relay.upstream.connected and all(t.connected for t in a.tradings.values()),
+                         what="every stream up")
+        yield a
+
+
+def http(port: int, path: str, token: str | None) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+async def place(sim, app, per_account: int = 1) -> None:
+    before = app.stats.order_events
+    for name in KEYS:
+        for _ in range(per_account):
+            sim.submit_order("AAPL", "buy", 1, key=KEYS[name][0])
+    await wait_until(lambda: app.stats.order_events >= before + per_account * len(KEYS), what="journaled")
+
+
+async def ws_accounts(app, token: str) -> set[str]:
+    async with Browser.connect(app.port) as c:
+        await c.send({"action": "auth", "token": token})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders", "since": 0})
+        await c.drain(0.6)
+        kinds = ("order_update", "orders_snapshot", "position_update", "notification")
+        return {m["account"] if "account" in m else m["data"]["account"] for m in c.seen if m["type"] in kinds}
+
+
+async def sse_accounts(app, path: str, token: str) -> set[str]:
+    async with sse_get(app.sse.port, path, {"Authorization": f"Bearer {token}", "Last-Event-ID": "0"}) as r:
+        assert r.status == 200
+        seen: set[str] = set()
+        try:
+            while True:
+                ev = await r.next(0.6)
+                if ev.event in ("order_update", "alert:new"):
+                    seen.add(ev.json()["account"])
+        except TimeoutError:
+            return seen
+
+
+async def trading_accounts(app, token: str, account: str) -> str | set[str]:
+    async with connect(f"ws://127.0.0.1:{app.port}/stream", ping_interval=None, close_timeout=0.5) as ws:
+        await ws.send(orjson.dumps({"action": "auth", "key": account, "secret": token}).decode())
+        status = orjson.loads(await ws.recv())["data"]["status"]
+        if status != "authorized":
+            return status
+        await ws.send(orjson.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}).decode())
+        orjson.loads(await ws.recv())
+        return status
+
+
+async def test_every_private_path_gives_each_user_exactly_their_accounts(sim2, app2):
+    await place(sim2, app2)
+    for user, (token, allowed) in USERS.items():
+        want = set(allowed)
+        assert await ws_accounts(app2, token) == want, ("ws", user)
+        assert await sse_accounts(app2, "/api/stream/orders", token) == want, ("sse orders", user)
+        assert await sse_accounts(app2, "/api/stream/alerts", token) == want, ("sse alerts", user)
+        status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", token)
+        assert status == 200 and {e["account"] for e in body["events"]} == want, ("rest events", user)
+        status, body = await asyncio.to_thread(http, app2.port, "/api/notifications/trades", token)
+        assert status == 200 and {n["account"] for n in body["notifications"]} == want, ("rest notes", user)
+        for account in KEYS:
+            expected = "authorized" if account in allowed else "unauthorized"
+            assert await trading_accounts(app2, token, account) == expected, ("compat /stream", user, account)
+    # the token user sees every account
+    status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", TOKEN)
+    assert {e["account"] for e in body["events"]} == set(KEYS)
+
+
+async def test_live_events_reach_only_their_accounts_users_and_the_compat_stream(sim2, app2):
+    clients = {}
+    stack = contextlib.AsyncExitStack()
+    for user, (token, _) in USERS.items():
+        c = await stack.enter_async_context(Browser.connect(app2.port))
+        await c.send({"action": "auth", "token": token})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders"})
+        await c.expect("orders_snapshot")
+        clients[user] = c
+    async with connect(f"ws://127.0.0.1:{app2.port}/stream", ping_interval=None, close_timeout=0.5) as bot:
+        await bot.send(orjson.dumps({"action": "auth", "key": "live", "secret": USERS["carol"][0]}).decode())
+        await bot.recv()
+        await bot.send(orjson.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}).decode())
+        await bot.recv()
+        orders = {name: sim2.submit_order("MSFT", "buy", 1, key=KEYS[name][0])["id"] for name in KEYS}
+        got = orjson.loads(await asyncio.wait_for(bot.recv(), 5))
+        assert got["data"]["order"]["id"] == orders["live"]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(bot.recv(), 0.5)  # the paper order never comes
+    for user, c in clients.items():
+        deadline = time.monotonic() + 5
+        while {m["account"] for m in c.of_type("order_update")} != set(USERS[user][1]):
+            assert time.monotonic() < deadline, (user, c.of_type("order_update"))
+            await c.drain(0.1)
+        await c.drain(0.3)
+        assert {m["account"] for m in c.of_type("order_update")} == set(USERS[user][1]), user
+    await stack.aclose()
+
+
+async def test_sse_compound_ids_resume_every_account_after_a_drop(sim2, app2):
+    token = USERS["carol"][0]
+    await place(sim2, app2)
+    async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}"}) as r:
+        await r.until("connected")
+        await place(sim2, app2)
+        first = [await r.until("order_update") for _ in range(2)]
+    last = first[-1].id
+    assert "paper:" in last and "live:" in last  # the position in each journal
+    await place(sim2, app2)  # while the client is away
+    async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}",
+                                                             "Last-Event-ID": last}) as r:
+        replayed = [(await r.until("order_update")).json() for _ in range(2)]
+        assert {e["account"] for e in replayed} == set(KEYS)
+        with pytest.raises(TimeoutError):
+            await r.until("order_update", timeout=0.5)  # nothing twice
+    # the REST cursor resumes the same way
+    status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", token)
+    status, again = await asyncio.to_thread(http, app2.port, f"/api/orders/events?since={body['cursor']}", token)
+    assert status == 200 and again["events"] == [] and not again["reset"]
+
+
+def mint(claims: dict, key: str = JWT_SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm=alg)
+
+
+async def ws_auth(app, token: str) -> dict:
+    async with Browser.connect(app.port) as c:
+        await c.send({"action": "auth", "token": token})
+        return await c.expect(lambda m: m.get("type") in ("authenticated", "error"))
+
+
+async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
+    now = int(time.time())
+    good = mint({"sub": "dave", "accounts": ["live"], "exp": now + 60})
+    assert (await ws_auth(app2, good))["type"] == "authenticated"
+    assert await ws_accounts(app2, good) <= {"live"}
+    cases = {
+        "expired": mint({"sub": "dave", "accounts": ["live"], "exp": now - 10}),
+        "signature": mint({"sub": "dave", "accounts": ["live"], "exp": now + 60}, key=JWT_SECRET[::-1]),
+        "'none'": jwt.encode({"sub": "dave", "accounts": ["live"], "exp": now + 60}, None, algorithm="none"),
+        "accounts": mint({"sub": "dave", "exp": now + 60}),
+    }
+    for word, token in cases.items():
+        reply = await ws_auth(app2, token)
+        assert reply["type"] == "error" and reply["code"] == "unauthorized", word
+        assert word in reply["message"], (word, reply["message"])
+
+
+async def test_jwt_expiry_ends_the_stream_and_a_refresh_keeps_it_without_a_gap(sim2, app2):
+    now = time.time()
+    async with Browser.connect(app2.port) as c:
+        await c.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["paper"], "exp": int(now) + 2})})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders"})
+        await c.expect("orders_snapshot")
+        await c.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["paper"], "exp": int(now) + 60})})
+        await c.expect("authenticated")
+        await asyncio.sleep(max(0.0, now + 2.3 - time.time()))  # past the first token's expiry
+        sim2.submit_order("AAPL", "buy", 1, key=KEYS["paper"][0])
+        await c.expect("order_update")  # still streaming
+        assert not [m for m in c.seen if m.get("code") == "token_expired"]
+    async with Browser.connect(app2.port) as c:
+        soon = int(time.time()) + 2
+        await c.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["paper"], "exp": soon})})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders"})
+        await c.expect("orders_snapshot")
+        expired = await c.expect(lambda m: m.get("code") == "token_expired", timeout=5)
+        assert "expired" in expired["message"]
+        sim2.submit_order("AAPL", "buy", 1, key=KEYS["paper"][0])
+        await c.drain(0.5)
+        assert not c.of_type("order_update")
+
+
+async def test_eleventh_connection_of_one_user_is_refused_others_unaffected(app2):
+    token = USERS["alice"][0]
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(10):
+            c = await stack.enter_async_context(Browser.connect(app2.port))
+            await c.send({"action": "auth", "token": token})
+            await c.expect("authenticated")
+        reply = await ws_auth(app2, token)
+        assert reply["type"] == "error" and reply["code"] == "too_many_connections", reply
+        async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 429
+        assert (await ws_auth(app2, USERS["bob"][0]))["type"] == "authenticated"
+
+
+async def test_ten_wrong_tokens_then_the_right_one_is_accepted(app2):
+    for i in range(10):
+        assert (await ws_auth(app2, f"wrong-{i}"))["type"] == "error"
+    for _ in range(12):
+        assert (await ws_auth(app2, "the-same-wrong-one"))["type"] == "error"
+    for token, _ in USERS.values():
+        assert (await ws_auth(app2, token))["type"] == "authenticated"
+    assert (await ws_auth(app2, mint({"sub": "f", "accounts": ["paper"], "exp": int(time.time()) + 60})))[
+        "type"] == "authenticated"
+
+
+def test_a_bad_accounts_file_names_the_account_and_field(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOPE_NOT_SET"\n')
+    with pytest.raises(ValueError, match=r"account #1 \('paper'\): secret_env: environment variable NOPE_NOT_SET"):
+        account_specs.load(str(path), {})
+
+
+def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys):
+    from trade_stream.cli import main
+    from trade_stream.edges.identity import Identity
+
+    path = str(tmp_path / "users.toml")
+    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token not in (tmp_path / "users.toml").read_text()
+    user = Identity("", ["paper", "live"], users_file=path).resolve(token, "1.2.3.4")
+    assert user.name == "zoe" and user.accounts == frozenset({"paper"})
+    assert main(["user", "--users-file", path, "list"]) == 0 and "zoe" in capsys.readouterr().out
+    assert main(["user", "--users-file", path, "remove", "zoe"]) == 0
+    assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
