@@ -189,7 +189,7 @@ async def test_screenshots_desktop_phone_light_in_demo_mode(browser, tmp_path):
             page = await context.new_page()
             w = PageWatch(page, f"watchlist-{name}")
             await page.goto(f"http://127.0.0.1:{app.port}/#token={TOKEN}")
-            await expect(page.locator("tr.wl-row")).to_have_count(8, timeout=UI)  # the demo list: two crypto pairs, six stocks
+            await expect(page.locator("tr.wl-row")).to_have_count(8, timeout=UI)  # demo: 2 pairs, 6 stocks
             await expect(tape(page).first).to_be_visible(timeout=UI)
             await asyncio.sleep(3)
             await w.finish()
