@@ -29,12 +29,21 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
             || echo "run.sh: could not install systemd; the unit test will skip"
     fi
 fi
+if ! { command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; }; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing node and npm with apt-get for the JS SDK tests"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+            || echo "run.sh: could not install node/npm; the JS SDK tests will skip"
+    fi
+fi
 if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
-    # Alpaca's JS SDK for tests/integration/test_js_sdk.py (pinned in tests/js/package.json).
+    # Alpaca's JS SDK v3 and v4 (alias alpaca-v4) for tests/integration/test_js_sdk.py and test_client_matrix.py
+    # (pinned in tests/js/package.json).
     (cd tests/js && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
-        || echo "run.sh: could not install the JS SDK with npm; the JS SDK test will skip"
+        || echo "run.sh: could not install the JS SDK with npm; the JS SDK tests will skip"
 else
-    echo "run.sh: node/npm missing; the JS SDK test will skip"
+    echo "run.sh: node/npm missing; the JS SDK tests will skip"
 fi
 
 .venv/bin/ruff check services tests

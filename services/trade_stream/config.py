@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-stream" / "public_html")
 FEEDS = ("iex", "sip", "delayed_sip", "test")
 CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1beta3/crypto/{loc})
+OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -60,6 +61,7 @@ class Config:
     data_feed: str = "iex"
     data_stream_url: str = ""
     crypto_location: str = "us"
+    options_feed: str = "indicative"
     trading_stream_url: str = ""
     host: str = "0.0.0.0"
     port: int = 8765
@@ -233,6 +235,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("crypto_location", "TRADE_STREAM_CRYPTO_LOCATION", "--crypto-location", _choice(CRYPTO_LOCATIONS),
             "crypto stream browsers' pair symbols (BTC/USD) go to: us (Alpaca), us-1 (Kraken US) or eu-1 "
             "(Kraken EU); default us"),
+    Setting("options_feed", "TRADE_STREAM_OPTIONS_FEED", "--options-feed", _choice(OPTIONS_FEEDS),
+            "option stream browsers' contract symbols (AAPL241220C00150000) go to: indicative or opra; "
+            "default indicative"),
     Setting("trading_stream_url", "ALPACA_TRADING_STREAM_URL", "--trading-stream-url", _url(("wss", "ws")),
             "trading stream URL (default derived from ALPACA_BASE_URL: wss://.../stream)"),
     Setting("host", "TRADE_STREAM_HOST", "--host", _text, "listen address for WebSocket + HTTP (default 0.0.0.0)"),

@@ -185,7 +185,7 @@ def test_msgpack_codec_sends_every_alpaca_time_field_as_a_timestamp():
 # --- 8. paths the relay does not serve --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/v1beta1/indicative", "/v1beta1/opra", "/v1beta2/crypto"])
+@pytest.mark.parametrize("path", ["/v1beta2/crypto", "/v1beta1/crypto"])
 async def test_unserved_alpaca_paths_answer_as_alpaca_does_for_a_feed_the_plan_lacks(sim, app, path):
     async with connect_to(app.port, path) as ws:
         assert dec(await ws.recv()) == [{"T": "success", "msg": "connected"}]

@@ -83,3 +83,21 @@ async def news_stream(url: str, key: str, secret: str, *symbols: str) -> AsyncIt
     stream.subscribe_news(on_news, *symbols)
     async with _driven(stream):
         yield stream, got
+
+
+@contextlib.asynccontextmanager
+async def option_stream(url: str, key: str, secret: str, *symbols: str) -> AsyncIterator[tuple[Any, asyncio.Queue]]:
+    """An OptionDataStream (msgpack, as alpaca-py always speaks) subscribed to trades and quotes of ``symbols``;
+    yields (stream, queue of Trade and Quote models)."""
+    from alpaca.data.live import OptionDataStream
+
+    stream = OptionDataStream(key, secret, url_override=url)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_data(item: Any) -> None:
+        got.put_nowait(item)
+
+    stream.subscribe_trades(on_data, *symbols)
+    stream.subscribe_quotes(on_data, *symbols)
+    async with _driven(stream):
+        yield stream, got

@@ -24,6 +24,11 @@ SYMBOL_RULE = "symbols are a letter followed by up to 14 of A-Z 0-9 . / -"
 # ETH/BTC, SOL/USDT). A browser symbol with a "/" is a crypto pair and goes to the crypto stream.
 CRYPTO_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{2,10}")
 CRYPTO_SYMBOL_RULE = "crypto symbols are BASE/QUOTE pairs such as BTC/USD (letters and digits either side)"
+# Option contracts in OCC form (services/PROTOCOL.md §1b): root (1-6 letters/digits, a letter first), expiry
+# YYMMDD, C or P, strike x 1000 in 8 digits: AAPL241220C00150000. Longer than any stock symbol (at most 15), so
+# the two rules never overlap; an OCC symbol goes to the option stream.
+OPTION_SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9]{0,5}\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[CP]\d{8}")
+OPTION_CHANNELS = ("trades", "quotes")  # all Alpaca's option stream has
 MARKET_CHANNELS = ("trades", "quotes", "bars", "orderbooks")
 CRYPTO_ONLY_CHANNELS = ("orderbooks",)
 DEFAULT_CHANNELS = ("trades",)
@@ -132,7 +137,10 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
     channels = _channels(msg)
     if isinstance(channels, ClientError):
         return channels
-    stocks = [s for s in symbols if "/" not in s]
+    options = [s for s in symbols if is_option(s)]
+    if options and any(c not in OPTION_CHANNELS for c in channels):
+        return ClientError("invalid_channel", f"option contracts have only {list(OPTION_CHANNELS)}", options[0])
+    stocks = [s for s in symbols if "/" not in s and not is_option(s)]
     if stocks and any(c in CRYPTO_ONLY_CHANNELS for c in channels):
         return ClientError("invalid_channel", f"order books are for crypto pairs (BTC/USD), not {stocks[0]}",
                            stocks[0])
@@ -151,7 +159,7 @@ def _news(msg: dict[str, Any], subscribing: bool) -> Subscribe | Unsubscribe | C
         symbols = _symbols(msg)
     if isinstance(symbols, ClientError):
         return symbols
-    pairs = [s for s in symbols if "/" in s]
+    pairs = [s for s in symbols if "/" in s or is_option(s)]
     if pairs:
         return ClientError("invalid_symbol", "news is for stock symbols (AAPL) or [\"*\"]", pairs[0])
     return (Subscribe if subscribing else Unsubscribe)(symbols, (NEWS_CHANNEL,))
@@ -179,10 +187,18 @@ def _symbols(msg: dict[str, Any]) -> tuple[str, ...] | ClientError:
     return tuple(dict.fromkeys(out))
 
 
+def is_option(symbol: str) -> bool:
+    """An option contract symbol (OCC form): it routes to the option stream."""
+    return len(symbol) > 15 and OPTION_SYMBOL_RE.fullmatch(symbol) is not None
+
+
 def check_symbol(raw: str) -> str | ClientError:
     """One browser symbol, normalised (upper case), or why it breaks the rule of the stream it routes to (a pair
-    to crypto, anything else to stocks). The WebSocket and SSE sides both use this, so they route alike."""
+    to crypto, an OCC contract to options, anything else to stocks). The WebSocket and SSE sides both use this,
+    so they route alike."""
     symbol = raw.strip().upper()
+    if is_option(symbol):
+        return symbol
     if "/" in symbol:
         if not CRYPTO_SYMBOL_RE.fullmatch(symbol):
             return ClientError("invalid_symbol", CRYPTO_SYMBOL_RULE, raw[:40])

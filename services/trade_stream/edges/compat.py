@@ -1,7 +1,8 @@
 """Alpaca-compatible endpoints: unmodified Alpaca SDK clients connect here as if to Alpaca and share the one
 upstream connection (protocol reference §1-2, spoken towards the client).
 
-``/v2/{feed}`` (every stock feed) and ``/v1beta3/crypto/{loc}`` speak the market-data protocol:
+``/v2/{feed}`` (every stock feed), ``/v1beta3/crypto/{loc}``, ``/v1beta1/news`` and the option feeds
+``/v1beta1/indicative`` and ``/v1beta1/opra`` (msgpack only, as on Alpaca) speak the market-data protocol:
  greeting, auth (message or headers, checked against relay-issued
 credentials: any key with TRADE_STREAM_TOKEN as the secret; never forwarded), additive subscribe/unsubscribe
 answered with that client's full set, Alpaca's error codes, JSON or msgpack as the client asks. Subscriptions go
@@ -32,7 +33,7 @@ from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import EVENT_FIELDS, Orders
-from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, SYMBOL_RE, ClientError
+from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.edges.identity import Identity, User
 from trade_stream.upstream.sources import PATHS, Source, SourceSpec
@@ -50,10 +51,13 @@ AUTH_TIMEOUT_CLOSE = 1008
 #: Alpaca's error texts, verbatim: the Go SDK compares code *and* text (marketdata/stream/errors.go).
 ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 403: "already authenticated",
           404: "auth timeout", 405: "symbol limit exceeded", 409: "insufficient subscription",
-          410: "invalid subscribe action for this feed"}
+          410: "invalid subscribe action for this feed",
+          # Option streams only (Alpaca's "Real-time Option Data" page, Errors):
+          412: "option messages are only available in MsgPack format",
+          413: "star subscription is not allowed for option quotes"}
 
 #: Alpaca's market-data stream paths (after the prefix). The relay serves those in upstream/sources.py's table
-#: (stock feeds, crypto, news); the others (options, the old crypto versions) answer as Alpaca answers a feed the
+#: (stock feeds, crypto, news, options); the others (the old crypto versions) answer as Alpaca answers a feed the
 #: account's plan lacks: the ``connected`` greeting, then 409 "insufficient subscription" at auth (protocol
 #: reference §1.1), which alpaca-py and the Go SDK both treat as final.
 MARKET_DATA_PATHS = ("/v2/", "/v1beta1/boats", "/v1beta1/overnight", "/v1beta1/news", "/v1beta1/indicative",
@@ -186,7 +190,8 @@ class Wire:
 #: Channels of a crypto stream's ``subscription`` reply.
 CRYPTO_REPLY_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
 #: ``subscription`` reply channels per kind of stream (stocks add corrections and cancelErrors, copies of trades).
-REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, "news": ("news",)}
+REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, "news": ("news",),
+                     "options": ("trades", "quotes")}
 
 
 class MarketDataSession:
@@ -239,6 +244,10 @@ class MarketDataSession:
             return
         if self.identity.check_token(secret, self.client.ip) is not None:  # any user: market data is public
             self.error(402)
+            return
+        if self.kind == "options" and not self.wire.msgpack:  # Alpaca serves options in msgpack only
+            log.info("alpaca_client_refused code=412 stream=%s reason=json ip=%s", self.feed, self.client.ip)
+            self.error(412)
             return
         if self.spec is None:
             log.info("alpaca_client_refused code=409 stream=%s reason=not relayed ip=%s", self.feed, self.client.ip)
@@ -295,7 +304,7 @@ class MarketDataSession:
         keys: list[Key] = []
         if len(msg) < 2:
             return 400
-        symbol_re = CRYPTO_SYMBOL_RE if crypto else SYMBOL_RE
+        symbol_re = CRYPTO_SYMBOL_RE if crypto else OPTION_SYMBOL_RE if self.kind == "options" else SYMBOL_RE
         for name, value in msg.items():
             if name == "action" or value is None or value == []:
                 continue
@@ -305,6 +314,8 @@ class MarketDataSession:
                 return 410
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 return 400
+            if self.kind == "options" and name == "quotes" and "*" in value:
+                return 413  # "there are simply too many of them"
             for symbol in value:
                 if symbol != "*" and not symbol_re.fullmatch(symbol):
                     return 400

@@ -247,7 +247,8 @@ class BrowserSession:
                     book = relay.sources.orderbook(symbol)
                     if book is not None:
                         client.send_message(book)
-            stocks = [s for s in action.symbols if "/" not in s]  # the REST snapshot is for stocks
+            # the REST snapshot is for stocks (not pairs, not option contracts)
+            stocks = [s for s in action.symbols if "/" not in s and not protocol.is_option(s)]
             if "trades" in action.channels and stocks and self.server.snapshots is not None:
                 self.server.spawn(self.send_snapshots(stocks))
 

@@ -18,6 +18,9 @@ DATA_PATHS: dict[str, str] = {
     "/v1beta3/crypto/eu-1": "crypto-eu-1",
     # News: one stream of articles for every plan, routed by their ``symbols`` (no ``S``).
     "/v1beta1/news": "news",
+    # Options: indicative (free) and OPRA (paid), msgpack only, trades and quotes of OCC contract symbols.
+    "/v1beta1/indicative": "indicative",
+    "/v1beta1/opra": "opra",
 }
 
 #: The crypto feeds: BASE/QUOTE pairs, trades/quotes/bars/orderbooks around the clock, no statuses or LULDs.
@@ -70,9 +73,10 @@ class Plan:
         return self.symbol_limit is None if self.wildcard is None else self.wildcard
 
 
-#: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds, and crypto), 30 symbols; no SIP, BOATS or
-#: overnight feed (those need Algo Trader Plus).
-BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test", "news"}) | CRYPTO_FEEDS, symbol_limit=30)
+#: Alpaca's free plan: IEX only (plus the delayed SIP and test feeds, crypto, news and indicative options), 30
+#: symbols; no SIP, BOATS, overnight or OPRA feed (those need Algo Trader Plus).
+BASIC_PLAN = Plan(feeds=frozenset({"iex", "delayed_sip", "test", "news", "indicative"}) | CRYPTO_FEEDS,
+                  symbol_limit=30)
 #: Algo Trader Plus: every feed, unlimited symbols.
 UNLIMITED_PLAN = Plan()
 

@@ -38,6 +38,10 @@ SYMBOL_RE = re.compile(r"[A-Z][A-Z0-9.\-/]{0,20}")
 #: Crypto pairs on the crypto streams: BASE/QUOTE (BTC/USD, ETH/BTC, SOL/USDT).
 CRYPTO_SYMBOL_RE = re.compile(r"[A-Z0-9]{1,15}/[A-Z0-9]{2,10}")
 BOOK_LEVELS = 20  # levels per side of a simulated crypto order book
+#: Option contracts (OCC): root, expiry YYMMDD, C or P, strike x 1000 in 8 digits (AAPL241220C00150000).
+OPTION_SYMBOL_RE = re.compile(r"([A-Z][A-Z0-9]{0,5})(\d{6})([CP])(\d{8})")
+#: Option exchanges (OPRA participant codes: C Cboe, X Phlx, I ISE, M Miami, Q Nasdaq, A NYSE American, ...).
+OPTION_EXCHANGES = "CCCXXIIMQQANBHJ"
 
 _ts_cache: tuple[int, str] = (-1, "")
 
@@ -105,6 +109,25 @@ def tape_of(symbol: str) -> str:
 def default_price(symbol: str) -> float:
     """A stable start price for a symbol without a configured one."""
     return float(20 + zlib.crc32(symbol.encode()) % 480)
+
+
+def option_premium(symbol: str, underlying: float, now_ns: int) -> float | None:
+    """A plausible start price for an OCC contract: intrinsic value plus a time value that grows with the
+    square root of the days left (None if ``symbol`` is not a contract)."""
+    match = OPTION_SYMBOL_RE.fullmatch(symbol)
+    if match is None:
+        return None
+    _, expiry, right, strike_text = match.groups()
+    strike = int(strike_text) / 1000
+    try:
+        expires = datetime.strptime(expiry, "%y%m%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    days = max(1.0, (expires - now_ns / NS) / 86_400)
+    intrinsic = max(0.0, underlying - strike if right == "C" else strike - underlying)
+    distance = abs(underlying - strike) / max(underlying, 0.01)
+    time_value = underlying * 0.012 * math.sqrt(days / 7) * math.exp(-8 * distance)
+    return max(0.05, round(intrinsic + time_value, 2))
 
 
 @dataclass
@@ -198,7 +221,9 @@ class Market:
     def state(self, symbol: str) -> SymbolState:
         st = self.symbols.get(symbol)
         if st is None:
-            price = self.start_prices.get(symbol) or default_price(symbol)
+            match = OPTION_SYMBOL_RE.fullmatch(symbol) if len(symbol) > 15 else None
+            premium = option_premium(symbol, self.price(match.group(1)), time.time_ns()) if match else None
+            price = self.start_prices.get(symbol) or premium or default_price(symbol)
             st = SymbolState(symbol, price, tape_of(symbol), price)
             self.symbols[symbol] = st
         return st
@@ -287,6 +312,37 @@ class Market:
                "t": format_ts(ns), "z": st.tape}
         msg.update(fields)
         st.last_quote = {k: msg[k] for k in ("t", "ax", "ap", "as", "bx", "bp", "bs", "c", "z") if k in msg}
+        return msg, ns
+
+    # -- options (v1beta1/indicative, opra): one condition and one exchange code per message, as strings -----
+
+    def option_trade(self, symbol: str, price: float | None = None, size: int | None = None,
+                     ns: int | None = None, **fields: object) -> Stamped:
+        st = self.state(symbol)
+        if price is None:
+            st.price = price = max(0.01, round(st.price * math.exp(self.rng.gauss(0.0, 0.002)), 2))
+        else:
+            st.price = price = round(float(price), 2)
+        size = self.rng.choice((1, 1, 1, 2, 3, 5, 10, 20)) if size is None else int(size)
+        ns = time.time_ns() if ns is None else ns
+        msg = {"T": "t", "S": symbol, "t": format_ts(ns), "p": price, "s": size,
+               "x": self.rng.choice(OPTION_EXCHANGES), "c": self.rng.choice("IIIIJS")}
+        msg.update(fields)
+        self.record_trade(st, msg, ns)
+        return msg, ns
+
+    def option_quote(self, symbol: str, bid: float | None = None, ask: float | None = None,
+                     ns: int | None = None, **fields: object) -> Stamped:
+        st = self.state(symbol)
+        spread = 0.05 if st.price >= 3 else 0.01 * (1 + self.rng.randrange(3))
+        bid = max(0.0, round(st.price - spread * self.rng.random(), 2)) if bid is None else float(bid)
+        ask = round(bid + spread, 2) if ask is None else float(ask)
+        ns = time.time_ns() if ns is None else ns
+        msg = {"T": "q", "S": symbol, "t": format_ts(ns), "bx": self.rng.choice(OPTION_EXCHANGES), "bp": bid,
+               "bs": self.rng.randint(1, 200), "ax": self.rng.choice(OPTION_EXCHANGES), "ap": ask,
+               "as": self.rng.randint(1, 200), "c": "A"}
+        msg.update(fields)
+        st.last_quote = {k: msg[k] for k in ("t", "ax", "ap", "as", "bx", "bp", "bs", "c") if k in msg}
         return msg, ns
 
     # -- crypto (v1beta3): floats for sizes, taker side, no exchange/conditions/tape; order books ---------------

@@ -7,7 +7,7 @@ and test apart from the sockets.
 from __future__ import annotations
 
 from .config import Plan
-from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE
+from .market import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE
 
 #: Channels a stock-stream client may name in subscribe/unsubscribe.
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
@@ -20,9 +20,11 @@ IMPLIED = ("corrections", "cancelErrors")
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
 #: The news stream (v1beta1/news): one channel; symbols are stock tickers (or ``*``).
 NEWS_CHANNELS = ("news",)
+#: The option streams (v1beta1/indicative, v1beta1/opra): trades and quotes of OCC contract symbols.
+OPTION_CHANNELS = ("trades", "quotes")
 #: Channels and symbol rule per kind of stream (config.feed_kind).
 KINDS = {"stocks": (CHANNELS, SYMBOL_RE), "crypto": (CRYPTO_CHANNELS, CRYPTO_SYMBOL_RE),
-         "news": (NEWS_CHANNELS, SYMBOL_RE)}
+         "news": (NEWS_CHANNELS, SYMBOL_RE), "options": (OPTION_CHANNELS, OPTION_SYMBOL_RE)}
 
 ERROR_MESSAGES = {
     400: "invalid syntax",
@@ -36,6 +38,8 @@ ERROR_MESSAGES = {
     409: "insufficient subscription",
     410: "invalid subscribe action for this feed",
     411: "insufficient scope",
+    412: "option messages are only available in MsgPack format",
+    413: "star subscription is not allowed for option quotes",
     500: "internal error",
 }
 
@@ -74,7 +78,8 @@ def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset(),
     400: no channel key at all, a non-list value, a non-string or malformed symbol (or one in ``refused``), or an
     implied channel.
     410: a non-empty channel this stream does not have (news, orderbooks on stocks, statuses on crypto, typos...).
-    On a crypto stream a symbol must be a BASE/QUOTE pair (400 otherwise).
+    On a crypto stream a symbol must be a BASE/QUOTE pair, on an option stream an OCC contract (400 otherwise).
+    413: ``*`` for option quotes.
     """
     if not any(key != "action" for key in msg):
         raise ProtocolError(400)
@@ -91,6 +96,8 @@ def parse_request(msg: dict, refused: frozenset[str] | set[str] = frozenset(),
             raise ProtocolError(410)
         if not isinstance(value, list):
             raise ProtocolError(400)
+        if kind == "options" and key == "quotes" and "*" in value:
+            raise ProtocolError(413)
         for symbol in value:
             if not isinstance(symbol, str) or not (symbol == "*" or symbol_re.fullmatch(symbol)) \
                     or symbol in refused:
@@ -128,6 +135,8 @@ def subscription_message(subs: Subs) -> dict:
     """The full-set confirmation, keys in Alpaca's order, lists sorted."""
     if "news" in subs:  # the news stream
         return {"T": "subscription", "news": sorted(subs["news"])}
+    if "bars" not in subs:  # an option stream
+        return {"T": "subscription", "trades": sorted(subs["trades"]), "quotes": sorted(subs["quotes"])}
     if "orderbooks" in subs:  # a crypto stream
         return {"T": "subscription", **{ch: sorted(subs[ch]) for ch in
                                         ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")}}

@@ -3,6 +3,10 @@
 Lifecycle per session: connect → ``connected`` greeting → auth → subscribe the hub's whole current set (chunked)
 → read loop. The reader never waits on a browser: it decodes a frame, hands the data to the router (which only
 queues bytes on sockets) and goes back to reading. Failures map to a ``backoff.Failure`` and a wait.
+
+The option streams speak msgpack only (``use_msgpack``): frames are decoded to the same dicts the JSON path
+gives, msgpack Timestamps turned back into RFC-3339 strings, by a read loop of their own, so the JSON loop that
+carries the stock and crypto load stays as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -79,6 +84,7 @@ class ReconnectingStream:
         self.status = UpstreamState()
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
+        self._headers: dict[str, str] | None = None  # extra handshake headers (msgpack mode's Content-Type)
 
     @property
     def connected(self) -> bool:
@@ -140,7 +146,7 @@ class ReconnectingStream:
         log.info("upstream_connecting stream=%s url=%s", self.name, self.url)
         async with connect(self.url, compression=None, max_size=MAX_FRAME, open_timeout=self.timings.open_timeout,
                            ping_interval=20, ping_timeout=20, close_timeout=self.timings.shutdown_grace,
-                           user_agent_header="trade-stream") as ws:
+                           user_agent_header="trade-stream", additional_headers=self._headers) as ws:
             self._ws = ws
             if not self._stopping.is_set():
                 await self._session(ws)
@@ -191,8 +197,12 @@ class MarketDataUpstream(ReconnectingStream):
                  on_data: Callable[[list[dict[str, Any]], float], None],
                  on_state: Callable[[UpstreamState], None], timings: Timings, stale_after: float = 0.0,
                  probe_after: float = 0.0, backoff: Backoff | None = None, stats: Stats | None = None,
-                 on_rejected: Callable[[list[Key], int | None, str], None] | None = None) -> None:
+                 on_rejected: Callable[[list[Key], int | None, str], None] | None = None,
+                 use_msgpack: bool = False) -> None:
         super().__init__(url=url, timings=timings, on_state=on_state, backoff=backoff, stats=stats)
+        self.use_msgpack = use_msgpack
+        if use_msgpack:
+            self._headers = {"Content-Type": "application/msgpack"}
         self._on_rejected = on_rejected or (lambda keys, code, msg: None)
         self._key = key
         self._secret = secret
@@ -235,7 +245,7 @@ class MarketDataUpstream(ReconnectingStream):
         writer.add_done_callback(lambda task: self._writer_done(task, ws))
         watchdog = asyncio.create_task(self._watch(ws)) if self.stale_after or self.probe_after else None
         try:
-            await self._read_loop(ws)
+            await (self._read_loop_msgpack(ws) if self.use_msgpack else self._read_loop(ws))
         finally:
             writer.cancel()
             if watchdog:
@@ -255,7 +265,11 @@ class MarketDataUpstream(ReconnectingStream):
 
     async def _recv_control(self, ws: ClientConnection) -> dict[str, Any]:
         raw = await asyncio.wait_for(ws.recv(), self.timings.open_timeout)
-        msgs = orjson.loads(raw)
+        try:
+            msgs = _from_msgpack(raw) if self.use_msgpack else orjson.loads(raw)
+        except Exception as exc:  # orjson's and msgpack's decode errors, whatever their class
+
+            raise UpstreamError(Failure.NETWORK, None, f"undecodable frame {str(raw)[:100]}") from exc
         if not isinstance(msgs, list) or not msgs or not isinstance(msgs[0], dict):
             raise UpstreamError(Failure.NETWORK, None, f"unexpected frame {str(raw)[:100]}")
         return msgs[0]
@@ -265,7 +279,7 @@ class MarketDataUpstream(ReconnectingStream):
         if greeting.get("T") != "success" or greeting.get("msg") != "connected":
             raise UpstreamError(Failure.NETWORK, None, f"unexpected greeting {greeting}")
         for attempt in range(self.timings.auth_retries + 1):
-            await ws.send(orjson.dumps({"action": "auth", "key": self._key, "secret": self._secret}).decode())
+            await ws.send(self._encode({"action": "auth", "key": self._key, "secret": self._secret}))
             reply = await self._recv_control(ws)
             if reply.get("T") == "success" and reply.get("msg") == "authenticated":
                 return
@@ -307,6 +321,30 @@ class MarketDataUpstream(ReconnectingStream):
                 self._last_data = self._last_message = time.monotonic()
                 self._deliver(data, loop.time())
 
+    async def _read_loop_msgpack(self, ws: ClientConnection) -> None:
+        """_read_loop for a msgpack session (the option streams): binary frames, Timestamps made RFC-3339."""
+        loop = asyncio.get_running_loop()
+        async for raw in ws:
+            self._last_frame = time.monotonic()
+            try:
+                msgs = _from_msgpack(raw)
+            except Exception:  # msgpack's unpack errors are not all ValueErrors
+                self._bad_message("undecodable msgpack frame", raw)
+                continue
+            if not isinstance(msgs, list):
+                self._bad_message("frame is not an array", msgs)
+                continue
+            data = self._sort_out(msgs)
+            if data:
+                if self.backoff.attempt:
+                    self.backoff.reset()
+                self._last_data = self._last_message = time.monotonic()
+                self._deliver(data, loop.time())
+
+    def _encode(self, msg: dict[str, Any]) -> str | bytes:
+        """A control message in this session's codec: JSON text, or msgpack binary."""
+        return msgpack.packb(msg) if self.use_msgpack else orjson.dumps(msg).decode()
+
     def _sort_out(self, msgs: list[Any]) -> list[dict[str, Any]]:
         """Handle the control messages of a frame and return its well-formed data messages."""
         data = []
@@ -337,7 +375,7 @@ class MarketDataUpstream(ReconnectingStream):
         while True:
             request = await self._outbox.get()
             self._pending.append(request)  # before sending: the reply may come back before send() returns
-            await ws.send(orjson.dumps({"action": request.action, **group(request.keys)}).decode())
+            await ws.send(self._encode({"action": request.action, **group(request.keys)}))
 
     async def _watch(self, ws: ClientConnection) -> None:
         """Notice a session that is up but useless, and end it (the reconnect loop starts a fresh one).
@@ -476,6 +514,27 @@ class MarketDataUpstream(ReconnectingStream):
         for request in pending:
             if request.on_done is not None:
                 request.on_done(True, None, "")
+
+
+def rfc3339(ts: msgpack.Timestamp) -> str:
+    """A msgpack Timestamp as Alpaca's JSON carries times: RFC-3339 UTC, fraction trimmed as Go prints it."""
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.seconds))
+    return f"{text}.{ts.nanoseconds:09d}".rstrip("0") + "Z" if ts.nanoseconds else text + "Z"
+
+
+def _from_msgpack(raw: str | bytes) -> Any:
+    """A msgpack frame as the JSON path would have decoded it: every top-level Timestamp of each message an
+    RFC-3339 string (option messages are flat). A text frame is not msgpack (ValueError)."""
+    if not isinstance(raw, bytes):
+        raise ValueError("text frame on a msgpack session")
+    msgs = msgpack.unpackb(raw)
+    if isinstance(msgs, list):
+        for m in msgs:
+            if type(m) is dict:
+                for k, v in m.items():
+                    if type(v) is msgpack.Timestamp:
+                        m[k] = rfc3339(v)
+    return msgs
 
 
 def _auth_error(code: Any, msg: str) -> UpstreamError:

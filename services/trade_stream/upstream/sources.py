@@ -13,7 +13,8 @@ Keys of other sources carry the source in their channel: ``("stocks:sip:trades",
 symbol cap need no new dimension, and routing stays one dict lookup per message: each source has its own Router
 whose type -> channel table carries the prefix.
 
-News is a row too (its articles are routed by the symbols they name); options are the row still to add.
+News is a row too (its articles are routed by the symbols they name), and so are the option feeds (indicative,
+opra), whose connections speak msgpack only, as Alpaca serves nothing else there.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from trade_stream.config import CRYPTO_LOCATIONS, Config
+from trade_stream.config import CRYPTO_LOCATIONS, OPTIONS_FEEDS, Config
 from trade_stream.core.fanout import Router
 from trade_stream.core.hub import Change, Hub, Key, source_of
-from trade_stream.core.protocol import CHANNEL_OF
+from trade_stream.core.protocol import CHANNEL_OF, is_option
 from trade_stream.core.stats import Stats
 from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
 
@@ -39,6 +40,8 @@ log = logging.getLogger("trade_stream.upstream.sources")
 STOCK_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
 CRYPTO_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "orderbooks")
 CRYPTO_TYPES = {"t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars", "o": "orderbooks"}
+OPTION_CHANNELS = ("trades", "quotes")
+OPTION_TYPES = {"t": "trades", "q": "quotes"}
 NEWS_PATH = "/v1beta1/news"
 #: Stock feeds and their stream paths: BOATS and overnight live under v1beta1, not v2 (protocol reference §1.1).
 STOCK_FEEDS = {"iex": "/v2/iex", "sip": "/v2/sip", "delayed_sip": "/v2/delayed_sip", "boats": "/v1beta1/boats",
@@ -52,7 +55,7 @@ class SourceSpec:
     """One Alpaca market-data stream: its name, path, kind and the channels a subscribe may name on it."""
 
     name: str  # "stocks:iex", "crypto:us"
-    kind: str  # "stocks" | "crypto" | "news" (later: "options")
+    kind: str  # "stocks" | "crypto" | "news" | "options"
     path: str  # "/v2/iex", "/v1beta3/crypto/us"
     channels: tuple[str, ...]
     types: dict[str, str]  # Alpaca message type -> channel
@@ -65,6 +68,9 @@ SPECS: dict[str, SourceSpec] = {
        for loc in CRYPTO_LOCATIONS},
     # News: articles (``T: "n"``) carry no ``S``; they are routed by the ``symbols`` they name (Router.route_news).
     "news": SourceSpec("news", "news", NEWS_PATH, ("news",), {"n": "news"}),
+    # Options: trades and quotes of OCC contract symbols, msgpack only (Alpaca answers JSON with 412).
+    **{f"options:{feed}": SourceSpec(f"options:{feed}", "options", f"/v1beta1/{feed}", OPTION_CHANNELS,
+                                     OPTION_TYPES) for feed in OPTIONS_FEEDS},
 }
 #: Stream path -> source (``/v2/boats`` is accepted for BOATS too, as alpaca-py's DataFeed names the feed).
 PATHS: dict[str, SourceSpec] = {spec.path: spec for spec in SPECS.values()}
@@ -186,7 +192,7 @@ class Source:
             on_data=(self._crypto_data if spec.kind == "crypto" else
                      self.router.route_news if spec.kind == "news" else self.router.route),
             on_state=lambda state: self._state(state, on_state), timings=cfg.timings, stale_after=cfg.stale_after,
-            probe_after=cfg.probe_after, stats=stats,
+            probe_after=cfg.probe_after, stats=stats, use_msgpack=spec.kind == "options",
             on_rejected=lambda keys, code, msg: on_rejected([self.key(k) for k in keys], code, msg),
         )
         if not default:
@@ -368,6 +374,7 @@ class Sources:
         default = SPECS[f"stocks:{cfg.data_feed}"]
         self.base = stream_base(data_stream_url, default.path)
         self.crypto = SPECS[f"crypto:{cfg.crypto_location}"].name  # where browsers' BTC/USD goes
+        self.options = SPECS[f"options:{cfg.options_feed}"].name  # where browsers' AAPL241220C00150000 goes
         self.default = Source(default, True, data_stream_url, cfg, hub, stats, on_state, on_rejected)
         self.by_key_source: dict[str, Source] = {"": self.default}  # hub.source_of(key) -> source
 
@@ -451,9 +458,11 @@ class Sources:
     # --- browsers ---------------------------------------------------------------------------------------------
 
     def browser_key_source(self, symbol: str) -> Source:
-        """Where a browser's symbol goes: a pair (``BTC/USD``) to the crypto source, anything else to the default
-        stock feed."""
-        return self.source(self.crypto) if "/" in symbol else self.default
+        """Where a browser's symbol goes: a pair (``BTC/USD``) to the crypto source, an OCC contract
+        (``AAPL241220C00150000``) to the option source, anything else to the default stock feed."""
+        if "/" in symbol:
+            return self.source(self.crypto)
+        return self.source(self.options) if is_option(symbol) else self.default
 
     def browser_keys(self, symbols: Iterable[str], channels: Iterable[str]) -> list[Key]:
         channels = tuple(channels)
@@ -462,8 +471,8 @@ class Sources:
             return [(prefix + "news", symbol) for symbol in symbols]
         keys = []
         for symbol in symbols:
-            prefix = self.browser_key_source(symbol).prefix
-            keys += [(prefix + ch, symbol) for ch in channels]
+            src = self.browser_key_source(symbol)  # only channels its stream has (an option has no bars)
+            keys += [(src.prefix + ch, symbol) for ch in channels if ch in src.spec.channels]
         return keys
 
     def browser_prefix(self, symbol: str) -> str:
