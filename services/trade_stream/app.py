@@ -23,6 +23,8 @@ from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.sse import SseServer
 from trade_stream.edges.web import StaticFiles, Web, json_response, response
 from trade_stream.edges.ws_server import WsServer
+from trade_stream.engines.base import Engine
+from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
@@ -56,6 +58,7 @@ class App:
         self.orders: Orders | None = None
         self.sse: SseServer | None = None
         self.trading: TradingUpstream | None = None
+        self.engine: Engine | None = None
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
@@ -63,8 +66,11 @@ class App:
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
-        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url)
-        registry = build_registry(self.stats, relay.status, self.supervisor.restarts)
+        self.engine = engine = self._build_engine()
+        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, engine)
+        engine.hooks.on_leader = self._leadership
+        await engine.connect()  # a cluster store that cannot be reached: EngineUnavailable, exit 2
+        registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
 
         def cors(request: Any) -> dict[str, str]:
@@ -89,14 +95,33 @@ class App:
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, orders, origins, self.stats, status=self.status)
             await self.sse.start()
+        await engine.start(self.supervisor.start)
+        trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)
-        self.supervisor.start("upstream-trading", self.trading.run)
+        self.supervisor.start("upstream-trading", lambda: engine.while_leader(trading.run, trading))
         self.supervisor.start("journal-retention", self._prune_journal)
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
         if cfg.token_generated:
             self._announce_token()
+
+    def _build_engine(self) -> Engine:
+        """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
+        cfg = self.cfg
+        if not cfg.redis_url:
+            return MemoryEngine(cfg.node_id)
+        from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
+
+        return RedisEngine(cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
+                           max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days)
+
+    def _leadership(self, leading: bool) -> None:
+        """A node that does not hold the trading stream still shows positions: from REST, then from fills."""
+        log.info("leadership node=%s leading=%s", self.cfg.node_id, leading)
+        if not leading and self.orders is not None:
+            orders = self.orders
+            self.supervisor.start("positions-load", orders.load_positions)
 
     def _announce_token(self) -> None:
         """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under
@@ -123,7 +148,8 @@ class App:
         cfg = self.cfg
         name = "orders-demo.sqlite3" if cfg.demo else "orders.sqlite3"  # never mix simulated fills with real ones
         orders = Orders(cfg.token, Path(cfg.state_dir) / name, AlpacaRest(cfg), relay, self.stats,
-                        cfg.journal_retention_days, cfg.timings.journal_retry)  # a journal fault is reported, not fatal
+                        cfg.journal_retention_days, cfg.timings.journal_retry,  # a journal fault is reported, not fatal
+                        open_log=self.engine.open_order_log)
 
         def trading_state(state: UpstreamState) -> None:
             orders.on_state(state.state == "connected")
@@ -213,6 +239,8 @@ class App:
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("shutdown_step_failed error=%r", result)
+        if self.engine is not None:
+            await self.engine.stop()  # hands the lease over now, not after it runs out
         await self.supervisor.stop()
         if self.orders is not None:
             await self.orders.stop()

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ class Config:
     sse_replay: int = 1000
     public_dir: str = field(default_factory=lambda: default_public_dir())
     alpaca_prefix: str = ""
+    redis_url: str = ""
+    node_id: str = ""
+    redis_prefix: str = "trade-stream"
+    cluster_lease: float = 5.0
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -93,6 +98,7 @@ class Config:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "timings"}
         for name in ("api_key", "secret_key", "token"):
             out[name] = mask(out[name])
+        out["redis_url"] = mask_url(self.redis_url)
         return out
 
 
@@ -105,6 +111,14 @@ def mask(secret: str | None) -> str:
     if not secret:
         return ""
     return "****" + secret[-4:] if len(secret) > 8 else "****"
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (if any) hidden."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":****@", 1)
 
 
 # --- value parsers: each raises ValueError with a short reason -----------------------------------------------
@@ -167,6 +181,13 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 def _text(raw: str) -> str:
     return raw.strip()
+
+
+def _name(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 100 or any(c.isspace() or c in ":*?[]" for c in value):
+        raise ValueError("must be 1-100 characters without spaces, ':', '*', '?' or brackets")
+    return value
 
 
 def _prefix(raw: str) -> str:
@@ -258,6 +279,17 @@ SETTINGS: tuple[Setting, ...] = (
             "directory of the static page served at / (default the repo's public_html)"),
     Setting("alpaca_prefix", "TRADE_STREAM_ALPACA_PREFIX", "--alpaca-prefix", _prefix,
             "path prefix of the Alpaca-compatible endpoints ({prefix}/v2/{feed}, {prefix}/stream); default none"),
+    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _url(("redis", "rediss")),
+            "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
+            "redis://:password@host); unset = one process, no Redis", True),
+    Setting("node_id", "TRADE_STREAM_NODE_ID", "--node-id", _name,
+            "this node's name in the cluster (default host name and pid)"),
+    Setting("redis_prefix", "TRADE_STREAM_REDIS_PREFIX", "--redis-prefix", _name,
+            "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
+            "(default trade-stream)"),
+    Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
+            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
+            "second (default 5)"),
 )
 
 
@@ -323,6 +355,7 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
         values["state_dir"] = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or str(
             Path.home() / ".local" / "state" / "trade-stream"
         )
+    values.setdefault("node_id", f"{socket.gethostname()}-{os.getpid()}")
     if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
         raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
     return Config(demo=demo, **values)

@@ -1,0 +1,190 @@
+"""Cluster mode: several daemons on one real ``redis-server`` share one Alpaca session (the simulator refuses a
+second one, as Alpaca does, and every test asserts it never had to)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer
+from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from trade_stream.app import App
+from trade_stream.core.event_ids import parse
+
+pytestmark = [pytest.mark.timeout(90),
+              pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
+DATA, TRADING = "/v2/iex", "/stream"
+LEASE = 1.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def node_config(sim: Any, tmp_path: Path, url: str, name: str, **overrides: Any) -> Any:
+    return relay_config(sim, tmp_path / name, redis_url=url, node_id=name, cluster_lease=LEASE, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def cluster(sim: Any, tmp_path: Path, urls: list[str], **overrides: Any) -> AsyncIterator[list[App]]:
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [await stack.enter_async_context(running(node_config(sim, tmp_path, url, f"node{i}", **overrides)))
+                for i, url in enumerate(urls)]
+        await wait_until(lambda: leader(apps) is not None and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                         timeout=15, what="one leader holding both streams")
+        yield apps
+
+
+def leader(apps: list[App]) -> App | None:
+    leading = [a for a in apps if a.engine is not None and a.engine.is_leader]
+    assert len(leading) <= 1, [a.cfg.node_id for a in leading]
+    return leading[0] if leading else None
+
+
+def upstream_symbols(sim: Any) -> set[str]:
+    return set(sim.subscriptions(DATA).get("trades", []))
+
+
+async def trade_reaches(browser: Browser, sim: Any, symbol: str, price: float) -> None:
+    """Inject trades until one at ``price`` reaches ``browser`` (the subscription may still be on its way)."""
+    async def attempt() -> bool:
+        sim.inject_trade(symbol, price, 1)
+        with contextlib.suppress(AssertionError, TimeoutError):
+            await browser.expect(lambda m: m.get("type") == "trade" and m["symbol"] == symbol
+                                 and m["data"]["price"] == price, timeout=0.3)
+            return True
+        return False
+
+    for _ in range(40):
+        if await attempt():
+            return
+    raise AssertionError(f"no {symbol} trade at {price} reached the client")
+
+
+async def test_three_nodes_share_one_upstream_session(sim, tmp_path, redis_server):
+    async with cluster(sim, tmp_path, [redis_server.url] * 3) as apps:
+        first = leader(apps)
+        await wait_until(lambda: all(len(a.status()["cluster"]["nodes"]) == 3 for a in apps), what="3 nodes seen")
+        views = [a.status()["cluster"] for a in apps]
+        assert {v["leader"] for v in views} == {first.cfg.node_id}
+        assert [v["node_id"] for v in views] == ["node0", "node1", "node2"]
+        assert all(v["redis"] == "up" for v in views)
+
+        async with Browser.connect(apps[0].port) as a0, Browser.connect(apps[1].port) as b1, \
+                Browser.connect(apps[2].port) as a2:
+            await a0.send({"action": "subscribe", "symbol": "AAPL"})
+            await b1.send({"action": "subscribe", "symbol": "MSFT"})
+            await a2.send({"action": "subscribe", "symbol": "AAPL"})
+            for browser in (a0, b1, a2):
+                await browser.expect("subscribed")
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL", "MSFT"}, what="the union held upstream")
+            await trade_reaches(a0, sim, "AAPL", 101.0)
+            await trade_reaches(a2, sim, "AAPL", 101.5)
+            await trade_reaches(b1, sim, "MSFT", 202.0)
+            assert not [m for m in a0.seen if m.get("symbol") == "MSFT"]  # a node gets only what it holds
+
+            # The last holder of MSFT (on node1) leaves: upstream lets it go.
+            await b1.send({"action": "unsubscribe", "symbol": "MSFT"})
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL"}, what="MSFT released upstream")
+            # One of two AAPL holders leaves: node2 still holds it, so upstream keeps it.
+            await a0.send({"action": "unsubscribe", "symbol": "AAPL"})
+            await wait_until(lambda: ("trades", "AAPL") not in apps[0].relay.hub.wanted(), what="node0 let go")
+            await wait_until(lambda: apps[0].engine._written == set(), what="node0's interest written")
+            await asyncio.sleep(LEASE)  # several of the leader's interest rounds
+            assert upstream_symbols(sim) == {"AAPL"}
+            await trade_reaches(a2, sim, "AAPL", 103.0)
+            await a2.send({"action": "unsubscribe", "symbol": "AAPL"})
+            await wait_until(lambda: upstream_symbols(sim) == set(), what="AAPL released once nobody holds it")
+
+            # Orders: a fill reaches the authenticated clients on every node, with the same id.
+            for browser in (a0, b1, a2):
+                await browser.send({"action": "auth", "token": TOKEN})
+                await browser.expect("authenticated")
+                await browser.send({"action": "subscribe", "channel": "orders"})
+                await browser.expect("orders_snapshot")
+            order = sim.submit_order("AAPL", "buy", 5, "limit", 100)
+            sim.fill_order(order["id"], price=99.0)
+            fills = [await b.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill")
+                     for b in (a0, b1, a2)]
+            assert len({f["id"] for f in fills}) == 1 and fills[0]["data"]["order_id"] == order["id"]
+            news = [m["id"] for b in (a0, b1, a2) for m in b.of_type("order_update") if m["event"] == "new"]
+            assert len(set(news)) == 1 and len(news) == 3
+            # REST on another node answers with the same ids and epoch.
+            epochs = {a.orders.epoch for a in apps}
+            assert len(epochs) == 1
+            status, body = apps[2].orders.events_since(parse(f"{epochs.pop()}-0"))
+            assert status == 200 and [e["id"] for e in body["events"]][-1] == fills[0]["id"]
+        assert sim.session_refusals == 0
+
+
+async def test_cluster_symbol_cap_is_cluster_wide_and_refusals_reach_the_asking_node(sim, tmp_path, redis_server):
+    async with cluster(sim, tmp_path, [redis_server.url] * 2, max_symbols=1) as apps:
+        async with Browser.connect(apps[0].port) as a, Browser.connect(apps[1].port) as b:
+            await a.send({"action": "subscribe", "symbol": "AAPL"})
+            await a.expect("subscribed")
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL"}, what="AAPL held")
+            await b.send({"action": "subscribe", "symbol": "MSFT"})
+            error = await b.expect(lambda m: m.get("type") == "error" and m.get("symbol") == "MSFT", timeout=10)
+            assert error["code"] == "symbol_limit"
+            await trade_reaches(a, sim, "AAPL", 55.0)
+            assert upstream_symbols(sim) == {"AAPL"}
+        assert sim.session_refusals == 0
+
+
+async def test_a_node_cut_off_from_redis_and_a_redis_restart(sim, tmp_path, redis_server):
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    try:
+        # node0 reaches Redis through the proxy; node1 directly. Make node0 the leader first.
+        async with running(node_config(sim, tmp_path, proxy.url, "node0")) as n0:
+            await wait_until(lambda: n0.engine.is_leader and sim.sessions(DATA) == 1, timeout=10, what="node0 leads")
+            async with running(node_config(sim, tmp_path, redis_server.url, "node1")) as n1, \
+                    Browser.connect(n0.port) as c0, Browser.connect(n1.port) as c1:
+                for browser in (c0, c1):
+                    await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                    await browser.expect("subscribed")
+                await trade_reaches(c0, sim, "AAPL", 10.0)
+                await trade_reaches(c1, sim, "AAPL", 10.5)
+
+                proxy.cut()  # the leader loses Redis: it fences itself, node1 takes over
+                await wait_until(lambda: n1.engine.is_leader and not n0.engine.is_leader, timeout=15,
+                                 what="node1 takes over")
+                await wait_until(lambda: n0.status()["cluster"]["redis"] == "down", what="node0 reports redis down")
+                await c0.expect(lambda m: m.get("type") == "status" and m["upstream"]["state"] != "connected")
+                await trade_reaches(c1, sim, "AAPL", 11.0)
+                proxy.heal()
+                await wait_until(lambda: n0.status()["cluster"]["redis"] == "up", timeout=15, what="node0 back")
+                await trade_reaches(c0, sim, "AAPL", 12.0)  # the client stayed connected all along
+
+                redis_server.stop()
+                await wait_until(lambda: all(a.status()["cluster"]["redis"] == "down" for a in (n0, n1)),
+                                 timeout=15, what="both see redis down")
+                await c1.expect(lambda m: m.get("type") == "status" and m["upstream"]["state"] != "connected")
+                redis_server.start()
+                await wait_until(lambda: leader([n0, n1]) is not None and sim.sessions(DATA) == 1, timeout=20,
+                                 what="a leader again")
+                await trade_reaches(c0, sim, "AAPL", 13.0)
+                await trade_reaches(c1, sim, "AAPL", 13.5)
+                assert sim.sessions(DATA) == 1 and sim.sessions(TRADING) <= 1
+        assert sim.session_refusals == 0
+    finally:
+        await proxy.close()
+
+
+async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
+    from tests.support.relay import free_port
+    from trade_stream.engines.base import EngineUnavailable
+
+    app = App(node_config(sim, tmp_path, f"redis://127.0.0.1:{free_port()}/0", "lonely"))
+    with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=redis://127\.0\.0\.1"):
+        await app.start()
+    await app.stop()
