@@ -188,3 +188,84 @@ async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
     with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=redis://127\.0\.0\.1"):
         await app.start()
     await app.stop()
+
+
+async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_server):
+    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every fill
+    reaches every surviving client exactly once."""
+    import signal
+
+    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+    from tests.support.relay import KEY, SECRET
+
+    env_file = empty_env_file(tmp_path)
+    procs: dict[str, Proc] = {}
+    try:
+        for i in range(3):
+            name = f"node{i}"
+            env = clean_env(tmp_path / name, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET,
+                            ALPACA_BASE_URL=sim.http_url, ALPACA_DATA_URL=sim.http_url,
+                            ALPACA_DATA_STREAM_URL=f"{sim.ws_url}/v2/iex",
+                            ALPACA_TRADING_STREAM_URL=f"{sim.ws_url}/stream", TRADE_STREAM_HOST="127.0.0.1",
+                            TRADE_STREAM_PORT="0", TRADE_STREAM_TOKEN=TOKEN, TRADE_STREAM_REDIS_URL=redis_server.url,
+                            TRADE_STREAM_NODE_ID=name, TRADE_STREAM_CLUSTER_LEASE=str(LEASE),
+                            TRADE_STREAM_PING_INTERVAL="0")
+            procs[name] = Proc([str(TS), "--env-file", env_file], cwd=tmp_path, env=env)
+        ports = {name: await asyncio.to_thread(p.port) for name, p in procs.items()}
+        await wait_until(lambda: sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1, timeout=20,
+                         what="one leader holding both streams")
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {n: await stack.enter_async_context(Browser.connect(port)) for n, port in ports.items()}
+            for browser in clients.values():
+                await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                await browser.send({"action": "auth", "token": TOKEN})
+                await browser.send({"action": "subscribe", "channel": "orders"})
+                await browser.expect("orders_snapshot")
+            welcome = clients["node0"].of_type("welcome")[0]
+            assert welcome["upstream"]["state"] == "connected"
+            status = await wait_until(lambda: (s := orjson_get(ports["node0"], "/api/stream/status"))["cluster"]
+                                      ["nodes"] == sorted(procs) and s, what="every node seen")
+            lead = status["cluster"]["leader"]
+            assert lead in procs
+            orders = [sim.submit_order("AAPL", "buy", 1, "limit", 100) for _ in range(10)]
+            for order in orders[:5]:
+                sim.fill_order(order["id"], price=99.0)
+            await clients["node0"].expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill")
+            procs[lead].popen.send_signal(signal.SIGKILL)  # mid-burst: some fills may never be journaled by it
+            procs[lead].popen.wait(10)
+            for order in orders[5:]:
+                sim.fill_order(order["id"], price=98.0)
+            survivors = [n for n in procs if n != lead]
+            wanted = {o["id"] for o in orders}
+            for name in survivors:
+                browser = clients[name]
+
+                def filled(b: Browser = browser) -> set[str]:
+                    return {m["data"]["order_id"] for m in b.of_type("order_update") if m["event"] == "fill"}
+
+                while filled() != wanted:
+                    await browser.expect(lambda m: m.get("type") == "order_update", timeout=20)
+                fills = [m for m in browser.of_type("order_update") if m["event"] == "fill"]
+                assert len(fills) == len(wanted), [(m["id"], m["data"]["order_id"], m["reconciled"]) for m in fills]
+            ids = [sorted(m["id"] for m in clients[n].of_type("order_update") if m["event"] == "fill")
+                   for n in survivors]
+            assert ids[0] == ids[1]  # the same ids on every node
+            await trade_reaches(clients[survivors[0]], sim, "AAPL", 77.0)
+            await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
+        assert sim.session_refusals == 0
+    finally:
+        for proc in procs.values():
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(proc.popen.wait, 10)
+
+
+def orjson_get(port: int, path: str) -> Any:
+    import urllib.request
+
+    import orjson
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return orjson.loads(resp.read())
