@@ -269,3 +269,15 @@ def orjson_get(port: int, path: str) -> Any:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
         return orjson.loads(resp.read())
+
+
+async def test_check_says_which_node_leads(sim, tmp_path, redis_server):
+    from trade_stream.ops.check import run as check_run
+
+    lines: list[str] = []
+    async with cluster(sim, tmp_path, [redis_server.url] * 2) as apps:
+        cfg = node_config(sim, tmp_path, redis_server.url, "checker")
+        assert await check_run(cfg, "AAPL", 0.0, 5.0, lines.append) == 0
+        lead = leader(apps).cfg.node_id
+    assert any(line.startswith("OK   cluster:") and f"leader {lead}" in line for line in lines), lines
+    assert sim.session_refusals == 0
