@@ -142,8 +142,12 @@ class RedisEngine(Engine):
     async def stop(self) -> None:
         """Hand over at once: give up the lease (if held) and withdraw this node's interest."""
         was_leading = self._leading
+        # Every loop also ends on this flag, not only on cancellation: a cancellation that lands inside a Redis
+        # command has been seen to be swallowed there, which would hold up shutdown.
         self._stopped = True
         self.order_log.close()
+        self._out_event.set()
+        self._dirty.set()
         self._lose("node shutting down", notify=False)
         with contextlib.suppress(*ERRORS):
             async with asyncio.timeout(self.command_timeout):
@@ -188,7 +192,7 @@ class RedisEngine(Engine):
     async def _lease_loop(self) -> None:
         tick = self.lease / 3
         margin = max(0.1, self.lease * 0.2)
-        while True:
+        while not self._stopped:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.command_timeout):
@@ -276,7 +280,7 @@ class RedisEngine(Engine):
 
     async def _interest_loop(self) -> None:
         heartbeat = self.lease / 3
-        while True:
+        while not self._stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), heartbeat)
             self._dirty.clear()
@@ -380,7 +384,7 @@ class RedisEngine(Engine):
 
     async def _publish_loop(self) -> None:
         outbox = self._outbox
-        while True:
+        while not self._stopped:
             await self._out_event.wait()
             self._out_event.clear()
             if not outbox:
@@ -414,7 +418,7 @@ class RedisEngine(Engine):
             await self.r.set(self.k_upstream, payload, px=int(self.lease * 10_000))
 
     async def _pubsub_loop(self) -> None:
-        while True:
+        while not self._stopped:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             self._channels = set()
             try:
@@ -425,7 +429,7 @@ class RedisEngine(Engine):
                 self._redis_ok()
                 if was_down or self._written is None:
                     await self._catch_up_state()
-                while True:
+                while not self._stopped:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg is not None and msg["type"] == "message":
                         self._on_message(msg["channel"], msg["data"])

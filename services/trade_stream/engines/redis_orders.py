@@ -89,7 +89,7 @@ class RedisOrderLog:
                 return
 
     async def tail_loop(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 reply = await self.r.xread({self.k_stream: self._last_sid}, count=1000, block=1000)
             except ERRORS as exc:
