@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: builds .venv, installs the project with its test extra, makes sure Chromium is there for the
-# browser tests, then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
+# browser tests and redis-server for the cluster tests, then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,6 +19,15 @@ if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
             || echo "run.sh: could not install chromium; browser tests will skip"
     else
         echo "run.sh: chromium missing and not root; browser tests will skip"
+    fi
+fi
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing redis-server with apt-get for the cluster tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+            || echo "run.sh: could not install redis-server; the cluster tests will skip"
+    else
+        echo "run.sh: redis-server missing and not root; the cluster tests will skip"
     fi
 fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then

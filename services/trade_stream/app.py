@@ -32,6 +32,8 @@ from trade_stream.edges.sse import SseServer
 from trade_stream.edges.web import StaticFiles, Web, json_response, response
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
+from trade_stream.engines.base import Engine
+from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
@@ -70,6 +72,7 @@ class App:
         self.trading: TradingUpstream | None = None
         self.notifier: TradeNotifier | None = None
         self.webhooks: Webhooks | None = None
+        self.engine: Engine | None = None
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
@@ -77,8 +80,10 @@ class App:
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
-        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url)
-        registry = build_registry(self.stats, relay.status, self.supervisor.restarts)
+        self.engine = engine = self._build_engine()
+        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, engine)
+        engine.hooks.on_leader = self._leadership
+        registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
 
         def cors(request: Any) -> dict[str, str]:
@@ -96,6 +101,9 @@ class App:
                                              for spec in cfg.account_specs()}, identity)
         self.orders = next(iter(accounts))
         self.trading = next(iter(self.tradings.values()))
+        # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
+        # store that cannot be reached is EngineUnavailable: exit 2.
+        await engine.connect()
         peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
         self.notifier = notifier = self._build_notifications(accounts)
         if self.webhooks is not None:
@@ -120,10 +128,12 @@ class App:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status)
             self.sse.add_alerts(notifier)
             await self.sse.start()
+        await engine.start(self.supervisor.start)
+        trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)
-        for name, trading in self.tradings.items():  # one trading stream per account
+        for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
             self.supervisor.start("upstream-trading" if trading is self.trading else f"upstream-trading-{name}",
-                                  trading.run)
+                                  lambda trading=trading: engine.while_leader(trading.run, trading))
         self.supervisor.start("journal-retention", self._prune_journal)
         if self.webhooks is not None:
             self.supervisor.start("webhooks", self.webhooks.run)
@@ -135,6 +145,23 @@ class App:
         else:  # the page's address is the last line printed at start, token or not
             host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             print(f"trade-stream: listening; open http://{host}:{self.ws.port}/ for the page.", flush=True)
+
+    def _build_engine(self) -> Engine:
+        """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
+        cfg = self.cfg
+        if not cfg.redis_url:
+            return MemoryEngine(cfg.node_id)
+        from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
+
+        return RedisEngine(cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
+                           max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days)
+
+    def _leadership(self, leading: bool) -> None:
+        """A node that does not hold the trading stream still shows positions: from REST, then from fills."""
+        log.info("leadership node=%s leading=%s", self.cfg.node_id, leading)
+        if not leading and self.accounts is not None:
+            for orders in self.accounts:
+                self.supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
 
     def _announce_token(self) -> None:
         """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under
@@ -166,7 +193,8 @@ class App:
         rest = AlpacaRest(dataclasses.replace(cfg, api_key=spec.key_id, secret_key=spec.secret,
                                               base_url=spec.base_url))
         orders = Orders(cfg.token, Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
-                        cfg.timings.journal_retry, account=spec.name)  # a journal fault is reported, not fatal
+                        cfg.timings.journal_retry, account=spec.name,  # a journal fault is reported, not fatal
+                        open_log=self.engine.open_order_log)
 
         def trading_state(state: UpstreamState) -> None:
             orders.on_state(state.state == "connected")
@@ -316,6 +344,8 @@ class App:
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("shutdown_step_failed error=%r", result)
+        if self.engine is not None:
+            await self.engine.stop()  # hands the lease over now, not after it runs out
         await self.supervisor.stop()
         if self.accounts is not None:
             await self.accounts.stop()

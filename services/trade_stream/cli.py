@@ -62,6 +62,7 @@ def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -
     import uvloop
 
     from trade_stream.app import App
+    from trade_stream.engines.base import EngineUnavailable
     from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)
@@ -70,5 +71,8 @@ def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -
     except OSError as exc:
         print(f"trade-stream: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}; "
               "set TRADE_STREAM_PORT or stop the other process", file=sys.stderr)
+        return 2
+    except EngineUnavailable as exc:
+        print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
     return 0

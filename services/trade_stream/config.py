@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,10 @@ class Config:
     jwt_secret: str = ""
     jwt_public_key: str = ""
     max_connections_per_user: int = 10
+    redis_url: str = ""
+    node_id: str = ""
+    redis_prefix: str = "trade-stream"
+    cluster_lease: float = 5.0
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -111,6 +116,7 @@ class Config:
         out["accounts"] = ",".join(a.name for a in self.account_specs())  # names only: accounts carry keys
         for name in ("api_key", "secret_key", "token", "jwt_secret"):
             out[name] = mask(out[name])
+        out["redis_url"] = mask_url(self.redis_url)
         return out
 
 
@@ -133,6 +139,14 @@ def mask(secret: str | None) -> str:
     if not secret:
         return ""
     return "****" + secret[-4:] if len(secret) > 8 else "****"
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (if any) hidden."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":****@", 1)
 
 
 # --- value parsers: each raises ValueError with a short reason -----------------------------------------------
@@ -201,6 +215,13 @@ def _readable_file(raw: str) -> str:
     value = raw.strip()
     if value and not os.access(value, os.R_OK):
         raise ValueError("no such readable file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable")
+    return value
+
+
+def _name(raw: str) -> str:
+    value = raw.strip()
+    if not value or len(value) > 100 or any(c.isspace() or c in ":*?[]" for c in value):
+        raise ValueError("must be 1-100 characters without spaces, ':', '*', '?' or brackets")
     return value
 
 
@@ -316,6 +337,17 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM public key file for RS256/ES256 JWTs (claims sub, accounts, exp); default none"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
+    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _url(("redis", "rediss")),
+            "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
+            "redis://:password@host); unset = one process, no Redis", True),
+    Setting("node_id", "TRADE_STREAM_NODE_ID", "--node-id", _name,
+            "this node's name in the cluster (default host name and pid)"),
+    Setting("redis_prefix", "TRADE_STREAM_REDIS_PREFIX", "--redis-prefix", _name,
+            "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
+            "(default trade-stream)"),
+    Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
+            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
+            "second (default 5)"),
 )
 
 
@@ -426,6 +458,7 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
         values["state_dir"] = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or str(
             Path.home() / ".local" / "state" / "trade-stream"
         )
+    values.setdefault("node_id", f"{socket.gethostname()}-{os.getpid()}")
     if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
         raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
     return Config(demo=demo, **values)

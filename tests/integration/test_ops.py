@@ -632,3 +632,25 @@ def test_an_unusable_state_dir_leaves_market_data_up_and_says_what_to_fix(tmp_pa
     stderr = "\n".join(daemon.lines["stderr"])
     assert code == 0 and "Traceback" not in stderr and "cannot listen" not in stderr
     assert len([line for line in daemon.lines["stderr"] if "journal_fault" in line]) == 1
+
+
+def test_cluster_template_unit_passes_systemd_analyze_verify(tmp_path):
+    """services/trade-stream@.service: one cluster node per port, the same hardening as the single unit."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (tests/run.sh installs systemd with apt-get)")
+    template = ROOT / "services" / "trade-stream@.service"
+    text = template.read_text()
+    assert "ExecStart=/opt/trade-stream/.venv/bin/trade-stream --port %i --node-id %H-%i" in text
+    single = UNIT.read_text()
+    for line in single.splitlines():  # every hardening line of the single unit is in the template too
+        if line.startswith(("Protect", "Restrict", "Private", "SystemCall", "MemoryDeny", "NoNewPrivileges")):
+            assert line in text.splitlines(), line
+    instance = tmp_path / "trade-stream@8801.service"
+    instance.write_text(re.sub(r"^ExecStart=/opt/trade-stream/\.venv/bin/trade-stream", f"ExecStart={TS}", text,
+                               flags=re.MULTILINE))
+    verify = run([analyze, "verify", str(instance)], cwd=tmp_path, env=dict(os.environ), timeout=45)
+    output = verify.stdout + verify.stderr
+    assert verify.returncode == 0, output
+    complaints = [line for line in output.splitlines() if "trade-stream@" in line]
+    assert not complaints, "\n".join(complaints)

@@ -64,6 +64,10 @@ def dedupe_key(data: dict[str, Any]) -> str:
 
 
 class Journal:
+    """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
+
+    on_entry = None  # never called: ``append`` returns each new entry
+
     def __init__(self, path: Path, retention_days: float = 7.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -145,6 +149,9 @@ class Journal:
                         "WHERE order_id IS NOT NULL) AND status IN ('filled', 'canceled', 'expired', 'rejected', "
                         "'replaced')")
         return removed
+
+    async def sync(self) -> None:
+        """Nothing to catch up with: this process is the only writer."""
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -124,9 +124,11 @@ class _TapCodec(Codec):
 
 class Orders:
     def __init__(self, token: str, journal_path: Path, rest: AlpacaRest, relay: Relay, stats: Stats,
-                 retention_days: float = 7.0, retry: float = 5.0, account: str = "default") -> None:
+                 retention_days: float = 7.0, retry: float = 5.0, account: str = "default",
+                 open_log: Callable[[Path, float], Journal] | None = None) -> None:
         self.account = account  # every message this emits names it (core/accounts.py scopes by it)
         self._token = token.encode()
+        self._open_log = open_log or Journal  # the engine's order log: SQLite here, shared in a cluster
         self.journal_path = journal_path
         self.retention_days = retention_days
         self.retry = retry
@@ -174,10 +176,11 @@ class Orders:
 
     def _open_journal(self) -> bool:
         try:
-            self.journal = Journal(self.journal_path, self.retention_days)
+            self.journal = self._open_log(self.journal_path, self.retention_days)
         except JOURNAL_ERRORS as exc:
             self._fail(exc)
             return False
+        self.journal.on_entry = self._relay  # entries another node appended to a shared log
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -475,8 +478,13 @@ class Orders:
     def _write(self, journal: Journal, data: dict[str, Any], reconciled: bool, dedupe: str | None) -> Entry | None:
         """Append and relay; raises the journal's error, with nothing relayed, when the append fails."""
         entry = journal.append(data, reconciled, dedupe)
-        if entry is None:
-            return None
+        if entry is not None:
+            self._relay(entry)
+        return entry
+
+    def _relay(self, entry: Entry) -> None:
+        """A new entry of the order log: to every subscribed client, the listeners and positions."""
+        reconciled = entry.reconciled
         self.stats.order_events += 1
         log.info("order_event id=%d event=%s symbol=%s reconciled=%s", entry.id, entry.event,
                  entry.data.get("symbol"), reconciled)
@@ -487,7 +495,6 @@ class Orders:
             listener(entry)
         if entry.event in ("fill", "partial_fill"):
             self._apply_fill(entry.data)
-        return entry
 
     async def reconcile(self) -> None:
         """After (re)connecting: emit what changed while the stream was down, once each, marked reconciled."""
@@ -495,6 +502,9 @@ class Orders:
             journal = self.journal
             if journal is None:
                 return  # the journal's recovery reconciles once it is back
+            # A shared log: what the previous leader wrote must be known before comparing. If that cannot be
+            # read, the error ends the trading session, which is retried: better than relaying twice.
+            await journal.sync()
             try:
                 seen = journal.get_meta(SEEN_KEY)
                 open_ids = journal.open_orders()
@@ -526,6 +536,17 @@ class Orders:
             self.positions.load(positions)
             self._sync_tap()
             self._push_all()
+
+    async def load_positions(self) -> None:
+        """Positions from REST, for a node that does not hold the trading stream (fills then keep them live)."""
+        try:
+            positions = await asyncio.wait_for(self.rest.positions(), REST_TIMEOUT)
+        except Exception as exc:
+            log.warning("positions_load_failed error=%r", exc)
+            return
+        self.positions.load(positions)
+        self._sync_tap()
+        self._push_all()
 
     async def _changed_since(self, cutoff: float, open_ids: list[str]) -> list[dict[str, Any]]:
         """Every order that may have changed since ``cutoff``: Alpaca filters orders on submission time only, so

@@ -18,6 +18,8 @@ from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
 from trade_stream.edges.limits import TokenBucket
+from trade_stream.engines.base import Engine, Hooks
+from trade_stream.engines.memory import MemoryEngine
 from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.sources import Source, Sources
 
@@ -27,17 +29,24 @@ Reply = Callable[[ClientError | None], None]
 
 
 class Relay:
-    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str) -> None:
+    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str, engine: Engine | None = None) -> None:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
         self.clients: set[Client] = set()
         self.on_status: list[Callable[[dict[str, Any]], None]] = []
-        # One upstream connection per Alpaca source in use (upstream/sources.py); the default stock feed's is
-        # ``upstream`` and its router ``router``, as when there was only one.
-        self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, self._rejected)
+        # The engine carries interest, market data and upstream state across nodes (engines/base.py); with the
+        # memory engine, upstream batches go straight to the router as before.
+        self.engine = engine = engine or MemoryEngine()
+        # One upstream connection per Alpaca source in use (upstream/sources.py), run by whichever node holds
+        # Alpaca; the default stock feed's is ``upstream`` and its router ``router``, as when there was only one.
+        self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, engine)
         self.upstream = self.sources.default.upstream
         self.router: Router = self.sources.default.router
+        engine.bind(Hooks(
+            local_wanted=self.hub.wanted, on_data=self.router.route, on_source_data=self.sources.deliver,
+            on_status=self._shared_status, on_rejected=self._rejected, upstream_request=self.sources.request,
+        ))
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
@@ -88,7 +97,7 @@ class Relay:
             self._prune()
             reply(_upstream_refused(code, msg, None))
 
-        if not self.sources.request(change, done):
+        if not self.engine.request(change, done):
             reply(None)
         self._schedule_linger()
 
@@ -119,6 +128,7 @@ class Relay:
     # --- upstream -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The upstream sessions, whenever this node is the one that holds Alpaca (always, on one process)."""
         await self.sources.run()
 
     async def stop(self) -> None:
@@ -133,10 +143,11 @@ class Relay:
             if isinstance(holder, Client):
                 for symbol in sorted({s for _, s in lost}):
                     holder.send_message(_upstream_refused(code, msg, symbol).to_message())
+        self.engine.request(Change())  # what this node holds changed: tell the cluster (a no-op on one process)
 
     def _apply(self, change: Change) -> None:
         if change:
-            self.sources.request(change)
+            self.engine.request(change)
         if change.unsubscribe:
             self._prune()
         self._schedule_linger()
@@ -178,7 +189,25 @@ class Relay:
     def _upstream_state(self, state: UpstreamState) -> None:
         self.stats.upstream_reconnects = state.reconnects
         log.info("upstream_state state=%s error=%r", state.state, state.error)
-        msg = {"type": "status", "upstream": self.upstream_view()}
+        self.engine.upstream_state({"upstream": self.upstream_view(),
+                                    "held": {ch: sorted(s) for ch, s in self.upstream.held.items()}})
+
+    def _shared_status(self, shared: dict[str, Any], mirror: bool = False) -> None:
+        """The shared upstream's state, from this node's upstream or (``mirror``) from the node that holds it:
+        mirrored into the local view (status, health, welcome) and sent to every client."""
+        view = shared["upstream"]
+        if mirror:
+            status = self.upstream.status
+            state = view.get("state", "disconnected")
+            status.error, status.error_code = view.get("error"), view.get("error_code")
+            status.since, status.reconnects = view.get("since") or status.since, view.get("reconnects") or 0
+            if state == "connected":
+                status.down_since = None
+            elif status.down_since is None or status.state == "connected":
+                status.down_since = time.monotonic()
+            status.state = state
+            self.upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
+        msg = {"type": "status", "upstream": {**view, "feed": self.cfg.data_feed}}
         broadcast(self.clients, msg)
         for listener in self.on_status:
             listener(msg)
@@ -212,6 +241,7 @@ class Relay:
             "reconnects": self.upstream.status.reconnects,
             "demo": self.cfg.demo,
             "upstreams": self.sources.views(visible),
+            "cluster": self.engine.view(),
         }
 
 

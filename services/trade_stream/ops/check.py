@@ -113,8 +113,14 @@ async def run(cfg: config.Config, symbol: str, data_wait: float, timeout: float,
         out(f"OK   configuration: {mode}, key {config.mask(cfg.api_key)}, feed {cfg.data_feed}, "
             f"REST {cfg.base_url}")
         results = []
-        checks = (lambda: check_rest(cfg, timeout), lambda: check_data_stream(cfg, symbol, data_wait, timeout),
-                  lambda: check_trading_stream(cfg, timeout))
+        checks = [lambda: check_rest(cfg, timeout), lambda: check_data_stream(cfg, symbol, data_wait, timeout),
+                  lambda: check_trading_stream(cfg, timeout)]
+        if cfg.redis_url:
+            results.append(cluster := await check_redis(cfg, timeout))
+            for line in cluster.lines():
+                out(line)
+            if cluster.ok and "leader" in cluster.detail and "no leader" not in cluster.detail:
+                checks = checks[:1]  # the leader holds both streams: a second session would only meet a 406
         for check in checks:
             results.append(result := await check())
             for line in result.lines():
@@ -137,6 +143,31 @@ async def start_demo(cfg: config.Config) -> tuple[config.Config, Any]:
 
 
 # -- 1. REST ------------------------------------------------------------------------------------------------
+
+
+async def check_redis(cfg: config.Config, timeout: float) -> Result:
+    """Cluster mode: can this node reach Redis, and which node leads (holds the Alpaca sessions)?"""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(client.ping(), timeout)
+        rtt = (time.monotonic() - started) * 1000
+        leader = await asyncio.wait_for(client.get(f"{cfg.redis_prefix}:leader"), timeout)
+        nodes = await asyncio.wait_for(client.zrange(f"{cfg.redis_prefix}:nodes", 0, -1), timeout)
+    except Exception as exc:
+        return Result("cluster", False, f"cannot reach Redis at {config.mask_url(cfg.redis_url)}: "
+                      f"{type(exc).__name__}: {exc}", "start Redis, or fix TRADE_STREAM_REDIS_URL (host, port, "
+                      "password, rediss:// for TLS)")
+    finally:
+        await client.aclose()
+    names = ", ".join(sorted(n.decode() for n in nodes)) or "none"
+    if leader:
+        return Result("cluster", True, f"Redis reachable ({rtt:.1f} ms); leader {leader.decode()}; nodes: {names}; "
+                      "the stream checks are skipped, the leader holds both sessions")
+    return Result("cluster", True, f"Redis reachable ({rtt:.1f} ms); no leader yet (no node running); nodes: "
+                  f"{names}")
 
 
 async def check_rest(cfg: config.Config, timeout: float) -> Result:

@@ -17,8 +17,10 @@ STATES = ("connecting", "connected", "disconnected", "error")
 
 class RelayCollector:
     def __init__(self, stats: Stats, snapshot: Callable[[], dict[str, Any]],
-                 restarts: Callable[[], dict[str, int]] | None = None) -> None:
+                 restarts: Callable[[], dict[str, int]] | None = None,
+                 cluster: Callable[[], dict[str, float]] | None = None) -> None:
         self.stats = stats
+        self.cluster = cluster or dict  # the engine's numbers
         self.snapshot = snapshot  # the relay's status() view
         self.restarts = restarts or dict  # the supervisor's restarts per task
 
@@ -80,6 +82,21 @@ class RelayCollector:
         for name in STATES:
             state.add_metric([name], 1 if up["state"] == name else 0)
         yield state
+        cluster = self.cluster()
+        for key, name, doc, kind in (
+            ("leader", "trade_stream_cluster_leader", "1 while this node holds Alpaca (always 1 on one process)",
+             GaugeMetricFamily),
+            ("nodes", "trade_stream_cluster_nodes", "Live nodes in the cluster", GaugeMetricFamily),
+            ("leader_changes", "trade_stream_cluster_leader_changes", "Leader changes this node saw",
+             CounterMetricFamily),
+            ("published", "trade_stream_cluster_published", "Messages published to Redis", CounterMetricFamily),
+            ("received", "trade_stream_cluster_received", "Market-data messages received from Redis",
+             CounterMetricFamily),
+            ("rtt_seconds", "trade_stream_cluster_redis_rtt_seconds", "Last Redis round trip (-1 = none yet)",
+             GaugeMetricFamily),
+        ):
+            if key in cluster:
+                yield kind(name, doc, value=cluster[key])
         age = up["last_message_age"]
         yield GaugeMetricFamily("trade_stream_last_message_age_seconds",
                                 "Seconds since the last upstream data message (-1 = none yet)",
@@ -119,9 +136,10 @@ class RelayCollector:
 
 
 def build_registry(stats: Stats, snapshot: Callable[[], dict[str, Any]],
-                   restarts: Callable[[], dict[str, int]] | None = None) -> CollectorRegistry:
+                   restarts: Callable[[], dict[str, int]] | None = None,
+                   cluster: Callable[[], dict[str, float]] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayCollector(stats, snapshot, restarts))
+    registry.register(RelayCollector(stats, snapshot, restarts, cluster))
     ProcessCollector(registry=registry)
     return registry
 

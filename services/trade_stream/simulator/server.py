@@ -85,6 +85,7 @@ class Simulator:
         self.rate_per_symbol = self.config.rate_per_symbol
         self.received: list[Received] = []
         self.connection_count_total = 0
+        self.session_refusals = 0  # 406s and refused trading logins: a second session for the same account
         self._conns: dict[int, Conn] = {}
         self._next_id = 0
         self._fail_auth: list[tuple[int, str | None]] = []
@@ -272,6 +273,7 @@ class Simulator:
         if conn.feed not in plan.feeds:
             return 409
         if self.sessions(conn.path, key=key) >= plan.max_connections:
+            self.session_refusals += 1
             return 406
         return None
 
@@ -332,6 +334,7 @@ class Simulator:
             # answers is undocumented; like market data's 406, the new session is refused and may retry auth on
             # the same socket once the old one is gone.
             log.info("trading_session_refused key=%s reason=another session holds the account", key)
+            self.session_refusals += 1
             ok = False
         if ok:
             conn.key = key
@@ -787,6 +790,7 @@ class Simulator:
             "subscriptions": {p: self.subscriptions(p) for p in paths if p in DATA_PATHS},
             "listening": {str(c.id): sorted(c.streams) for c in self._conns.values() if not c.is_data},
             "connection_count_total": self.connection_count_total,
+            "session_refusals": self.session_refusals,
             "muted": sorted(c.id for c in self._conns.values() if c.muted),
             "rate_per_symbol": self.rate_per_symbol,
             "read_delay": self._read_delay,

@@ -141,6 +141,15 @@ class ReconnectingStream:
             except (TimeoutError, OSError, WebSocketException):
                 ws.transport.abort()
 
+    def fence(self, reason: str) -> None:
+        """Cut the session at once, without a closing handshake: this node may no longer hold the stream (its
+        cluster lease is gone), and the next holder must never meet this session (a 406)."""
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
+            log.warning("upstream_fenced stream=%s reason=%s", self.name, reason)
+        self._set_state("disconnected", reason, None)
+
     async def _connect_and_serve(self) -> None:
         self._set_state("connecting", None, None)
         log.info("upstream_connecting stream=%s url=%s", self.name, self.url)

@@ -25,7 +25,7 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from trade_stream.config import CRYPTO_LOCATIONS, OPTIONS_FEEDS, Config
@@ -34,6 +34,9 @@ from trade_stream.core.hub import Change, Hub, Key, source_of
 from trade_stream.core.protocol import CHANNEL_OF, is_option
 from trade_stream.core.stats import Stats
 from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
+
+if TYPE_CHECKING:
+    from trade_stream.engines.base import Engine
 
 log = logging.getLogger("trade_stream.upstream.sources")
 
@@ -169,9 +172,9 @@ class Source:
     """One source's upstream connection, its router, and (crypto) its order books."""
 
     def __init__(self, spec: SourceSpec, default: bool, url: str, cfg: Config, hub: Hub, stats: Stats,
-                 on_state: Callable[[Source, UpstreamState], None],
-                 on_rejected: Callable[[list[Key], int | None, str], None]) -> None:
+                 on_state: Callable[[Source, UpstreamState], None], engine: Engine) -> None:
         self.spec = spec
+        self.engine = engine
         self.name = spec.name
         self.default = default
         self.key_source = "" if default else spec.name  # hub.source_of() of this source's keys
@@ -187,13 +190,18 @@ class Source:
         self._closing: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        # What reaches this node's holders: order books kept on the way for crypto, news by its symbols list.
+        self.deliver = (self._crypto_data if spec.kind == "crypto" else
+                        self.router.route_news if spec.kind == "news" else self.router.route)
+        # The upstream runs on the node that holds Alpaca and hands each batch to the engine, which brings it to
+        # every node's ``deliver`` (on one process: straight to it).
+        prefix = self.prefix
         self.upstream = MarketDataUpstream(
             url=url, key=cfg.api_key or "", secret=cfg.secret_key or "", wanted=self.upstream_wanted,
-            on_data=(self._crypto_data if spec.kind == "crypto" else
-                     self.router.route_news if spec.kind == "news" else self.router.route),
+            on_data=engine.publish if default else (lambda batch, now: engine.publish_source(prefix, batch, now)),
             on_state=lambda state: self._state(state, on_state), timings=cfg.timings, stale_after=cfg.stale_after,
             probe_after=cfg.probe_after, stats=stats, use_msgpack=spec.kind == "options",
-            on_rejected=lambda keys, code, msg: on_rejected([self.key(k) for k in keys], code, msg),
+            on_rejected=lambda keys, code, msg: engine.refused([self.key(k) for k in keys], code, msg),
         )
         if not default:
             self.upstream.name = f"market_data:{spec.name}"
@@ -204,14 +212,15 @@ class Source:
         return (self.prefix + upstream_key[0], upstream_key[1]) if self.prefix else upstream_key
 
     def upstream_wanted(self) -> set[Key]:
-        """The hub's wanted keys of this source, as Alpaca names them (no prefix)."""
+        """What upstream should hold for this source (the cluster's union of interest; on one process, the
+        hub's wanted keys), as Alpaca names them (no prefix)."""
         n, mine = len(self.prefix), self.key_source
-        return {(ch[n:], s) for ch, s in self.hub.wanted() if source_of((ch, s)) == mine}
+        return {(ch[n:], s) for ch, s in self.engine.upstream_wanted() if source_of((ch, s)) == mine}
 
     @property
     def wanted(self) -> bool:
         mine = self.key_source
-        return self.attached > 0 or any(source_of(k) == mine for k in self.hub.wanted())
+        return self.attached > 0 or any(source_of(k) == mine for k in self.engine.upstream_wanted())
 
     @property
     def open(self) -> bool:
@@ -260,7 +269,7 @@ class Source:
         restarted after a pause while the source is still wanted)."""
         while True:
             try:
-                await self.upstream.run()
+                await self.engine.while_leader(self.upstream.run, self.upstream)
                 return
             except Exception:
                 log.exception("source_task_failed source=%s; restarting", self.name)
@@ -364,18 +373,17 @@ class Sources:
     """Every source in use; routes hub changes to their connections, opening and closing them as needed."""
 
     def __init__(self, cfg: Config, hub: Hub, stats: Stats, data_stream_url: str,
-                 on_state: Callable[[Source, UpstreamState], None],
-                 on_rejected: Callable[[list[Key], int | None, str], None]) -> None:
+                 on_state: Callable[[Source, UpstreamState], None], engine: Engine) -> None:
         self.cfg = cfg
         self.hub = hub
         self.stats = stats
         self._on_state = on_state
-        self._on_rejected = on_rejected
+        self.engine = engine
         default = SPECS[f"stocks:{cfg.data_feed}"]
         self.base = stream_base(data_stream_url, default.path)
         self.crypto = SPECS[f"crypto:{cfg.crypto_location}"].name  # where browsers' BTC/USD goes
         self.options = SPECS[f"options:{cfg.options_feed}"].name  # where browsers' AAPL241220C00150000 goes
-        self.default = Source(default, True, data_stream_url, cfg, hub, stats, on_state, on_rejected)
+        self.default = Source(default, True, data_stream_url, cfg, hub, stats, on_state, engine)
         self.by_key_source: dict[str, Source] = {"": self.default}  # hub.source_of(key) -> source
 
     def source(self, name: str) -> Source:
@@ -386,7 +394,7 @@ class Sources:
         if src is None:
             spec = SPECS[name]
             src = Source(spec, False, self.base + spec.path, self.cfg, self.hub, self.stats, self._on_state,
-                         self._on_rejected)
+                         self.engine)
             self.by_key_source[name] = src
         return src
 
@@ -405,7 +413,9 @@ class Sources:
         parts: dict[Source, Change] = {}
         for attr in ("subscribe", "unsubscribe"):
             for key in getattr(change, attr):
-                src = self.by_key_source.get(source_of(key))
+                name = source_of(key)
+                # A key another node's client holds may name a source this node has not used yet.
+                src = self.by_key_source.get(name) or (self.source(name) if name in SPECS else None)
                 if src is None:
                     log.error("key_without_source key=%s:%s", *key)
                     continue
@@ -485,8 +495,14 @@ class Sources:
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The default source's connection, for the relay's whole life; the others run as they are needed."""
-        await self.default.upstream.run()
+        """The default source's connection, for the relay's whole life (while this node holds Alpaca); the
+        others run as they are needed."""
+        await self.engine.while_leader(self.default.upstream.run, self.default.upstream)
+
+    def deliver(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
+        """A batch of a non-default source (``prefix`` is its key prefix, ``crypto:us:``), from the engine: to
+        this node's holders. On another node than the one holding Alpaca the source exists only for this."""
+        self.source(prefix[:-1]).deliver(batch, now)
 
     async def stop(self) -> None:
         await asyncio.gather(*(src.stop() for src in self.all()), return_exceptions=True)

@@ -1,0 +1,202 @@
+"""The cluster's order log: a Redis Stream, with ids every node hands out the same, and a replica on each node.
+
+Appending is one Lua script, so it is atomic: skip the event if its dedupe key (execution id, or order + status)
+was seen within the retention, else take the next id from a counter (``INCR``) and ``XADD`` the event with it,
+trimming entries past the retention (``MINID``). So an id means the same event on every node, and a client that
+reconnects to another node behind a load balancer resumes from its ``since`` with no gap and no duplicate. The
+log's epoch lives in Redis too.
+
+Every node tails the stream (``XREAD BLOCK``) into a local replica, in id order, and hands each new entry to the
+order side (``on_entry``), which relays it to its authenticated clients and applies fills to positions. Reads
+(replays, ``since``, REST) are served from the replica, synchronously, as the SQLite journal serves them on one
+process. Appends and the "last seen" marker are written in order by one task that retries while Redis is away,
+so an event the leader received is never dropped for a Redis hiccup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from trade_stream.core.journal import Entry, dedupe_key
+
+log = logging.getLogger("trade_stream.engines.redis_orders")
+
+ERRORS = (RedisError, OSError, TimeoutError)
+APPEND = """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+  return 0
+end
+local id = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'id', id, 'e', ARGV[3])
+return id
+"""
+FINAL = ("filled", "canceled", "expired", "rejected", "replaced")
+BACKLOG_LIMIT = 10_000  # events kept in memory while Redis is away; beyond that, REST reconciliation
+
+
+class RedisOrderLog:
+    def __init__(self, r: Any, prefix: str, retention_days: float, retry: float) -> None:
+        self.r = r
+        self.retention = retention_days * 86400
+        self.retry = retry
+        self.k_seq, self.k_stream = f"{prefix}:orders:seq", f"{prefix}:orders:stream"
+        self.k_epoch, self.k_meta = f"{prefix}:orders:epoch", f"{prefix}:orders:meta"
+        self.k_dedupe = f"{prefix}:orders:dedupe:"
+        self._append = r.register_script(APPEND)
+        self.epoch = ""
+        self.on_entry: Callable[[Entry], None] | None = None
+        self.on_error: Callable[[BaseException], None] = lambda exc: None
+        self._ids: list[int] = []
+        self._entries: list[Entry] = []
+        self._recorded: list[float] = []
+        self._orders: dict[str, tuple[str | None, str | None, str | None]] = {}
+        self._meta: dict[str, str] = {}
+        self._last_sid = "0-0"
+        self._ops: deque[tuple[Any, ...]] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    # --- loading and following the stream -----------------------------------------------------------------
+
+    async def load(self) -> None:
+        await self.r.set(self.k_epoch, secrets.token_hex(6), nx=True)
+        self.epoch = (await self.r.get(self.k_epoch)).decode()
+        await self._read_new(deliver=False)
+        self._meta = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.k_meta)).items()}
+
+    async def sync(self) -> None:
+        """Catch up with the stream and the shared marker (a new leader does this before reconciling)."""
+        await self._read_new(deliver=True)
+        self._meta.update({k.decode(): v.decode() for k, v in (await self.r.hgetall(self.k_meta)).items()})
+
+    async def _read_new(self, deliver: bool) -> None:
+        while True:
+            start = "-" if self._last_sid == "0-0" else f"({self._last_sid}"
+            rows = await self.r.xrange(self.k_stream, min=start, max="+", count=1000)
+            for sid, fields in rows:
+                self._add(sid, fields, deliver)
+            if len(rows) < 1000:
+                return
+
+    async def tail_loop(self) -> None:
+        while not self._closed:
+            try:
+                reply = await self.r.xread({self.k_stream: self._last_sid}, count=1000, block=1000)
+            except ERRORS as exc:
+                self.on_error(exc)
+                await asyncio.sleep(self.retry)
+                continue
+            for _, rows in reply or ():
+                for sid, fields in rows:
+                    self._add(sid, fields, True)
+
+    def _add(self, sid: bytes, fields: dict[bytes, bytes], deliver: bool) -> None:
+        self._last_sid = sid.decode() if isinstance(sid, bytes) else sid
+        n = int(fields[b"id"])
+        if self._ids and n <= self._ids[-1]:
+            return  # already have it (sync and the tail both read it)
+        body = orjson.loads(fields[b"e"])
+        entry = Entry(n, body["event"], body["data"], bool(body.get("reconciled")))
+        self._ids.append(n)
+        self._entries.append(entry)
+        self._recorded.append(float(body.get("recorded") or time.time()))
+        self.remember(entry.data.get("order") or {})
+        if deliver and self.on_entry is not None:
+            self.on_entry(entry)
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def append(self, data: dict[str, Any], reconciled: bool = False, dedupe: str | None = None) -> Entry | None:
+        """Queued for the shared log; the entry comes back through ``on_entry`` on every node (this one too)."""
+        if len(self._ops) >= BACKLOG_LIMIT:
+            log.error("order_log_backlog_full kept=%d: later events come back by REST reconciliation", BACKLOG_LIMIT)
+            return None
+        self._ops.append(("append", data, reconciled, dedupe or dedupe_key(data)))
+        self._wake.set()
+        return None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+        self._ops.append(("meta", key, value))
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the append loop (it also ends on cancellation; this does not depend on it)."""
+        self._closed = True
+        self._wake.set()
+
+    async def append_loop(self) -> None:
+        ops = self._ops
+        while not self._closed:
+            if not ops:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            op = ops[0]
+            try:
+                await self._run(op)
+            except ERRORS as exc:
+                self.on_error(exc)
+                await asyncio.sleep(self.retry)
+                continue
+            ops.popleft()
+
+    async def _run(self, op: tuple[Any, ...]) -> None:
+        if op[0] == "meta":
+            await self.r.hset(self.k_meta, op[1], op[2])
+            return
+        _, data, reconciled, dedupe = op
+        now = time.time()
+        body = orjson.dumps({"event": str(data.get("event")), "data": data, "reconciled": reconciled,
+                             "recorded": now})
+        min_id = f"{int((now - self.retention) * 1000)}-0"
+        n = await self._append(keys=[self.k_seq, self.k_stream, self.k_dedupe + dedupe],
+                               args=[max(1, int(self.retention)), min_id, body])
+        if not n:
+            log.info("order_event_duplicate dedupe=%s", dedupe)
+
+    # --- reads, from the replica --------------------------------------------------------------------------
+
+    def since(self, after_id: int, limit: int = 10_000) -> list[Entry]:
+        start = bisect.bisect_right(self._ids, after_id)
+        return self._entries[start:start + limit]
+
+    def count_after(self, after_id: int, limit: int) -> int:
+        return min(limit, len(self._ids) - bisect.bisect_right(self._ids, after_id))
+
+    def last_id(self) -> int:
+        return self._ids[-1] if self._ids else 0
+
+    def first_id(self) -> int:
+        return self._ids[0] if self._ids else 0
+
+    def remember(self, order: dict[str, Any]) -> None:
+        if order.get("id"):
+            self._orders[order["id"]] = (order.get("status"), str(order.get("filled_qty")), order.get("updated_at"))
+
+    def order_state(self, order_id: str) -> tuple[str | None, str | None, str | None]:
+        return self._orders.get(order_id, (None, None, None))
+
+    def open_orders(self) -> list[str]:
+        return [k for k, (status, _, _) in self._orders.items() if status not in FINAL]
+
+    def get_meta(self, key: str) -> str | None:
+        return self._meta.get(key)
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop replica entries past the retention (Redis trims the stream itself on append)."""
+        cutoff = (now or time.time()) - self.retention
+        cut = bisect.bisect_left(self._recorded, cutoff)
+        if cut:
+            del self._ids[:cut], self._entries[:cut], self._recorded[:cut]
+        return cut

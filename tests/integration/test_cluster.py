@@ -1,0 +1,349 @@
+"""Cluster mode: several daemons on one real ``redis-server`` share one Alpaca session (the simulator refuses a
+second one, as Alpaca does, and every test asserts it never had to)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer
+from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from trade_stream.app import App
+from trade_stream.core.event_ids import parse
+
+pytestmark = [pytest.mark.timeout(90),
+              pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
+DATA, TRADING = "/v2/iex", "/stream"
+LEASE = 1.0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def node_config(sim: Any, tmp_path: Path, url: str, name: str, **overrides: Any) -> Any:
+    return relay_config(sim, tmp_path / name, redis_url=url, node_id=name, cluster_lease=LEASE, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def cluster(sim: Any, tmp_path: Path, urls: list[str], **overrides: Any) -> AsyncIterator[list[App]]:
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [await stack.enter_async_context(running(node_config(sim, tmp_path, url, f"node{i}", **overrides)))
+                for i, url in enumerate(urls)]
+        await wait_until(lambda: leader(apps) is not None and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                         timeout=15, what="one leader holding both streams")
+        yield apps
+
+
+def leader(apps: list[App]) -> App | None:
+    leading = [a for a in apps if a.engine is not None and a.engine.is_leader]
+    assert len(leading) <= 1, [a.cfg.node_id for a in leading]
+    return leading[0] if leading else None
+
+
+def upstream_symbols(sim: Any) -> set[str]:
+    return set(sim.subscriptions(DATA).get("trades", []))
+
+
+async def trade_reaches(browser: Browser, sim: Any, symbol: str, price: float) -> None:
+    """Inject trades until one at ``price`` reaches ``browser`` (the subscription may still be on its way)."""
+    async def attempt() -> bool:
+        sim.inject_trade(symbol, price, 1)
+        with contextlib.suppress(AssertionError, TimeoutError):
+            await browser.expect(lambda m: m.get("type") == "trade" and m["symbol"] == symbol
+                                 and m["data"]["price"] == price, timeout=0.3)
+            return True
+        return False
+
+    for _ in range(40):
+        if await attempt():
+            return
+    raise AssertionError(f"no {symbol} trade at {price} reached the client")
+
+
+async def test_three_nodes_share_one_upstream_session(sim, tmp_path, redis_server):
+    async with cluster(sim, tmp_path, [redis_server.url] * 3) as apps:
+        first = leader(apps)
+        await wait_until(lambda: all(len(a.status()["cluster"]["nodes"]) == 3 for a in apps), what="3 nodes seen")
+        views = [a.status()["cluster"] for a in apps]
+        assert {v["leader"] for v in views} == {first.cfg.node_id}
+        assert [v["node_id"] for v in views] == ["node0", "node1", "node2"]
+        assert all(v["redis"] == "up" for v in views)
+
+        async with Browser.connect(apps[0].port) as a0, Browser.connect(apps[1].port) as b1, \
+                Browser.connect(apps[2].port) as a2:
+            await a0.send({"action": "subscribe", "symbol": "AAPL"})
+            await b1.send({"action": "subscribe", "symbol": "MSFT"})
+            await a2.send({"action": "subscribe", "symbol": "AAPL"})
+            for browser in (a0, b1, a2):
+                await browser.expect("subscribed")
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL", "MSFT"}, what="the union held upstream")
+            await trade_reaches(a0, sim, "AAPL", 101.0)
+            await trade_reaches(a2, sim, "AAPL", 101.5)
+            await trade_reaches(b1, sim, "MSFT", 202.0)
+            assert not [m for m in a0.seen if m.get("symbol") == "MSFT"]  # a node gets only what it holds
+
+            # The last holder of MSFT (on node1) leaves: upstream lets it go.
+            await b1.send({"action": "unsubscribe", "symbol": "MSFT"})
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL"}, what="MSFT released upstream")
+            # One of two AAPL holders leaves: node2 still holds it, so upstream keeps it.
+            await a0.send({"action": "unsubscribe", "symbol": "AAPL"})
+            await wait_until(lambda: ("trades", "AAPL") not in apps[0].relay.hub.wanted(), what="node0 let go")
+            await wait_until(lambda: apps[0].engine._written == set(), what="node0's interest written")
+            await asyncio.sleep(LEASE)  # several of the leader's interest rounds
+            assert upstream_symbols(sim) == {"AAPL"}
+            await trade_reaches(a2, sim, "AAPL", 103.0)
+            await a2.send({"action": "unsubscribe", "symbol": "AAPL"})
+            await wait_until(lambda: upstream_symbols(sim) == set(), what="AAPL released once nobody holds it")
+
+            # Orders: a fill reaches the authenticated clients on every node, with the same id.
+            for browser in (a0, b1, a2):
+                await browser.send({"action": "auth", "token": TOKEN})
+                await browser.expect("authenticated")
+                await browser.send({"action": "subscribe", "channel": "orders"})
+                await browser.expect("orders_snapshot")
+            order = sim.submit_order("AAPL", "buy", 5, "limit", 100)
+            sim.fill_order(order["id"], price=99.0)
+            fills = [await b.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill")
+                     for b in (a0, b1, a2)]
+            assert len({f["id"] for f in fills}) == 1 and fills[0]["data"]["order_id"] == order["id"]
+            news = [m["id"] for b in (a0, b1, a2) for m in b.of_type("order_update") if m["event"] == "new"]
+            assert len(set(news)) == 1 and len(news) == 3
+            # REST on another node answers with the same ids and epoch.
+            epochs = {a.orders.epoch for a in apps}
+            assert len(epochs) == 1
+            status, body = apps[2].orders.events_since(parse(f"{epochs.pop()}-0"))
+            assert status == 200 and [e["id"] for e in body["events"]][-1] == fills[0]["id"]
+        assert sim.session_refusals == 0
+
+
+async def test_cluster_symbol_cap_is_cluster_wide_and_refusals_reach_the_asking_node(sim, tmp_path, redis_server):
+    async with cluster(sim, tmp_path, [redis_server.url] * 2, max_symbols=1) as apps:
+        async with Browser.connect(apps[0].port) as a, Browser.connect(apps[1].port) as b:
+            await a.send({"action": "subscribe", "symbol": "AAPL"})
+            await a.expect("subscribed")
+            await wait_until(lambda: upstream_symbols(sim) == {"AAPL"}, what="AAPL held")
+            await b.send({"action": "subscribe", "symbol": "MSFT"})
+            error = await b.expect(lambda m: m.get("type") == "error" and m.get("symbol") == "MSFT", timeout=10)
+            assert error["code"] == "symbol_limit"
+            await trade_reaches(a, sim, "AAPL", 55.0)
+            assert upstream_symbols(sim) == {"AAPL"}
+        assert sim.session_refusals == 0
+
+
+async def test_a_node_cut_off_from_redis_and_a_redis_restart(sim, tmp_path, redis_server):
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    try:
+        # node0 reaches Redis through the proxy; node1 directly. Make node0 the leader first.
+        async with running(node_config(sim, tmp_path, proxy.url, "node0")) as n0:
+            await wait_until(lambda: n0.engine.is_leader and sim.sessions(DATA) == 1, timeout=10, what="node0 leads")
+            async with running(node_config(sim, tmp_path, redis_server.url, "node1")) as n1, \
+                    Browser.connect(n0.port) as c0, Browser.connect(n1.port) as c1:
+                for browser in (c0, c1):
+                    await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                    await browser.expect("subscribed")
+                await trade_reaches(c0, sim, "AAPL", 10.0)
+                await trade_reaches(c1, sim, "AAPL", 10.5)
+
+                proxy.cut()  # the leader loses Redis: it fences itself, node1 takes over
+                await wait_until(lambda: n1.engine.is_leader and not n0.engine.is_leader, timeout=15,
+                                 what="node1 takes over")
+                await wait_until(lambda: n0.status()["cluster"]["redis"] == "down", what="node0 reports redis down")
+                await c0.expect(lambda m: m.get("type") == "status" and m["upstream"]["state"] != "connected")
+                await trade_reaches(c1, sim, "AAPL", 11.0)
+                proxy.heal()
+                await wait_until(lambda: n0.status()["cluster"]["redis"] == "up", timeout=15, what="node0 back")
+                await trade_reaches(c0, sim, "AAPL", 12.0)  # the client stayed connected all along
+
+                redis_server.stop()
+                await wait_until(lambda: all(a.status()["cluster"]["redis"] == "down" for a in (n0, n1)),
+                                 timeout=15, what="both see redis down")
+                await c1.expect(lambda m: m.get("type") == "status" and m["upstream"]["state"] != "connected")
+                redis_server.start()
+                await wait_until(lambda: leader([n0, n1]) is not None and sim.sessions(DATA) == 1, timeout=20,
+                                 what="a leader again")
+                await trade_reaches(c0, sim, "AAPL", 13.0)
+                await trade_reaches(c1, sim, "AAPL", 13.5)
+                assert sim.sessions(DATA) == 1 and sim.sessions(TRADING) <= 1
+        assert sim.session_refusals == 0
+    finally:
+        await proxy.close()
+
+
+async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
+    from tests.support.relay import free_port
+    from trade_stream.engines.base import EngineUnavailable
+
+    app = App(node_config(sim, tmp_path, f"redis://127.0.0.1:{free_port()}/0", "lonely"))
+    with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=redis://127\.0\.0\.1"):
+        await app.start()
+    await app.stop()
+
+
+async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_server):
+    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every fill
+    reaches every surviving client exactly once."""
+    import signal
+
+    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+    from tests.support.relay import KEY, SECRET
+
+    env_file = empty_env_file(tmp_path)
+    procs: dict[str, Proc] = {}
+    try:
+        for i in range(3):
+            name = f"node{i}"
+            env = clean_env(tmp_path / name, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET,
+                            ALPACA_BASE_URL=sim.http_url, ALPACA_DATA_URL=sim.http_url,
+                            ALPACA_DATA_STREAM_URL=f"{sim.ws_url}/v2/iex",
+                            ALPACA_TRADING_STREAM_URL=f"{sim.ws_url}/stream", TRADE_STREAM_HOST="127.0.0.1",
+                            TRADE_STREAM_PORT="0", TRADE_STREAM_TOKEN=TOKEN, TRADE_STREAM_REDIS_URL=redis_server.url,
+                            TRADE_STREAM_NODE_ID=name, TRADE_STREAM_CLUSTER_LEASE=str(LEASE),
+                            TRADE_STREAM_PING_INTERVAL="0")
+            procs[name] = Proc([str(TS), "--env-file", env_file], cwd=tmp_path, env=env)
+        ports = {name: await asyncio.to_thread(p.port) for name, p in procs.items()}
+        await wait_until(lambda: sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1, timeout=20,
+                         what="one leader holding both streams")
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {n: await stack.enter_async_context(Browser.connect(port)) for n, port in ports.items()}
+            for browser in clients.values():
+                await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                await browser.send({"action": "auth", "token": TOKEN})
+                await browser.send({"action": "subscribe", "channel": "orders"})
+                await browser.expect("orders_snapshot")
+            status = await wait_until(lambda: (s := orjson_get(ports["node0"], "/api/stream/status"))["cluster"]
+                                      ["nodes"] == sorted(procs) and s, what="every node seen")
+            lead = status["cluster"]["leader"]
+            assert lead in procs
+            orders = [sim.submit_order("AAPL", "buy", 1, "limit", 100) for _ in range(10)]
+            for order in orders[:5]:
+                sim.fill_order(order["id"], price=99.0)
+            await clients["node0"].expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill")
+            procs[lead].popen.send_signal(signal.SIGKILL)  # mid-burst: some fills may never be journaled by it
+            procs[lead].popen.wait(10)
+            for order in orders[5:]:
+                sim.fill_order(order["id"], price=98.0)
+            survivors = [n for n in procs if n != lead]
+            wanted = {o["id"] for o in orders}
+            for name in survivors:
+                browser = clients[name]
+
+                def filled(b: Browser = browser) -> set[str]:
+                    return {m["data"]["order_id"] for m in b.of_type("order_update") if m["event"] == "fill"}
+
+                while filled() != wanted:
+                    await browser.expect(lambda m: m.get("type") == "order_update", timeout=20)
+                fills = [m for m in browser.of_type("order_update") if m["event"] == "fill"]
+                assert len(fills) == len(wanted), [(m["id"], m["data"]["order_id"], m["reconciled"]) for m in fills]
+            ids = [sorted(m["id"] for m in clients[n].of_type("order_update") if m["event"] == "fill")
+                   for n in survivors]
+            assert ids[0] == ids[1]  # the same ids on every node
+            await trade_reaches(clients[survivors[0]], sim, "AAPL", 77.0)
+            await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
+        assert sim.session_refusals == 0
+    finally:
+        for proc in procs.values():
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(proc.popen.wait, 10)
+
+
+def orjson_get(port: int, path: str) -> Any:
+    import urllib.request
+
+    import orjson
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return orjson.loads(resp.read())
+
+
+async def test_check_says_which_node_leads(sim, tmp_path, redis_server):
+    from trade_stream.ops.check import run as check_run
+
+    lines: list[str] = []
+    async with cluster(sim, tmp_path, [redis_server.url] * 2) as apps:
+        cfg = node_config(sim, tmp_path, redis_server.url, "checker")
+        assert await check_run(cfg, "AAPL", 0.0, 5.0, lines.append) == 0
+        lead = leader(apps).cfg.node_id
+    assert any(line.startswith("OK   cluster:") and f"leader {lead}" in line for line in lines), lines
+    assert sim.session_refusals == 0
+
+
+async def test_crypto_and_news_sources_are_held_by_the_leader_and_reach_clients_on_every_node(sim, tmp_path,
+                                                                                                redis_server):
+    crypto, news = "/v1beta3/crypto/us", "/v1beta1/news"
+    async with cluster(sim, tmp_path, [redis_server.url] * 2) as apps:
+        follower = next(a for a in apps if a is not leader(apps))
+        async with Browser.connect(follower.port) as browser:
+            await browser.send({"action": "subscribe", "symbols": ["BTC/USD"], "channels": ["trades"]})
+            await browser.expect("subscribed")
+            await browser.send({"action": "subscribe", "channel": "news", "symbols": ["AAPL"]})
+            await browser.expect(lambda m: m.get("type") == "subscribed" and m.get("channels") == ["news"])
+            # One connection per source, opened by the leader for the follower's client.
+            await wait_until(lambda: sim.subscriptions(crypto).get("trades") == ["BTC/USD"], timeout=10,
+                             what="the leader subscribed the pair upstream")
+            await wait_until(lambda: sim.subscriptions(news).get("news") == ["AAPL"], timeout=10,
+                             what="the leader subscribed the news upstream")
+            assert sim.sessions(crypto) == 1 and sim.sessions(news) == 1
+
+            async def crypto_trade_reaches(price: float) -> None:
+                for _ in range(40):
+                    sim.inject_trade("BTC/USD", price, 1, path=crypto)
+                    with contextlib.suppress(AssertionError, TimeoutError):
+                        await browser.expect(lambda m: m.get("type") == "trade" and m["symbol"] == "BTC/USD"
+                                             and m["data"]["price"] == price, timeout=0.3)
+                        return
+                raise AssertionError("no BTC/USD trade reached the follower's client")
+
+            await crypto_trade_reaches(65000.5)
+            for _ in range(40):
+                sim.inject_news(["AAPL"], headline="Cluster headline")
+                with contextlib.suppress(AssertionError, TimeoutError):
+                    await browser.expect(lambda m: m.get("type") == "news"
+                                         and m["data"]["headline"] == "Cluster headline", timeout=0.3)
+                    break
+            else:
+                raise AssertionError("no news reached the follower's client")
+        assert sim.session_refusals == 0
+
+
+async def test_each_account_has_its_own_shared_order_log_and_trading_session(tmp_path, redis_server):
+    from tests.integration.test_accounts import KEYS, accounts_file
+    from trade_stream.simulator import SimConfig, Simulator
+
+    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts=dict(KEYS.values()),
+                                   rate_per_symbol=0.0)) as sim:
+        accounts = accounts_file(sim, tmp_path)
+        overrides = {"accounts": accounts, "api_key": KEYS["paper"][0], "secret_key": KEYS["paper"][1]}
+        async with contextlib.AsyncExitStack() as stack:
+            apps = [await stack.enter_async_context(running(node_config(sim, tmp_path, redis_server.url, f"n{i}",
+                                                                        **overrides))) for i in range(2)]
+            # One trading session per account, all held by the leader.
+            await wait_until(lambda: leader(apps) is not None and sim.sessions(TRADING) == 2, timeout=15,
+                             what="the leader holding both accounts' trading streams")
+            follower = next(a for a in apps if a is not leader(apps))
+            sim.submit_order("AAPL", "buy", 1, key=KEYS["paper"][0])
+            sim.submit_order("MSFT", "buy", 2, key=KEYS["live"][0])
+            sim.submit_order("TSLA", "buy", 3, key=KEYS["live"][0])
+
+            def logged(app: App) -> dict[str, list[str]]:
+                return {o.account: [e.data.get("symbol") for e in o.journal.since(0)] for o in app.accounts}
+
+            await wait_until(lambda: logged(follower) == {"paper": ["AAPL"], "live": ["MSFT", "TSLA"]},
+                             timeout=10, what="each account's events in its own log on the follower")
+            by_account = {o.account: o for o in follower.accounts}
+            assert [e.id for e in by_account["live"].journal.since(0)] == [1, 2]  # ids per account
+            assert by_account["paper"].epoch != by_account["live"].epoch
+            assert sim.session_refusals == 0
