@@ -472,3 +472,27 @@ async def test_jwt_expiry_ends_sse_streams_and_the_compatible_stream(app2):
         assert reply["action"] == "error" and "expired" in reply["data"]["error_message"]
         with pytest.raises(Exception, match=r"1008|close"):
             await asyncio.wait_for(ws.recv(), 3)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_jwt_signed_with_a_private_key_is_checked_with_the_public_key(sim2, tmp_path, alg):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def new_key():
+        return rsa.generate_private_key(65537, 2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
+
+    key, other = new_key(), new_key()
+    pem = tmp_path / "jwt.pub"
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    cfg = relay_config(sim2, tmp_path / "state", accounts=accounts_file(sim2, tmp_path), jwt_public_key=str(pem),
+                       api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1])
+    claims = {"sub": "hana", "accounts": ["live"], "exp": int(time.time()) + 60}
+    async with running(cfg) as app:
+        assert (await ws_auth(app, jwt.encode(claims, key, algorithm=alg)))["type"] == "authenticated"
+        assert await ws_accounts(app, jwt.encode(claims, key, algorithm=alg)) <= {"live"}
+        wrong = await ws_auth(app, jwt.encode(claims, other, algorithm=alg))
+        assert wrong["code"] == "unauthorized" and "signature" in wrong["message"]
+        hmac_one = await ws_auth(app, mint(claims))  # HS256 is not accepted without TRADE_STREAM_JWT_SECRET
+        assert hmac_one["code"] == "unauthorized" and "algorithm" in hmac_one["message"]
