@@ -496,3 +496,27 @@ async def test_jwt_signed_with_a_private_key_is_checked_with_the_public_key(sim2
         assert wrong["code"] == "unauthorized" and "signature" in wrong["message"]
         hmac_one = await ws_auth(app, mint(claims))  # HS256 is not accepted without TRADE_STREAM_JWT_SECRET
         assert hmac_one["code"] == "unauthorized" and "algorithm" in hmac_one["message"]
+
+
+@pytest.mark.timeout(30)
+def test_a_user_naming_an_unknown_account_stops_the_start_with_one_line(sim2, tmp_path):
+    from tests.integration.test_ops import TS, assert_one_line, clean_env, empty_env_file, run
+
+    accounts_file(sim2, tmp_path)  # accounts.toml: paper and live
+    users = tmp_path / "users.toml"
+    write_users(str(users), [UserRecord("alice", hash_token("t" * 40), ("paper",)),
+                             UserRecord("zed", hash_token("z" * 40), ("paper", "papr"))])
+    bad = run([str(TS), "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+              env=clean_env(tmp_path, TRADE_STREAM_ACCOUNTS_FILE=str(tmp_path / "accounts.toml"),
+                            TRADE_STREAM_USERS_FILE=str(users)))
+    line = assert_one_line(bad.stderr)
+    assert bad.returncode == 2 and "'zed'" in line and "'papr'" in line and "TRADE_STREAM_USERS_FILE" in line, line
+
+
+async def test_jwt_accounts_this_relay_does_not_have_are_ignored_and_logged_once(app2, caplog):
+    token = mint({"sub": "ivan", "accounts": ["live", "nope"], "exp": int(time.time()) + 60})
+    assert (await ws_auth(app2, token))["type"] == "authenticated"
+    assert await ws_accounts(app2, token) == {"live"}
+    assert (await ws_auth(app2, token))["type"] == "authenticated"
+    logged = [r for r in caplog.records if "jwt_unknown_accounts" in r.getMessage()]
+    assert len(logged) == 1 and "nope" in logged[0].getMessage()
