@@ -36,7 +36,7 @@ export class OrdersPanel {
   #token = tokenStore.get();
   #state = 'none';
   #seen = new Set();
-  #epoch = null; // the order journal's epoch, from orders_snapshot: resume points carry it
+  #epochs = new Map(); // account -> its order journal's epoch, from orders_snapshot: resume points carry it
   #retryTimer = 0;
 
   constructor(connection, document) {
@@ -76,12 +76,12 @@ export class OrdersPanel {
       case 'subscribed':
       case 'unsubscribed':
         return message.channel === 'orders';
-      case 'orders_snapshot':
-        this.#epoch = message.epoch ?? null;
+      case 'orders_snapshot': // one per account the user sees, each naming it
+        this.#epochs.set(message.account ?? '', message.epoch ?? null);
         this.#showSnapshot(message);
         return true;
       case 'orders_reset':
-        if (message.epoch) this.#epoch = message.epoch;
+        if (message.epoch) this.#epochs.set(message.account ?? '', message.epoch);
         return true;
       case 'order_update':
         this.#showUpdate(message);
@@ -140,21 +140,23 @@ export class OrdersPanel {
     this.#connection.send({ action: 'subscribe', channel: 'orders', ...(since === null ? {} : { since }) });
   }
 
-  #showSnapshot({ orders = [], positions = [], portfolio }) {
-    for (const row of this.#els.list.querySelectorAll('.order-row[data-event="snapshot"]')) row.remove();
+  #showSnapshot({ orders = [], positions = [], portfolio, account = '' }) {
+    for (const row of this.#els.list.querySelectorAll('.order-row[data-event="snapshot"]')) {
+      if (row.dataset.account === account) row.remove(); // this account's snapshot replaces its own only
+    }
     const newestFirst = [...orders].sort((a, b) => timeOf(b).localeCompare(timeOf(a)));
-    this.#els.list.append(...newestFirst.slice(0, MAX_ORDER_ROWS).map((order) => orderRow(order, {})));
-    this.#positions.replaceAll(positions, portfolio);
+    this.#els.list.append(...newestFirst.slice(0, MAX_ORDER_ROWS).map((order) => orderRow(order, { account })));
+    this.#positions.replaceAll(positions, portfolio, account);
     this.#refreshEmpty();
   }
 
-  #showUpdate({ id, event, data = {}, reconciled }) {
+  #showUpdate({ id, event, data = {}, reconciled, account = '' }) {
     const order = data.order ?? {};
-    const key = `${id}:${order.id}:${event}`;
+    const key = `${account}:${id}:${order.id}:${event}`;
     if (this.#seen.has(key)) return;
     this.#seen.add(key);
-    lastOrderEvent.record(id, this.#epoch);
-    this.#els.list.prepend(orderRow(order, { id, event, data, reconciled }));
+    lastOrderEvent.record(id, this.#epochs.get(account) ?? null, account);
+    this.#els.list.prepend(orderRow(order, { id, event, data, reconciled, account }));
     while (this.#els.list.children.length > MAX_ORDER_ROWS) this.#els.list.lastElementChild.remove();
     this.#refreshEmpty();
   }
@@ -190,12 +192,13 @@ function timeOf(order) {
 const words = (text) => String(text ?? '').replace(/_/g, ' ');
 
 /** One order row, from an order_update (id, event, data, reconciled) or, without them, a snapshot order. */
-function orderRow(order, { id, event, data = {}, reconciled }) {
+function orderRow(order, { id, event, data = {}, reconciled, account = '' }) {
   const timestamp = data.timestamp ?? timeOf(order);
-  const dataset = { event: event ?? 'snapshot', status: order.status ?? '', orderId: order.id ?? '' };
+  const dataset = { event: event ?? 'snapshot', status: order.status ?? '', orderId: order.id ?? '', account };
   if (id !== undefined) dataset.id = id;
   return el('li', { class: `order-row tone-${TONES[event] ?? TONES[order.status] ?? 'other'}`, dataset },
-    el('span', { class: 'event', text: words(event ?? order.status) }),
+    el('span', { class: 'event' }, words(event ?? order.status),
+      account ? el('span', { class: 'account', text: account, title: `account ${account}` }) : ''),
     el('span', { class: 'what', text: orderSummary(order) }),
     el('span', { class: 'detail', text: priceDetail(order, event, data) }),
     el('span', { class: 'status', text: `${words(order.status)} · ${fillProgress(order)}` }),

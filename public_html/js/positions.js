@@ -1,53 +1,75 @@
-// The positions table and its portfolio total.
+// The positions table: one section per account (a heading row each when the user sees several accounts), and
+// the user's portfolio total over all of them in the footer.
 import { el } from './dom.js';
 import { formatMoney, formatPrice, formatQuantity, formatSignedMoney, signDirection } from './format.js';
 
 export class PositionsTable {
   #table;
-  #tbody;
-  #rows = new Map();
+  #sections = new Map(); // account ('' when the relay names none) -> { body, head, rows, portfolio }
   #portfolioValue;
   #portfolioPl;
 
   constructor(table, portfolioValue, portfolioPl) {
     this.#table = table;
-    this.#tbody = table.tBodies[0];
+    this.#table.tBodies[0]?.remove(); // sections are made per account
     this.#portfolioValue = portfolioValue;
     this.#portfolioPl = portfolioPl;
   }
 
-  /** Replaces every row; positions are Alpaca position objects. */
-  replaceAll(positions, portfolio) {
-    this.#rows.clear();
-    this.#tbody.replaceChildren();
-    for (const position of positions) this.#upsert(position);
-    this.#showPortfolio(portfolio ?? totalOf(positions));
+  /** Replaces one account's rows (an orders_snapshot); positions are Alpaca position objects. */
+  replaceAll(positions, portfolio, account = '') {
+    const section = this.#section(account);
+    section.rows.clear();
+    section.body.replaceChildren(section.head);
+    for (const position of positions) this.#upsert(section, position);
+    section.portfolio = portfolio ?? totalOf(positions);
+    this.#refreshTotals();
     this.#table.hidden = false;
   }
 
   /** A position_update message. */
   update(message) {
-    this.#upsert(message);
-    if (message.portfolio) this.#showPortfolio(message.portfolio);
+    const section = this.#section(message.account ?? '');
+    this.#upsert(section, message);
+    if (message.portfolio) section.portfolio = message.portfolio;
+    this.#refreshTotals();
     this.#table.hidden = false;
   }
 
   clear() {
-    this.#rows.clear();
-    this.#tbody.replaceChildren();
+    for (const { body } of this.#sections.values()) body.remove();
+    this.#sections.clear();
     this.#table.hidden = true;
   }
 
-  #upsert(position) {
+  #section(account) {
+    let section = this.#sections.get(account);
+    if (section) return section;
+    const value = el('span', { class: 'muted account-value' });
+    const pl = el('td', { class: 'pl account-pl' });
+    const head = el('tr', { class: 'account-head' },
+      el('th', { scope: 'rowgroup', colspan: '4' }, el('span', { class: 'account-name', text: account }), ' ', value),
+      pl);
+    const body = el('tbody', { class: 'account-section', dataset: { account } }, head);
+    section = { body, head, value, pl, rows: new Map(), portfolio: null };
+    this.#sections.set(account, section);
+    const after = [...this.#sections.keys()].sort().indexOf(account);
+    const next = [...this.#sections.keys()].sort()[after + 1];
+    this.#table.insertBefore(body, next === undefined ? this.#table.tFoot : this.#sections.get(next).body);
+    return section;
+  }
+
+  #upsert(section, position) {
     const { symbol } = position;
     if (!symbol) return;
-    const existing = this.#rows.get(symbol);
+    const existing = section.rows.get(symbol);
     if (Number(position.qty) === 0) {
       existing?.remove();
-      this.#rows.delete(symbol);
+      section.rows.delete(symbol);
       return;
     }
-    const row = el('tr', { class: 'position', dataset: { symbol } },
+    const account = position.account ?? '';
+    const row = el('tr', { class: 'position', dataset: { symbol, account } },
       el('th', { scope: 'row', text: symbol }),
       el('td', { class: 'qty', text: formatQuantity(position.qty) }),
       el('td', { class: 'avg-entry', text: formatPrice(position.avg_entry_price) }),
@@ -55,15 +77,28 @@ export class PositionsTable {
       el('td', {
         class: `pl ${signDirection(position.unrealized_pl)}`, text: formatSignedMoney(position.unrealized_pl),
       }));
+    if (account) row.title = `account ${account}`;
     if (existing) existing.replaceWith(row);
-    else this.#tbody.append(row);
-    this.#rows.set(symbol, row);
+    else section.body.append(row);
+    section.rows.set(symbol, row);
   }
 
-  #showPortfolio({ unrealized_pl: pl, market_value: value }) {
-    this.#portfolioValue.textContent = value === undefined ? '' : `(market value ${formatMoney(value)})`;
-    this.#portfolioPl.textContent = formatSignedMoney(pl);
-    this.#portfolioPl.className = `pl ${signDirection(pl)}`;
+  /** Each account's heading (shown only when there are several) and the user's total over all of them. */
+  #refreshTotals() {
+    const several = this.#sections.size > 1;
+    const total = { unrealized_pl: 0, market_value: 0 };
+    for (const section of this.#sections.values()) {
+      const { unrealized_pl: pl = 0, market_value: value = 0 } = section.portfolio ?? {};
+      total.unrealized_pl += Number(pl) || 0;
+      total.market_value += Number(value) || 0;
+      section.head.hidden = !several;
+      section.value.textContent = `(market value ${formatMoney(value)})`;
+      section.pl.textContent = formatSignedMoney(pl);
+      section.pl.className = `pl account-pl ${signDirection(pl)}`;
+    }
+    this.#portfolioValue.textContent = this.#sections.size ? `(market value ${formatMoney(total.market_value)})` : '';
+    this.#portfolioPl.textContent = formatSignedMoney(total.unrealized_pl);
+    this.#portfolioPl.className = `pl ${signDirection(total.unrealized_pl)}`;
   }
 }
 

@@ -125,7 +125,8 @@ class App:
         routes["/api/bars"] = lambda r: history.bars_route(r, cors(r))
         routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
-            self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status)
+            self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
+                                 snapshots=self.ws.snapshots)
             self.sse.add_alerts(notifier)
             await self.sse.start()
         await engine.start(self.supervisor.start)

@@ -416,7 +416,8 @@ def check_identity(values: dict[str, Any]) -> None:
 
     try:
         if values.get("users_file"):
-            identity.load_users(values["users_file"])
+            names = [a.name for a in values["accounts"]] if values.get("accounts") else ["default"]
+            identity.check_accounts(identity.load_users(values["users_file"]), names)
     except ValueError as exc:
         raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: {exc}") from None
     try:

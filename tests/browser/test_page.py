@@ -377,3 +377,34 @@ async def test_detail_shows_the_selected_symbols_latest_headline(sim, tmp_path, 
         await expect(news).to_be_hidden()
         await expect(panel(page, selected)).to_have_attribute("data-status", "subscribed")  # not forced off
         await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_orders_and_positions_show_their_account_with_one_section_per_account(tmp_path, watch):
+    """TRADE_STREAM_TOKEN sees both accounts: each order row names its account, positions come in one section
+    per account (each with its heading), and the footer is the user's total over both."""
+    from tests.integration.test_accounts import KEYS, accounts_file
+    from trade_stream.simulator import SimConfig, Simulator
+
+    page = watch.page
+    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts=dict(KEYS.values()),
+                                   rate_per_symbol=0.0)) as sim:
+        cfg = relay_config(sim, tmp_path / "state", accounts=accounts_file(sim, tmp_path),
+                           api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1])
+        async with running(cfg) as app:
+            await wait_until(lambda: app.relay.upstream.connected and all(t.connected for t in app.tradings.values()),
+                             10, "every stream up")
+            await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+            await expect(page.locator("#positions-table tbody.account-section")).to_have_count(2, timeout=UI)
+            for name, price in (("paper", 10), ("live", 20)):
+                sim.fill_order(sim.submit_order("AAPL", "buy", 2, key=KEYS[name][0])["id"], price=price)
+            for name, price in (("paper", "10.00"), ("live", "20.00")):
+                fill = page.locator(f'li.order-row[data-event=fill][data-account="{name}"]')
+                await expect(fill).to_have_count(1, timeout=UI)
+                await expect(fill.locator(".account")).to_have_text(name)
+                section = page.locator(f'#positions-table tbody[data-account="{name}"]')
+                await expect(section.locator("tr.account-head .account-name")).to_have_text(name)
+                await expect(section.locator('tr.position[data-symbol="AAPL"] .avg-entry')).to_have_text(price)
+            await expect(page.locator("#portfolio-value")).to_contain_text("60.00", timeout=UI)
+            await watch.finish()

@@ -96,7 +96,7 @@ async def sse_accounts(app, path: str, token: str) -> set[str]:
         try:
             while True:
                 ev = await r.next(0.6)
-                if ev.event in ("order_update", "alert:new"):
+                if ev.event in ("order:update", "order:fill", "alert:new"):
                     seen.add(ev.json()["account"])
         except TimeoutError:
             return seen
@@ -168,16 +168,16 @@ async def test_sse_compound_ids_resume_every_account_after_a_drop(sim2, app2):
     async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}"}) as r:
         await r.until("connected")
         await place(sim2, app2)
-        first = [await r.until("order_update") for _ in range(2)]
+        first = [await r.until("order:update") for _ in range(2)]
     last = first[-1].id
     assert "paper:" in last and "live:" in last  # the position in each journal
     await place(sim2, app2)  # while the client is away
     async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}",
                                                              "Last-Event-ID": last}) as r:
-        replayed = [(await r.until("order_update")).json() for _ in range(2)]
+        replayed = [(await r.until("order:update")).json() for _ in range(2)]
         assert {e["account"] for e in replayed} == set(KEYS)
         with pytest.raises(TimeoutError):
-            await r.until("order_update", timeout=0.5)  # nothing twice
+            await r.until("order:update", timeout=0.5)  # nothing twice
     # the REST cursor resumes the same way
     status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", token)
     status, again = await asyncio.to_thread(http, app2.port, f"/api/orders/events?since={body['cursor']}", token)
@@ -282,3 +282,241 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     assert main(["user", "--users-file", path, "list"]) == 0 and "zoe" in capsys.readouterr().out
     assert main(["user", "--users-file", path, "remove", "zoe"]) == 0
     assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
+
+
+# --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------
+
+PRIVATE_SSE = {"/api/stream/orders": "orders", "/api/stream/positions": "positions", "/api/stream/trading": "trading"}
+ORDER_FIELDS = {"orderId", "account", "symbol", "side", "status", "qty", "filledQty", "filledAvgPrice", "timestamp"}
+
+
+async def fill_each(sim, app, symbol: str = "AAPL", price: float = 10.0) -> None:
+    """One filled buy in every account, journaled and applied to positions."""
+    before = app.stats.order_events
+    for name in KEYS:
+        sim.fill_order(sim.submit_order(symbol, "buy", 1, key=KEYS[name][0])["id"], price=price)
+    await wait_until(lambda: app.stats.order_events >= before + 2 * len(KEYS), what="journaled")
+    await wait_until(lambda: all(symbol in o.positions.by_symbol for o in app.accounts), what="positions")
+
+
+async def sse_collect(app, path: str, token: str | None, last: str | None = "0", quiet: float = 0.6):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if last is not None:
+        headers["Last-Event-ID"] = last
+    async with sse_get(app.sse.port, path, headers) as r:
+        assert r.status == 200, (path, r.status, r.body)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                await r.next(quiet)
+        return r
+
+
+def of(r, event: str) -> list[dict]:
+    return [e.json() for e in r.events if e.event == event]
+
+
+async def test_new_sse_paths_give_each_user_exactly_their_accounts(sim2, app2):
+    await fill_each(sim2, app2)
+    for user, (token, allowed) in USERS.items():
+        want = set(allowed)
+        r = await sse_collect(app2, "/api/stream/orders", token)
+        updates, fills = of(r, "order:update"), of(r, "order:fill")
+        assert {u["account"] for u in updates} == want and {f["account"] for f in fills} == want, user
+        assert all(ORDER_FIELDS <= set(u) for u in updates), updates[0]
+        assert {f["status"] for f in fills} == {"filled"} and {f["filledQty"] for f in fills} == {"1"}
+        assert not of(r, "order_update") and not of(r, "position:update")
+        r = await sse_collect(app2, "/api/stream/positions", token, last=None)
+        first = of(r, "position:update")[0]
+        assert first["initializing"] and {p["account"] for p in first["positions"]} == want, user
+        assert first["totalValue"] == pytest.approx(sum(p["marketValue"] for p in first["positions"]))
+        assert not of(r, "order:update")
+        r = await sse_collect(app2, "/api/stream/trading", token)
+        assert {u["account"] for u in of(r, "order:update")} == want, user
+        assert {p["account"] for e in of(r, "position:update") for p in e["positions"]} == want, user
+    legacy = await sse_collect(app2, "/api/stream/orders?format=legacy", USERS["alice"][0])
+    assert {e["account"] for e in of(legacy, "order_update")} == {"paper"} and not of(legacy, "order:update")
+
+
+async def test_positions_follow_fills_and_price_moves_of_the_users_accounts_only(sim2, app2):
+    await fill_each(sim2, app2)
+    async with sse_get(app2.sse.port, "/api/stream/positions", {"Authorization": f"Bearer {USERS['alice'][0]}"}) \
+            as alice, sse_get(app2.sse.port, "/api/stream/positions",
+                              {"Authorization": f"Bearer {USERS['bob'][0]}"}) as bob:
+        for r in (alice, bob):
+            assert (await r.until("position:update")).json()["initializing"]
+        await wait_until(lambda: "AAPL" in sim2.subscriptions("/v2/iex")["trades"], what="positions priced")
+        sim2.inject_trade("AAPL", price=25.0)
+        for r, account in ((alice, "paper"), (bob, "live")):
+            moved = (await r.until("position:update")).json()
+            assert [(p["account"], p["currentPrice"]) for p in moved["positions"]] == [(account, 25.0)]
+            assert "initializing" not in moved
+        sim2.fill_order(sim2.submit_order("MSFT", "buy", 2, key=KEYS["paper"][0])["id"], price=5)
+        got = (await alice.until("position:update")).json()["positions"]
+        assert got[0]["account"] == "paper" and got[0]["symbol"] == "MSFT" and got[0]["qty"] == "2"
+        with pytest.raises(TimeoutError):
+            await bob.until("position:update", timeout=0.5)  # paper's MSFT is not bob's business
+
+
+async def test_new_sse_paths_headers_ids_401_and_replay_after_a_drop(sim2, app2):
+    port, token = app2.sse.port, USERS["carol"][0]
+    for path, kind in PRIVATE_SSE.items():
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+            async with sse_get(port, path, headers) as r:
+                assert r.status == 401 and r.headers["www-authenticate"] == "Bearer", path
+        headers = {"Authorization": f"Bearer {token}", "Origin": "http://localhost:8080", "Accept-Encoding": "gzip"}
+        async with sse_get(port, path, headers) as r:
+            assert r.status == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["cache-control"] == "no-cache" and r.headers["content-encoding"] == "gzip"
+            assert r.headers["access-control-allow-origin"] == "http://localhost:8080"
+            assert (await r.until("connected")).json()["client_id"].startswith(f"carol-{kind}-")
+    await fill_each(sim2, app2)
+    # trading: every event's id (a position's too) resumes the orders exactly
+    auth = {"Authorization": f"Bearer {token}"}
+    async with sse_get(port, "/api/stream/trading", auth) as r:
+        snap = await r.until("position:update")
+        assert snap.id and "paper:" in snap.id and "live:" in snap.id
+        await place(sim2, app2)
+        last = [await r.until("order:update") for _ in range(2)][-1]
+    assert last.id != snap.id
+    await place(sim2, app2)  # while away
+    async with sse_get(port, "/api/stream/trading", {**auth, "Last-Event-ID": last.id}) as r:
+        replayed = [(await r.until("order:update")).json() for _ in range(2)]
+        assert {e["account"] for e in replayed} == set(KEYS) and {e["status"] for e in replayed} == {"new"}
+        again = (await r.until("position:update")).json()
+        assert again["initializing"] and {p["account"] for p in again["positions"]} == set(KEYS)
+        with pytest.raises(TimeoutError):
+            await r.until("order:update", timeout=0.5)
+    # positions: a reconnect gets the whole state again, id = where the journals are
+    async with sse_get(port, "/api/stream/positions", {**auth, "Last-Event-ID": last.id}) as r:
+        ev = await r.until("position:update")
+        assert ev.json()["initializing"] and ev.id and ev.id != last.id
+
+
+async def test_prices_stream_is_public_merges_trades_and_quotes_and_replays(sim2, app2):
+    port = app2.sse.port
+    async with sse_get(port, "/api/stream/prices?symbols=AAPL", {"Origin": "http://localhost:8080"}) as r:
+        assert r.status == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["access-control-allow-origin"] == "http://localhost:8080"
+        first = await r.until("price:update")
+        assert first.json()["initializing"] is True and first.json()["symbol"] == "AAPL"
+        assert first.json()["price"] is not None and first.id is None  # the snapshot: state, not a stream event
+        await wait_until(lambda: "AAPL" in sim2.subscriptions("/v2/iex")["quotes"], what="quotes held")
+        sim2.inject_trade("AAPL", price=123.5)
+        trade = await r.until("price:update")
+        assert trade.json()["price"] == 123.5 and "initializing" not in trade.json()
+        sim2.inject_quote("AAPL", bid=123.0, ask=124.0)
+        quote = await r.until("price:update")
+        assert (quote.json()["price"], quote.json()["bid"], quote.json()["ask"]) == (123.5, 123.0, 124.0)
+        assert int(quote.id) == int(trade.id) + 1
+    sim2.inject_trade("AAPL", price=130.0)  # while away: the reconnect hold records it
+    await asyncio.sleep(0.2)
+    async with sse_get(port, "/api/stream/prices?symbols=AAPL", {"Last-Event-ID": quote.id}) as r:
+        missed = await r.until("price:update")
+        assert missed.json()["price"] == 130.0 and int(missed.id) == int(quote.id) + 1
+        assert not [e for e in r.events if e.event == "reset"]
+    async with sse_get(port, "/api/stream/prices") as r:
+        assert r.status == 400
+
+
+async def test_prices_above_a_thousand_a_second_send_the_latest_per_symbol(sim2, app2):
+    async with sse_get(app2.sse.port, "/api/stream/prices?symbols=AAPL") as r:
+        await r.until("price:update")
+        await wait_until(lambda: "AAPL" in sim2.subscriptions("/v2/iex")["trades"], what="held")
+        sent = 3000
+        for i in range(sent):
+            sim2.inject_trade("AAPL", price=1000.0 + i)
+            if i % 200 == 0:
+                await asyncio.sleep(0)
+        got = []
+        while not got or got[-1]["price"] != 1000.0 + sent - 1:
+            got.append((await r.until("price:update")).json())
+        assert len(got) < sent  # coalesced, and the last price arrived
+    await wait_until(lambda: not app2.sse.price_codec.pending, what="coalescing table drained")
+
+
+async def test_metrics_counts_streams_and_names_users_only_for_an_admin(app2):
+    port = app2.sse.port
+    async with sse_get(port, "/api/stream/orders", {"Authorization": f"Bearer {USERS['carol'][0]}"}) as a, \
+            sse_get(port, "/api/stream/positions", {"Authorization": f"Bearer {USERS['alice'][0]}"}) as b, \
+            sse_get(port, "/api/stream/prices?symbols=AAPL") as c:
+        for r, first in ((a, "connected"), (b, "position:update"), (c, "price:update")):
+            await r.until(first)
+        status, public = await asyncio.to_thread(http, port, "/api/stream/metrics", None)
+        assert status == 200
+        assert public["connections"]["orders"] == 1 and public["connections"]["positions"] == 1
+        assert public["connections"]["prices"] == 1 and public["users"] == [1, 1]
+        assert public["events_sent"]["positions"] >= 1 and "prices" in public["replay_buffers"]
+        _, alice = await asyncio.to_thread(http, port, "/api/stream/metrics", USERS["alice"][0])
+        assert alice["users"] == [1, 1]  # not an admin
+        _, admin = await asyncio.to_thread(http, port, "/api/stream/metrics", TOKEN)
+        assert admin["users"] == {"alice": 1, "carol": 1}
+
+
+async def test_jwt_expiry_ends_sse_streams_and_the_compatible_stream(app2):
+    soon = int(time.time()) + 2
+    token = mint({"sub": "gina", "accounts": ["paper"], "exp": soon})
+    async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}"}) as r, \
+            sse_get(app2.sse.port, "/api/stream/trading", {"Authorization": f"Bearer {token}"}) as t, \
+            connect(f"ws://127.0.0.1:{app2.port}/stream", ping_interval=None, close_timeout=0.5) as ws:
+        await ws.send(orjson.dumps({"action": "auth", "key": "paper", "secret": token}).decode())
+        assert orjson.loads(await ws.recv())["data"]["status"] == "authorized"
+        await ws.send(orjson.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}).decode())
+        await ws.recv()
+        for stream in (r, t):
+            err = await stream.until("error", timeout=6)
+            assert err.json()["code"] == "token_expired" and time.time() >= soon - 0.05
+            with pytest.raises(EOFError):
+                await stream.next(2)  # the stream ended
+        reply = orjson.loads(await asyncio.wait_for(ws.recv(), 6))
+        assert reply["action"] == "error" and "expired" in reply["data"]["error_message"]
+        with pytest.raises(Exception, match=r"1008|close"):
+            await asyncio.wait_for(ws.recv(), 3)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+async def test_jwt_signed_with_a_private_key_is_checked_with_the_public_key(sim2, tmp_path, alg):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def new_key():
+        return rsa.generate_private_key(65537, 2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
+
+    key, other = new_key(), new_key()
+    pem = tmp_path / "jwt.pub"
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    cfg = relay_config(sim2, tmp_path / "state", accounts=accounts_file(sim2, tmp_path), jwt_public_key=str(pem),
+                       api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1])
+    claims = {"sub": "hana", "accounts": ["live"], "exp": int(time.time()) + 60}
+    async with running(cfg) as app:
+        assert (await ws_auth(app, jwt.encode(claims, key, algorithm=alg)))["type"] == "authenticated"
+        assert await ws_accounts(app, jwt.encode(claims, key, algorithm=alg)) <= {"live"}
+        wrong = await ws_auth(app, jwt.encode(claims, other, algorithm=alg))
+        assert wrong["code"] == "unauthorized" and "signature" in wrong["message"]
+        hmac_one = await ws_auth(app, mint(claims))  # HS256 is not accepted without TRADE_STREAM_JWT_SECRET
+        assert hmac_one["code"] == "unauthorized" and "algorithm" in hmac_one["message"]
+
+
+@pytest.mark.timeout(30)
+def test_a_user_naming_an_unknown_account_stops_the_start_with_one_line(sim2, tmp_path):
+    from tests.integration.test_ops import TS, assert_one_line, clean_env, empty_env_file, run
+
+    accounts_file(sim2, tmp_path)  # accounts.toml: paper and live
+    users = tmp_path / "users.toml"
+    write_users(str(users), [UserRecord("alice", hash_token("t" * 40), ("paper",)),
+                             UserRecord("zed", hash_token("z" * 40), ("paper", "papr"))])
+    bad = run([str(TS), "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+              env=clean_env(tmp_path, TRADE_STREAM_ACCOUNTS_FILE=str(tmp_path / "accounts.toml"),
+                            TRADE_STREAM_USERS_FILE=str(users)))
+    line = assert_one_line(bad.stderr)
+    assert bad.returncode == 2 and "'zed'" in line and "'papr'" in line and "TRADE_STREAM_USERS_FILE" in line, line
+
+
+async def test_jwt_accounts_this_relay_does_not_have_are_ignored_and_logged_once(app2, caplog):
+    token = mint({"sub": "ivan", "accounts": ["live", "nope"], "exp": int(time.time()) + 60})
+    assert (await ws_auth(app2, token))["type"] == "authenticated"
+    assert await ws_accounts(app2, token) == {"live"}
+    assert (await ws_auth(app2, token))["type"] == "authenticated"
+    logged = [r for r in caplog.records if "jwt_unknown_accounts" in r.getMessage()]
+    assert len(logged) == 1 and "nope" in logged[0].getMessage()

@@ -164,11 +164,11 @@ async def test_throttle_sends_at_most_one_per_window_and_always_the_latest(sim, 
             await r.until("trade", timeout=0.5)
 
 
-async def test_orders_stream_needs_the_token_and_replays_from_the_journal(sim, app):
+async def test_orders_stream_legacy_format_needs_the_token_and_replays_from_the_journal(sim, app):
     port = app.sse.port
     order = sim.submit_order("AAPL", "buy", 2)
     await wait_until(lambda: app.stats.order_events == 1)
-    async with sse_get(port, "/api/stream/orders", {"Authorization": f"Bearer {TOKEN}"}) as r:
+    async with sse_get(port, "/api/stream/orders?format=legacy", {"Authorization": f"Bearer {TOKEN}"}) as r:
         assert r.status == 200
         assert re.fullmatch(r"default-orders-\d+", (await r.until("connected")).json()["client_id"])
         sim.fill_order(order["id"], price=10)
@@ -176,7 +176,7 @@ async def test_orders_stream_needs_the_token_and_replays_from_the_journal(sim, a
         assert fill.json()["event"] == "fill" and fill.id == f"{app.orders.epoch}-{fill.json()['id']}"
         pos = await r.until("position_update")
         assert pos.json()["symbol"] == "AAPL" and pos.json()["qty"] == "2"
-    async with sse_get(port, f"/api/stream/orders?token={TOKEN}&last_event_id=0") as r:
+    async with sse_get(port, f"/api/stream/orders?format=legacy&token={TOKEN}&last_event_id=0") as r:
         replayed = [await r.until("order_update"), await r.until("order_update")]
         assert [e.json()["event"] for e in replayed] == ["new", "fill"]
 
@@ -257,10 +257,10 @@ async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, t
         port, epoch = app.sse.port, app.orders.epoch
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": f"{epoch}-0"}) as r:
-            ids = [(await r.until("order_update")).id for _ in range(count)]
+            ids = [(await r.until("order:update")).id for _ in range(count)]
             assert ids == [f"{epoch}-{n}" for n in range(1, count + 1)]
             sim.submit_order("TSLA", "buy", 1)
-            assert (await r.until("order_update")).id == f"{epoch}-{count + 1}"
+            assert (await r.until("order:update")).id == f"{epoch}-{count + 1}"
             assert not [e for e in r.events if e.event == "reset"]
         app.orders.replay_limit = 100
         for last, why in (("0", "more than 100"), ("0a1b2c-5", "another journal"), ("99999", "past the journal")):
@@ -269,7 +269,7 @@ async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, t
         async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": f"{epoch}-0"}) as r:
             await r.until("reset")
             sim.submit_order("TSLA", "buy", 2)
-            assert (await r.until("order_update")).id == f"{epoch}-{count + 2}"  # live, nothing replayed
+            assert (await r.until("order:update")).id == f"{epoch}-{count + 2}"  # live, nothing replayed
     finally:
         await cm.__aexit__(None, None, None)
 

@@ -150,6 +150,7 @@ class Orders:
         self.reset_listeners: list[Callable[[str], None]] = []  # the journal changed under live clients
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._failures = FailedAuth()
+        self.watchers: set[object] = set()  # SSE position streams: like subscribers, they need prices
         self._tap = _PriceTap(self._on_trades)
         self._tapped: set[str] = set()
         self._last_push: dict[str, float] = {}
@@ -629,9 +630,18 @@ class Orders:
         for symbol in list(self.positions.by_symbol):
             self._push(symbol, force=True)
 
+    def watch(self, holder: object) -> None:
+        """Someone outside the subscribers (an SSE position stream) follows positions: mark them to market."""
+        self.watchers.add(holder)
+        self._sync_tap()
+
+    def unwatch(self, holder: object) -> None:
+        self.watchers.discard(holder)
+        self._sync_tap()
+
     def _sync_tap(self) -> None:
         """Hold upstream trades for held symbols while anyone watches positions, and only then."""
-        want = set(self.positions.by_symbol) if self.subscribers else set()
+        want = set(self.positions.by_symbol) if (self.subscribers or self.watchers) else set()
         add, drop = want - self._tapped, self._tapped - want
         if drop:
             self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])  # type: ignore[arg-type]

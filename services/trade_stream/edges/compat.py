@@ -378,6 +378,7 @@ class TradingSession:
         client.codec = ALPACA_TRADING
         self.authenticated = False
         self.listening = False
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
@@ -386,6 +387,8 @@ class TradingSession:
                 self.handle(self.wire.decode(raw))
         finally:
             timer.cancel()
+            if self._expiry is not None:
+                self._expiry.cancel()
             if self.orders is not None:
                 self.orders.listeners.remove(self.on_entry)
             if self.user is not None:
@@ -409,7 +412,19 @@ class TradingSession:
             return False
         self.user, self.orders = user, self.accounts.orders[name]
         self.orders.listeners.append(self.on_entry)
+        if user.expires_at is not None:
+            self._expiry = asyncio.get_running_loop().call_later(max(0.0, user.expires_at - time.time()),
+                                                                 self._expired)
         return True
+
+    def _expired(self) -> None:
+        """A JWT's exp passed: Alpaca's error shape, then the connection closes (an SDK reconnects and logs in
+        again, with whatever fresh token it is given), at once rather than at the next event."""
+        self.listening = False
+        log.info("token_expired kind=alpaca_trading user=%s ip=%s", self.user.name if self.user else "?",
+                 self.client.ip)
+        self.error("token expired: authenticate again with a fresh token")
+        self._closing = asyncio.ensure_future(self.conn.close(AUTH_TIMEOUT_CLOSE, "token expired"))
 
     def _auth_timeout(self) -> None:
         """Like the market-data stream: no successful auth within AUTH_TIMEOUT seconds closes the connection."""

@@ -44,6 +44,7 @@ USER_FIELDS = {"name", "token_hash", "accounts", "admin"}
 JWT_HMAC = ("HS256",)
 JWT_PUBLIC = ("RS256", "ES256")
 RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
+UNKNOWN_LOG_LIMIT = 1000  # unknown JWT account names remembered (each logged once); beyond, no more logging
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,19 @@ def _user(item: Any) -> UserRecord:
     return UserRecord(name, stored, tuple(accounts), admin)
 
 
+def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str]) -> tuple[UserRecord, ...]:
+    """The users, if every account they name is one of this relay's (``*`` is all); else ValueError naming the
+    first user and account that is not: a typo there would silently show someone nothing."""
+    known = set(accounts)
+    users = tuple(users)
+    for u in users:
+        wrong = next((a for a in u.accounts if a != "*" and a not in known), None)
+        if wrong is not None:
+            raise ValueError(f"user {u.name!r} names account {wrong!r}, which this relay does not have "
+                             f"(accounts: {', '.join(sorted(known))})")
+    return users
+
+
 def write_users(path: str, users: Iterable[UserRecord]) -> None:
     """Rewrite the users file (0600): it holds only hashes, but who may see what is nobody else's business."""
     lines = ["# trade-stream users: managed with `trade-stream user add|list|remove`. Tokens are stored as salted",
@@ -179,7 +193,9 @@ class Identity:
         self._token = token.encode("utf-8", "surrogatepass") if token else b""
         self.accounts = tuple(accounts)
         self.users_file = users_file
-        self._users: tuple[UserRecord, ...] = load_users(users_file) if users_file else ()
+        self._users: tuple[UserRecord, ...] = check_accounts(load_users(users_file), self.accounts) \
+            if users_file else ()
+        self._unknown_logged: set[str] = set()  # JWT account claims this relay does not have, logged once each
         self._users_mtime = self._mtime()
         self._checked = time.monotonic()
         self.jwt_secret = jwt_secret
@@ -249,7 +265,14 @@ class Identity:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             return "JWT sub must be the user's name (a non-empty string)"
-        return User(sub, frozenset(accounts), claims.get("admin") is True, float(claims["exp"]), "jwt")
+        unknown = [a for a in accounts if a not in self.accounts]
+        new = [a for a in unknown if a not in self._unknown_logged]
+        if new and len(self._unknown_logged) < UNKNOWN_LOG_LIMIT:
+            self._unknown_logged.update(new)
+            log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
+                        sub, ",".join(new)[:200], ",".join(self.accounts))
+        known = frozenset(a for a in accounts if a in self.accounts)
+        return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
 
     def _mtime(self) -> float | None:
         try:
@@ -267,7 +290,7 @@ class Identity:
             return
         self._users_mtime = mtime
         try:
-            self._users = load_users(self.users_file)
+            self._users = check_accounts(load_users(self.users_file), self.accounts)
             log.info("users_reloaded path=%s users=%d", self.users_file, len(self._users))
         except ValueError as exc:
             log.error("users_file_invalid path=%s error=%s (keeping the previous users)", self.users_file, exc)

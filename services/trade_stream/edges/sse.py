@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,7 @@ from trade_stream.core.protocol import (
     market_message,
 )
 from trade_stream.core.relay import Relay
+from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.identity import User
 from trade_stream.edges.limits import Admission
@@ -49,7 +50,13 @@ from trade_stream.edges.origins import OriginPolicy
 
 log = logging.getLogger("trade_stream.edges.sse")
 
-STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders", "/api/stream/alerts")
+STREAM_PATHS = ("/api/stream/trades", "/api/stream/orders", "/api/stream/alerts", "/api/stream/positions",
+                "/api/stream/prices", "/api/stream/trading")
+PRIVATE_KINDS = {"/api/stream/orders": "orders", "/api/stream/positions": "positions",
+                 "/api/stream/trading": "trading"}  # per-user streams over the accounts' journals and positions
+FILL_EVENTS = ("fill", "partial_fill")
+PRICE_COALESCE_ABOVE = 1000  # price events per second overall; above it, the latest per symbol every …
+PRICE_COALESCE_EVERY = 0.1  # … 100 ms
 ALERT_REPLAY_LIMIT = 1000  # notifications replayed after Last-Event-ID; further back is a reset
 SSE_CHANNELS = ("trades", "quotes")
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
@@ -128,6 +135,88 @@ class SseCodec(Codec):
     def frames(self, bodies: list[Any]) -> Any:
         return bodies
 
+    def ring_keys(self, keys: Iterable[Key]) -> list[Key]:
+        """The keys its ring records events under, for the hub keys a client holds."""
+        return list(keys)
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        """Nobody holds ``keys`` any more (the per-symbol state of a subclass goes)."""
+
+
+class PriceCodec(SseCodec):
+    """``price:update`` for /api/stream/prices: the last trade and the last quote of a symbol merged into one
+    ``{symbol, price, bid, ask, timestamp}``, built once per upstream message and recorded in the prices ring.
+
+    Above PRICE_COALESCE_ABOVE events a second overall, a browser cannot use every tick and the relay should not
+    write them: the codec then keeps only the latest state per symbol (``pending``, one entry per held symbol at
+    most) and ``deliver`` sends it every PRICE_COALESCE_EVERY seconds. ``state`` and ``pending`` hold only
+    symbols some price stream (or its reconnect hold) holds: ``forget`` prunes them when the last one goes."""
+
+    def __init__(self, ring: Ring, prefix_of: Callable[[str], str] = lambda symbol: "") -> None:
+        super().__init__(ring, prefix_of)
+        self.state: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, Key] = {}
+        self.deliver: Callable[[str, Key, bytes], None] = lambda symbol, key, ev: None
+        self._window_start = 0.0
+        self._window_count = 0
+        self._coalescing = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+
+    def body(self, m: dict[str, Any]) -> Any:
+        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+        if channel not in SSE_CHANNELS:
+            return None
+        symbol = m.get("S")
+        if not isinstance(symbol, str):
+            return None
+        st = self.state.setdefault(symbol, {"symbol": symbol, "price": None, "bid": None, "ask": None,
+                                            "timestamp": None})
+        if channel == "trades":
+            st["price"] = m.get("p")
+        else:
+            st["bid"], st["ask"] = m.get("bp"), m.get("ap")
+        st["timestamp"] = m.get("t")
+        key = (self.prefix_of(symbol) + "prices", symbol)
+        if self._overloaded():
+            self.pending[symbol] = key
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(PRICE_COALESCE_EVERY, self._flush)
+            return None
+        return self.record(key, st)
+
+    def record(self, key: Key, st: dict[str, Any]) -> tuple[Key, bytes]:
+        data = encode(st)
+        _, ev = self.ring.record(key, lambda eid: event_bytes("price:update", data, eid))
+        return key, ev
+
+    def _overloaded(self) -> bool:
+        """Over the limit in the last whole second, or already in this one."""
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._coalescing = self._window_count > PRICE_COALESCE_ABOVE and now - self._window_start < 2.0
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+        return self._coalescing or self._window_count > PRICE_COALESCE_ABOVE
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        pending, self.pending = self.pending, {}
+        for symbol, key in pending.items():
+            st = self.state.get(symbol)
+            if st is not None:
+                _, ev = self.record(key, st)
+                self.deliver(symbol, key, ev)
+
+    def ring_keys(self, keys: Iterable[Key]) -> list[Key]:
+        """A symbol's trades and quotes are one price key (``prices``, or ``crypto:us:prices`` for a pair)."""
+        return list(dict.fromkeys(((ch.rpartition(":")[0] + ":" if ":" in ch else "") + "prices", s)
+                                  for ch, s in keys))
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        for _, symbol in keys:
+            self.state.pop(symbol, None)
+            self.pending.pop(symbol, None)
+
 
 class SseClient(Peer):
     """One open event stream. Hub holder (codec + send), writer of chunked, optionally gzipped, events."""
@@ -144,6 +233,8 @@ class SseClient(Peer):
         self._pending: dict[Key, bytes] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self.closed = False
+        self.kind = ""  # which stream (trades, prices, orders, …), for /api/stream/metrics
+        self.tally: Counter[str] | None = None  # the server's events-sent counter per stream
 
     def send(self, bodies: list[tuple[Key, bytes]], count: int = 1) -> bool:
         if self.throttle:
@@ -166,6 +257,8 @@ class SseClient(Peer):
         self.last_write = time.monotonic()
         self.stats.deliveries += count
         self.stats.bytes_out += len(data)
+        if count and self.tally is not None:
+            self.tally[self.kind] += count
         return True
 
     def cut_off(self, reason: str = "slow") -> None:
@@ -243,12 +336,30 @@ class OrderStream:
     user: User
     names: list[str]
     positions: dict[str, str] = field(default_factory=dict)  # account -> "<epoch>-<n>"
+    kind: str = "orders"  # "orders", "positions" or "trading" (both)
+    legacy: bool = False  # ?format=legacy: the old event names, order_update and position_update
+
+    @property
+    def wants_orders(self) -> bool:
+        return self.kind != "positions"
+
+    @property
+    def wants_positions(self) -> bool:
+        return self.kind != "orders" or self.legacy
 
     def event_id(self, account: str, epoch: str | None, n: int) -> str | int:
         here = event_ids.cursor(epoch, n) if epoch else str(n)
         if len(self.names) == 1:
             return here if epoch else n
         return event_ids.compound({**self.positions, account: here})
+
+    def current_id(self) -> str | None:
+        """Where the client is in its journals now: the id of a position event, so that a Last-Event-ID taken
+        from one resumes the order events of a trading stream exactly (positions are state: a reconnect gets
+        all of them first)."""
+        if len(self.names) == 1:
+            return self.positions.get(self.names[0])
+        return event_ids.compound(self.positions) if self.positions else None
 
 
 class Request:
@@ -262,7 +373,7 @@ class Request:
 
 class SseServer:
     def __init__(self, cfg: Config, relay: Relay, accounts: Accounts | None, origins: OriginPolicy, stats: Stats,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
@@ -271,6 +382,11 @@ class SseServer:
         self.stats = stats
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
+        self.price_ring = Ring(cfg.sse_replay)
+        self.price_codec = PriceCodec(self.price_ring, relay.sources.browser_prefix)
+        self.price_codec.deliver = self._deliver_price
+        self.snapshots = snapshots  # the first price:update of a symbol (core/snapshots.py)
+        self.sent: Counter[str] = Counter()  # events written, per stream
         self.server: asyncio.Server | None = None
         self.clients: set[SseClient] = set()
         self.order_clients: dict[SseClient, OrderStream] = {}
@@ -386,13 +502,15 @@ class SseServer:
         correlation = correlation_id(request.headers.get("x-correlation-id"))
         log.info("sse_request method=%s path=%s ip=%s correlation_id=%s", request.method, request.path, ip,
                  correlation)
-        known = request.path in (*STREAM_PATHS, "/api/stream/status")
+        known = request.path in (*STREAM_PATHS, "/api/stream/status", "/api/stream/metrics")
         if not known:
             return self._respond(conn, writer, request, 404, _error(404, f"no such path {request.path}"), correlation)
         if request.method == "OPTIONS":
             return self._respond(conn, writer, request, 204, None, correlation, CORS_HEADERS)
         if request.path == "/api/stream/status" and request.method in ("GET", "HEAD"):
             return self._respond(conn, writer, request, 200, self.status(), correlation)
+        if request.path == "/api/stream/metrics" and request.method in ("GET", "HEAD"):
+            return self._respond(conn, writer, request, 200, self.metrics(request, ip), correlation)
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
@@ -405,8 +523,10 @@ class SseServer:
                                  [(b"Retry-After", str(retry_after).encode())])
         self.admission.opened(ip)
         try:  # whatever happens from here on, the slot is given back
-            if request.path == "/api/stream/orders":
-                await self._serve_orders(conn, request, reader, writer, ip, correlation)
+            if request.path in PRIVATE_KINDS:
+                await self._serve_orders(conn, request, reader, writer, ip, correlation, PRIVATE_KINDS[request.path])
+            elif request.path == "/api/stream/prices":
+                await self._serve_prices(conn, request, reader, writer, ip, correlation)
             elif request.path == "/api/stream/alerts":
                 await self._serve_alerts(conn, request, reader, writer, ip, correlation)
             else:
@@ -428,6 +548,7 @@ class SseServer:
         writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
                                             headers=self._head(request, 200, headers, correlation))))
         client = SseClient(writer, ip, self.cfg.client_buffer_bytes, self.stats, codec, gzip, throttle)
+        client.kind, client.tally = kind, self.sent
         self.stats.connections_total += 1
         client_id = f"{user}-{kind}-{int(time.time() * 1000)}"
         hello = b"retry: 5000\n\n" + event_bytes("connected", encode({"client_id": client_id,
@@ -468,9 +589,13 @@ class SseServer:
             self._leave(client)
 
     async def _serve_orders(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+                            writer: asyncio.StreamWriter, ip: str, correlation: str, kind: str = "orders") -> None:
         """The user's accounts' order events: each account's journal replayed from its own position (a compound
-        Last-Event-ID names one per account), then live; every event's id is the client's position in all."""
+        Last-Event-ID names one per account), then live; every event's id is the client's position in all.
+
+        ``positions`` follows the same journals without sending their events (its ids are the same positions,
+        so ``trading``, which sends both, resumes its orders from any event's id) and starts with every position
+        of the user's accounts: positions are state, so that first event is also what a reconnect replays."""
         accounts = self.accounts
         user = self._authorized(conn, request, writer, ip, correlation) if accounts is not None else None
         if user is None or accounts is None:
@@ -481,8 +606,12 @@ class SseServer:
                                  correlation)
         if not self._admit(conn, request, writer, correlation, user):
             return
-        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, "orders", user.name)
-        stream = self.order_clients[client] = OrderStream(user, names)
+        client = self._open_stream(conn, request, writer, ip, correlation, self.codec, kind, user.name)
+        stream = self.order_clients[client] = OrderStream(user, names, kind=kind,
+                                                          legacy=request.query.get("format") == "legacy")
+        watched = [accounts.orders[n] for n in names] if stream.wants_positions else []
+        for orders in watched:
+            orders.watch(client)  # positions marked to market while someone watches them
         try:
             raw = request.headers.get("last-event-id") or request.query.get("lastEventId") \
                 or request.query.get("last_event_id")
@@ -490,14 +619,22 @@ class SseServer:
             sinces = split_since(last, names, lambda n: accounts.orders[n].epoch)
             for name in names:
                 orders = accounts.orders[name]
-                plan = orders.plan(sinces.get(name))
+                plan = orders.plan(sinces.get(name) if stream.wants_orders else None)
                 if orders.epoch and plan.start is not None:
                     stream.positions[name] = event_ids.cursor(orders.epoch, plan.start)
-                await self._replay_account(client, stream, orders, plan, sinces.get(name))
+                if stream.wants_orders:
+                    await self._replay_account(client, stream, orders, plan, sinces.get(name))
+                else:
+                    self.order_joined[name].add(client)
                 if client.closed:
                     return
-            await self._pump(client, reader)
+            if stream.wants_positions and not stream.legacy:
+                self._write_positions(client, stream, [p for n in names for p in self._positions_of(n)],
+                                      initializing=True)
+            await self._pump(client, reader, user.expires_at)
         finally:
+            for orders in watched:
+                orders.unwatch(client)
             self.order_clients.pop(client, None)
             for joined in self.order_joined.values():
                 joined.discard(client)
@@ -518,7 +655,8 @@ class SseServer:
 
         def frame(entry: Entry) -> bytes:
             framed.append(entry.id)
-            return _order_event(orders.message(entry), stream.event_id(name, orders.epoch, entry.id))
+            return _order_event(order_events(orders.message(entry), stream.legacy),
+                                stream.event_id(name, orders.epoch, entry.id))
 
         def write(data: bytes, count: int) -> bool:
             if count and orders.epoch:
@@ -577,7 +715,7 @@ class SseServer:
             if last is not None:
                 self._replay_alerts(client, last, user)
             self.alert_clients[client] = user  # no await since the replay's read: nothing missed, nothing twice
-            await self._pump(client, reader)
+            await self._pump(client, reader, user.expires_at)
         finally:
             self.alert_clients.pop(client, None)
             self._leave(client)
@@ -603,11 +741,23 @@ class SseServer:
         if notes:
             client.write(b"".join(_alert_event(n) for n in notes), len(notes))
 
-    async def _pump(self, client: SseClient, reader: asyncio.StreamReader) -> None:
-        """Wait for the client to go away; write a keepalive comment after each quiet interval."""
+    async def _pump(self, client: SseClient, reader: asyncio.StreamReader, expires_at: float | None = None) -> None:
+        """Wait for the client to go away; write a keepalive comment after each quiet interval. A stream opened
+        with a JWT ends when the token expires: an ``error`` event says ``token_expired``, then the stream ends
+        (EventSource reconnects, and the page's next request carries a fresh token)."""
         keepalive = self.cfg.sse_keepalive
         while not client.closed:
             wait = keepalive - (time.monotonic() - client.last_write)
+            if expires_at is not None:
+                left = expires_at - time.time()
+                if left <= 0:
+                    log.info("token_expired kind=sse stream=%s ip=%s", client.kind, client.ip)
+                    client.write(event_bytes("error", encode(ClientError(
+                        "token_expired", "your token expired: this stream ends; reconnect with a fresh token")
+                        .to_message())))
+                    client.end()
+                    return
+                wait = min(wait, left)
             if wait <= 0:
                 if not client.write(b": keepalive\n\n"):
                     return
@@ -625,12 +775,15 @@ class SseServer:
     # --- hub holds --------------------------------------------------------------------------------------
 
     def _hold(self, client: SseClient, keys: list[Key]) -> None:
-        for key in keys:
-            self.ring.recording_since.setdefault(key, self.ring.last_id + 1)
+        codec = client.codec
+        assert isinstance(codec, SseCodec)
+        ring = codec.ring
+        for key in codec.ring_keys(keys):
+            ring.recording_since.setdefault(key, ring.last_id + 1)
         def reply(err: ClientError | None) -> None:
             if err is not None:  # e.g. the symbol cap: say so on the stream, which stays open
                 client.write(event_bytes("error", encode(err.to_message())))
-                self._stop_recording(keys)
+                self._stop_recording(keys, codec)
 
         self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]
 
@@ -639,7 +792,7 @@ class SseServer:
 
         Ghosts are weak holds (they give way to the symbol cap) and one address's ghosts together hold at most
         the per-client cap: the oldest go first."""
-        ghost = _Ghost(self.codec, client.ip, keys, self._ghost_evicted)
+        ghost = _Ghost(client.codec, client.ip, keys, self._ghost_evicted)
         self.relay.subscribe(ghost, keys, lambda err: None, weak=True)  # type: ignore[arg-type]
         self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]
         ghost.timer = asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost)
@@ -657,19 +810,21 @@ class SseServer:
             if not ghosts:
                 del self._ghosts[ghost.ip]
         self.relay.unsubscribe(ghost, ghost.keys)  # type: ignore[arg-type]
-        self._stop_recording(ghost.keys)
+        self._stop_recording(ghost.keys, ghost.codec)
 
     def _ghost_evicted(self, ghost: _Ghost, keys: list[Key]) -> None:
-        self._stop_recording(keys)
+        self._stop_recording(keys, ghost.codec)
         if not self.relay.hub.held_by(ghost):
             self._drop_ghost(ghost)
 
-    def _stop_recording(self, keys: list[Key]) -> None:
-        """Keys no SSE holder takes any more are not recorded: a replay asking for them must get a reset."""
+    def _stop_recording(self, keys: list[Key], codec: Any) -> None:
+        """Keys no SSE holder of this codec takes any more are not recorded: a replay asking for them must get a
+        reset (and a price stream's per-symbol state goes)."""
         holders = self.relay.hub.holders
-        for key in keys:
-            if not any(getattr(h, "codec", None) is self.codec for h in holders.get(key, ())):
-                self.ring.recording_since.pop(key, None)
+        gone = [key for key in keys if not any(getattr(h, "codec", None) is codec for h in holders.get(key, ()))]
+        for key in codec.ring_keys(gone):
+            codec.ring.recording_since.pop(key, None)
+        codec.forget(gone)
 
     # --- orders -----------------------------------------------------------------------------------------
 
@@ -678,7 +833,8 @@ class SseServer:
         joined = self.order_joined.get(orders.account)
         if not joined:
             return
-        data = encode(orders.message(entry))
+        message = orders.message(entry)
+        rendered: dict[bool, list[tuple[str, bytes]]] = {}  # per format, encoded once
         epoch = orders.epoch
         for client in list(joined):
             stream = self.order_clients.get(client)
@@ -686,7 +842,12 @@ class SseServer:
                 continue
             if epoch:
                 stream.positions[orders.account] = event_ids.cursor(epoch, entry.id)
-            client.write(_order_event(data, stream.event_id(orders.account, epoch, entry.id)), 1)
+            if not stream.wants_orders:
+                continue  # a positions stream only moves its position in the journal
+            events = rendered.get(stream.legacy)
+            if events is None:
+                events = rendered[stream.legacy] = order_events(message, stream.legacy)
+            client.write(_order_event(events, stream.event_id(orders.account, epoch, entry.id)), len(events))
 
     def _on_orders_reset(self, reason: str, orders: Orders) -> None:
         ev = event_bytes("reset", encode({"reason": reason, "epoch": orders.epoch, "account": orders.account}))
@@ -706,11 +867,118 @@ class SseServer:
                 client.write(ev, 1)
 
     def _on_position(self, msg: dict[str, Any]) -> None:
+        """One position changed (a fill, or a price move: Orders sends at most 4 a second per symbol)."""
         joined = self.order_joined.get(msg.get("account", ""))
-        if joined:
-            ev = event_bytes("position_update", encode(msg))
-            for client in list(joined):
-                client.write(ev, 1)
+        if not joined:
+            return
+        legacy: bytes | None = None
+        view = [position_view(msg, msg["account"])]
+        for client in list(joined):
+            stream = self.order_clients.get(client)
+            if stream is None or not stream.wants_positions:
+                continue
+            if stream.legacy:
+                legacy = legacy if legacy is not None else event_bytes("position_update", encode(msg))
+                client.write(legacy, 1)
+            else:
+                self._write_positions(client, stream, view)
+
+    def _positions_of(self, account: str) -> list[dict[str, Any]]:
+        assert self.accounts is not None
+        return [position_view(p, account) for p in self.accounts.orders[account].positions.views()]
+
+    def _write_positions(self, client: SseClient, stream: OrderStream, positions: list[dict[str, Any]],
+                         initializing: bool = False) -> None:
+        """``position:update``: the positions that changed (all of them first) and the user's total value over
+        every account they see."""
+        assert self.accounts is not None
+        total = sum(self.accounts.orders[n].positions.portfolio()["market_value"] for n in stream.names)
+        body: dict[str, Any] = {"positions": positions, "totalValue": round(total, 2)}
+        if initializing:
+            body["initializing"] = True
+        client.write(event_bytes("position:update", encode(body), stream.current_id()), 1)
+
+    # --- prices -----------------------------------------------------------------------------------------
+
+    async def _serve_prices(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+        """Public merged prices: first the snapshot of each symbol (``initializing: true``), or the missed events
+        after a Last-Event-ID the ring can vouch for, then live ``price:update``."""
+        keys = _parse_keys({**request.query, "channels": ",".join(SSE_CHANNELS)}, self.relay.sources.browser_keys)
+        cap = self.max_symbols_per_client
+        if not isinstance(keys, str) and len({s for _, s in keys}) > cap:
+            keys = f"at most {cap} symbols per stream (TRADE_STREAM_MAX_SYMBOLS_PER_CLIENT)"
+        if isinstance(keys, str):
+            return self._respond(conn, writer, request, 400, _error(400, keys), correlation)
+        codec = self.price_codec
+        client = self._open_stream(conn, request, writer, ip, correlation, codec, "prices", "anonymous")
+        symbols = list(dict.fromkeys(s for _, s in keys))
+        held = False
+        try:
+            last = _last_event_id(request)
+            replay = None
+            if last is not None:
+                after = last.n if last.epoch is None else -1
+                replay = self.price_ring.replay(after, set(codec.ring_keys(keys)))
+                if replay is None:
+                    client.write(event_bytes("reset", encode({
+                        "reason": "cannot replay from that id; refetch state", "last_event_id": after,
+                        "current_id": self.price_ring.last_id})))
+            first: list[dict[str, Any]] = []
+            if replay is None:
+                stocks = [s for s in symbols if not self.relay.sources.browser_prefix(s)]
+                snaps = {m["symbol"]: m["data"] for m in await self.snapshots.get(stocks)} \
+                    if self.snapshots is not None and stocks else {}
+                first = [f for s in symbols if (f := _initial_price(s, snaps.get(s), codec.state.get(s)))]
+                if first:
+                    client.write(b"".join(event_bytes("price:update", encode(f)) for f in first), len(first))
+            elif replay:
+                client.write(b"".join(replay), len(replay))
+            self._hold(client, keys)
+            held = True
+            now_held = {s for _, s in self.relay.hub.held_by(client)}  # not those the symbol cap refused
+            for f in first:  # a quote before the next trade still carries the snapshot's price
+                if f["symbol"] in now_held:
+                    codec.state.setdefault(f["symbol"], {k: f[k] for k in ("symbol", "price", "bid", "ask",
+                                                                           "timestamp")})
+            self.clients.add(client)
+            await self._pump(client, reader)
+        finally:
+            self.clients.discard(client)
+            if held:
+                self._release(client, keys)
+            self._leave(client)
+
+    def _deliver_price(self, symbol: str, key: Key, ev: bytes) -> None:
+        """A coalesced price:update to every price stream holding the symbol (ghosts record, never deliver)."""
+        holders = self.relay.hub.holders
+        prefix = key[0][:-len("prices")]
+        clients = {h for ch in SSE_CHANNELS for h in holders.get((prefix + ch, symbol), ())
+                   if getattr(h, "codec", None) is self.price_codec}
+        for client in clients:
+            client.send([(key, ev)], 1)
+
+    # --- metrics ----------------------------------------------------------------------------------------
+
+    def metrics(self, request: Request, ip: str) -> dict[str, Any]:
+        """Public counts. Per-user counts are anonymous unless the caller is an admin user (or holds
+        TRADE_STREAM_TOKEN): who is connected is nobody else's business."""
+        private = [*self.order_clients.items(), *self.alert_clients.items()]
+        per_user = Counter((s.user.name if isinstance(s, OrderStream) else s.name) for _, s in private)
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+        found = self.accounts.identity.resolve(token, ip) if (self.accounts is not None and token) else None
+        admin = isinstance(found, User) and found.admin
+        connections = Counter(c.kind for c in [*self.clients, *self.order_clients, *self.alert_clients])
+        return {
+            "connections": {k: connections.get(k, 0) for k in ("trades", "prices", "orders", "positions",
+                                                               "trading", "alerts")},
+            "users": dict(sorted(per_user.items())) if admin else sorted(per_user.values(), reverse=True),
+            "events_sent": dict(sorted(self.sent.items())),
+            "replay_buffers": {"trades": len(self.ring.events), "prices": len(self.price_ring.events),
+                               "prices_coalescing": len(self.price_codec.pending),
+                               "orders": "the order journal (TRADE_STREAM_JOURNAL_RETENTION_DAYS)"},
+        }
 
 
 def correlation_id(raw: str | None) -> str:
@@ -734,10 +1002,52 @@ def _bad_request(conn: h11.Connection, writer: asyncio.StreamWriter, exc: h11.Re
         writer.write(conn.send(h11.EndOfMessage()))
 
 
-def _order_event(message: dict[str, Any] | bytes, event_id: str | int) -> bytes:
+def order_view(message: dict[str, Any]) -> dict[str, Any]:
+    """The SSE API's order event: the order's state after this event, flat and camelCase."""
+    data = message.get("data") or {}
+    order = data.get("order") or {}
+    view = {"orderId": order.get("id"), "account": message.get("account"), "symbol": order.get("symbol"),
+            "side": order.get("side"), "status": order.get("status"), "qty": order.get("qty"),
+            "filledQty": order.get("filled_qty"), "filledAvgPrice": order.get("filled_avg_price"),
+            "timestamp": data.get("timestamp") or order.get("updated_at"), "event": message.get("event"),
+            "reconciled": message.get("reconciled", False)}
+    if message.get("event") in FILL_EVENTS:
+        view.update(fillQty=data.get("qty"), fillPrice=data.get("price"))
+    return view
+
+
+def order_events(message: dict[str, Any], legacy: bool) -> list[tuple[str, bytes]]:
+    """(event name, data) of one journal entry, encoded once for every client of the same format:
+    ``order:update`` (plus ``order:fill`` for a fill), or ``order_update`` with ``?format=legacy``."""
+    if legacy:
+        return [("order_update", encode(message))]
+    data = encode(order_view(message))
+    return [("order:update", data), ("order:fill", data)] if message.get("event") in FILL_EVENTS \
+        else [("order:update", data)]
+
+
+def _order_event(events: list[tuple[str, bytes]], event_id: str | int) -> bytes:
     """``id: <epoch>-<n>`` (one account) or the compound id (several): EventSource sends it back as
-    Last-Event-ID, which tells our journals from another's and resumes each account where it was."""
-    return event_bytes("order_update", message if isinstance(message, bytes) else encode(message), event_id)
+    Last-Event-ID, which tells our journals from another's and resumes each account where it was. A fill's
+    ``order:update`` and ``order:fill`` share the id: they are one journal entry, written together."""
+    return b"".join(event_bytes(name, data, event_id) for name, data in events)
+
+
+def position_view(p: dict[str, Any], account: str) -> dict[str, Any]:
+    return {"account": account, "symbol": p.get("symbol"), "qty": p.get("qty"), "side": p.get("side"),
+            "avgEntryPrice": p.get("avg_entry_price"), "currentPrice": p.get("current_price"),
+            "marketValue": p.get("market_value"), "unrealizedPl": p.get("unrealized_pl")}
+
+
+def _initial_price(symbol: str, snap: dict[str, Any] | None, live: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A symbol's first ``price:update`` (``initializing: true``): the REST snapshot's latest trade and quote, or
+    the live state when the snapshot has none (a crypto pair, or no REST feed)."""
+    if snap is not None:
+        trade, quote = snap.get("latest_trade") or {}, snap.get("latest_quote") or {}
+        return {"symbol": symbol, "price": trade.get("price"), "bid": quote.get("bid_price"),
+                "ask": quote.get("ask_price"), "timestamp": trade.get("timestamp") or quote.get("timestamp"),
+                "initializing": True}
+    return {**live, "initializing": True} if live is not None else None
 
 
 def _alert_event(note: dict[str, Any]) -> bytes:
