@@ -545,13 +545,19 @@ class Market:
     def latest_trade(self, symbol: str) -> dict:
         st = self.state(symbol)
         if st.last_trade is None:
-            self.trade(symbol)
+            if CRYPTO_SYMBOL_RE.fullmatch(symbol):
+                self.crypto_trade(symbol)
+            else:
+                self.trade(symbol)
         return dict(st.last_trade or {})
 
     def latest_quote(self, symbol: str) -> dict:
         st = self.state(symbol)
         if st.last_quote is None:
-            self.quote(symbol)
+            if CRYPTO_SYMBOL_RE.fullmatch(symbol):
+                self.crypto_quote(symbol)
+            else:
+                self.quote(symbol)
         return dict(st.last_quote or {})
 
     def snapshot(self, symbol: str) -> dict:
