@@ -226,6 +226,18 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     rows: list[tuple[str, dict]] = []
     for symbol in sorted(set(symbols)):
         windows: dict[int, list[float]] = {}
+        if sim.market.intraday:
+            sim.market.state(symbol)  # a symbol met here first gets its synthesized day too
+        for ns, b in sim.market.history_bars(symbol, start - start % width, end):  # the day before we met it
+            key = ns - ns % width
+            w = windows.get(key)
+            if w is None:
+                windows[key] = [b["o"], b["h"], b["l"], b["c"], b["v"], b["n"], b["vw"] * b["v"]]
+            else:
+                w[1], w[2], w[3] = max(w[1], b["h"]), min(w[2], b["l"]), b["c"]
+                w[4] += b["v"]
+                w[5] += b["n"]
+                w[6] += b["vw"] * b["v"]
         for trade in sim.market.trades_between(symbol, start - start % width, end):
             ns = parse_ts(trade["t"])
             key = ns - ns % width

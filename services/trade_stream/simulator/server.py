@@ -80,7 +80,7 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.market = Market(self.config.seed, self.config.start_prices)
+        self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history)
         self.book = OrderBook(list(self.config.accounts), self.market.price, self.config.seed,
                               self.config.starting_cash)
         self.rate_per_symbol = self.config.rate_per_symbol
