@@ -20,7 +20,7 @@ TRADER_SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "SPY")
 
 
 async def start(cfg: Config) -> tuple[Simulator, Config]:
-    sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}))
+    sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, intraday_history=True))
     await sim.start()
     log.warning("DEMO MODE: market data and orders are SIMULATED (simulator at %s)", sim.http_url)
     return sim, dataclasses.replace(

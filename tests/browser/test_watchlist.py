@@ -136,6 +136,14 @@ async def test_row_values_match_trades_quotes_and_bars_and_chart_backfills(sim, 
         clock = await page.evaluate("fetch('/api/clock').then(r => r.json())")
         assert set(clock) >= {"is_open", "next_open", "next_close", "timestamp"}
         await expect(page.locator("#market-clock")).to_have_text(re.compile(r"^Market (open|closed)"))
+        # a crypto pair's chart backfills from the crypto bars endpoint (volumes are fractions of a coin)
+        for price in (64_000.0, 64_100.0):
+            sim.inject_trade("BTC/USD", price=price, size=0.5, path="/v1beta3/crypto/us")
+        await page.goto(f"http://127.0.0.1:{app.port}/?symbols=BTC%2FUSD")
+        await expect(page.locator("#detail")).to_have_attribute("data-symbol", "BTC/USD", timeout=UI)
+        await expect(page.locator("#detail")).to_have_attribute("data-bars", "1", timeout=UI)
+        await expect(page.locator("#chart")).to_have_attribute("data-last-close", "64100", timeout=UI)
+        assert any(p.startswith("/v1beta3/crypto/us/bars") for p in sim.rest_requests)
         await watch.finish()
 
 

@@ -1,5 +1,6 @@
 """Initial state for a newly opened symbol: Alpaca's REST snapshot (latest trade, previous close), fetched with
-alpaca-py, batched and cached. A panel then shows a price at once (even with the market closed) and its change
+alpaca-py, batched and cached. Stocks ask the stock snapshots, crypto pairs (BTC/USD) the crypto snapshots at the
+configured location. A panel then shows a price at once (even with the market closed) and its change
 against the previous close, instead of waiting for the next trade.
 
 Requests from many clients within a few milliseconds become one REST call (Alpaca's Basic plan allows 200 calls a
@@ -16,10 +17,11 @@ from typing import Any
 
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
-from alpaca.data.requests import StockSnapshotRequest
+from alpaca.data.requests import CryptoSnapshotRequest, StockSnapshotRequest
 
 from trade_stream.config import Config
 from trade_stream.core.protocol import snapshot_message
+from trade_stream.upstream.crypto_rest import crypto_client
 
 log = logging.getLogger("trade_stream.core.snapshots")
 FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}  # REST has no "test"
@@ -35,15 +37,16 @@ class Snapshots:
         self.window = window
         self.client = StockHistoricalDataClient(cfg.api_key, cfg.secret_key, raw_data=True,
                                                 url_override=cfg.data_url)
+        self.crypto, self.crypto_feed = crypto_client(cfg)
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._wanted: set[str] = set()
         self._batch: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, symbols: list[str]) -> list[dict[str, Any]]:
-        """Snapshot messages for ``symbols`` (those Alpaca knows), from the cache or one batched REST call."""
-        if self.feed is None:
-            return []
+        """Snapshot messages for ``symbols`` (those Alpaca knows), from the cache or one batched REST call per kind."""
+        if self.feed is None:  # the test feed has no stock REST; pairs still have theirs
+            symbols = [s for s in symbols if "/" in s]
         now = time.monotonic()
         missing = [s for s in symbols if now - self._cache.get(s, (-math.inf, None))[0] > self.ttl]
         if missing:
@@ -66,16 +69,23 @@ class Snapshots:
         try:
             if len(self._cache) > MAX_CACHED:
                 self._cache.clear()
-            for start in range(0, len(symbols), PER_CALL):
-                chunk = symbols[start:start + PER_CALL]
-                request = StockSnapshotRequest(symbol_or_symbols=chunk, feed=self.feed)
-                raw = await asyncio.wait_for(asyncio.to_thread(self.client.get_stock_snapshot, request),
-                                             REST_TIMEOUT)
-                now = time.monotonic()
-                for symbol in chunk:
-                    self._cache[symbol] = (now, snapshot_message(symbol, raw.get(symbol)))  # type: ignore[union-attr]
+            pairs = [s for s in symbols if "/" in s]
+            stocks = [s for s in symbols if "/" not in s]
+            for kind_symbols, call in ((stocks, self._stock_call), (pairs, self._crypto_call)):
+                for start in range(0, len(kind_symbols), PER_CALL):
+                    chunk = kind_symbols[start:start + PER_CALL]
+                    raw = await asyncio.wait_for(asyncio.to_thread(call, chunk), REST_TIMEOUT)
+                    now = time.monotonic()
+                    for symbol in chunk:
+                        self._cache[symbol] = (now, snapshot_message(symbol, (raw or {}).get(symbol)))
         except Exception as exc:  # no snapshot is no disaster: live trades still come
             log.warning("snapshot_failed symbols=%d error=%r", len(symbols), exc)
         finally:
             if batch is not None and not batch.done():
                 batch.set_result(None)
+
+    def _stock_call(self, chunk: list[str]) -> Any:
+        return self.client.get_stock_snapshot(StockSnapshotRequest(symbol_or_symbols=chunk, feed=self.feed))
+
+    def _crypto_call(self, chunk: list[str]) -> Any:
+        return self.crypto.get_crypto_snapshot(CryptoSnapshotRequest(symbol_or_symbols=chunk), feed=self.crypto_feed)

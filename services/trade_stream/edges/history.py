@@ -17,13 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
-from alpaca.data.requests import StockBarsRequest
+from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 from alpaca.trading.client import TradingClient
 
 from trade_stream.config import Config
 from trade_stream.core.protocol import SYMBOL_RE
 from trade_stream.edges.web import error, json_response
+from trade_stream.upstream.crypto_rest import crypto_client
 
 log = logging.getLogger("trade_stream.history")
 FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}
@@ -42,6 +43,7 @@ class History:
     def __init__(self, cfg: Config) -> None:
         self.feed = FEEDS.get(cfg.data_feed)
         self.data = StockHistoricalDataClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.data_url)
+        self.crypto, self.crypto_feed = crypto_client(cfg)  # pairs (BTC/USD) have their own bars endpoint
         self.trading = TradingClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.base_url)
         self._bars: dict[tuple[str, str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._clock: tuple[float, asyncio.Future[Any]] | None = None
@@ -62,7 +64,7 @@ class History:
         except ValueError:
             return error(400, "start must be an RFC 3339 time such as 2025-01-02T14:30:00Z", headers)
         start = max(start, now - MAX_LOOKBACK).replace(second=0, microsecond=0)
-        if self.feed is None:  # the test feed has no REST counterpart
+        if self.feed is None and "/" not in symbol:  # the test feed has no REST counterpart
             return json_response(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
         try:
             bars = await self._cached_bars(symbol, timeframe, start)
@@ -95,6 +97,12 @@ class History:
         return await asyncio.shield(hit[1])
 
     async def _fetch_bars(self, symbol: str, timeframe: str, start: datetime) -> list[dict[str, Any]]:
+        if "/" in symbol:  # a crypto pair: the crypto bars endpoint at the configured location
+            pair = CryptoBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
+                                     limit=MAX_BARS)
+            raw = await asyncio.wait_for(asyncio.to_thread(self.crypto.get_crypto_bars, pair, self.crypto_feed),
+                                         REST_TIMEOUT)
+            return list((raw or {}).get(symbol, []))  # type: ignore[union-attr]
         request = StockBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
                                    limit=MAX_BARS, feed=self.feed)
         raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)

@@ -247,10 +247,10 @@ class BrowserSession:
                     book = relay.sources.orderbook(symbol)
                     if book is not None:
                         client.send_message(book)
-            # the REST snapshot is for stocks (not pairs, not option contracts)
-            stocks = [s for s in action.symbols if "/" not in s and not protocol.is_option(s)]
-            if "trades" in action.channels and stocks and self.server.snapshots is not None:
-                self.server.spawn(self.send_snapshots(stocks))
+            # the REST snapshot: stocks and pairs (crypto REST) have one, option contracts none
+            wanted = [s for s in action.symbols if not protocol.is_option(s)]
+            if "trades" in action.channels and wanted and self.server.snapshots is not None:
+                self.server.spawn(self.send_snapshots(wanted))
 
         relay.subscribe(client, keys, reply)
 

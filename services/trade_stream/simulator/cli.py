@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--secret", default="DEMO_SECRET", help="API secret accepted (default DEMO_SECRET)")
     parser.add_argument("--rate", type=float, default=2.0, help="trades/s per subscribed symbol (0 = none)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible data")
+    parser.add_argument("--no-history", action="store_true",
+                        help="no synthesized day so far: the bars REST holds only what was traded since start")
     return parser.parse_args(argv)
 
 
@@ -42,6 +44,6 @@ async def serve_forever(config: SimConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = SimConfig(host=args.host, port=args.port, accounts={args.key: args.secret},
-                       rate_per_symbol=args.rate, seed=args.seed)
+                       rate_per_symbol=args.rate, seed=args.seed, intraday_history=not args.no_history)
     uvloop.run(serve_forever(config))
     return 0

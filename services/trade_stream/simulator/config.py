@@ -128,6 +128,10 @@ class SimConfig:
     #: Mean seconds between generated news articles on a news stream with subscribers (0: only injected ones).
     news_interval: float = 30.0
     start_prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    #: Synthesize each symbol's day so far when first met (minute bars from the session open, or the last 6.5 h
+    #: for crypto, ending at its price; simulator/intraday.py), so the bars REST has a real-looking day. On in the
+    #: demo and the standalone runner; off by default so tests and benchmarks see only what they made.
+    intraday_history: bool = False
     starting_cash: float = 100_000.0
     #: A data connection whose unsent output exceeds this gets 407 "slow client" and is dropped.
     slow_client_buffer: int = 16 * 2**20

@@ -202,13 +202,19 @@ class SymbolState:
     #: Crypto order book (price -> size), kept around the current price.
     bids: dict[float, float] = field(default_factory=dict)
     asks: dict[float, float] = field(default_factory=dict)
+    #: Synthesized minute bars before the simulator met the symbol (intraday.py), oldest first, and the day before.
+    intraday: list[tuple[int, dict]] = field(default_factory=list)
+    prev_daily: dict | None = None
 
 
 class Market:
     """The simulated market: generates Alpaca stock messages for any symbol on demand."""
 
-    def __init__(self, seed: int | None = None, start_prices: dict[str, float] | None = None) -> None:
+    def __init__(self, seed: int | None = None, start_prices: dict[str, float] | None = None,
+                 intraday: bool = False) -> None:
         self.rng = random.Random(seed)
+        self.seed = seed
+        self.intraday = intraday
         self.start_prices = dict(start_prices or {})
         self.symbols: dict[str, SymbolState] = {}
         self._trade_id = self.rng.randrange(10**12, 10**13)
@@ -226,7 +232,28 @@ class Market:
             price = self.start_prices.get(symbol) or premium or default_price(symbol)
             st = SymbolState(symbol, price, tape_of(symbol), price)
             self.symbols[symbol] = st
+            if self.intraday and match is None:
+                self._seed_day(st)
         return st
+
+    def _seed_day(self, st: SymbolState) -> None:
+        """Give a newly met symbol its day so far (intraday.py): minute bars ending at its price, today's daily
+        bar built from them (live trades carry on from it), and the previous day's bar for snapshots."""
+        from .intraday import synthesize  # intraday.py builds on this module's helpers
+
+        day = synthesize(st.symbol, st.price, time.time_ns(), self.seed, bool(CRYPTO_SYMBOL_RE.fullmatch(st.symbol)))
+        st.intraday, st.prev_daily = day.bars, day.prev_daily
+        if day.bars:  # the day's last trade: a snapshot needs not invent one (nor draw from the live generator)
+            start, bar = day.bars[-1]
+            st.last_bar = dict(bar)
+            trade = {"t": format_ts(start + 59 * NS), "p": bar["c"], "i": self._trade_id}
+            trade.update({"s": round(bar["v"] / max(bar["n"], 1), 8), "tks": "B"} if isinstance(bar["v"], float)
+                         else {"x": IEX_EXCHANGE, "s": 100, "c": ["@"], "z": st.tape})
+            st.last_trade = trade
+        if day.daily is not None:
+            d, daily = day.daily, st.daily
+            daily.start_ns, daily.o, daily.h, daily.low, daily.c = day.daily_start, d["o"], d["h"], d["l"], d["c"]
+            daily.v, daily.n, daily.pv = d["v"], d["n"], d["vw"] * d["v"]
 
     def price(self, symbol: str) -> float:
         return self.state(symbol).price
@@ -545,13 +572,19 @@ class Market:
     def latest_trade(self, symbol: str) -> dict:
         st = self.state(symbol)
         if st.last_trade is None:
-            self.trade(symbol)
+            if CRYPTO_SYMBOL_RE.fullmatch(symbol):
+                self.crypto_trade(symbol)
+            else:
+                self.trade(symbol)
         return dict(st.last_trade or {})
 
     def latest_quote(self, symbol: str) -> dict:
         st = self.state(symbol)
         if st.last_quote is None:
-            self.quote(symbol)
+            if CRYPTO_SYMBOL_RE.fullmatch(symbol):
+                self.crypto_quote(symbol)
+            else:
+                self.quote(symbol)
         return dict(st.last_quote or {})
 
     def snapshot(self, symbol: str) -> dict:
@@ -562,9 +595,16 @@ class Market:
         daily = st.daily.current() or self.synthetic_bar(st, st.daily.window_of(time.time_ns()))
         prev_start = st.daily.window_of(time.time_ns()) - DAY_NS
         o = st.open_price
-        prev = {"o": o, "h": o, "l": o, "c": o, "v": 0, "t": format_ts(prev_start), "n": 0, "vw": o}
+        prev = st.prev_daily or {"o": o, "h": o, "l": o, "c": o, "v": 0, "t": format_ts(prev_start), "n": 0, "vw": o}
         return {"latestTrade": trade, "latestQuote": quote, "minuteBar": minute, "dailyBar": daily,
                 "prevDailyBar": prev}
+
+    def history_bars(self, symbol: str, start_ns: int, end_ns: int) -> list[tuple[int, dict]]:
+        """Synthesized minute bars of ``symbol`` starting within [start, end], oldest first, with their start."""
+        st = self.symbols.get(symbol)
+        if st is None:
+            return []
+        return [(ns, bar) for ns, bar in st.intraday if start_ns <= ns <= end_ns]
 
     def trades_between(self, symbol: str, start_ns: int, end_ns: int) -> list[dict]:
         """Recorded trades of ``symbol`` with start <= t <= end (both inclusive, like Alpaca)."""

@@ -20,7 +20,7 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from .market import NS, SYMBOL_RE, format_ts, parse_ts
+from .market import CRYPTO_SYMBOL_RE, NS, SYMBOL_RE, format_ts, parse_ts
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -29,6 +29,7 @@ Result = tuple[int, Any]
 Query = dict[str, str]
 
 UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
+CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")
 
 
 def respond(status: int, body: Any) -> Response:
@@ -52,12 +53,18 @@ def not_found(message: str = "endpoint not found") -> Result:
 
 def route(sim: Simulator, path: str, query: Query, headers: Headers) -> Result:
     key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
-    if key is None or secret is None:
-        return 401, UNAUTHORIZED
-    if sim.config.accounts.get(key) != secret:
-        return 403, UNAUTHORIZED
     parts = [p for p in path.split("/") if p]
-    if parts[:1] != ["v2"]:
+    crypto = parts[:2] == ["v1beta3", "crypto"]
+    if (key is None or secret is None) and not crypto:  # crypto market data needs no keys (alpaca-py sends none)
+        return 401, UNAUTHORIZED
+    if key is not None and sim.config.accounts.get(key) != secret:
+        return 403, UNAUTHORIZED
+    if crypto:
+        try:
+            return _crypto(sim, parts[2:], query)
+        except ValueError as exc:
+            return 400, {"code": 40010001, "message": str(exc)}
+    if parts[:1] != ["v2"] or key is None:
         return not_found()
     try:
         return _route_v2(sim, key, parts[1:], query)
@@ -90,6 +97,39 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
         case ["stocks", *rest]:
             return _stocks(sim, rest, query)
     return not_found()
+
+
+def _crypto(sim: Simulator, parts: list[str], query: Query) -> Result:
+    """Alpaca's crypto REST (``/v1beta3/crypto/{loc}/...``), as alpaca-py's CryptoHistoricalDataClient reads it:
+    every answer keyed by a data key first (``{"snapshots": {pair: {...}}}``, ``{"bars": {pair: [...]},
+    "next_page_token"}``), unlike the stock snapshots. Pairs only; the simulated market is one for every location."""
+    if len(parts) < 2 or parts[0] not in CRYPTO_LOCATIONS:
+        return not_found()
+    market = sim.market
+    match parts[1:]:
+        case ["snapshots"]:
+            return 200, {"snapshots": {s: market.snapshot(s) for s in _pairs(query)}}
+        case ["latest", "trades"]:
+            return 200, {"trades": {s: market.latest_trade(s) for s in _pairs(query)}}
+        case ["latest", "quotes"]:
+            return 200, {"quotes": {s: market.latest_quote(s) for s in _pairs(query)}}
+        case ["latest", "bars"]:
+            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _pairs(query)}}
+        case ["trades"]:
+            return 200, _trades(sim, _pairs(query), query)
+        case ["bars"]:
+            return 200, _bars(sim, _pairs(query), query)
+    return not_found()
+
+
+def _pairs(query: Query) -> list[str]:
+    symbols = [s for s in query.get("symbols", "").split(",") if s]
+    if not symbols:
+        raise ValueError("missing symbols")
+    for s in symbols:
+        if not CRYPTO_SYMBOL_RE.fullmatch(s):
+            raise ValueError(f"invalid symbol: {s}")
+    return symbols
 
 
 def _orders(sim: Simulator, key: str, query: Query) -> list[dict]:
@@ -186,12 +226,24 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     rows: list[tuple[str, dict]] = []
     for symbol in sorted(set(symbols)):
         windows: dict[int, list[float]] = {}
+        if sim.market.intraday:
+            sim.market.state(symbol)  # a symbol met here first gets its synthesized day too
+        for ns, b in sim.market.history_bars(symbol, start - start % width, end):  # the day before we met it
+            key = ns - ns % width
+            w = windows.get(key)
+            if w is None:
+                windows[key] = [b["o"], b["h"], b["l"], b["c"], b["v"], b["n"], b["vw"] * b["v"]]
+            else:
+                w[1], w[2], w[3] = max(w[1], b["h"]), min(w[2], b["l"]), b["c"]
+                w[4] += b["v"]
+                w[5] += b["n"]
+                w[6] += b["vw"] * b["v"]
         for trade in sim.market.trades_between(symbol, start - start % width, end):
             ns = parse_ts(trade["t"])
             key = ns - ns % width
             if key < start - start % width:
                 continue
-            price, size = float(trade["p"]), int(trade["s"])
+            price, size = float(trade["p"]), trade["s"]  # shares (int), or a fraction of a coin
             w = windows.get(key)
             if w is None:
                 windows[key] = [price, price, price, price, size, 1, price * size]
@@ -200,7 +252,7 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
                 w[4] += size
                 w[5] += 1
                 w[6] += price * size
-        bars = [{"t": format_ts(k), "o": w[0], "h": w[1], "l": w[2], "c": w[3], "v": w[4], "n": w[5],
+        bars = [{"t": format_ts(k), "o": w[0], "h": w[1], "l": w[2], "c": w[3], "v": round(w[4], 8), "n": w[5],
                  "vw": round(w[6] / w[4], 6) if w[4] else w[3]} for k, w in sorted(windows.items())]
         if query.get("sort") == "desc":
             bars.reverse()

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -79,11 +80,13 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.market = Market(self.config.seed, self.config.start_prices)
+        self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history)
         self.book = OrderBook(list(self.config.accounts), self.market.price, self.config.seed,
                               self.config.starting_cash)
         self.rate_per_symbol = self.config.rate_per_symbol
         self.received: list[Received] = []
+        #: Paths (with query) of the Alpaca REST requests served, newest last: which endpoint a client used.
+        self.rest_requests: deque[str] = deque(maxlen=1000)
         self.connection_count_total = 0
         self.session_refusals = 0  # 406s and refused trading logins: a second session for the same account
         self._conns: dict[int, Conn] = {}
@@ -164,6 +167,7 @@ class Simulator:
         if request.method not in ("GET", "HEAD"):
             return rest.respond(405, {"code": 40510000, "message": "method not allowed: the simulator "
                                       "serves GET only; create orders with /_sim/order"})
+        self.rest_requests.append(request.path)
         return rest.respond(*rest.route(self, url.path, query, request.headers))
 
     # -- WebSocket handlers ----------------------------------------------------------------------------
@@ -569,14 +573,18 @@ class Simulator:
         """Send a trade now to every trades subscriber of ``symbol`` (incl. ``*``); returns the message. On an
         option path (``/v1beta1/indicative``) it is an option trade."""
         feed = DATA_PATHS.get(path or "", "iex")
-        msg, ns = (self.market.option_trade(symbol, price, size, **fields) if feed_kind(feed) == "options" else
+        kind = feed_kind(feed)
+        msg, ns = (self.market.option_trade(symbol, price, size, **fields) if kind == "options" else
+                   self.market.crypto_trade(symbol, price, size, **fields) if kind == "crypto" else
                    self.market.trade(symbol, feed, price, size, **fields))
         return self._inject(msg, ns, path)
 
     def inject_quote(self, symbol: str, bid: float | None = None, ask: float | None = None, *,
                      path: str | None = None, **fields: Any) -> dict:
         feed = DATA_PATHS.get(path or "", "iex")
-        msg, ns = (self.market.option_quote(symbol, bid, ask, **fields) if feed_kind(feed) == "options" else
+        kind = feed_kind(feed)
+        msg, ns = (self.market.option_quote(symbol, bid, ask, **fields) if kind == "options" else
+                   self.market.crypto_quote(symbol, bid, ask, **fields) if kind == "crypto" else
                    self.market.quote(symbol, feed, bid, ask, **fields))
         return self._inject(msg, ns, path)
 
