@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from trade_stream.core.event_ids import EventId
+from trade_stream.core.event_ids import EventId, new_ulid, rfc3339_now
 from trade_stream.core.fanout import Client, Codec, Peer
 from trade_stream.core.framing import text_frame
 from trade_stream.core.journal import Entry, Journal, fault_message
@@ -457,6 +457,10 @@ class Orders:
         """Journal first, then relay. Returns None for a duplicate (nothing is relayed twice) and for an event
         kept back because the journal is down (it is relayed when the journal is back)."""
         data = sanitize(data)
+        if not data.get("event_id"):  # Alpaca's events API shape everywhere: a ULID event_id and at
+            data["event_id"] = new_ulid()
+        if not data.get("at"):
+            data["at"] = rfc3339_now()
         if self.journal is None or self._pending:  # behind the ones already waiting, in order
             self._keep(data, reconciled, dedupe)
             return None
