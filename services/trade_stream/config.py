@@ -116,7 +116,6 @@ class Config:
     broker_silence: float = 60.0
     broker_fallback_after: float = 30.0
     broker_poll_interval: float = 5.0
-    broker_demo: bool = False  # --demo --broker: the simulator's Broker API
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
