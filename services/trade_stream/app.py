@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from trade_stream.config import Config
 from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.core.accounts import Accounts
+from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.event_ids import UNKNOWN, EventId, compound, is_compound, parse, parse_compound
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled, Orders
@@ -73,6 +74,7 @@ class App:
         self.notifier: TradeNotifier | None = None
         self.webhooks: Webhooks | None = None
         self.engine: Engine | None = None
+        self.broker: BrokerEvents | None = None  # Broker API mode (ALPACA_BROKER_API_KEY)
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
@@ -96,9 +98,12 @@ class App:
             "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
         }
         self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
-                                            cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user)
+                                            cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
+                                            broker=bool(cfg.broker_api_key))
         self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
                                              for spec in cfg.account_specs()}, identity)
+        if cfg.broker_api_key:
+            accounts.broker = self.broker = self._build_broker()
         self.orders = next(iter(accounts))
         self.trading = next(iter(self.tradings.values()))
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
@@ -126,7 +131,7 @@ class App:
         routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
-                                 snapshots=self.ws.snapshots)
+                                 snapshots=self.ws.snapshots, broker=self.broker)
             self.sse.add_alerts(notifier)
             await self.sse.start()
         await engine.start(self.supervisor.start)
@@ -135,6 +140,8 @@ class App:
         for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
             self.supervisor.start("upstream-trading" if trading is self.trading else f"upstream-trading-{name}",
                                   lambda trading=trading: engine.while_leader(trading.run, trading))
+        for upstream in self.broker.upstreams if self.broker is not None else ():
+            self.supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
         self.supervisor.start("journal-retention", self._prune_journal)
         if self.webhooks is not None:
             self.supervisor.start("webhooks", self.webhooks.run)
@@ -208,6 +215,22 @@ class App:
         )
         return orders
 
+    def _build_broker(self) -> BrokerEvents:
+        """Broker API mode: one journal for every Alpaca account of the partner, and one SSE consumer per
+        stream switched on (TRADE_STREAM_BROKER_STREAMS)."""
+        from trade_stream.upstream.broker_events import BrokerStream  # Broker mode only: httpx-sse
+
+        cfg = self.cfg
+        name = "broker-demo.sqlite3" if cfg.demo else "broker.sqlite3"
+        broker = BrokerEvents(Path(cfg.state_dir) / name, cfg.journal_retention_days)
+        broker.upstreams = [
+            BrokerStream(stream, cfg.broker_base_url, cfg.broker_api_key, cfg.broker_secret_key, broker,
+                         silence=cfg.broker_silence, backoff_min=cfg.timings.reconnect_min,
+                         backoff_max=cfg.timings.broker_backoff_max, fallback_after=cfg.broker_fallback_after,
+                         poll_interval=cfg.broker_poll_interval, open_timeout=cfg.timings.open_timeout)
+            for stream in cfg.broker_streams]
+        return broker
+
     def _build_notifications(self, orders: Accounts) -> TradeNotifier:
         """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
         cfg = self.cfg
@@ -280,6 +303,8 @@ class App:
         for name, trading in self.tradings.items():
             upstreams["trading" if trading is self.trading else f"trading:{name}"] = trading.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
+        if self.broker is not None:
+            view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
         if self.accounts is not None:
             orders = view["orders"] = self.accounts.health()
             if orders["fault_for"] is not None and orders["fault_for"] > self.cfg.health_grace:
@@ -307,12 +332,14 @@ class App:
             out["notifications"] = self.notifier.health()
         if self.webhooks is not None:
             out["webhooks"] = self.webhooks.status()
+        if self.broker is not None:
+            out["broker"] = self.broker.status()
         out["health"] = self.health()
         return out
 
     async def _prune_journal(self) -> None:
         while True:
-            removed = self.accounts.prune()
+            removed = self.accounts.prune() + (self.broker.prune() if self.broker is not None else 0)
             if removed:
                 log.info("journal_pruned removed=%d", removed)
             if self.notifier is not None:
@@ -352,6 +379,8 @@ class App:
             await self.accounts.stop()
         if self.notifier is not None:
             self.notifier.close()
+        if self.broker is not None:
+            self.broker.close()
         if self.simulator is not None:
             await self.simulator.stop()
         log.info("stopped")

@@ -27,6 +27,7 @@ PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-st
 FEEDS = ("iex", "sip", "delayed_sip", "test")
 CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1beta3/crypto/{loc})
 OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
+BROKER_STREAMS = ("trades", "accounts", "activities")  # Broker API event streams (upstream/broker_events.py)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -51,6 +52,7 @@ class Timings:
     webhook_backoff: float = 1.0  # first webhook retry waits up to this long (full jitter), doubling each time
     webhook_backoff_max: float = 900.0  # cap of one webhook retry wait
     webhook_give_up: float = 86400.0  # stop retrying a delivery this long after it was queued
+    broker_backoff_max: float = 60.0  # cap of a Broker API event stream's reconnect wait (full jitter)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,13 @@ class Config:
     node_id: str = ""
     redis_prefix: str = "trade-stream"
     cluster_lease: float = 5.0
+    broker_api_key: str = ""
+    broker_secret_key: str = ""
+    broker_base_url: str = "https://broker-api.sandbox.alpaca.markets"
+    broker_streams: tuple[str, ...] = ("trades", "accounts", "activities")
+    broker_silence: float = 60.0
+    broker_fallback_after: float = 30.0
+    broker_poll_interval: float = 5.0
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -114,7 +123,8 @@ class Config:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "timings"}
         out["webhooks"] = ",".join(t.name for t in self.webhooks)  # names only: targets carry secrets
         out["accounts"] = ",".join(a.name for a in self.account_specs())  # names only: accounts carry keys
-        for name in ("api_key", "secret_key", "token", "jwt_secret"):
+        out["broker_streams"] = ",".join(self.broker_streams)
+        for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key"):
             out[name] = mask(out[name])
         out["redis_url"] = mask_url(self.redis_url)
         return out
@@ -205,6 +215,16 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and (urlsplit(origin).scheme not in ("http", "https") or not urlsplit(origin).netloc):
             raise ValueError(f"{origin!r} is not an origin like https://example.com or *")
     return items
+
+
+def _broker_streams(raw: str) -> tuple[str, ...]:
+    if raw.strip().lower() == "none":
+        return ()
+    names = tuple(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
+    wrong = [n for n in names if n not in BROKER_STREAMS]
+    if wrong:
+        raise ValueError(f"unknown stream {wrong[0]!r}; give a comma list of {', '.join(BROKER_STREAMS)}, or none")
+    return names
 
 
 def _text(raw: str) -> str:
@@ -348,6 +368,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
             "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
             "second (default 5)"),
+    Setting("broker_api_key", "ALPACA_BROKER_API_KEY", "--broker-api-key", _text,
+            "Broker API mode: the partner key id; with it, the daemon consumes the Broker API event streams of "
+            "every account (see Broker API mode)"),
+    Setting("broker_secret_key", "ALPACA_BROKER_SECRET_KEY", "--broker-secret-key", _text,
+            "Broker API mode: the partner secret", True),
+    Setting("broker_base_url", "ALPACA_BROKER_BASE_URL", "--broker-base-url", _url(("https", "http")),
+            "Broker API base (default the sandbox, https://broker-api.sandbox.alpaca.markets; live: "
+            "https://broker-api.alpaca.markets)"),
+    Setting("broker_streams", "TRADE_STREAM_BROKER_STREAMS", "--broker-streams", _broker_streams,
+            "Broker API event streams to consume: comma list of trades, accounts, activities, or none "
+            "(default all three)"),
+    Setting("broker_silence", "TRADE_STREAM_BROKER_SILENCE", "--broker-silence", _float_min(0.1),
+            "Broker API mode: reconnect an event stream that sends nothing, not even a heartbeat, for this many "
+            "seconds (default 60)"),
+    Setting("broker_fallback_after", "TRADE_STREAM_BROKER_FALLBACK_AFTER", "--broker-fallback-after",
+            _float_min(0), "Broker API mode: seconds of failing SSE before fills and activities are polled over "
+            "REST instead, until SSE works again (default 30)"),
+    Setting("broker_poll_interval", "TRADE_STREAM_BROKER_POLL_INTERVAL", "--broker-poll-interval", _float_min(0.05),
+            "Broker API mode: seconds between REST polls while SSE is down (default 5)"),
 )
 
 
@@ -417,7 +456,8 @@ def check_identity(values: dict[str, Any]) -> None:
     try:
         if values.get("users_file"):
             names = [a.name for a in values["accounts"]] if values.get("accounts") else ["default"]
-            identity.check_accounts(identity.load_users(values["users_file"]), names)
+            identity.check_accounts(identity.load_users(values["users_file"]), names,
+                                    broker=bool(values.get("broker_api_key")))
     except ValueError as exc:
         raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: {exc}") from None
     try:
@@ -443,6 +483,9 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
     if market is not None:  # the marked account's keys hold the market-data connection
         values.setdefault("api_key", market.key_id)
         values.setdefault("secret_key", market.secret)
+    if bool(values.get("broker_api_key")) != bool(values.get("broker_secret_key")):
+        missing = "ALPACA_BROKER_SECRET_KEY" if values.get("broker_api_key") else "ALPACA_BROKER_API_KEY"
+        raise ConfigError(f"{missing} is not set: Broker API mode needs both the partner key id and secret")
     if not demo and not (values.get("api_key") and values.get("secret_key")):
         missing = "ALPACA_API_KEY" if not values.get("api_key") else "ALPACA_SECRET_KEY"
         raise ConfigError(

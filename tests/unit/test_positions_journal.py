@@ -48,3 +48,12 @@ def test_journal_retention(tmp_path):
     j = Journal(tmp_path / "j.sqlite3", retention_days=1)
     j.append({"event": "new", "timestamp": "t", "order": {"id": "o"}})
     assert j.prune(now=10**12) == 1 and j.since(0) == []
+
+
+def test_timestamps_with_nanoseconds_keep_their_zone_offset():
+    from trade_stream.core.orders import parse_ts
+
+    utc = parse_ts("2026-01-02T15:00:00.123456789Z")
+    assert parse_ts("2026-01-02T17:00:00.123456789+02:00") == utc  # the zone's digits are not fraction digits
+    assert parse_ts("2026-01-02T10:00:00.123456789-05:00") == utc
+    assert parse_ts("2026-01-02T15:00:00+00:00") == parse_ts("2026-01-02T15:00:00Z")

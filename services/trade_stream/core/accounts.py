@@ -35,6 +35,7 @@ class Accounts:
         self.users: dict[Client, User] = {}
         self._subscribed: set[Client] = set()
         self._expiry: dict[Client, asyncio.TimerHandle] = {}
+        self.broker: Any = None  # Broker API mode: core/broker.BrokerEvents, routed by Alpaca account id
 
     def __iter__(self) -> Iterator[Orders]:
         return iter(self.orders.values())
@@ -71,6 +72,8 @@ class Accounts:
             else:
                 orders.forget(client)  # a fresh token with fewer accounts: those end now
         self._schedule_expiry(client, found)
+        if client in self._subscribed and self.broker is not None:
+            self.broker.watch(client, found)
         if client in self._subscribed:  # a refresh: keep what runs, start what the new token adds
             for name in found.visible(self.orders):
                 orders = self.orders[name]
@@ -85,12 +88,16 @@ class Accounts:
         if user is None:
             return ClientError("unauthorized", 'order updates are private: send {"action":"auth","token":…} first')
         names = user.visible(self.orders)
-        if not names:
+        brokered = self.broker is not None and (user.accounts is None or any(a not in self.orders
+                                                                            for a in user.accounts))
+        if not names and not brokered:
             return ClientError("no_accounts", f"user {user.name} may see none of this relay's accounts")
         if client in self._subscribed:
             return ClientError("already_subscribed", "already subscribed to orders")
         sinces = split_since(since, names, lambda n: self.orders[n].epoch)
         self._subscribed.add(client)
+        if brokered:
+            self.broker.watch(client, user)
         for name in names:
             err = self.orders[name].subscribe(client, sinces.get(name))
             if err is not None:
@@ -99,6 +106,8 @@ class Accounts:
 
     def unsubscribe(self, client: Client) -> None:
         self._subscribed.discard(client)
+        if self.broker is not None:
+            self.broker.unwatch(client)
         for orders in self.orders.values():
             orders.unsubscribe(client)
 
@@ -107,6 +116,8 @@ class Accounts:
         if user is not None:
             self.identity.sessions.release(user.name, client)
         self._subscribed.discard(client)
+        if self.broker is not None:
+            self.broker.unwatch(client)
         handle = self._expiry.pop(client, None)
         if handle is not None:
             handle.cancel()

@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from trade_stream.core.event_ids import EventId
+from trade_stream.core.event_ids import EventId, new_ulid, rfc3339_now
 from trade_stream.core.fanout import Client, Codec, Peer
 from trade_stream.core.framing import text_frame
 from trade_stream.core.journal import Entry, Journal, fault_message
@@ -96,7 +96,7 @@ def _trim_ns(value: str) -> str:
     value = value.replace("Z", "+00:00")
     if "." in value:
         head, _, rest = value.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]  # the fraction: the leading digits only
         zone = rest[len(digits):]
         value = f"{head}.{digits[:6]}{zone}"
     return value
@@ -457,6 +457,10 @@ class Orders:
         """Journal first, then relay. Returns None for a duplicate (nothing is relayed twice) and for an event
         kept back because the journal is down (it is relayed when the journal is back)."""
         data = sanitize(data)
+        if not data.get("event_id"):  # Alpaca's events API shape everywhere: a ULID event_id and at
+            data["event_id"] = new_ulid()
+        if not data.get("at"):
+            data["at"] = rfc3339_now()
         if self.journal is None or self._pending:  # behind the ones already waiting, in order
             self._keep(data, reconciled, dedupe)
             return None

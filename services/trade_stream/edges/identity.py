@@ -44,6 +44,7 @@ USER_FIELDS = {"name", "token_hash", "accounts", "admin"}
 JWT_HMAC = ("HS256",)
 JWT_PUBLIC = ("RS256", "ES256")
 RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
+BROKER_ACCOUNT_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_LOG_LIMIT = 1000  # unknown JWT account names remembered (each logged once); beyond, no more logging
 
 
@@ -139,13 +140,16 @@ def _user(item: Any) -> UserRecord:
     return UserRecord(name, stored, tuple(accounts), admin)
 
 
-def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str]) -> tuple[UserRecord, ...]:
+def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False
+                   ) -> tuple[UserRecord, ...]:
     """The users, if every account they name is one of this relay's (``*`` is all); else ValueError naming the
-    first user and account that is not: a typo there would silently show someone nothing."""
+    first user and account that is not: a typo there would silently show someone nothing. In Broker API mode an
+    Alpaca account id (a UUID) is an account too: the relay follows every account of the partner."""
     known = set(accounts)
     users = tuple(users)
     for u in users:
-        wrong = next((a for a in u.accounts if a != "*" and a not in known), None)
+        wrong = next((a for a in u.accounts if a != "*" and a not in known
+                      and not (broker and BROKER_ACCOUNT_RE.fullmatch(a))), None)
         if wrong is not None:
             raise ValueError(f"user {u.name!r} names account {wrong!r}, which this relay does not have "
                              f"(accounts: {', '.join(sorted(known))})")
@@ -189,11 +193,12 @@ def load_public_key(path: str) -> Any:
 
 class Identity:
     def __init__(self, token: str, accounts: Iterable[str], users_file: str = "", jwt_secret: str = "",
-                 jwt_public_key: str = "", max_connections_per_user: int = 10) -> None:
+                 jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False) -> None:
         self._token = token.encode("utf-8", "surrogatepass") if token else b""
         self.accounts = tuple(accounts)
+        self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
         self.users_file = users_file
-        self._users: tuple[UserRecord, ...] = check_accounts(load_users(users_file), self.accounts) \
+        self._users: tuple[UserRecord, ...] = check_accounts(load_users(users_file), self.accounts, broker) \
             if users_file else ()
         self._unknown_logged: set[str] = set()  # JWT account claims this relay does not have, logged once each
         self._users_mtime = self._mtime()
@@ -265,14 +270,17 @@ class Identity:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             return "JWT sub must be the user's name (a non-empty string)"
-        unknown = [a for a in accounts if a not in self.accounts]
+        unknown = [a for a in accounts if not self.known(a)]
         new = [a for a in unknown if a not in self._unknown_logged]
         if new and len(self._unknown_logged) < UNKNOWN_LOG_LIMIT:
             self._unknown_logged.update(new)
             log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
                         sub, ",".join(new)[:200], ",".join(self.accounts))
-        known = frozenset(a for a in accounts if a in self.accounts)
+        known = frozenset(a for a in accounts if self.known(a))
         return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
+
+    def known(self, account: str) -> bool:
+        return account in self.accounts or (self.broker and BROKER_ACCOUNT_RE.fullmatch(account) is not None)
 
     def _mtime(self) -> float | None:
         try:
@@ -290,7 +298,7 @@ class Identity:
             return
         self._users_mtime = mtime
         try:
-            self._users = check_accounts(load_users(self.users_file), self.accounts)
+            self._users = check_accounts(load_users(self.users_file), self.accounts, self.broker)
             log.info("users_reloaded path=%s users=%d", self.users_file, len(self._users))
         except ValueError as exc:
             log.error("users_file_invalid path=%s error=%s (keeping the previous users)", self.users_file, exc)

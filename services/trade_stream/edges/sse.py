@@ -373,7 +373,8 @@ class Request:
 
 class SseServer:
     def __init__(self, cfg: Config, relay: Relay, accounts: Accounts | None, origins: OriginPolicy, stats: Stats,
-                 status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
+                 broker: Any = None) -> None:
         self.cfg = cfg
         self.relay = relay
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
@@ -403,6 +404,9 @@ class SseServer:
             orders.listeners.append(lambda entry, orders=orders: self._on_order_event(entry, orders))
             orders.position_listeners.append(self._on_position)
             orders.reset_listeners.append(lambda reason, orders=orders: self._on_orders_reset(reason, orders))
+        from trade_stream.edges.events_api import EventsApi
+
+        self.events_api = EventsApi(self, broker)  # Alpaca's events API, and /api/stream/broker in Broker mode
 
     def add_alerts(self, notifier: Any) -> None:
         """Serve trade notifications on /api/stream/alerts (``alert:new``, ``alert:read``)."""
@@ -431,7 +435,7 @@ class SseServer:
         if self.server is None:
             return
         self.server.close()
-        for client in [*self.clients, *self.order_clients, *self.alert_clients]:
+        for client in [*self.clients, *self.order_clients, *self.alert_clients, *self.events_api.live]:
             client.end()
         for task in list(self._handlers):
             task.cancel()
@@ -502,7 +506,8 @@ class SseServer:
         correlation = correlation_id(request.headers.get("x-correlation-id"))
         log.info("sse_request method=%s path=%s ip=%s correlation_id=%s", request.method, request.path, ip,
                  correlation)
-        known = request.path in (*STREAM_PATHS, "/api/stream/status", "/api/stream/metrics")
+        known = request.path in (*STREAM_PATHS, "/api/stream/status", "/api/stream/metrics",
+                                 *self.events_api.paths)
         if not known:
             return self._respond(conn, writer, request, 404, _error(404, f"no such path {request.path}"), correlation)
         if request.method == "OPTIONS":
@@ -523,7 +528,9 @@ class SseServer:
                                  [(b"Retry-After", str(retry_after).encode())])
         self.admission.opened(ip)
         try:  # whatever happens from here on, the slot is given back
-            if request.path in PRIVATE_KINDS:
+            if request.path in self.events_api.paths:
+                await self.events_api.serve(conn, request, reader, writer, ip, correlation)
+            elif request.path in PRIVATE_KINDS:
                 await self._serve_orders(conn, request, reader, writer, ip, correlation, PRIVATE_KINDS[request.path])
             elif request.path == "/api/stream/prices":
                 await self._serve_prices(conn, request, reader, writer, ip, correlation)

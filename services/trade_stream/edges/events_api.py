@@ -1,0 +1,318 @@
+"""Events over SSE from the journals, on the SSE side-port: Alpaca's own events API, and the per-user Broker stream.
+
+``GET /v2/events/trades`` (and ``/v1/events/accounts/status``, ``/v2beta1/events/activities`` in Broker API mode)
+speak Alpaca's events API, so a client written for it (httpx-sse, the Go SDK's ``StreamTradeUpdates``) reads
+trade-stream unchanged: each event a ``data:`` line of Alpaca's JSON with a ULID ``event_id`` and ``at``;
+``since``/``until`` (RFC 3339 or a date) or ``since_id``/``until_id`` (ULIDs; ``since_ulid``/``until_ulid`` on
+``/v1``), since and since_id exclusive and not together, ``since_X`` required with ``until_X``, no history without a
+cursor (live only), the response ending with 200 once ``until`` is reached; ``:heartbeat`` comments while quiet.
+Credentials: HTTP Basic with any key id and the user's token as the secret, or the Go SDK's
+``APCA-API-KEY-ID``/``APCA-API-SECRET-KEY`` headers (the secret is the token), or ``Authorization: Bearer``;
+without a valid one, 401 with Alpaca's error body. The events are those of the user's accounts only: in Broker
+API mode the Broker journal (core/broker.py), in trading-API mode each account's order journal (``account_id``
+is then the account's name).
+
+``GET /api/stream/broker`` is the browser-friendly stream of Broker mode: ``order:update``, ``account:status``,
+``activity:new`` for the user's accounts, ``id: <epoch>-<n>`` of the Broker journal, ``Last-Event-ID`` replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import h11
+import orjson
+
+from trade_stream.core import event_ids
+from trade_stream.core.broker import BrokerEntry, BrokerEvents
+from trade_stream.core.journal import Entry
+from trade_stream.core.orders import AuthThrottled
+from trade_stream.edges.identity import User
+
+if TYPE_CHECKING:
+    from trade_stream.edges.sse import Request, SseClient, SseServer
+
+#: path -> (stream, since-id parameter, until-id parameter)
+ALPACA_PATHS: dict[str, tuple[str, str, str]] = {
+    "/v2/events/trades": ("trades", "since_id", "until_id"),
+    "/v1/events/accounts/status": ("accounts", "since_ulid", "until_ulid"),
+    "/v2beta1/events/activities": ("activities", "since_id", "until_id"),
+}
+BROKER_PATH = "/api/stream/broker"
+SSE_NAMES = {"trades": "order:update", "accounts": "account:status", "activities": "activity:new"}
+UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
+HISTORY_LIMIT = 100_000
+
+
+def parse_time(raw: str) -> float:
+    if len(raw) == 10:
+        return datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC).timestamp()
+    text = raw.replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError("needs a time zone (Z or +hh:mm)")
+    return parsed.timestamp()
+
+
+class Window:
+    """The query rules of Alpaca's events API, checked once; ``wants``/``past`` test one event."""
+
+    def __init__(self, query: dict[str, str], since_name: str, until_name: str) -> None:
+        self.since_id, self.until_id = query.get(since_name) or None, query.get(until_name) or None
+        try:
+            self.since = parse_time(query["since"]) if query.get("since") else None
+            self.until = parse_time(query["until"]) if query.get("until") else None
+        except ValueError as exc:
+            raise ValueError(f"since/until must be RFC 3339 or a date (YYYY-MM-DD): {exc}") from None
+        if self.since is not None and self.since_id is not None:
+            raise ValueError(f"since and {since_name} can't be used at the same time")
+        if self.until is not None and self.since is None:
+            raise ValueError("since required if until specified")
+        if self.until_id is not None and self.since_id is None:
+            raise ValueError(f"{since_name} required if {until_name} specified")
+
+    @property
+    def history(self) -> bool:
+        return self.since is not None or self.since_id is not None
+
+    def wants(self, data: dict[str, Any]) -> bool:
+        if self.since_id is not None:
+            return str(data.get("event_id") or "") > self.since_id
+        if self.since is not None:
+            return _at(data) > self.since
+        return True
+
+    def past(self, data: dict[str, Any]) -> bool:
+        if self.until_id is not None and str(data.get("event_id") or "") > self.until_id:
+            return True
+        return self.until is not None and _at(data) > self.until
+
+    def ended(self) -> bool:
+        return self.until is not None and time.time() >= self.until
+
+
+def _at(data: dict[str, Any]) -> float:
+    try:
+        return parse_time(str(data.get("at") or data.get("timestamp")))
+    except ValueError:
+        return 0.0
+
+
+class EventsApi:
+    def __init__(self, server: SseServer, broker: BrokerEvents | None) -> None:
+        self.server = server
+        self.broker = broker
+        self.live: dict[SseClient, tuple[str, User, Window | None]] = {}  # client -> stream, user, window
+        self.paths = {p for p, (s, _, _) in ALPACA_PATHS.items() if broker is not None or s == "trades"}
+        if broker is not None:
+            self.paths.add(BROKER_PATH)
+            broker.listeners.append(self._on_broker)
+        else:
+            for orders in server.accounts or ():
+                orders.listeners.append(lambda entry, orders=orders: self._on_order(entry, orders.account))
+
+    # --- credentials --------------------------------------------------------------------------------------
+
+    def _user(self, request: Request, ip: str) -> User | AuthThrottled | None:
+        accounts = self.server.accounts
+        if accounts is None:
+            return None
+        h = request.headers
+        auth = h.get("authorization", "")
+        token = ""
+        if auth[:6].lower() == "basic ":
+            try:
+                token = base64.b64decode(auth[6:]).decode("utf-8").partition(":")[2]
+            except ValueError:
+                token = ""
+        elif auth[:7].lower() == "bearer ":
+            token = auth[7:]
+        else:
+            token = h.get("apca-api-secret-key", "")
+        if not token:
+            return None
+        found = accounts.identity.resolve(token, ip)
+        if isinstance(found, AuthThrottled | User):
+            return found
+        return None
+
+    # --- Alpaca's events API --------------------------------------------------------------------------------
+
+    async def serve(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
+        server = self.server
+        user = self._user(request, ip)
+        if isinstance(user, AuthThrottled):
+            return server._respond(conn, writer, request, 429, {"code": 42910000, "message": user.message},
+                                   correlation, [(b"Retry-After", str(user.retry_after).encode())])
+        if user is None:
+            return server._respond(conn, writer, request, 401, UNAUTHORIZED, correlation,
+                                   [(b"WWW-Authenticate", b'Basic realm="trade-stream"')])
+        if request.path == BROKER_PATH:
+            return await self._serve_broker(conn, request, reader, writer, ip, correlation, user)
+        stream, since_name, until_name = ALPACA_PATHS[request.path]
+        try:
+            window = Window(request.query, since_name, until_name)
+        except ValueError as exc:
+            return server._respond(conn, writer, request, 400, {"code": 40010000, "message": str(exc)}, correlation)
+        if not server._admit(conn, request, writer, correlation, user):
+            return
+        headers = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache"),
+                   (b"X-Accel-Buffering", b"no")]
+        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
+                                            headers=server._head(request, 200, headers, correlation))))
+        from trade_stream.edges.sse import SseClient
+
+        client = SseClient(writer, ip, server.cfg.client_buffer_bytes, server.stats, server.codec, False, 0.0)
+        client.kind, client.tally = f"events-{stream}", server.sent
+        try:
+            done = False
+            events: list[dict[str, Any]] = []
+            if window.history:
+                events = self._history(stream, user, window)
+                for data in events:
+                    if window.past(data):
+                        done = True
+                        break
+                    client.write(_data(data), 1)
+            if done or window.ended() or (window.until_id is not None and any(
+                    str(e.get("event_id")) >= window.until_id for e in events)):
+                client.end()
+                return
+            self.live[client] = (stream, user, window)  # no await since the history read: no gap
+            await self._pump(client, reader, window, user.expires_at)
+        finally:
+            self.live.pop(client, None)
+            client.finish()
+            server.accounts.identity.sessions.release(user.name, writer)
+
+    def _history(self, stream: str, user: User, window: Window) -> list[dict[str, Any]]:
+        if self.broker is not None:
+            db = self.broker.journal.db
+            sql = "SELECT payload FROM events WHERE stream = ?"
+            args: list[Any] = [stream]
+            if window.since_id is not None:
+                sql += " AND event_id > ?"
+                args.append(window.since_id)
+            if user.accounts is not None:
+                sql += f" AND account_id IN ({','.join('?' * len(user.accounts))})"
+                args += sorted(user.accounts)
+            rows = db.execute(sql + " ORDER BY event_id LIMIT ?", (*args, HISTORY_LIMIT)).fetchall()
+            return [d for d in (orjson.loads(r[0]) for r in rows) if window.wants(d)]
+        out: list[dict[str, Any]] = []
+        for orders in self.server.accounts or ():
+            if not user.sees(orders.account) or orders.journal is None:
+                continue
+            out += [d for d in (trade_event(e, orders.account) for e in orders.journal.since(0, HISTORY_LIMIT))
+                    if window.wants(d)]
+        return sorted(out, key=lambda d: str(d.get("event_id") or ""))
+
+    async def _pump(self, client: SseClient, reader: asyncio.StreamReader, window: Window | None,
+                    expires_at: float | None) -> None:
+        """Heartbeats while quiet (Alpaca's ``:heartbeat``), the end at ``until``, the end of a JWT."""
+        every = self.server.cfg.sse_keepalive
+        while not client.closed:
+            wait = every - (time.monotonic() - client.last_write)
+            if window is not None and window.until is not None:
+                wait = min(wait, window.until - time.time())
+                if window.ended():
+                    client.end()
+                    return
+            if expires_at is not None and time.time() >= expires_at:
+                client.end()
+                return
+            if wait <= 0:
+                client.write(b":heartbeat\n\n")
+                continue
+            try:
+                data = await asyncio.wait_for(reader.read(1024), max(0.01, wait))
+            except TimeoutError:
+                continue
+            if not data:
+                return
+
+    def _deliver(self, stream: str, account: str, data: dict[str, Any], sse_event: Callable[[], bytes]) -> None:
+        frame: bytes | None = None
+        for client, (s, user, window) in list(self.live.items()):
+            if s != stream and s != "broker":
+                continue
+            if not user.sees(account):
+                continue
+            if s == "broker":
+                client.write(sse_event(), 1)
+                continue
+            assert window is not None
+            if window.past(data):
+                client.end()
+                continue
+            frame = frame or _data(data)
+            client.write(frame, 1)
+
+    def _on_broker(self, entries: list[BrokerEntry]) -> None:
+        broker = self.broker
+        assert broker is not None
+        for entry in entries:
+            self._deliver(entry.stream, entry.account_id, entry.data, lambda entry=entry: _broker_event(broker, entry))
+
+    def _on_order(self, entry: Entry, account: str) -> None:
+        data = trade_event(entry, account)
+        self._deliver("trades", account, data, lambda: b"")
+
+    # --- /api/stream/broker -------------------------------------------------------------------------------
+
+    async def _serve_broker(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter, ip: str, correlation: str, user: User) -> None:
+        server, broker = self.server, self.broker
+        assert broker is not None
+        if not server._admit(conn, request, writer, correlation, user):
+            return
+        client = server._open_stream(conn, request, writer, ip, correlation, server.codec, "broker", user.name)
+        try:
+            last = event_ids.parse(request.headers.get("last-event-id") or request.query.get("lastEventId"))
+            if last is not None:
+                if last.known and last.epoch in (None, broker.epoch):
+                    after = last.n
+                    while True:
+                        page = broker.journal.since(after, user.accounts, 5000)
+                        if page:
+                            client.write(b"".join(_broker_event(broker, e) for e in page), len(page))
+                            after = page[-1].id
+                        if len(page) < 5000:
+                            break
+                else:
+                    client.write(_event("reset", {"reason": "unknown event id; refetch state",
+                                                  "epoch": broker.epoch}))
+            self.live[client] = ("broker", user, None)
+            await self._pump(client, reader, None, user.expires_at)
+        finally:
+            self.live.pop(client, None)
+            client.finish()
+            server.accounts.identity.sessions.release(user.name, writer)
+
+
+def trade_event(entry: Entry, account: str) -> dict[str, Any]:
+    """A trading-API journal entry in the events API's shape: ``account_id`` is the relay's account name."""
+    data = {k: v for k, v in entry.data.items() if k not in ("order_id", "symbol", "side", "status")}
+    return {"account_id": account, **data}
+
+
+def _data(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _event(name: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _broker_event(broker: BrokerEvents, entry: BrokerEntry) -> bytes:
+    return _event(SSE_NAMES[entry.stream], broker.message(entry), event_ids.cursor(broker.epoch, entry.id))
