@@ -347,3 +347,55 @@ async def test_each_account_has_its_own_shared_order_log_and_trading_session(tmp
             assert [e.id for e in by_account["live"].journal.since(0)] == [1, 2]  # ids per account
             assert by_account["paper"].epoch != by_account["live"].epoch
             assert sim.session_refusals == 0
+
+
+async def orders_on(port: int, stack: contextlib.AsyncExitStack, since: str | None = None) -> Browser:
+    """An authenticated client on ``port`` subscribed to orders (resuming after ``since``), snapshot read."""
+    browser = await stack.enter_async_context(Browser.connect(port))
+    await browser.send({"action": "auth", "token": TOKEN})
+    await browser.expect("authenticated")
+    await browser.send({"action": "subscribe", "channel": "orders", **({"since": since} if since else {})})
+    await browser.expect("orders_snapshot")
+    return browser
+
+
+async def fill_reaches(clients: list[Browser], sim: Any, price: float) -> list[dict[str, Any]]:
+    order = sim.submit_order("AAPL", "buy", 1, "limit", 100)
+    sim.fill_order(order["id"], price=price)
+    return [await c.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill"
+                           and m["data"]["order_id"] == order["id"], timeout=15) for c in clients]
+
+
+async def test_redis_restart_without_persistence_resets_the_order_log_on_every_node(sim, tmp_path):
+    """Redis comes back empty: a new epoch, ids from 1. Every running node notices, tells its clients
+    ``orders_reset``, relays the new log's events, and a client resuming with an old id is told to refetch."""
+    redis = RedisServer(tmp_path / "volatile", persist=False)
+    redis.start()
+    try:
+        async with cluster(sim, tmp_path, [redis.url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            clients = [await orders_on(a.port, stack) for a in apps]
+            before = await fill_reaches(clients, sim, 99.0)
+            old_epoch = apps[0].orders.epoch
+            old_id = f"{old_epoch}-{before[0]['id']}"  # the position a client keeps (SSE ids, REST cursors)
+
+            redis.stop()
+            redis.start()  # same port, nothing kept
+            resets = [await c.expect("orders_reset", timeout=20) for c in clients]
+            new_epoch = resets[0]["epoch"]
+            assert new_epoch != old_epoch and {r["epoch"] for r in resets} == {new_epoch}
+            await wait_until(lambda: {a.orders.epoch for a in apps} == {new_epoch}, what="every node on the new epoch")
+            await wait_until(lambda: leader(apps) is not None and sim.sessions(TRADING) == 1, timeout=20,
+                             what="a leader again")
+            after = await fill_reaches(clients, sim, 98.0)
+            assert len({f["id"] for f in after}) == 1  # the same id on both nodes, in the new log
+            assert after[0]["id"] in [e.id for e in apps[1].orders.journal.since(0)]
+
+            late = await stack.enter_async_context(Browser.connect(apps[1].port))
+            await late.send({"action": "auth", "token": TOKEN})
+            await late.expect("authenticated")
+            await late.send({"action": "subscribe", "channel": "orders", "since": old_id})
+            reset = await late.expect("orders_reset", timeout=10)
+            assert reset["epoch"] == new_epoch
+        assert sim.session_refusals == 0
+    finally:
+        redis.stop()
