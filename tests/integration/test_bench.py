@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,4 +75,29 @@ def test_compare_smoke(tmp_path):
     assert_sane(base)
     assert base["slow_client_cutoffs"] is None  # the baseline has no slow-client policy to count
     assert out["cpu_per_delivery_ratio"] > 0
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists(),
+                    reason="redis-server not installed (tests/run.sh installs it)")
+def test_cluster_smoke(tmp_path):
+    """Two nodes on a redis-server beside the single-process run, then a failover: the fields are there and
+    sane (no timing asserted), every fill arrives once, and nothing is left running."""
+    out = run_bench(tmp_path, "--scenario", "hot", "--clients", "20", "--rate", "20", "--duration", "2",
+                    "--warmup", "1", "--cluster", "2")
+    single, cluster = out["runs"]
+    assert (single["relay"], cluster["relay"]) == ("ours", "cluster")
+    assert_sane(single)
+    assert_sane(cluster)
+    assert cluster["redis_cpu_pct"] >= 0 and cluster["redis_cpu_s_per_million"] >= 0
+    nodes = cluster["nodes"]
+    assert len(nodes) == 2 and sum(n["leader"] for n in nodes) == 1
+    assert all(n["deliveries"] > 0 and n["cpu_s_per_million"] > 0 for n in nodes)
+    assert sum(n["deliveries"] for n in nodes) == cluster["deliveries"]
+    fo = cluster["failover"]
+    assert fo is not None, cluster["errors"]
+    assert fo["killed"] != fo["new_leader"] and fo["seconds"] > 0
+    assert (fo["fills_received"], fo["fills_lost"], fo["fill_duplicates"]) == (fo["fills_sent"], 0, 0)
+    assert fo["session_refusals"] == 0
+    assert {t["target"] for t in out["targets"]} >= {"cluster: failover < 10 s", "cluster: no fill lost, none twice"}
     assert processes_mentioning(str(tmp_path)) == []

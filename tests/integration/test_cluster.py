@@ -347,3 +347,135 @@ async def test_each_account_has_its_own_shared_order_log_and_trading_session(tmp
             assert [e.id for e in by_account["live"].journal.since(0)] == [1, 2]  # ids per account
             assert by_account["paper"].epoch != by_account["live"].epoch
             assert sim.session_refusals == 0
+
+
+async def orders_on(port: int, stack: contextlib.AsyncExitStack, since: str | None = None) -> Browser:
+    """An authenticated client on ``port`` subscribed to orders (resuming after ``since``), snapshot read."""
+    browser = await stack.enter_async_context(Browser.connect(port))
+    await browser.send({"action": "auth", "token": TOKEN})
+    await browser.expect("authenticated")
+    await browser.send({"action": "subscribe", "channel": "orders", **({"since": since} if since else {})})
+    await browser.expect("orders_snapshot")
+    return browser
+
+
+async def fill_reaches(clients: list[Browser], sim: Any, price: float) -> list[dict[str, Any]]:
+    order = sim.submit_order("AAPL", "buy", 1, "limit", 100)
+    sim.fill_order(order["id"], price=price)
+    return [await c.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill"
+                           and m["data"]["order_id"] == order["id"], timeout=15) for c in clients]
+
+
+async def test_redis_restart_without_persistence_resets_the_order_log_on_every_node(sim, tmp_path):
+    """Redis comes back empty: a new epoch, ids from 1. Every running node notices, tells its clients
+    ``orders_reset``, relays the new log's events, and a client resuming with an old id is told to refetch."""
+    redis = RedisServer(tmp_path / "volatile", persist=False)
+    redis.start()
+    try:
+        async with cluster(sim, tmp_path, [redis.url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            clients = [await orders_on(a.port, stack) for a in apps]
+            before = await fill_reaches(clients, sim, 99.0)
+            old_epoch = apps[0].orders.epoch
+            old_id = f"{old_epoch}-{before[0]['id']}"  # the position a client keeps (SSE ids, REST cursors)
+
+            redis.stop()
+            redis.start()  # same port, nothing kept
+            resets = [await c.expect("orders_reset", timeout=20) for c in clients]
+            new_epoch = resets[0]["epoch"]
+            assert new_epoch != old_epoch and {r["epoch"] for r in resets} == {new_epoch}
+            await wait_until(lambda: {a.orders.epoch for a in apps} == {new_epoch}, what="every node on the new epoch")
+            await wait_until(lambda: leader(apps) is not None and sim.sessions(TRADING) == 1, timeout=20,
+                             what="a leader again")
+            after = await fill_reaches(clients, sim, 98.0)
+            assert len({f["id"] for f in after}) == 1  # the same id on both nodes, in the new log
+            assert after[0]["id"] in [e.id for e in apps[1].orders.journal.since(0)]
+
+            late = await stack.enter_async_context(Browser.connect(apps[1].port))
+            await late.send({"action": "auth", "token": TOKEN})
+            await late.expect("authenticated")
+            await late.send({"action": "subscribe", "channel": "orders", "since": old_id})
+            reset = await late.expect("orders_reset", timeout=10)
+            assert reset["epoch"] == new_epoch
+        assert sim.session_refusals == 0
+    finally:
+        redis.stop()
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_path, redis_server):
+    """Over real HTTP: a client reads order events from node0's SSE port, reconnects to node1 with its last id
+    and gets exactly the rest; REST ``/api/orders/events?since=`` on node1 continues node0's cursor."""
+    from tests.support.relay import free_port
+    from tests.support.sse import sse_get
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with contextlib.AsyncExitStack() as stack:
+        n0, n1 = apps = [await stack.enter_async_context(running(node_config(
+            sim, tmp_path, redis_server.url, f"node{i}", sse_port=free_port()))) for i in range(2)]
+        await wait_until(lambda: leader(apps) is not None and sim.sessions(TRADING) == 1, timeout=15,
+                         what="a leader holding the trading stream")
+        async with sse_get(n0.sse.port, "/api/stream/orders", auth) as r:
+            await r.until("connected")
+            first = [sim.submit_order("AAPL", "buy", 1, "limit", 100)["id"] for _ in range(3)]
+            seen = [await r.until("order_update", timeout=10) for _ in range(3)]
+        assert [e.json()["data"]["order_id"] for e in seen] == first
+        last = seen[-1].id
+        assert last is not None and last.startswith(f"{n0.orders.epoch}-")
+        status, page = await asyncio.to_thread(http_get, n0.port, "/api/orders/events?since=0", TOKEN)
+        assert status == 200 and [e["data"]["order_id"] for e in page["events"]] == first
+
+        rest = [sim.submit_order("MSFT", "buy", 1, "limit", 100)["id"] for _ in range(2)]  # while it is away
+        async with sse_get(n1.sse.port, "/api/stream/orders", {**auth, "Last-Event-ID": last}) as r:
+            resumed = [await r.until("order_update", timeout=10) for _ in range(2)]
+            assert [e.json()["data"]["order_id"] for e in resumed] == rest
+            with pytest.raises(TimeoutError):
+                await r.until("order_update", timeout=0.5)  # nothing twice
+            assert [int(e.id.rsplit("-", 1)[1]) for e in resumed] == [int(last.rsplit("-", 1)[1]) + 1 + i
+                                                                       for i in range(2)]
+        status, more = await asyncio.to_thread(http_get, n1.port, f"/api/orders/events?since={page['cursor']}",
+                                               TOKEN)
+        assert status == 200 and not more["reset"]
+        assert [e["data"]["order_id"] for e in more["events"]] == rest
+        assert more["cursor"].startswith(f"{n0.orders.epoch}-")
+        status, none = await asyncio.to_thread(http_get, n0.port, f"/api/orders/events?since={more['cursor']}",
+                                               TOKEN)
+        assert status == 200 and none["events"] == [] and not none["reset"]
+    assert sim.session_refusals == 0
+
+
+async def test_redis_url_with_a_password(sim, tmp_path):
+    """``redis://:PASSWORD@host`` joins a Redis with ``requirepass``; a wrong password is a start-up error."""
+    from trade_stream.engines.base import EngineUnavailable
+
+    redis = RedisServer(tmp_path / "locked", password="s3cret-pw")
+    redis.start()
+    try:
+        async with cluster(sim, tmp_path, [redis.url] * 2) as apps, Browser.connect(apps[1].port) as browser:
+            assert all(a.status()["cluster"]["redis"] == "up" for a in apps)
+            await browser.send({"action": "subscribe", "symbol": "AAPL"})
+            await browser.expect("subscribed")
+            await trade_reaches(browser, sim, "AAPL", 42.0)
+            assert "s3cret-pw" not in str(apps[0].status())
+        wrong = App(node_config(sim, tmp_path, redis.url.replace("s3cret-pw", "wrong"), "intruder"))
+        with pytest.raises(EngineUnavailable, match="TRADE_STREAM_REDIS_URL=") as info:
+            await wrong.start()
+        await wrong.stop()
+        assert "wrong" not in str(info.value)
+        assert sim.session_refusals == 0
+    finally:
+        redis.stop()

@@ -19,30 +19,34 @@ REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path(
 
 class RedisServer:
     """``redis-server`` with append-only persistence, so a restart keeps the cluster's state (as a real one
-    configured for it does)."""
+    configured for it does); ``persist=False`` for one that comes back empty, ``password`` for ``requirepass``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persist: bool = True, password: str | None = None) -> None:
         assert REDIS_SERVER is not None
         self.dir = directory
         self.port = free_port()
+        self.persist = persist
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no",
-             "--loglevel", "warning"],
+             "--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
+             "--protected-mode", "no", "--loglevel", "warning",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # NOAUTH: up, and wants the password
                     return
             time.sleep(0.05)
         raise AssertionError("redis-server did not start")

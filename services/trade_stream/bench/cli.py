@@ -34,6 +34,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="measurement window in seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic before the window (default 2)")
     p.add_argument("--compare", action="store_true", help="also run the baseline relay, same plan, right after")
+    p.add_argument("--cluster", type=int, default=0, metavar="N",
+                   help="also run N daemons on one redis-server (clients split across them), same plan, then "
+                        "SIGKILL the leader: Redis hop latency, CPU per delivery per node, Redis CPU, failover time "
+                        "(hot, spread, firehose)")
     p.add_argument("--batch", action="store_true", help='clients ask for {"action":"options","batch":true}')
     p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
     p.add_argument("--per-process", type=int, help="clients per load-client process")
@@ -61,6 +65,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     fd_limit = procs.raise_fd_limit()
     pinning = (f"relay on core {sorted(relay_cores)}, simulator + load clients + bench on cores "
                f"{sorted(other_cores)} (sched_setaffinity)" if relay_cores else "none (all processes share all cores)")
+    if relay_cores and args.cluster:
+        pinning += f"; cluster run: every node and redis-server on core {sorted(relay_cores)}"
     header = {"scenario": args.scenario, "description": scenarios.DESCRIPTIONS[args.scenario], "clients": clients,
               "rate": rate, "rate_meaning": RATE_MEANING[args.scenario], "duration": duration,
               "warmup": args.warmup, "batch": args.batch, "pinning": pinning, "fd_limit": fd_limit,
@@ -75,13 +81,19 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
         variants = [("ours", "no-staller", False), ("ours", "stall", True)]
     if args.compare:
         variants += [("baseline", label, staller) for _, label, staller in variants]
+    if args.cluster:
+        if args.cluster < 2 or args.scenario not in ("hot", "spread", "firehose"):
+            raise RuntimeError("--cluster needs N >= 2 and the hot, spread or firehose scenario")
+        variants.append(("cluster", "", True))
     results: list[RunResult] = []
     for relay, label, staller in variants:
         plan = scenarios.build(args.scenario, clients, rate, args.seed, with_staller=staller)
         opts = RunOptions(**{**base.__dict__, "relay": relay, "label": label,
+                             "cluster": args.cluster if relay == "cluster" else 0,
                              "profile": args.profile if relay == "ours" and label in ("", "stall") else None})
         if not args.json:
-            print(f"running {relay}{' ' + label if label else ''}: {len(plan.clients)} clients, "
+            what = f"cluster of {args.cluster} nodes + redis-server" if relay == "cluster" else relay
+            print(f"running {what}{' ' + label if label else ''}: {len(plan.clients)} clients, "
                   f"{plan.upstream_rate:g} msg/s upstream, {duration:g} s ...", file=sys.stderr, flush=True)
         results.append(await run(plan, opts, args.keep_logs))
     return header, results

@@ -48,6 +48,45 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def cluster_targets(scenario: str, single: RunResult, cluster: RunResult) -> list[Target]:
+    """The cluster run beside the single-process run of the same plan (issue 14's targets)."""
+    out: list[Target] = []
+    if single.latency_p99_ms is not None and cluster.latency_p99_ms is not None:
+        added = cluster.latency_p99_ms - single.latency_p99_ms
+        out.append(Target(f"cluster: Redis hop adds <= 5 ms to p99 ({scenario})",
+                          f"{cluster.latency_p99_ms:.2f} vs {single.latency_p99_ms:.2f} ms ({added:+.2f} ms)",
+                          added <= 5))
+    per_node = [n["cpu_s_per_million"] for n in cluster.nodes or [] if n["cpu_s_per_million"]]
+    if per_node and single.cpu_s_per_million:
+        worst = max(per_node) / single.cpu_s_per_million
+        out.append(Target("cluster: node CPU/delivery <= 1.3x single-process (worst node)",
+                          " / ".join(f"{v:.2f}" for v in per_node) + f" vs {single.cpu_s_per_million:.2f} s/M "
+                          f"({worst:.2f}x)", worst <= 1.3))
+    fo = cluster.failover
+    out.append(Target("cluster: failover < 10 s", "not measured" if fo is None else f"{fo['seconds']:.2f} s",
+                      fo is not None and fo["seconds"] < 10))
+    out.append(Target("cluster: no fill lost, none twice", "not measured" if fo is None else
+                      f"{fo['fills_received']} of {fo['fills_sent']} ({fo['fills_during_failover']} during the "
+                      f"failover), lost {fo['fills_lost']}, duplicates {fo['fill_duplicates']}",
+                      fo is not None and fo["fills_lost"] == 0 and fo["fill_duplicates"] == 0))
+    return out
+
+
+def cluster_lines(r: RunResult) -> list[str]:
+    out = [f"cluster: redis-server CPU {_fmt(r.redis_cpu_pct)} % of a core "
+           f"({_fmt(r.redis_cpu_s_per_million, '.3f')} s per M deliveries)"]
+    for n in r.nodes or []:
+        out.append(f"  node {n['node']}{' (leader)' if n['leader'] else ''}: {n['deliveries']} deliveries, "
+                   f"CPU {n['cpu_pct']:.1f} % of a core, {_fmt(n['cpu_s_per_million'], '.2f')} s per M deliveries")
+    fo = r.failover
+    if fo:
+        out.append(f"  failover: SIGKILL {fo['killed']} -> trades again at a client on {fo['observer_on']} after "
+                   f"{fo['seconds']:.2f} s (new leader {fo['new_leader']}); fills {fo['fills_received']}/"
+                   f"{fo['fills_sent']} received, {fo['fills_lost']} lost, {fo['fill_duplicates']} duplicates, "
+                   f"{fo['reconciled']} marked reconciled; simulator session refusals (406): {fo['session_refusals']}")
+    return out
+
+
 def targets(scenario: str, runs: list[RunResult]) -> list[Target]:
     """The issue's targets for ``scenario``, judged on these runs (meaningful at the issue's sizes)."""
     ours = next((r for r in runs if r.relay == "ours" and r.label in ("", "stall")), None)
@@ -81,6 +120,9 @@ def targets(scenario: str, runs: list[RunResult]) -> list[Target]:
             out.append(Target("others' p99 within 2x of the run without staller",
                               f"{ours.latency_p99_ms:.2f} vs {control.latency_p99_ms:.2f} ms ({ratio:.2f}x)",
                               ratio <= 2))
+    cluster = next((r for r in runs if r.relay == "cluster"), None)
+    if cluster is not None:
+        out += cluster_targets(scenario, ours, cluster)
     return out
 
 
@@ -134,6 +176,8 @@ def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Targ
             out.append(f"{r.relay} {r.label}: {r.connect_failed} clients failed to connect/subscribe")
         if r.profile:
             out.append(f"profile of {r.relay} written to {r.profile}")
+        if r.relay == "cluster":
+            out += cluster_lines(r)
     if checks:
         out.append("targets" + ("" if header["target_size"] else " (NOTE: not run at the issue's sizes)") + ":")
         for t in checks:

@@ -47,6 +47,7 @@ class RunOptions:
     stall_timeout: float = 60.0  # keep waiting this long (from stall start) for the staller's cut-off
     label: str = ""
     sim_tick: float = 0.05  # how often the simulator sends what it generated (its upstream batching)
+    cluster: int = 0  # > 1: that many daemons on one redis-server (bench/cluster.py)
 
 
 @dataclass
@@ -85,6 +86,11 @@ class RunResult:
     relay_exited: bool = False
     errors: list[str] = field(default_factory=list)
     profile: str | None = None
+    # cluster runs only (bench/cluster.py): Redis's CPU, each node's numbers, the failover's
+    redis_cpu_pct: float | None = None
+    redis_cpu_s_per_million: float | None = None
+    nodes: list[dict[str, Any]] | None = None
+    failover: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +150,7 @@ class Run:
         self.loads: list[Child] = []
         self.specs: list[list[dict[str, Any]]] = []  # per load process: its clients (symbols, stall)
         self.ready: list[dict[str, Any]] = []  # per load process: its "ready" line
+        self.load_node: list[int] = []  # per load process: the index of the node it connects to
         self._last_cpu = 0.0
         self.sim: Child | None = None
         self.relay: Child | None = None
@@ -232,12 +239,17 @@ class Run:
         """Spawn the load processes (stallers get their own) and wait until every client is subscribed."""
         plan, per = self.plan, max(1, self.opts.per_process)
         normal = [{"symbols": s} for s in plan.clients]
-        groups = [normal[i:i + per] for i in range(0, len(normal), per)]
+        nodes = max(1, self.opts.cluster)
+        groups: list[tuple[int, list[dict[str, Any]]]] = []  # (node, clients): client i goes to node i mod N
+        for node in range(nodes):
+            mine = normal[node::nodes]
+            groups += [(node, mine[i:i + per]) for i in range(0, len(mine), per)]
         if plan.stallers:
-            groups.append([{"symbols": s, "stall": True} for s in plan.stallers])
+            groups.append((0, [{"symbols": s, "stall": True} for s in plan.stallers]))
         started = time.monotonic()
-        for n, clients in enumerate(groups):
-            spec = {"host": "127.0.0.1", "port": self.relay_port, "batch": self.opts.batch, "clients": clients,
+        for n, (node, clients) in enumerate(groups):
+            self.load_node.append(node)
+            spec = {"host": "127.0.0.1", "port": self._load_port(node), "batch": self.opts.batch, "clients": clients,
                     "concurrency": 32, "timeout": 30}
             path = self.workdir / f"load-{n}.json"
             path.write_text(json.dumps(spec))
@@ -248,6 +260,9 @@ class Run:
         timeout = 60 + len(normal) / 100
         self.ready = [await load.read_json(timeout) for load in self.loads]
         return time.monotonic() - started
+
+    def _load_port(self, node: int) -> int:
+        return self.relay_port
 
     async def _start_profiler(self, pid: int, duration: float) -> Child:
         out = self.opts.profile or "profile.svg"
@@ -357,9 +372,15 @@ class Run:
 
 async def run(plan: Plan, opts: RunOptions, keep_dir: str | None = None) -> RunResult:
     """Execute one run in a fresh temporary directory (logs kept in ``keep_dir`` when given)."""
+    kind: type[Run] = Run
+    if opts.cluster > 1:
+        from trade_stream.bench.cluster import ClusterRun
+
+        kind = ClusterRun
     if keep_dir:
-        path = Path(keep_dir) / f"{plan.scenario}-{opts.relay}-{opts.label or 'run'}-{int(time.time())}"
+        name = opts.relay if opts.cluster <= 1 else f"cluster{opts.cluster}"
+        path = Path(keep_dir) / f"{plan.scenario}-{name}-{opts.label or 'run'}-{int(time.time())}"
         path.mkdir(parents=True, exist_ok=True)
-        return await Run(plan, opts, path).execute()
+        return await kind(plan, opts, path).execute()
     with tempfile.TemporaryDirectory(prefix="trade-stream-bench-") as tmp:
-        return await Run(plan, opts, Path(tmp)).execute()
+        return await kind(plan, opts, Path(tmp)).execute()

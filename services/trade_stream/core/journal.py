@@ -67,6 +67,7 @@ class Journal:
     """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
 
     on_entry = None  # never called: ``append`` returns each new entry
+    on_reset = None  # never called: a recreated file shows as a fault, and recovery announces the reset
 
     def __init__(self, path: Path, retention_days: float = 7.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

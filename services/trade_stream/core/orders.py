@@ -182,6 +182,7 @@ class Orders:
             self._fail(exc)
             return False
         self.journal.on_entry = self._relay  # entries another node appended to a shared log
+        self.journal.on_reset = self._log_reset  # a shared log recreated under us (Redis restarted empty)
         return True
 
     def _fail(self, exc: BaseException) -> None:
@@ -237,6 +238,14 @@ class Orders:
             self._pending.popleft()
         self._overflowed = False
         return True
+
+    def _log_reset(self, reason: str) -> None:
+        """The shared log started a new epoch: clients refetch, and the node holding the trading stream
+        reconciles over REST into the new log."""
+        self._epoch_seen = self.epoch
+        self._announce_reset(reason)
+        if self._live:
+            self._spawn(self.reconcile())
 
     def _announce_reset(self, reason: str) -> None:
         frame = text_frame(encode({"type": "orders_reset", "message": reason, "epoch": self.epoch,

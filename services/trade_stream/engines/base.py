@@ -60,6 +60,7 @@ class OrderLog(Protocol):
 
     epoch: str
     on_entry: Callable[[Entry], None] | None
+    on_reset: Callable[[str], None] | None  # the shared log was recreated under running nodes (a new epoch)
 
     def append(self, data: dict[str, Any], reconciled: bool = False, dedupe: str | None = None) -> Entry | None:
         """Record one event. The entry when it was recorded here and now; None for a duplicate, or when the

@@ -11,6 +11,12 @@ order side (``on_entry``), which relays it to its authenticated clients and appl
 (replays, ``since``, REST) are served from the replica, synchronously, as the SQLite journal serves them on one
 process. Appends and the "last seen" marker are written in order by one task that retries while Redis is away,
 so an event the leader received is never dropped for a Redis hiccup.
+
+A Redis that restarts without persistence comes back empty: a new epoch, ids from 1 again. The tail reads the
+epoch before every ``XREAD``; when it is gone or different, the first node to notice sets a new one (``SET NX``,
+so all agree), and every node drops its replica, reads the new stream from its start and calls ``on_reset``: the
+order side tells its clients ``orders_reset`` (as when a SQLite journal is recreated), a client resuming with an
+id of the old epoch is told to refetch, and the leader reconciles the new log over REST.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class RedisOrderLog:
         self._append = r.register_script(APPEND)
         self.epoch = ""
         self.on_entry: Callable[[Entry], None] | None = None
+        self.on_reset: Callable[[str], None] | None = None
         self.on_error: Callable[[BaseException], None] = lambda exc: None
         self._ids: list[int] = []
         self._entries: list[Entry] = []
@@ -69,13 +76,36 @@ class RedisOrderLog:
     # --- loading and following the stream -----------------------------------------------------------------
 
     async def load(self) -> None:
-        await self.r.set(self.k_epoch, secrets.token_hex(6), nx=True)
-        self.epoch = (await self.r.get(self.k_epoch)).decode()
+        self.epoch = await self._shared_epoch()
         await self._read_new(deliver=False)
         self._meta = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.k_meta)).items()}
 
+    async def _shared_epoch(self) -> str:
+        """The log's epoch in Redis; the first node to find none (a new or emptied Redis) sets one for all."""
+        epoch = await self.r.get(self.k_epoch)
+        if epoch is None:
+            await self.r.set(self.k_epoch, secrets.token_hex(6), nx=True)
+            epoch = await self.r.get(self.k_epoch)
+        return epoch.decode()
+
+    async def _check_epoch(self) -> None:
+        """A different epoch in Redis: it restarted empty (or the log was reset). Start over from its stream."""
+        epoch = await self._shared_epoch()
+        if epoch == self.epoch:
+            return
+        old, self.epoch = self.epoch, epoch
+        self._ids, self._entries, self._recorded = [], [], []
+        self._orders.clear()
+        self._last_sid = "0-0"
+        self._meta = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.k_meta)).items()}
+        log.warning("order_log_reset epoch=%s previous=%s: Redis lost the shared order log (restarted without "
+                    "persistence?); clients are told to refetch", epoch, old)
+        if self.on_reset is not None:
+            self.on_reset(f"the shared order log was recreated (epoch {epoch}); refetch state")
+
     async def sync(self) -> None:
         """Catch up with the stream and the shared marker (a new leader does this before reconciling)."""
+        await self._check_epoch()
         await self._read_new(deliver=True)
         self._meta.update({k.decode(): v.decode() for k, v in (await self.r.hgetall(self.k_meta)).items()})
 
@@ -91,6 +121,7 @@ class RedisOrderLog:
     async def tail_loop(self) -> None:
         while not self._closed:
             try:
+                await self._check_epoch()
                 reply = await self.r.xread({self.k_stream: self._last_sid}, count=1000, block=1000)
             except ERRORS as exc:
                 self.on_error(exc)
