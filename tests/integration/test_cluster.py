@@ -429,7 +429,7 @@ async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_
             sim, tmp_path, redis_server.url, f"node{i}", sse_port=free_port()))) for i in range(2)]
         await wait_until(lambda: leader(apps) is not None and sim.sessions(TRADING) == 1, timeout=15,
                          what="a leader holding the trading stream")
-        async with sse_get(n0.sse.port, "/api/stream/orders", auth) as r:
+        async with sse_get(n0.sse.port, "/api/stream/orders?format=legacy", auth) as r:
             await r.until("connected")
             first = [sim.submit_order("AAPL", "buy", 1, "limit", 100)["id"] for _ in range(3)]
             seen = [await r.until("order_update", timeout=10) for _ in range(3)]
@@ -440,7 +440,7 @@ async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_
         assert status == 200 and [e["data"]["order_id"] for e in page["events"]] == first
 
         rest = [sim.submit_order("MSFT", "buy", 1, "limit", 100)["id"] for _ in range(2)]  # while it is away
-        async with sse_get(n1.sse.port, "/api/stream/orders", {**auth, "Last-Event-ID": last}) as r:
+        async with sse_get(n1.sse.port, "/api/stream/orders?format=legacy", {**auth, "Last-Event-ID": last}) as r:
             resumed = [await r.until("order_update", timeout=10) for _ in range(2)]
             assert [e.json()["data"]["order_id"] for e in resumed] == rest
             with pytest.raises(TimeoutError):
