@@ -237,7 +237,7 @@ class BrokerEvents:
             self.counts["routed"] += 1
 
     def status(self) -> dict[str, Any]:
-        return {"journal": str(self.journal.path), "epoch": self.epoch, **self.counts,
+        return {"journal": str(self.journal.path), "epoch": self.epoch, **self.counts, "clients": len(self.clients),
                 "accounts_with_positions": len(self.positions),
                 "streams": {u.stream: u.view() for u in self.upstreams}}
 
