@@ -75,6 +75,8 @@ class App:
         self.webhooks: Webhooks | None = None
         self.engine: Engine | None = None
         self.broker: BrokerEvents | None = None  # Broker API mode (ALPACA_BROKER_API_KEY)
+        self.broker_simulator: Any = None  # --demo --broker: simulator/broker.BrokerSim
+        self.demo_customers: dict[str, tuple[str, str]] = {}  # --demo --broker: customer -> (account, JWT)
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         self._stopped = asyncio.Event()
 
@@ -148,6 +150,10 @@ class App:
         log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
                  cfg.data_feed, cfg.data_stream_url)
         log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
+        for name, (account, jwt_token) in self.demo_customers.items():  # --demo --broker: one link per customer
+            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+            print(f"trade-stream demo: customer {name} (Broker account {account}): "
+                  f"http://{host}:{self.port}/#token={jwt_token}", flush=True)
         if cfg.token_generated:
             self._announce_token()
         else:  # the page's address is the last line printed at start, token or not
@@ -352,6 +358,10 @@ class App:
         self.simulator, cfg = await demo.start(self.cfg)
         simulator = self.simulator
         self.supervisor.start("demo-trader", lambda: demo.trader(simulator))
+        if cfg.broker_demo:
+            self.broker_simulator, cfg, self.demo_customers = await demo.start_broker(cfg)
+            bsim = self.broker_simulator
+            self.supervisor.start("demo-broker-trader", lambda: demo.broker_trader(bsim, simulator))
         return cfg
 
     @property
@@ -383,6 +393,8 @@ class App:
             self.broker.close()
         if self.simulator is not None:
             await self.simulator.stop()
+        if self.broker_simulator is not None:
+            await self.broker_simulator.stop()
         log.info("stopped")
 
     def status_line(self) -> str:

@@ -116,6 +116,7 @@ class Config:
     broker_silence: float = 60.0
     broker_fallback_after: float = 30.0
     broker_poll_interval: float = 5.0
+    broker_demo: bool = False  # --demo --broker: Broker API mode against the simulator's Broker API (demo.py)
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -394,6 +395,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file."""
     parser.add_argument("--demo", action="store_true", default=None,
                         help="run against the built-in Alpaca simulator: no credentials, simulated data")
+    parser.add_argument("--broker", action="store_true", default=None,
+                        help="with --demo: Broker API mode against the simulator's Broker API, a few accounts "
+                             "and a sign-in link per simulated customer")
     parser.add_argument("--env-file", metavar="PATH",
                         help=".env file to read (default .env in the working directory, then the repo root)")
     for s in SETTINGS:
@@ -436,6 +440,11 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
     if values.get("accounts_file"):
         values["accounts"] = load_accounts(values["accounts_file"], merged)
     check_identity(values)
+    if getattr(args, "broker", None):
+        if not demo:
+            raise ConfigError("--broker is a demo option: use --demo --broker (for real Broker API mode set "
+                              "ALPACA_BROKER_API_KEY and ALPACA_BROKER_SECRET_KEY)")
+        values["broker_demo"] = True
     return finish(values, demo)
 
 

@@ -101,3 +101,18 @@ def test_cluster_smoke(tmp_path):
     assert fo["session_refusals"] == 0
     assert {t["target"] for t in out["targets"]} >= {"cluster: failover < 10 s", "cluster: no fill lost, none twice"}
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_broker_smoke(tmp_path):
+    """The broker scenario end to end, small: Broker API accounts, the daemon in Broker mode, WebSocket users."""
+    out = run_bench(tmp_path, "--scenario", "broker", "--accounts", "200", "--clients", "4", "--rate", "100",
+                    "--duration", "2", "--warmup", "0.5", "--backlog", "200")
+    assert out["scenario"] == "broker" and out["accounts"] == 200
+    [run] = out["runs"]
+    assert run["connected"] == run["users"] == 4, run["errors"]
+    assert run["offered"] > 0 and run["journaled"] > 0 and run["deliveries"] > 0
+    assert 0 < run["fraction_delivered"] <= 1
+    assert run["relay_cpu_s"] > 0 and run["cpu_ms_per_event"] > 0
+    assert run["backlog_journaled"] == run["backlog_events"] == 200
+    assert run["backlog_events_per_cpu_s"] > 0
+    assert processes_mentioning(str(tmp_path)) == []

@@ -259,3 +259,49 @@ async def test_alpaca_events_api_clients_read_trade_events_with_since_id_and_unt
 
 async def _collect(agen) -> list:
     return [e async for e in agen]
+
+
+@pytest.mark.timeout(60)
+async def test_websocket_orders_subscribe_with_since_replays_the_users_broker_events(sim, tmp_path):
+    bsim = await BrokerSim(accounts=3, seed=4, heartbeat=0.3).start()
+    a, b, _ = list(bsim.accounts)
+    alice = token("alice", [a])
+    cfg = broker_config(sim, bsim, tmp_path, free_port())
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            async with Browser.connect(app.port) as ws:
+                await ws.send({"action": "auth", "token": alice})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                await wait_until(lambda: app.broker.clients, what="alice watching")
+                bsim.fill(a, "AAPL", 1, 10)
+                bsim.fill(b, "AAPL", 1, 10)
+                await ws.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill", timeout=10)
+                last = [m for m in ws.of_type("order_update")][-1]["id"]
+            missed = [bsim.fill(a, "MSFT", 2, 20), bsim.fill(b, "MSFT", 2, 20), bsim.fill(a, "NVDA", 3, 30)]
+            await wait_until(lambda: app.broker.counts["events"] >= 10, what="journaled while alice was away")
+            async with Browser.connect(app.port) as ws:
+                await ws.send({"action": "auth", "token": alice})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders", "since": last})
+                got = [await ws.expect("order_update") for _ in range(4)]
+                assert [(m["event"], m["data"]["order"]["symbol"]) for m in got] == [
+                    ("new", "MSFT"), ("fill", "MSFT"), ("new", "NVDA"), ("fill", "NVDA")]
+                assert [m["data"]["event_id"] for m in got if m["event"] == "fill"] == [
+                    missed[0]["event_id"], missed[2]["event_id"]]
+                assert {m["account"] for m in got} == {a}
+                await ws.drain(0.3)
+                assert len(ws.of_type("order_update")) == 4  # nothing before the id, nothing twice
+            async with Browser.connect(app.port) as ws:  # an id this journal never issued: a reset, then live
+                await ws.send({"action": "auth", "token": alice})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders", "since": "abcdef012345-3"})
+                reset = await ws.expect("orders_reset")
+                assert reset["broker"] is True and reset["epoch"] == app.broker.epoch
+                bsim.fill(a, "TSLA", 1, 5)
+                live = await ws.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill",
+                                       timeout=10)
+                assert live["data"]["order"]["symbol"] == "TSLA"
+    finally:
+        await bsim.stop()

@@ -37,3 +37,30 @@ async def test_demo_mode_flows_trades_and_tells_every_client(tmp_path):
             finally:
                 task.cancel()
     assert (tmp_path / "orders-demo.sqlite3").exists()  # simulated fills never land in the real journal
+
+
+async def test_demo_broker_mode_shows_each_customer_only_their_account(tmp_path, capsys):
+    cfg = Config(demo=True, broker_demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN,
+                 timings=FAST, ping_interval=0)
+    async with running(cfg) as app:
+        assert app.broker is not None and app.broker_simulator is not None
+        bsim = app.broker_simulator
+        assert len(app.demo_customers) == len(bsim.accounts) >= 2
+        printed = capsys.readouterr().out
+        for _name, (account, jwt_token) in app.demo_customers.items():
+            assert f"#token={jwt_token}" in printed and account in printed
+        await wait_until(lambda: bsim.listening("trades") == 1, what="the Broker trades stream up")
+        alice_account, alice_token = app.demo_customers["alice"]
+        async with Browser.connect(app.port) as c:
+            await c.send({"action": "auth", "token": alice_token})
+            await c.expect("authenticated")
+            await c.send({"action": "subscribe", "channel": "orders"})
+            await wait_until(lambda: app.broker.clients, what="alice watching")
+            task = asyncio.create_task(demo.broker_trader(bsim, app.simulator, interval=0.05))
+            try:
+                got = [await c.expect("order_update", timeout=10) for _ in range(3)]
+            finally:
+                task.cancel()
+            assert [m["event"] for m in got] == ["new", "partial_fill", "fill"]
+            assert {m["account"] for m in got} == {alice_account}
+    assert (tmp_path / "broker-demo.sqlite3").exists()

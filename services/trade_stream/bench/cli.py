@@ -14,12 +14,12 @@ import os
 import sys
 from typing import Any
 
-from trade_stream.bench import procs, report, scenarios
+from trade_stream.bench import broker, procs, report, scenarios
 from trade_stream.bench.runner import RunOptions, RunResult, run
 
 RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
                 "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",
-                "firehose": "msg/s upstream in total"}
+                "firehose": "msg/s upstream in total", "broker": "Broker trade events/s offered upstream"}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -49,6 +49,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="seed of the subscription plan")
     p.add_argument("--sim-tick", type=float, default=0.05,
                    help="seconds between the simulator's frames, i.e. how Alpaca batches (default 0.05)")
+    p.add_argument("--accounts", type=int, default=scenarios.BROKER_ACCOUNTS,
+                   help="broker: Broker API accounts (default 10,000), spread evenly over the N users")
+    p.add_argument("--backlog", type=int, default=20_000,
+                   help="broker: events published at once after the paced window (0: skip; default 20,000)")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="stall: seconds from the stall to give up waiting for the cut-off (default 60)")
     return p.parse_args(argv)
@@ -99,8 +103,43 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     return header, results
 
 
+def broker_main(args: argparse.Namespace) -> int:
+    """The broker scenario has its own runner (bench/broker.py): other processes, other numbers."""
+    d = scenarios.DEFAULTS["broker"]
+    relay_cores, other_cores = procs.core_split(not args.no_pin)
+    if other_cores:
+        os.sched_setaffinity(0, other_cores)
+    procs.raise_fd_limit()
+    users = d.clients if args.clients is None else args.clients
+    rate = d.rate if args.rate is None else args.rate
+    duration = d.duration if args.duration is None else args.duration
+    pinning = (f"daemon on core {sorted(relay_cores)}, simulator + users + bench on cores {sorted(other_cores)}"
+               if relay_cores else "none (all processes share all cores)")
+    if not args.json:
+        print(f"running broker: {args.accounts} accounts, {users} users, {rate:g} events/s for {duration:g} s, "
+              f"then a backlog of {args.backlog} ...", file=sys.stderr, flush=True)
+    try:
+        result = asyncio.run(broker.run(args.accounts, users, rate, duration, args.warmup, args.backlog,
+                                        relay_cores, other_cores, args.relay_arg, args.keep_logs))
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        print(f"trade-stream bench: {exc!r}", file=sys.stderr)
+        return 1
+    header = {"scenario": "broker", "description": scenarios.DESCRIPTIONS["broker"], "clients": users,
+              "accounts": args.accounts, "rate": rate, "rate_meaning": RATE_MEANING["broker"],
+              "duration": duration, "warmup": args.warmup, "backlog": args.backlog, "pinning": pinning,
+              "machine": report.machine(),
+              "target_size": args.accounts >= 10_000 and rate >= 2000 and duration >= 10}
+    if args.json:
+        print(json.dumps({**header, "runs": [result.to_dict()]}, indent=2))
+    else:
+        print(broker.text_report(header, result))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.scenario == "broker":
+        return broker_main(args)
     try:
         header, runs = asyncio.run(bench(args))
     except (RuntimeError, OSError) as exc:

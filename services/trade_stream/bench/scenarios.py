@@ -26,7 +26,9 @@ DEFAULTS: dict[str, Defaults] = {
     "idle": Defaults(clients=10_000, rate=0, duration=10, per_process=2500),
     "firehose": Defaults(clients=10, rate=20_000, duration=30, per_process=5),
     "stall": Defaults(clients=1000, rate=100, duration=30),
+    "broker": Defaults(clients=100, rate=2000, duration=20),
 }
+BROKER_ACCOUNTS = 10_000
 
 DESCRIPTIONS: dict[str, str] = {
     "hot": "N clients on one symbol at R msg/s",
@@ -34,6 +36,8 @@ DESCRIPTIONS: dict[str, str] = {
     "idle": "N connections, 5 quiet symbols each (of 500): relay memory per connection",
     "firehose": "R msg/s upstream across 1,000 symbols, N clients each holding all 1,000: parse/route cost",
     "stall": "hot, plus one client that stops reading: time to cut-off, and the others' p99 vs a run without it",
+    "broker": "Broker API mode: R trade events/s over SSE across 10,000 accounts (--accounts), journaled and "
+              "routed to N WebSocket users; then a backlog burst (--backlog) for events per daemon CPU second",
 }
 
 

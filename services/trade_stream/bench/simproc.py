@@ -7,6 +7,14 @@ two control endpoints next to the simulator's own ``/_sim/*``:
   /_sim/bench_window?start_ns=…&end_ns=…   count trades stamped in [start, end) from now on
   /_sim/bench_counts                        {"symbol": count, …} for that window
 
+With ``--broker-accounts N`` it also runs the simulator's Broker API (``simulator/broker.py``) in the same
+process, with N accounts, and three more endpoints for the broker scenario:
+
+  /_sim/broker_accounts                     the account ids
+  /_sim/broker_generate?rate=R&seconds=S    paced: fills in random accounts at R trade events/s (each fill is a
+                                            ``new`` then a ``fill`` event), sent every tick; ``burst=N``: N at once
+  /_sim/broker_counts                       {"events": trade events published so far}
+
 Everything else (rate control via /_sim/rate, the wire protocol, stamping ``t`` at send time) is the stock
 simulator, so the relay is measured against exactly what tests and demos use.
 """
@@ -17,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import random
 import signal
 from collections import Counter
 from typing import Any
@@ -24,6 +33,7 @@ from typing import Any
 import uvloop
 
 from trade_stream.simulator import rest
+from trade_stream.simulator.broker import BrokerSim
 from trade_stream.simulator.config import SimConfig
 from trade_stream.simulator.server import Simulator
 
@@ -54,7 +64,45 @@ class TradeCounter:
         return dict(self.counts)
 
 
-async def serve(config: SimConfig) -> None:
+class BrokerLoad:
+    """Drives the Broker API for the bench: fills in random accounts, paced or all at once."""
+
+    def __init__(self, bsim: BrokerSim, tick: float, seed: int) -> None:
+        self.bsim, self.tick = bsim, tick
+        self.rng = random.Random(seed)
+        self.ids = list(bsim.accounts)
+        self.task: asyncio.Task[None] | None = None
+
+    def _fills(self, events: int) -> None:
+        for _ in range(events // 2):
+            self.bsim.fill(self.rng.choice(self.ids), "AAPL", self.rng.randint(1, 9), 100 + self.rng.random())
+
+    def generate(self, query: dict[str, str]) -> dict[str, Any]:
+        if query.get("burst"):
+            self._fills(int(query["burst"]))
+            return {"ok": True}
+        if self.task is not None:
+            self.task.cancel()
+        self.task = asyncio.get_running_loop().create_task(
+            self._paced(float(query["rate"]), float(query["seconds"])))
+        return {"ok": True}
+
+    async def _paced(self, rate: float, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        done = 0
+        while (now := loop.time()) - began < seconds:
+            due = int(rate * (now - began)) - done
+            due -= due % 2
+            self._fills(due)
+            done += due
+            await asyncio.sleep(self.tick)
+
+    def counts(self, _query: dict[str, str]) -> dict[str, int]:
+        return {"events": len(self.bsim.events["trades"])}
+
+
+async def serve(config: SimConfig, broker_accounts: int = 0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -63,11 +111,24 @@ async def serve(config: SimConfig) -> None:
     counter = TradeCounter(sim)
     rest.CONTROL["bench_window"] = lambda _s, q: counter.set_window(q)
     rest.CONTROL["bench_counts"] = lambda _s, q: counter.report(q)
-    async with sim:
-        print(f"ready {sim.port}", flush=True)
-        await stop.wait()
-        with contextlib.suppress(Exception):
-            sim.cut_all()
+    bsim = None
+    if broker_accounts:
+        [(key, secret)] = config.accounts.items()
+        bsim = await BrokerSim(key=key, secret=secret, accounts=broker_accounts, seed=config.seed,
+                               heartbeat=5.0).start()
+        load = BrokerLoad(bsim, config.tick_interval, config.seed or 0)
+        rest.CONTROL["broker_accounts"] = lambda _s, q: load.ids
+        rest.CONTROL["broker_generate"] = lambda _s, q: load.generate(q)
+        rest.CONTROL["broker_counts"] = lambda _s, q: load.counts(q)
+    try:
+        async with sim:
+            print(f"ready {sim.port} {bsim.port if bsim else 0}", flush=True)
+            await stop.wait()
+            with contextlib.suppress(Exception):
+                sim.cut_all()
+    finally:
+        if bsim is not None:
+            await bsim.stop()
 
 
 def main() -> None:
@@ -81,13 +142,14 @@ def main() -> None:
     parser.add_argument("--secret", default="BENCH_SECRET")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tick", type=float, default=0.05, help="seconds between the generator's frames")
+    parser.add_argument("--broker-accounts", type=int, default=0, help="also run the Broker API with N accounts")
     args = parser.parse_args()
     # Only trades, stamped when sent: late trades (stamped up to a minute back) would read as latency, and the
     # rare corrections, cancels and halts would make runs differ for nothing.
     config = SimConfig(host="127.0.0.1", port=args.port, accounts={args.key: args.secret}, rate_per_symbol=0.0,
                        seed=args.seed, tick_interval=args.tick, correction_rate=0.0, cancel_error_rate=0.0,
                        late_trade_rate=0.0, halt_rate=0.0)
-    uvloop.run(serve(config))
+    uvloop.run(serve(config, args.broker_accounts))
 
 
 if __name__ == "__main__":

@@ -94,10 +94,16 @@ class Accounts:
             return ClientError("no_accounts", f"user {user.name} may see none of this relay's accounts")
         if client in self._subscribed:
             return ClientError("already_subscribed", "already subscribed to orders")
+        broker_since = None
+        if brokered:  # a compound id's "broker" part, or a single id the Broker journal issued, resumes it
+            if isinstance(since, dict):
+                broker_since = since.get("broker")
+            elif since is not None and (not names or (since.epoch is not None and since.epoch == self.broker.epoch)):
+                broker_since, since = since, None
         sinces = split_since(since, names, lambda n: self.orders[n].epoch)
         self._subscribed.add(client)
         if brokered:
-            self.broker.watch(client, user)
+            self.broker.watch(client, user, broker_since)
         for name in names:
             err = self.orders[name].subscribe(client, sinces.get(name))
             if err is not None:

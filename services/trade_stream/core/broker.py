@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from trade_stream.core.event_ids import cursor
+from trade_stream.core.event_ids import EventId, cursor
 from trade_stream.core.fanout import Client
 from trade_stream.core.framing import text_frame
 from trade_stream.core.protocol import encode
@@ -138,6 +138,9 @@ class BrokerJournal:
     def last_id(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
 
+    def first_id(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MIN(id), 0) FROM events").fetchone()[0])
+
     def last_at(self, stream: str) -> str | None:
         row = self.db.execute("SELECT at FROM events WHERE stream = ? AND late = 0 ORDER BY id DESC LIMIT 1",
                               (stream,)).fetchone()
@@ -177,8 +180,14 @@ class BrokerEvents:
 
     # --- clients --------------------------------------------------------------------------------------
 
-    def watch(self, client: Client, user: User) -> None:
+    def watch(self, client: Client, user: User, since: EventId | None = None) -> None:
+        """Route this user's accounts to ``client`` from now on; with ``since`` (an id from a ``message``) first
+        replay the journal after it. Replay and joining happen in one go (no await), so nothing falls between
+        them. An id this journal did not issue (another epoch, ahead of it, or older than retention kept) gets
+        ``orders_reset`` instead: the client starts over from live events."""
         self.unwatch(client)
+        if since is not None:
+            self._replay(client, user, since)
         self.clients[client] = user
         if user.accounts is None:
             self._everyone.add(client)
@@ -196,6 +205,28 @@ class BrokerEvents:
                     held.discard(client)
                     if not held:
                         del self._by_account[account]
+
+    def _replay(self, client: Client, user: User, since: EventId) -> None:
+        last = self.journal.last_id()
+        reason = None
+        if not since.known or (since.epoch is not None and since.epoch != self.epoch):
+            reason = "resume id not from this Broker journal: starting from live events"
+        elif since.n > last:
+            reason = "resume id ahead of this Broker journal: starting from live events"
+        elif since.n < last and since.n + 1 < self.journal.first_id():
+            reason = "resume id older than the Broker journal keeps: starting from live events"
+        if reason is not None:
+            client.send_message({"type": "orders_reset", "broker": True, "message": reason, "epoch": self.epoch,
+                                 "last_id": cursor(self.epoch, last)})
+            return
+        after = since.n
+        while True:
+            entries = self.journal.since(after, user.accounts)
+            for entry in entries:
+                client.send(text_frame(encode(self.message(entry))), 1)
+            if len(entries) < 10_000:
+                return
+            after = entries[-1].id
 
     # --- events ---------------------------------------------------------------------------------------
 
@@ -237,7 +268,7 @@ class BrokerEvents:
             self.counts["routed"] += 1
 
     def status(self) -> dict[str, Any]:
-        return {"journal": str(self.journal.path), "epoch": self.epoch, **self.counts,
+        return {"journal": str(self.journal.path), "epoch": self.epoch, **self.counts, "clients": len(self.clients),
                 "accounts_with_positions": len(self.positions),
                 "streams": {u.stream: u.view() for u in self.upstreams}}
 
