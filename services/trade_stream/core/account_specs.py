@@ -17,12 +17,12 @@ Without the file the ``ALPACA_*`` variables define one account, ``default``, exa
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 DEFAULT_ACCOUNT = "default"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # no ':' or ',': names appear in compound cursors (cursors.py)
@@ -47,31 +47,8 @@ def trading_stream_url(base_url: str) -> str:
 
 def load(path: str, environ: Mapping[str, str]) -> tuple[AccountSpec, ...]:
     """Parse and validate the file; raises ValueError with one line saying what to fix."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError("no such file; give the path of a TOML file with [[account]] tables") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"is not valid TOML ({exc})") from None
-    unknown = set(raw) - {"account"}
-    if unknown:
-        raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}; accounts go in [[account]] tables")
-    items = raw.get("account", [])
-    if not isinstance(items, list) or not items:
-        raise ValueError("no accounts: add at least one [[account]] table")
-    out: list[AccountSpec] = []
-    for i, item in enumerate(items, 1):
-        label = f"account #{i}" + (f" ({item.get('name')!r})" if isinstance(item, dict) and item.get("name") else "")
-        try:
-            out.append(_account(item, environ))
-        except ValueError as exc:
-            raise ValueError(f"{label}: {exc}") from None
-    names = [a.name for a in out]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ValueError(f"account name {dup!r} is used twice; names must be unique")
+    items = read_tables(path, "account", required=True)
+    out = parse_tables(items, "account", lambda item: _account(item, environ), lambda a: a.name)
     marked = [a.name for a in out if a.market_data]
     if len(marked) > 1:
         raise ValueError(f"market_data is set on {', '.join(marked)}: mark exactly one account")
@@ -84,11 +61,7 @@ def load(path: str, environ: Mapping[str, str]) -> tuple[AccountSpec, ...]:
 
 
 def _account(item: Any, environ: Mapping[str, str]) -> AccountSpec:
-    if not isinstance(item, dict):
-        raise ValueError("must be a table")
-    extra = set(item) - FIELDS
-    if extra:
-        raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(FIELDS))}")
+    item = check_table(item, FIELDS)
     name = item.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError("name must be 1-64 of A-Z a-z 0-9 _ -")

@@ -26,7 +26,6 @@ import os
 import re
 import secrets
 import time
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.edges.limits import FailedAuth
+from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 log = logging.getLogger("trade_stream.edges.identity")
 
@@ -90,40 +90,12 @@ def token_matches(token: str, stored: str) -> bool:
 def load_users(path: str) -> tuple[UserRecord, ...]:
     """Parse and validate the users file; ValueError with one line naming the user and field. A missing file is
     no users (``trade-stream user add`` creates it)."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return ()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"is not valid TOML ({exc})") from None
-    unknown = set(raw) - {"user"}
-    if unknown:
-        raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}; users go in [[user]] tables")
-    items = raw.get("user", [])
-    if not isinstance(items, list):
-        raise ValueError("user must be an array of tables: write [[user]]")
-    out: list[UserRecord] = []
-    for i, item in enumerate(items, 1):
-        label = f"user #{i}" + (f" ({item.get('name')!r})" if isinstance(item, dict) and item.get("name") else "")
-        try:
-            out.append(_user(item))
-        except ValueError as exc:
-            raise ValueError(f"{label}: {exc}") from None
-    names = [u.name for u in out]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ValueError(f"user name {dup!r} is used twice; names must be unique")
-    return tuple(out)
+    items = read_tables(path, "user", missing_ok=True)
+    return tuple(parse_tables(items, "user", _user, lambda u: u.name))
 
 
 def _user(item: Any) -> UserRecord:
-    if not isinstance(item, dict):
-        raise ValueError("must be a table")
-    extra = set(item) - USER_FIELDS
-    if extra:
-        raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(USER_FIELDS))}")
+    item = check_table(item, USER_FIELDS)
     name = item.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError("name must be 1-64 of A-Z a-z 0-9 . _ @ -")

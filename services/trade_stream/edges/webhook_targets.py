@@ -18,14 +18,13 @@ Pure: stdlib only, no sockets.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from trade_stream.core.notifications import TYPES
+from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 FORMATS = ("json", "slack", "discord")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -49,40 +48,12 @@ class WebhookTarget:
 
 def load(path: str, environ: Mapping[str, str]) -> tuple[WebhookTarget, ...]:
     """Parse and validate the file; raises ValueError with one line saying what to fix."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError("no such file; give the path of a TOML file with [[target]] tables") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"is not valid TOML ({exc})") from None
-    targets = raw.get("target", [])
-    unknown = set(raw) - {"target"}
-    if unknown:
-        raise ValueError(f"unknown top-level key {sorted(unknown)[0]!r}; targets go in [[target]] tables")
-    if not isinstance(targets, list):
-        raise ValueError("target must be an array of tables: write [[target]]")
-    out: list[WebhookTarget] = []
-    for i, item in enumerate(targets, 1):
-        label = f"target #{i}" + (f" ({item.get('name')!r})" if isinstance(item, dict) and item.get("name") else "")
-        try:
-            out.append(_target(item, environ))
-        except ValueError as exc:
-            raise ValueError(f"{label}: {exc}") from None
-    names = [t.name for t in out]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ValueError(f"target name {dup!r} is used twice; names must be unique")
-    return tuple(out)
+    return tuple(parse_tables(read_tables(path, "target"), "target", lambda item: _target(item, environ),
+                              lambda t: t.name))
 
 
 def _target(item: Any, environ: Mapping[str, str]) -> WebhookTarget:
-    if not isinstance(item, dict):
-        raise ValueError("must be a table")
-    extra = set(item) - FIELDS
-    if extra:
-        raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(FIELDS))}")
+    item = check_table(item, FIELDS)
     name = item.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError("name must be 1-64 of A-Z a-z 0-9 . _ -")
