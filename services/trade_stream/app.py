@@ -206,7 +206,7 @@ class App:
         name = f"{base}.sqlite3" if spec.name == DEFAULT_ACCOUNT else f"{base}-{spec.name}.sqlite3"
         rest = AlpacaRest(dataclasses.replace(cfg, api_key=spec.key_id, secret_key=spec.secret,
                                               base_url=spec.base_url))
-        orders = Orders(cfg.token, Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
+        orders = Orders(Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
                         cfg.timings.journal_retry, account=spec.name,  # a journal fault is reported, not fatal
                         open_log=self.engine.open_order_log)
 

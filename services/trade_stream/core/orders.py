@@ -19,7 +19,6 @@ reconciles over REST for anything beyond what it could keep.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import sqlite3
 import time
@@ -39,7 +38,6 @@ from trade_stream.core.positions import Positions, dec
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
-from trade_stream.edges.limits import FailedAuth
 from trade_stream.upstream.rest import AlpacaRest
 
 log = logging.getLogger("trade_stream.core.orders")
@@ -123,11 +121,10 @@ class _TapCodec(Codec):
 
 
 class Orders:
-    def __init__(self, token: str, journal_path: Path, rest: AlpacaRest, relay: Relay, stats: Stats,
+    def __init__(self, journal_path: Path, rest: AlpacaRest, relay: Relay, stats: Stats,
                  retention_days: float = 7.0, retry: float = 5.0, account: str = "default",
                  open_log: Callable[[Path, float], Journal] | None = None) -> None:
         self.account = account  # every message this emits names it (core/accounts.py scopes by it)
-        self._token = token.encode()
         self._open_log = open_log or Journal  # the engine's order log: SQLite here, shared in a cluster
         self.journal_path = journal_path
         self.retention_days = retention_days
@@ -149,7 +146,6 @@ class Orders:
         self.listeners: list[Callable[[Entry], None]] = []
         self.reset_listeners: list[Callable[[str], None]] = []  # the journal changed under live clients
         self.position_listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._failures = FailedAuth()
         self.watchers: set[object] = set()  # SSE position streams: like subscribers, they need prices
         self._tap = _PriceTap(self._on_trades)
         self._tapped: set[str] = set()
@@ -256,26 +252,6 @@ class Orders:
             listener(reason)
 
     # --- client side (the ws_server's PrivateStreams) -----------------------------------------------------
-
-    def check_token(self, token: str, ip: str) -> ClientError | None:
-        """The one credential check for every path (WebSocket auth, SSE, REST, the Alpaca-compatible ones).
-
-        The right token is compared first, in constant time, and always accepted: other people's failures
-        (a bot behind the same proxy) must never lock its owner out. Wrong ones are throttled per source and
-        presented token (see limits.FailedAuth)."""
-        if hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token):
-            return None
-        wait = self._failures.fail(ip, token, time.monotonic())
-        if wait:
-            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
-        log.warning("auth_failed ip=%s", ip)
-        return ClientError("unauthorized", "invalid token")
-
-    def authenticate(self, client: Client, token: str) -> ClientError | None:
-        err = self.check_token(token, client.ip)
-        if err is None:
-            self.authed.add(client)
-        return err
 
     def subscribe(self, client: Client, since: EventId | None) -> ClientError | None:
         if client not in self.authed:
@@ -458,9 +434,6 @@ class Orders:
         elif self._live:
             self._live = False
             self._set_seen()
-
-    def on_connected(self) -> None:
-        self._spawn(self.reconcile())
 
     def publish(self, data: dict[str, Any], reconciled: bool = False, dedupe: str | None = None) -> Entry | None:
         """Journal first, then relay. Returns None for a duplicate (nothing is relayed twice) and for an event

@@ -192,7 +192,7 @@ class Identity:
         return found
 
     def check_token(self, credential: str, ip: str) -> ClientError | None:
-        """The old shape (``Orders.check_token``): None when the credential names any user."""
+        """None when the credential names any user (the compatible market-data endpoints: any user may read)."""
         found = self.resolve(credential, ip)
         return None if isinstance(found, User) else found
 
