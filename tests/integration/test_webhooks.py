@@ -64,6 +64,8 @@ async def test_failing_then_recovering_receiver_gets_each_event_once_in_order(si
         b = sim.submit_order("TSLA", "sell", 1, type="limit", limit_price=900)
         sim.reject_order(b["id"])
         await wait_until(lambda: len(receiver.acked()) >= 5, timeout=20, what="all five delivered")
+        # The receiver acks before the daemon has read its answer: wait for the daemon's side too.
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] >= 5, what="all five recorded")
         status = app.status()["webhooks"]["desk"]
         assert (status["delivered"], status["failed"], status["pending"]) == (5, 0, 0)
         assert status["errors"] >= 4  # 500, the timeout, 429, 503
@@ -100,8 +102,7 @@ async def test_pending_deliveries_survive_a_restart(sim, tmp_path, receiver):
     async with running(cfg) as app:  # a new daemon on the same state directory
         await up(app)
         await wait_until(lambda: len(receiver.acked()) >= 2, what="the pending two delivered after the restart")
-        await asyncio.sleep(0.2)
-        assert app.status()["webhooks"]["desk"]["pending"] == 0
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["pending"] == 0, what="the outbox empty")
     acked = [orjson.loads(r.body) for r in receiver.acked()]
     assert [b["event"] for b in acked] == ["order_accepted", "order_filled"]
     # the order's second event waited behind its first; the one tried before the restart kept its delivery id
@@ -119,6 +120,7 @@ async def test_a_400_is_given_up_and_reported_and_others_still_flow(sim, tmp_pat
             sim.fill_order(o["id"], price=10)
             await wait_until(lambda: app.status()["webhooks"]["strict"]["failed"] == 1, what="given up")
             await wait_until(lambda: len(other.acked()) == 2 and len(receiver.acked()) == 1, what="the rest")
+            await wait_until(lambda: app.status()["webhooks"]["strict"]["delivered"] == 1, what="recorded")
             status = app.status()["webhooks"]["strict"]
             assert "HTTP 400" in status["last_error"] and status["delivered"] == 1 and status["pending"] == 0
             assert len(receiver.seen) == 2  # the 400 was not retried
