@@ -305,3 +305,23 @@ async def test_websocket_orders_subscribe_with_since_replays_the_users_broker_ev
                 assert live["data"]["order"]["symbol"] == "TSLA"
     finally:
         await bsim.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_a_broker_only_users_orders_subscribe_is_answered_with_subscribed(sim, tmp_path):
+    bsim = await BrokerSim(accounts=2, seed=5, heartbeat=0.3).start()
+    a, _ = list(bsim.accounts)
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_streams=("trades",))
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            async with Browser.connect(app.port) as ws:
+                await ws.send({"action": "auth", "token": token("alice", [a])})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                reply = await ws.expect(lambda m: m.get("type") in ("subscribed", "error"), timeout=5)
+                assert reply == {"type": "subscribed", "channel": "orders", "broker": True}
+                bsim.fill(a, "AAPL", 1, 10)  # and it is live right after the reply
+                await ws.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill", timeout=10)
+    finally:
+        await bsim.stop()
