@@ -325,3 +325,29 @@ async def test_a_broker_only_users_orders_subscribe_is_answered_with_subscribed(
                 await ws.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill", timeout=10)
     finally:
         await bsim.stop()
+
+
+@pytest.mark.timeout(40)
+async def test_healthz_counts_a_broker_stream_polling_past_the_grace_as_down_until_sse_returns(sim, tmp_path):
+    from tests.integration.test_health import wait_for_status
+
+    bsim = await BrokerSim(accounts=2, seed=6, heartbeat=0.3).start()
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_fallback_after=0.2, broker_streams=("trades",),
+                        health_grace=0.5)
+    try:
+        async with running(cfg) as app:
+            stream = app.broker.upstreams[0]
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            await wait_for_status(app.port, 200)
+            bsim.unavailable = True  # SSE answers 503: the stream falls back to polling, which works
+            bsim.cut_all()
+            await wait_until(lambda: stream.mode == "polling", 10, "the polling fallback")
+            body = await wait_for_status(app.port, 503)
+            assert "broker:trades" in body["down"]
+            assert body["upstreams"]["broker:trades"]["ok"] is False
+            assert body["broker"]["trades"]["mode"] == "polling"
+            bsim.unavailable = False
+            body = await wait_for_status(app.port, 200)
+            assert body["upstreams"]["broker:trades"]["state"] == "connected"
+    finally:
+        await bsim.stop()
