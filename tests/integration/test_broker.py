@@ -351,3 +351,31 @@ async def test_healthz_counts_a_broker_stream_polling_past_the_grace_as_down_unt
             assert body["upstreams"]["broker:trades"]["state"] == "connected"
     finally:
         await bsim.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_the_legacy_nta_stream_when_enabled_routes_dividends_as_activity(sim, tmp_path):
+    bsim = await BrokerSim(accounts=2, seed=8, heartbeat=0.3).start()
+    a, b = list(bsim.accounts)
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_streams=("nta",))
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("nta") == 1, what="the nta stream up")
+            async with Browser.connect(app.port) as ws, sse_get(
+                    app.sse.port, "/api/stream/broker", {"Authorization": f"Bearer {token('alice', [a])}"}) as resp:
+                assert resp.status == 200
+                await ws.send({"action": "auth", "token": token("alice", [a])})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                await wait_until(lambda: app.broker.clients, what="alice watching")
+                bsim.dividend(b, "MSFT", "1", 5)  # not alice's
+                div = bsim.dividend(a, "AAPL", "1.234", 10)
+                msg = await ws.expect("activity", timeout=10)
+                assert msg["account"] == a and msg["data"]["id"] == div["id"]
+                assert msg["data"]["activity_type"] == "DIV" and msg["data"]["net_amount"] == "12.34"
+                while (ev := await resp.next(timeout=10)).event != "activity:new":
+                    pass
+                assert ev.json()["data"]["id"] == div["id"]
+                assert app.status()["broker"]["streams"]["nta"]["cursor"] is not None
+    finally:
+        await bsim.stop()

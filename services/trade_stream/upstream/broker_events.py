@@ -57,6 +57,8 @@ STREAMS: dict[str, tuple[str, str, str | None]] = {
     "trades": ("/v2/events/trades", "since_id", "FILL"),
     "accounts": ("/v1/events/accounts/status", "since_ulid", None),
     "activities": ("/v2beta1/events/activities", "since_id", "DIV,SPLIT,FEE,INT,CSD,CSW,JNLC,JNLS,MA,NC,PTC,REORG"),
+    # legacy non-trade activities (off by default: /v2beta1/events/activities carries all of them, richer)
+    "nta": ("/v1/events/nta", "since_ulid", "DIV,SPLIT,FEE,INT,CSD,CSW,JNLC,JNLS,MA,NC,PTC,REORG"),
 }
 QUEUE_MAX = 20_000  # events read but not yet journaled; beyond it, a gap (reconnect from the cursor)
 BATCH = 1000  # events per journal transaction
