@@ -308,6 +308,8 @@ class App:
             upstreams.update(self.relay.sources.health_states())
         for name, trading in self.tradings.items():
             upstreams["trading" if trading is self.trading else f"trading:{name}"] = trading.status
+        for stream in self.broker.upstreams if self.broker is not None else ():  # polling counts as down
+            upstreams[f"broker:{stream.stream}"] = stream.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
         if self.broker is not None:
             view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}

@@ -27,7 +27,7 @@ PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-st
 FEEDS = ("iex", "sip", "delayed_sip", "test")
 CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1beta3/crypto/{loc})
 OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
-BROKER_STREAMS = ("trades", "accounts", "activities")  # Broker API event streams (upstream/broker_events.py)
+BROKER_STREAMS = ("trades", "accounts", "activities", "nta")  # Broker API event streams (upstream/broker_events.py)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -378,8 +378,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Broker API base (default the sandbox, https://broker-api.sandbox.alpaca.markets; live: "
             "https://broker-api.alpaca.markets)"),
     Setting("broker_streams", "TRADE_STREAM_BROKER_STREAMS", "--broker-streams", _broker_streams,
-            "Broker API event streams to consume: comma list of trades, accounts, activities, or none "
-            "(default all three)"),
+            "Broker API event streams to consume: comma list of trades, accounts, activities, nta, or none "
+            "(default trades,accounts,activities; nta is Alpaca's legacy /v1/events/nta, which the activities "
+            "stream supersedes: enable it only on a partner account without /v2beta1/events/activities)"),
     Setting("broker_silence", "TRADE_STREAM_BROKER_SILENCE", "--broker-silence", _float_min(0.1),
             "Broker API mode: reconnect an event stream that sends nothing, not even a heartbeat, for this many "
             "seconds (default 60)"),

@@ -305,3 +305,77 @@ async def test_websocket_orders_subscribe_with_since_replays_the_users_broker_ev
                 assert live["data"]["order"]["symbol"] == "TSLA"
     finally:
         await bsim.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_a_broker_only_users_orders_subscribe_is_answered_with_subscribed(sim, tmp_path):
+    bsim = await BrokerSim(accounts=2, seed=5, heartbeat=0.3).start()
+    a, _ = list(bsim.accounts)
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_streams=("trades",))
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            async with Browser.connect(app.port) as ws:
+                await ws.send({"action": "auth", "token": token("alice", [a])})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                reply = await ws.expect(lambda m: m.get("type") in ("subscribed", "error"), timeout=5)
+                assert reply == {"type": "subscribed", "channel": "orders", "broker": True}
+                bsim.fill(a, "AAPL", 1, 10)  # and it is live right after the reply
+                await ws.expect(lambda m: m.get("type") == "order_update" and m["event"] == "fill", timeout=10)
+    finally:
+        await bsim.stop()
+
+
+@pytest.mark.timeout(40)
+async def test_healthz_counts_a_broker_stream_polling_past_the_grace_as_down_until_sse_returns(sim, tmp_path):
+    from tests.integration.test_health import wait_for_status
+
+    bsim = await BrokerSim(accounts=2, seed=6, heartbeat=0.3).start()
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_fallback_after=0.2, broker_streams=("trades",),
+                        health_grace=0.5)
+    try:
+        async with running(cfg) as app:
+            stream = app.broker.upstreams[0]
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            await wait_for_status(app.port, 200)
+            bsim.unavailable = True  # SSE answers 503: the stream falls back to polling, which works
+            bsim.cut_all()
+            await wait_until(lambda: stream.mode == "polling", 10, "the polling fallback")
+            body = await wait_for_status(app.port, 503)
+            assert "broker:trades" in body["down"]
+            assert body["upstreams"]["broker:trades"]["ok"] is False
+            assert body["broker"]["trades"]["mode"] == "polling"
+            bsim.unavailable = False
+            body = await wait_for_status(app.port, 200)
+            assert body["upstreams"]["broker:trades"]["state"] == "connected"
+    finally:
+        await bsim.stop()
+
+
+@pytest.mark.timeout(30)
+async def test_the_legacy_nta_stream_when_enabled_routes_dividends_as_activity(sim, tmp_path):
+    bsim = await BrokerSim(accounts=2, seed=8, heartbeat=0.3).start()
+    a, b = list(bsim.accounts)
+    cfg = broker_config(sim, bsim, tmp_path, free_port(), broker_streams=("nta",))
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("nta") == 1, what="the nta stream up")
+            async with Browser.connect(app.port) as ws, sse_get(
+                    app.sse.port, "/api/stream/broker", {"Authorization": f"Bearer {token('alice', [a])}"}) as resp:
+                assert resp.status == 200
+                await ws.send({"action": "auth", "token": token("alice", [a])})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                await wait_until(lambda: app.broker.clients, what="alice watching")
+                bsim.dividend(b, "MSFT", "1", 5)  # not alice's
+                div = bsim.dividend(a, "AAPL", "1.234", 10)
+                msg = await ws.expect("activity", timeout=10)
+                assert msg["account"] == a and msg["data"]["id"] == div["id"]
+                assert msg["data"]["activity_type"] == "DIV" and msg["data"]["net_amount"] == "12.34"
+                while (ev := await resp.next(timeout=10)).event != "activity:new":
+                    pass
+                assert ev.json()["data"]["id"] == div["id"]
+                assert app.status()["broker"]["streams"]["nta"]["cursor"] is not None
+    finally:
+        await bsim.stop()

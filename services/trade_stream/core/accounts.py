@@ -102,7 +102,8 @@ class Accounts:
                 broker_since, since = since, None
         sinces = split_since(since, names, lambda n: self.orders[n].epoch)
         self._subscribed.add(client)
-        if brokered:
+        if brokered:  # answered like each account's Orders answers its own; before any replayed event
+            client.send_message({"type": "subscribed", "channel": "orders", "broker": True})
             self.broker.watch(client, user, broker_since)
         for name in names:
             err = self.orders[name].subscribe(client, sinces.get(name))

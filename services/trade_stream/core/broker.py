@@ -36,7 +36,7 @@ from trade_stream.edges.identity import User
 
 log = logging.getLogger("trade_stream.core.broker")
 
-STREAM_TYPES = {"trades": "order_update", "accounts": "account_status", "activities": "activity"}
+STREAM_TYPES = {"trades": "order_update", "accounts": "account_status", "activities": "activity", "nta": "activity"}
 FILL_EVENTS = ("fill", "partial_fill")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -69,7 +69,7 @@ def dedupe_key(stream: str, data: dict[str, Any]) -> str:
     if stream == "trades" and data.get("event") in FILL_EVENTS:
         order = data.get("order") or {}
         return f"f:{order.get('id')}:{order.get('filled_qty')}"
-    if stream == "activities" and data.get("id"):
+    if stream in ("activities", "nta") and data.get("id"):  # one activity id, whichever stream brought it
         return f"a:{data['id']}"
     return f"e:{stream}:{data.get('event_id')}"
 

@@ -42,9 +42,11 @@ ALPACA_PATHS: dict[str, tuple[str, str, str]] = {
     "/v2/events/trades": ("trades", "since_id", "until_id"),
     "/v1/events/accounts/status": ("accounts", "since_ulid", "until_ulid"),
     "/v2beta1/events/activities": ("activities", "since_id", "until_id"),
+    "/v1/events/nta": ("nta", "since_ulid", "until_ulid"),
 }
 BROKER_PATH = "/api/stream/broker"
-SSE_NAMES = {"trades": "order:update", "accounts": "account:status", "activities": "activity:new"}
+SSE_NAMES = {"trades": "order:update", "accounts": "account:status", "activities": "activity:new",
+             "nta": "activity:new"}
 UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
 HISTORY_LIMIT = 100_000
 

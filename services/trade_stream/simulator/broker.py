@@ -40,6 +40,7 @@ STREAMS: dict[str, tuple[str, str, str]] = {
     "/v2/events/trades": ("trades", "since_id", "until_id"),
     "/v1/events/accounts/status": ("accounts", "since_ulid", "until_ulid"),
     "/v2beta1/events/activities": ("activities", "since_id", "until_id"),
+    "/v1/events/nta": ("nta", "since_ulid", "until_ulid"),  # legacy non-trade activities: the same bookings
 }
 ACTIVITIES_PATH = "/v1/accounts/activities"
 
@@ -215,7 +216,10 @@ class BrokerSim:
         activity = {"id": f"{at[:10].replace('-', '')}000000000::{uuid.uuid4()}", "account_id": account_id,
                     "activity_type": kind, "date": at[:10], "status": "executed", **fields}
         self.activities.append({**activity, "transaction_time": at})
-        return self._publish("activities", {**activity, "at": at, "event_id": eid})
+        event = self._publish("activities", {**activity, "at": at, "event_id": eid})
+        nta_at, nta_eid = self._stamp()  # the legacy stream numbers its events itself
+        self._publish("nta", {**activity, "at": nta_at, "event_id": nta_eid})
+        return event
 
     def slow_once(self, dropped: int = 3) -> None:
         """On the next live events of the trades stream: skip ``dropped`` of them on every connection, then say

@@ -24,6 +24,10 @@ Alpaca's guidance (docs.alpaca.markets "SSE Events"; protocol notes §6), as imp
   (``GET /v1/accounts/activities``: FILLs for the trades stream, non-trade activities for the activities stream;
   their events are marked ``late``), status says ``mode: polling``, and SSE is retried meanwhile; the first SSE
   connection that works stops the polling.
+
+``status`` is the same ``UpstreamState`` the market-data and trading streams keep, so ops/health.py judges this
+stream by the same rule: down from the first failure until an SSE connection works again. Polling keeps events
+flowing, late, but it is a degraded mode meant to bridge an outage; past the health grace a probe should say so.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from httpx_sse import aconnect_sse
 
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.event_ids import new_ulid
+from trade_stream.upstream.market_data import UpstreamState
 
 log = logging.getLogger("trade_stream.upstream.broker_events")
 
@@ -52,6 +57,8 @@ STREAMS: dict[str, tuple[str, str, str | None]] = {
     "trades": ("/v2/events/trades", "since_id", "FILL"),
     "accounts": ("/v1/events/accounts/status", "since_ulid", None),
     "activities": ("/v2beta1/events/activities", "since_id", "DIV,SPLIT,FEE,INT,CSD,CSW,JNLC,JNLS,MA,NC,PTC,REORG"),
+    # legacy non-trade activities (off by default: /v2beta1/events/activities carries all of them, richer)
+    "nta": ("/v1/events/nta", "since_ulid", "DIV,SPLIT,FEE,INT,CSD,CSW,JNLC,JNLS,MA,NC,PTC,REORG"),
 }
 QUEUE_MAX = 20_000  # events read but not yet journaled; beyond it, a gap (reconnect from the cursor)
 BATCH = 1000  # events per journal transaction
@@ -132,6 +139,7 @@ class BrokerStream:
         self.state = "connecting"
         self.mode = "sse"
         self.error: str | None = None
+        self.status = UpstreamState(state="connecting")  # what /healthz reads (down_since: SSE not working)
         self.counts = {"connects": 0, "events": 0, "heartbeats": 0, "gaps": 0, "dropped": 0, "overflows": 0,
                        "internal_errors": 0, "polls": 0, "polled_events": 0}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
@@ -165,6 +173,7 @@ class BrokerStream:
                     except (httpx.HTTPError, OSError, ValueError) as exc:
                         immediate, reason = False, f"{type(exc).__name__}: {exc}"[:300]
                     self.state, self.error = "reconnecting", reason
+                    self._set_status("reconnecting", reason)
                     if self.state_ok:
                         attempt = 0
                     self.state_ok = False
@@ -184,6 +193,17 @@ class BrokerStream:
                 await writer
 
     state_ok = False
+
+    def _set_status(self, state: str, error: str | None) -> None:
+        status = self.status
+        if state == "connected":
+            status.down_since = None
+        else:
+            status.reconnects += 1
+            if status.down_since is None:
+                status.down_since = time.monotonic()
+        status.state, status.error, status.since = state, error, time.time()
+        status.connected_once = status.connected_once or state == "connected"
 
     def _note_failure(self) -> None:
         now = time.monotonic()
@@ -222,6 +242,7 @@ class BrokerStream:
                 raise Reconnect(f"HTTP {response.status_code}: {body}")
             self.counts["connects"] += 1
             self.state, self.error, self.state_ok = "connected", None, True
+            self._set_status("connected", None)
             self._failing_since = None
             self._stop_polling()
             log.info("broker_stream_connected stream=%s %s", self.stream,
