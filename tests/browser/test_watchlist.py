@@ -448,3 +448,28 @@ async def test_demo_watchlist_fits_its_box_at_1280_with_crypto_prices(browser, t
         assert size[0] <= size[1], size
         await expect(page.locator('tr.wl-row[data-symbol="BTC/USD"] button.remove')).to_be_in_viewport()
         await context.close()
+
+
+@pytest.mark.timeout(60)
+async def test_demo_row_day_volume_agrees_with_the_minute_bars(browser, tmp_path):
+    """A row's day volume is the day's (the snapshot's daily bar, then live trades), not only the trades seen since
+    the page subscribed: for the crypto pairs it is at least today's minute bars from /api/bars."""
+    from datetime import datetime
+
+    from tests.browser.helpers import EASTERN
+    async with running(demo_config(tmp_path)) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        midnight = datetime.now(EASTERN).replace(hour=0, minute=0, second=0, microsecond=0)
+        for symbol in ("BTC/USD", "ETH/USD"):
+            bars = await page.evaluate("""async ([symbol, start]) => {
+              const r = await fetch(`/api/bars?symbol=${encodeURIComponent(symbol)}&timeframe=1Min&start=${start}`);
+              return (await r.json()).bars; }""", [symbol, midnight.isoformat()])
+            today = sum(b["v"] for b in bars)
+            assert today > 1, (symbol, today)
+            cell = page.locator(f'tr.wl-row[data-symbol="{symbol}"] td.volume')
+            await expect(cell).not_to_have_text("—", timeout=UI)
+            await asyncio.sleep(0.5)
+            shown = float((await cell.get_attribute("title")).replace(",", ""))
+            assert shown >= today * 0.95, (symbol, shown, today)
+        await context.close()
