@@ -7,6 +7,10 @@ const CHANNELS = ['trades', 'quotes', 'bars'];
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
 const BACKFILL_HOURS = 16;
+// Each row's "1 h" sparkline starts from the last hour of minute bars: fetched when the row is added, at most
+// SEED_PARALLEL at a time (20 rows must not be 20 simultaneous REST calls through the daemon's shared quota).
+const SEED_MINUTES = 60;
+const SEED_PARALLEL = 2;
 // Rows repaint at most 10 times a second: enough for a price to read as live, and a fraction of the cost of
 // repainting on every display frame when dozens of trades a second arrive.
 const RENDER_EVERY_MS = 100;
@@ -22,6 +26,9 @@ export class Market {
   #queue = new FrameQueue((messages) => this.#apply(messages), { minIntervalMs: RENDER_EVERY_MS });
   #retries = new Map();
   #backfilled = new Set();
+  #seeded = new Set(); // symbols whose last hour is fetched or queued (the cache: not fetched again on re-add)
+  #seedQueue = [];
+  #seeding = 0;
   #newsSymbol = null; // the selected stock symbol, whose headlines we ask for ({"channel":"news"})
 
   /** apiBase: URL of the daemon's HTTP side (for /api/bars), or null. onChange(): after each render. */
@@ -52,6 +59,7 @@ export class Market {
         this.#tickers.set(symbol, ticker);
         this.#watchlist.add(ticker);
         this.#subscribe(ticker);
+        this.#seed(ticker);
       } else if (ticker.status === 'rejected') {
         this.#subscribe(ticker);
       }
@@ -72,6 +80,7 @@ export class Market {
     this.#tickers.delete(symbol);
     this.#retries.delete(symbol);
     this.#backfilled.delete(symbol);
+    this.#seeded.delete(symbol);
     this.#save();
     if (this.#detail.symbol === symbol) this.select(next);
     return next;
@@ -210,19 +219,46 @@ export class Market {
     this.#watchlist.row(ticker.symbol)?.render();
   }
 
+  /** Queues the last hour of minute bars for a new row's sparkline; SEED_PARALLEL fetches at a time. */
+  #seed(ticker) {
+    if (!this.#apiBase || this.#seeded.has(ticker.symbol)) return;
+    this.#seeded.add(ticker.symbol);
+    this.#seedQueue.push(ticker);
+    this.#pumpSeeds();
+  }
+
+  #pumpSeeds() {
+    while (this.#seeding < SEED_PARALLEL && this.#seedQueue.length) {
+      const ticker = this.#seedQueue.shift();
+      if (this.#tickers.get(ticker.symbol) !== ticker || this.#backfilled.has(ticker.symbol)) continue;
+      this.#seeding++;
+      this.#fetchBars(ticker, SEED_MINUTES * 60_000)
+        .catch((error) => {
+          this.#seeded.delete(ticker.symbol);
+          console.info(`trade-stream: no sparkline history for ${ticker.symbol}: ${error.message}`);
+        })
+        .finally(() => { this.#seeding--; this.#pumpSeeds(); });
+    }
+  }
+
+  /** Fetches minute bars from lookbackMs ago into the ticker (if it is still on the list). */
+  async #fetchBars(ticker, lookbackMs) {
+    const start = new Date(Date.now() - lookbackMs).toISOString();
+    const url = new URL('api/bars', this.#apiBase);
+    url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start }).toString();
+    const response = await fetch(url, { cache: 'no-store' });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    if (this.#tickers.get(ticker.symbol) !== ticker) return;
+    ticker.backfill(Array.isArray(body.bars) ? body.bars : []);
+    this.#renderAll();
+  }
+
   async #backfill(ticker) {
     if (!ticker || !this.#apiBase || this.#backfilled.has(ticker.symbol)) return;
     this.#backfilled.add(ticker.symbol);
-    const start = new Date(Date.now() - BACKFILL_HOURS * 3_600_000).toISOString();
-    const url = new URL('api/bars', this.#apiBase);
-    url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start }).toString();
     try {
-      const response = await fetch(url, { cache: 'no-store' });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const body = await response.json();
-      if (this.#tickers.get(ticker.symbol) !== ticker) return;
-      ticker.backfill(Array.isArray(body.bars) ? body.bars : []);
-      this.#renderAll();
+      await this.#fetchBars(ticker, BACKFILL_HOURS * 3_600_000);
     } catch (error) {
       this.#backfilled.delete(ticker.symbol);
       console.info(`trade-stream: no backfill for ${ticker.symbol}: ${error.message}`);

@@ -52,13 +52,21 @@ export class Ticker {
     }
     if (daily) {
       this.open = num(daily.open);
-      if (!(this.volume > 0)) {
-        this.high = num(daily.high);
-        this.low = num(daily.low);
-        this.volume = num(daily.volume);
+      // The daily bar is the whole day up to the snapshot; what the trades added so far is only what arrived
+      // since we subscribed (often a few trades before the snapshot): the day's bar wins unless it is smaller.
+      const volume = num(daily.volume);
+      if (volume > 0 && !(this.volume > volume)) {
+        this.volume = volume;
         this.vwap = num(daily.vwap);
-        this.#pv = Number.isFinite(this.vwap) && this.volume > 0 ? this.vwap * this.volume : 0;
+        this.#pv = Number.isFinite(this.vwap) ? this.vwap * volume : 0;
+      } else if (!(this.volume > 0)) {
+        this.volume = volume;
+        this.vwap = num(daily.vwap);
       }
+      const high = num(daily.high);
+      const low = num(daily.low);
+      if (Number.isFinite(high)) this.high = Number.isFinite(this.high) ? Math.max(this.high, high) : high;
+      if (Number.isFinite(low)) this.low = Number.isFinite(this.low) ? Math.min(this.low, low) : low;
     }
     const price = num(latest?.price);
     if (this.last == null && Number.isFinite(price)) {

@@ -114,6 +114,12 @@ export class Watchlist {
   }
 }
 
+/** Bid and ask in a row: whole dollars from $10,000 up (BTC/USD), so the row fits at 1280 px; the spread cell
+ * and the cell's title keep the cents. */
+function formatQuotePrice(value) {
+  return Math.abs(value) >= 10_000 ? Math.round(value).toString() : formatPrice(value);
+}
+
 /** Cents for a stock over $1 (as its quotes are), four decimals below. */
 function formatSpread(spread, ask) {
   if (!Number.isFinite(spread)) return '—';
@@ -183,8 +189,8 @@ class Row {
     this.#set('high', this.#cells.high, formatPrice(t.high));
     this.#set('low', this.#cells.low, formatPrice(t.low));
     this.#set('quote', this.#cells.quote,
-      Number.isFinite(t.bid) || Number.isFinite(t.ask) ? `${formatPrice(t.bid)} × ${formatPrice(t.ask)}` : '—');
-    this.#cells.quote.title = `Bid size ${formatQuantity(t.bidSize)} · Ask size ${formatQuantity(t.askSize)}`;
+      Number.isFinite(t.bid) || Number.isFinite(t.ask) ? `${formatQuotePrice(t.bid)} × ${formatQuotePrice(t.ask)}` : '—');
+    this.#cells.quote.title = `Bid ${formatPrice(t.bid)} × ask ${formatPrice(t.ask)} · Bid size ${formatQuantity(t.bidSize)} · Ask size ${formatQuantity(t.askSize)}`;
     this.#set('spread', this.#cells.spread, formatSpread(t.spread, t.ask));
     const now = performance.now();
     if (t.barsVersion !== this.#barsVersion && now - this.#sparkAt > SPARK_EVERY_MS) {

@@ -384,6 +384,8 @@ class App:
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("shutdown_step_failed error=%r", result)
+        if self.ws is not None and self.ws.snapshots is not None:
+            self.ws.snapshots.close()  # a snapshot batch still waiting: its timer and fetch end here
         if self.engine is not None:
             await self.engine.stop()  # hands the lease over now, not after it runs out
         await self.supervisor.stop()

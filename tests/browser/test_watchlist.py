@@ -386,3 +386,90 @@ async def test_connection_limit_refusal_is_explained_then_clears(sim, tmp_path, 
         await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=20_000)
         await expect(page.locator("#conn-problem")).to_be_hidden()
         await watch.finish()
+
+
+# Distinct pixel rows each row's sparkline paints: a flat line paints 2-3 (plus the dashed reference), an hour of
+# minute closes scaled to its own range paints most of the 20.
+SPARK_ROWS_JS = """() => [...document.querySelectorAll('tr.wl-row')].map((row) => {
+  const canvas = row.querySelector('canvas.spark');
+  const { data, width, height } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  let rows = 0;
+  for (let y = 0; y < height; y++) {
+    let painted = 0;
+    for (let x = 0; x < width; x++) if (data[(y * width + x) * 4 + 3] > 0) painted++;
+    if (painted > 0 && painted < width * 0.45) rows++;  // not the dashed reference line
+  }
+  return [row.dataset.symbol, rows, Number(canvas.dataset.points || 0)];
+})"""
+
+
+async def demo_page(browser, app, viewport=None):
+    from tests.support.relay import TOKEN
+    context = await browser.new_context(viewport=viewport or {"width": 1280, "height": 860}, locale="en-US")
+    page = await context.new_page()
+    await page.goto(f"http://127.0.0.1:{app.port}/#token={TOKEN}")
+    await expect(page.locator("tr.wl-row")).to_have_count(8, timeout=UI)
+    return context, page
+
+
+def demo_config(tmp_path):
+    from tests.support.relay import FAST, TOKEN
+    from trade_stream.config import Config
+    return Config(demo=True, host="127.0.0.1", port=0, linger=0.3, ping_interval=0, token=TOKEN,
+                  state_dir=str(tmp_path), timings=FAST)
+
+
+@pytest.mark.timeout(60)
+async def test_demo_sparklines_are_seeded_from_the_last_hour_of_minute_bars(browser, tmp_path):
+    """Right after load every row's "1 h" sparkline shows an hour of minute closes, scaled to its own range."""
+    async with running(demo_config(tmp_path)) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        shown = []
+        for _ in range(40):
+            shown = await page.evaluate(SPARK_ROWS_JS)
+            if all(rows >= 10 and points >= 50 for _, rows, points in shown):
+                break
+            await asyncio.sleep(0.25)
+        assert all(rows >= 10 and points >= 50 for _, rows, points in shown), shown
+        await context.close()
+
+
+@pytest.mark.timeout(60)
+async def test_demo_watchlist_fits_its_box_at_1280_with_crypto_prices(browser, tmp_path):
+    """BTC/USD at ~65,000 with a wide bid x ask: every column (last trade, remove) stays in view at 1280 px."""
+    async with running(demo_config(tmp_path)) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        await expect(page.locator('tr.wl-row[data-symbol="BTC/USD"] td.quote')).to_contain_text("\u00d7", timeout=UI)
+        await asyncio.sleep(1)
+        size = await page.evaluate("""() => { const t = document.getElementById('watchlist');
+          return [t.scrollWidth, t.parentElement.clientWidth]; }""")
+        assert size[0] <= size[1], size
+        await expect(page.locator('tr.wl-row[data-symbol="BTC/USD"] button.remove')).to_be_in_viewport()
+        await context.close()
+
+
+@pytest.mark.timeout(60)
+async def test_demo_row_day_volume_agrees_with_the_minute_bars(browser, tmp_path):
+    """A row's day volume is the day's (the snapshot's daily bar, then live trades), not only the trades seen since
+    the page subscribed: for the crypto pairs it is at least today's minute bars from /api/bars."""
+    from datetime import datetime
+
+    from tests.browser.helpers import EASTERN
+    async with running(demo_config(tmp_path)) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        midnight = datetime.now(EASTERN).replace(hour=0, minute=0, second=0, microsecond=0)
+        for symbol in ("BTC/USD", "ETH/USD"):
+            bars = await page.evaluate("""async ([symbol, start]) => {
+              const r = await fetch(`/api/bars?symbol=${encodeURIComponent(symbol)}&timeframe=1Min&start=${start}`);
+              return (await r.json()).bars; }""", [symbol, midnight.isoformat()])
+            today = sum(b["v"] for b in bars)
+            assert today > 1, (symbol, today)
+            cell = page.locator(f'tr.wl-row[data-symbol="{symbol}"] td.volume')
+            await expect(cell).not_to_have_text("—", timeout=UI)
+            await asyncio.sleep(0.5)
+            shown = float((await cell.get_attribute("title")).replace(",", ""))
+            assert shown >= today * 0.95, (symbol, shown, today)
+        await context.close()

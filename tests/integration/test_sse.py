@@ -307,3 +307,24 @@ async def test_crypto_pairs_route_to_the_crypto_source_with_replay_and_throttle(
         async with sse_get(port, f"/api/stream/trades?symbols={bad}") as r:
             assert r.status == 400, bad
             assert "BASE/QUOTE" in orjson.loads(r.body)["message"] or bad == "B%24C/USD"
+
+
+async def test_stopping_while_a_prices_stream_waits_for_its_snapshot_logs_no_error(sim, tmp_path, caplog):
+    """The daemon stops while a prices stream still waits for its first snapshot (the batch timer not yet
+    fired): the wait ends quietly, no asyncio "Exception in callback ... CancelledError" line."""
+    cm, app = await start(sim, tmp_path)
+    app.ws.snapshots.window = 30.0  # the batch timer stays pending: the stream waits on the snapshot
+    try:
+        async with sse_get(app.sse.port, "/api/stream/prices?symbols=AAPL") as r:
+            assert r.status == 200
+            await wait_until(lambda: app.ws.snapshots._batch is not None, what="a snapshot batch pending")
+            with caplog.at_level("DEBUG"):
+                await cm.__aexit__(None, None, None)
+                await asyncio.sleep(0.1)
+    finally:
+        if app.ws.snapshots._batch is not None:
+            app.ws.snapshots._batch.cancel()
+    bad = [r for r in caplog.records if r.levelno >= 40 or "CancelledError" in r.getMessage()
+           or (r.exc_info and r.exc_info[0] is asyncio.CancelledError)]
+    assert not bad, [r.getMessage() for r in bad]
+    assert app.ws.snapshots._batch is None

@@ -41,6 +41,7 @@ class Snapshots:
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._wanted: set[str] = set()
         self._batch: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, symbols: list[str]) -> list[dict[str, Any]]:
@@ -54,11 +55,26 @@ class Snapshots:
             if self._batch is None:
                 loop = asyncio.get_running_loop()
                 self._batch = loop.create_future()
-                loop.call_later(self.window, self._fire)
+                self._timer = loop.call_later(self.window, self._fire)
             await asyncio.shield(self._batch)
         return [msg for s in symbols if (msg := self._cache.get(s, (0.0, None))[1]) is not None]
 
+    def close(self) -> None:
+        """At shutdown: the batch timer will not fire and a fetch under way stops; whoever still waits on the
+        batch gets CancelledError (its connection is being closed anyway), and the batch future is not left
+        pending for the loop to complain about."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        batch, self._batch = self._batch, None
+        if batch is not None and not batch.done():
+            batch.cancel()
+        self._wanted.clear()
+
     def _fire(self) -> None:
+        self._timer = None
         task = asyncio.ensure_future(self._fetch())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
