@@ -61,13 +61,13 @@ async def start_broker(cfg: Config) -> tuple[BrokerSim, Config, dict[str, tuple[
 
 
 async def broker_trader(bsim: BrokerSim, sim: Simulator, interval: float = 10.0,
-                        rng: random.Random | None = None) -> None:
-    """Every ``interval`` seconds, in a random customer account: a buy filled in two parts (``new``,
-    ``partial_fill``, ``fill``); now and then a dividend on what the account holds."""
+                        rng: random.Random | None = None, accounts: list[str] | None = None) -> None:
+    """Every ``interval`` seconds, in a random customer account (of ``accounts``, default all): a buy filled in
+    two parts (``new``, ``partial_fill``, ``fill``); now and then a dividend on what the account holds."""
     rng = rng or random.Random()
     while True:
         await asyncio.sleep(interval)
-        account = rng.choice(list(bsim.accounts))
+        account = rng.choice(accounts or list(bsim.accounts))
         symbol = rng.choice(TRADER_SYMBOLS)
         price = round(sim.market.price(symbol), 2)
         qty = rng.randint(1, 10) * 2

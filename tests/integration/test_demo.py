@@ -56,11 +56,16 @@ async def test_demo_broker_mode_shows_each_customer_only_their_account(tmp_path,
             await c.expect("authenticated")
             await c.send({"action": "subscribe", "channel": "orders"})
             await wait_until(lambda: app.broker.clients, what="alice watching")
-            task = asyncio.create_task(demo.broker_trader(bsim, app.simulator, interval=0.05))
+            # One trader on alice's account (a random customer each round could take many rounds to pick her)
+            # and one on everyone else's at the same time: she must see only hers.
+            others = [a for name, (a, _) in app.demo_customers.items() if name != "alice"]
+            tasks = [asyncio.create_task(demo.broker_trader(bsim, app.simulator, interval=0.05, accounts=accounts))
+                     for accounts in ([alice_account], others)]
             try:
                 got = [await c.expect("order_update", timeout=10) for _ in range(3)]
             finally:
-                task.cancel()
+                for task in tasks:
+                    task.cancel()
             assert [m["event"] for m in got] == ["new", "partial_fill", "fill"]
             assert {m["account"] for m in got} == {alice_account}
     assert (tmp_path / "broker-demo.sqlite3").exists()
