@@ -9,7 +9,7 @@ unknown fields, and unique names.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,3 +64,22 @@ def check_table(item: Any, fields: Collection[str]) -> dict[str, Any]:
     if extra:
         raise ValueError(f"unknown field {sorted(extra)[0]!r}; fields are {', '.join(sorted(fields))}")
     return item
+
+
+def secret_of(item: dict[str, Any], environ: Mapping[str, str]) -> str:
+    """A table's ``secret``, or the environment variable its ``secret_env`` names (so the file need not hold
+    it); ``""`` when neither is given."""
+    if "secret" in item and "secret_env" in item:
+        raise ValueError("give secret or secret_env, not both")
+    if "secret_env" not in item:
+        secret = item.get("secret", "")
+        if not isinstance(secret, str):
+            raise ValueError("secret must be a string")
+        return secret
+    var = item["secret_env"]
+    if not isinstance(var, str) or not var:
+        raise ValueError("secret_env must name an environment variable")
+    secret = environ.get(var, "")
+    if not secret:
+        raise ValueError(f"secret_env: environment variable {var} is not set or empty")
+    return secret

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from trade_stream.tomltables import check_table, parse_tables, read_tables
+from trade_stream.tomltables import check_table, parse_tables, read_tables, secret_of
 
 DEFAULT_ACCOUNT = "default"
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # no ':' or ',': names appear in compound cursors (cursors.py)
@@ -68,17 +68,8 @@ def _account(item: Any, environ: Mapping[str, str]) -> AccountSpec:
     key_id = item.get("key_id")
     if not isinstance(key_id, str) or not key_id:
         raise ValueError("key_id must be the account's Alpaca API key id")
-    if "secret" in item and "secret_env" in item:
-        raise ValueError("give secret or secret_env, not both")
-    secret = item.get("secret", "")
-    if "secret_env" in item:
-        var = item["secret_env"]
-        if not isinstance(var, str) or not var:
-            raise ValueError("secret_env must name an environment variable")
-        secret = environ.get(var, "")
-        if not secret:
-            raise ValueError(f"secret_env: environment variable {var} is not set or empty")
-    if not isinstance(secret, str) or not secret:
+    secret = secret_of(item, environ)
+    if not secret:
         raise ValueError("secret (or secret_env) must give the account's Alpaca secret key")
     base_url = item.get("base_url", PAPER_URL)
     if not _url_ok(base_url, ("http", "https")):

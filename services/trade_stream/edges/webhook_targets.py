@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trade_stream.core.notifications import TYPES
-from trade_stream.tomltables import check_table, parse_tables, read_tables
+from trade_stream.tomltables import check_table, parse_tables, read_tables, secret_of
 
 FORMATS = ("json", "slack", "discord")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -69,18 +69,7 @@ def _target(item: Any, environ: Mapping[str, str]) -> WebhookTarget:
     timeout = item.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
         raise ValueError("timeout must be a number of seconds in (0, 300]")
-    if "secret" in item and "secret_env" in item:
-        raise ValueError("give secret or secret_env, not both")
-    secret = item.get("secret", "")
-    if "secret_env" in item:
-        var = item["secret_env"]
-        if not isinstance(var, str) or not var:
-            raise ValueError("secret_env must name an environment variable")
-        secret = environ.get(var, "")
-        if not secret:
-            raise ValueError(f"secret_env: environment variable {var} is not set or empty")
-    if not isinstance(secret, str):
-        raise ValueError("secret must be a string")
+    secret = secret_of(item, environ)
     return WebhookTarget(name, url, events, accounts, secret, fmt, float(timeout))
 
 
