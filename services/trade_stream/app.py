@@ -123,7 +123,7 @@ class App:
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=Snapshots(cfg))
         compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
-        await self.ws.start()
+        await self.ws.start(self.supervisor.start)
         page = PageSupport(cfg, origins, self.ws.port)
         self.ws.instance = page.instance
         history = History(cfg)
@@ -135,7 +135,7 @@ class App:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
                                  snapshots=self.ws.snapshots, broker=self.broker)
             self.sse.add_alerts(notifier)
-            await self.sse.start()
+            await self.sse.start(self.supervisor.start)
         await engine.start(self.supervisor.start)
         trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)

@@ -175,3 +175,12 @@ async def test_fuzz_malformed_upstream_frames_never_stop_the_valid_trades(sim, t
             assert code == 200 and health["upstreams"]["market_data"]["state"] == "connected"
             _, status = await get_json(app.port, "/api/stream/status")
             assert status["alpaca_connected"] is True and "AAPL" in status["active_symbols"]
+
+
+async def test_the_stall_sweeps_run_under_the_supervisor_and_show_in_health(sim, tmp_path):
+    from tests.support.relay import free_port
+
+    async with running(relay_config(sim, tmp_path, sse_port=free_port(), stall_timeout=1.0)) as app:
+        _, health = await get_json(app.port, "/healthz")
+        assert health["tasks"]["stall-sweep"]["state"] == "running"  # restarted on any exception, not lost
+        assert health["tasks"]["stall-sweep-sse"]["state"] == "running"

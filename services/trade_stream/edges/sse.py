@@ -18,7 +18,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -47,6 +47,7 @@ from trade_stream.core.stats import Stats
 from trade_stream.edges.identity import User
 from trade_stream.edges.limits import Admission
 from trade_stream.edges.origins import OriginPolicy
+from trade_stream.ops.supervisor import Supervise
 
 log = logging.getLogger("trade_stream.edges.sse")
 
@@ -424,11 +425,15 @@ class SseServer:
         self.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
         self.max_symbols_per_client = cfg.max_symbols_per_client
 
-    async def start(self) -> None:
+    async def start(self, supervise: Supervise | None = None) -> None:
+        """Listen; the stall sweep runs under ``supervise`` (restarted on any exception, in health and metrics)."""
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
         if self.cfg.stall_timeout:
-            every = lambda: [*self.clients, *self.order_clients, *self.alert_clients]  # noqa: E731
-            self._handlers.add(asyncio.create_task(watch_stalls(every, self.cfg.stall_timeout)))
+            def sweep() -> Coroutine[Any, Any, None]:
+                return watch_stalls(lambda: [*self.clients, *self.order_clients, *self.alert_clients],
+                                    self.cfg.stall_timeout)
+
+            self._handlers.add(supervise("stall-sweep-sse", sweep) if supervise else asyncio.create_task(sweep()))
         log.info("sse_listening port=%d", self.port)
 
     async def close(self) -> None:

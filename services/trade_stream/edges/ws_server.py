@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -32,6 +32,7 @@ from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.limits import Admission, TokenBucket
 from trade_stream.edges.origins import OriginPolicy, refusal_message
 from trade_stream.edges.web import Web, error
+from trade_stream.ops.supervisor import Supervise
 
 log = logging.getLogger("trade_stream.ws")
 
@@ -78,9 +79,14 @@ class WsServer:
         self._limits = cfg
         self.admission.update(cfg.max_connections, cfg.max_connections_per_ip, cfg.max_connect_rate_per_ip)
 
-    async def start(self) -> None:
+    async def start(self, supervise: Supervise | None = None) -> None:
+        """Listen; the stall sweep runs under ``supervise`` (the app's supervisor: restarted on any exception,
+        in health and metrics)."""
         if self.cfg.stall_timeout:
-            self._sweeper = asyncio.create_task(watch_stalls(lambda: self.relay.clients, self.cfg.stall_timeout))
+            def sweep() -> Coroutine[Any, Any, None]:
+                return watch_stalls(lambda: self.relay.clients, self.cfg.stall_timeout)
+
+            self._sweeper = supervise("stall-sweep", sweep) if supervise else asyncio.create_task(sweep())
         ping = self.cfg.ping_interval or None
         self.server = await serve(
             self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,

@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger("trade_stream.ops.supervisor")
 
 Factory = Callable[[], Coroutine[Any, Any, Any]]
+Supervise = Callable[[str, Factory], asyncio.Task[None]]  # Supervisor.start, as the edges take it
 
 
 @dataclass
