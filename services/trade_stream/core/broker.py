@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import orjson
 from trade_stream.core.event_ids import EventId, cursor
 from trade_stream.core.fanout import Client
 from trade_stream.core.framing import text_frame
+from trade_stream.core.journal import open_durable
 from trade_stream.core.protocol import encode
 from trade_stream.edges.identity import User
 
@@ -76,13 +76,9 @@ def dedupe_key(stream: str, data: dict[str, Any]) -> str:
 
 class BrokerJournal:
     def __init__(self, path: Path, retention_days: float = 7.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = retention_days * 86400
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_durable(path, SCHEMA)
         self.epoch = self.get_meta("epoch") or self._new_epoch()
 
     def _new_epoch(self) -> str:

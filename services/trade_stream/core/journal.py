@@ -63,6 +63,22 @@ def dedupe_key(data: dict[str, Any]) -> str:
     return f"o:{order.get('id')}:{data.get('event')}:{data.get('timestamp') or order.get('updated_at')}"
 
 
+def open_durable(path: Path, schema: str) -> sqlite3.Connection:
+    """An SQLite file for state that must survive a crash (the order journal, the broker journal, notifications,
+    the webhook outbox): WAL, ``synchronous=FULL`` (what a client was told survives power loss), the schema
+    created; the connection is closed again when any of that fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Journal:
     """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
 
@@ -70,14 +86,10 @@ class Journal:
     on_reset = None  # never called: a recreated file shows as a fault, and recovery announces the reset
 
     def __init__(self, path: Path, retention_days: float = 7.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.retention = retention_days * 86400
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = open_durable(path, SCHEMA)
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a fill acknowledged to a client survives power loss
-            self.db.executescript(SCHEMA)
             self.epoch = self.get_meta(EPOCH_KEY) or self._new_epoch()
         except BaseException:
             self.db.close()

@@ -15,13 +15,14 @@ one by one above it, so "mark all read" is one row however many notifications th
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+
+from trade_stream.core.journal import open_durable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -55,16 +56,8 @@ class NotificationStore(Protocol):
 
 class SqliteNotificationStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # the webhook outbox is fed from here: what is stored stays
-            self.db.executescript(SCHEMA)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = open_durable(path, SCHEMA)  # the webhook outbox is fed from here: what is stored stays
 
     def close(self) -> None:
         self.db.close()

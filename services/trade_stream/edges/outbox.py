@@ -9,12 +9,13 @@ deliveries of one order go out in order, different orders do not wait for each o
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trade_stream.core.journal import open_durable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -55,16 +56,8 @@ class Delivery:
 
 class Outbox:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = open_durable(path, SCHEMA)
 
     def close(self) -> None:
         self.db.close()
