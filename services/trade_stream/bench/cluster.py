@@ -64,21 +64,14 @@ class ClusterRun(Run):
         self.nodes: list[Node] = []
 
     async def _execute(self) -> RunResult:
-        opts, plan = self.opts, self.plan
+        opts = self.opts
         await self._start_simulator()
         await self._start_redis()
         await self._start_nodes()
         await asyncio.sleep(1.0)
         rss_idle = sum(probes.rss_bytes(n.child.pid) for n in self.nodes)
         connect = await self._start_loads()
-        await probes.http_json(self._sim_url(f"rate?per_symbol={plan.per_symbol_rate}"))
-        await asyncio.sleep(opts.warmup)
-
-        start_ns = (time.time_ns() // NS + 1) * NS
-        end_ns = start_ns + int(opts.duration * NS)
-        await probes.http_json(self._sim_url(f"bench_window?start_ns={start_ns}&end_ns={end_ns}"))
-        for load in self.loads:
-            load.send({"cmd": "window", "start_ns": start_ns, "end_ns": end_ns})
+        start_ns, end_ns = await self._open_window()
         await _sleep_until_ns(start_ns)
         assert self.redis is not None
         for node in self.nodes:

@@ -168,14 +168,7 @@ class Run:
         await asyncio.sleep(1.0)
         rss_idle = probes.rss_bytes(relay.pid)
         connect = await self._start_loads()
-        await probes.http_json(self._sim_url(f"rate?per_symbol={plan.per_symbol_rate}"))
-        await asyncio.sleep(opts.warmup)
-
-        start_ns = (time.time_ns() // NS + 1) * NS
-        end_ns = start_ns + int(opts.duration * NS)
-        await probes.http_json(self._sim_url(f"bench_window?start_ns={start_ns}&end_ns={end_ns}"))
-        for load in self.loads:
-            load.send({"cmd": "window", "start_ns": start_ns, "end_ns": end_ns})
+        start_ns, end_ns = await self._open_window()
         profiler = await self._start_profiler(relay.pid, opts.duration) if opts.profile else None
         await _sleep_until_ns(start_ns)
         cpu0 = self._last_cpu = probes.cpu_seconds(relay.pid)
@@ -216,6 +209,18 @@ class Run:
 
     def _sim_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.sim_port}/_sim/{path}"
+
+    async def _open_window(self) -> tuple[int, int]:
+        """Start the upstream rate, warm up, then fix the measurement window (on a whole second) in the simulator
+        and every load client: ``(start_ns, end_ns)``."""
+        await probes.http_json(self._sim_url(f"rate?per_symbol={self.plan.per_symbol_rate}"))
+        await asyncio.sleep(self.opts.warmup)
+        start_ns = (time.time_ns() // NS + 1) * NS
+        end_ns = start_ns + int(self.opts.duration * NS)
+        await probes.http_json(self._sim_url(f"bench_window?start_ns={start_ns}&end_ns={end_ns}"))
+        for load in self.loads:
+            load.send({"cmd": "window", "start_ns": start_ns, "end_ns": end_ns})
+        return start_ns, end_ns
 
     async def _start_simulator(self) -> None:
         self.sim = await self.children.spawn(
