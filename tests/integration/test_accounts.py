@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import urllib.error
-import urllib.request
 
 import jwt
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.relay import FAST, TOKEN, Browser, free_port, relay_config, running, wait_until
+from tests.support.relay import FAST, TOKEN, Browser, free_port, http_get, relay_config, running, wait_until
 from tests.support.sse import sse_get
 from trade_stream.core import account_specs
 from trade_stream.edges.identity import UserRecord, hash_token, write_users
@@ -59,16 +57,6 @@ async def app2(sim2, tmp_path):
                          what="every stream up")
         yield a
 
-
-def http(port: int, path: str, token: str | None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read() or b"{}")
 
 
 async def place(sim, app, per_account: int = 1) -> None:
@@ -120,15 +108,15 @@ async def test_every_private_path_gives_each_user_exactly_their_accounts(sim2, a
         assert await ws_accounts(app2, token) == want, ("ws", user)
         assert await sse_accounts(app2, "/api/stream/orders", token) == want, ("sse orders", user)
         assert await sse_accounts(app2, "/api/stream/alerts", token) == want, ("sse alerts", user)
-        status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", token)
+        status, body = await asyncio.to_thread(http_get, app2.port, "/api/orders/events?since=0", token)
         assert status == 200 and {e["account"] for e in body["events"]} == want, ("rest events", user)
-        status, body = await asyncio.to_thread(http, app2.port, "/api/notifications/trades", token)
+        status, body = await asyncio.to_thread(http_get, app2.port, "/api/notifications/trades", token)
         assert status == 200 and {n["account"] for n in body["notifications"]} == want, ("rest notes", user)
         for account in KEYS:
             expected = "authorized" if account in allowed else "unauthorized"
             assert await trading_accounts(app2, token, account) == expected, ("compat /stream", user, account)
     # the token user sees every account
-    status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", TOKEN)
+    status, body = await asyncio.to_thread(http_get, app2.port, "/api/orders/events?since=0", TOKEN)
     assert {e["account"] for e in body["events"]} == set(KEYS)
 
 
@@ -179,8 +167,8 @@ async def test_sse_compound_ids_resume_every_account_after_a_drop(sim2, app2):
         with pytest.raises(TimeoutError):
             await r.until("order:update", timeout=0.5)  # nothing twice
     # the REST cursor resumes the same way
-    status, body = await asyncio.to_thread(http, app2.port, "/api/orders/events?since=0", token)
-    status, again = await asyncio.to_thread(http, app2.port, f"/api/orders/events?since={body['cursor']}", token)
+    status, body = await asyncio.to_thread(http_get, app2.port, "/api/orders/events?since=0", token)
+    status, again = await asyncio.to_thread(http_get, app2.port, f"/api/orders/events?since={body['cursor']}", token)
     assert status == 200 and again["events"] == [] and not again["reset"]
 
 
@@ -442,14 +430,14 @@ async def test_metrics_counts_streams_and_names_users_only_for_an_admin(app2):
             sse_get(port, "/api/stream/prices?symbols=AAPL") as c:
         for r, first in ((a, "connected"), (b, "position:update"), (c, "price:update")):
             await r.until(first)
-        status, public = await asyncio.to_thread(http, port, "/api/stream/metrics", None)
+        status, public = await asyncio.to_thread(http_get, port, "/api/stream/metrics", None)
         assert status == 200
         assert public["connections"]["orders"] == 1 and public["connections"]["positions"] == 1
         assert public["connections"]["prices"] == 1 and public["users"] == [1, 1]
         assert public["events_sent"]["positions"] >= 1 and "prices" in public["replay_buffers"]
-        _, alice = await asyncio.to_thread(http, port, "/api/stream/metrics", USERS["alice"][0])
+        _, alice = await asyncio.to_thread(http_get, port, "/api/stream/metrics", USERS["alice"][0])
         assert alice["users"] == [1, 1]  # not an admin
-        _, admin = await asyncio.to_thread(http, port, "/api/stream/metrics", TOKEN)
+        _, admin = await asyncio.to_thread(http_get, port, "/api/stream/metrics", TOKEN)
         assert admin["users"] == {"alice": 1, "carol": 1}
 
 

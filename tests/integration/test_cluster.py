@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer
-from tests.support.relay import TOKEN, Browser, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, http_get, relay_config, running, wait_until
 from trade_stream.app import App
 from trade_stream.core.event_ids import parse
 
@@ -221,7 +221,7 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
                 await browser.send({"action": "auth", "token": TOKEN})
                 await browser.send({"action": "subscribe", "channel": "orders"})
                 await browser.expect("orders_snapshot")
-            status = await wait_until(lambda: (s := orjson_get(ports["node0"], "/api/stream/status"))["cluster"]
+            status = await wait_until(lambda: (s := http_get(ports["node0"], "/api/stream/status")[1])["cluster"]
                                       ["nodes"] == sorted(procs) and s, what="every node seen")
             lead = status["cluster"]["leader"]
             assert lead in procs
@@ -258,15 +258,6 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
         for proc in procs.values():
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(proc.popen.wait, 10)
-
-
-def orjson_get(port: int, path: str) -> Any:
-    import urllib.request
-
-    import orjson
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return orjson.loads(resp.read())
 
 
 async def test_check_says_which_node_leads(sim, tmp_path, redis_server):
@@ -400,21 +391,6 @@ async def test_redis_restart_without_persistence_resets_the_order_log_on_every_n
     finally:
         redis.stop()
 
-
-def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
-    import urllib.error
-    import urllib.request
-
-    import orjson
-
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
 
 
 async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_path, redis_server):

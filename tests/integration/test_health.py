@@ -10,21 +10,13 @@ import urllib.request
 import orjson
 import pytest
 
-from tests.support.relay import Browser, relay_config, running, wait_until
+from tests.support.relay import Browser, http_get, relay_config, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def _get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-
-
 async def get_json(port: int, path: str) -> tuple[int, dict]:
-    return await asyncio.to_thread(_get, f"http://127.0.0.1:{port}{path}")
+    return await asyncio.to_thread(http_get, port, path)
 
 
 async def wait_for_status(port: int, code: int, timeout: float = 10.0) -> dict:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 
-import orjson
 import pytest
 
-from tests.support.relay import TOKEN, Browser, fill_journal, relay_config, running, wait_until
+from tests.support.relay import TOKEN, Browser, fill_journal, http_get, relay_config, running, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 STREAM = "/stream"
@@ -37,16 +34,6 @@ async def orders_client(port: int, since: int | None = None):
     return cm, c
 
 
-def get(port: int, path: str, token: str | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, orjson.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-
 
 async def test_nobody_without_the_token_sees_orders(sim, app):
     async with Browser.connect(app.port) as anon, Browser.connect(app.port) as wrong:
@@ -64,11 +51,11 @@ async def test_nobody_without_the_token_sees_orders(sim, app):
         await anon.drain(0.3)
         await wrong.drain(0.1)
         assert not anon.of_type("order_update") and not wrong.of_type("order_update")
-    status, body = await asyncio.to_thread(get, app.port, "/api/orders/events?since=0")
+    status, body = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0")
     assert status == 401 and body["error"] == "Unauthorized"
-    status, _ = await asyncio.to_thread(get, app.port, "/api/orders/events?since=0", "nope")
+    status, _ = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0", "nope")
     assert status == 401
-    status, body = await asyncio.to_thread(get, app.port, "/api/orders/events?since=0", TOKEN)
+    status, body = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0", TOKEN)
     assert status == 200 and [e["event"] for e in body["events"]] == ["new", "fill"]
 
 
@@ -212,7 +199,7 @@ async def test_ids_out_of_range_are_unknown_ids_answered_with_a_reset(sim, app):
     order = sim.submit_order("AAPL", "buy", 1)
     await wait_until(lambda: app.stats.order_events == 1)
     for since in (HUGE_ID, "-1", "nonsense"):
-        status, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={since}", TOKEN)
+        status, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={since}", TOKEN)
         assert status == 200 and body["reset"] is True, (since, body)
         assert [e["event"] for e in body["events"]] == ["new"]  # the whole journal: the client's id is not ours
     async with Browser.connect(app.port) as c:
@@ -233,7 +220,7 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
         for _ in range(3):
             sim.submit_order("AAPL", "buy", 1)
         await wait_until(lambda: app.stats.order_events == 3)
-        _, before = await asyncio.to_thread(get, app.port, "/api/orders/events?since=0", TOKEN)
+        _, before = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0", TOKEN)
     old_epoch = before["epoch"]
     assert before["cursor"] == f"{old_epoch}-3" and before["reset"] is False
     for path in tmp_path.glob("orders.sqlite3*"):  # the journal is lost; ids start again at 1
@@ -243,12 +230,12 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
         sim.submit_order("MSFT", "buy", 1)
         await wait_until(lambda: app.stats.order_events == 1)
         for since in ("3", f"{old_epoch}-3", f"{old_epoch}-1"):  # above the last id, or from the old journal
-            _, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={since}", TOKEN)
+            _, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={since}", TOKEN)
             assert body["reset"] is True and body["epoch"] != old_epoch, since
             assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"]
-        _, body = await asyncio.to_thread(get, app.port, "/api/orders/events?since=1", TOKEN)
+        _, body = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=1", TOKEN)
         assert body["reset"] is False and body["events"] == []  # a plain id of this journal still works
-        _, body = await asyncio.to_thread(get, app.port, f"/api/orders/events?since={body['cursor']}", TOKEN)
+        _, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={body['cursor']}", TOKEN)
         assert body["reset"] is False and body["events"] == []
         cm, c = await orders_client(app.port, since=f"{old_epoch}-1")
         try:
@@ -324,9 +311,9 @@ async def test_a_corrupt_journal_at_start_leaves_market_data_up_and_says_so(sim,
             await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["AAPL"])
             sim.inject_trade("AAPL", price=1.5)
             assert (await c.expect("trade"))["data"]["price"] == 1.5
-        _, status = await asyncio.to_thread(get, app.port, "/api/stream/status")
+        _, status = await asyncio.to_thread(http_get, app.port, "/api/stream/status")
         assert status["orders"]["state"] == "fault" and str(journal) in status["orders"]["error"]
-        _, health = await asyncio.to_thread(get, app.port, "/healthz")
+        _, health = await asyncio.to_thread(http_get, app.port, "/healthz")
         assert health["orders"]["state"] == "fault"
         faults = [r for r in caplog.records if r.getMessage().startswith("journal_fault")]
         assert len(faults) == 1 and faults[0].exc_info is None and "move it aside" in faults[0].getMessage()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +28,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """GET a JSON route of the relay on 127.0.0.1 (a Bearer ``token`` if given): (status, decoded body)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
 
 
 def relay_config(sim: Any, state_dir: Path, **overrides: Any) -> Config:
