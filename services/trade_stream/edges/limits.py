@@ -94,16 +94,27 @@ class FailedAuth:
     per_credential: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
     per_source: SlidingWindow = field(default_factory=lambda: SlidingWindow(100))
 
+    def repeated(self, source: str, presented: str, now: float) -> int:
+        """Seconds until this source may present this same wrong credential again (0: now). Records nothing."""
+        return self.per_credential.retry_after(self._key(source, presented), now)
+
+    def crowded(self, source: str, now: float) -> int:
+        """Seconds until this source is under its limit across all credentials (0: it is). Records nothing."""
+        return self.per_source.retry_after(source, now)
+
     def fail(self, source: str, presented: str, now: float) -> int:
         """Record a wrong credential. Returns 0 when it was counted (answer 401), else the seconds to wait
         (answer 429 with Retry-After; not counted, so a throttled flood does not extend its own ban)."""
-        key = (source, hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:16])
-        wait = max(self.per_credential.retry_after(key, now), self.per_source.retry_after(source, now))
+        wait = max(self.repeated(source, presented, now), self.crowded(source, now))
         if wait:
             return wait
-        self.per_credential.hit(key, now)
+        self.per_credential.hit(self._key(source, presented), now)
         self.per_source.hit(source, now)
         return 0
+
+    @staticmethod
+    def _key(source: str, presented: str) -> tuple[str, str]:
+        return source, hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass
