@@ -14,7 +14,9 @@ Three kinds of credential, checked in this order:
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
    with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
    ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
-   its own message;
+   its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
+   ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
+   must match ``TRADE_STREAM_JWT_AUDIENCE`` / ``_ISSUER`` when those are set;
 3. ``TRADE_STREAM_TOKEN``: the single-user shortcut, user ``default``, every account, admin.
 
 The failed-auth throttle (limits.FailedAuth: per source and presented credential, and per source) is consulted
@@ -202,7 +204,8 @@ def load_public_key(path: str) -> Any:
 
 class Identity:
     def __init__(self, token: str, accounts: Iterable[str], users_file: str = "", jwt_secret: str = "",
-                 jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False) -> None:
+                 jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False, *,
+                 jwt_audience: str = "", jwt_issuer: str = "", jwt_max_lifetime: float = 86400) -> None:
         self._token = token.encode("utf-8", "surrogatepass") if token else b""
         self.accounts = tuple(accounts)
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
@@ -218,6 +221,8 @@ class Identity:
         self._checked = time.monotonic()
         self.jwt_secret = jwt_secret
         self.public_key = load_public_key(jwt_public_key) if jwt_public_key else None
+        self.jwt_audience, self.jwt_issuer = jwt_audience, jwt_issuer
+        self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user)
 
@@ -291,16 +296,29 @@ class Identity:
         else:
             accepted = [*(JWT_HMAC if self.jwt_secret else ()), *(JWT_PUBLIC if self.public_key is not None else ())]
             return f"JWT algorithm {alg!r} is not accepted; this relay takes {', '.join(accepted)}"
+        required = ["sub", "exp", *(["aud"] if self.jwt_audience else []), *(["iss"] if self.jwt_issuer else [])]
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], options={"require": ["sub", "exp"]})
+            claims = jwt.decode(token, key, algorithms=[alg], options={"require": required},
+                                audience=self.jwt_audience or None, issuer=self.jwt_issuer or None)
         except jwt.ExpiredSignatureError:
             return "JWT expired (exp is in the past): get a fresh token"
         except jwt.InvalidSignatureError:
             return "JWT signature does not verify (wrong key or altered token)"
         except jwt.MissingRequiredClaimError as exc:
             return f"JWT lacks the required claim {exc.claim!r}"
+        except jwt.InvalidAudienceError:
+            return (f"JWT aud is not {self.jwt_audience!r} (TRADE_STREAM_JWT_AUDIENCE)" if self.jwt_audience else
+                    "JWT has an aud claim, but this relay has no TRADE_STREAM_JWT_AUDIENCE to check it against")
+        except jwt.InvalidIssuerError:
+            return f"JWT iss is not {self.jwt_issuer!r} (TRADE_STREAM_JWT_ISSUER)"
         except jwt.InvalidTokenError as exc:
             return f"invalid JWT: {exc}"
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return "JWT exp must be a number (seconds since 1970), not a string"
+        if self.jwt_max_lifetime and exp - time.time() > self.jwt_max_lifetime:
+            return (f"JWT exp lies more than {self.jwt_max_lifetime:g} s ahead (TRADE_STREAM_JWT_MAX_LIFETIME): "
+                    "mint tokens that expire sooner")
         accounts = claims.get("accounts")
         if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) for a in accounts):
             return "JWT has no accounts claim: give accounts as a non-empty list of account names"
