@@ -32,7 +32,7 @@ from trade_stream.core.fanout import Client, Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
-from trade_stream.core.orders import EVENT_FIELDS, Orders
+from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.edges.identity import Identity, User
@@ -471,7 +471,7 @@ class TradingSession:
             self.error("token expired: authenticate again with a fresh token")
             return
         if self.listening:
-            self.reply("trade_updates", {k: entry.data[k] for k in EVENT_FIELDS if k in entry.data})
+            self.reply("trade_updates", alpaca_fields(entry.data))
 
 
 class AlpacaEndpoints:
