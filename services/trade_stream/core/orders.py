@@ -312,6 +312,7 @@ class Orders:
         if journal is None:
             return Resume(None, f"order journal unavailable, nothing to replay: {self.fault}" if since else None)
         try:
+            journal.check()
             last, first = journal.last_id(), journal.first_id()
         except JOURNAL_ERRORS as exc:
             self._fail(exc)
@@ -447,6 +448,7 @@ class Orders:
             self._keep(data, reconciled, dedupe)
             return None
         try:
+            self.journal.check()
             return self._write(self.journal, data, reconciled, dedupe)
         except JOURNAL_ERRORS as exc:
             self._keep(data, reconciled, dedupe)
