@@ -116,3 +116,17 @@ def test_broker_smoke(tmp_path):
     assert run["backlog_journaled"] == run["backlog_events"] == 200
     assert run["backlog_events_per_cpu_s"] > 0
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_bench_auth_counts_one_hash_per_check_with_token_ids_and_one_per_user_without():
+    proc = subprocess.run([*BENCH, "auth", "--users", "1,20", "--checks", "30", "--json"], capture_output=True,
+                          text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r["users"], r["format"], r["case"]): r for r in json.loads(proc.stdout)["runs"]}
+    assert len(rows) == 12
+    for users in (1, 20):
+        assert rows[(users, "id", "right token")]["hashes_per_check"] == 1
+        assert rows[(users, "id", "wrong token")]["hashes_per_check"] == 0
+        assert rows[(users, "legacy", "wrong token")]["hashes_per_check"] == users
+        assert rows[(users, "legacy", "wrong token, throttled source")]["hashes_per_check"] == 0
+    assert all(r["median_us"] > 0 and r["p99_us"] >= r["median_us"] for r in rows.values())
