@@ -202,7 +202,7 @@ async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
 async def test_jwt_exp_must_be_a_number_within_the_maximum_lifetime(app2):
     now = int(time.time())
     claims = {"sub": "dave", "accounts": ["live"]}
-    for exp, word in ((str(now + 60), "exp must be a number"), (10**30, "TRADE_STREAM_JWT_MAX_LIFETIME"),
+    for exp, word in ((str(now + 60), "exp must be a JSON number"), (10**30, "TRADE_STREAM_JWT_MAX_LIFETIME"),
                       (now + 86400 + 120, "TRADE_STREAM_JWT_MAX_LIFETIME")):
         reply = await ws_auth(app2, mint({**claims, "exp": exp}))
         assert reply["type"] == "error" and reply["code"] == "unauthorized", exp

@@ -264,7 +264,8 @@ class Identity:
         self._maybe_reload()
         token_id = token_id_of(credential)
         if token_id is not None:
-            candidates: Iterable[UserRecord] = (r for r in (self._by_token_id.get(token_id),) if r is not None)
+            record = self._by_token_id.get(token_id)
+            candidates: tuple[UserRecord, ...] = (record,) if record is not None else ()
         else:
             candidates = self._legacy if thorough else ()
         for record in candidates:
@@ -315,7 +316,7 @@ class Identity:
             return f"invalid JWT: {exc}"
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
-            return "JWT exp must be a number (seconds since 1970), not a string"
+            return "JWT exp must be a JSON number (seconds since 1970)"
         if self.jwt_max_lifetime and exp - time.time() > self.jwt_max_lifetime:
             return (f"JWT exp lies more than {self.jwt_max_lifetime:g} s ahead (TRADE_STREAM_JWT_MAX_LIFETIME): "
                     "mint tokens that expire sooner")

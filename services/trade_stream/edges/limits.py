@@ -82,11 +82,11 @@ class SlidingWindow:
 
 @dataclass
 class FailedAuth:
-    """Throttles wrong credentials without ever locking out a right one.
+    """Throttles wrong credentials, before they cost any hashing.
 
-    The caller compares the credential first and accepts a right one unconditionally; only wrong ones come
-    here. Failures are counted per source *and presented credential*, so a bot retrying its stale token behind a
-    shared proxy address gets 429 while other people at that address still get a plain 401 for their own typo;
+    The caller asks ``repeated`` and ``crowded`` before it checks a credential, and reports only wrong ones with
+    ``fail``. Failures are counted per source *and presented credential*, so a bot retrying its stale token behind
+    a shared proxy address gets 429 while other people at that address still get a plain 401 for their own typo;
     and per source across all credentials, with a higher limit, so rotating guesses from one address are slowed
     too. Tokens are kept only as a short hash. Both tables are bounded.
     """
