@@ -367,8 +367,8 @@ SETTINGS: tuple[Setting, ...] = (
             "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
             "(default trade-stream)"),
     Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
-            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
-            "second (default 5)"),
+            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about twice this plus "
+            "a second, a stopped one at once (default 5)"),
     Setting("broker_api_key", "ALPACA_BROKER_API_KEY", "--broker-api-key", _text,
             "Broker API mode: the partner key id; with it, the daemon consumes the Broker API event streams of "
             "every account (see Broker API mode)"),

@@ -455,3 +455,69 @@ async def test_redis_url_with_a_password(sim, tmp_path):
         assert sim.session_refusals == 0
     finally:
         redis.stop()
+
+
+async def test_after_a_flushall_the_next_leader_waits_out_the_lease_and_never_meets_a_406(sim, tmp_path,
+                                                                                          redis_server):
+    """FLUSHALL takes the lease from under a running leader. The ordering that hurts: the follower's ``SET NX``
+    lands before the leader's next renewal (the leader's link to Redis is held back here to make that ordering
+    certain). The follower holds the lease, but opens no session until the old leader has provably stopped: it
+    stops at once when its renewal finds the lease gone, no second session is ever refused, never two leaders."""
+    import redis.asyncio as aioredis
+
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(running(node_config(sim, tmp_path, proxy.url, "node0")))
+            await wait_until(lambda: first.engine.is_leader and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                             timeout=15, what="node0 leading with both streams")
+            second = await stack.enter_async_context(running(node_config(sim, tmp_path, redis_server.url, "node1")))
+            apps = [first, second]
+            async with Browser.connect(second.port) as browser:
+                await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                await browser.expect("subscribed")
+                await trade_reaches(browser, sim, "AAPL", 10.0)
+
+                proxy.hold()
+                await r.flushall()
+                for _ in range(300):  # the follower's next lease round (a third of the lease) takes the lease
+                    if await r.get("trade-stream:leader") == b"node1":
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("node1 never took the flushed lease")
+                # While node0 still holds its sessions, node1 must not open its own: give it the chance to.
+                with contextlib.suppress(AssertionError):
+                    await wait_until(lambda: sim.session_refusals or sim.sessions(DATA) > 1, timeout=0.5,
+                                     what="a second session")
+                assert leader(apps) is first and sim.session_refusals == 0 and sim.sessions(DATA) == 1
+                proxy.release()
+
+                await wait_until(lambda: leader(apps) is second and sim.sessions(DATA) == 1
+                                 and sim.sessions(TRADING) == 1, timeout=15, what="node1 leading with both streams")
+                assert not first.engine.is_leader
+                await trade_reaches(browser, sim, "AAPL", 11.0)
+        assert sim.session_refusals == 0
+    finally:
+        await r.aclose()
+        await proxy.close()
+
+
+async def test_a_leader_stopped_cleanly_hands_over_without_the_wait(sim, tmp_path, redis_server, caplog):
+    """A leader that stops closes its sessions, then releases the lease with a handover mark: the next node
+    leads at once, without the lease-long wait a flushed or expired lease needs, and without a 406."""
+    caplog.set_level("INFO", logger="trade_stream.engines.redis")
+    async with running(node_config(sim, tmp_path, redis_server.url, "node0")) as first:
+        await wait_until(lambda: first.engine.is_leader and sim.sessions(DATA) == 1, timeout=15, what="node0 leads")
+        assert [r for r in caplog.records if "cluster_lease_claimed node=node0" in r.getMessage()]  # it waited
+        async with running(node_config(sim, tmp_path, redis_server.url, "node1")) as second:
+            await wait_until(lambda: len(second.status()["cluster"]["nodes"]) == 2, what="both nodes seen")
+            await first.stop()
+            await wait_until(lambda: second.engine.is_leader and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                             timeout=15, what="node1 leading with both streams")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cluster_leadership_gained node=node1" in m for m in messages)
+    assert not any("cluster_lease_claimed node=node1" in m for m in messages)  # the handover proved node0 gone
+    assert sim.session_refusals == 0

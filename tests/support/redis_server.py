@@ -63,7 +63,9 @@ class RedisServer:
 
 
 class Proxy:
-    """A TCP proxy in the test's loop. ``cut()`` drops every connection and refuses new ones until ``heal()``."""
+    """A TCP proxy in the test's loop. ``cut()`` drops every connection and refuses new ones until ``heal()``;
+    ``hold()`` keeps every byte back (in both directions, connections stay open) until ``release()``, to make one
+    node's commands reach Redis after another's."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -71,6 +73,8 @@ class Proxy:
         self.open = True
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def url(self) -> str:
@@ -94,6 +98,7 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, ConnectionError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
             dst.transport.abort()
 
@@ -102,12 +107,19 @@ class Proxy:
 
     def cut(self) -> None:
         self.open = False
+        self._flowing.set()  # nothing held back stays waiting on a dropped connection
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
 
     def heal(self) -> None:
         self.open = True
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     async def close(self) -> None:
         self.cut()
