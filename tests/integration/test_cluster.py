@@ -191,8 +191,9 @@ async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
 
 
 async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_server):
-    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every fill
-    reaches every surviving client exactly once."""
+    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every order's
+    lifecycle (``new``, then ``fill``) reaches every surviving client exactly once, also for orders made while
+    no node held the trading stream."""
     import signal
 
     from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
@@ -233,6 +234,10 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
             procs[lead].popen.wait(10)
             for order in orders[5:]:
                 sim.fill_order(order["id"], price=98.0)
+            gap = [sim.submit_order("AAPL", "buy", 1, "limit", 100) for _ in range(5)]  # nobody holds the stream
+            for order in gap:
+                sim.fill_order(order["id"], price=97.0)
+            orders += gap
             survivors = [n for n in procs if n != lead]
             wanted = {o["id"] for o in orders}
             for name in survivors:
@@ -245,8 +250,14 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
                     await browser.expect(lambda m: m.get("type") == "order_update", timeout=20)
                 fills = [m for m in browser.of_type("order_update") if m["event"] == "fill"]
                 assert len(fills) == len(wanted), [(m["id"], m["data"]["order_id"], m["reconciled"]) for m in fills]
-            ids = [sorted(m["id"] for m in clients[n].of_type("order_update") if m["event"] == "fill")
-                   for n in survivors]
+                # Every order's whole lifecycle, once each and in order, also for the orders made in the gap,
+                # whose ``new`` only REST reconciliation could recover.
+                events = {o["id"]: [m["event"] for m in browser.of_type("order_update")
+                                    if m["data"]["order_id"] == o["id"]] for o in orders}
+                assert all(e == ["new", "fill"] for e in events.values()), events
+                assert all(m["reconciled"] for m in browser.of_type("order_update")
+                           if m["data"]["order_id"] in {o["id"] for o in gap})
+            ids = [sorted(m["id"] for m in clients[n].of_type("order_update")) for n in survivors]
             assert ids[0] == ids[1]  # the same ids on every node
             await trade_reaches(clients[survivors[0]], sim, "AAPL", 77.0)
             await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
