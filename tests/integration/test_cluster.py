@@ -532,3 +532,32 @@ async def test_a_leader_stopped_cleanly_hands_over_without_the_wait(sim, tmp_pat
     assert any("cluster_leadership_gained node=node1" in m for m in messages)
     assert not any("cluster_lease_claimed node=node1" in m for m in messages)  # the handover proved node0 gone
     assert sim.session_refusals == 0
+
+
+async def test_a_live_event_and_its_reconciled_twin_get_into_the_shared_log_once(redis_server):
+    """A new leader reconciles from its replica, which may not yet hold what another node is still appending: the
+    live ``fill`` (keyed by execution id) and the one reconciliation derives from REST (keyed by order state) are
+    the same event. Whichever reaches Redis second is dropped, in either order."""
+    import redis.asyncio as aioredis
+
+    from trade_stream.engines.redis_orders import RedisOrderLog
+
+    r = aioredis.Redis.from_url(redis_server.url)
+    log = RedisOrderLog(r, "twins", 7.0, 0.05)
+    try:
+        await log.load()
+        appending = asyncio.ensure_future(log.append_loop())
+        for n, first_live in enumerate((True, False)):
+            order = {"id": f"order-{n}", "symbol": "AAPL", "status": "filled", "filled_qty": "1"}
+            live = ({"event": "fill", "order": order, "execution_id": f"x-{n}", "qty": "1"}, False, None)
+            reconciled = ({"event": "fill", "order": order, "qty": "1"}, True, f"r:order-{n}:filled:1")
+            for data, was_reconciled, dedupe in (live, reconciled) if first_live else (reconciled, live):
+                log.append(data, was_reconciled, dedupe)
+        await wait_until(lambda: not log._ops, what="appends written")
+        await log.sync()
+        assert [(e.data["order"]["id"], e.reconciled) for e in log.since(0)] == [("order-0", False),
+                                                                                ("order-1", True)]
+        log.close()
+        await asyncio.wait_for(appending, 5)
+    finally:
+        await r.aclose()

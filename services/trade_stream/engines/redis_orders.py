@@ -1,10 +1,13 @@
 """The cluster's order log: a Redis Stream, with ids every node hands out the same, and a replica on each node.
 
 Appending is one Lua script, so it is atomic: skip the event if its dedupe key (execution id, or order + status)
-was seen within the retention, else take the next id from a counter (``INCR``) and ``XADD`` the event with it,
-trimming entries past the retention (``MINID``). So an id means the same event on every node, and a client that
+or its state key (order, event, the order's status and filled quantity) was seen within the retention, else
+take the next id from a counter (``INCR``) and ``XADD`` the event with it, trimming entries past the retention
+(``MINID``). So an id means the same event on every node, and a client that
 reconnects to another node behind a load balancer resumes from its ``since`` with no gap and no duplicate. The
-log's epoch lives in Redis too.
+state key is what a live event and the same event derived by REST reconciliation have in common: a new leader
+reconciles from its replica, which may not yet have what another node (or its own queue) is still appending,
+and the shared check keeps the one that lands second out. The log's epoch lives in Redis too.
 
 Every node tails the stream (``XREAD BLOCK``) into a local replica, in id order, and hands each new entry to the
 order side (``on_entry``), which relays it to its authenticated clients and applies fills to positions. Reads
@@ -33,15 +36,16 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from trade_stream.core.journal import Entry, dedupe_key
+from trade_stream.core.journal import Entry, dedupe_key, state_key
 
 log = logging.getLogger("trade_stream.engines.redis_orders")
 
 ERRORS = (RedisError, OSError, TimeoutError)
 APPEND = """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[4]) == 1 or not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'id', id, 'e', ARGV[3])
 return id
@@ -191,7 +195,9 @@ class RedisOrderLog:
         body = orjson.dumps({"event": str(data.get("event")), "data": data, "reconciled": reconciled,
                              "recorded": now})
         min_id = f"{int((now - self.retention) * 1000)}-0"
-        n = await self._append(keys=[self.k_seq, self.k_stream, self.k_dedupe + dedupe],
+        state = state_key(data)
+        n = await self._append(keys=[self.k_seq, self.k_stream, self.k_dedupe + dedupe,
+                                     self.k_dedupe + (state or f"none:{dedupe}")],
                                args=[max(1, int(self.retention)), min_id, body])
         if not n:
             log.info("order_event_duplicate dedupe=%s", dedupe)
