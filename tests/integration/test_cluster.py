@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer
+from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer, Sentinel
 from tests.support.relay import TOKEN, Browser, http_get, relay_config, running, wait_until
 from trade_stream.app import App
 from trade_stream.core.event_ids import parse
@@ -534,6 +534,87 @@ async def test_a_leader_stopped_cleanly_hands_over_without_the_wait(sim, tmp_pat
     assert sim.session_refusals == 0
 
 
+async def test_rediss_to_a_tls_redis_with_a_private_ca(sim, tmp_path):
+    """``rediss://`` to a real TLS-only ``redis-server`` (certificate made by the test): the cluster works over it
+    with the CA named in the URL, and without the CA the node refuses the server's certificate at start."""
+    from trade_stream.engines.base import EngineUnavailable
+
+    redis = RedisServer(tmp_path / "tls", tls=True)
+    redis.start()
+    try:
+        assert redis.url.startswith("rediss://")
+        async with cluster(sim, tmp_path, [redis.url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            assert all(a.status()["cluster"]["redis"] == "up" for a in apps)
+            follower = next(a for a in apps if a is not leader(apps))
+            browser = await orders_on(follower.port, stack)
+            await browser.send({"action": "subscribe", "symbol": "AAPL"})
+            await browser.expect("subscribed")
+            await trade_reaches(browser, sim, "AAPL", 42.0)
+            await fill_reaches([browser], sim, 41.0)
+        untrusted = App(node_config(sim, tmp_path, redis.url.partition("?")[0], "untrusted"))
+        with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=rediss://.*certificate verify failed"):
+            await untrusted.start()
+        await untrusted.stop()
+        assert sim.session_refusals == 0
+    finally:
+        redis.stop()
+
+
+async def test_a_sentinel_failover_mid_burst_loses_no_order_event_and_opens_no_second_session(sim, tmp_path):
+    """A real master, its replica and two real Sentinels; the nodes reach the master through
+    ``redis+sentinel://``. The master is killed (SIGKILL) in the middle of a burst of orders: the Sentinels
+    promote the replica, every node follows it, every order's lifecycle reaches the clients on both nodes once
+    and in order, no second Alpaca session is ever refused, and ``trade-stream check`` shows the new master."""
+    from trade_stream.ops.check import run as check_run
+
+    master = RedisServer(tmp_path / "master")
+    master.start()
+    replica = RedisServer(tmp_path / "replica", replica_of=master.port)
+    replica.start()
+    sentinels = [Sentinel(tmp_path / f"sentinel{i}", master) for i in range(2)]
+    try:
+        for s in sentinels:
+            s.start()
+        url = f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in sentinels)}/mymaster/0"
+        async with cluster(sim, tmp_path, [url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            clients = [await orders_on(a.port, stack) for a in apps]
+            orders = []
+            for i in range(16):
+                if i == 6:
+                    master.kill()
+                order = sim.submit_order("AAPL", "buy", 1, "limit", 100)
+                sim.fill_order(order["id"], price=99.0)
+                orders.append(order)
+                await asyncio.sleep(0.05)
+            for browser in clients:
+                def lifecycle(b: Browser = browser) -> dict[str, list[str]]:
+                    return {o["id"]: [m["event"] for m in b.of_type("order_update")
+                                      if m["data"]["order_id"] == o["id"]] for o in orders}
+
+                while not all(lifecycle().values()) or any(e[-1] != "fill" for e in lifecycle().values()):
+                    await browser.expect(lambda m: m.get("type") == "order_update", timeout=30)
+                await browser.drain(0.3)
+                wrong = {k: [(m["id"], m["event"], m["reconciled"]) for m in browser.of_type("order_update")
+                             if m["data"]["order_id"] == k] for k, e in lifecycle().items() if e != ["new", "fill"]}
+                assert not wrong, (orders.index(next(o for o in orders if o["id"] in wrong)), wrong)
+            assert [m["id"] for m in clients[0].of_type("order_update")] == \
+                [m["id"] for m in clients[1].of_type("order_update")]  # the same ids on both nodes
+            await wait_until(lambda: leader(apps) is not None and sim.sessions(DATA) == 1
+                             and sim.sessions(TRADING) == 1, timeout=20, what="a leader holding both streams")
+            assert all(a.status()["cluster"]["redis"] == "up" for a in apps)
+
+            lines: list[str] = []
+            assert await check_run(node_config(sim, tmp_path, url, "checker"), "AAPL", 0.0, 5.0, lines.append) == 0
+            assert any(line.startswith(f"OK   sentinel: master mymaster at 127.0.0.1:{replica.port},")
+                       and "quorum 1, 2 of 2 sentinels answered" in line for line in lines), lines
+        assert sim.session_refusals == 0
+    finally:
+        for s in sentinels:
+            s.stop()
+        replica.stop()
+        master.stop()
+
+
 async def test_a_live_event_and_its_reconciled_twin_get_into_the_shared_log_once(redis_server):
     """A new leader reconciles from its replica, which may not yet hold what another node is still appending: the
     live ``fill`` (keyed by execution id) and the one reconciliation derives from REST (keyed by order state) are
@@ -561,3 +642,4 @@ async def test_a_live_event_and_its_reconciled_twin_get_into_the_shared_log_once
         await asyncio.wait_for(appending, 5)
     finally:
         await r.aclose()
+

@@ -26,6 +26,10 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 - ``P:upstream`` — the last shared upstream state, for nodes that start or come back.
 - The order log: see redis_orders.py.
 
+Redis is one server, or the master of a Sentinel group (redis_url.py): after a failover every loop below
+reconnects to the new master on its own. The lease may or may not have reached the promoted replica; either way
+the fencing rule holds, and the old leader, cut off for longer than its lease, has fenced itself.
+
 When Redis is unreachable a node keeps its clients, reports ``redis: "down"`` and tells its clients with a
 ``status`` message; a leader loses its lease and fences itself. Every loop here retries on its own, every
 ``retry`` seconds, so the cluster is whole again within seconds of Redis coming back.
@@ -43,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -53,6 +56,7 @@ from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.base import Done, Engine, EngineUnavailable, OrderLog, Stream
 from trade_stream.engines.redis_orders import RedisOrderLog
+from trade_stream.engines.redis_url import client
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.
@@ -113,8 +117,8 @@ class RedisEngine(Engine):
         self.max_symbols = max_symbols
         self.retry = max(0.05, min(1.0, lease / 5))
         timeout = max(1.0, lease / 2)
-        self.r = aioredis.Redis.from_url(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
-                                         retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.r = client(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
+                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.command_timeout = timeout
         self.retention_days = retention_days
         self.order_logs: dict[str, RedisOrderLog] = {}  # per account, by journal name
