@@ -643,3 +643,58 @@ async def test_a_live_event_and_its_reconciled_twin_get_into_the_shared_log_once
     finally:
         await r.aclose()
 
+
+async def test_behind_sentinel_an_order_event_is_written_once_a_replica_has_it(tmp_path):
+    """Replication is asynchronous: a master killed right after it took an event, before its replica got it, would
+    take the event with it. Here the replica's link is held back (a proxy) while an event is appended through
+    Sentinel, then the master is killed and the Sentinel promotes the replica: the event is in the new master's
+    stream, because the append was not done until a replica confirmed it."""
+    import redis.asyncio as aioredis
+
+    from trade_stream.engines.redis_orders import RedisOrderLog
+    from trade_stream.engines.redis_url import client
+
+    master = RedisServer(tmp_path / "master")
+    master.start()
+    link = Proxy(master.port)
+    await link.start()
+    replica = RedisServer(tmp_path / "replica", replica_of=link.port)
+    await asyncio.to_thread(replica.start)
+    sentinel = Sentinel(tmp_path / "sentinel", master)
+    await asyncio.to_thread(sentinel.start)
+    r = client(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0", socket_timeout=2, socket_connect_timeout=1)
+    promoted = aioredis.Redis(port=replica.port)
+    log = RedisOrderLog(r, "wait", 7.0, 0.05, replicated=True)
+    try:
+        await log.load()
+        appending = asyncio.ensure_future(log.append_loop())
+        order = {"id": "order-1", "symbol": "AAPL", "status": "filled", "filled_qty": "1"}
+        link.hold()
+        log.append({"event": "fill", "order": order, "execution_id": "x-1", "qty": "1"})
+        direct = aioredis.Redis(port=master.port)
+        for _ in range(200):  # the master has it; the replica does not
+            if await direct.xlen("wait:orders:stream"):
+                break
+            await asyncio.sleep(0.01)
+        await direct.aclose()
+        await asyncio.sleep(0.3)  # for the reply to come back: without WAIT the append would count as done now
+        assert log._ops, "the append was taken as done before any replica had it"
+        master.kill()
+        await link.close()
+        for _ in range(600):
+            if (await promoted.info("replication"))["role"] == "master":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the Sentinel did not promote the replica")
+        await wait_until(lambda: not log._ops, timeout=20, what="the append written to the new master")
+        rows = await promoted.xrange("wait:orders:stream")
+        assert len(rows) == 1 and b"x-1" in rows[0][1][b"e"]
+        log.close()
+        await asyncio.wait_for(appending, 5)
+    finally:
+        await promoted.aclose()
+        await r.aclose()
+        sentinel.stop()
+        replica.stop()
+        master.stop()

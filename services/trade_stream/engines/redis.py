@@ -56,7 +56,7 @@ from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.base import Done, Engine, EngineUnavailable, OrderLog, Stream
 from trade_stream.engines.redis_orders import RedisOrderLog
-from trade_stream.engines.redis_url import client
+from trade_stream.engines.redis_url import client, is_sentinel
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.
@@ -119,6 +119,7 @@ class RedisEngine(Engine):
         timeout = max(1.0, lease / 2)
         self.r = client(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
                         retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.replicated = is_sentinel(url)  # order events count as written once a replica has them too
         self.command_timeout = timeout
         self.retention_days = retention_days
         self.order_logs: dict[str, RedisOrderLog] = {}  # per account, by journal name
@@ -576,7 +577,7 @@ class RedisEngine(Engine):
         order_log = self.order_logs.get(name)
         if order_log is None:
             prefix = self.prefix if name == DEFAULT_LOG else f"{self.prefix}:{name}"
-            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry)
+            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry, replicated=self.replicated)
             self.order_logs[name] = order_log
         return order_log
 
