@@ -68,13 +68,20 @@ def parse_sentinel(url: str) -> SentinelUrl:
         sentinel_auth={k.removeprefix("sentinel_"): v for k, v in query.items() if k in SENTINEL_OPTIONS})
 
 
-def _tls(options: dict[str, str]) -> dict[str, Any]:
-    """TLS options of a Sentinel URL's query, typed as redis-py's own URL parser types them."""
-    out: dict[str, Any] = {"ssl": True}
+def _typed(options: dict[str, str]) -> dict[str, Any]:
+    """Query options typed as redis-py types them in its own URLs (``socket_timeout`` a float, ...)."""
+    from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    out: dict[str, Any] = {}
     for key, value in options.items():
-        if key.startswith("ssl_"):
-            out[key] = value.lower() in ("1", "true", "yes") if key == "ssl_check_hostname" else value
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(key)
+        out[key] = parser(value) if parser else value
     return out
+
+
+def _tls(options: dict[str, str]) -> dict[str, Any]:
+    """The TLS part of a Sentinel URL's options (the sentinels get these, not the others)."""
+    return {"ssl": True, **_typed({k: v for k, v in options.items() if k.startswith("ssl_")})}
 
 
 def sentinel(url: SentinelUrl, **kwargs: Any) -> Any:
@@ -95,9 +102,9 @@ def client(url: str, **kwargs: Any) -> Any:
     if not is_sentinel(url):
         return aioredis.Redis.from_url(url, **kwargs)
     parsed = parse_sentinel(url)
-    extra: dict[str, Any] = {k: v for k, v in parsed.options.items() if not k.startswith("ssl_")}
+    extra = _typed({k: v for k, v in parsed.options.items() if parsed.tls or not k.startswith("ssl_")})
     if parsed.tls:
-        extra.update(_tls(parsed.options))
+        extra["ssl"] = True
     return sentinel(parsed, **kwargs).master_for(
         parsed.service, redis_class=aioredis.Redis, db=parsed.db, username=parsed.username,
         password=parsed.password, **extra)
