@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from trade_stream.engines.redis_url import is_sentinel, parse_sentinel
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
 PUBLIC_DIRS = (REPO_ROOT / "public_html", Path(sys.prefix) / "share" / "trade-stream" / "public_html")
@@ -153,11 +155,15 @@ def mask(secret: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL with its password (if any) hidden."""
+    """A URL with its passwords (if any) hidden: the one before the host, and any ``...password=`` option."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return url.replace(f":{parts.password}@", ":****@", 1)
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":****@", 1)
+    if "password=" in parts.query:
+        query = "&".join(f"{k}=****" if k.endswith("password") else f"{k}={v}"
+                         for k, _, v in (item.partition("=") for item in parts.query.split("&")))
+        url = url.replace(parts.query, query, 1)
+    return url
 
 
 # --- value parsers: each raises ValueError with a short reason -----------------------------------------------
@@ -208,6 +214,18 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _redis_url(raw: str) -> str:
+    """A Redis URL: ``redis://``, ``rediss://``, or a Sentinel URL (``redis+sentinel://host:26379/mymaster``)."""
+    value = raw.strip().rstrip("/")
+    if is_sentinel(value):
+        parse_sentinel(value)  # ValueError naming what is wrong
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.netloc:
+        raise ValueError("must be a redis://, rediss:// or redis+sentinel:// URL")
+    return value
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -358,17 +376,19 @@ SETTINGS: tuple[Setting, ...] = (
             "PEM public key file for RS256/ES256 JWTs (claims sub, accounts, exp); default none"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
-    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _url(("redis", "rediss")),
+    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
-            "redis://:password@host); unset = one process, no Redis", True),
+            "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "
+            "group: redis+sentinel://host1:26379,host2:26379/mymaster/0 (rediss+sentinel:// for TLS); unset = one "
+            "process, no Redis", True),
     Setting("node_id", "TRADE_STREAM_NODE_ID", "--node-id", _name,
             "this node's name in the cluster (default host name and pid)"),
     Setting("redis_prefix", "TRADE_STREAM_REDIS_PREFIX", "--redis-prefix", _name,
             "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
             "(default trade-stream)"),
     Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
-            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
-            "second (default 5)"),
+            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about twice this plus "
+            "a second, a stopped one at once (default 5)"),
     Setting("broker_api_key", "ALPACA_BROKER_API_KEY", "--broker-api-key", _text,
             "Broker API mode: the partner key id; with it, the daemon consumes the Broker API event streams of "
             "every account (see Broker API mode)"),
