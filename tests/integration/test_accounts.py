@@ -277,6 +277,26 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
 
 
+@pytest.mark.timeout(60)
+async def test_the_market_clock_uses_the_market_data_accounts_base_url(sim2, tmp_path):
+    """/api/clock is called with the market-data account's keys, so it goes to that account's base_url, not to
+    ALPACA_BASE_URL (which here points nowhere)."""
+    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+
+    accounts_file(sim2, tmp_path)  # accounts.toml: paper (market_data, base_url = the simulator) and live
+    env = clean_env(tmp_path, TRADE_STREAM_ACCOUNTS_FILE=str(tmp_path / "accounts.toml"),
+                    ALPACA_BASE_URL="http://127.0.0.1:9", ALPACA_DATA_URL=sim2.http_url,
+                    ALPACA_DATA_STREAM_URL=f"{sim2.ws_url}/v2/iex")
+    daemon = Proc([str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path)],
+                  cwd=tmp_path, env=env)
+    try:
+        port = await asyncio.to_thread(daemon.port)  # the simulator's loop runs meanwhile
+        status, clock = await asyncio.to_thread(http_get, port, "/api/clock")
+        assert status == 200 and isinstance(clock.get("is_open"), bool), (status, clock)
+    finally:
+        daemon.kill()
+
+
 @pytest.fixture
 def user_cli(tmp_path, monkeypatch, capsys):
     """`trade-stream user …` in this process, with an env file naming the users and accounts files: (run, users)
