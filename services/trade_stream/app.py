@@ -313,11 +313,16 @@ class App:
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
         if self.broker is not None:
             view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
-        if self.accounts is not None:
-            orders = view["orders"] = self.accounts.health()
-            if orders["fault_for"] is not None and orders["fault_for"] > self.cfg.health_grace:
+        # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
+        # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
+        stores = {"orders": self.accounts and self.accounts.health(),
+                  "notifications": self.notifier and self.notifier.health()}
+        for name, store in stores.items():
+            if store:
+                view[name] = store
+            if store and store["fault_for"] is not None:
                 view["ok"] = False
-                view["down"].append("orders")
+                view["down"].append(name)
         return view
 
     def _healthz(self, headers: dict[str, str]) -> Any:
