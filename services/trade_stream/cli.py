@@ -80,18 +80,14 @@ def tool(name: str) -> Callable[[list[str]], int]:
 def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
     import uvloop
 
-    from trade_stream.app import App
+    from trade_stream.app import App, CannotListen
     from trade_stream.engines.base import EngineUnavailable
     from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)
     try:
         uvloop.run(App(cfg).run_until_signalled(reread))
-    except OSError as exc:
-        print(f"trade-stream: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}; "
-              "set TRADE_STREAM_PORT or stop the other process", file=sys.stderr)
-        return 2
-    except EngineUnavailable as exc:
+    except (CannotListen, EngineUnavailable) as exc:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
     return 0

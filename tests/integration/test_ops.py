@@ -595,6 +595,20 @@ def test_a_port_in_use_stops_the_daemon_with_a_line_saying_so(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_an_sse_port_in_use_names_that_port_and_its_setting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run([str(TS), "--demo", "--host", "127.0.0.1", "--port", "0", "--sse-port", str(port),
+                      "--log-level", "ERROR", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                     env=clean_env(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert assert_one_line(result.stderr) == (f"trade-stream: cannot listen on 127.0.0.1:{port}: address already in "
+                                              "use; set TRADE_STREAM_SSE_PORT or stop the other process")
+
+
+@pytest.mark.timeout(60)
 def test_secrets_never_reach_the_logs(tmp_path, procs):
     secret, key, token = "VERYSECRETVALUE9876", "PKKEYID00001234", "configured-token-5555"
     daemon = start(procs, [str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path),
