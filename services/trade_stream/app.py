@@ -331,12 +331,13 @@ class App:
             view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
         # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
         # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
-        stores = {"orders": self.accounts and self.accounts.health(),
-                  "notifications": self.notifier and self.notifier.health()}
+        stores = {"orders": None if self.accounts is None else self.accounts.health(),
+                  "notifications": None if self.notifier is None else self.notifier.health()}
         for name, store in stores.items():
-            if store:
-                view[name] = store
-            if store and store["fault_for"] is not None:
+            if store is None:
+                continue
+            view[name] = store
+            if store["fault_for"] is not None:
                 view["ok"] = False
                 view["down"].append(name)
         return view

@@ -467,7 +467,8 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
         try:
             values[s.name] = s.parse(raw)
         except ValueError as exc:
-            shown = mask_url(raw) if s.name == "redis_url" else mask(raw) if s.secret else repr(raw)
+            # A URL shows what is wrong with it (scheme, host, port) with only its credentials masked.
+            shown = (mask_url(raw) if "://" in raw else mask(raw)) if s.secret else repr(raw)
             raise ConfigError(f"{source}={shown}: {exc}") from None
     demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
     if values.get("webhooks_file"):
