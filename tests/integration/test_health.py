@@ -73,7 +73,7 @@ async def test_a_corrupt_journal_and_notification_store_at_start_are_down_at_onc
 
 
 async def test_healthz_turns_503_while_the_journal_stays_unwritable_and_recovers(sim, tmp_path):
-    async with running(relay_config(sim, tmp_path, health_grace=0.3)) as app:
+    async with running(relay_config(sim, tmp_path, health_grace=60.0)) as app:  # a fault is down at once
         await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
         await wait_for_status(app.port, 200)
         path = app.orders.journal_path
