@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,14 +156,21 @@ def mask(secret: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL with its passwords (if any) hidden: the one before the host, and any ``...password=`` option."""
-    parts = urlsplit(url)
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":****@", 1)
-    if "password=" in parts.query:
-        query = "&".join(f"{k}=****" if k.endswith("password") else f"{k}={v}"
-                         for k, _, v in (item.partition("=") for item in parts.query.split("&")))
-        url = url.replace(parts.query, query, 1)
+    """A URL with its credentials hidden behind ``****``: the user and password before the host (whichever it
+    has), and any ``...password=`` query option. The scheme, host, port and path stay, since those are what a
+    reader needs to spot a wrong URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    _, at, hostport = authority.rpartition("@")
+    if at:
+        url = f"{scheme}://****@{hostport}{slash}{path}"
+    query = urlsplit(url).query
+    if "password=" in query:
+        masked = "&".join(f"{k}=****" if k.endswith("password") else f"{k}={v}"
+                          for k, _, v in (item.partition("=") for item in query.split("&")))
+        url = url.replace(query, masked, 1)
     return url
 
 
@@ -223,8 +231,10 @@ def _redis_url(raw: str) -> str:
         parse_sentinel(value)  # ValueError naming what is wrong
         return value
     parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss") or not parts.netloc:
-        raise ValueError("must be a redis://, rediss:// or redis+sentinel:// URL")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        shown = f"scheme {parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError("must be a redis://, rediss:// (TLS) or redis+sentinel:// URL such as "
+                         f"redis://host:6379/0, not {shown}")
     return value
 
 
@@ -251,9 +261,16 @@ def _text(raw: str) -> str:
 
 
 def _readable_file(raw: str) -> str:
+    """A file that opens and reads now (a permission bit says nothing for root, and a directory passes it)."""
     value = raw.strip()
-    if value and not os.access(value, os.R_OK):
-        raise ValueError("no such readable file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable")
+    if value:
+        try:
+            with open(value, "rb") as f:
+                f.read(1)
+        except FileNotFoundError:
+            raise ValueError("no such file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable") from None
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({exc.strerror}); give a readable file or unset the variable") from None
     return value
 
 
@@ -412,24 +429,38 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+COMMON = ("port", "host", "log_level", "state_dir")  # listed with --demo and --env-file, before the long list
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file."""
-    parser.add_argument("--demo", action="store_true", default=None,
+    """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file:
+    the few most used first, then every other setting, so --help starts with what most runs need."""
+    common = parser.add_argument_group("common options")
+    common.add_argument("--demo", action="store_true", default=None,
                         help="run against the built-in Alpaca simulator: no credentials, simulated data")
-    parser.add_argument("--broker", action="store_true", default=None,
+    common.add_argument("--broker", action="store_true", default=None,
                         help="with --demo: Broker API mode against the simulator's Broker API, a few accounts "
                              "and a sign-in link per simulated customer")
-    parser.add_argument("--env-file", metavar="PATH",
+    common.add_argument("--env-file", metavar="PATH",
                         help=".env file to read (default .env in the working directory, then the repo root)")
-    for s in SETTINGS:
-        parser.add_argument(s.flag, dest=s.name, metavar=s.env, default=None, help=f"{s.help} [{s.env}]")
+    rest = parser.add_argument_group("every setting (flag, or the environment variable in brackets, or .env)")
+    for s in sorted(SETTINGS, key=lambda s: s.name not in COMMON):
+        group = common if s.name in COMMON else rest
+        group.add_argument(s.flag, dest=s.name, metavar=s.env, default=None, help=f"{s.help} [{s.env}]")
 
 
 def find_env_file(explicit: str | None, cwd: Path) -> Path | None:
+    """The .env file to read. An explicit one may be anything that reads (``/dev/null`` is an empty file)."""
     if explicit:
         path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"--env-file {explicit}: no such file; give an existing path or drop the flag")
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except FileNotFoundError:
+            raise ConfigError(f"--env-file {explicit}: no such file; give an existing path or drop the flag") from None
+        except OSError as exc:
+            raise ConfigError(f"--env-file {explicit}: cannot be read ({exc.strerror}); give a readable file or "
+                              "drop the flag") from None
         return path
     for candidate in (cwd / ".env", REPO_ROOT / ".env"):
         if candidate.is_file():
@@ -453,7 +484,8 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
         try:
             values[s.name] = s.parse(raw)
         except ValueError as exc:
-            shown = mask(raw) if s.secret else repr(raw)
+            # A URL shows what is wrong with it (scheme, host, port) with only its credentials masked.
+            shown = (mask_url(raw) if "://" in raw else mask(raw)) if s.secret else repr(raw)
             raise ConfigError(f"{source}={shown}: {exc}") from None
     demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
     if values.get("webhooks_file"):
@@ -483,6 +515,9 @@ def check_identity(values: dict[str, Any]) -> None:
     """A broken users file or JWT key stops the start, like any other bad setting."""
     from trade_stream.edges import identity
 
+    if values.get("users_file") and not Path(values["users_file"]).exists():
+        raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: no such file; create it with "
+                          "`trade-stream user add NAME --accounts …` or unset the variable")
     try:
         if values.get("users_file"):
             names = [a.name for a in values["accounts"]] if values.get("accounts") else ["default"]
@@ -510,9 +545,10 @@ def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
 def finish(values: dict[str, Any], demo: bool) -> Config:
     """Apply cross-field rules and derived defaults."""
     market = next((a for a in values.get("accounts", ()) if a.market_data), None)
-    if market is not None:  # the marked account's keys hold the market-data connection
-        values.setdefault("api_key", market.key_id)
-        values.setdefault("secret_key", market.secret)
+    if market is not None and not values.get("api_key"):
+        # The marked account's keys hold the market-data connection, and the REST calls made with them (the
+        # market clock) go to that account's base URL: another account's URL would refuse those keys.
+        values.update(api_key=market.key_id, secret_key=market.secret, base_url=market.base_url)
     if bool(values.get("broker_api_key")) != bool(values.get("broker_secret_key")):
         missing = "ALPACA_BROKER_SECRET_KEY" if values.get("broker_api_key") else "ALPACA_BROKER_API_KEY"
         raise ConfigError(f"{missing} is not set: Broker API mode needs both the partner key id and secret")
@@ -536,6 +572,19 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
     if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
         raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
     return Config(demo=demo, **values)
+
+
+def check_state_dir(path: str) -> None:
+    """The state directory exists (made if missing) and takes a new file: the journals, the notification store
+    and the webhook outbox all live there, so a daemon that cannot write it would hold no order history at all.
+    Checked once at the daemon's start; a fault later is reported in /healthz instead."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"TRADE_STREAM_STATE_DIR={path}: cannot be created or written ({exc.strerror}); make it a "
+                          "directory this user can write, or point TRADE_STREAM_STATE_DIR at one") from None
 
 
 def trading_stream_url(base_url: str) -> str:

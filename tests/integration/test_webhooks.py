@@ -68,6 +68,7 @@ async def test_failing_then_recovering_receiver_gets_each_event_once_in_order(si
         await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] >= 5, what="all five recorded")
         status = app.status()["webhooks"]["desk"]
         assert (status["delivered"], status["failed"], status["pending"]) == (5, 0, 0)
+        assert status["url"] == receiver.url  # with its port
         assert status["errors"] >= 4  # 500, the timeout, 429, 503
         metrics = await asyncio.to_thread(scrape, app.port)
         assert 'trade_stream_webhook_deliveries_total{target="desk"} 5.0' in metrics
@@ -142,6 +143,7 @@ async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_p
     done = await asyncio.to_thread(run, "test", "desk")
     assert done.returncode == 0, done.stderr
     assert "OK   HTTP 200" in done.stdout and '{"status":200}' in done.stdout
+    assert done.stdout.startswith(f"POST {receiver.url} (format json, signed: yes)"), done.stdout
     body = verify(receiver.seen[-1])
     assert body["event"] == "test" and "filled" in body["notification"]["message"]
     receiver.script = [500]
@@ -149,6 +151,17 @@ async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_p
     assert done.returncode == 1 and "FAIL HTTP 500" in done.stdout
     done = await asyncio.to_thread(run, "test", "nobody")
     assert done.returncode == 2 and "no target named 'nobody'; targets: desk" in done.stderr
+    env_file = tmp_path / "hooks.env"
+    env_file.write_text(f"TRADE_STREAM_WEBHOOKS_FILE={hooks}\n")
+    del env["TRADE_STREAM_WEBHOOKS_FILE"]
+    for args in (("--env-file", str(env_file), "test", "desk"), ("test", "desk", "--env-file", str(env_file))):
+        done = await asyncio.to_thread(run, *args)  # the file named before or after the target
+        assert done.returncode == 0 and "OK   HTTP 200" in done.stdout, (args, done.stderr)
+    before = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "trade_stream", "--env-file",
+                                     str(env_file), "webhook", "test", "desk"], capture_output=True, text=True,
+                                     env=env, cwd=tmp_path, timeout=30)  # ...or before the subcommand
+    assert before.returncode == 0 and "OK   HTTP 200" in before.stdout, before.stderr
+    env["TRADE_STREAM_WEBHOOKS_FILE"] = str(hooks)
     hooks.write_text('[[target]]\nname = "desk"\nurl = "ftp://x"\n')
     daemon = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "trade_stream", "--demo"],
                                      capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)

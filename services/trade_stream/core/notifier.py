@@ -111,6 +111,10 @@ class TradeNotifier:
             return False, None
 
     def health(self) -> dict[str, Any]:
+        """The store's state. A faulted store is reopened only when used; asking is a use (at most once per retry
+        interval), so a fixed store shows as ok without waiting for the next order event."""
+        if self.fault is not None:
+            self._open()
         fault_for = None if self._fault_since is None else round(time.monotonic() - self._fault_since, 1)
         return {"state": "fault" if self.fault else "ok", "path": str(self.path), "error": self.fault,
                 "fault_for": fault_for, "created": self.created}

@@ -321,12 +321,13 @@ class _Collector:
 
 
 def _safe_url(url: str) -> str:
-    """Scheme, host and path only: Slack and Discord webhook URLs carry their secret in the path, so cut that."""
+    """Scheme, host, port and the start of the path: Slack and Discord webhook URLs carry their secret in the
+    path, so cut that, and any user or password in the URL is left out; no query."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     path = parts.path if len(parts.path) <= 24 else parts.path[:20] + "…"
-    return f"{parts.scheme}://{parts.hostname or ''}{path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}"
 
 
 # --- `trade-stream webhook test NAME` -----------------------------------------------------------------------
