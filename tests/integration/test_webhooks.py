@@ -1,4 +1,5 @@
-"""Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle and recover; restarts; give-ups."""
+"""Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle and recover; restarts; give-ups;
+the outbox's bound."""
 
 from __future__ import annotations
 
@@ -156,3 +157,26 @@ async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_p
     assert daemon.stderr.strip().splitlines() == [
         f"trade-stream: TRADE_STREAM_WEBHOOKS_FILE={hooks}: target #1 ('desk'): url must be an http:// or https:// URL"]
     assert config.Config().webhooks == ()
+
+
+async def test_the_outbox_keeps_at_most_its_bound_per_target_and_metrics_show_the_sizes(sim, tmp_path, receiver):
+    """A dead target: beyond webhook_max_pending its oldest deliveries are given up and counted as dropped."""
+    receiver.default = 503
+    cfg = relay_config(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver)), webhook_max_pending=3)
+    async with running(cfg) as app:
+        await up(app)
+        orders = [sim.submit_order(s, "buy", 1) for s in ("AAPL", "MSFT", "TSLA")]
+        for o in orders:
+            sim.fill_order(o["id"], price=10)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["dropped"] == 3, timeout=10, what="3 dropped")
+        status = app.status()["webhooks"]["desk"]
+        assert (status["pending"], status["failed"], status["delivered"]) == (3, 3, 0)
+        left = {r[0] for r in app.webhooks.outbox.db.execute(
+            "SELECT event FROM deliveries WHERE state = 'pending'").fetchall()}
+        assert left == {"order_filled"}  # the newest three: each order's fill
+        metrics = await asyncio.to_thread(scrape, app.port)
+        assert 'trade_stream_webhook_dropped_total{target="desk"} 3.0' in metrics
+        sizes = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                 if line.startswith(("trade_stream_webhook_outbox_bytes", "trade_stream_notification_store_bytes"))}
+        assert sizes["trade_stream_webhook_outbox_bytes"] > 0
+        assert sizes["trade_stream_notification_store_bytes"] > 0

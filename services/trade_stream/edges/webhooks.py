@@ -92,21 +92,24 @@ def retry_after(value: str | None, now: float) -> float | None:
 class TargetStats:
     delivered: int = 0
     failed: int = 0  # given up
+    dropped: int = 0  # given up unsent because the outbox held more than its bound for this target (in failed)
     errors: int = 0  # attempts that failed (retried or not)
     last_error: str | None = None
     last_status: int | None = None
     last_delivered_at: float | None = None
 
     def view(self, pending: int) -> dict[str, Any]:
-        return {"delivered": self.delivered, "failed": self.failed, "pending": pending, "errors": self.errors,
-                "last_error": self.last_error, "last_status": self.last_status,
+        return {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped, "pending": pending,
+                "errors": self.errors, "last_error": self.last_error, "last_status": self.last_status,
                 "last_delivered_at": self.last_delivered_at}
 
 
 class Webhooks:
-    def __init__(self, targets: tuple[WebhookTarget, ...], path: Path, source: Any, timings: Timings) -> None:
+    def __init__(self, targets: tuple[WebhookTarget, ...], path: Path, source: Any, timings: Timings,
+                 max_pending: int | None = None) -> None:
         self.targets = targets
         self.path = path
+        self.max_pending = max_pending  # per target
         self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
         self.timings = timings
         self.outbox: Outbox | None = None
@@ -133,7 +136,7 @@ class Webhooks:
 
     async def run(self) -> None:
         try:
-            self.outbox = Outbox(self.path)
+            self.outbox = Outbox(self.path, self.max_pending)
         except Exception as exc:
             self.fault = f"webhook outbox {self.path} cannot be opened ({exc}): make TRADE_STREAM_STATE_DIR writable"
             raise
@@ -180,7 +183,14 @@ class Webhooks:
             if not notes:
                 return
             cursor = notes[-1]["id"]
-            queued = outbox.enqueue(notes, self._rows_of, cursor)
+            queued, dropped = outbox.enqueue(notes, self._rows_of, cursor)
+            for name, count in dropped.items():
+                stats = self.stats[name]
+                stats.dropped += count
+                stats.failed += count
+                stats.last_error = f"dropped {count} oldest: more than {self.max_pending} pending"
+                log.error("webhook_dropped target=%s count=%d max_pending=%s: the target is not taking deliveries",
+                          name, count, self.max_pending)
             if queued:
                 for event in self._lane_wake.values():
                     event.set()
@@ -258,7 +268,7 @@ class Webhooks:
         stats.last_delivered_at = time.time()
         if self.outbox is not None:
             self.outbox.delivered(row, status)
-        self._pending[target.name] = max(0, self._pending.get(target.name, 1) - 1)
+            self._refresh_pending()
         log.info("webhook_delivered target=%s event=%s attempts=%d status=%d", target.name, row.event,
                  row.attempts + 1, status)
 
@@ -282,11 +292,11 @@ class Webhooks:
         why = error if not retryable else f"gave up after {attempts} attempts: {error}"
         stats.failed += 1
         stats.last_error = why
-        self._pending[target.name] = max(0, self._pending.get(target.name, 1) - 1)
         log.error("webhook_failed target=%s delivery=%s event=%s attempts=%d error=%s", target.name, delivery_id,
                   row.event, attempts, why)
         if self.outbox is not None:
             self.outbox.give_up(row, status, why)
+            self._refresh_pending()
 
     # --- metrics --------------------------------------------------------------------------------------
 
@@ -308,6 +318,8 @@ class _Collector:
             (CounterMetricFamily, "trade_stream_webhook_deliveries", "Webhook deliveries acknowledged (2xx)",
              "delivered"),
             (CounterMetricFamily, "trade_stream_webhook_failures", "Webhook deliveries given up", "failed"),
+            (CounterMetricFamily, "trade_stream_webhook_dropped",
+             "Webhook deliveries given up unsent: more than TRADE_STREAM_WEBHOOK_MAX_PENDING pending", "dropped"),
             (CounterMetricFamily, "trade_stream_webhook_attempt_errors",
              "Webhook attempts that failed (timeouts, connection errors, non-2xx), retried or not", "errors"),
             (GaugeMetricFamily, "trade_stream_webhook_outbox_pending", "Webhook deliveries waiting in the outbox",
@@ -318,6 +330,11 @@ class _Collector:
             for target, row in sorted(view.items()):
                 family.add_metric([target], row[key])
             yield family
+        outbox = self.hooks.outbox
+        if outbox is not None:
+            yield GaugeMetricFamily("trade_stream_webhook_outbox_bytes",
+                                    "Bytes on disk of the webhook outbox (database and write-ahead log)",
+                                    value=outbox.size())
 
 
 def _safe_url(url: str) -> str:
