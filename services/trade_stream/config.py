@@ -51,6 +51,7 @@ class Timings:
     journal_retry: float = 5.0  # reopen a faulted order journal this often
     webhook_backoff: float = 1.0  # first webhook retry waits up to this long (full jitter), doubling each time
     webhook_backoff_max: float = 900.0  # cap of one webhook retry wait
+    webhook_wait_min: float = 1.0  # floor of one webhook retry wait (Retry-After: 0 included)
     webhook_give_up: float = 86400.0  # stop retrying a delivery this long after it was queued
     broker_backoff_max: float = 60.0  # cap of a Broker API event stream's reconnect wait (full jitter)
 

@@ -1,5 +1,5 @@
-"""Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle and recover; restarts; give-ups;
-the outbox's bound."""
+"""Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle, drip, flood and recover;
+restarts; give-ups; the outbox's bound."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import hashlib
 import hmac
 import subprocess
 import sys
+import time
 import urllib.request
+import uuid
 
 import orjson
 import pytest
@@ -17,11 +19,12 @@ import pytest
 from tests.support.receiver import Receiver
 from tests.support.relay import FAST, relay_config, running, wait_until
 from trade_stream import config
+from trade_stream.edges.outbox import Outbox
 from trade_stream.edges.webhook_targets import WebhookTarget
 
 pytestmark = pytest.mark.timeout(40)
 SECRET = "whsec-test-1234"
-TIMINGS = dataclasses.replace(FAST, webhook_backoff=0.05, webhook_backoff_max=0.2)
+TIMINGS = dataclasses.replace(FAST, webhook_backoff=0.05, webhook_backoff_max=0.2, webhook_wait_min=0.01)
 
 
 def targets(*receivers: tuple[str, Receiver], **kw) -> tuple[WebhookTarget, ...]:
@@ -157,6 +160,90 @@ async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_p
     assert daemon.stderr.strip().splitlines() == [
         f"trade-stream: TRADE_STREAM_WEBHOOKS_FILE={hooks}: target #1 ('desk'): url must be an http:// or https:// URL"]
     assert config.Config().webhooks == ()
+
+
+# -- hostile targets ----------------------------------------------------------------------------------------
+
+
+async def test_a_delivery_past_attempt_1024_is_retried_later_and_one_past_its_deadline_given_up(sim, tmp_path,
+                                                                                             receiver, caplog):
+    """2 ** 1023 seconds overflows a float: the row must still be updated (no hot loop) and the give-up honoured."""
+    receiver.default = 503
+    hooks = targets(("desk", receiver))
+    outbox = Outbox(tmp_path / "webhooks.sqlite3")
+    note = lambda i: {"id": i, "type": "order_filled", "trade_id": f"order-{i}", "message": "m"}  # noqa: E731
+    outbox.enqueue([note(1), note(2)], lambda n: [(str(uuid.uuid4()), "desk", n["trade_id"], n["type"], b"{}")], 0)
+    now = time.time()
+    outbox.db.execute("UPDATE deliveries SET attempts = 1100 WHERE order_key = 'order-1'")
+    outbox.db.execute("UPDATE deliveries SET attempts = 5000, created = ? WHERE order_key = 'order-2'",
+                      (now - TIMINGS.webhook_give_up - 1,))
+    outbox.close()
+    async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=hooks)) as app:
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["failed"] == 1, what="the late one given up")
+        rows = lambda: {r[0]: r[1:] for r in app.webhooks.outbox.db.execute(  # noqa: E731
+            "SELECT order_key, attempts, state, next_at FROM deliveries").fetchall()}
+        await wait_until(lambda: rows()["order-1"][0] >= 1102, what="the other retried, its row updated each time")
+        assert rows()["order-2"][:2] == (5001, "failed")
+        attempts, state, next_at = rows()["order-1"]
+        assert state == "pending" and next_at <= time.time() + TIMINGS.webhook_backoff_max + 1
+        seen_first = sum(1 for r in receiver.seen if r.body == b"{}")
+        assert seen_first >= attempts - 1100  # every attempt counted once in the row (one may be in flight)
+    logged = caplog.text
+    assert "OverflowError" not in logged and "Task exception was never retrieved" not in logged
+
+
+async def test_retry_after_zero_still_waits_the_floor(sim, tmp_path, receiver):
+    """503 with Retry-After: 0 must not be retried at once: every wait is at least webhook_wait_min."""
+    receiver.script = [("503", 0)] * 3
+    timings = dataclasses.replace(TIMINGS, webhook_wait_min=0.4, webhook_backoff_max=2.0)
+    async with running(relay_config(sim, tmp_path, timings=timings, webhooks=targets(("desk", receiver)))) as app:
+        await up(app)
+        sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] == 1, timeout=15, what="delivered")
+    assert [r.status for r in receiver.seen] == [503, 503, 503, 200]
+    gaps = [b.at - a.at for a, b in zip(receiver.seen, receiver.seen[1:], strict=False)]
+    assert min(gaps) >= 0.4, gaps  # a lower bound only: a busy machine can only make the gaps longer
+
+
+async def test_a_retry_after_beyond_the_ceiling_is_capped_not_given_up(sim, tmp_path, receiver):
+    receiver.script = [("429", 99999999), ("503", 99999999)]
+    async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver)))) as app:
+        await up(app)
+        sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] == 1, timeout=10, what="delivered")
+        status = app.status()["webhooks"]["desk"]
+        assert (status["failed"], status["errors"]) == (0, 2)
+    assert [r.status for r in receiver.seen] == [429, 503, 200]
+
+
+async def test_a_huge_response_body_is_not_read(sim, tmp_path, receiver):
+    """A target answering 200 with 256 MiB: the daemon reads a snippet, closes, and records the delivery."""
+    size = 256 << 20
+    receiver.script = [("big", size), ("big", size)]
+    async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver),
+                                                                                    timeout=20))) as app:
+        await up(app)
+        o = sim.submit_order("AAPL", "buy", 1)
+        sim.fill_order(o["id"], price=10)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] == 2, timeout=30, what="delivered")
+        await wait_until(lambda: all(r.finished for r in receiver.seen), timeout=10, what="the answers cut off")
+    assert len(receiver.seen) == 2
+    for r in receiver.seen:  # what the kernel buffers took before the daemon closed: far from the whole body
+        assert r.sent < 32 << 20, r.sent
+
+
+async def test_a_dripping_target_is_cut_off_at_the_attempt_deadline(sim, tmp_path, receiver):
+    """One byte of the answer every 0.1 s never trips a per-read timeout; the attempt's own deadline must."""
+    receiver.script = [("drip", 0.1)]
+    hooks = targets(("desk", receiver), timeout=1.0)
+    async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=hooks)) as app:
+        await up(app)
+        sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] == 1, timeout=15,
+                         what="the retry after the cut-off delivered")
+        status = app.status()["webhooks"]["desk"]
+        assert status["errors"] == 1 and "timeout after 1 s" in status["last_error"]
+    assert [r.status for r in receiver.seen] == [None, 200]
 
 
 async def test_the_outbox_keeps_at_most_its_bound_per_target_and_metrics_show_the_sizes(sim, tmp_path, receiver):
