@@ -1,20 +1,24 @@
 """Webhooks over real sockets: receivers on 127.0.0.1 that fail, hang, throttle, drip, flood and recover;
-restarts; give-ups; the outbox's bound."""
+restarts; give-ups; signatures checked with the standardwebhooks library in Python and in JS."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import hmac
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import orjson
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.support.receiver import Receiver
 from tests.support.relay import FAST, relay_config, running, wait_until
@@ -23,13 +27,17 @@ from trade_stream.edges.outbox import Outbox
 from trade_stream.edges.webhook_targets import WebhookTarget
 
 pytestmark = pytest.mark.timeout(40)
-SECRET = "whsec-test-1234"
+SECRET = "whsec-test-1234"  # not whsec_<base64>: its bytes are the key
+STANDARD_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 TIMINGS = dataclasses.replace(FAST, webhook_backoff=0.05, webhook_backoff_max=0.2, webhook_wait_min=0.01)
+JS = Path(__file__).resolve().parent.parent / "js"
+NODE = shutil.which("node")
 
 
 def targets(*receivers: tuple[str, Receiver], **kw) -> tuple[WebhookTarget, ...]:
-    return tuple(WebhookTarget(name, r.url, secret=SECRET, timeout=kw.get("timeout", 0.5),
-                               format=kw.get("format", "json")) for name, r in receivers)
+    return tuple(WebhookTarget(name, r.url, secret=kw.get("secret", SECRET), timeout=kw.get("timeout", 0.5),
+                               format=kw.get("format", "json"), legacy_signature=kw.get("legacy", False))
+                 for name, r in receivers)
 
 
 @pytest.fixture
@@ -39,11 +47,11 @@ async def receiver():
     await r.stop()
 
 
-def verify(received) -> dict:
-    expected = "sha256=" + hmac.new(SECRET.encode(), received.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(received.headers["x-trade-stream-signature"], expected)
-    body = orjson.loads(received.body)
-    assert received.headers["x-trade-stream-delivery"] == body["delivery_id"]
+def verify(received, secret: str = SECRET) -> dict:
+    """What a receiver does: one call of the standardwebhooks library over the raw body and the headers."""
+    hook = Webhook(secret) if secret.startswith("whsec_") else Webhook(secret.encode())
+    body = hook.verify(received.body, received.headers)
+    assert received.headers["webhook-id"] == received.headers["x-trade-stream-delivery"] == body["delivery_id"]
     assert received.headers["x-trade-stream-event"] == body["event"] == body["notification"]["type"]
     return body
 
@@ -159,6 +167,13 @@ async def test_webhook_test_command_prints_the_answer_and_bad_files_exit_2(tmp_p
     assert daemon.returncode == 2
     assert daemon.stderr.strip().splitlines() == [
         f"trade-stream: TRADE_STREAM_WEBHOOKS_FILE={hooks}: target #1 ('desk'): url must be an http:// or https:// URL"]
+    hooks.write_text('[[target]]\nname = "desk"\nurl = "http://127.0.0.1:9/"\nsecret = "whsec_not base64!"\n')
+    daemon = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "trade_stream", "--demo"],
+                                     capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert daemon.returncode == 2
+    assert daemon.stderr.strip().splitlines() == [
+        f"trade-stream: TRADE_STREAM_WEBHOOKS_FILE={hooks}: target #1 ('desk'): secret: after whsec_ must come the "
+        "key in base64 (padded), e.g. whsec_$(openssl rand -base64 32)"]
     assert config.Config().webhooks == ()
 
 
@@ -267,3 +282,48 @@ async def test_the_outbox_keeps_at_most_its_bound_per_target_and_metrics_show_th
                  if line.startswith(("trade_stream_webhook_outbox_bytes", "trade_stream_notification_store_bytes"))}
         assert sizes["trade_stream_webhook_outbox_bytes"] > 0
         assert sizes["trade_stream_notification_store_bytes"] > 0
+
+
+# -- signatures: Standard Webhooks ----------------------------------------------------------------------------
+
+
+async def test_deliveries_verify_with_standardwebhooks_in_python_and_js(sim, tmp_path, receiver):
+    """One call of the library verifies a delivery; the id and the timestamp are signed with the body, so a
+    captured delivery replayed later, or under another id, is refused."""
+    other = await Receiver().start()
+    try:
+        hooks = (*targets(("standard", receiver), secret=STANDARD_SECRET),
+                 *targets(("legacy", other), legacy=True))
+        async with running(relay_config(sim, tmp_path, timings=TIMINGS, webhooks=hooks)) as app:
+            await up(app)
+            sim.submit_order("AAPL", "buy", 1)
+            await wait_until(lambda: len(receiver.acked()) == 1 == len(other.acked()), what="both delivered")
+        got, legacy = receiver.seen[0], other.seen[0]
+        assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 60
+        assert got.headers["webhook-signature"].startswith("v1,")
+        assert "x-trade-stream-signature" not in got.headers  # only where a target asks for it
+        assert verify(got, STANDARD_SECRET)["event"] == "order_accepted"
+        assert verify(legacy)["event"] == "order_accepted"
+        expected = "sha256=" + hmac.new(SECRET.encode(), legacy.body, hashlib.sha256).hexdigest()
+        assert legacy.headers["x-trade-stream-signature"] == expected
+        hook = Webhook(STANDARD_SECRET)
+        old = str(int(got.headers["webhook-timestamp"]) - 600)
+        for tampered in ({"webhook-id": "another"}, {"webhook-timestamp": old}):
+            with pytest.raises(WebhookVerificationError):
+                hook.verify(got.body, {**got.headers, **tampered})
+        if NODE is None or not (JS / "node_modules" / "standardwebhooks").is_dir():
+            pytest.skip("node or the standardwebhooks npm package is missing (tests/run.sh installs it)")
+        cases = [(STANDARD_SECRET, False, got.headers), (SECRET, True, legacy.headers),
+                 (STANDARD_SECRET, False, {**got.headers, "webhook-id": "another"}),
+                 (STANDARD_SECRET, False, {**got.headers, "webhook-timestamp": old})]
+        bodies = [got.body, legacy.body, got.body, got.body]
+        lines = b"".join(orjson.dumps({"secret": s, "raw": raw, "headers": h, "body": b.decode()}) + b"\n"
+                         for (s, raw, h), b in zip(cases, bodies, strict=True))
+        done = await asyncio.to_thread(subprocess.run, [NODE, str(JS / "verify_webhook.js")], input=lines,
+                                       capture_output=True, cwd=JS, timeout=20)
+        assert done.returncode == 0, done.stderr
+        results = [orjson.loads(line) for line in done.stdout.splitlines()]
+        assert [r["ok"] for r in results] == [True, True, False, False], results
+        assert results[0]["payload"]["event"] == results[1]["payload"]["event"] == "order_accepted"
+    finally:
+        await other.stop()

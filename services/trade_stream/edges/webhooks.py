@@ -5,9 +5,14 @@ notifications from the notification store into the outbox (outbox.py, one transa
 lane per target sends them, several at once, but the deliveries of one order in order. So a slow or dead target
 holds up nobody else, and an order's ``filled`` never overtakes its ``accepted``.
 
-Each request: ``Content-Type: application/json``, ``X-Trade-Stream-Event`` (the notification type),
-``X-Trade-Stream-Delivery`` (the same id on every retry: receivers deduplicate on it) and, when the target has a
-secret, ``X-Trade-Stream-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` (as GitHub signs its webhooks).
+Each request follows the Standard Webhooks specification, so a receiver verifies it with one call of the
+``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id, the same on every retry: receivers
+deduplicate on it), ``webhook-timestamp`` (Unix seconds of this attempt) and, when the target has a secret,
+``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``. Signing the id and the time with the
+body is what lets a receiver refuse a captured delivery replayed later (the libraries allow 5 minutes of skew).
+Also ``X-Trade-Stream-Event`` (the notification type), ``X-Trade-Stream-Delivery`` (the id again) and, for a
+target with ``legacy_signature = true``, ``X-Trade-Stream-Signature: sha256=<hex HMAC of the body alone>`` for
+receivers written against that header.
 
 2xx is delivered. Timeouts, connection errors, 429 and 5xx are retried with exponential backoff and full jitter,
 or after ``Retry-After`` (seconds or an HTTP date), every wait held between ``webhook_wait_min`` and
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -56,7 +62,21 @@ MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a
 HIDDEN_FIELDS = ("read", "unread")  # per-user state, not part of the event
 
 
-def sign(secret: str, body: bytes) -> str:
+def signing_key(secret: str) -> bytes:
+    """Standard Webhooks' rule: a ``whsec_<base64>`` secret is the key it encodes; any other secret its bytes."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    return secret.encode()
+
+
+def sign(secret: str, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: id, timestamp and body signed together."""
+    mac = hmac.new(signing_key(secret), f"{delivery_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    """The ``X-Trade-Stream-Signature`` value (``legacy_signature``): the body alone, so it can be replayed."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -72,11 +92,16 @@ def payload(target: WebhookTarget, delivery_id: str, note: dict[str, Any]) -> by
 
 
 def headers(target: WebhookTarget, event: str, delivery_id: str, body: bytes) -> dict[str, str]:
+    """One attempt's headers: the timestamp is the attempt's, so each retry is signed anew."""
+    timestamp = int(time.time())
     out = {"Content-Type": "application/json", "User-Agent": f"trade-stream/{__version__}",
            "Accept-Encoding": "identity",  # the snippet read of an answer is its first bytes, not a decoder's
+           "webhook-id": delivery_id, "webhook-timestamp": str(timestamp),
            "X-Trade-Stream-Event": event, "X-Trade-Stream-Delivery": delivery_id}
     if target.secret:
-        out["X-Trade-Stream-Signature"] = sign(target.secret, body)
+        out["webhook-signature"] = sign(target.secret, delivery_id, timestamp, body)
+        if target.legacy_signature:
+            out["X-Trade-Stream-Signature"] = sign_body(target.secret, body)
     return out
 
 
