@@ -129,6 +129,7 @@ class App:
         await engine.connect()
         peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
         self.notifier = notifier = self._build_notifications(accounts)
+        registry.register(notifier.collector())
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
         api = [NotificationsApi(notifier, identity.resolve, cors)]
@@ -261,7 +262,7 @@ class App:
                             cfg.journal_retention_days, cfg.timings.journal_retry)
         if cfg.webhooks:
             self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                                     cfg.timings)
+                                     cfg.timings, cfg.webhook_max_pending)
             notifier.listeners.append(self.webhooks.wake)
         return notifier
 

@@ -54,6 +54,7 @@ class Timings:
     journal_retry: float = 5.0  # reopen a faulted order journal this often
     webhook_backoff: float = 1.0  # first webhook retry waits up to this long (full jitter), doubling each time
     webhook_backoff_max: float = 900.0  # cap of one webhook retry wait
+    webhook_wait_min: float = 1.0  # floor of one webhook retry wait (Retry-After: 0 included)
     webhook_give_up: float = 86400.0  # stop retrying a delivery this long after it was queued
     broker_backoff_max: float = 60.0  # cap of a Broker API event stream's reconnect wait (full jitter)
 
@@ -102,6 +103,7 @@ class Config:
     page_config: str = ""
     webhooks_file: str = ""
     webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
+    webhook_max_pending: int = 1_000_000
     accounts_file: str = ""
     accounts: tuple[Any, ...] = ()  # AccountSpec (core/account_specs.py) from accounts_file; () = ALPACA_* only
     users_file: str = ""
@@ -381,6 +383,10 @@ SETTINGS: tuple[Setting, ...] = (
             "as /config.js; unset: the daemon generates one that connects to its own origin"),
     Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
             "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
+    Setting("webhook_max_pending", "TRADE_STREAM_WEBHOOK_MAX_PENDING", "--webhook-max-pending",
+            _int_range(1, 100_000_000),
+            "webhook deliveries kept pending per target; beyond it the oldest are given up as dropped (about "
+            "0.75 KB each on disk; default 1000000)"),
     Setting("accounts_file", "TRADE_STREAM_ACCOUNTS_FILE", "--accounts-file", _text,
             "TOML file of named Alpaca accounts, each with its own trading stream (see README, Accounts and "
             "users); default: one account, default, from the ALPACA_* variables"),

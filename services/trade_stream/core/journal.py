@@ -88,6 +88,17 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+def durable_size(path: Path) -> int:
+    """Bytes on disk of a file opened by ``open_durable``: the database and its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += part.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 class Journal:
     """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.core.framing import text_frame
-from trade_stream.core.journal import Entry
+from trade_stream.core.journal import Entry, durable_size
 from trade_stream.core.notification_store import NotificationStore, SqliteNotificationStore
 from trade_stream.core.notifications import describe
 from trade_stream.core.orders import Orders
@@ -198,3 +198,19 @@ class TradeNotifier:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def collector(self) -> Any:
+        """Prometheus: the store's size on disk, read at scrape time (a file size, not a count of rows)."""
+        return _SizeCollector(self.path)
+
+
+class _SizeCollector:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("trade_stream_notification_store_bytes",
+                                "Bytes on disk of the notification store (database and write-ahead log)",
+                                value=durable_size(self.path))
