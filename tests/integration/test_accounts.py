@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 
 import jwt
@@ -291,7 +292,11 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     from trade_stream.edges.identity import Identity
 
     path = str(tmp_path / "users.toml")
-    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper"]) == 0
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOT_NEEDED_HERE"\n'
+                        '[[account]]\nname = "live"\nkey_id = "K2"\nsecret_env = "NOT_NEEDED_EITHER"\n')
+    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper",
+                 "--accounts-file", str(accounts)]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert token not in (tmp_path / "users.toml").read_text()
     user = Identity("", ["paper", "live"], users_file=path).resolve(token, "1.2.3.4")
@@ -299,6 +304,70 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     assert main(["user", "--users-file", path, "list"]) == 0 and "zoe" in capsys.readouterr().out
     assert main(["user", "--users-file", path, "remove", "zoe"]) == 0
     assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
+
+
+@pytest.mark.timeout(60)
+async def test_the_market_clock_uses_the_market_data_accounts_base_url(sim2, tmp_path):
+    """/api/clock is called with the market-data account's keys, so it goes to that account's base_url, not to
+    ALPACA_BASE_URL (which here points nowhere)."""
+    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+
+    accounts_file(sim2, tmp_path)  # accounts.toml: paper (market_data, base_url = the simulator) and live
+    env = clean_env(tmp_path, TRADE_STREAM_ACCOUNTS_FILE=str(tmp_path / "accounts.toml"),
+                    ALPACA_BASE_URL="http://127.0.0.1:9", ALPACA_DATA_URL=sim2.http_url,
+                    ALPACA_DATA_STREAM_URL=f"{sim2.ws_url}/v2/iex")
+    daemon = Proc([str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path)],
+                  cwd=tmp_path, env=env)
+    try:
+        port = await asyncio.to_thread(daemon.port)  # the simulator's loop runs meanwhile
+        status, clock = await asyncio.to_thread(http_get, port, "/api/clock")
+        assert status == 200 and isinstance(clock.get("is_open"), bool), (status, clock)
+    finally:
+        daemon.kill()
+
+
+@pytest.fixture
+def user_cli(tmp_path, monkeypatch, capsys):
+    """`trade-stream user …` in this process, with an env file naming the users and accounts files: (run, users)
+    where run(*args) is (exit code, stderr)."""
+    from trade_stream.cli import main
+
+    for name in [n for n in os.environ if n.startswith(("TRADE_STREAM_", "ALPACA_"))]:
+        monkeypatch.delenv(name)
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOT_SET_ANYWHERE"\n'
+                        '[[account]]\nname = "live"\nkey_id = "K2"\nsecret_env = "NOT_SET_EITHER"\n')
+    users = tmp_path / "users.toml"
+    env_file = tmp_path / "tools.env"
+    env_file.write_text(f"TRADE_STREAM_USERS_FILE={users}\nTRADE_STREAM_ACCOUNTS_FILE={accounts}\n")
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([a.replace("ENV", str(env_file)) for a in args])
+        return code, capsys.readouterr().err
+
+    return run, users
+
+
+def test_user_add_refuses_an_account_the_accounts_file_lacks_and_writes_nothing(user_cli, tmp_path):
+    run, users = user_cli
+    code, err = run("user", "--env-file", "ENV", "add", "eve", "--accounts", "paper,nosuch")
+    assert code == 2 and not users.exists()
+    assert err.strip() == (f"trade-stream user: user 'eve' names account 'nosuch', which this relay does not have "
+                           f"(accounts: live, paper); checked against the accounts file {tmp_path / 'accounts.toml'}; "
+                           "nothing written")
+
+
+def test_user_takes_env_file_before_or_after_the_subcommand_and_names_a_duplicate(user_cli):
+    run, users = user_cli
+    assert run("user", "add", "eve", "--accounts", "paper", "--env-file", "ENV") == (0, "")
+    assert run("user", "--env-file", "ENV", "add", "ann", "--accounts", "live") == (0, "")
+    assert run("--env-file", "ENV", "user", "list") == (0, "")
+    assert run("user", "remove", "ann", "--env-file", "ENV") == (0, "")
+    before = users.read_text()
+    code, err = run("user", "add", "eve", "--accounts", "live", "--env-file", "ENV")
+    assert code == 2 and users.read_text() == before
+    assert err.strip() == (f"trade-stream user: user 'eve' already exists in {users}; use `trade-stream user "
+                           "remove eve` first to give it a new token")
 
 
 # --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------

@@ -118,6 +118,21 @@ def test_broker_smoke(tmp_path):
     assert processes_mentioning(str(tmp_path)) == []
 
 
+@pytest.mark.timeout(60)
+def test_outbox_smoke():
+    """`trade-stream bench outbox`, small: the head query, before and after, and the sizes per row."""
+    proc = subprocess.run([*BENCH, "outbox", "--pending", "1000,4000", "--calls", "5", "--compare", "--json"],
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    small, large = out["runs"]
+    assert (small["pending"], large["pending"]) == (1000, 4000)
+    assert large["heads"]["vm_steps"] < 1.5 * small["heads"]["vm_steps"]  # flat in the backlog
+    assert large["before"]["vm_steps"] > 2 * small["before"]["vm_steps"]  # the old query was not
+    assert 300 < small["bytes_per_delivery"] < 2000 and 200 < out["bytes_per_notification"] < 1000
+
+
+@pytest.mark.timeout(60)
 def test_bench_auth_counts_one_hash_per_check_with_token_ids_and_one_per_user_without():
     proc = subprocess.run([*BENCH, "auth", "--users", "1,20", "--checks", "30", "--json"], capture_output=True,
                           text=True, timeout=100)

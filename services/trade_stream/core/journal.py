@@ -63,6 +63,15 @@ def dedupe_key(data: dict[str, Any]) -> str:
     return f"o:{order.get('id')}:{data.get('event')}:{data.get('timestamp') or order.get('updated_at')}"
 
 
+def state_key(data: dict[str, Any]) -> str | None:
+    """The event and the order state it reports (status, filled quantity): the same for a live event and for
+    the one REST reconciliation derives for it, whatever their other keys (None without an order id)."""
+    order = data.get("order") or {}
+    if not order.get("id"):
+        return None
+    return f"s:{order['id']}:{data.get('event')}:{order.get('status')}:{order.get('filled_qty')}"
+
+
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     """An SQLite file for state that must survive a crash (the order journal, the broker journal, notifications,
     the webhook outbox): WAL, ``synchronous=FULL`` (what a client was told survives power loss), the schema
@@ -89,6 +98,17 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def durable_size(path: Path) -> int:
+    """Bytes on disk of a file opened by ``open_durable``: the database and its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += part.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 class Journal:

@@ -406,35 +406,44 @@ def main(argv: list[str]) -> int:
 
     from trade_stream import config
 
-    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.")
-    parser.add_argument("--users-file", help="the users file (default TRADE_STREAM_USERS_FILE from the "
-                        "environment or .env)")
-    parser.add_argument("--env-file", metavar="PATH")
+    def fail(message: str, code: int = 2) -> int:
+        print(f"trade-stream user: {message}", file=sys.stderr)
+        return code
+
+    # The files may be named before or after add/list/remove: each subparser takes them too, with SUPPRESS as its
+    # default so that a flag given before the subcommand is not overwritten by the subparser's own default.
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("--users-file", default=argparse.SUPPRESS,
+                       help="the users file (default TRADE_STREAM_USERS_FILE from the environment or .env)")
+    files.add_argument("--accounts-file", default=argparse.SUPPRESS,
+                       help="the accounts file the names in --accounts are checked against (default "
+                            "TRADE_STREAM_ACCOUNTS_FILE; unset: the one account, default)")
+    files.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS,
+                       help=".env file to read (default .env in the working directory, then the repo root)")
+    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.",
+                                     parents=[files])
     sub = parser.add_subparsers(dest="command", required=True)
-    add = sub.add_parser("add", help="add a user; prints its token once")
+    add = sub.add_parser("add", help="add a user; prints its token once", parents=[files])
     add.add_argument("name")
     add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
-    sub.add_parser("list", help="users and their accounts (never tokens)")
-    remove = sub.add_parser("remove", help="remove a user (its token stops working)")
+    sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
+    remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
     args = parser.parse_args(argv)
     try:
-        env_file = config.find_env_file(args.env_file, Path.cwd())
+        env_file = config.find_env_file(getattr(args, "env_file", None), Path.cwd())
     except config.ConfigError as exc:
-        print(f"trade-stream: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     merged = {**(dotenv_values(env_file) if env_file else {}), **os.environ}
-    path = args.users_file or merged.get("TRADE_STREAM_USERS_FILE") or ""
+    path = getattr(args, "users_file", None) or merged.get("TRADE_STREAM_USERS_FILE") or ""
     if not path:
-        print("trade-stream: TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or "
-              "pass --users-file", file=sys.stderr)
-        return 2
+        return fail("TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or pass "
+                    "--users-file")
     try:
         users = list(load_users(path))
     except ValueError as exc:
-        print(f"trade-stream: TRADE_STREAM_USERS_FILE={path}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"TRADE_STREAM_USERS_FILE={path}: {exc}")
     if args.command == "list":
         for u in users:
             print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
@@ -442,17 +451,40 @@ def main(argv: list[str]) -> int:
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
         if len(left) == len(users):
-            print(f"trade-stream: no user {args.name!r} in {path}", file=sys.stderr)
-            return 1
+            return fail(f"no user {args.name!r} in {path}", 1)
         write_users(path, left)
         print(f"removed {args.name}")
         return 0
-    accounts = tuple(a.strip() for a in args.accounts.split(",") if a.strip())
-    if not NAME_RE.fullmatch(args.name) or any(u.name == args.name for u in users) or not accounts:
-        print(f"trade-stream: {args.name!r} is taken or not a valid name (1-64 of A-Z a-z 0-9 . _ @ -), or "
-              "--accounts is empty", file=sys.stderr)
-        return 2
+    accounts = tuple(dict.fromkeys(a.strip() for a in args.accounts.split(",") if a.strip()))
+    if not NAME_RE.fullmatch(args.name):
+        return fail(f"{args.name!r} is not a valid user name: 1-64 of A-Z a-z 0-9 . _ @ -")
+    if any(u.name == args.name for u in users):
+        return fail(f"user {args.name!r} already exists in {path}; use `trade-stream user remove {args.name}` "
+                    "first to give it a new token")
+    if not accounts:
+        return fail("--accounts is empty: give a comma list of account names, or * for all")
+    accounts_file = getattr(args, "accounts_file", None) or merged.get("TRADE_STREAM_ACCOUNTS_FILE") or ""
+    try:
+        known = account_names(accounts_file)
+    except ValueError as exc:
+        return fail(f"TRADE_STREAM_ACCOUNTS_FILE={accounts_file}: {exc}; nothing written")
+    try:
+        check_accounts([UserRecord(args.name, "", accounts)], known, broker=bool(merged.get("ALPACA_BROKER_API_KEY")))
+    except ValueError as exc:
+        where = f"the accounts file {accounts_file}" if accounts_file else "the one account (no accounts file)"
+        return fail(f"{exc}; checked against {where}; nothing written")
     token_id, token = new_token()
     write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
+
+
+def account_names(accounts_file: str) -> list[str]:
+    """The account names a user may be given: the accounts file's (only the names are read, so no account's secret
+    need be at hand), else the one account, ``default``; ValueError when the file cannot be read."""
+    from trade_stream.core.account_specs import DEFAULT_ACCOUNT
+
+    if not accounts_file:
+        return [DEFAULT_ACCOUNT]
+    tables = read_tables(accounts_file, "account", required=True)
+    return [t["name"] for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)]
