@@ -117,7 +117,8 @@ class App:
         }
         self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
                                             cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
-                                            broker=bool(cfg.broker_api_key))
+                                            broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
+                                            jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
         self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
                                              for spec in cfg.account_specs()}, identity)
         if cfg.broker_api_key:

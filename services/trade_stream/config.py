@@ -109,6 +109,9 @@ class Config:
     users_file: str = ""
     jwt_secret: str = ""
     jwt_public_key: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
     redis_url: str = ""
     node_id: str = ""
@@ -397,6 +400,15 @@ SETTINGS: tuple[Setting, ...] = (
             "HS256 secret for JWTs minted by your web app (claims sub, accounts, exp); default none", True),
     Setting("jwt_public_key", "TRADE_STREAM_JWT_PUBLIC_KEY", "--jwt-public-key", _readable_file,
             "PEM public key file for RS256/ES256 JWTs (claims sub, accounts, exp); default none"),
+    Setting("jwt_audience", "TRADE_STREAM_JWT_AUDIENCE", "--jwt-audience", _text,
+            "the aud every JWT must name (a token with another or no aud is refused); default none: a token "
+            "with any aud is refused"),
+    Setting("jwt_issuer", "TRADE_STREAM_JWT_ISSUER", "--jwt-issuer", _text,
+            "the iss every JWT must carry (a token with another or no iss is refused); default none: iss is not "
+            "checked"),
+    Setting("jwt_max_lifetime", "TRADE_STREAM_JWT_MAX_LIFETIME", "--jwt-max-lifetime",
+            _int_range(0, 366 * 86400), "seconds a JWT's exp may lie in the future; a token that lives longer is "
+            "refused; 0 = no limit (default 86400, one day)"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
     Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,

@@ -200,6 +200,35 @@ async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
         assert word in reply["message"], (word, reply["message"])
 
 
+async def test_jwt_exp_must_be_a_number_within_the_maximum_lifetime(app2):
+    now = int(time.time())
+    claims = {"sub": "dave", "accounts": ["live"]}
+    for exp, word in ((str(now + 60), "exp must be a JSON number"), (10**30, "TRADE_STREAM_JWT_MAX_LIFETIME"),
+                      (now + 86400 + 120, "TRADE_STREAM_JWT_MAX_LIFETIME")):
+        reply = await ws_auth(app2, mint({**claims, "exp": exp}))
+        assert reply["type"] == "error" and reply["code"] == "unauthorized", exp
+        assert word in reply["message"], (exp, reply["message"])
+    assert (await ws_auth(app2, mint({**claims, "exp": now + 86400 - 120})))["type"] == "authenticated"
+    assert (await ws_auth(app2, mint({**claims, "exp": now + 60.5})))["type"] == "authenticated"
+
+
+async def test_jwt_audience_and_issuer_are_checked_when_set(sim2, tmp_path):
+    cfg = relay_config(sim2, tmp_path / "state", accounts=accounts_file(sim2, tmp_path), jwt_secret=JWT_SECRET,
+                       jwt_audience="trade-ui", jwt_issuer="https://app.example", jwt_max_lifetime=0,
+                       api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1], timings=FAST)
+    base = {"sub": "dave", "accounts": ["live"], "exp": int(time.time()) + 10**6}  # no lifetime limit here
+    async with running(cfg) as app:
+        good = {**base, "aud": "trade-ui", "iss": "https://app.example"}
+        assert (await ws_auth(app, mint(good)))["type"] == "authenticated"
+        assert (await ws_auth(app, mint({**good, "aud": ["other", "trade-ui"]})))["type"] == "authenticated"
+        for claims, word in (({**good, "aud": "other"}, "aud is not 'trade-ui'"),
+                             ({**base, "iss": "https://app.example"}, "'aud'"),
+                             ({**good, "iss": "https://evil.example"}, "iss is not 'https://app.example'"),
+                             ({**base, "aud": "trade-ui"}, "'iss'")):
+            reply = await ws_auth(app, mint(claims))
+            assert reply["type"] == "error" and word in reply["message"], (claims, reply["message"])
+
+
 async def test_jwt_expiry_ends_the_stream_and_a_refresh_keeps_it_without_a_gap(sim2, app2):
     now = time.time()
     async with Browser.connect(app2.port) as c:

@@ -282,6 +282,34 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
             await cm.__aexit__(None, None, None)
 
 
+async def test_a_journal_deleted_under_the_running_daemon_is_replaced_and_plain_ids_past_it_reset(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path)
+    async with running(cfg) as app:
+        await wait_until(lambda: app.trading.connected)
+        for _ in range(10):
+            sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.stats.order_events == 10)
+        old_epoch = app.orders.epoch
+        cm, live = await orders_client(app.port)
+        try:
+            for path in tmp_path.glob("orders.sqlite3*"):
+                path.unlink()
+            for _ in range(3):
+                sim.submit_order("MSFT", "buy", 1)
+            await wait_until(lambda: app.orders.epoch not in (None, old_epoch), what="a new journal")
+            assert "recreated" in (await live.expect("orders_reset"))["message"]  # live clients are told
+            await wait_until(lambda: len(app.orders.journal.since(0)) == 3, what="the 3 events in the new journal")
+            for since in ("5", f"{old_epoch}-5"):  # a plain id past the new journal's last id resets too
+                _, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={since}", TOKEN)
+                assert body["reset"] is True and body["epoch"] == app.orders.epoch, (since, body)
+                assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"] * 3
+        finally:
+            await cm.__aexit__(None, None, None)
+    async with running(cfg) as app:  # the events went to the file on disk, not to the unlinked one
+        _, body = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0", TOKEN)
+        assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"] * 3 and body["epoch"] != old_epoch
+
+
 @pytest.mark.timeout(60)
 async def test_a_long_replay_is_paced_by_the_client_and_live_events_follow_it(sim, tmp_path):
     count = 20_000  # about 20 MB: far past the client's buffer cap if written at once

@@ -29,7 +29,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                        "sizes as a backlog grows.\n\n"
                                        "Scenarios (defaults are the issue's target sizes):\n" + "\n".join(
                                     f"  {k:9s} {scenarios.DESCRIPTIONS[k]} (default N={d.clients}, R={d.rate:g}, "
-                                    f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items()))
+                                    f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items())
+                                + "\n\ntrade-stream bench auth --help: the cost of one credential check with 1 and "
+                                  "10,000 users")
     p.add_argument("--scenario", choices=sorted(scenarios.DEFAULTS), default="hot")
     p.add_argument("--clients", type=int, help="N: client connections (stall: besides the staller)")
     p.add_argument("--rate", type=float, help="R: msg/s (per symbol for hot/stall, total upstream otherwise)")
@@ -139,6 +141,10 @@ def broker_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["auth"]:  # the cost of one credential check, in process: nothing to fan out
+        from trade_stream.bench import auth
+
+        return auth.main(argv[1:])
     if argv[:1] == ["outbox"]:  # a sub-command of its own: no relay, no clients, one SQLite file
         from trade_stream.bench import outbox
 

@@ -88,6 +88,18 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+class JournalReplaced(OSError):
+    """The journal's file was deleted or replaced while open: writing on would go to a file nobody will read."""
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def durable_size(path: Path) -> int:
     """Bytes on disk of a file opened by ``open_durable``: the database and its write-ahead log."""
     total = 0
@@ -111,9 +123,16 @@ class Journal:
         self.db = open_durable(path, SCHEMA)
         try:
             self.epoch = self.get_meta(EPOCH_KEY) or self._new_epoch()
+            self._file = _file_id(path)
         except BaseException:
             self.db.close()
             raise
+
+    def check(self) -> None:
+        """Raise ``JournalReplaced`` when the path no longer names the open file (deleted, or another put in its
+        place): SQLite would go on writing to the unlinked file, and its ids would be mistaken for the new one's."""
+        if _file_id(self.path) != self._file:
+            raise JournalReplaced(f"{self.path} was deleted or replaced while open")
 
     def _new_epoch(self) -> str:
         """A journal from before epochs keeps its ids: plain integer ids from its clients stay valid."""
@@ -196,6 +215,9 @@ class Journal:
 
 def fault_message(path: Path, exc: BaseException) -> str:
     """One line for the operator: which file, what is wrong, what to do."""
+    if isinstance(exc, JournalReplaced):
+        return (f"order journal {path} was deleted or replaced while the daemon ran: a new journal is opened at "
+                "that path, clients get a reset and missed events come back by REST reconciliation")
     text = str(exc) or type(exc).__name__
     low = text.lower()
     if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in low or "malformed" in low):

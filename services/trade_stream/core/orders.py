@@ -42,8 +42,7 @@ from trade_stream.upstream.rest import AlpacaRest
 
 log = logging.getLogger("trade_stream.core.orders")
 
-EVENT_FIELDS = ("event", "order", "timestamp", "execution_id", "price", "qty", "position_qty", "position_qtys",
-                "at", "event_id", "legs")
+CONVENIENCES = ("order_id", "symbol", "side", "status")  # the relay's, copied from the order; not Alpaca's
 STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill", "canceled": "canceled", "expired": "expired",
                 "rejected": "rejected", "replaced": "replaced", "new": "new", "accepted": "accepted",
                 "done_for_day": "done_for_day", "pending_new": "pending_new", "pending_cancel": "pending_cancel"}
@@ -76,8 +75,9 @@ class AuthThrottled(ClientError):
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
-    """Only Alpaca's documented event fields (so nothing internal leaks), plus a few conveniences."""
-    out = {k: data[k] for k in EVENT_FIELDS if k in data}
+    """Every field of Alpaca's event, those it adds later too (SDK clients of the compatible ``/stream`` get them
+    all), plus the relay's ``CONVENIENCES`` from the order for browser clients; ``alpaca_fields`` undoes that."""
+    out = {k: v for k, v in data.items() if k not in CONVENIENCES}
     order = data.get("order") if isinstance(data.get("order"), dict) else {}
     out.update(order_id=order.get("id"), symbol=order.get("symbol"), side=order.get("side"),
                status=order.get("status"))
@@ -316,6 +316,7 @@ class Orders:
         if journal is None:
             return Resume(None, f"order journal unavailable, nothing to replay: {self.fault}" if since else None)
         try:
+            journal.check()
             last, first = journal.last_id(), journal.first_id()
         except JOURNAL_ERRORS as exc:
             self._fail(exc)
@@ -451,6 +452,7 @@ class Orders:
             self._keep(data, reconciled, dedupe)
             return None
         try:
+            self.journal.check()
             return self._write(self.journal, data, reconciled, dedupe)
         except JOURNAL_ERRORS as exc:
             self._keep(data, reconciled, dedupe)
@@ -653,6 +655,11 @@ class Orders:
             task.cancel()
         if self.journal is not None:
             self.journal.close()
+
+
+def alpaca_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A journaled event as Alpaca sent it: without the relay's conveniences."""
+    return {k: v for k, v in data.items() if k not in CONVENIENCES}
 
 
 def missed_lifecycle(order: dict[str, Any], journaled_status: str | None,

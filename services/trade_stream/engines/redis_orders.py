@@ -251,6 +251,9 @@ class RedisOrderLog:
     def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)
 
+    def check(self) -> None:
+        """Nothing to check here: a recreated shared log shows as a new epoch (``on_reset``)."""
+
     def prune(self, now: float | None = None) -> int:
         """Drop replica entries past the retention (Redis trims the stream itself on append)."""
         cutoff = (now or time.time()) - self.retention

@@ -221,6 +221,10 @@ class BrokerSim:
         self._publish("nta", {**activity, "at": nta_at, "event_id": nta_eid})
         return event
 
+    def publish_raw(self, stream: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Send an event exactly as given (a broken or hostile upstream: any ``event_id``), live and in replays."""
+        return self._publish(stream, event)
+
     def slow_once(self, dropped: int = 3) -> None:
         """On the next live events of the trades stream: skip ``dropped`` of them on every connection, then say
         ``: you are reading too slowly, dropped N messages`` (what Alpaca sends a consumer that fell behind)."""
