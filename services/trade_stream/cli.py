@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
         return tool(argv[0])(argv[1:])
+    leading = env_file_then_tool(argv)
+    if leading is not None:
+        return tool(leading[0])(leading[1])
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args)
@@ -41,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
     return run(cfg, lambda: config.load(args))
+
+
+def env_file_then_tool(argv: list[str]) -> tuple[str, list[str]] | None:
+    """``trade-stream --env-file F user add …``: the file names the settings of the whole command line, so it may
+    come before a tool's name too (the form a service's admin types); the tool gets it as its own first option."""
+    if len(argv) >= 3 and argv[0] == "--env-file" and argv[2] in SUBCOMMANDS:
+        return argv[2], ["--env-file", argv[1], *argv[3:]]
+    if len(argv) >= 2 and argv[0].startswith("--env-file=") and argv[1] in SUBCOMMANDS:
+        return argv[1], [argv[0], *argv[2:]]
+    return None
 
 
 def tool(name: str) -> Callable[[list[str]], int]:

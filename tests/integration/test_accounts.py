@@ -272,6 +272,21 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
 
 
+def test_user_cli_takes_the_env_file_before_the_tool_name(tmp_path, capsys):
+    """``trade-stream --env-file F user add NAME`` (the form the setup guide gives an admin of the service): the
+    env file names the users file, wherever --env-file stands."""
+    from trade_stream.cli import main
+
+    users = tmp_path / "users.toml"
+    env = tmp_path / "trade-stream.env"
+    env.write_text(f"TRADE_STREAM_USERS_FILE={users}\n")
+    assert main(["--env-file", str(env), "user", "add", "zoe", "--accounts", "default"]) == 0
+    assert main([f"--env-file={env}", "user", "add", "yan", "--accounts", "default"]) == 0
+    assert main(["--env-file", str(env), "user", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "zoe\taccounts=default" in listed and "yan\taccounts=default" in listed
+
+
 # --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------
 
 PRIVATE_SSE = {"/api/stream/orders": "orders", "/api/stream/positions": "positions", "/api/stream/trading": "trading"}
