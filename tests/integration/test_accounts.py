@@ -287,6 +287,28 @@ def test_user_cli_takes_the_env_file_before_the_tool_name(tmp_path, capsys):
     assert "zoe\taccounts=default" in listed and "yan\taccounts=default" in listed
 
 
+def test_user_cli_keeps_the_users_files_mode_and_group(tmp_path):
+    """The service reads the users file through its group (root:trade-stream 0640, written by root): a rewrite by
+    ``user add`` or ``remove`` keeps that mode and group, else the running service could not re-read it."""
+    import os
+    import stat
+
+    from trade_stream.cli import main
+
+    path = tmp_path / "users.toml"
+    path.write_text("# users\n")
+    gid = 4242 if os.geteuid() == 0 else os.getegid()  # root may give it any group, as install.sh does
+    os.chown(path, -1, gid)
+    path.chmod(0o640)
+    assert main(["user", "--users-file", str(path), "add", "zoe", "--accounts", "paper"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    assert main(["user", "--users-file", str(path), "remove", "zoe"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    fresh = tmp_path / "new.toml"
+    assert main(["user", "--users-file", str(fresh), "add", "zoe", "--accounts", "paper"]) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
 # --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------
 
 PRIVATE_SSE = {"/api/stream/orders": "orders", "/api/stream/positions": "positions", "/api/stream/trading": "trading"}
