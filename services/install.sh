@@ -71,8 +71,12 @@ fi
 if [ ! -e "$etc/users.toml" ]; then
     printf '%s\n' "# trade-stream users: managed with \`trade-stream user add|list|remove\`." > "$etc/users.toml"
 fi
-for f in "$etc"/*; do
-    case "$f" in *.env|*.toml|*.js|*.pub|*.pem) chown root:"$group" "$f"; chmod 0640 "$f" ;; esac
+# The files the service reads, by name; anything else here keeps its own owner and mode.
+for f in trade-stream.env users.toml accounts.toml webhooks.toml config.js jwt.pub; do
+    if [ -e "$etc/$f" ]; then
+        chown root:"$group" "$etc/$f"
+        chmod 0640 "$etc/$f"
+    fi
 done
 
 # The port: --port, else the env file's own, else the default; then written to the env file (and below to the

@@ -165,12 +165,17 @@ async def test_the_page_through_apache_shows_live_trades_and_its_history_and_clo
     await watch.finish()
 
 
+def alice(d: Deployment) -> str:
+    """The guide's ``user add alice``, once per deployment; her token (printed last)."""
+    if "alice" not in d.tokens:
+        d.tokens["alice"] = d.run_block(block(SETUP, "user-add")).strip().splitlines()[-1]
+    return d.tokens["alice"]
+
+
 async def test_a_user_added_with_the_documented_command_authenticates_through_apache_without_a_restart(deployed):
     d = deployed
     pid = d.main_pid()
-    out = d.run_block(block(SETUP, "user-add"))
-    token = out.strip().splitlines()[-1]
-    d.tokens["alice"] = token
+    token = alice(d)
     assert d.run("stat -c '%U:%G %a' /etc/trade-stream/users.toml").strip() == "root:trade-stream 640"
     assert d.through_apache("/api/notifications/trades")[0] == 401
     assert d.wait("the users file is re-read", lambda: d.through_apache("/api/notifications/trades", token)[0] == 200)
@@ -228,6 +233,8 @@ def test_the_by_hand_steps_then_the_script_again_keep_the_operators_files(deploy
     the users file are the operator's, the port stays, the page works through Apache and alice's token still
     opens her orders."""
     d = deployed
+    token = alice(d)
+    d.run("install -m 0600 /dev/null /etc/trade-stream/backup.toml")  # not one of the service's files
     env_before = d.run("cat /etc/trade-stream/trade-stream.env")
     users_before = d.run("cat /etc/trade-stream/users.toml")
     d.run_block(block(SETUP, "manual-venv"))
@@ -238,8 +245,9 @@ def test_the_by_hand_steps_then_the_script_again_keep_the_operators_files(deploy
     d.run_block(block(SETUP, "install"))
     assert d.run("cat /etc/trade-stream/trade-stream.env") == env_before
     assert d.run("cat /etc/trade-stream/users.toml") == users_before
+    assert d.run("stat -c '%U:%G %a' /etc/trade-stream/backup.toml").strip() == "root:root 600"
     d.wait("the restarted daemon answers through Apache", lambda: d.through_apache("/healthz")[0] == 200)
-    assert d.through_apache("/api/notifications/trades", d.tokens["alice"])[0] == 200
+    assert d.through_apache("/api/notifications/trades", token)[0] == 200
 
 
 def test_two_cluster_nodes_on_the_containers_redis(deployed):
