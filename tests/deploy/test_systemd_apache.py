@@ -277,3 +277,21 @@ def test_the_guide_quotes_the_unit_files_and_the_apache_conf_as_they_are():
                            ("apache-conf", "services/apache-trade-stream.conf")):
         assert quoted.get(block_id) == (REPO_ROOT / path).read_text(), f"{SETUP} <!-- test: {block_id} --> != {path}"
 
+
+
+async def test_the_cluster_behind_apaches_balancer(deployed):
+    """Section 10's balancer conf over the two nodes (the guide's machines are this container's two ports):
+    requests reach both nodes, and the WebSocket through it authenticates alice."""
+    d = deployed
+    conf = next(b.text for b in blocks(SETUP) if b.id == "cluster-apache-conf")
+    for guide, node in (("10.0.0.11:8801", 8801), ("10.0.0.12:8801", 8802)):
+        assert guide in conf
+        conf = conf.replace(guide, f"127.0.0.1:{d.ports[node]}")
+    d.run(f"cat > /etc/apache2/conf-available/trade-stream-cluster.conf <<'EOF'\n{conf}EOF")
+    d.run_block(block(SETUP, "cluster-apache"))
+    served_by = {d.through_apache("/api/stream/status")[1]["cluster"]["node_id"] for _ in range(6)}
+    assert len(served_by) == 2, served_by
+    token = alice(d)
+    async with Browser.connect(d.apache, "/trade-stream/") as ws:
+        await ws.send({"action": "auth", "token": token})
+        await ws.expect("authenticated", timeout=10)
