@@ -14,8 +14,10 @@ free port before boot (the conf is path-based, so it must work on whatever port 
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.helpers import free_port
 from tests.support import nspawn
 from tests.support.docs import REPO_ROOT, block, blocks
 from tests.support.relay import Browser, http_get
@@ -42,10 +43,22 @@ COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info
 
 
 def _free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
+    """``n`` ports free now, below the kernel's ephemeral range: a port-0 bind anywhere on the machine (the demo
+    daemons' own simulators, other tests) cannot take one of them before its service starts."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 8000), low))
+    random.shuffle(candidates)
+    ports = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise AssertionError(f"no {n} free ports below {low}")
 
 
 class Deployment:
