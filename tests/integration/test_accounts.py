@@ -370,6 +370,43 @@ def test_user_takes_env_file_before_or_after_the_subcommand_and_names_a_duplicat
                            "remove eve` first to give it a new token")
 
 
+def test_user_cli_takes_the_env_file_before_the_tool_name(tmp_path, capsys):
+    """``trade-stream --env-file F user add NAME`` (the form the setup guide gives an admin of the service): the
+    env file names the users file, wherever --env-file stands."""
+    from trade_stream.cli import main
+
+    users = tmp_path / "users.toml"
+    env = tmp_path / "trade-stream.env"
+    env.write_text(f"TRADE_STREAM_USERS_FILE={users}\n")
+    assert main(["--env-file", str(env), "user", "add", "zoe", "--accounts", "default"]) == 0
+    assert main([f"--env-file={env}", "user", "add", "yan", "--accounts", "default"]) == 0
+    assert main(["--env-file", str(env), "user", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "zoe\taccounts=default" in listed and "yan\taccounts=default" in listed
+
+
+def test_user_cli_keeps_the_users_files_mode_and_group(tmp_path):
+    """The service reads the users file through its group (root:trade-stream 0640, written by root): a rewrite by
+    ``user add`` or ``remove`` keeps that mode and group, else the running service could not re-read it."""
+    import os
+    import stat
+
+    from trade_stream.cli import main
+
+    path = tmp_path / "users.toml"
+    path.write_text("# users\n")
+    gid = 4242 if os.geteuid() == 0 else os.getegid()  # root may give it any group, as install.sh does
+    os.chown(path, -1, gid)
+    path.chmod(0o640)
+    assert main(["user", "--users-file", str(path), "add", "zoe", "--accounts", "default"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    assert main(["user", "--users-file", str(path), "remove", "zoe"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    fresh = tmp_path / "new.toml"
+    assert main(["user", "--users-file", str(fresh), "add", "zoe", "--accounts", "default"]) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
 # --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------
 
 PRIVATE_SSE = {"/api/stream/orders": "orders", "/api/stream/positions": "positions", "/api/stream/trading": "trading"}

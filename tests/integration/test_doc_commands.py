@@ -180,3 +180,31 @@ def test_the_operations_commands(tmp_path, procs):  # noqa: F811
         else:
             assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
     assert {"--help", "check", "simulate", "bench"} <= seen
+
+
+@pytest.mark.timeout(60)
+def test_the_guides_users_and_accounts_commands(tmp_path):
+    """§7: the accounts file as the guide shows it, the env-file lines it names, then its three commands (the
+    env file's path is the test's own); each user's token is printed once and the list names both users."""
+    from tests.support.docs import blocks
+
+    accounts_toml = next(b.text for b in blocks(SETUP) if b.lang == "toml" and 'name = "paper"' in b.text)
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(accounts_toml)
+    users = tmp_path / "users.toml"
+    env_file = tmp_path / "trade-stream.env"
+    env_file.write_text(f"TRADE_STREAM_ACCOUNTS_FILE={accounts}\nTRADE_STREAM_USERS_FILE={users}\n"
+                        "PAPER_SECRET=ps\nLIVE_SECRET=ls\n")
+    outputs = []
+    for command in commands(block(SETUP, "users-accounts")):
+        assert "/etc/trade-stream/trade-stream.env" in command
+        words = argv(command.replace("/etc/trade-stream/trade-stream.env", str(env_file)))
+        result = run(words, cwd=tmp_path, env=clean_env(tmp_path), timeout=30)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        outputs.append(result.stdout)
+    assert outputs[0].strip().splitlines()[-1].startswith("tsu_") and "alice" in outputs[0]
+    assert "bob" in outputs[1]
+    listed = dict(line.split("\t", 1) for line in outputs[2].strip().splitlines())
+    assert listed["alice"] == "accounts=paper\tadmin=no"
+    assert set(listed["bob"].split("\t")[0].removeprefix("accounts=").split(",")) == {"paper", "live"}
+    assert "admin=yes" in listed["bob"]

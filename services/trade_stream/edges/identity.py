@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -167,7 +168,11 @@ def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker:
 
 
 def write_users(path: str, users: Iterable[UserRecord]) -> None:
-    """Rewrite the users file (0600): it holds only hashes, but who may see what is nobody else's business."""
+    """Rewrite the users file atomically (a reader sees the old file or the new one, never half of one).
+
+    A new file is 0600: it holds only hashes, but who may see what is nobody else's business. An existing file
+    keeps its mode and group: root edits a file that the service reads through its group (root:trade-stream
+    0640), and the service must still read it after the edit."""
     lines = ["# trade-stream users: managed with `trade-stream user add|list|remove`. Tokens are stored as salted",
              "# hashes only: a lost token cannot be recovered, remove the user and add it again.", ""]
     for u in users:
@@ -180,6 +185,14 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
     tmp = target.with_name(target.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        try:
+            old = os.stat(target)
+        except FileNotFoundError:
+            old = None
+        if old is not None:
+            if old.st_gid != os.fstat(f.fileno()).st_gid:
+                os.fchown(f.fileno(), -1, old.st_gid)
+            os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
         f.write("\n".join(lines))
     os.replace(tmp, target)
 
