@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from trade_stream.simulator import calendar
 from trade_stream.simulator.calendar import NEW_YORK
 
 
@@ -22,3 +23,10 @@ OVERNIGHT = ny(2026, 11, 25, 2, 0)  # Wednesday night-time
 HOLIDAY = ny(2026, 11, 26, 11, 0)  # Thanksgiving Day: closed
 EARLY_CLOSE_AFTER = ny(2026, 11, 27, 14, 0)  # Black Friday: the session closed at 13:00
 WEEKEND = ny(2026, 11, 28, 12, 0)  # Saturday
+
+
+def recent(hour: int, minute: int = 0) -> datetime:
+    """``hour:minute`` New York time on the latest trading day before today: a pinned hour (before the open, after
+    the close) that is also recent, as the daemon's bars REST looks back a week at most from the real time."""
+    day = calendar.previous_session(datetime.now(NEW_YORK).date()).day
+    return ny(day.year, day.month, day.day, hour, minute)
