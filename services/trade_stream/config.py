@@ -15,7 +15,6 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -233,15 +232,10 @@ def _broker_streams(raw: str) -> tuple[str, ...]:
 
 
 def _demo_session(raw: str) -> str:
-    value = raw.strip()
-    if value.lower() in ("live", "open"):
-        return value.lower()
-    try:
-        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
-        raise ValueError("must be live, open, or an RFC 3339 time with its offset such as 2026-12-05T07:00:00-05:00")
+    from trade_stream.simulator.clock import Clock  # the simulator's own rule; imported only when the setting is given
+
+    value = raw.strip().lower() if raw.strip().lower() in ("live", "open") else raw.strip()
+    Clock.for_session(value)
     return value
 
 

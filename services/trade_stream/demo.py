@@ -23,7 +23,6 @@ import logging
 import random
 import secrets
 import time
-from datetime import datetime
 from decimal import Decimal
 
 import jwt
@@ -43,18 +42,8 @@ BROKER_KEY, BROKER_SECRET = "DEMO_BROKER_KEY", "DEMO_BROKER_SECRET"
 CUSTOMERS = ("alice", "bob", "carol")  # one Broker account each
 
 
-def demo_clock(session: str) -> Clock:
-    """The simulated market's clock for ``--demo-session``: the wall clock (``live``: real US market hours, so
-    at night only crypto trades), a regular session at any hour (``open``), or running from an RFC 3339 time."""
-    if session == "live":
-        return Clock()
-    if session == "open":
-        return Clock.in_session()
-    return Clock.starting_at(datetime.fromisoformat(session.replace("Z", "+00:00")))
-
-
 async def start(cfg: Config) -> tuple[Simulator, Config]:
-    clock = demo_clock(cfg.demo_session)
+    clock = Clock.for_session(cfg.demo_session)
     sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, intraday_history=True,
                               clock=clock, universe=KNOWN_SYMBOLS))
     await sim.start()

@@ -571,6 +571,12 @@ def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
     assert bad.returncode == 2
     assert "TRADE_STREAM_PORT" in assert_one_line(bad.stderr)
 
+    for args, words in ((["--demo", "--demo-session", "tonight"], "must be live, open, or an RFC 3339 time"),
+                        (["--demo-session", "open"], "use it with --demo")):
+        session = run([str(TS), *args, "--env-file", env_file], cwd=tmp_path, env=clean_env(tmp_path))
+        assert session.returncode == 2 and "--demo-session" in session.stderr
+        assert words in assert_one_line(session.stderr)
+
     helped = run([str(TS), "--help"], cwd=tmp_path, env=clean_env(tmp_path))
     assert helped.returncode == 0
     for setting in config.SETTINGS:

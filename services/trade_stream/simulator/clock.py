@@ -45,6 +45,23 @@ class Clock:
         day = last.day
         return cls.starting_at(datetime(day.year, day.month, day.day, 10, 30, tzinfo=NEW_YORK))
 
+    @classmethod
+    def for_session(cls, session: str) -> Clock:
+        """``live``: the wall clock (real US market hours); ``open``: a regular session at any hour
+        (``in_session``); else an RFC 3339 time with its offset, the clock running from it. ValueError otherwise."""
+        if session == "live":
+            return cls()
+        if session == "open":
+            return cls.in_session()
+        try:
+            instant = datetime.fromisoformat(session.replace("Z", "+00:00"))
+        except ValueError:
+            instant = None
+        if instant is None or instant.tzinfo is None:
+            raise ValueError("must be live, open, or an RFC 3339 time with its offset such as "
+                             "2026-12-05T07:00:00-05:00")
+        return cls.starting_at(instant)
+
     def __call__(self) -> int:
         return self.frozen_ns if self.frozen_ns is not None else time.time_ns() + self.offset_ns
 
