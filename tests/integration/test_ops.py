@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from trade_stream import config
-from trade_stream.simulator import SimConfig, Simulator
+from trade_stream.simulator import Clock, SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -440,7 +440,9 @@ def simulator() -> Iterator[Simulator]:
 
     async def serve() -> None:
         holder["loop"], holder["stop"] = asyncio.get_running_loop(), asyncio.Event()
-        async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET})) as sim:
+        config = SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET},
+                           clock=Clock.in_session())  # AAPL trades at any real hour
+        async with Simulator(config) as sim:
             holder["sim"] = sim
             ready.set()
             await holder["stop"].wait()

@@ -1,8 +1,9 @@
 """The simulator's idea of the time: the wall clock, or the wall clock shifted (or stopped) at a chosen instant.
 
-Everything in the simulator that depends on the time of day reads this one clock: trade and bar timestamps, the
-minute and daily bar windows, the synthesized day, the market phase that decides what the stock feeds send, and
-Alpaca's ``/v2/clock``. A test pins it to the hour it is about (before the open, a holiday) and passes at any real
+Everything in the simulated market reads this one clock: trade and bar timestamps, the minute and daily bar
+windows, the synthesized day, the market phase that decides what the stock feeds send, and Alpaca's ``/v2/clock``
+and ``/v2/calendar``. The trading side (orders, fills) keeps the wall clock, as Alpaca's does, because clients
+reconcile orders by their own clock. A test pins it to the hour it is about (before the open, a holiday) and passes at any real
 hour; the demo shifts it into a regular session to show a live market at night.
 """
 

@@ -97,14 +97,13 @@ class OrderBook:
     """Orders, fills and positions of every simulated account."""
 
     def __init__(self, keys: list[str], price_of: Callable[[str], float], seed: int | None = None,
-                 starting_cash: float = 100_000.0, clock: Callable[[], int] = time.time_ns) -> None:
-        self.clock = clock  # the simulator's clock (clock.py): orders are stamped in the market's time
+                 starting_cash: float = 100_000.0) -> None:
         self._rng = random.Random(seed)
         self._ulids = Ulids(self._rng)
         self._price_of = price_of
         self._owner: dict[str, Account] = {}
         self.accounts: dict[str, Account] = {}
-        now = format_ts(self.clock())
+        now = format_ts(time.time_ns())
         for i, key in enumerate(keys):
             self.accounts[key] = Account(key, self._uuid(), f"PA{31415926 + i:010d}", dec(starting_cash), now)
 
@@ -144,7 +143,7 @@ class OrderBook:
             raise ValueError("limit_price is required for limit orders")
         if type in ("stop", "stop_limit") and stop_price is None:
             raise ValueError("stop_price is required for stop orders")
-        now = format_ts(self.clock())
+        now = format_ts(time.time_ns())
         held = acct.positions.get(symbol)
         held_qty = held.qty if held else ZERO
         intent = ("buy_to_close" if held_qty < 0 else "buy_to_open") if side == "buy" else (
@@ -182,7 +181,7 @@ class OrderBook:
         prev_avg = dec(order["filled_avg_price"] or 0)
         new_filled = filled + fill_qty
         avg = (prev_avg * filled + fill_px * fill_qty) / new_filled
-        now = format_ts(self.clock())
+        now = format_ts(time.time_ns())
         complete = new_filled == total
         order.update(filled_qty=dstr(new_filled), filled_avg_price=dstr(avg.quantize(Decimal("1e-9"))),
                      status="filled" if complete else "partially_filled", updated_at=now)
@@ -202,7 +201,7 @@ class OrderBook:
     def cancel(self, order_id: str) -> tuple[dict, list[Event]]:
         order = self.order(order_id)
         if order["status"] in OPEN_STATUSES:
-            order["cancel_requested_at"] = format_ts(self.clock())
+            order["cancel_requested_at"] = format_ts(time.time_ns())
         return self._close(order_id, "canceled", "canceled", "canceled_at")
 
     def expire(self, order_id: str) -> tuple[dict, list[Event]]:
@@ -232,14 +231,14 @@ class OrderBook:
     def event(self, order_id: str, event: str, **extra: object) -> tuple[dict, list[Event]]:
         """An arbitrary event (``pending_new``, ``done_for_day``, ``restated``, anything) on an order as it is."""
         order = self.order(order_id)
-        return order, [{**self._event(event, order, format_ts(self.clock())), **extra}]
+        return order, [{**self._event(event, order, format_ts(time.time_ns())), **extra}]
 
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _event(self, event: str, order: dict, now: str, **extra: object) -> Event:
         """An event as Alpaca sends it: ``at`` (when recorded) and a ULID ``event_id`` besides the classic
         fields (Alpaca's 2025 examples; the Go SDK's TradeUpdate has ``At time.Time`` and ``EventID string``)."""
-        at = self.clock()
+        at = time.time_ns()
         return {"event": event, "timestamp": now, "order": dict(order), **extra, "at": format_ts(at),
                 "event_id": self._ulids.next(at)}
 
@@ -256,7 +255,7 @@ class OrderBook:
     def _close(self, order_id: str, status: str, event: str, stamp: str) -> tuple[dict, list[Event]]:
         order = self.order(order_id)
         self._require_open(order)
-        now = format_ts(self.clock())
+        now = format_ts(time.time_ns())
         order.update({"status": status, stamp: now, "updated_at": now})
         return order, [self._event(event, order, now)]
 

@@ -87,8 +87,9 @@ class Simulator:
         self.clock = self.config.clock or Clock()
         self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history,
                              self.clock, self.config.universe)
+        # The trading side keeps the wall clock, as Alpaca's does: clients reconcile orders by their own clock.
         self.book = OrderBook(list(self.config.accounts), self.market.price, self.config.seed,
-                              self.config.starting_cash, self.clock)
+                              self.config.starting_cash)
         self.rate_per_symbol = self.config.rate_per_symbol
         self.received: list[Received] = []
         #: Paths (with query) of the Alpaca REST requests served, newest last: which endpoint a client used.
