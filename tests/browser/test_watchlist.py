@@ -455,14 +455,15 @@ async def test_demo_watchlist_fits_its_box_at_1280_with_crypto_prices(browser, t
 @pytest.mark.timeout(60)
 async def test_demo_row_day_volume_agrees_with_the_minute_bars(browser, tmp_path):
     """A row's day volume is the day's (the snapshot's daily bar, then live trades), not only the trades seen since
-    the page subscribed: for the crypto pairs it is at least today's minute bars from /api/bars."""
+    the page subscribed: for the crypto pairs and a stock it is at least today's minute bars from /api/bars (the
+    live trades continue the synthesized day; they never restart it)."""
 
     from tests.browser.helpers import EASTERN
     async with running(demo_config(tmp_path)) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
         midnight = app.simulator.clock.now().astimezone(EASTERN).replace(hour=0, minute=0, second=0, microsecond=0)
-        for symbol in ("BTC/USD", "ETH/USD"):
+        for symbol in ("BTC/USD", "ETH/USD", "AAPL"):
             bars = await page.evaluate("""async ([symbol, start]) => {
               const r = await fetch(`/api/bars?symbol=${encodeURIComponent(symbol)}&timeframe=1Min&start=${start}`);
               return (await r.json()).bars; }""", [symbol, midnight.isoformat()])
