@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds .venv, installs the project with its test extra, makes sure Chromium is there for the
-# browser tests and redis-server for the cluster tests, then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
+# browser tests, redis-server for the cluster tests and debootstrap + systemd-nspawn for the deployment test,
+# then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,6 +37,18 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null 2>&1 \
             || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null; } \
             || echo "run.sh: could not install systemd; the unit test will skip"
+    fi
+fi
+if ! { command -v debootstrap >/dev/null 2>&1 && command -v systemd-nspawn >/dev/null 2>&1; }; then
+    # tests/deploy: a Debian container with systemd as PID 1 for the install script, the unit and Apache
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "run.sh: installing debootstrap and systemd-container with apt-get for the deployment test"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap systemd-container >/dev/null 2>&1 \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap \
+                 systemd-container >/dev/null; } \
+            || echo "run.sh: could not install debootstrap/systemd-container; the deployment test will skip"
+    else
+        echo "run.sh: debootstrap or systemd-nspawn missing and not root; the deployment test will skip"
     fi
 fi
 if ! { command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; }; then

@@ -77,6 +77,7 @@ setInterval(() => refreshClock(), 60_000); // open, closed and a simulated clock
 
 let everLive = false;
 let upstreamState = null;
+let lastOutage = null; // the stock stream's last failure while it stays down
 let diagnosing = false;
 
 if (wsUrl) connection.start();
@@ -117,31 +118,47 @@ async function explainFailure(report) {
   }
 }
 
-/** Marks every price as stale while the relay is down or Alpaca is not delivering, and says why. */
+/**
+ * Marks prices stale while they are not live, and says why in one sentence. The relay down: every price. The
+ * stock stream down (the upstream the relay reports): the stock rows only, since crypto pairs come over their
+ * own Alpaca connection and keep ticking.
+ */
 function refreshStale() {
   const relayLive = connection.isLive;
   const up = upstreamState;
+  const stocksDown = relayLive && up != null && up.state !== 'connected';
+  // Each retry passes through "connecting" without an error: the last refusal stays the explanation meanwhile.
+  if (!stocksDown) lastOutage = null;
+  else if (up.error || up.error_code || !lastOutage) lastOutage = up;
   let reason = null;
   if (!relayLive) reason = 'Not connected to trade-stream: prices below are stale.';
-  else if (up && up.state !== 'connected') {
-    const code = up.error_code ? ` (${up.error_code}${up.error ? `: ${up.error}` : ''})` : up.error ? ` (${up.error})` : '';
-    reason = up.state === 'error'
-      ? `Alpaca refuses the data connection${code}: prices below are stale. ${fixFor(up.error_code)}`
-      : `Alpaca data connection is ${up.state}${code}: prices below are stale.`;
-  }
-  document.body.dataset.stale = reason ? 'true' : 'false';
+  else if (stocksDown) reason = describeStockOutage(lastOutage);
+  document.body.dataset.stale = relayLive ? 'false' : 'true';
+  document.body.dataset.staleStocks = stocksDown ? 'true' : 'false';
   const banner = $('stale-banner');
   banner.hidden = !reason;
   banner.textContent = reason ?? '';
   if (reason) header.announce(reason);
 }
 
-function fixFor(code) {
+/** "Alpaca refused a second connection (406 connection limit exceeded): …": what happened, then what to do. */
+function describeStockOutage({ state, error, error_code: code }) {
+  const detail = String(error ?? '').replace(/^\d{3}\s+/, '').split(':')[0].trim();
+  const why = code ? `${code}${detail ? ` ${detail}` : ''}` : detail;
+  const said = why ? ` (${why})` : '';
   switch (Number(code)) {
-    case 402: return 'Check ALPACA_API_KEY and ALPACA_SECRET_KEY (trade-stream check).';
-    case 406: return 'Another connection uses this Alpaca account; trade-stream waits and retries.';
-    case 409: return 'Your Alpaca plan does not include this feed: set ALPACA_DATA_FEED=iex.';
-    default: return '';
+    case 402:
+      return `Alpaca refused the API keys${said}: check ALPACA_API_KEY and ALPACA_SECRET_KEY (trade-stream `
+        + 'check). Stock prices are stale until then.';
+    case 406:
+      return `Alpaca refused a second connection${said}: another session uses these keys for stock data; stop it `
+        + 'and trade-stream reconnects by itself. Stock prices are stale until then.';
+    case 409:
+      return `Alpaca refused the stock feed${said}: your plan does not include it; set ALPACA_DATA_FEED=iex. Stock `
+        + 'prices are stale until then.';
+    default:
+      return `Alpaca stock data is ${state}${said}: trade-stream reconnects by itself. Stock prices are stale `
+        + 'until then.';
   }
 }
 

@@ -9,6 +9,7 @@ import { el } from './dom.js';
 import {
   exchangeName, formatChange, formatEasternTime, formatPrice, formatQuantity,
 } from './format.js';
+import { streamOf } from './symbols.js';
 
 const TAPE_EVERY_MS = 200;
 const QUIET_MS = 150; // no render came within this after a redraw was due: the timer draws it
@@ -63,6 +64,7 @@ export class Detail {
     const { section, symbol, tapeCaption } = this.#els;
     section.hidden = !ticker;
     section.dataset.symbol = ticker?.symbol ?? '';
+    section.dataset.stream = ticker ? streamOf(ticker.symbol) : '';
     symbol.textContent = ticker?.symbol ?? '';
     tapeCaption.textContent = ticker ? `${ticker.symbol} trades, newest first` : 'Trades';
     this.#els.tbody.replaceChildren();

@@ -14,6 +14,11 @@ export function isValidSymbol(symbol) {
   return SYMBOL_PATTERN.test(symbol);
 }
 
+/** Which Alpaca stream carries a symbol: 'crypto' for a pair (BTC/USD), else 'stocks'. */
+export function streamOf(symbol) {
+  return String(symbol).includes('/') ? 'crypto' : 'stocks';
+}
+
 /** "aapl, msft tsla" -> ["AAPL", "MSFT", "TSLA"] (not yet validated). */
 export function splitSymbols(text) {
   return String(text).split(/[\s,]+/).map(normalizeSymbol).filter(Boolean);

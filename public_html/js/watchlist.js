@@ -6,6 +6,7 @@ import {
   formatAge, formatChange, formatPrice, formatQuantity, formatVolume,
 } from './format.js';
 import { drawSparkline } from './sparkline.js';
+import { streamOf } from './symbols.js';
 
 const GLYPH = { up: '▲', down: '▼', flat: '' };
 const STALE_AFTER_MS = 60_000;
@@ -150,7 +151,7 @@ class Row {
     this.#spark = el('canvas', { class: 'spark', width: '72', height: '20', 'aria-hidden': 'true' });
     this.element = el('tr', {
       class: 'wl-row', tabindex: '0', draggable: 'true',
-      dataset: { symbol, status: ticker.status, dir: 'flat' },
+      dataset: { symbol, status: ticker.status, dir: 'flat', stream: streamOf(symbol) },
       'aria-label': symbol,
       onclick: (event) => { if (!event.target.closest('button')) onSelect(symbol); },
     },

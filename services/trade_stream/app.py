@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +46,21 @@ from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")
 TOKEN_URL_FILE = "page-url"  # in the state directory: the page URL carrying a generated token (under systemd)
+
+
+class CannotListen(Exception):
+    """A listening port is taken (or the address is not this host's): exit 2 with one line naming the setting."""
+
+    def __init__(self, setting: str, host: str, port: int, exc: OSError) -> None:
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        super().__init__(f"cannot listen on {host}:{port}: {why}; set {setting} or stop the other process")
+
+
+async def listen(setting: str, host: str, port: int, start: Awaitable[None]) -> None:
+    try:
+        await start
+    except OSError as exc:
+        raise CannotListen(setting, host, port, exc) from None
 
 
 def write_private(path: Path, text: str) -> None:
@@ -101,7 +117,8 @@ class App:
         }
         self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
                                             cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
-                                            broker=bool(cfg.broker_api_key))
+                                            broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
+                                            jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
         self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
                                              for spec in cfg.account_specs()}, identity)
         if cfg.broker_api_key:
@@ -113,6 +130,7 @@ class App:
         await engine.connect()
         peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
         self.notifier = notifier = self._build_notifications(accounts)
+        registry.register(notifier.collector())
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
         api = [NotificationsApi(notifier, identity.resolve, cors)]
@@ -123,7 +141,7 @@ class App:
         self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=Snapshots(cfg))
         compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
         self.ws.endpoints.update(compat.routes())
-        await self.ws.start(self.supervisor.start)
+        await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
         page = PageSupport(cfg, origins, self.ws.port)
         self.ws.instance = page.instance
         history = History(cfg)
@@ -135,7 +153,7 @@ class App:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
                                  snapshots=self.ws.snapshots, broker=self.broker)
             self.sse.add_alerts(notifier)
-            await self.sse.start(self.supervisor.start)
+            await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
         await engine.start(self.supervisor.start)
         trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)
@@ -245,7 +263,7 @@ class App:
                             cfg.journal_retention_days, cfg.timings.journal_retry)
         if cfg.webhooks:
             self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                                     cfg.timings)
+                                     cfg.timings, cfg.webhook_max_pending)
             notifier.listeners.append(self.webhooks.wake)
         return notifier
 
@@ -313,11 +331,17 @@ class App:
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
         if self.broker is not None:
             view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
-        if self.accounts is not None:
-            orders = view["orders"] = self.accounts.health()
-            if orders["fault_for"] is not None and orders["fault_for"] > self.cfg.health_grace:
+        # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
+        # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
+        stores = {"orders": None if self.accounts is None else self.accounts.health(),
+                  "notifications": None if self.notifier is None else self.notifier.health()}
+        for name, store in stores.items():
+            if store is None:
+                continue
+            view[name] = store
+            if store["fault_for"] is not None:
                 view["ok"] = False
-                view["down"].append("orders")
+                view["down"].append(name)
         return view
 
     def _healthz(self, headers: dict[str, str]) -> Any:

@@ -13,30 +13,49 @@ SUBCOMMANDS = {
     "check": "validate the configuration and try the credentials against Alpaca",
     "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
     "webhook": "`webhook test NAME`: send a test event to a webhook target and print the answer",
-    "user": "`user add NAME --accounts a,b`, `user list`, `user remove NAME`: the users file (TRADE_STREAM_USERS_FILE)",
+    "user": "`user add NAME --accounts a,b`, `user list`, `user remove NAME`: the users file",
 }
+DESCRIPTION = """Relay one Alpaca market-data and trading stream to many browser clients.
+
+Without a subcommand it runs the daemon. Subcommands (each takes --help):
+{}
+
+Every flag below can also be set by the environment variable in brackets, or in a .env file."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, SUBCOMMANDS))
+    listing = "\n".join(f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog="trade-stream",
-        description="Relay one Alpaca market-data and trading stream to many browser clients.",
-        epilog="Tools: " + "; ".join(f"trade-stream {k}: {v}" for k, v in SUBCOMMANDS.items())
-        + " (each takes --help). Every flag can also be set by the environment variable in brackets,"
-        " or in a .env file.",
+        prog="trade-stream", usage="trade-stream [SUBCOMMAND] [options]",
+        description=DESCRIPTION.format(listing), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trade-stream {__version__}")
     config.add_arguments(parser)
     return parser
 
 
+def subcommand_first(argv: list[str]) -> list[str]:
+    """``trade-stream --env-file X user add …`` as ``trade-stream user --env-file X add …``: the file may be
+    named before the subcommand as well as anywhere after it."""
+    head: list[str] = []
+    rest = list(argv)
+    while (rest[:1] == ["--env-file"] and len(rest) >= 2) or (rest[:1] and rest[0].startswith("--env-file=")):
+        take = 1 if "=" in rest[0] else 2
+        head, rest = head + rest[:take], rest[take:]
+    if head and rest and rest[0] in SUBCOMMANDS:
+        return [rest[0], *head, *rest[1:]]
+    return list(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = subcommand_first(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return tool(argv[0])(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args)
+        config.check_state_dir(cfg.state_dir)
     except config.ConfigError as exc:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
@@ -61,18 +80,14 @@ def tool(name: str) -> Callable[[list[str]], int]:
 def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
     import uvloop
 
-    from trade_stream.app import App
+    from trade_stream.app import App, CannotListen
     from trade_stream.engines.base import EngineUnavailable
     from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)
     try:
         uvloop.run(App(cfg).run_until_signalled(reread))
-    except OSError as exc:
-        print(f"trade-stream: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}; "
-              "set TRADE_STREAM_PORT or stop the other process", file=sys.stderr)
-        return 2
-    except EngineUnavailable as exc:
+    except (CannotListen, EngineUnavailable) as exc:
         print(f"trade-stream: {exc}", file=sys.stderr)
         return 2
     return 0

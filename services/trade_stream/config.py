@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from trade_stream.engines.redis_url import is_sentinel, parse_sentinel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
@@ -51,6 +54,7 @@ class Timings:
     journal_retry: float = 5.0  # reopen a faulted order journal this often
     webhook_backoff: float = 1.0  # first webhook retry waits up to this long (full jitter), doubling each time
     webhook_backoff_max: float = 900.0  # cap of one webhook retry wait
+    webhook_wait_min: float = 1.0  # floor of one webhook retry wait (Retry-After: 0 included)
     webhook_give_up: float = 86400.0  # stop retrying a delivery this long after it was queued
     broker_backoff_max: float = 60.0  # cap of a Broker API event stream's reconnect wait (full jitter)
 
@@ -99,11 +103,15 @@ class Config:
     page_config: str = ""
     webhooks_file: str = ""
     webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
+    webhook_max_pending: int = 1_000_000
     accounts_file: str = ""
     accounts: tuple[Any, ...] = ()  # AccountSpec (core/account_specs.py) from accounts_file; () = ALPACA_* only
     users_file: str = ""
     jwt_secret: str = ""
     jwt_public_key: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
     redis_url: str = ""
     node_id: str = ""
@@ -156,11 +164,22 @@ def mask(secret: str | None) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL with its password (if any) hidden."""
-    parts = urlsplit(url)
-    if not parts.password:
+    """A URL with its credentials hidden behind ``****``: the user and password before the host (whichever it
+    has), and any ``...password=`` query option. The scheme, host, port and path stay, since those are what a
+    reader needs to spot a wrong URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    return url.replace(f":{parts.password}@", ":****@", 1)
+    authority, slash, path = rest.partition("/")
+    _, at, hostport = authority.rpartition("@")
+    if at:
+        url = f"{scheme}://****@{hostport}{slash}{path}"
+    query = urlsplit(url).query
+    if "password=" in query:
+        masked = "&".join(f"{k}=****" if k.endswith("password") else f"{k}={v}"
+                          for k, _, v in (item.partition("=") for item in query.split("&")))
+        url = url.replace(query, masked, 1)
+    return url
 
 
 # --- value parsers: each raises ValueError with a short reason -----------------------------------------------
@@ -213,6 +232,20 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _redis_url(raw: str) -> str:
+    """A Redis URL: ``redis://``, ``rediss://``, or a Sentinel URL (``redis+sentinel://host:26379/mymaster``)."""
+    value = raw.strip().rstrip("/")
+    if is_sentinel(value):
+        parse_sentinel(value)  # ValueError naming what is wrong
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        shown = f"scheme {parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError("must be a redis://, rediss:// (TLS) or redis+sentinel:// URL such as "
+                         f"redis://host:6379/0, not {shown}")
+    return value
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     items = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in items:
@@ -244,9 +277,16 @@ def _text(raw: str) -> str:
 
 
 def _readable_file(raw: str) -> str:
+    """A file that opens and reads now (a permission bit says nothing for root, and a directory passes it)."""
     value = raw.strip()
-    if value and not os.access(value, os.R_OK):
-        raise ValueError("no such readable file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable")
+    if value:
+        try:
+            with open(value, "rb") as f:
+                f.read(1)
+        except FileNotFoundError:
+            raise ValueError("no such file; create it (see REALTIME_TRADES_SETUP.md) or unset the variable") from None
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({exc.strerror}); give a readable file or unset the variable") from None
     return value
 
 
@@ -357,6 +397,10 @@ SETTINGS: tuple[Setting, ...] = (
             "as /config.js; unset: the daemon generates one that connects to its own origin"),
     Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
             "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
+    Setting("webhook_max_pending", "TRADE_STREAM_WEBHOOK_MAX_PENDING", "--webhook-max-pending",
+            _int_range(1, 100_000_000),
+            "webhook deliveries kept pending per target; beyond it the oldest are given up as dropped (about "
+            "0.75 KB each on disk; default 1000000)"),
     Setting("accounts_file", "TRADE_STREAM_ACCOUNTS_FILE", "--accounts-file", _text,
             "TOML file of named Alpaca accounts, each with its own trading stream (see README, Accounts and "
             "users); default: one account, default, from the ALPACA_* variables"),
@@ -367,19 +411,30 @@ SETTINGS: tuple[Setting, ...] = (
             "HS256 secret for JWTs minted by your web app (claims sub, accounts, exp); default none", True),
     Setting("jwt_public_key", "TRADE_STREAM_JWT_PUBLIC_KEY", "--jwt-public-key", _readable_file,
             "PEM public key file for RS256/ES256 JWTs (claims sub, accounts, exp); default none"),
+    Setting("jwt_audience", "TRADE_STREAM_JWT_AUDIENCE", "--jwt-audience", _text,
+            "the aud every JWT must name (a token with another or no aud is refused); default none: a token "
+            "with any aud is refused"),
+    Setting("jwt_issuer", "TRADE_STREAM_JWT_ISSUER", "--jwt-issuer", _text,
+            "the iss every JWT must carry (a token with another or no iss is refused); default none: iss is not "
+            "checked"),
+    Setting("jwt_max_lifetime", "TRADE_STREAM_JWT_MAX_LIFETIME", "--jwt-max-lifetime",
+            _int_range(0, 366 * 86400), "seconds a JWT's exp may lie in the future; a token that lives longer is "
+            "refused; 0 = no limit (default 86400, one day)"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
-    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _url(("redis", "rediss")),
+    Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
-            "redis://:password@host); unset = one process, no Redis", True),
+            "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "
+            "group: redis+sentinel://host1:26379,host2:26379/mymaster/0 (rediss+sentinel:// for TLS); unset = one "
+            "process, no Redis", True),
     Setting("node_id", "TRADE_STREAM_NODE_ID", "--node-id", _name,
             "this node's name in the cluster (default host name and pid)"),
     Setting("redis_prefix", "TRADE_STREAM_REDIS_PREFIX", "--redis-prefix", _name,
             "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
             "(default trade-stream)"),
     Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
-            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about this plus a "
-            "second (default 5)"),
+            "cluster mode: seconds of the leader's lease; a dead leader is replaced after about twice this plus "
+            "a second, a stopped one at once (default 5)"),
     Setting("broker_api_key", "ALPACA_BROKER_API_KEY", "--broker-api-key", _text,
             "Broker API mode: the partner key id; with it, the daemon consumes the Broker API event streams of "
             "every account (see Broker API mode)"),
@@ -407,24 +462,38 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+COMMON = ("port", "host", "log_level", "state_dir")  # listed with --demo and --env-file, before the long list
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file."""
-    parser.add_argument("--demo", action="store_true", default=None,
+    """Add one flag per setting (default None, so 'not given' is distinguishable) plus --demo and --env-file:
+    the few most used first, then every other setting, so --help starts with what most runs need."""
+    common = parser.add_argument_group("common options")
+    common.add_argument("--demo", action="store_true", default=None,
                         help="run against the built-in Alpaca simulator: no credentials, simulated data")
-    parser.add_argument("--broker", action="store_true", default=None,
+    common.add_argument("--broker", action="store_true", default=None,
                         help="with --demo: Broker API mode against the simulator's Broker API, a few accounts "
                              "and a sign-in link per simulated customer")
-    parser.add_argument("--env-file", metavar="PATH",
+    common.add_argument("--env-file", metavar="PATH",
                         help=".env file to read (default .env in the working directory, then the repo root)")
-    for s in SETTINGS:
-        parser.add_argument(s.flag, dest=s.name, metavar=s.env, default=None, help=f"{s.help} [{s.env}]")
+    rest = parser.add_argument_group("every setting (flag, or the environment variable in brackets, or .env)")
+    for s in sorted(SETTINGS, key=lambda s: s.name not in COMMON):
+        group = common if s.name in COMMON else rest
+        group.add_argument(s.flag, dest=s.name, metavar=s.env, default=None, help=f"{s.help} [{s.env}]")
 
 
 def find_env_file(explicit: str | None, cwd: Path) -> Path | None:
+    """The .env file to read. An explicit one may be anything that reads (``/dev/null`` is an empty file)."""
     if explicit:
         path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"--env-file {explicit}: no such file; give an existing path or drop the flag")
+        try:
+            with path.open("rb") as f:
+                f.read(1)
+        except FileNotFoundError:
+            raise ConfigError(f"--env-file {explicit}: no such file; give an existing path or drop the flag") from None
+        except OSError as exc:
+            raise ConfigError(f"--env-file {explicit}: cannot be read ({exc.strerror}); give a readable file or "
+                              "drop the flag") from None
         return path
     for candidate in (cwd / ".env", REPO_ROOT / ".env"):
         if candidate.is_file():
@@ -448,7 +517,8 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
         try:
             values[s.name] = s.parse(raw)
         except ValueError as exc:
-            shown = mask(raw) if s.secret else repr(raw)
+            # A URL shows what is wrong with it (scheme, host, port) with only its credentials masked.
+            shown = (mask_url(raw) if "://" in raw else mask(raw)) if s.secret else repr(raw)
             raise ConfigError(f"{source}={shown}: {exc}") from None
     demo = bool(getattr(args, "demo", None)) or merged.get("TRADE_STREAM_DEMO", "").lower() in ("1", "true", "yes")
     if values.get("webhooks_file"):
@@ -481,6 +551,9 @@ def check_identity(values: dict[str, Any]) -> None:
     """A broken users file or JWT key stops the start, like any other bad setting."""
     from trade_stream.edges import identity
 
+    if values.get("users_file") and not Path(values["users_file"]).exists():
+        raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: no such file; create it with "
+                          "`trade-stream user add NAME --accounts …` or unset the variable")
     try:
         if values.get("users_file"):
             names = [a.name for a in values["accounts"]] if values.get("accounts") else ["default"]
@@ -508,9 +581,10 @@ def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
 def finish(values: dict[str, Any], demo: bool) -> Config:
     """Apply cross-field rules and derived defaults."""
     market = next((a for a in values.get("accounts", ()) if a.market_data), None)
-    if market is not None:  # the marked account's keys hold the market-data connection
-        values.setdefault("api_key", market.key_id)
-        values.setdefault("secret_key", market.secret)
+    if market is not None and not values.get("api_key"):
+        # The marked account's keys hold the market-data connection, and the REST calls made with them (the
+        # market clock) go to that account's base URL: another account's URL would refuse those keys.
+        values.update(api_key=market.key_id, secret_key=market.secret, base_url=market.base_url)
     if bool(values.get("broker_api_key")) != bool(values.get("broker_secret_key")):
         missing = "ALPACA_BROKER_SECRET_KEY" if values.get("broker_api_key") else "ALPACA_BROKER_API_KEY"
         raise ConfigError(f"{missing} is not set: Broker API mode needs both the partner key id and secret")
@@ -534,6 +608,19 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
     if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
         raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
     return Config(demo=demo, **values)
+
+
+def check_state_dir(path: str) -> None:
+    """The state directory exists (made if missing) and takes a new file: the journals, the notification store
+    and the webhook outbox all live there, so a daemon that cannot write it would hold no order history at all.
+    Checked once at the daemon's start; a fault later is reported in /healthz instead."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"TRADE_STREAM_STATE_DIR={path}: cannot be created or written ({exc.strerror}); make it a "
+                          "directory this user can write, or point TRADE_STREAM_STATE_DIR at one") from None
 
 
 def trading_stream_url(base_url: str) -> str:

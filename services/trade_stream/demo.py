@@ -63,9 +63,10 @@ async def start_broker(cfg: Config) -> tuple[BrokerSim, Config, dict[str, tuple[
     bsim = await BrokerSim(key=BROKER_KEY, secret=BROKER_SECRET, accounts=len(CUSTOMERS), heartbeat=10.0).start()
     log.warning("DEMO MODE: Broker API SIMULATED (%d accounts at %s)", len(CUSTOMERS), bsim.url)
     secret = cfg.jwt_secret or secrets.token_urlsafe(32)
+    lifetime = min(30 * 86400, cfg.jwt_max_lifetime or 30 * 86400)  # the longest the relay accepts, up to 30 days
     customers = {}
     for name, account in zip(CUSTOMERS, bsim.accounts, strict=True):
-        token = jwt.encode({"sub": name, "accounts": [account], "exp": int(time.time()) + 30 * 86400}, secret,
+        token = jwt.encode({"sub": name, "accounts": [account], "exp": int(time.time()) + lifetime}, secret,
                            algorithm="HS256")
         customers[name] = (account, token)
     return bsim, dataclasses.replace(

@@ -79,11 +79,11 @@ async def test_stale_states_relay_down_upstream_402_and_gap_after_reconnect(sim,
         await expect(banner).to_be_visible(timeout=UI)
         await expect(banner).to_contain_text("402", timeout=UI)
         await expect(banner).to_contain_text("ALPACA_API_KEY")
-        await expect(page.locator("body")).to_have_attribute("data-stale", "true")
+        await expect(page.locator("body")).to_have_attribute("data-stale-stocks", "true")
         await watch.screenshot()
         cleared = await page.request.get(f"{sim.http_url}/_sim/clear_auth_failures")  # Alpaca accepts again
         assert cleared.ok and (await cleared.json())["cleared"] > 0
-        await expect(page.locator("body")).to_have_attribute("data-stale", "false", timeout=UI)
+        await expect(page.locator("body")).to_have_attribute("data-stale-stocks", "false", timeout=UI)
 
     watch.allow_ws_failures(f"ws://127.0.0.1:{port}/")
     await expect(page.locator("#stale-banner")).to_contain_text("Not connected", timeout=UI)
@@ -144,6 +144,41 @@ async def test_row_values_match_trades_quotes_and_bars_and_chart_backfills(sim, 
         await expect(page.locator("#detail")).to_have_attribute("data-bars", "1", timeout=UI)
         await expect(page.locator("#chart")).to_have_attribute("data-last-close", "64100", timeout=UI)
         assert any(p.startswith("/v1beta3/crypto/us/bars") for p in sim.rest_requests)
+        await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_a_406_on_the_stock_stream_stripes_only_the_stock_rows_and_says_what_to_do(sim, tmp_path, watch):
+    """Alpaca refusing a second stock session: the stock row is stale, the crypto pair (its own connection) keeps
+    ticking unstriped, and the banner is one sentence naming the refusal once and what to do."""
+    page = watch.page
+    crypto = "/v1beta3/crypto/us"
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(f"http://127.0.0.1:{app.port}/?symbols=AAPL,BTC%2FUSD")
+        for symbol in ("AAPL", "BTC/USD"):
+            await expect(panel(page, symbol)).to_have_attribute("data-status", "subscribed", timeout=UI)
+        await wait_until(lambda: "BTC/USD" in sim.subscriptions(crypto)["trades"], 10, "BTC/USD subscribed")
+        sim.fail_next_auth(406, times=10_000, path=DATA)  # the stock stream only
+        sim.cut_all()
+        banner = page.locator("#stale-banner")
+        await expect(banner).to_contain_text("406", timeout=UI)
+        text = await banner.text_content()
+        assert text.startswith("Alpaca refused a second connection (406 connection limit exceeded): "), text
+        assert text.count("406") == 1 and "stop it" in text and "Stock prices are stale" in text, text
+        body = page.locator("body")
+        await expect(body).to_have_attribute("data-stale-stocks", "true")
+        await expect(body).to_have_attribute("data-stale", "false")
+        await wait_until(lambda: "BTC/USD" in sim.subscriptions(crypto)["trades"], 10, "BTC/USD back")
+        sim.inject_trade("BTC/USD", price=64_321.0, size=0.5, path=crypto)
+        await expect(panel(page, "BTC/USD").locator(".last")).to_have_text("64321.00", timeout=UI)
+        stripes = "(el) => getComputedStyle(el).backgroundImage"
+        assert "repeating-linear-gradient" in await panel(page, "AAPL").locator("td.last").evaluate(stripes)
+        assert await panel(page, "BTC/USD").locator("td.last").evaluate(stripes) == "none"
+        await watch.screenshot()
+        sim.clear_auth_failures()
+        await expect(body).to_have_attribute("data-stale-stocks", "false", timeout=UI)
+        await expect(banner).to_be_hidden()
         await watch.finish()
 
 

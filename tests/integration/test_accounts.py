@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 
 import jwt
@@ -199,6 +200,35 @@ async def test_jwt_valid_expired_wrong_signature_none_and_accountless(app2):
         assert word in reply["message"], (word, reply["message"])
 
 
+async def test_jwt_exp_must_be_a_number_within_the_maximum_lifetime(app2):
+    now = int(time.time())
+    claims = {"sub": "dave", "accounts": ["live"]}
+    for exp, word in ((str(now + 60), "exp must be a JSON number"), (10**30, "TRADE_STREAM_JWT_MAX_LIFETIME"),
+                      (now + 86400 + 120, "TRADE_STREAM_JWT_MAX_LIFETIME")):
+        reply = await ws_auth(app2, mint({**claims, "exp": exp}))
+        assert reply["type"] == "error" and reply["code"] == "unauthorized", exp
+        assert word in reply["message"], (exp, reply["message"])
+    assert (await ws_auth(app2, mint({**claims, "exp": now + 86400 - 120})))["type"] == "authenticated"
+    assert (await ws_auth(app2, mint({**claims, "exp": now + 60.5})))["type"] == "authenticated"
+
+
+async def test_jwt_audience_and_issuer_are_checked_when_set(sim2, tmp_path):
+    cfg = relay_config(sim2, tmp_path / "state", accounts=accounts_file(sim2, tmp_path), jwt_secret=JWT_SECRET,
+                       jwt_audience="trade-ui", jwt_issuer="https://app.example", jwt_max_lifetime=0,
+                       api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1], timings=FAST)
+    base = {"sub": "dave", "accounts": ["live"], "exp": int(time.time()) + 10**6}  # no lifetime limit here
+    async with running(cfg) as app:
+        good = {**base, "aud": "trade-ui", "iss": "https://app.example"}
+        assert (await ws_auth(app, mint(good)))["type"] == "authenticated"
+        assert (await ws_auth(app, mint({**good, "aud": ["other", "trade-ui"]})))["type"] == "authenticated"
+        for claims, word in (({**good, "aud": "other"}, "aud is not 'trade-ui'"),
+                             ({**base, "iss": "https://app.example"}, "'aud'"),
+                             ({**good, "iss": "https://evil.example"}, "iss is not 'https://app.example'"),
+                             ({**base, "aud": "trade-ui"}, "'iss'")):
+            reply = await ws_auth(app, mint(claims))
+            assert reply["type"] == "error" and word in reply["message"], (claims, reply["message"])
+
+
 async def test_jwt_expiry_ends_the_stream_and_a_refresh_keeps_it_without_a_gap(sim2, app2):
     now = time.time()
     async with Browser.connect(app2.port) as c:
@@ -262,7 +292,11 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     from trade_stream.edges.identity import Identity
 
     path = str(tmp_path / "users.toml")
-    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper"]) == 0
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOT_NEEDED_HERE"\n'
+                        '[[account]]\nname = "live"\nkey_id = "K2"\nsecret_env = "NOT_NEEDED_EITHER"\n')
+    assert main(["user", "--users-file", path, "add", "zoe", "--accounts", "paper",
+                 "--accounts-file", str(accounts)]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     assert token not in (tmp_path / "users.toml").read_text()
     user = Identity("", ["paper", "live"], users_file=path).resolve(token, "1.2.3.4")
@@ -270,6 +304,107 @@ def test_user_cli_adds_lists_and_removes_and_stores_only_a_hash(tmp_path, capsys
     assert main(["user", "--users-file", path, "list"]) == 0 and "zoe" in capsys.readouterr().out
     assert main(["user", "--users-file", path, "remove", "zoe"]) == 0
     assert Identity("", ["paper"], users_file=path).resolve(token, "1.2.3.4").code == "unauthorized"
+
+
+@pytest.mark.timeout(60)
+async def test_the_market_clock_uses_the_market_data_accounts_base_url(sim2, tmp_path):
+    """/api/clock is called with the market-data account's keys, so it goes to that account's base_url, not to
+    ALPACA_BASE_URL (which here points nowhere)."""
+    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+
+    accounts_file(sim2, tmp_path)  # accounts.toml: paper (market_data, base_url = the simulator) and live
+    env = clean_env(tmp_path, TRADE_STREAM_ACCOUNTS_FILE=str(tmp_path / "accounts.toml"),
+                    ALPACA_BASE_URL="http://127.0.0.1:9", ALPACA_DATA_URL=sim2.http_url,
+                    ALPACA_DATA_STREAM_URL=f"{sim2.ws_url}/v2/iex")
+    daemon = Proc([str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path)],
+                  cwd=tmp_path, env=env)
+    try:
+        port = await asyncio.to_thread(daemon.port)  # the simulator's loop runs meanwhile
+        status, clock = await asyncio.to_thread(http_get, port, "/api/clock")
+        assert status == 200 and isinstance(clock.get("is_open"), bool), (status, clock)
+    finally:
+        daemon.kill()
+
+
+@pytest.fixture
+def user_cli(tmp_path, monkeypatch, capsys):
+    """`trade-stream user …` in this process, with an env file naming the users and accounts files: (run, users)
+    where run(*args) is (exit code, stderr)."""
+    from trade_stream.cli import main
+
+    for name in [n for n in os.environ if n.startswith(("TRADE_STREAM_", "ALPACA_"))]:
+        monkeypatch.delenv(name)
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[account]]\nname = "paper"\nkey_id = "K"\nsecret_env = "NOT_SET_ANYWHERE"\n'
+                        '[[account]]\nname = "live"\nkey_id = "K2"\nsecret_env = "NOT_SET_EITHER"\n')
+    users = tmp_path / "users.toml"
+    env_file = tmp_path / "tools.env"
+    env_file.write_text(f"TRADE_STREAM_USERS_FILE={users}\nTRADE_STREAM_ACCOUNTS_FILE={accounts}\n")
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main([a.replace("ENV", str(env_file)) for a in args])
+        return code, capsys.readouterr().err
+
+    return run, users
+
+
+def test_user_add_refuses_an_account_the_accounts_file_lacks_and_writes_nothing(user_cli, tmp_path):
+    run, users = user_cli
+    code, err = run("user", "--env-file", "ENV", "add", "eve", "--accounts", "paper,nosuch")
+    assert code == 2 and not users.exists()
+    assert err.strip() == (f"trade-stream user: user 'eve' names account 'nosuch', which this relay does not have "
+                           f"(accounts: live, paper); checked against the accounts file {tmp_path / 'accounts.toml'}; "
+                           "nothing written")
+
+
+def test_user_takes_env_file_before_or_after_the_subcommand_and_names_a_duplicate(user_cli):
+    run, users = user_cli
+    assert run("user", "add", "eve", "--accounts", "paper", "--env-file", "ENV") == (0, "")
+    assert run("user", "--env-file", "ENV", "add", "ann", "--accounts", "live") == (0, "")
+    assert run("--env-file", "ENV", "user", "list") == (0, "")
+    assert run("user", "remove", "ann", "--env-file", "ENV") == (0, "")
+    before = users.read_text()
+    code, err = run("user", "add", "eve", "--accounts", "live", "--env-file", "ENV")
+    assert code == 2 and users.read_text() == before
+    assert err.strip() == (f"trade-stream user: user 'eve' already exists in {users}; use `trade-stream user "
+                           "remove eve` first to give it a new token")
+
+
+def test_user_cli_takes_the_env_file_before_the_tool_name(tmp_path, capsys):
+    """``trade-stream --env-file F user add NAME`` (the form the setup guide gives an admin of the service): the
+    env file names the users file, wherever --env-file stands."""
+    from trade_stream.cli import main
+
+    users = tmp_path / "users.toml"
+    env = tmp_path / "trade-stream.env"
+    env.write_text(f"TRADE_STREAM_USERS_FILE={users}\n")
+    assert main(["--env-file", str(env), "user", "add", "zoe", "--accounts", "default"]) == 0
+    assert main([f"--env-file={env}", "user", "add", "yan", "--accounts", "default"]) == 0
+    assert main(["--env-file", str(env), "user", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "zoe\taccounts=default" in listed and "yan\taccounts=default" in listed
+
+
+def test_user_cli_keeps_the_users_files_mode_and_group(tmp_path):
+    """The service reads the users file through its group (root:trade-stream 0640, written by root): a rewrite by
+    ``user add`` or ``remove`` keeps that mode and group, else the running service could not re-read it."""
+    import os
+    import stat
+
+    from trade_stream.cli import main
+
+    path = tmp_path / "users.toml"
+    path.write_text("# users\n")
+    gid = 4242 if os.geteuid() == 0 else os.getegid()  # root may give it any group, as install.sh does
+    os.chown(path, -1, gid)
+    path.chmod(0o640)
+    assert main(["user", "--users-file", str(path), "add", "zoe", "--accounts", "default"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    assert main(["user", "--users-file", str(path), "remove", "zoe"]) == 0
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, gid)
+    fresh = tmp_path / "new.toml"
+    assert main(["user", "--users-file", str(fresh), "add", "zoe", "--accounts", "default"]) == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
 
 
 # --- the per-user SSE API: /api/stream/orders, /positions, /trading, /prices, /metrics --------------------------

@@ -116,3 +116,32 @@ def test_broker_smoke(tmp_path):
     assert run["backlog_journaled"] == run["backlog_events"] == 200
     assert run["backlog_events_per_cpu_s"] > 0
     assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(60)
+def test_outbox_smoke():
+    """`trade-stream bench outbox`, small: the head query, before and after, and the sizes per row."""
+    proc = subprocess.run([*BENCH, "outbox", "--pending", "1000,4000", "--calls", "5", "--compare", "--json"],
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    small, large = out["runs"]
+    assert (small["pending"], large["pending"]) == (1000, 4000)
+    assert large["heads"]["vm_steps"] < 1.5 * small["heads"]["vm_steps"]  # flat in the backlog
+    assert large["before"]["vm_steps"] > 2 * small["before"]["vm_steps"]  # the old query was not
+    assert 300 < small["bytes_per_delivery"] < 2000 and 200 < out["bytes_per_notification"] < 1000
+
+
+@pytest.mark.timeout(60)
+def test_bench_auth_counts_one_hash_per_check_with_token_ids_and_one_per_user_without():
+    proc = subprocess.run([*BENCH, "auth", "--users", "1,20", "--checks", "30", "--json"], capture_output=True,
+                          text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {(r["users"], r["format"], r["case"]): r for r in json.loads(proc.stdout)["runs"]}
+    assert len(rows) == 12
+    for users in (1, 20):
+        assert rows[(users, "id", "right token")]["hashes_per_check"] == 1
+        assert rows[(users, "id", "wrong token")]["hashes_per_check"] == 0
+        assert rows[(users, "legacy", "wrong token")]["hashes_per_check"] == users
+        assert rows[(users, "legacy", "wrong token, throttled source")]["hashes_per_check"] == 0
+    assert all(r["median_us"] > 0 and r["p99_us"] >= r["median_us"] for r in rows.values())

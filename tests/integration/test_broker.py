@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -377,5 +378,64 @@ async def test_the_legacy_nta_stream_when_enabled_routes_dividends_as_activity(s
                     pass
                 assert ev.json()["data"]["id"] == div["id"]
                 assert app.status()["broker"]["streams"]["nta"]["cursor"] is not None
+    finally:
+        await bsim.stop()
+
+
+def journaled_ids(app) -> set[str]:
+    return {r[0] for r in app.broker.journal.db.execute("SELECT event_id FROM events WHERE stream = 'trades'")}
+
+
+def made_ids(fills: list[dict], bsim: BrokerSim) -> set[str]:
+    """Event ids of the fills given and of the ``new`` event before each."""
+    orders = {f["order"]["id"] for f in fills}
+    return {e["event_id"] for e in bsim.events["trades"] if e.get("order", {}).get("id") in orders}
+
+
+@pytest.mark.timeout(60)
+async def test_event_ids_that_are_no_ulid_or_lie_in_the_future_never_move_the_cursor(sim, tmp_path):
+    bsim = await BrokerSim(accounts=3, seed=5, heartbeat=0.3).start()
+    account = next(iter(bsim.accounts))
+    cfg = broker_config(sim, bsim, tmp_path, free_port())
+    poison = {"account_id": account, "at": "2026-01-01T00:00:00Z", "event": "new", "timestamp": "2026-01-01T00:00:00Z",
+              "order": {"id": "poison", "symbol": "AAPL", "status": "new"}}
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            bsim.fill(account)
+            bsim.publish_raw("trades", {**poison, "event_id": "9" * 5000})  # not a ULID: refused
+            bsim.publish_raw("trades", {**poison, "event_id": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"})  # a ULID of year 4000
+            last = bsim.fill(account)
+            await wait_until(lambda: last["event_id"] in journaled_ids(app), what="the fill after the poison")
+            view = app.broker.upstreams[0].view()
+            assert view["cursor"] == last["event_id"]  # the highest plausible id, not the far-future one
+            assert "9" * 5000 not in journaled_ids(app)
+            assert view.get("bad_ids") == 1 and app.broker.counts.get("future_ids") == 1
+        down = [bsim.fill(account) for _ in range(10)]  # 20 events while the daemon is down
+        async with running(cfg) as app:
+            await wait_until(lambda: made_ids(down, bsim) <= journaled_ids(app), 15, "the 20 events made while down")
+            assert len(made_ids(down, bsim)) == 20
+            assert app.broker.upstreams[0].view()["cursor"] == down[-1]["event_id"]
+    finally:
+        await bsim.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_poisoned_stored_cursor_is_repaired_at_start(sim, tmp_path):
+    bsim = await BrokerSim(accounts=3, seed=6, heartbeat=0.3).start()
+    account = next(iter(bsim.accounts))
+    cfg = broker_config(sim, bsim, tmp_path, free_port())
+    try:
+        async with running(cfg) as app:
+            await wait_until(lambda: bsim.listening("trades") == 1, what="the trades stream up")
+            first = bsim.fill(account)
+            await wait_until(lambda: first["event_id"] in journaled_ids(app), what="the first fill")
+        with sqlite3.connect(tmp_path / "broker.sqlite3") as db:  # what a daemon without the id checks stored
+            db.execute("UPDATE meta SET value = ? WHERE key = 'cursor:trades'", ("9" * 5000,))
+        down = [bsim.fill(account) for _ in range(10)]
+        async with running(cfg) as app:
+            await wait_until(lambda: made_ids(down, bsim) <= journaled_ids(app), 15, "the 20 events made while down")
+            assert app.broker.upstreams[0].view()["cursor"] == down[-1]["event_id"]
+            assert app.broker.counts.get("cursor_repairs") == 1
     finally:
         await bsim.stop()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer
+from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer, Sentinel
 from tests.support.relay import TOKEN, Browser, http_get, relay_config, running, wait_until
 from trade_stream.app import App
 from trade_stream.core.event_ids import parse
@@ -191,8 +191,9 @@ async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
 
 
 async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_server):
-    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every fill
-    reaches every surviving client exactly once."""
+    """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every order's
+    lifecycle (``new``, then ``fill``) reaches every surviving client exactly once, also for orders made while
+    no node held the trading stream."""
     import signal
 
     from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
@@ -233,6 +234,10 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
             procs[lead].popen.wait(10)
             for order in orders[5:]:
                 sim.fill_order(order["id"], price=98.0)
+            gap = [sim.submit_order("AAPL", "buy", 1, "limit", 100) for _ in range(5)]  # nobody holds the stream
+            for order in gap:
+                sim.fill_order(order["id"], price=97.0)
+            orders += gap
             survivors = [n for n in procs if n != lead]
             wanted = {o["id"] for o in orders}
             for name in survivors:
@@ -245,8 +250,14 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
                     await browser.expect(lambda m: m.get("type") == "order_update", timeout=20)
                 fills = [m for m in browser.of_type("order_update") if m["event"] == "fill"]
                 assert len(fills) == len(wanted), [(m["id"], m["data"]["order_id"], m["reconciled"]) for m in fills]
-            ids = [sorted(m["id"] for m in clients[n].of_type("order_update") if m["event"] == "fill")
-                   for n in survivors]
+                # Every order's whole lifecycle, once each and in order, also for the orders made in the gap,
+                # whose ``new`` only REST reconciliation could recover.
+                events = {o["id"]: [m["event"] for m in browser.of_type("order_update")
+                                    if m["data"]["order_id"] == o["id"]] for o in orders}
+                assert all(e == ["new", "fill"] for e in events.values()), events
+                assert all(m["reconciled"] for m in browser.of_type("order_update")
+                           if m["data"]["order_id"] in {o["id"] for o in gap})
+            ids = [sorted(m["id"] for m in clients[n].of_type("order_update")) for n in survivors]
             assert ids[0] == ids[1]  # the same ids on every node
             await trade_reaches(clients[survivors[0]], sim, "AAPL", 77.0)
             await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
@@ -455,3 +466,235 @@ async def test_redis_url_with_a_password(sim, tmp_path):
         assert sim.session_refusals == 0
     finally:
         redis.stop()
+
+
+async def test_after_a_flushall_the_next_leader_waits_out_the_lease_and_never_meets_a_406(sim, tmp_path,
+                                                                                          redis_server):
+    """FLUSHALL takes the lease from under a running leader. The ordering that hurts: the follower's ``SET NX``
+    lands before the leader's next renewal (the leader's link to Redis is held back here to make that ordering
+    certain). The follower holds the lease, but opens no session until the old leader has provably stopped: it
+    stops at once when its renewal finds the lease gone, no second session is ever refused, never two leaders."""
+    import redis.asyncio as aioredis
+
+    proxy = Proxy(redis_server.port)
+    await proxy.start()
+    r = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(running(node_config(sim, tmp_path, proxy.url, "node0")))
+            await wait_until(lambda: first.engine.is_leader and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                             timeout=15, what="node0 leading with both streams")
+            second = await stack.enter_async_context(running(node_config(sim, tmp_path, redis_server.url, "node1")))
+            apps = [first, second]
+            async with Browser.connect(second.port) as browser:
+                await browser.send({"action": "subscribe", "symbol": "AAPL"})
+                await browser.expect("subscribed")
+                await trade_reaches(browser, sim, "AAPL", 10.0)
+
+                proxy.hold()
+                await r.flushall()
+                for _ in range(300):  # the follower's next lease round (a third of the lease) takes the lease
+                    if await r.get("trade-stream:leader") == b"node1":
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("node1 never took the flushed lease")
+                # While node0 still holds its sessions, node1 must not open its own: give it the chance to.
+                with contextlib.suppress(AssertionError):
+                    await wait_until(lambda: sim.session_refusals or sim.sessions(DATA) > 1, timeout=0.5,
+                                     what="a second session")
+                assert leader(apps) is first and sim.session_refusals == 0 and sim.sessions(DATA) == 1
+                proxy.release()
+
+                await wait_until(lambda: leader(apps) is second and sim.sessions(DATA) == 1
+                                 and sim.sessions(TRADING) == 1, timeout=15, what="node1 leading with both streams")
+                assert not first.engine.is_leader
+                await trade_reaches(browser, sim, "AAPL", 11.0)
+        assert sim.session_refusals == 0
+    finally:
+        await r.aclose()
+        await proxy.close()
+
+
+async def test_a_leader_stopped_cleanly_hands_over_without_the_wait(sim, tmp_path, redis_server, caplog):
+    """A leader that stops closes its sessions, then releases the lease with a handover mark: the next node
+    leads at once, without the lease-long wait a flushed or expired lease needs, and without a 406."""
+    caplog.set_level("INFO", logger="trade_stream.engines.redis")
+    async with running(node_config(sim, tmp_path, redis_server.url, "node0")) as first:
+        await wait_until(lambda: first.engine.is_leader and sim.sessions(DATA) == 1, timeout=15, what="node0 leads")
+        assert [r for r in caplog.records if "cluster_lease_claimed node=node0" in r.getMessage()]  # it waited
+        async with running(node_config(sim, tmp_path, redis_server.url, "node1")) as second:
+            await wait_until(lambda: len(second.status()["cluster"]["nodes"]) == 2, what="both nodes seen")
+            await first.stop()
+            await wait_until(lambda: second.engine.is_leader and sim.sessions(DATA) == 1 and sim.sessions(TRADING) == 1,
+                             timeout=15, what="node1 leading with both streams")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cluster_leadership_gained node=node1" in m for m in messages)
+    assert not any("cluster_lease_claimed node=node1" in m for m in messages)  # the handover proved node0 gone
+    assert sim.session_refusals == 0
+
+
+async def test_rediss_to_a_tls_redis_with_a_private_ca(sim, tmp_path):
+    """``rediss://`` to a real TLS-only ``redis-server`` (certificate made by the test): the cluster works over it
+    with the CA named in the URL, and without the CA the node refuses the server's certificate at start."""
+    from trade_stream.engines.base import EngineUnavailable
+
+    redis = RedisServer(tmp_path / "tls", tls=True)
+    redis.start()
+    try:
+        assert redis.url.startswith("rediss://")
+        async with cluster(sim, tmp_path, [redis.url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            assert all(a.status()["cluster"]["redis"] == "up" for a in apps)
+            follower = next(a for a in apps if a is not leader(apps))
+            browser = await orders_on(follower.port, stack)
+            await browser.send({"action": "subscribe", "symbol": "AAPL"})
+            await browser.expect("subscribed")
+            await trade_reaches(browser, sim, "AAPL", 42.0)
+            await fill_reaches([browser], sim, 41.0)
+        untrusted = App(node_config(sim, tmp_path, redis.url.partition("?")[0], "untrusted"))
+        with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=rediss://.*certificate verify failed"):
+            await untrusted.start()
+        await untrusted.stop()
+        assert sim.session_refusals == 0
+    finally:
+        redis.stop()
+
+
+async def test_a_sentinel_failover_mid_burst_loses_no_order_event_and_opens_no_second_session(sim, tmp_path):
+    """A real master, its replica and two real Sentinels; the nodes reach the master through
+    ``redis+sentinel://``. The master is killed (SIGKILL) in the middle of a burst of orders: the Sentinels
+    promote the replica, every node follows it, every order's lifecycle reaches the clients on both nodes once
+    and in order, no second Alpaca session is ever refused, and ``trade-stream check`` shows the new master."""
+    from trade_stream.ops.check import run as check_run
+
+    master = RedisServer(tmp_path / "master")
+    master.start()
+    replica = RedisServer(tmp_path / "replica", replica_of=master.port)
+    replica.start()
+    sentinels = [Sentinel(tmp_path / f"sentinel{i}", master) for i in range(2)]
+    try:
+        for s in sentinels:
+            s.start()
+        url = f"redis+sentinel://{','.join(f'127.0.0.1:{s.port}' for s in sentinels)}/mymaster/0"
+        async with cluster(sim, tmp_path, [url] * 2) as apps, contextlib.AsyncExitStack() as stack:
+            clients = [await orders_on(a.port, stack) for a in apps]
+            orders = []
+            for i in range(16):
+                if i == 6:
+                    master.kill()
+                order = sim.submit_order("AAPL", "buy", 1, "limit", 100)
+                sim.fill_order(order["id"], price=99.0)
+                orders.append(order)
+                await asyncio.sleep(0.05)
+            for browser in clients:
+                def lifecycle(b: Browser = browser) -> dict[str, list[str]]:
+                    return {o["id"]: [m["event"] for m in b.of_type("order_update")
+                                      if m["data"]["order_id"] == o["id"]] for o in orders}
+
+                while not all(lifecycle().values()) or any(e[-1] != "fill" for e in lifecycle().values()):
+                    await browser.expect(lambda m: m.get("type") == "order_update", timeout=30)
+                await browser.drain(0.3)
+                wrong = {k: [(m["id"], m["event"], m["reconciled"]) for m in browser.of_type("order_update")
+                             if m["data"]["order_id"] == k] for k, e in lifecycle().items() if e != ["new", "fill"]}
+                assert not wrong, (orders.index(next(o for o in orders if o["id"] in wrong)), wrong)
+            assert [m["id"] for m in clients[0].of_type("order_update")] == \
+                [m["id"] for m in clients[1].of_type("order_update")]  # the same ids on both nodes
+            await wait_until(lambda: leader(apps) is not None and sim.sessions(DATA) == 1
+                             and sim.sessions(TRADING) == 1, timeout=20, what="a leader holding both streams")
+            assert all(a.status()["cluster"]["redis"] == "up" for a in apps)
+
+            lines: list[str] = []
+            assert await check_run(node_config(sim, tmp_path, url, "checker"), "AAPL", 0.0, 5.0, lines.append) == 0
+            assert any(line.startswith(f"OK   sentinel: master mymaster at 127.0.0.1:{replica.port},")
+                       and "quorum 1, 2 of 2 sentinels answered" in line for line in lines), lines
+        assert sim.session_refusals == 0
+    finally:
+        for s in sentinels:
+            s.stop()
+        replica.stop()
+        master.stop()
+
+
+async def test_a_live_event_and_its_reconciled_twin_get_into_the_shared_log_once(redis_server):
+    """A new leader reconciles from its replica, which may not yet hold what another node is still appending: the
+    live ``fill`` (keyed by execution id) and the one reconciliation derives from REST (keyed by order state) are
+    the same event. Whichever reaches Redis second is dropped, in either order."""
+    import redis.asyncio as aioredis
+
+    from trade_stream.engines.redis_orders import RedisOrderLog
+
+    r = aioredis.Redis.from_url(redis_server.url)
+    log = RedisOrderLog(r, "twins", 7.0, 0.05)
+    try:
+        await log.load()
+        appending = asyncio.ensure_future(log.append_loop())
+        for n, first_live in enumerate((True, False)):
+            order = {"id": f"order-{n}", "symbol": "AAPL", "status": "filled", "filled_qty": "1"}
+            live = ({"event": "fill", "order": order, "execution_id": f"x-{n}", "qty": "1"}, False, None)
+            reconciled = ({"event": "fill", "order": order, "qty": "1"}, True, f"r:order-{n}:filled:1")
+            for data, was_reconciled, dedupe in (live, reconciled) if first_live else (reconciled, live):
+                log.append(data, was_reconciled, dedupe)
+        await wait_until(lambda: not log._ops, what="appends written")
+        await log.sync()
+        assert [(e.data["order"]["id"], e.reconciled) for e in log.since(0)] == [("order-0", False),
+                                                                                ("order-1", True)]
+        log.close()
+        await asyncio.wait_for(appending, 5)
+    finally:
+        await r.aclose()
+
+
+async def test_behind_sentinel_an_order_event_is_written_once_a_replica_has_it(tmp_path):
+    """Replication is asynchronous: a master killed right after it took an event, before its replica got it, would
+    take the event with it. Here the replica's link is held back (a proxy) while an event is appended through
+    Sentinel, then the master is killed and the Sentinel promotes the replica: the event is in the new master's
+    stream, because the append was not done until a replica confirmed it."""
+    import redis.asyncio as aioredis
+
+    from trade_stream.engines.redis_orders import RedisOrderLog
+    from trade_stream.engines.redis_url import client
+
+    master = RedisServer(tmp_path / "master")
+    master.start()
+    link = Proxy(master.port)
+    await link.start()
+    replica = RedisServer(tmp_path / "replica", replica_of=link.port)
+    await asyncio.to_thread(replica.start)
+    sentinel = Sentinel(tmp_path / "sentinel", master)
+    await asyncio.to_thread(sentinel.start)
+    r = client(f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0", socket_timeout=2, socket_connect_timeout=1)
+    promoted = aioredis.Redis(port=replica.port)
+    log = RedisOrderLog(r, "wait", 7.0, 0.05, replicated=True)
+    try:
+        await log.load()
+        appending = asyncio.ensure_future(log.append_loop())
+        order = {"id": "order-1", "symbol": "AAPL", "status": "filled", "filled_qty": "1"}
+        link.hold()
+        log.append({"event": "fill", "order": order, "execution_id": "x-1", "qty": "1"})
+        direct = aioredis.Redis(port=master.port)
+        for _ in range(200):  # the master has it; the replica does not
+            if await direct.xlen("wait:orders:stream"):
+                break
+            await asyncio.sleep(0.01)
+        await direct.aclose()
+        await asyncio.sleep(0.3)  # for the reply to come back: without WAIT the append would count as done now
+        assert log._ops, "the append was taken as done before any replica had it"
+        master.kill()
+        await link.close()
+        for _ in range(600):
+            if (await promoted.info("replication"))["role"] == "master":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the Sentinel did not promote the replica")
+        await wait_until(lambda: not log._ops, timeout=20, what="the append written to the new master")
+        rows = await promoted.xrange("wait:orders:stream")
+        assert len(rows) == 1 and b"x-1" in rows[0][1][b"e"]
+        log.close()
+        await asyncio.wait_for(appending, 5)
+    finally:
+        await promoted.aclose()
+        await r.aclose()
+        sentinel.stop()
+        replica.stop()
+        master.stop()

@@ -188,3 +188,24 @@ async def test_wildcard_subscription_receives_every_symbol(sim, app):
         assert (await browser.expect("trade"))["symbol"] == "ZZZ"
         await browser.drain(0.2)
         assert [m["symbol"] for m in browser.of_type("trade")] == ["ZZZ"]  # the browser holds no wildcard
+
+
+async def test_trade_updates_fields_the_relay_does_not_know_reach_sdk_clients(sim, app):
+    async with connect(f"ws://127.0.0.1:{app.port}/stream", ping_interval=None, close_timeout=0.5) as ws:
+        await ws.send(orjson.dumps({"action": "auth", "key": "bot", "secret": TOKEN}).decode())
+        assert orjson.loads(await ws.recv())["data"]["status"] == "authorized"
+        await ws.send(orjson.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}).decode())
+        assert orjson.loads(await ws.recv())["stream"] == "listening"
+        order = sim.submit_order("AAPL", "buy", 1)
+        sim.emit_order_event(order["id"], "fill", qty="1", price="10", venue_flags=["x", "y"],
+                             position_qtys={"AAPL": "1"}, future_field={"nested": 1})
+        got = []
+        while len(got) < 2:
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            if frame.get("stream") == "trade_updates":
+                got.append(frame["data"])
+    new, fill = got
+    assert new["event"] == "new" and fill["event"] == "fill"
+    assert fill["venue_flags"] == ["x", "y"] and fill["future_field"] == {"nested": 1}
+    assert fill["position_qtys"] == {"AAPL": "1"} and fill["order"]["id"] == order["id"]
+    assert not {"order_id", "symbol", "side", "status"} & (set(new) | set(fill))  # the relay's conveniences stay out

@@ -157,6 +157,25 @@ async def test_a_feed_the_account_lacks_gets_alpacas_exact_409(sim, app):
         assert dec(await ws.recv()) == [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
 
 
+async def test_a_406_of_the_relays_own_session_reaches_the_client_at_once_and_a_retry_on_the_socket_works(sim, app):
+    sim.fail_next_auth(406, times=1000, path="/v2/sip")  # another session holds the relay's key at Alpaca
+    async with connect_to(app.port, "/v2/sip") as ws:
+        assert dec(await ws.recv()) == [{"T": "success", "msg": "connected"}]
+        await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": TOKEN}).decode())
+        assert dec(await asyncio.wait_for(ws.recv(), 2.5)) == \
+            [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]  # before open_timeout (3 s)
+        sim.clear_auth_failures("/v2/sip")  # the other session is gone
+        replies = []
+        while len(replies) < 20:  # what the Go SDK does: auth again on the same socket after a 406
+            await ws.send(orjson.dumps({"action": "auth", "key": "k", "secret": TOKEN}).decode())
+            replies.append(dec(await asyncio.wait_for(ws.recv(), 5)))
+            if replies[-1] == [{"T": "success", "msg": "authenticated"}]:
+                break
+            await asyncio.sleep(0.2)
+        assert replies[-1] == [{"T": "success", "msg": "authenticated"}], replies
+        assert all(r == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}] for r in replies[:-1])
+
+
 # --- 4. trading-stream errors have Alpaca's shape ---------------------------------------------------------------
 
 

@@ -89,6 +89,19 @@ async def test_a_nul_byte_in_a_path_is_a_client_error_on_both_ports_without_a_tr
         assert r.status == 200
 
 
+@pytest.mark.parametrize("header", [b"Authorization: Bearer \x7f", b"Authorization: Bearer a\x00b", b"X-Note: \x01",
+                                    b"Not a header line", b": no name", b"Bad Name: x"])
+async def test_a_malformed_header_on_the_main_port_is_answered_400_not_dropped(sim, app, caplog, header):
+    response = await raw_request(app.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 "), response[:120]  # an answer, not a silent close
+    assert b"malformed HTTP request" in response and b"\x7f" not in response.split(b"\r\n\r\n", 1)[1]
+    response = await raw_request(app.port, b"POST /api/notifications/trades/read HTTP/1.1\r\nHost: x\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert status_of(response) == 501 and b"Content-Length" in response
+    assert status_of(await raw_request(app.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) in (200, 503)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
 @pytest.mark.parametrize("value", ["a" * 99 + " b", " padded ", "x" * 500, "tab\there", "é-unicode", "semi;colon",
                                    "\x7f", "   "])
 async def test_hostile_correlation_ids_are_sanitized_or_replaced(sim, app, value):

@@ -56,8 +56,24 @@ async def test_healthz_turns_503_while_the_trading_stream_fails_and_recovers(sim
         assert [(e.event, e.reconciled) for e in events] == [("new", True)]
 
 
+async def test_a_corrupt_journal_and_notification_store_at_start_are_down_at_once_not_after_the_grace(sim, tmp_path):
+    for name in ("orders.sqlite3", "notifications.sqlite3"):
+        (tmp_path / name).write_bytes(b"not a database " * 500)
+    async with running(relay_config(sim, tmp_path, health_grace=60.0)) as app:  # the production grace
+        await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
+        status, body = await get_json(app.port, "/healthz")
+        assert status == 503 and body["status"] == "down" and body["down"] == ["orders", "notifications"]
+        assert body["orders"]["state"] == body["notifications"]["state"] == "fault"
+        assert "orders.sqlite3" in body["orders"]["error"] and "notifications.sqlite3" in body["notifications"]["error"]
+        assert body["upstreams"]["market_data"]["ok"] is True and body["upstreams"]["trading"]["ok"] is True
+        for name in ("orders.sqlite3", "notifications.sqlite3"):
+            (tmp_path / name).rename(tmp_path / f"{name}.bad")  # what the error line says to do
+        body = await wait_for_status(app.port, 200, timeout=20)
+        assert body["status"] == "ok" and body["down"] == []
+
+
 async def test_healthz_turns_503_while_the_journal_stays_unwritable_and_recovers(sim, tmp_path):
-    async with running(relay_config(sim, tmp_path, health_grace=0.3)) as app:
+    async with running(relay_config(sim, tmp_path, health_grace=60.0)) as app:  # a fault is down at once
         await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
         await wait_for_status(app.port, 200)
         path = app.orders.journal_path

@@ -603,6 +603,20 @@ def test_a_port_in_use_stops_the_daemon_with_a_line_saying_so(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_an_sse_port_in_use_names_that_port_and_its_setting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run([str(TS), "--demo", "--host", "127.0.0.1", "--port", "0", "--sse-port", str(port),
+                      "--log-level", "ERROR", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                     env=clean_env(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert assert_one_line(result.stderr) == (f"trade-stream: cannot listen on 127.0.0.1:{port}: address already in "
+                                              "use; set TRADE_STREAM_SSE_PORT or stop the other process")
+
+
+@pytest.mark.timeout(60)
 def test_secrets_never_reach_the_logs(tmp_path, procs):
     secret, key, token = "VERYSECRETVALUE9876", "PKKEYID00001234", "configured-token-5555"
     daemon = start(procs, [str(TS), "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path),
@@ -621,25 +635,96 @@ def test_secrets_never_reach_the_logs(tmp_path, procs):
 
 
 @pytest.mark.timeout(60)
-def test_an_unusable_state_dir_leaves_market_data_up_and_says_what_to_fix(tmp_path, procs):
+def test_an_unusable_state_dir_stops_the_start_with_one_line_naming_the_setting(tmp_path):
     blocker = tmp_path / "a-file"  # a file where the state directory should be: fails for root too
     blocker.write_text("")
     state = blocker / "state"
-    env = clean_env(tmp_path, TRADE_STREAM_STATE_DIR=str(state))
-    daemon = start(procs, [str(TS), "--demo", "--host", "127.0.0.1", "--port", "0", "--env-file",
-                           empty_env_file(tmp_path)], cwd=tmp_path, env=env)
-    port = daemon.port()
-    fault = daemon.wait_for(r"event=journal_fault (.*)").group(1)
-    assert str(state / "orders-demo.sqlite3") in fault and "TRADE_STREAM_STATE_DIR" in fault
-    status, body = http_get(f"http://127.0.0.1:{port}/healthz")
-    assert status == 200 and orjson.loads(body)["orders"]["state"] == "fault"
-    with ws_connect(port) as ws:
-        ws.send(orjson.dumps({"action": "subscribe", "symbol": "AAPL"}).decode())
-        recv_until(ws, lambda m: m.get("type") == "subscribed")
-    code, _ = daemon.stop(signal.SIGTERM)
+    result = run([str(TS), "--demo", "--host", "127.0.0.1", "--port", "0", "--env-file", empty_env_file(tmp_path)],
+                 cwd=tmp_path, env=clean_env(tmp_path, TRADE_STREAM_STATE_DIR=str(state)))
+    line = assert_one_line(result.stderr)
+    assert result.returncode == 2 and result.stdout == ""
+    assert line.startswith(f"trade-stream: TRADE_STREAM_STATE_DIR={state}: cannot be created or written"), line
+    assert "directory this user can write" in line
+
+
+@pytest.mark.timeout(90)
+def test_configured_files_that_are_missing_or_unreadable_stop_the_start_with_one_line(tmp_path):
+    """Each file setting, pointed at a path that does not exist and at a directory (unreadable as a file, also
+    for root): exit 2, one line naming the setting and saying what is wrong, before anything listens."""
+    folder = tmp_path / "a-directory"
+    folder.mkdir()
+    for env in ("TRADE_STREAM_USERS_FILE", "TRADE_STREAM_ACCOUNTS_FILE", "TRADE_STREAM_WEBHOOKS_FILE",
+                "TRADE_STREAM_PAGE_CONFIG", "TRADE_STREAM_JWT_PUBLIC_KEY"):
+        for path, why in ((tmp_path / "missing.toml", "no such file"), (folder, "cannot be read")):
+            result = run([str(TS), "--demo", "--port", "0", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                         env=clean_env(tmp_path, **{env: str(path)}))
+            line = assert_one_line(result.stderr)
+            named = line.replace(f"{env}='{path}'", f"{env}={path}")  # the value quoted or not
+            assert result.returncode == 2 and named.startswith(f"trade-stream: {env}={path}: ") and why in line, line
+            assert "listening" not in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_env_file_dev_null_is_an_empty_file_and_a_missing_one_says_no_such_file(tmp_path):
+    empty = run([str(TS), "--env-file", "/dev/null", "--port", "abc"], cwd=tmp_path, env=clean_env(tmp_path))
+    assert empty.returncode == 2 and assert_one_line(empty.stderr).startswith("trade-stream: --port='abc': ")
+    missing = run([str(TS), "--env-file", str(tmp_path / "nope.env")], cwd=tmp_path, env=clean_env(tmp_path))
+    assert missing.returncode == 2
+    assert assert_one_line(missing.stderr) == (f"trade-stream: --env-file {tmp_path / 'nope.env'}: no such file; "
+                                               "give an existing path or drop the flag")
+
+
+@pytest.mark.timeout(60)
+def test_help_lists_the_subcommands_first_and_each_has_its_own_help(tmp_path):
+    from trade_stream.cli import SUBCOMMANDS
+
+    helped = run([str(TS), "--help"], cwd=tmp_path, env=clean_env(tmp_path))
+    assert helped.returncode == 0
+    top = helped.stdout.splitlines()[:15]
+    assert top[0] == "usage: trade-stream [SUBCOMMAND] [options]"
+    for name in SUBCOMMANDS:
+        assert any(line.split()[:1] == [name] for line in top), (name, top)
+    common = helped.stdout.index("common options:")
+    assert common < helped.stdout.index("--api-key") and common < helped.stdout.index("--demo")
+    for name in SUBCOMMANDS:
+        sub = run([str(TS), name, "--help"], cwd=tmp_path, env=clean_env(tmp_path))
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: trade-stream {name}"), (name, sub.stderr)
+
+
+@pytest.mark.timeout(60)
+def test_a_redis_url_with_the_wrong_scheme_is_refused_showing_the_scheme_not_the_password(tmp_path):
+    result = run([str(TS), "--demo", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                 env=clean_env(tmp_path, TRADE_STREAM_REDIS_URL="http://:hunter2pass@cache.example:6379/0"))
+    line = assert_one_line(result.stderr)
+    assert result.returncode == 2 and "hunter2pass" not in line
+    assert line == ("trade-stream: TRADE_STREAM_REDIS_URL=http://****@cache.example:6379/0: must be a redis://, "
+                    "rediss:// (TLS) or redis+sentinel:// URL such as redis://host:6379/0, not scheme http://"), line
+
+
+@pytest.mark.timeout(60)
+def test_simulate_on_a_port_in_use_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run([str(TS), "simulate", "--port", str(port)], cwd=tmp_path, env=clean_env(tmp_path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert assert_one_line(result.stderr) == (f"trade-stream simulate: port {port} is in use (127.0.0.1:{port}); "
+                                              "pick another --port or stop the other process")
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_on_the_broker_demo_stops_quietly(tmp_path, procs):
+    daemon = start(procs, [str(TS), "--demo", "--broker", "--host", "127.0.0.1", "--port", "0", "--env-file",
+                           empty_env_file(tmp_path)], cwd=tmp_path, env=clean_env(tmp_path))
+    daemon.port()
+    seen = 0
+    for _ in range(3):  # every Broker event stream open (waiting on the simulator) when the signal comes
+        seen = daemon.lines["stderr"].index(daemon.wait_for(r"event=broker_stream_connected", start=seen).string) + 1
+    code, _ = daemon.stop(signal.SIGINT, timeout=15)
     stderr = "\n".join(daemon.lines["stderr"])
-    assert code == 0 and "Traceback" not in stderr and "cannot listen" not in stderr
-    assert len([line for line in daemon.lines["stderr"] if "journal_fault" in line]) == 1
+    assert code == 0 and "Traceback" not in stderr and "CancelledError" not in stderr, daemon.tail(60)
+    assert "event=stopped" in daemon.lines["stderr"][-1]
 
 
 def test_cluster_template_unit_passes_systemd_analyze_verify(tmp_path):

@@ -119,6 +119,42 @@ async def test_fills_during_a_trading_stream_outage_arrive_once_marked_reconcile
         await cm.__aexit__(None, None, None)
 
 
+async def test_orders_made_during_an_outage_arrive_with_their_whole_lifecycle_in_order(sim, app):
+    """Orders submitted and filled (or partly filled and canceled) while the trading stream is down: REST shows
+    only their final state, but every consumer gets the lifecycle it would have seen live, each event once,
+    marked reconciled, in order (the partial fill of the canceled order too)."""
+    cm, c = await orders_client(app.port)
+    try:
+        seen = sim.submit_order("AAPL", "buy", 1, type="limit", limit_price=100)
+        await c.expect("order_update")  # its ``new`` arrives live
+        sim.fail_next_auth(401, times=1, path=STREAM)
+        sim.cut_all()
+        await wait_until(lambda: not app.trading.connected, what="trading down")
+        filled = sim.submit_order("MSFT", "buy", 2, type="limit", limit_price=500)
+        sim.fill_order(filled["id"], price=400)
+        partial = sim.submit_order("TSLA", "buy", 5, type="limit", limit_price=300)
+        sim.fill_order(partial["id"], qty=2, price=250)
+        sim.cancel_order(partial["id"])
+        sim.fill_order(seen["id"], price=99)
+        await wait_until(lambda: app.trading.connected and app.trading.status.reconnects >= 1, timeout=8,
+                         what="trading back")
+        got = [await c.expect("order_update") for _ in range(6)]
+        await app.orders.reconcile()  # a second pass adds nothing
+        await c.drain(0.3)
+        assert len(c.of_type("order_update")) == 7
+        assert all(g["reconciled"] for g in got)
+        lifecycle = {o["id"]: [(g["event"], g["data"].get("qty")) for g in got if g["data"]["order_id"] == o["id"]]
+                     for o in (seen, filled, partial)}
+        assert lifecycle == {seen["id"]: [("fill", "1")], filled["id"]: [("new", None), ("fill", "2")],
+                             partial["id"]: [("new", None), ("partial_fill", "2"), ("canceled", None)]}
+        new = next(g for g in got if g["data"]["order_id"] == filled["id"] and g["event"] == "new")
+        assert new["data"]["order"]["status"] == "new" and new["data"]["order"]["filled_qty"] == "0"
+        assert new["data"]["timestamp"] == filled["submitted_at"]
+        assert [g["id"] for g in got] == sorted(g["id"] for g in got)
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
 async def test_restart_between_fills_resumes_with_since(sim, tmp_path):
     cfg = relay_config(sim, tmp_path)
     o1 = sim.submit_order("AAPL", "buy", 1)
@@ -244,6 +280,34 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
             assert (await c.expect("order_update"))["data"]["symbol"] == "MSFT"
         finally:
             await cm.__aexit__(None, None, None)
+
+
+async def test_a_journal_deleted_under_the_running_daemon_is_replaced_and_plain_ids_past_it_reset(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path)
+    async with running(cfg) as app:
+        await wait_until(lambda: app.trading.connected)
+        for _ in range(10):
+            sim.submit_order("AAPL", "buy", 1)
+        await wait_until(lambda: app.stats.order_events == 10)
+        old_epoch = app.orders.epoch
+        cm, live = await orders_client(app.port)
+        try:
+            for path in tmp_path.glob("orders.sqlite3*"):
+                path.unlink()
+            for _ in range(3):
+                sim.submit_order("MSFT", "buy", 1)
+            await wait_until(lambda: app.orders.epoch not in (None, old_epoch), what="a new journal")
+            assert "recreated" in (await live.expect("orders_reset"))["message"]  # live clients are told
+            await wait_until(lambda: len(app.orders.journal.since(0)) == 3, what="the 3 events in the new journal")
+            for since in ("5", f"{old_epoch}-5"):  # a plain id past the new journal's last id resets too
+                _, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={since}", TOKEN)
+                assert body["reset"] is True and body["epoch"] == app.orders.epoch, (since, body)
+                assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"] * 3
+        finally:
+            await cm.__aexit__(None, None, None)
+    async with running(cfg) as app:  # the events went to the file on disk, not to the unlinked one
+        _, body = await asyncio.to_thread(http_get, app.port, "/api/orders/events?since=0", TOKEN)
+        assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"] * 3 and body["epoch"] != old_epoch
 
 
 @pytest.mark.timeout(60)

@@ -164,6 +164,18 @@ async def test_throttle_sends_at_most_one_per_window_and_always_the_latest(sim, 
             await r.until("trade", timeout=0.5)
 
 
+async def test_a_throttle_no_timer_can_wait_is_refused_with_400_and_a_finite_one_delivers(sim, app):
+    for bad in ("1e400", "1e308", "inf", "nan", "-5", "abc", "60001"):
+        async with sse_get(app.sse.port, f"/api/stream/trades?symbols=AAPL&throttle_ms={bad}") as r:
+            assert r.status == 400, bad
+            assert "throttle_ms must be a number of milliseconds from 0 to 60000" in r.body.decode(), bad
+    async with sse_get(app.sse.port, "/api/stream/trades?symbols=AAPL&throttle_ms=60000") as r:
+        assert r.status == 200
+        await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["AAPL"])
+        sim.inject_trade("AAPL", price=7.0)
+        assert (await r.until("trade")).json()["data"]["price"] == 7.0  # the first of a window goes at once
+
+
 async def test_orders_stream_legacy_format_needs_the_token_and_replays_from_the_journal(sim, app):
     port = app.sse.port
     order = sim.submit_order("AAPL", "buy", 2)

@@ -1,14 +1,17 @@
 """A webhook receiver on 127.0.0.1 for tests: h11 over asyncio streams, told what to answer request by request.
 
-``script`` is consumed one entry per request: an int status (``500``, ``400``), ``("429", seconds)`` for a 429
-with ``Retry-After``, or ``"hang"`` (read the request, never answer). When it is empty every request gets 200.
-Every request is recorded (headers, body, the answer given), so a test can check ids, order and signatures.
+``script`` is consumed one entry per request: an int status (``500``, ``400``), ``("429", seconds)`` for that
+status with ``Retry-After``, ``"hang"`` (read the request, never answer), ``("big", n)`` (200 with an n-byte body,
+written until the client stops reading) or ``("drip", seconds)`` (the status line one byte every ``seconds``, for
+ever). When it is empty every request gets ``default`` (200). Every request is recorded (headers, body, the answer
+given, the body bytes written), so a test can check ids, order, signatures and how much a client read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,10 @@ import h11
 class Received:
     headers: dict[str, str]
     body: bytes
-    status: int | None  # None: never answered (hang)
+    status: int | None  # None: never answered (hang, drip)
+    sent: int = 0  # body bytes written (a big answer stops when the client closes)
+    at: float = field(default_factory=time.monotonic)  # when the request had been read
+    finished: bool = False  # a big answer: written whole, or cut off by the client
 
 
 @dataclass
@@ -78,6 +84,16 @@ class Receiver:
                     self.seen.append(Received(headers, body, None))
                     await asyncio.sleep(3600)
                     return
+                if isinstance(action, tuple) and action[0] == "drip":
+                    self.seen.append(Received(headers, body, None))
+                    for byte in b"HTTP/1.1 200 OK\r\n" * 1000:
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                        await asyncio.sleep(action[1])
+                    return
+                if isinstance(action, tuple) and action[0] == "big":
+                    await self._big(writer, conn, headers, body, action[1])
+                    return
                 extra: list[tuple[bytes, bytes]] = []
                 if isinstance(action, tuple):
                     action, wait = int(action[0]), action[1]
@@ -101,3 +117,22 @@ class Receiver:
                 self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _big(self, writer: asyncio.StreamWriter, conn: h11.Connection, headers: dict[str, str], body: bytes,
+                   size: int) -> None:
+        """200 with a ``size``-byte body, written in 64 KiB chunks until done or the client closes."""
+        got = Received(headers, body, 200)
+        self.seen.append(got)
+        writer.write(conn.send(h11.Response(status_code=200, headers=[
+            (b"Content-Type", b"application/octet-stream"), (b"Content-Length", str(size).encode())])))
+        chunk = b"x" * 65536
+        try:
+            while got.sent < size:
+                piece = chunk[:size - got.sent]
+                writer.write(conn.send(h11.Data(data=piece)))
+                await writer.drain()
+                got.sent += len(piece)
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        finally:
+            got.finished = True

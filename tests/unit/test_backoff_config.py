@@ -2,6 +2,7 @@
 
 import argparse
 import random
+import re
 
 import pytest
 
@@ -74,3 +75,26 @@ def test_readme_documents_every_variable_and_flag():
     readme = (config.REPO_ROOT / "README.md").read_text()
     for s in config.SETTINGS:
         assert f"`{s.env}`" in readme and f"`{s.flag}`" in readme, s.env
+
+
+def test_redis_urls_one_server_or_sentinel_and_their_errors(tmp_path):
+    """A Sentinel URL is parsed into its sentinels, master name and db; a broken one is a config error naming the
+    setting and what to write; both passwords are masked wherever the URL is shown."""
+    from trade_stream.engines.redis_url import parse_sentinel
+
+    url = "rediss+sentinel://:pw1@10.0.0.5:26380,10.0.0.6/mymaster/2?sentinel_password=pw2&ssl_ca_certs=/ca.pem"
+    cfg = parse(["--demo"], {"TRADE_STREAM_REDIS_URL": url}, tmp_path)
+    parsed = parse_sentinel(cfg.redis_url)
+    assert parsed.sentinels == [("10.0.0.5", 26380), ("10.0.0.6", 26379)]
+    assert (parsed.service, parsed.db, parsed.password, parsed.tls) == ("mymaster", 2, "pw1", True)
+    assert parsed.options == {"ssl_ca_certs": "/ca.pem"} and parsed.sentinel_auth == {"password": "pw2"}
+    shown = config.mask_url(cfg.redis_url)
+    assert "pw1" not in shown and "pw2" not in shown and "10.0.0.6/mymaster/2" in shown
+    assert parse(["--demo"], {"TRADE_STREAM_REDIS_URL": "rediss://h:6380/0?ssl_ca_certs=/ca.pem"},
+                 tmp_path).redis_url.startswith("rediss://")
+    for bad, reason in (("redis+sentinel://10.0.0.5:26379", "name the master"),
+                        ("redis+sentinel://10.0.0.5:x/mymaster", "port must be a number"),
+                        ("http://10.0.0.5", "redis+sentinel://")):
+        with pytest.raises(ConfigError, match=f"TRADE_STREAM_REDIS_URL.*{re.escape(reason)}") as info:
+            parse(["--demo"], {"TRADE_STREAM_REDIS_URL": bad}, tmp_path)
+        assert "\n" not in str(info.value)

@@ -9,7 +9,7 @@ from trade_stream import config
 from trade_stream.core.notification_store import SqliteNotificationStore
 from trade_stream.core.notifications import describe, fmt_money, fmt_qty, number
 from trade_stream.edges import webhook_targets
-from trade_stream.edges.webhooks import payload, retry_after, sign
+from trade_stream.edges.webhooks import payload, retry_after, sign, sign_body
 
 
 def order(**kw):
@@ -124,7 +124,10 @@ def test_payload_formats_signature_and_retry_after():
     note = {"id": 7, "type": "order_filled", "message": "Buy 1 AAPL filled at $1.00", "read": False}
     body = payload(target, "d-1", note)
     assert b'"delivery_id":"d-1"' in body and b'"read"' not in body
-    assert sign("k", b"abc") == "sha256=" + "342e519ce0ad6c03a36b98eeb3f1d130db4813b9df4d1160eda488d712dc78ee"
+    assert sign_body("k", b"abc") == "sha256=" + "342e519ce0ad6c03a36b98eeb3f1d130db4813b9df4d1160eda488d712dc78ee"
+    # the Standard Webhooks specification's own example (a whsec_ secret is the key it encodes)
+    assert sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+                b'{"test": 2432232314}') == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
     slack = webhook_targets.WebhookTarget("s", "https://x", format="slack")
     discord = webhook_targets.WebhookTarget("d", "https://x", format="discord")
     assert payload(slack, "d", note) == b'{"text":"Buy 1 AAPL filled at $1.00"}'

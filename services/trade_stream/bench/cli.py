@@ -25,9 +25,13 @@ RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one sym
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trade-stream bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Scenarios (defaults are the issue's target sizes):\n" + "\n".join(
+                                epilog="`trade-stream bench outbox --help`: the webhook outbox's head query and "
+                                       "sizes as a backlog grows.\n\n"
+                                       "Scenarios (defaults are the issue's target sizes):\n" + "\n".join(
                                     f"  {k:9s} {scenarios.DESCRIPTIONS[k]} (default N={d.clients}, R={d.rate:g}, "
-                                    f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items()))
+                                    f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items())
+                                + "\n\ntrade-stream bench auth --help: the cost of one credential check with 1 and "
+                                  "10,000 users")
     p.add_argument("--scenario", choices=sorted(scenarios.DEFAULTS), default="hot")
     p.add_argument("--clients", type=int, help="N: client connections (stall: besides the staller)")
     p.add_argument("--rate", type=float, help="R: msg/s (per symbol for hot/stall, total upstream otherwise)")
@@ -137,6 +141,14 @@ def broker_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["auth"]:  # the cost of one credential check, in process: nothing to fan out
+        from trade_stream.bench import auth
+
+        return auth.main(argv[1:])
+    if argv[:1] == ["outbox"]:  # a sub-command of its own: no relay, no clients, one SQLite file
+        from trade_stream.bench import outbox
+
+        return outbox.main(argv[1:])
     args = parse_args(argv)
     if args.scenario == "broker":
         return broker_main(args)

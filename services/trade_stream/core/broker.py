@@ -5,6 +5,10 @@ A journal per account (core/journal.py) does not scale to 10,000 accounts, so Br
 activities) is written there before anyone sees it, in batches (one transaction per batch, off the upstream
 reader), deduplicated by a unique key, and replayed per account by filtering. The per-stream upstream cursor (the
 last processed ULID) is stored in the same transaction as the events it covers, so a restart resumes exactly.
+The cursor never moves past what Alpaca can have issued by now (``CURSOR_SKEW`` seconds of clock difference
+allowed): one event with an id from the far future would otherwise make every later replay start after every
+real event. Such an event is still journaled and routed, only counted (``future_ids``); a stored cursor that is
+not a ULID or lies in the future is repaired at start, from the highest plausible id in the journal.
 
 Dedupe keys: a fill is ``order id + cumulative filled qty`` (the same whether it came over SSE or from the REST
 poll of the fallback, which has no execution id in common with the stream); every other event its ``event_id``;
@@ -27,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from trade_stream.core.event_ids import EventId, cursor
+from trade_stream.core.event_ids import EventId, cursor, is_ulid, ulid_ceiling, ulid_floor
 from trade_stream.core.fanout import Client
 from trade_stream.core.framing import text_frame
 from trade_stream.core.journal import open_durable
@@ -38,6 +42,7 @@ log = logging.getLogger("trade_stream.core.broker")
 
 STREAM_TYPES = {"trades": "order_update", "accounts": "account_status", "activities": "activity", "nta": "activity"}
 FILL_EVENTS = ("fill", "partial_fill")
+CURSOR_SKEW = 60.0  # seconds an upstream id may lie ahead of this clock and still move the cursor
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +70,17 @@ class BrokerEntry:
     late: bool
 
 
+def event_ulid(data: dict[str, Any]) -> str:
+    """An event's ULID: ``event_ulid`` where a stream has it (the ``/v1`` streams, whose ``event_id`` is a legacy
+    integer or absent), else ``event_id``."""
+    return str(data.get("event_ulid") or data.get("event_id") or "")
+
+
+def cursor_limit(now: float | None = None) -> str:
+    """The highest cursor Alpaca can plausibly have issued by ``now`` (wall clock)."""
+    return ulid_ceiling(int(((time.time() if now is None else now) + CURSOR_SKEW) * 1000))
+
+
 def dedupe_key(stream: str, data: dict[str, Any]) -> str:
     if stream == "trades" and data.get("event") in FILL_EVENTS:
         order = data.get("order") or {}
@@ -80,6 +96,7 @@ class BrokerJournal:
         self.retention = retention_days * 86400
         self.db = open_durable(path, SCHEMA)
         self.epoch = self.get_meta("epoch") or self._new_epoch()
+        self.future_ids = 0  # events of the last append whose id lay past cursor_limit
 
     def _new_epoch(self) -> str:
         epoch = secrets.token_hex(6)
@@ -92,15 +109,19 @@ class BrokerJournal:
     def append(self, stream: str, events: Iterable[dict[str, Any]], late: bool = False,
                cursor_key: str | None = None) -> list[BrokerEntry]:
         """Write a batch in one transaction; the entries that were new. ``cursor_key`` (the stream's upstream
-        cursor) moves to the highest event id of the batch in the same transaction."""
+        cursor) moves to the highest plausible event id of the batch (``cursor_limit``) in the same transaction."""
         out: list[BrokerEntry] = []
         now = time.time()
+        limit = cursor_limit(now)
         top: str | None = None
+        self.future_ids = 0
         self.db.execute("BEGIN")
         try:
             for data in events:
-                event_id = str(data.get("event_id") or "")
-                if event_id and (top is None or event_id > top):
+                event_id = event_ulid(data)
+                if event_id > limit:
+                    self.future_ids += 1
+                elif is_ulid(event_id) and (top is None or event_id > top):
                     top = event_id
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO events(recorded, stream, account_id, event_id, at, dedupe, late, payload)"
@@ -146,6 +167,28 @@ class BrokerJournal:
         return self.db.execute("DELETE FROM events WHERE recorded < ?",
                                ((now or time.time()) - self.retention,)).rowcount
 
+    def repair_cursors(self, now: float | None = None) -> list[tuple[str, str, str]]:
+        """Replace each stored cursor that is not a ULID or lies past ``cursor_limit``: with the stream's highest
+        plausible journaled id, or, when it has none, the start of its first journaled event's millisecond (or
+        now). Returns (stream, old, new) of each repaired one."""
+        limit = cursor_limit(now)
+        repaired = []
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'cursor:%'").fetchall()
+        for key, old in rows:
+            if is_ulid(old) and old <= limit:
+                continue
+            stream = key.partition(":")[2]
+            candidates = self.db.execute(
+                "SELECT event_id FROM events WHERE stream = ? AND event_id <= ? ORDER BY event_id DESC LIMIT 100",
+                (stream, limit)).fetchall()
+            new = next((c[0] for c in candidates if is_ulid(c[0])), None)
+            if new is None:
+                first = self.db.execute("SELECT MIN(recorded) FROM events WHERE stream = ?", (stream,)).fetchone()[0]
+                new = ulid_floor(int((first if first is not None else (now or time.time())) * 1000))
+            self.set_meta(key, new)
+            repaired.append((stream, old, new))
+        return repaired
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
@@ -164,8 +207,12 @@ class BrokerEvents:
         self._by_account: dict[str, set[Client]] = {}
         self._everyone: set[Client] = set()  # users who see every account
         self.positions: dict[str, dict[str, str]] = {}  # account -> symbol -> qty after the last fill
-        self.counts = {"events": 0, "duplicates": 0, "late": 0, "routed": 0}
+        self.counts = {"events": 0, "duplicates": 0, "late": 0, "routed": 0, "future_ids": 0, "cursor_repairs": 0}
         self.upstreams: list[Any] = []  # upstream/broker_events.BrokerStream, for status
+        for stream, old, new in self.journal.repair_cursors():
+            self.counts["cursor_repairs"] += 1
+            log.warning("broker_cursor_repaired stream=%s cursor=%r now=%s (the stored one was not a ULID or lay "
+                        "in the future)", stream, old[:40], new)
 
     @property
     def epoch(self) -> str:
@@ -229,6 +276,10 @@ class BrokerEvents:
     def ingest(self, stream: str, events: list[dict[str, Any]], late: bool = False) -> list[BrokerEntry]:
         """Journal a batch (the cursor moves with it unless these are late, polled events), then route it."""
         entries = self.journal.append(stream, events, late, None if late else f"cursor:{stream}")
+        if self.journal.future_ids:
+            self.counts["future_ids"] += self.journal.future_ids
+            log.warning("broker_future_event_ids stream=%s count=%d: journaled, but the cursor stays at %s",
+                        stream, self.journal.future_ids, self.cursor(stream))
         self.counts["events"] += len(entries)
         self.counts["duplicates"] += len(events) - len(entries)
         if late:

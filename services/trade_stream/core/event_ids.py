@@ -87,6 +87,31 @@ def compound(positions: dict[str, str]) -> str:
 
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # 26 Crockford digits, at most 128 bits: upper case only
+
+
+def is_ulid(value: object) -> bool:
+    return isinstance(value, str) and ULID_RE.fullmatch(value) is not None
+
+
+def ulid_ms(ulid: str) -> int:
+    """The millisecond a ULID was made in (its first 10 digits)."""
+    value = 0
+    for ch in ulid[:10].upper():
+        value = value * 32 + CROCKFORD.index(ch)
+    return value
+
+
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of that millisecond: ``since_id`` with it replays everything from then on."""
+    ms = max(0, ms)
+    head = "".join(CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
+    return head + "0" * 16
+
+
+def ulid_ceiling(ms: int) -> str:
+    """The largest ULID of that millisecond: every ULID made up to then sorts at or below it."""
+    return ulid_floor(ms)[:10] + "Z" * 16
 
 
 def new_ulid(seconds: float | None = None) -> str:

@@ -63,6 +63,15 @@ def dedupe_key(data: dict[str, Any]) -> str:
     return f"o:{order.get('id')}:{data.get('event')}:{data.get('timestamp') or order.get('updated_at')}"
 
 
+def state_key(data: dict[str, Any]) -> str | None:
+    """The event and the order state it reports (status, filled quantity): the same for a live event and for
+    the one REST reconciliation derives for it, whatever their other keys (None without an order id)."""
+    order = data.get("order") or {}
+    if not order.get("id"):
+        return None
+    return f"s:{order['id']}:{data.get('event')}:{order.get('status')}:{order.get('filled_qty')}"
+
+
 def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     """An SQLite file for state that must survive a crash (the order journal, the broker journal, notifications,
     the webhook outbox): WAL, ``synchronous=FULL`` (what a client was told survives power loss), the schema
@@ -79,6 +88,29 @@ def open_durable(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+class JournalReplaced(OSError):
+    """The journal's file was deleted or replaced while open: writing on would go to a file nobody will read."""
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def durable_size(path: Path) -> int:
+    """Bytes on disk of a file opened by ``open_durable``: the database and its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += part.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 class Journal:
     """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
 
@@ -91,9 +123,16 @@ class Journal:
         self.db = open_durable(path, SCHEMA)
         try:
             self.epoch = self.get_meta(EPOCH_KEY) or self._new_epoch()
+            self._file = _file_id(path)
         except BaseException:
             self.db.close()
             raise
+
+    def check(self) -> None:
+        """Raise ``JournalReplaced`` when the path no longer names the open file (deleted, or another put in its
+        place): SQLite would go on writing to the unlinked file, and its ids would be mistaken for the new one's."""
+        if _file_id(self.path) != self._file:
+            raise JournalReplaced(f"{self.path} was deleted or replaced while open")
 
     def _new_epoch(self) -> str:
         """A journal from before epochs keeps its ids: plain integer ids from its clients stay valid."""
@@ -176,6 +215,9 @@ class Journal:
 
 def fault_message(path: Path, exc: BaseException) -> str:
     """One line for the operator: which file, what is wrong, what to do."""
+    if isinstance(exc, JournalReplaced):
+        return (f"order journal {path} was deleted or replaced while the daemon ran: a new journal is opened at "
+                "that path, clients get a reset and missed events come back by REST reconciliation")
     text = str(exc) or type(exc).__name__
     low = text.lower()
     if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in low or "malformed" in low):

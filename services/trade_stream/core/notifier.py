@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.core.framing import text_frame
-from trade_stream.core.journal import Entry
+from trade_stream.core.journal import Entry, durable_size
 from trade_stream.core.notification_store import NotificationStore, SqliteNotificationStore
 from trade_stream.core.notifications import describe
 from trade_stream.core.orders import Orders
@@ -111,6 +111,10 @@ class TradeNotifier:
             return False, None
 
     def health(self) -> dict[str, Any]:
+        """The store's state. A faulted store is reopened only when used; asking is a use (at most once per retry
+        interval), so a fixed store shows as ok without waiting for the next order event."""
+        if self.fault is not None:
+            self._open()
         fault_for = None if self._fault_since is None else round(time.monotonic() - self._fault_since, 1)
         return {"state": "fault" if self.fault else "ok", "path": str(self.path), "error": self.fault,
                 "fault_for": fault_for, "created": self.created}
@@ -194,3 +198,19 @@ class TradeNotifier:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def collector(self) -> Any:
+        """Prometheus: the store's size on disk, read at scrape time (a file size, not a count of rows)."""
+        return _SizeCollector(self.path)
+
+
+class _SizeCollector:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily("trade_stream_notification_store_bytes",
+                                "Bytes on disk of the notification store (database and write-ahead log)",
+                                value=durable_size(self.path))

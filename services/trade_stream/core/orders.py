@@ -42,11 +42,14 @@ from trade_stream.upstream.rest import AlpacaRest
 
 log = logging.getLogger("trade_stream.core.orders")
 
-EVENT_FIELDS = ("event", "order", "timestamp", "execution_id", "price", "qty", "position_qty", "position_qtys",
-                "at", "event_id", "legs")
+CONVENIENCES = ("order_id", "symbol", "side", "status")  # the relay's, copied from the order; not Alpaca's
 STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill", "canceled": "canceled", "expired": "expired",
                 "rejected": "rejected", "replaced": "replaced", "new": "new", "accepted": "accepted",
                 "done_for_day": "done_for_day", "pending_new": "pending_new", "pending_cancel": "pending_cancel"}
+#: statuses an order reaches only after it was accepted: a ``new`` event came before them
+PAST_NEW = frozenset(("partially_filled", "filled", "canceled", "expired", "replaced", "done_for_day",
+                      "pending_cancel", "pending_replace"))
+ENDED_AT = ("canceled_at", "expired_at", "failed_at", "replaced_at")  # unset at the time of an earlier event
 POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
 SEEN_KEY = "trading_seen_at"
 REST_TIMEOUT = 10.0  # alpaca-py sets no request timeout; a hung call must not hold a client back
@@ -72,8 +75,9 @@ class AuthThrottled(ClientError):
 
 
 def sanitize(data: dict[str, Any]) -> dict[str, Any]:
-    """Only Alpaca's documented event fields (so nothing internal leaks), plus a few conveniences."""
-    out = {k: data[k] for k in EVENT_FIELDS if k in data}
+    """Every field of Alpaca's event, those it adds later too (SDK clients of the compatible ``/stream`` get them
+    all), plus the relay's ``CONVENIENCES`` from the order for browser clients; ``alpaca_fields`` undoes that."""
+    out = {k: v for k, v in data.items() if k not in CONVENIENCES}
     order = data.get("order") if isinstance(data.get("order"), dict) else {}
     out.update(order_id=order.get("id"), symbol=order.get("symbol"), side=order.get("side"),
                status=order.get("status"))
@@ -312,6 +316,7 @@ class Orders:
         if journal is None:
             return Resume(None, f"order journal unavailable, nothing to replay: {self.fault}" if since else None)
         try:
+            journal.check()
             last, first = journal.last_id(), journal.first_id()
         except JOURNAL_ERRORS as exc:
             self._fail(exc)
@@ -447,6 +452,7 @@ class Orders:
             self._keep(data, reconciled, dedupe)
             return None
         try:
+            self.journal.check()
             return self._write(self.journal, data, reconciled, dedupe)
         except JOURNAL_ERRORS as exc:
             self._keep(data, reconciled, dedupe)
@@ -559,14 +565,8 @@ class Orders:
             return
         if last_updated and (parse_ts(last_updated) or 0) >= updated:
             return  # we already relayed something as new as this
-        prev_filled = dec(filled) or Decimal(0)
-        now_filled = dec(order.get("filled_qty")) or Decimal(0)
-        event = STATUS_EVENT.get(str(order.get("status")), str(order.get("status")))
-        data: dict[str, Any] = {"event": event, "order": order, "timestamp": order.get("updated_at")}
-        if now_filled > prev_filled:
-            data.update(qty=str(now_filled - prev_filled), price=order.get("filled_avg_price"))
-        self.publish(data, reconciled=True,
-                     dedupe=f"r:{order.get('id')}:{order.get('status')}:{order.get('filled_qty')}")
+        for data, dedupe in missed_lifecycle(order, status, dec(filled) or Decimal(0)):
+            self.publish(data, reconciled=True, dedupe=dedupe)
 
     # --- positions --------------------------------------------------------------------------------------
 
@@ -655,6 +655,40 @@ class Orders:
             task.cancel()
         if self.journal is not None:
             self.journal.close()
+
+
+def alpaca_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A journaled event as Alpaca sent it: without the relay's conveniences."""
+    return {k: v for k, v in data.items() if k not in CONVENIENCES}
+
+
+def missed_lifecycle(order: dict[str, Any], journaled_status: str | None,
+                     journaled_filled: Decimal) -> list[tuple[dict[str, Any], str]]:
+    """The events a consumer would have had live, from what REST shows of ``order`` now and what the journal last
+    had of it: (event data, dedupe key) in order. REST carries only the final state, so what it implies comes
+    first: ``new`` for an order the journal never saw that went past it, and a ``partial_fill`` for quantity
+    filled before a final state that is not a fill (canceled, expired, replaced). Each is built from the order's
+    own fields as they were then, so a client, a notification or a webhook keyed on ``new`` sees it."""
+    status = str(order.get("status"))
+    now_filled = dec(order.get("filled_qty")) or Decimal(0)
+    events: list[tuple[dict[str, Any], str]] = []
+    if journaled_status is None and status in PAST_NEW:
+        at = order.get("submitted_at") or order.get("created_at") or order.get("updated_at")
+        was = {**order, "status": "new", "filled_qty": "0", "filled_avg_price": None, "updated_at": at,
+               **{k: None for k in ENDED_AT if k in order}}
+        events.append(({"event": "new", "order": was, "timestamp": at}, f"r:{order.get('id')}:new"))
+    event = STATUS_EVENT.get(status, status)
+    if now_filled > journaled_filled and event not in ("fill", "partial_fill"):
+        at = order.get("filled_at") or order.get("updated_at")
+        was = {**order, "status": "partially_filled", "updated_at": at, **{k: None for k in ENDED_AT if k in order}}
+        events.append(({"event": "partial_fill", "order": was, "timestamp": at,
+                        "qty": str(now_filled - journaled_filled), "price": order.get("filled_avg_price")},
+                       f"r:{order.get('id')}:partially_filled:{order.get('filled_qty')}"))
+    data: dict[str, Any] = {"event": event, "order": order, "timestamp": order.get("updated_at")}
+    if now_filled > journaled_filled and event in ("fill", "partial_fill"):
+        data.update(qty=str(now_filled - journaled_filled), price=order.get("filled_avg_price"))
+    events.append((data, f"r:{order.get('id')}:{order.get('status')}:{order.get('filled_qty')}"))
+    return events
 
 
 def sanitize_order(order: dict[str, Any]) -> dict[str, Any]:

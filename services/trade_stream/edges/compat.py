@@ -32,7 +32,7 @@ from trade_stream.core.fanout import Client, Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
-from trade_stream.core.orders import EVENT_FIELDS, Orders
+from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.edges.identity import Identity, User
@@ -50,7 +50,8 @@ AUTH_TIMEOUT = 10.0
 AUTH_TIMEOUT_CLOSE = 1008
 #: Alpaca's error texts, verbatim: the Go SDK compares code *and* text (marketdata/stream/errors.go).
 ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 403: "already authenticated",
-          404: "auth timeout", 405: "symbol limit exceeded", 409: "insufficient subscription",
+          404: "auth timeout", 405: "symbol limit exceeded", 406: "connection limit exceeded",
+          409: "insufficient subscription",
           410: "invalid subscribe action for this feed",
           # Option streams only (Alpaca's "Real-time Option Data" page, Errors):
           412: "option messages are only available in MsgPack format",
@@ -255,11 +256,12 @@ class MarketDataSession:
             return
         source = self.relay.sources.attach(self.spec.name)
         code = await source.ready(self.relay.cfg.timings.open_timeout)
-        if code == 409:  # Alpaca refused the relay's account this stream: the client gets Alpaca's own answer
+        if code is not None:  # Alpaca refused the relay's own session: the client gets Alpaca's answer, at once.
+            # 406 (another session holds the key) is not final: SDKs send auth again on this socket, as at Alpaca.
             self.relay.sources.detach(source)
-            log.info("alpaca_client_refused code=409 stream=%s reason=%r ip=%s", self.feed,
+            log.info("alpaca_client_refused code=%d stream=%s reason=%r ip=%s", code, self.feed,
                      source.upstream.status.error, self.client.ip)
-            self.error(409)
+            self.error(code)
             return
         if self.authenticated or self.conn.state is not State.OPEN:  # a second auth raced this one, or gone
             self.relay.sources.detach(source)
@@ -471,7 +473,7 @@ class TradingSession:
             self.error("token expired: authenticate again with a fresh token")
             return
         if self.listening:
-            self.reply("trade_updates", {k: entry.data[k] for k in EVENT_FIELDS if k in entry.data})
+            self.reply("trade_updates", alpaca_fields(entry.data))
 
 
 class AlpacaEndpoints:

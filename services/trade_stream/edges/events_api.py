@@ -31,7 +31,7 @@ import orjson
 from trade_stream.core import event_ids
 from trade_stream.core.broker import BrokerEntry, BrokerEvents
 from trade_stream.core.journal import Entry
-from trade_stream.core.orders import AuthThrottled
+from trade_stream.core.orders import AuthThrottled, alpaca_fields
 from trade_stream.edges.identity import User
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class EventsApi:
 
 def trade_event(entry: Entry, account: str) -> dict[str, Any]:
     """A trading-API journal entry in the events API's shape: ``account_id`` is the relay's account name."""
-    data = {k: v for k, v in entry.data.items() if k not in ("order_id", "symbol", "side", "status")}
+    data = alpaca_fields(entry.data)
     return {"account_id": account, **data}
 
 

@@ -9,8 +9,11 @@ reads the first request's head itself; when it declares a small body, the body i
 ``request_body``, and the head is passed on without its ``Content-Length`` line, so websockets sees a body-less
 request and ``process_request`` finds the body on the connection. Everything after the first request (a
 WebSocket's frames) goes straight through, untouched. A body over ``MAX_BODY`` is not read: ``body_error`` is
-413 and the route answers that. Chunked bodies are not supported (websockets closes such a request, as before);
-browsers and curl send ``Content-Length`` for a fixed body.
+413 and the route answers that. Browsers and curl send ``Content-Length`` for a fixed body.
+
+websockets also closes the connection without a word when it cannot parse a request head (a control character
+in a header value, a line that is not ``Name: value``, a chunked body). Such a head is checked here with
+websockets' own parser first and answered 400 (501 for a chunked body), so a client learns what it did wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ import re
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import SecurityError
+from websockets.http11 import Request
+from websockets.streams import StreamReader
+
+from trade_stream.edges.web import error
 
 MAX_BODY = 64 * 1024
 MAX_HEAD = 16 * 1024  # websockets refuses longer heads itself (431): pass such heads on untouched
@@ -46,6 +54,9 @@ class BodyConnection(ServerConnection):
                 self._pass(bytes(self._head))
             return
         head, rest = bytes(self._head[:end + 4]), bytes(self._head[end + 4:])
+        refusal = unparsable(LENGTH_RE.sub(b"", head))
+        if refusal is not None:
+            return self._refuse(*refusal)
         lengths = LENGTH_RE.findall(head)
         if not lengths:
             return self._pass(head + rest)
@@ -77,3 +88,30 @@ class BodyConnection(ServerConnection):
         self.body_error = error
         self._discard = True
         self._pass(LENGTH_RE.sub(b"", head))
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a head websockets would drop unanswered, and close; nothing of it reaches websockets."""
+        self._head = None
+        self._discard = True
+        self.transport.write(error(status, message).serialize())
+        self.transport.close()
+
+
+def unparsable(head: bytes) -> tuple[int, str] | None:
+    """(status, message) when websockets cannot parse this request head (Content-Length already taken out);
+    None when it can, or when it answers the problem itself (a line or head too long: 414, 431)."""
+    reader = StreamReader()
+    reader.feed_data(head)
+    reader.feed_eof()
+    try:
+        next(Request.parse(reader.read_line))
+    except StopIteration:
+        return None
+    except SecurityError:
+        return None
+    except NotImplementedError:
+        return 501, "chunked request bodies are not supported: send Content-Length"
+    except Exception:  # websockets' parser raises ValueError (and EOFError) for whatever is not HTTP/1.1
+        return 400, ("malformed HTTP request: the request line or a header is not valid HTTP/1.1 (a header "
+                     "must be Name: value, without control characters)")
+    return None

@@ -4,16 +4,26 @@ Three kinds of credential, checked in this order:
 
 1. the users file (``TRADE_STREAM_USERS_FILE``, TOML): each user's token is stored only as a salted HMAC-SHA256
    (``sha256:<salt>:<digest>``). Tokens are 32 random bytes, so a fast hash is enough: nobody can guess one, and
-   the file alone does not give anyone a token. The file is re-read when it changes (``trade-stream user add``
-   takes effect without a restart; a broken edit is logged and the previous users stay);
+   the file alone does not give anyone a token. A token is ``tsu_<id>_<secret>``: the 16-hex-digit ``id`` is
+   stored in the clear as the user's ``token_id`` and selects the one user whose hash is checked, so a check
+   costs one hash whatever the number of users. Tokens written before ids existed (no ``token_id``) keep
+   working; each such user costs one hash per check of an id-less credential, which is why they are counted
+   at load and why a source over the failed-auth limit is not checked against them. The file is re-read when
+   it changes (``trade-stream user add`` takes effect without a restart; a broken edit is logged and the
+   previous users stay);
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
    with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
    ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
-   its own message;
+   its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
+   ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
+   must match ``TRADE_STREAM_JWT_AUDIENCE`` / ``_ISSUER`` when those are set;
 3. ``TRADE_STREAM_TOKEN``: the single-user shortcut, user ``default``, every account, admin.
 
-A right credential is always accepted, whatever anyone else got wrong; wrong ones are throttled per source and
-presented credential (limits.FailedAuth). ``Sessions`` counts each user's private connections
+The failed-auth throttle (limits.FailedAuth: per source and presented credential, and per source) is consulted
+before any token is hashed. A credential its source keeps presenting wrong is answered 429 unchecked. A source
+over its own limit gets only the checks whose cost does not grow with the users (a token with an id, a JWT,
+``TRADE_STREAM_TOKEN``): a right credential of those kinds is still accepted whatever anyone else at that address
+got wrong, and anything else is answered 429 unhashed. ``Sessions`` counts each user's private connections
 (``TRADE_STREAM_MAX_CONNECTIONS_PER_USER``).
 """
 
@@ -25,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +51,10 @@ log = logging.getLogger("trade_stream.edges.identity")
 
 TOKEN_USER = "default"
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USER_FIELDS = {"name", "token_hash", "accounts", "admin"}
+USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin"}
+TOKEN_PREFIX = "tsu_"
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
+TOKEN_ID_END = len(TOKEN_PREFIX) + 16  # where the id ends and the "_" before the secret stands
 JWT_HMAC = ("HS256",)
 JWT_PUBLIC = ("RS256", "ES256")
 RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
@@ -69,6 +83,7 @@ class UserRecord:
     token_hash: str = field(repr=False)
     accounts: tuple[str, ...]  # ("*",): every account
     admin: bool = False
+    token_id: str = ""  # "": a token from before token ids (checked by trying each such user)
 
 
 # --- the users file ----------------------------------------------------------------------------------------
@@ -77,6 +92,20 @@ def hash_token(token: str, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hmac.new(salt, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return f"sha256:{salt.hex()}:{digest}"
+
+
+def new_token() -> tuple[str, str]:
+    """(token id, token) for a new user: the id in the clear in the users file, the token shown once."""
+    token_id = secrets.token_hex(8)
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def token_id_of(credential: str) -> str | None:
+    """The id a ``tsu_<id>_<secret>`` token carries; None for any other credential. No hashing."""
+    if not credential.startswith(TOKEN_PREFIX) or credential[TOKEN_ID_END:TOKEN_ID_END + 1] != "_":
+        return None
+    token_id = credential[len(TOKEN_PREFIX):TOKEN_ID_END]
+    return token_id if TOKEN_ID_RE.fullmatch(token_id) else None
 
 
 def token_matches(token: str, stored: str) -> bool:
@@ -91,7 +120,13 @@ def load_users(path: str) -> tuple[UserRecord, ...]:
     """Parse and validate the users file; ValueError with one line naming the user and field. A missing file is
     no users (``trade-stream user add`` creates it)."""
     items = read_tables(path, "user", missing_ok=True)
-    return tuple(parse_tables(items, "user", _user, lambda u: u.name))
+    users = tuple(parse_tables(items, "user", _user, lambda u: u.name))
+    seen: dict[str, str] = {}
+    for u in users:
+        if u.token_id and seen.setdefault(u.token_id, u.name) != u.name:
+            raise ValueError(f"user {u.name!r}: token_id {u.token_id} is also user {seen[u.token_id]!r}'s; token "
+                             "ids must be unique (remove the user and add it again for a new token)")
+    return users
 
 
 def _user(item: Any) -> UserRecord:
@@ -103,13 +138,17 @@ def _user(item: Any) -> UserRecord:
     if not isinstance(stored, str) or not re.fullmatch(r"sha256:[0-9a-f]{32}:[0-9a-f]{64}", stored):
         raise ValueError("token_hash must be sha256:<salt>:<digest> as written by trade-stream user add "
                          "(never the token itself)")
+    token_id = item.get("token_id", "")
+    if not isinstance(token_id, str) or not (token_id == "" or TOKEN_ID_RE.fullmatch(token_id)):
+        raise ValueError("token_id must be the 16 hex digits after tsu_ in the user's token, as written by "
+                         "trade-stream user add")
     accounts = item.get("accounts")
     if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) and a for a in accounts):
         raise ValueError('accounts must be a non-empty list of account names (or ["*"] for all)')
     admin = item.get("admin", False)
     if not isinstance(admin, bool):
         raise ValueError("admin must be true or false")
-    return UserRecord(name, stored, tuple(accounts), admin)
+    return UserRecord(name, stored, tuple(accounts), admin, token_id)
 
 
 def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False
@@ -129,18 +168,31 @@ def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker:
 
 
 def write_users(path: str, users: Iterable[UserRecord]) -> None:
-    """Rewrite the users file (0600): it holds only hashes, but who may see what is nobody else's business."""
+    """Rewrite the users file atomically (a reader sees the old file or the new one, never half of one).
+
+    A new file is 0600: it holds only hashes, but who may see what is nobody else's business. An existing file
+    keeps its mode and group: root edits a file that the service reads through its group (root:trade-stream
+    0640), and the service must still read it after the edit."""
     lines = ["# trade-stream users: managed with `trade-stream user add|list|remove`. Tokens are stored as salted",
              "# hashes only: a lost token cannot be recovered, remove the user and add it again.", ""]
     for u in users:
         accounts = ", ".join(f'"{a}"' for a in u.accounts)
-        lines += ["[[user]]", f'name = "{u.name}"', f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
+        lines += ["[[user]]", f'name = "{u.name}"', *([f'token_id = "{u.token_id}"'] if u.token_id else []),
+                  f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
                   f"admin = {'true' if u.admin else 'false'}", ""]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
+        try:
+            old = os.stat(target)
+        except FileNotFoundError:
+            old = None
+        if old is not None:
+            if old.st_gid != os.fstat(f.fileno()).st_gid:
+                os.fchown(f.fileno(), -1, old.st_gid)
+            os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
         f.write("\n".join(lines))
     os.replace(tmp, target)
 
@@ -165,27 +217,51 @@ def load_public_key(path: str) -> Any:
 
 class Identity:
     def __init__(self, token: str, accounts: Iterable[str], users_file: str = "", jwt_secret: str = "",
-                 jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False) -> None:
+                 jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False, *,
+                 jwt_audience: str = "", jwt_issuer: str = "", jwt_max_lifetime: float = 86400) -> None:
         self._token = token.encode("utf-8", "surrogatepass") if token else b""
         self.accounts = tuple(accounts)
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
         self.users_file = users_file
-        self._users: tuple[UserRecord, ...] = check_accounts(load_users(users_file), self.accounts, broker) \
-            if users_file else ()
+        self._users: tuple[UserRecord, ...] = ()
+        self._by_token_id: dict[str, UserRecord] = {}
+        self._legacy: tuple[UserRecord, ...] = ()  # users whose token has no id
+        self.token_hashes = 0  # token hashes computed, for tests and the benchmark: flat in the number of users
+        if users_file:
+            self._set_users(check_accounts(load_users(users_file), self.accounts, broker))
         self._unknown_logged: set[str] = set()  # JWT account claims this relay does not have, logged once each
         self._users_mtime = self._mtime()
         self._checked = time.monotonic()
         self.jwt_secret = jwt_secret
         self.public_key = load_public_key(jwt_public_key) if jwt_public_key else None
+        self.jwt_audience, self.jwt_issuer = jwt_audience, jwt_issuer
+        self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user)
 
+    def _set_users(self, users: tuple[UserRecord, ...]) -> None:
+        self._users = users
+        self._by_token_id = {u.token_id: u for u in users if u.token_id}
+        self._legacy = tuple(u for u in users if not u.token_id)
+        if self._legacy:
+            log.warning("users_without_token_id path=%s users=%d (their tokens work, but each costs a hash per "
+                        "id-less credential checked: re-issue with trade-stream user remove NAME, then user add)",
+                        self.users_file, len(self._legacy))
+
     def resolve(self, credential: str, ip: str) -> User | ClientError:
-        """The user a credential names, or why not (``AuthThrottled`` when the source keeps sending wrong ones)."""
-        found = self._check(credential) if credential else ClientError("unauthorized", "missing token")
+        """The user a credential names, or why not (``AuthThrottled`` when the source keeps sending wrong ones).
+        The throttle is asked first: a credential this source keeps presenting wrong is not checked again, and a
+        source over its own limit gets only the checks that cost the same whatever the number of users."""
+        now = time.monotonic()
+        wait = self.failures.repeated(ip, credential, now)
+        if wait:
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
+        wait = self.failures.crowded(ip, now)
+        found = self._check(credential, thorough=not wait) if credential else \
+            ClientError("unauthorized", "missing token")
         if isinstance(found, User):
             return found
-        wait = self.failures.fail(ip, credential, time.monotonic())
+        wait = wait or self.failures.fail(ip, credential, now)
         if wait:
             return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
         log.warning("auth_failed ip=%s reason=%s", ip, found.message)
@@ -196,9 +272,17 @@ class Identity:
         found = self.resolve(credential, ip)
         return None if isinstance(found, User) else found
 
-    def _check(self, credential: str) -> User | ClientError:
+    def _check(self, credential: str, thorough: bool = True) -> User | ClientError:
+        """``thorough``: also try the users whose tokens have no id (one hash each)."""
         self._maybe_reload()
-        for record in self._users:
+        token_id = token_id_of(credential)
+        if token_id is not None:
+            record = self._by_token_id.get(token_id)
+            candidates: tuple[UserRecord, ...] = (record,) if record is not None else ()
+        else:
+            candidates = self._legacy if thorough else ()
+        for record in candidates:
+            self.token_hashes += 1
             if token_matches(credential, record.token_hash):
                 accounts = None if "*" in record.accounts else frozenset(record.accounts)
                 return User(record.name, accounts, record.admin, None, "users_file")
@@ -226,16 +310,29 @@ class Identity:
         else:
             accepted = [*(JWT_HMAC if self.jwt_secret else ()), *(JWT_PUBLIC if self.public_key is not None else ())]
             return f"JWT algorithm {alg!r} is not accepted; this relay takes {', '.join(accepted)}"
+        required = ["sub", "exp", *(["aud"] if self.jwt_audience else []), *(["iss"] if self.jwt_issuer else [])]
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], options={"require": ["sub", "exp"]})
+            claims = jwt.decode(token, key, algorithms=[alg], options={"require": required},
+                                audience=self.jwt_audience or None, issuer=self.jwt_issuer or None)
         except jwt.ExpiredSignatureError:
             return "JWT expired (exp is in the past): get a fresh token"
         except jwt.InvalidSignatureError:
             return "JWT signature does not verify (wrong key or altered token)"
         except jwt.MissingRequiredClaimError as exc:
             return f"JWT lacks the required claim {exc.claim!r}"
+        except jwt.InvalidAudienceError:
+            return (f"JWT aud is not {self.jwt_audience!r} (TRADE_STREAM_JWT_AUDIENCE)" if self.jwt_audience else
+                    "JWT has an aud claim, but this relay has no TRADE_STREAM_JWT_AUDIENCE to check it against")
+        except jwt.InvalidIssuerError:
+            return f"JWT iss is not {self.jwt_issuer!r} (TRADE_STREAM_JWT_ISSUER)"
         except jwt.InvalidTokenError as exc:
             return f"invalid JWT: {exc}"
+        exp = claims["exp"]
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            return "JWT exp must be a JSON number (seconds since 1970)"
+        if self.jwt_max_lifetime and exp - time.time() > self.jwt_max_lifetime:
+            return (f"JWT exp lies more than {self.jwt_max_lifetime:g} s ahead (TRADE_STREAM_JWT_MAX_LIFETIME): "
+                    "mint tokens that expire sooner")
         accounts = claims.get("accounts")
         if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) for a in accounts):
             return "JWT has no accounts claim: give accounts as a non-empty list of account names"
@@ -270,7 +367,7 @@ class Identity:
             return
         self._users_mtime = mtime
         try:
-            self._users = check_accounts(load_users(self.users_file), self.accounts, self.broker)
+            self._set_users(check_accounts(load_users(self.users_file), self.accounts, self.broker))
             log.info("users_reloaded path=%s users=%d", self.users_file, len(self._users))
         except ValueError as exc:
             log.error("users_file_invalid path=%s error=%s (keeping the previous users)", self.users_file, exc)
@@ -322,35 +419,44 @@ def main(argv: list[str]) -> int:
 
     from trade_stream import config
 
-    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.")
-    parser.add_argument("--users-file", help="the users file (default TRADE_STREAM_USERS_FILE from the "
-                        "environment or .env)")
-    parser.add_argument("--env-file", metavar="PATH")
+    def fail(message: str, code: int = 2) -> int:
+        print(f"trade-stream user: {message}", file=sys.stderr)
+        return code
+
+    # The files may be named before or after add/list/remove: each subparser takes them too, with SUPPRESS as its
+    # default so that a flag given before the subcommand is not overwritten by the subparser's own default.
+    files = argparse.ArgumentParser(add_help=False)
+    files.add_argument("--users-file", default=argparse.SUPPRESS,
+                       help="the users file (default TRADE_STREAM_USERS_FILE from the environment or .env)")
+    files.add_argument("--accounts-file", default=argparse.SUPPRESS,
+                       help="the accounts file the names in --accounts are checked against (default "
+                            "TRADE_STREAM_ACCOUNTS_FILE; unset: the one account, default)")
+    files.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS,
+                       help=".env file to read (default .env in the working directory, then the repo root)")
+    parser = argparse.ArgumentParser(prog="trade-stream user", description="Manage the users file.",
+                                     parents=[files])
     sub = parser.add_subparsers(dest="command", required=True)
-    add = sub.add_parser("add", help="add a user; prints its token once")
+    add = sub.add_parser("add", help="add a user; prints its token once", parents=[files])
     add.add_argument("name")
     add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
-    sub.add_parser("list", help="users and their accounts (never tokens)")
-    remove = sub.add_parser("remove", help="remove a user (its token stops working)")
+    sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
+    remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
     args = parser.parse_args(argv)
     try:
-        env_file = config.find_env_file(args.env_file, Path.cwd())
+        env_file = config.find_env_file(getattr(args, "env_file", None), Path.cwd())
     except config.ConfigError as exc:
-        print(f"trade-stream: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     merged = {**(dotenv_values(env_file) if env_file else {}), **os.environ}
-    path = args.users_file or merged.get("TRADE_STREAM_USERS_FILE") or ""
+    path = getattr(args, "users_file", None) or merged.get("TRADE_STREAM_USERS_FILE") or ""
     if not path:
-        print("trade-stream: TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or "
-              "pass --users-file", file=sys.stderr)
-        return 2
+        return fail("TRADE_STREAM_USERS_FILE is not set: set it (e.g. /etc/trade-stream/users.toml) or pass "
+                    "--users-file")
     try:
         users = list(load_users(path))
     except ValueError as exc:
-        print(f"trade-stream: TRADE_STREAM_USERS_FILE={path}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"TRADE_STREAM_USERS_FILE={path}: {exc}")
     if args.command == "list":
         for u in users:
             print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
@@ -358,17 +464,40 @@ def main(argv: list[str]) -> int:
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
         if len(left) == len(users):
-            print(f"trade-stream: no user {args.name!r} in {path}", file=sys.stderr)
-            return 1
+            return fail(f"no user {args.name!r} in {path}", 1)
         write_users(path, left)
         print(f"removed {args.name}")
         return 0
-    accounts = tuple(a.strip() for a in args.accounts.split(",") if a.strip())
-    if not NAME_RE.fullmatch(args.name) or any(u.name == args.name for u in users) or not accounts:
-        print(f"trade-stream: {args.name!r} is taken or not a valid name (1-64 of A-Z a-z 0-9 . _ @ -), or "
-              "--accounts is empty", file=sys.stderr)
-        return 2
-    token = secrets.token_urlsafe(32)
-    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin)])
+    accounts = tuple(dict.fromkeys(a.strip() for a in args.accounts.split(",") if a.strip()))
+    if not NAME_RE.fullmatch(args.name):
+        return fail(f"{args.name!r} is not a valid user name: 1-64 of A-Z a-z 0-9 . _ @ -")
+    if any(u.name == args.name for u in users):
+        return fail(f"user {args.name!r} already exists in {path}; use `trade-stream user remove {args.name}` "
+                    "first to give it a new token")
+    if not accounts:
+        return fail("--accounts is empty: give a comma list of account names, or * for all")
+    accounts_file = getattr(args, "accounts_file", None) or merged.get("TRADE_STREAM_ACCOUNTS_FILE") or ""
+    try:
+        known = account_names(accounts_file)
+    except ValueError as exc:
+        return fail(f"TRADE_STREAM_ACCOUNTS_FILE={accounts_file}: {exc}; nothing written")
+    try:
+        check_accounts([UserRecord(args.name, "", accounts)], known, broker=bool(merged.get("ALPACA_BROKER_API_KEY")))
+    except ValueError as exc:
+        where = f"the accounts file {accounts_file}" if accounts_file else "the one account (no accounts file)"
+        return fail(f"{exc}; checked against {where}; nothing written")
+    token_id, token = new_token()
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
+
+
+def account_names(accounts_file: str) -> list[str]:
+    """The account names a user may be given: the accounts file's (only the names are read, so no account's secret
+    need be at hand), else the one account, ``default``; ValueError when the file cannot be read."""
+    from trade_stream.core.account_specs import DEFAULT_ACCOUNT
+
+    if not accounts_file:
+        return [DEFAULT_ACCOUNT]
+    tables = read_tables(accounts_file, "account", required=True)
+    return [t["name"] for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)]

@@ -82,11 +82,11 @@ class SlidingWindow:
 
 @dataclass
 class FailedAuth:
-    """Throttles wrong credentials without ever locking out a right one.
+    """Throttles wrong credentials, before they cost any hashing.
 
-    The caller compares the credential first and accepts a right one unconditionally; only wrong ones come
-    here. Failures are counted per source *and presented credential*, so a bot retrying its stale token behind a
-    shared proxy address gets 429 while other people at that address still get a plain 401 for their own typo;
+    The caller asks ``repeated`` and ``crowded`` before it checks a credential, and reports only wrong ones with
+    ``fail``. Failures are counted per source *and presented credential*, so a bot retrying its stale token behind
+    a shared proxy address gets 429 while other people at that address still get a plain 401 for their own typo;
     and per source across all credentials, with a higher limit, so rotating guesses from one address are slowed
     too. Tokens are kept only as a short hash. Both tables are bounded.
     """
@@ -94,16 +94,27 @@ class FailedAuth:
     per_credential: SlidingWindow = field(default_factory=lambda: SlidingWindow(10))
     per_source: SlidingWindow = field(default_factory=lambda: SlidingWindow(100))
 
+    def repeated(self, source: str, presented: str, now: float) -> int:
+        """Seconds until this source may present this same wrong credential again (0: now). Records nothing."""
+        return self.per_credential.retry_after(self._key(source, presented), now)
+
+    def crowded(self, source: str, now: float) -> int:
+        """Seconds until this source is under its limit across all credentials (0: it is). Records nothing."""
+        return self.per_source.retry_after(source, now)
+
     def fail(self, source: str, presented: str, now: float) -> int:
         """Record a wrong credential. Returns 0 when it was counted (answer 401), else the seconds to wait
         (answer 429 with Retry-After; not counted, so a throttled flood does not extend its own ban)."""
-        key = (source, hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:16])
-        wait = max(self.per_credential.retry_after(key, now), self.per_source.retry_after(source, now))
+        wait = max(self.repeated(source, presented, now), self.crowded(source, now))
         if wait:
             return wait
-        self.per_credential.hit(key, now)
+        self.per_credential.hit(self._key(source, presented), now)
         self.per_source.hit(source, now)
         return 0
+
+    @staticmethod
+    def _key(source: str, presented: str) -> tuple[str, str]:
+        return source, hashlib.sha256(presented.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import re
 import time
 import uuid
@@ -530,6 +531,9 @@ class SseServer:
         if request.method != "GET":
             return self._respond(conn, writer, request, 405, _error(405, f"{request.method} not allowed"),
                                  correlation, [(b"Allow", b"GET, OPTIONS")])
+        throttle = parse_throttle(request.query.get("throttle_ms"))
+        if isinstance(throttle, str):
+            return self._respond(conn, writer, request, 400, _error(400, throttle), correlation)
         refused = self.admission.refuse(ip, len(self.clients) + len(self.order_clients) + len(self.alert_clients),
                                         time.monotonic())
         if refused is not None:
@@ -555,10 +559,8 @@ class SseServer:
     def _open_stream(self, conn: h11.Connection, request: Request, writer: asyncio.StreamWriter, ip: str,
                      correlation: str, codec: Codec, kind: str, user: str) -> SseClient:
         gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
-        try:
-            throttle = max(0.0, float(request.query.get("throttle_ms", "0")) / 1000)
-        except ValueError:
-            throttle = 0.0
+        throttle = parse_throttle(request.query.get("throttle_ms"))
+        throttle = throttle if isinstance(throttle, float) else 0.0  # refused with 400 before a stream opens
         headers = [(b"Content-Type", b"text/event-stream; charset=utf-8"), (b"Cache-Control", b"no-cache"),
                    (b"X-Accel-Buffering", b"no")]
         if gzip:
@@ -1098,6 +1100,24 @@ def _last_event_id(request: Request) -> event_ids.EventId | None:
     """None when the client sent none; an unknown id (-1) gets a reset (see event_ids.py)."""
     return event_ids.parse(request.headers.get("last-event-id") or request.query.get("lastEventId")
                            or request.query.get("last_event_id"))
+
+
+
+MAX_THROTTLE_MS = 60_000
+
+
+def parse_throttle(raw: str | None) -> float | str:
+    """``throttle_ms`` as seconds (0.0 when absent), or why it is refused: a window must be a finite number of
+    milliseconds up to a minute (``1e400`` is infinity, and no timer can wait ``1e308`` ms)."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = math.nan
+    if not 0 <= ms <= MAX_THROTTLE_MS:  # also false for nan
+        return f"throttle_ms must be a number of milliseconds from 0 to {MAX_THROTTLE_MS}"
+    return ms / 1000
 
 
 def _error(status: int, message: str) -> dict[str, str]:

@@ -7,9 +7,13 @@ Each ``[[target]]`` names a receiver::
     url = "https://hooks.example.com/trade-stream"
     events = ["order_filled", "order_rejected"]   # notification types; default: all
     accounts = ["default"]              # default: all
-    secret_env = "DESK_WEBHOOK_SECRET"  # or secret = "…": signs each body (X-Trade-Stream-Signature)
+    secret_env = "DESK_WEBHOOK_SECRET"  # or secret = "…": signs each delivery (Standard Webhooks)
+    legacy_signature = false            # true: also X-Trade-Stream-Signature (the body alone)
     format = "json"                     # or "slack" / "discord": that service's incoming-webhook payload
-    timeout = 10                        # seconds per attempt
+    timeout = 10                        # seconds per attempt, the answer included
+
+A secret ``whsec_<base64>`` is the key it encodes (as the Standard Webhooks libraries read it); any other secret
+is used as its bytes.
 
 A mistake is one ``ValueError`` line naming the target and the field, which config turns into exit status 2.
 Pure: stdlib only, no sockets.
@@ -17,6 +21,8 @@ Pure: stdlib only, no sockets.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +34,7 @@ from trade_stream.tomltables import check_table, parse_tables, read_tables, secr
 
 FORMATS = ("json", "slack", "discord")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-FIELDS = {"name", "url", "events", "accounts", "secret", "secret_env", "format", "timeout"}
+FIELDS = {"name", "url", "events", "accounts", "secret", "secret_env", "format", "timeout", "legacy_signature"}
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -41,6 +47,7 @@ class WebhookTarget:
     secret: str = field(default="", repr=False)  # never in logs or reprs
     format: str = "json"
     timeout: float = DEFAULT_TIMEOUT
+    legacy_signature: bool = False
 
     def wants(self, kind: str, account: str) -> bool:
         return (self.events is None or kind in self.events) and (self.accounts is None or account in self.accounts)
@@ -70,7 +77,20 @@ def _target(item: Any, environ: Mapping[str, str]) -> WebhookTarget:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
         raise ValueError("timeout must be a number of seconds in (0, 300]")
     secret = secret_of(item, environ)
-    return WebhookTarget(name, url, events, accounts, secret, fmt, float(timeout))
+    if secret.startswith("whsec_"):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            key = b""
+        if not key:
+            raise ValueError("secret: after whsec_ must come the key in base64 (padded), e.g. "
+                             "whsec_$(openssl rand -base64 32)")
+    legacy = item.get("legacy_signature", False)
+    if not isinstance(legacy, bool):
+        raise ValueError("legacy_signature must be true or false")
+    if legacy and not secret:
+        raise ValueError("legacy_signature needs a secret (secret or secret_env)")
+    return WebhookTarget(name, url, events, accounts, secret, fmt, float(timeout), legacy)
 
 
 def _names(item: dict[str, Any], key: str, allowed: tuple[str, ...] | None) -> frozenset[str] | None:

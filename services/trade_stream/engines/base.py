@@ -78,6 +78,8 @@ class OrderLog(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
     async def sync(self) -> None:
         """Catch up with the shared log (before reconciling against it)."""
+    def check(self) -> None:
+        """Raise the journal's error (an OSError) when it can no longer be written where clients read it."""
     def close(self) -> None: ...
 
 

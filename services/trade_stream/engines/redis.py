@@ -3,9 +3,17 @@
 Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 
 - ``P:leader`` — the lease: the node id of the leader, set with ``SET NX PX`` and extended only by its holder
-  (compare-and-extend script). The leader renews every third of the lease; a leader that could not renew before
-  the lease runs out (less a margin) cuts its upstream sessions at once, so the next leader, which can only get
-  the lease after it expired, never meets its predecessor's session at Alpaca (a 406).
+  (compare-and-extend script). The leader renews every third of the lease and cuts its upstream sessions at once
+  when a renewal finds the lease gone or another node's, or when it could not renew before the lease runs out
+  (less a margin). The lease key alone does not prove the previous holder gone: a ``FLUSHALL``, a Redis restarted
+  empty or a failover to a replica that had not yet received the key lets a second node ``SET NX`` while the
+  first still holds its sessions. So the fencing rule: a node that gets the lease opens no session until it has
+  held it for one full lease period, counted from Redis' reply. Any earlier holder has by then either renewed,
+  found the lease not its own and closed its sessions, or passed the end of its last renewal and closed them; the
+  next leader never meets its predecessor's session at Alpaca (a 406).
+- ``P:handover`` — the proof that makes that wait unnecessary on a clean stop: a leader that closed its sessions
+  and releases the lease leaves its id here (one script, with the release); the next node to get the lease takes
+  it in the same script as its ``SET NX`` and leads at once. A flushed Redis has none, so it waits.
 - ``P:nodes`` — a sorted set: node id, scored by the time its heartbeat runs out. ``P:interest:<node>`` — the
   (channel, symbol) keys that node's clients hold, with the same expiry. A crashed node's interest expires.
 - ``P:ctl`` — pub/sub for the cluster's own messages: ``interest`` (a node's set changed: the leader recomputes
@@ -17,6 +25,10 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
   message reaches it twice — and fans out through the same Router as a single process.
 - ``P:upstream`` — the last shared upstream state, for nodes that start or come back.
 - The order log: see redis_orders.py.
+
+Redis is one server, or the master of a Sentinel group (redis_url.py): after a failover every loop below
+reconnects to the new master on its own. The lease may or may not have reached the promoted replica; either way
+the fencing rule holds, and the old leader, cut off for longer than its lease, has fenced itself.
 
 When Redis is unreachable a node keeps its clients, reports ``redis: "down"`` and tells its clients with a
 ``status`` message; a leader loses its lease and fences itself. Every loop here retries on its own, every
@@ -35,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -45,6 +56,7 @@ from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.base import Done, Engine, EngineUnavailable, OrderLog, Stream
 from trade_stream.engines.redis_orders import RedisOrderLog
+from trade_stream.engines.redis_url import client, is_sentinel
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.
@@ -62,10 +74,25 @@ return 0
 """
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  end
+  return 1
 end
 return 0
 """
+CLAIM = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+if redis.call('GET', KEYS[2]) then
+  redis.call('DEL', KEYS[2])
+  return 2
+end
+return 1
+"""
+HANDED_OVER = 2  # CLAIM's answer when the previous leader released the lease after closing its sessions
 
 
 def encode_key(key: Key) -> str:
@@ -90,23 +117,27 @@ class RedisEngine(Engine):
         self.max_symbols = max_symbols
         self.retry = max(0.05, min(1.0, lease / 5))
         timeout = max(1.0, lease / 2)
-        self.r = aioredis.Redis.from_url(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
-                                         retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.r = client(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
+                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.replicated = is_sentinel(url)  # order events count as written once a replica has them too
         self.command_timeout = timeout
         self.retention_days = retention_days
         self.order_logs: dict[str, RedisOrderLog] = {}  # per account, by journal name
         self.order_log = self._order_log(DEFAULT_LOG)  # the default account's
         self.k_leader, self.k_nodes, self.k_ctl = f"{prefix}:leader", f"{prefix}:nodes", f"{prefix}:ctl"
+        self.k_handover = f"{prefix}:handover"
         self.k_upstream = f"{prefix}:upstream"
         self.k_interest = f"{prefix}:interest:{node_id}"
         self.md_prefix = f"{prefix}:md:"
         self._md_bytes = self.md_prefix.encode()
         self._renew = self.r.register_script(RENEW)
         self._release = self.r.register_script(RELEASE)
+        self._claim = self.r.register_script(CLAIM)
         self._leading = False
         self._stopped = False
         self._leader_event = asyncio.Event()
         self._valid_until = 0.0
+        self._claimed: float | None = None  # monotonic time the lease was got, while its first period runs
         self._running: dict[Stream, asyncio.Task[None]] = {}
         self.leader_id: str | None = None
         self.nodes: list[str] = []
@@ -154,7 +185,7 @@ class RedisEngine(Engine):
 
     async def stop(self) -> None:
         """Hand over at once: give up the lease (if held) and withdraw this node's interest."""
-        was_leading = self._leading
+        was_leading, was_claiming = self._leading, self._claimed is not None
         # Every loop also ends on this flag, not only on cancellation: a cancellation that lands inside a Redis
         # command has been seen to be swallowed there, which would hold up shutdown.
         self._stopped = True
@@ -165,8 +196,9 @@ class RedisEngine(Engine):
         self._lose("node shutting down", notify=False)
         with contextlib.suppress(*ERRORS):
             async with asyncio.timeout(self.command_timeout):
-                if was_leading:
-                    await self._release(keys=[self.k_leader], args=[self.node_id])
+                if was_leading or was_claiming:  # a handover only from a leader whose sessions are closed
+                    proof = str(int(self.lease * 2000)) if was_leading else ""
+                    await self._release(keys=[self.k_leader, self.k_handover], args=[self.node_id, proof])
                 pipe = self.r.pipeline(transaction=False)
                 pipe.delete(self.k_interest)
                 pipe.zrem(self.k_nodes, self.node_id)
@@ -206,19 +238,21 @@ class RedisEngine(Engine):
     async def _lease_loop(self) -> None:
         tick = self.lease / 3
         margin = max(0.1, self.lease * 0.2)
+        px = int(self.lease * 1000)
         while not self._stopped:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.command_timeout):
-                    if self._leading:
-                        if await self._renew(keys=[self.k_leader], args=[self.node_id, int(self.lease * 1000)]):
+                    if self._leading or self._claimed is not None:
+                        if await self._renew(keys=[self.k_leader], args=[self.node_id, px]):
                             self._valid_until = started + self.lease
                         else:
-                            self._lose("another node holds the lease")
-                    elif not self._stopped and await self.r.set(self.k_leader, self.node_id, nx=True,
-                                                                px=int(self.lease * 1000)):
-                        self._valid_until = started + self.lease
-                        self._gain()
+                            self._lose("the lease is gone or another node's (taken over, or Redis lost it)")
+                    elif not self._stopped:
+                        claim = await self._claim(keys=[self.k_leader, self.k_handover], args=[self.node_id, px])
+                        if claim:
+                            self._valid_until = started + self.lease
+                            self._claim_lease(handed_over=claim == HANDED_OVER)
                     leader = await self.r.get(self.k_leader)
                 self.rtt = time.monotonic() - started
                 self._redis_ok()
@@ -226,10 +260,26 @@ class RedisEngine(Engine):
             except ERRORS as exc:
                 self._redis_failed(exc)
             now = time.monotonic()
-            if self._leading and now >= self._valid_until - margin:
+            if (self._leading or self._claimed is not None) and now >= self._valid_until - margin:
                 self._lose("lease could not be renewed in time (Redis unreachable?)")
-            wait = tick if not self._leading else max(0.0, min(tick, self._valid_until - margin - now))
-            await asyncio.sleep(wait)
+            if self._claimed is not None and now >= self._claimed + self.lease:
+                self._gain()
+            wait = tick
+            if self._leading or self._claimed is not None:
+                wait = min(wait, self._valid_until - margin - now)
+            if self._claimed is not None:
+                wait = min(wait, self._claimed + self.lease - now)
+            await asyncio.sleep(max(0.0, wait))
+
+    def _claim_lease(self, handed_over: bool) -> None:
+        """The lease is this node's. Lead at once after a clean handover; otherwise only once it has been held
+        for a full lease period (the fencing rule in the module docstring)."""
+        if handed_over:
+            self._gain()
+            return
+        self._claimed = time.monotonic()
+        log.warning("cluster_lease_claimed node=%s: leading in %.1fs, once any previous holder has stopped",
+                    self.node_id, self.lease)
 
     def _observe_leader(self, leader: str | None) -> None:
         if leader == self.leader_id:
@@ -242,6 +292,7 @@ class RedisEngine(Engine):
             self._tell_clients("no cluster leader holds Alpaca right now: another node is taking over")
 
     def _gain(self) -> None:
+        self._claimed = None
         self._leading = True
         log.warning("cluster_leadership_gained node=%s", self.node_id)
         self._observe_leader(self.node_id)
@@ -250,6 +301,10 @@ class RedisEngine(Engine):
         self.hooks.on_leader(True)
 
     def _lose(self, reason: str, notify: bool = True) -> None:
+        if self._claimed is not None:
+            self._claimed = None
+            log.warning("cluster_lease_lost node=%s reason=%s: before leading, no session was opened", self.node_id,
+                        reason)
         if not self._leading:
             return
         self._leading = False
@@ -322,8 +377,12 @@ class RedisEngine(Engine):
         pipe.zadd(self.k_nodes, {self.node_id: time.time() * 1000 + ttl})
         if changed:
             pipe.publish(self.k_ctl, orjson.dumps({"t": "interest", "node": self.node_id}))
-        await pipe.execute()
+        replies = await pipe.execute()
         self._written = wanted
+        if wanted and not changed and not replies[0]:  # our set vanished (FLUSHALL, a failover): write it again
+            log.warning("cluster_interest_lost node=%s: Redis no longer had it; writing it again", self.node_id)
+            self._written = None
+            self._dirty.set()
 
     async def _refresh(self, timeout: float | None = None) -> None:
         """Live nodes, and (leader) the union of their interest: upstream follows every change."""
@@ -518,7 +577,7 @@ class RedisEngine(Engine):
         order_log = self.order_logs.get(name)
         if order_log is None:
             prefix = self.prefix if name == DEFAULT_LOG else f"{self.prefix}:{name}"
-            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry)
+            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry, replicated=self.replicated)
             self.order_logs[name] = order_log
         return order_log
 

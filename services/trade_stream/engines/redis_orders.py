@@ -1,16 +1,20 @@
 """The cluster's order log: a Redis Stream, with ids every node hands out the same, and a replica on each node.
 
 Appending is one Lua script, so it is atomic: skip the event if its dedupe key (execution id, or order + status)
-was seen within the retention, else take the next id from a counter (``INCR``) and ``XADD`` the event with it,
-trimming entries past the retention (``MINID``). So an id means the same event on every node, and a client that
+or its state key (order, event, the order's status and filled quantity) was seen within the retention, else
+take the next id from a counter (``INCR``) and ``XADD`` the event with it, trimming entries past the retention
+(``MINID``). So an id means the same event on every node, and a client that
 reconnects to another node behind a load balancer resumes from its ``since`` with no gap and no duplicate. The
-log's epoch lives in Redis too.
+state key is what a live event and the same event derived by REST reconciliation have in common: a new leader
+reconciles from its replica, which may not yet have what another node (or its own queue) is still appending,
+and the shared check keeps the one that lands second out. The log's epoch lives in Redis too.
 
 Every node tails the stream (``XREAD BLOCK``) into a local replica, in id order, and hands each new entry to the
 order side (``on_entry``), which relays it to its authenticated clients and applies fills to positions. Reads
 (replays, ``since``, REST) are served from the replica, synchronously, as the SQLite journal serves them on one
 process. Appends and the "last seen" marker are written in order by one task that retries while Redis is away,
-so an event the leader received is never dropped for a Redis hiccup.
+so an event the leader received is never dropped for a Redis hiccup. Behind Sentinel, an event counts as written
+only once a replica has it (``WAIT``), so a failover does not take it away.
 
 A Redis that restarts without persistence comes back empty: a new epoch, ids from 1 again. The tail reads the
 epoch before every ``XREAD``; when it is gone or different, the first node to notice sets a new one (``SET NX``,
@@ -33,15 +37,16 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
-from trade_stream.core.journal import Entry, dedupe_key
+from trade_stream.core.journal import Entry, dedupe_key, state_key
 
 log = logging.getLogger("trade_stream.engines.redis_orders")
 
 ERRORS = (RedisError, OSError, TimeoutError)
 APPEND = """
-if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
+if redis.call('EXISTS', KEYS[4]) == 1 or not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[1]) then
   return 0
 end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
 local id = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'id', id, 'e', ARGV[3])
 return id
@@ -51,8 +56,10 @@ BACKLOG_LIMIT = 10_000  # events kept in memory while Redis is away; beyond that
 
 
 class RedisOrderLog:
-    def __init__(self, r: Any, prefix: str, retention_days: float, retry: float) -> None:
+    def __init__(self, r: Any, prefix: str, retention_days: float, retry: float, replicated: bool = False) -> None:
         self.r = r
+        self.replicated = replicated
+        self._unreplicated = False  # logged once per episode
         self.retention = retention_days * 86400
         self.retry = retry
         self.k_seq, self.k_stream = f"{prefix}:orders:seq", f"{prefix}:orders:stream"
@@ -176,11 +183,29 @@ class RedisOrderLog:
             op = ops[0]
             try:
                 await self._run(op)
+                if self.replicated and not await self._on_a_replica():
+                    await asyncio.sleep(self.retry)
+                    continue  # again, idempotent: a duplicate now, and nothing behind it goes first
             except ERRORS as exc:
                 self.on_error(exc)
                 await asyncio.sleep(self.retry)
                 continue
             ops.popleft()
+
+    async def _on_a_replica(self) -> bool:
+        """Behind Sentinel: has a replica got what this node wrote? Replication is asynchronous, so a master that
+        dies right after an append can take the event with it, and the promoted replica would hand its id to the
+        next event: nodes that had read it would drop that one as already seen. So an append is done only once
+        ``WAIT`` says a replica has it, or when the master has no replica to wait for."""
+        if await self.r.wait(1, int(self.retry * 1000)) >= 1:
+            self._unreplicated = False
+            return True
+        replicas = int((await self.r.info("replication")).get("connected_slaves", 0))
+        if replicas and not self._unreplicated:
+            self._unreplicated = True
+            log.warning("order_log_unreplicated replicas=%d: no replica confirmed the last order event; retrying "
+                        "before the next", replicas)
+        return not replicas
 
     async def _run(self, op: tuple[Any, ...]) -> None:
         if op[0] == "meta":
@@ -191,7 +216,9 @@ class RedisOrderLog:
         body = orjson.dumps({"event": str(data.get("event")), "data": data, "reconciled": reconciled,
                              "recorded": now})
         min_id = f"{int((now - self.retention) * 1000)}-0"
-        n = await self._append(keys=[self.k_seq, self.k_stream, self.k_dedupe + dedupe],
+        state = state_key(data)
+        n = await self._append(keys=[self.k_seq, self.k_stream, self.k_dedupe + dedupe,
+                                     self.k_dedupe + (state or f"none:{dedupe}")],
                                args=[max(1, int(self.retention)), min_id, body])
         if not n:
             log.info("order_event_duplicate dedupe=%s", dedupe)
@@ -223,6 +250,9 @@ class RedisOrderLog:
 
     def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)
+
+    def check(self) -> None:
+        """Nothing to check here: a recreated shared log shows as a new epoch (``on_reset``)."""
 
     def prune(self, now: float | None = None) -> int:
         """Drop replica entries past the retention (Redis trims the stream itself on append)."""

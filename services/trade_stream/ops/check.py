@@ -34,6 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from trade_stream import config
+from trade_stream.engines.redis_url import client as redis_client
+from trade_stream.engines.redis_url import is_sentinel, parse_sentinel, sentinel_view
 
 T = TypeVar("T")
 
@@ -115,6 +117,10 @@ async def run(cfg: config.Config, symbol: str, data_wait: float, timeout: float,
         results = []
         checks = [lambda: check_rest(cfg, timeout), lambda: check_data_stream(cfg, symbol, data_wait, timeout),
                   lambda: check_trading_stream(cfg, timeout)]
+        if cfg.redis_url and is_sentinel(cfg.redis_url):
+            results.append(view := await check_sentinel(cfg, timeout))
+            for line in view.lines():
+                out(line)
         if cfg.redis_url:
             results.append(cluster := await check_redis(cfg, timeout))
             for line in cluster.lines():
@@ -145,11 +151,33 @@ async def start_demo(cfg: config.Config) -> tuple[config.Config, Any]:
 # -- 1. REST ------------------------------------------------------------------------------------------------
 
 
+async def check_sentinel(cfg: config.Config, timeout: float) -> Result:
+    """Cluster mode behind Sentinel: what the sentinels say of the master (address, replicas, quorum)."""
+    url = parse_sentinel(cfg.redis_url)
+    try:
+        view = await asyncio.wait_for(sentinel_view(cfg.redis_url, timeout), timeout * (len(url.sentinels) + 1))
+    except Exception as exc:
+        return Result("sentinel", False, f"no sentinel answered at {config.mask_url(cfg.redis_url)}: "
+                      f"{type(exc).__name__}: {exc}", "start the sentinels, or fix the hosts in TRADE_STREAM_REDIS_URL")
+    if not view["known"]:
+        return Result("sentinel", False, f"the sentinels do not monitor a master named {url.service!r}",
+                      "use the name given to 'sentinel monitor' in sentinel.conf after the hosts in the URL")
+    warnings = []
+    if view["down"]:
+        warnings.append("the sentinels see the master down (a failover may be under way)")
+    if not view["replicas"]:
+        warnings.append("the master has no replica: a failover has nowhere to go")
+    if view["sentinels"] < view["listed"]:
+        warnings.append(f"only {view['sentinels']} of the {view['listed']} sentinels in the URL answered")
+    replicas = f"{view['replicas']} replica{'' if view['replicas'] == 1 else 's'}"
+    return Result("sentinel", True, f"master {url.service} at {view['master']}, {replicas}, quorum {view['quorum']}, "
+                  f"{view['sentinels']} of {view['listed']} sentinels answered (they know "
+                  f"{view['other_sentinels'] + 1} in all)", warning="; ".join(warnings))
+
+
 async def check_redis(cfg: config.Config, timeout: float) -> Result:
     """Cluster mode: can this node reach Redis, and which node leads (holds the Alpaca sessions)?"""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis_client(cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         started = time.monotonic()
         await asyncio.wait_for(client.ping(), timeout)

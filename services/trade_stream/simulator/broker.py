@@ -221,6 +221,10 @@ class BrokerSim:
         self._publish("nta", {**activity, "at": nta_at, "event_id": nta_eid})
         return event
 
+    def publish_raw(self, stream: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Send an event exactly as given (a broken or hostile upstream: any ``event_id``), live and in replays."""
+        return self._publish(stream, event)
+
     def slow_once(self, dropped: int = 3) -> None:
         """On the next live events of the trades stream: skip ``dropped`` of them on every connection, then say
         ``: you are reading too slowly, dropped N messages`` (what Alpaca sends a consumer that fell behind)."""
@@ -268,6 +272,12 @@ class BrokerSim:
             await self._serve(conn, request, writer)
         except (ConnectionError, h11.ProtocolError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels every handler (an event stream waits on its queue). A handler task that ends
+            # cancelled makes asyncio's stream server log "Exception in callback ... CancelledError" (Python
+            # 3.11), so at shutdown the cancel stops here; at any other time it goes on.
+            if self._server is not None and self._server.is_serving():
+                raise
         finally:
             if task is not None:
                 self._tasks.discard(task)

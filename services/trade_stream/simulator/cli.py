@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 
@@ -61,5 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     config = SimConfig(host=args.host, port=args.port, accounts={args.key: args.secret},
                        rate_per_symbol=args.rate, seed=args.seed, intraday_history=not args.no_history,
                        clock=clock, universe=None if args.any_symbol else KNOWN_SYMBOLS)
-    uvloop.run(serve_forever(config))
+    try:
+        uvloop.run(serve_forever(config))
+    except OSError as exc:  # the port is taken (or the address is not this host's): one line, no traceback
+        why = (f"port {args.port} is in use ({args.host}:{args.port})" if exc.errno == errno.EADDRINUSE
+               else f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})")
+        print(f"trade-stream simulate: {why}; pick another --port or stop the other process", file=sys.stderr)
+        return 2
     return 0

@@ -3,8 +3,8 @@
 Everything in the simulated market reads this one clock: trade and bar timestamps, the minute and daily bar
 windows, the synthesized day, the market phase that decides what the stock feeds send, and Alpaca's ``/v2/clock``
 and ``/v2/calendar``. The trading side (orders, fills) keeps the wall clock, as Alpaca's does, because clients
-reconcile orders by their own clock. A test pins it to the hour it is about (before the open, a holiday) and passes at any real
-hour; the demo shifts it into a regular session to show a live market at night.
+reconcile orders by their own clock. A test pins it to the hour it is about (before the open, a holiday) and
+passes at any real hour; the demo shifts it into a regular session to show a live market at night.
 """
 
 from __future__ import annotations

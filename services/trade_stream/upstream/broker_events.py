@@ -46,8 +46,8 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.event_ids import new_ulid
+from trade_stream.core.broker import BrokerEvents, event_ulid
+from trade_stream.core.event_ids import is_ulid, new_ulid, ulid_floor, ulid_ms
 from trade_stream.upstream.market_data import UpstreamState
 
 log = logging.getLogger("trade_stream.upstream.broker_events")
@@ -64,22 +64,7 @@ QUEUE_MAX = 20_000  # events read but not yet journaled; beyond it, a gap (recon
 BATCH = 1000  # events per journal transaction
 RECENT = 50_000  # event ids remembered to skip the overlap of a replay without touching the journal
 GAP_RE = re.compile(r"dropped (\d+)")
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def ulid_ms(ulid: str) -> int:
-    value = 0
-    for ch in ulid[:10].upper():
-        value = value * 32 + CROCKFORD.index(ch)
-    return value
-
-
-def ulid_floor(ms: int) -> str:
-    """The smallest ULID of that millisecond: ``since_id`` with it replays everything from then on."""
-    ms = max(0, ms)
-    head = "".join(CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
-    return head + "0" * 16
-
+BAD_ID_LOG_LIMIT = 20  # refused event ids logged per stream; beyond, only counted
 
 def parse_at(raw: str) -> float:
     text = raw.replace("Z", "+00:00")
@@ -141,7 +126,7 @@ class BrokerStream:
         self.error: str | None = None
         self.status = UpstreamState(state="connecting")  # what /healthz reads (down_since: SSE not working)
         self.counts = {"connects": 0, "events": 0, "heartbeats": 0, "gaps": 0, "dropped": 0, "overflows": 0,
-                       "internal_errors": 0, "polls": 0, "polled_events": 0}
+                       "internal_errors": 0, "polls": 0, "polled_events": 0, "bad_ids": 0}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
         self._recent: set[str] = set()
         self._recent_order: deque[str] = deque()
@@ -280,7 +265,13 @@ class BrokerStream:
             return
         if not isinstance(data, dict):
             return
-        event_id = str(data.get("event_id") or "")
+        event_id = event_ulid(data)
+        if not is_ulid(event_id):  # it could become the cursor and hide every later event from a replay
+            self.counts["bad_ids"] += 1
+            if self.counts["bad_ids"] <= BAD_ID_LOG_LIMIT:
+                log.warning("broker_stream_bad_event_id stream=%s event_id=%r: refused (not a ULID)", self.stream,
+                            event_id[:40])
+            return
         if event_id in self._recent:
             return  # the overlap of a replay
         try:
@@ -290,11 +281,10 @@ class BrokerStream:
             log.warning("broker_stream_overflow stream=%s queued=%d: replaying from the cursor", self.stream,
                         self._queue.qsize())
             raise Reconnect("journal behind", immediate=True) from None
-        if event_id:
-            self._recent.add(event_id)
-            self._recent_order.append(event_id)
-            if len(self._recent_order) > RECENT:
-                self._recent.discard(self._recent_order.popleft())
+        self._recent.add(event_id)
+        self._recent_order.append(event_id)
+        if len(self._recent_order) > RECENT:
+            self._recent.discard(self._recent_order.popleft())
         self.counts["events"] += 1
 
     async def _write_loop(self) -> None:

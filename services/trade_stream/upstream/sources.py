@@ -49,6 +49,8 @@ NEWS_PATH = "/v1beta1/news"
 #: Stock feeds and their stream paths: BOATS and overnight live under v1beta1, not v2 (protocol reference §1.1).
 STOCK_FEEDS = {"iex": "/v2/iex", "sip": "/v2/sip", "delayed_sip": "/v2/delayed_sip", "boats": "/v1beta1/boats",
                "overnight": "/v1beta1/overnight", "test": "/v2/test"}
+#: Alpaca's refusals at auth that a waiting client is told about at once, with Alpaca's own code
+REFUSALS = (402, 406, 409)
 BOOK_DEPTH = 10  # levels per side a browser gets
 BOOK_LEVELS = 500  # levels per side the relay keeps per symbol (the farthest go first)
 
@@ -234,15 +236,16 @@ class Source:
         on_state(self, state)
 
     async def ready(self, timeout: float) -> int | None:
-        """Wait until the connection is authenticated (None) or Alpaca refused it at auth (402/409: the code),
-        for at most ``timeout`` seconds (then None: it is still trying, and data follows once it is up)."""
+        """Wait until the connection is authenticated (None) or Alpaca refused it at auth (the code: 402 bad key,
+        406 another session holds the key, 409 the plan lacks the feed), for at most ``timeout`` seconds (then
+        None: it is still trying, and data follows once it is up)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             status = self.upstream.status
             if status.state == "connected":
                 return None
-            if status.state == "error" and status.error_code in (402, 409):
+            if status.state in ("error", "disconnected") and status.error_code in REFUSALS:
                 return status.error_code
             left = deadline - loop.time()
             if left <= 0:
