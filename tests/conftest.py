@@ -5,6 +5,7 @@ import uvloop
 
 from tests.support.relay import KEY, SECRET
 from trade_stream.simulator import SimConfig, Simulator
+from trade_stream.simulator.clock import Clock
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -13,6 +14,10 @@ def pytest_asyncio_loop_factories(config, item):
 
 @pytest.fixture
 async def sim():
-    """A deterministic simulator (no automatic data) that knows the relay's key."""
-    async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)) as s:
+    """A deterministic simulator (no automatic data) that knows the relay's key. Its clock is in a regular session
+    (the wall clock while the market is open, else the last session's 10:30), so a test that turns the generator
+    on gets stock trades at any real hour; tests about other hours pin their own clock (tests/support/clocks.py)."""
+    config = SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0,
+                       clock=Clock.in_session())
+    async with Simulator(config) as s:
         yield s

@@ -5,6 +5,7 @@ import { diagnose } from './diagnose.js';
 import { Header } from './header.js';
 import { bindKeys } from './keys.js';
 import { Market } from './market.js';
+import { marketNow, setMarketTime } from './market-clock.js';
 import { NotificationBell } from './notifications.js';
 import { OrdersPanel } from './orders.js';
 import { bindSymbolForm } from './symbol-form.js';
@@ -70,8 +71,9 @@ if (invalid.length) {
 }
 if (fragmentToken) orders.useToken(fragmentToken);
 
-setInterval(() => watchlist.tick(Date.now()), 1_000);
-watchlist.tick(Date.now());
+setInterval(() => watchlist.tick(marketNow()), 1_000);
+watchlist.tick(marketNow());
+setInterval(() => refreshClock(), 60_000); // open, closed and a simulated clock's minutes move on
 
 let everLive = false;
 let upstreamState = null;
@@ -164,7 +166,9 @@ async function refreshClock() {
   if (!apiBase) return;
   try {
     const response = await fetch(new URL('api/clock', apiBase), { cache: 'no-store' });
-    header.showClock(response.ok ? await response.json() : null);
+    const clock = response.ok ? await response.json() : null;
+    setMarketTime(clock?.timestamp);
+    header.showClock(clock);
   } catch {
     header.showClock(null);
   }

@@ -3,7 +3,7 @@
 // the trade rate, since nobody reads faster than that. Both redraw inside the watchlist's render (so a busy
 // feed costs one page render, not three); a timer only catches the last change once the feed goes quiet.
 import {
-  CandlestickSeries, ColorType, HistogramSeries, createChart,
+  CandlestickSeries, ColorType, HistogramSeries, createChart, createSeriesMarkers,
 } from '../vendor/lightweight-charts/lightweight-charts.esm.js';
 import { el } from './dom.js';
 import {
@@ -14,6 +14,13 @@ import { streamOf } from './symbols.js';
 const TAPE_EVERY_MS = 200;
 const QUIET_MS = 150; // no render came within this after a redraw was due: the timer draws it
 const CHART_EVERY_MS = 250; // a one-minute bar chart gains nothing from 60 redraws a second
+// Minute bars further apart than this are in different sessions (overnight, a weekend, a holiday): the chart
+// leaves an empty slot between them and marks the first bar after it, so yesterday's close does not read as a
+// jump within the day. Quiet minutes inside a session are far shorter.
+const SESSION_BREAK_S = 2 * 3600;
+const BREAK_DAY = new Intl.DateTimeFormat('en-US', {
+  timeZone: 'America/New_York', weekday: 'short', month: 'short', day: 'numeric',
+});
 const ROW_TEMPLATE = el('tr', { class: 'trade' },
   el('td', { class: 'time' }), el('td', { class: 'price' }), el('td', { class: 'size' }),
   el('td', { class: 'exchange' }));
@@ -26,6 +33,7 @@ export class Detail {
   #ticker = null;
   #chart = null;
   #candles = null;
+  #breaks = null; // the session-break markers on the candles
   #volume = null;
   #shownBars = -1;
   #shape = -1;
@@ -138,6 +146,7 @@ export class Detail {
     if (this.#chart) return;
     this.#chart = createChart(this.#els.chart, { ...chartOptions(), autoSize: true });
     this.#candles = this.#chart.addSeries(CandlestickSeries, candleOptions());
+    this.#breaks = createSeriesMarkers(this.#candles, []);
     this.#volume = this.#chart.addSeries(HistogramSeries, {
       priceFormat: { type: 'volume' }, priceScaleId: 'volume', lastValueVisible: false, priceLineVisible: false,
     });
@@ -159,8 +168,14 @@ export class Detail {
       this.#candles.update(last);
       this.#volume.update(vol(last));
     } else {
-      this.#candles.setData(bars);
-      this.#volume.setData(bars.map(vol));
+      const { data, starts } = withSessionBreaks(bars);
+      this.#candles.setData(data);
+      this.#volume.setData(data.map((b) => (b.open === undefined ? b : vol(b))));
+      this.#breaks.setMarkers(starts.map((time) => ({
+        time, position: 'aboveBar', shape: 'arrowDown', color: cssVar('--muted', '#8b949e'),
+        text: BREAK_DAY.format(new Date(time * 1000)),
+      })));
+      this.#els.chart.dataset.sessionBreaks = String(starts.length);
     }
     this.#shape = t.barsShape;
     this.#els.section.dataset.bars = String(bars.length);
@@ -216,6 +231,21 @@ function rowOf(entry) {
   exchange.title = exchangeName(trade.exchange);
   row.__entry = entry;
   return row;
+}
+
+/** The bars with a whitespace point (an empty slot) before each bar that starts a new session, and the times of
+ * those first bars. */
+export function withSessionBreaks(bars) {
+  const data = [];
+  const starts = [];
+  for (let i = 0; i < bars.length; i++) {
+    if (i > 0 && bars[i].time - bars[i - 1].time > SESSION_BREAK_S) {
+      data.push({ time: bars[i - 1].time + 60 });
+      starts.push(bars[i].time);
+    }
+    data.push(bars[i]);
+  }
+  return { data, starts };
 }
 
 function cssVar(name, fallback) {

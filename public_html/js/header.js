@@ -1,6 +1,7 @@
 // The sticky status bar: relay connection, Alpaca upstream, market clock, DEMO badge and the WebSocket URL; the
 // problem banner that says in words what is wrong; and a live region that announces changes of state (never the
 // countdown's seconds).
+import { isSimulated, marketNow } from './market-clock.js';
 
 const CONNECTION_TEXT = {
   live: () => 'LIVE',
@@ -69,9 +70,11 @@ export class Header {
       return Number.isNaN(date.getTime()) ? '—' : `${CLOCK_TIME.format(date)} ET`;
     };
     this.#clock.dataset.state = clock.is_open ? 'open' : 'closed';
+    const simulated = isSimulated() ? ` · simulated ${CLOCK_TIME.format(new Date(marketNow()))} ET` : '';
+    this.#clock.dataset.simulated = String(isSimulated());
     this.#clock.textContent = clock.is_open
-      ? `Market open · closes ${when(clock.next_close)}`
-      : `Market closed · opens ${when(clock.next_open)}`;
+      ? `Market open · closes ${when(clock.next_close)}${simulated}`
+      : `Market closed · opens ${when(clock.next_open)}${simulated}`;
   }
 
   /** A sentence saying what is wrong and what to do, or null to hide it. */

@@ -1,13 +1,15 @@
 // Market data: which symbols are on the watchlist, their subscriptions (trades, quotes and bars), backfilled
 // bars, and messages routed to their tickers. Rendering happens once per animation frame for whatever changed.
 import { FrameQueue } from './frame-queue.js';
+import { marketNow } from './market-clock.js';
 import { Ticker } from './ticker.js';
 
 const CHANNELS = ['trades', 'quotes', 'bars'];
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
 const BACKFILL_HOURS = 16;
-// Each row's "1 h" sparkline starts from the last hour of minute bars: fetched when the row is added, at most
+// Each row's "1 h" sparkline starts from the last hour of minute bars up to its last trade (when the market is
+// closed, the end of its last session): fetched once the row's snapshot says when that was, at most
 // SEED_PARALLEL at a time (20 rows must not be 20 simultaneous REST calls through the daemon's shared quota).
 const SEED_MINUTES = 60;
 const SEED_PARALLEL = 2;
@@ -59,7 +61,6 @@ export class Market {
         this.#tickers.set(symbol, ticker);
         this.#watchlist.add(ticker);
         this.#subscribe(ticker);
-        this.#seed(ticker);
       } else if (ticker.status === 'rejected') {
         this.#subscribe(ticker);
       }
@@ -221,7 +222,7 @@ export class Market {
 
   /** Queues the last hour of minute bars for a new row's sparkline; SEED_PARALLEL fetches at a time. */
   #seed(ticker) {
-    if (!this.#apiBase || this.#seeded.has(ticker.symbol)) return;
+    if (!this.#apiBase || !ticker?.lastTradeAt || this.#seeded.has(ticker.symbol)) return;
     this.#seeded.add(ticker.symbol);
     this.#seedQueue.push(ticker);
     this.#pumpSeeds();
@@ -232,7 +233,8 @@ export class Market {
       const ticker = this.#seedQueue.shift();
       if (this.#tickers.get(ticker.symbol) !== ticker || this.#backfilled.has(ticker.symbol)) continue;
       this.#seeding++;
-      this.#fetchBars(ticker, SEED_MINUTES * 60_000)
+      const until = Math.min(marketNow(), ticker.lastTradeAt || Infinity);
+      this.#fetchBars(ticker, SEED_MINUTES * 60_000, until)
         .catch((error) => {
           this.#seeded.delete(ticker.symbol);
           console.info(`trade-stream: no sparkline history for ${ticker.symbol}: ${error.message}`);
@@ -241,9 +243,10 @@ export class Market {
     }
   }
 
-  /** Fetches minute bars from lookbackMs ago into the ticker (if it is still on the list). */
-  async #fetchBars(ticker, lookbackMs) {
-    const start = new Date(Date.now() - lookbackMs).toISOString();
+  /** Fetches minute bars from lookbackMs before `until` (default: now in the market's time) into the ticker (if
+   * it is still on the list). */
+  async #fetchBars(ticker, lookbackMs, until = marketNow()) {
+    const start = new Date(until - lookbackMs).toISOString();
     const url = new URL('api/bars', this.#apiBase);
     url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start }).toString();
     const response = await fetch(url, { cache: 'no-store' });
@@ -254,11 +257,12 @@ export class Market {
     this.#renderAll();
   }
 
+  /** The selected row's chart history, once its snapshot or a trade says when it last traded. */
   async #backfill(ticker) {
-    if (!ticker || !this.#apiBase || this.#backfilled.has(ticker.symbol)) return;
+    if (!ticker?.lastTradeAt || !this.#apiBase || this.#backfilled.has(ticker.symbol)) return;
     this.#backfilled.add(ticker.symbol);
     try {
-      await this.#fetchBars(ticker, BACKFILL_HOURS * 3_600_000);
+      await this.#fetchBars(ticker, BACKFILL_HOURS * 3_600_000, Math.min(marketNow(), ticker.lastTradeAt || Infinity));
     } catch (error) {
       this.#backfilled.delete(ticker.symbol);
       console.info(`trade-stream: no backfill for ${ticker.symbol}: ${error.message}`);
@@ -290,6 +294,10 @@ export class Market {
       else if (type === 'snapshot') ticker.snapshot(data);
     }
     for (const [ticker, list] of trades) ticker.trades(list);
+    for (const symbol of changed) { // each knows its last trade by now: what "the last hour" ends at
+      this.#seed(this.#tickers.get(symbol));
+      if (symbol === this.#detail.symbol) this.#backfill(this.#tickers.get(symbol));
+    }
     this.#watchlist.render(changed);
     if (changed.has(this.#detail.symbol)) this.#detail.render();
     this.#onChange();

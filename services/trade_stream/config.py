@@ -125,6 +125,9 @@ class Config:
     broker_fallback_after: float = 30.0
     broker_poll_interval: float = 5.0
     broker_demo: bool = False  # --demo --broker: Broker API mode against the simulator's Broker API (demo.py)
+    #: --demo only: the simulated market's clock: "live" (real US market hours), "open" (a regular session at any
+    #: hour, the clock shifted), or an RFC 3339 instant the simulated clock starts at (demo.py).
+    demo_session: str = "live"
     timings: Timings = field(default_factory=Timings)
 
     def public_view(self) -> dict[str, Any]:
@@ -259,6 +262,14 @@ def _broker_streams(raw: str) -> tuple[str, ...]:
     if wrong:
         raise ValueError(f"unknown stream {wrong[0]!r}; give a comma list of {', '.join(BROKER_STREAMS)}, or none")
     return names
+
+
+def _demo_session(raw: str) -> str:
+    from trade_stream.simulator.clock import Clock  # the simulator's own rule; imported only when the setting is given
+
+    value = raw.strip().lower() if raw.strip().lower() in ("live", "open") else raw.strip()
+    Clock.for_session(value)
+    return value
 
 
 def _text(raw: str) -> str:
@@ -444,6 +455,10 @@ SETTINGS: tuple[Setting, ...] = (
             "REST instead, until SSE works again (default 30)"),
     Setting("broker_poll_interval", "TRADE_STREAM_BROKER_POLL_INTERVAL", "--broker-poll-interval", _float_min(0.05),
             "Broker API mode: seconds between REST polls while SSE is down (default 5)"),
+    Setting("demo_session", "TRADE_STREAM_DEMO_SESSION", "--demo-session", _demo_session,
+            "with --demo: the simulated market's hours: live (the real US market hours: at night and at weekends "
+            "only crypto trades), open (a regular session at any hour, the page shows the simulated clock), or an "
+            "RFC 3339 time the simulated clock starts at (default live)"),
 )
 
 
@@ -516,6 +531,9 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
             raise ConfigError("--broker is a demo option: use --demo --broker (for real Broker API mode set "
                               "ALPACA_BROKER_API_KEY and ALPACA_BROKER_SECRET_KEY)")
         values["broker_demo"] = True
+    if "demo_session" in values and not demo:
+        raise ConfigError(f"--demo-session {values['demo_session']} is a demo option: use it with --demo, or unset "
+                          "TRADE_STREAM_DEMO_SESSION")
     return finish(values, demo)
 
 

@@ -1,6 +1,12 @@
 """Demo mode: the Alpaca simulator in-process on an ephemeral loopback port, the relay pointed at it through the
 same upstream code path as production, and a simulated trader so the orders panel has something to show.
 
+The simulated market keeps real US market hours by default (``--demo-session live``): at night and at weekends
+crypto trades and stocks rest at their last price, as the market clock on the page says. ``--demo-session open``
+shifts the simulator's clock into a regular session (the latest one's 10:30 New York time, unless the market is
+open now) for demos at any hour; the page shows that simulated clock. The simulator knows a fixed universe of
+well-known symbols (simulator/config.py KNOWN_SYMBOLS): a made-up ticker is unknown, as it is at Alpaca.
+
 With ``--broker`` the simulator's Broker API (simulator/broker.py) runs in-process too, with a few customer
 accounts: the daemon consumes its event streams as it would Alpaca's, a broker trader places and fills orders in
 those accounts (now and then a dividend), and each simulated customer gets a JWT for their own account, printed
@@ -24,6 +30,8 @@ import jwt
 from trade_stream.config import Config
 from trade_stream.simulator import SimConfig, Simulator
 from trade_stream.simulator.broker import BrokerSim
+from trade_stream.simulator.clock import Clock
+from trade_stream.simulator.config import KNOWN_SYMBOLS
 
 log = logging.getLogger("trade_stream.demo")
 KEY, SECRET = "DEMO_KEY", "DEMO_SECRET"
@@ -35,9 +43,14 @@ CUSTOMERS = ("alice", "bob", "carol")  # one Broker account each
 
 
 async def start(cfg: Config) -> tuple[Simulator, Config]:
-    sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, intraday_history=True))
+    clock = Clock.for_session(cfg.demo_session)
+    sim = Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, intraday_history=True,
+                              clock=clock, universe=KNOWN_SYMBOLS))
     await sim.start()
     log.warning("DEMO MODE: market data and orders are SIMULATED (simulator at %s)", sim.http_url)
+    if clock.shifted:
+        log.warning("DEMO MODE: the simulated clock reads %s New York time (--demo-session %s)",
+                    clock.now().strftime("%a %Y-%m-%d %H:%M"), cfg.demo_session)
     return sim, dataclasses.replace(
         cfg, api_key=KEY, secret_key=SECRET, base_url=sim.http_url, data_url=sim.http_url,
         data_stream_url=f"{sim.ws_url}/v2/{cfg.data_feed}", trading_stream_url=f"{sim.ws_url}/stream",

@@ -288,7 +288,7 @@ async def test_demo_badge_in_demo_mode(tmp_path, watch):
     """A --demo daemon (its own built-in simulator) says demo:true in the welcome: the badge shows."""
     page = watch.page
     cfg = Config(demo=True, host="127.0.0.1", port=0, linger=0.3, ping_interval=0, token=TOKEN,
-                 state_dir=str(tmp_path), timings=FAST)
+                 state_dir=str(tmp_path), timings=FAST, demo_session="open")  # a tape at any real hour
     async with running(cfg) as app:
         assert app.simulator is not None
         await upstream_ready(app)

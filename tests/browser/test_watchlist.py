@@ -220,7 +220,7 @@ async def test_screenshots_desktop_phone_light_in_demo_mode(browser, tmp_path):
     from trade_stream.config import Config
 
     cfg = Config(demo=True, host="127.0.0.1", port=0, linger=0.3, ping_interval=0, token=TOKEN,
-                 state_dir=str(tmp_path), timings=FAST)
+                 state_dir=str(tmp_path), timings=FAST, demo_session="open")  # a tape at any real hour
     async with running(cfg) as app:
         await upstream_ready(app)
         for name, viewport, scheme in (("desktop", {"width": 1280, "height": 860}, "dark"),
@@ -447,11 +447,13 @@ async def demo_page(browser, app, viewport=None):
     return context, page
 
 
-def demo_config(tmp_path):
+def demo_config(tmp_path, session="open"):
+    """A demo daemon; its simulated market in a regular session at any real hour unless ``session`` pins
+    another time (an RFC 3339 instant)."""
     from tests.support.relay import FAST, TOKEN
     from trade_stream.config import Config
     return Config(demo=True, host="127.0.0.1", port=0, linger=0.3, ping_interval=0, token=TOKEN,
-                  state_dir=str(tmp_path), timings=FAST)
+                  state_dir=str(tmp_path), timings=FAST, demo_session=session)
 
 
 @pytest.mark.timeout(60)
@@ -466,7 +468,7 @@ async def test_demo_sparklines_are_seeded_from_the_last_hour_of_minute_bars(brow
             if all(rows >= 10 and points >= 50 for _, rows, points in shown):
                 break
             await asyncio.sleep(0.25)
-        assert all(rows >= 10 and points >= 50 for _, rows, points in shown), shown
+        assert all(rows >= 10 and points >= 50 for _, rows, points in shown), repr(shown)
         await context.close()
 
 
@@ -488,15 +490,15 @@ async def test_demo_watchlist_fits_its_box_at_1280_with_crypto_prices(browser, t
 @pytest.mark.timeout(60)
 async def test_demo_row_day_volume_agrees_with_the_minute_bars(browser, tmp_path):
     """A row's day volume is the day's (the snapshot's daily bar, then live trades), not only the trades seen since
-    the page subscribed: for the crypto pairs it is at least today's minute bars from /api/bars."""
-    from datetime import datetime
+    the page subscribed: for the crypto pairs and a stock it is at least today's minute bars from /api/bars (the
+    live trades continue the synthesized day; they never restart it)."""
 
     from tests.browser.helpers import EASTERN
     async with running(demo_config(tmp_path)) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
-        midnight = datetime.now(EASTERN).replace(hour=0, minute=0, second=0, microsecond=0)
-        for symbol in ("BTC/USD", "ETH/USD"):
+        midnight = app.simulator.clock.now().astimezone(EASTERN).replace(hour=0, minute=0, second=0, microsecond=0)
+        for symbol in ("BTC/USD", "ETH/USD", "AAPL"):
             bars = await page.evaluate("""async ([symbol, start]) => {
               const r = await fetch(`/api/bars?symbol=${encodeURIComponent(symbol)}&timeframe=1Min&start=${start}`);
               return (await r.json()).bars; }""", [symbol, midnight.isoformat()])
@@ -507,4 +509,47 @@ async def test_demo_row_day_volume_agrees_with_the_minute_bars(browser, tmp_path
             await asyncio.sleep(0.5)
             shown = float((await cell.get_attribute("title")).replace(",", ""))
             assert shown >= today * 0.95, (symbol, shown, today)
+        await context.close()
+
+
+@pytest.mark.timeout(60)
+async def test_demo_at_night_rests_stocks_at_the_last_session_and_shows_the_clock_closed(browser, tmp_path):
+    """21:00 New York time (pinned): the clock says closed and shows the simulated time; crypto rows tick while the
+    stock rows keep their last price; every sparkline still shows an hour of minute closes (the stocks' last hour
+    of trading, not the empty hour before now)."""
+    from tests.support.clocks import recent
+    async with running(demo_config(tmp_path, recent(21).isoformat())) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        clock = page.locator("#market-clock")
+        closed = re.compile(r"^Market closed · opens \w{3} 09:30 ET · simulated \w{3} 21:0\d ET$")
+        await expect(clock).to_have_text(closed, timeout=UI)
+        aapl, btc = (page.locator(f'tr.wl-row[data-symbol="{s}"] td.last') for s in ("AAPL", "BTC/USD"))
+        await expect(aapl).to_have_text(re.compile(r"\d"), timeout=UI)
+        first, seen = await aapl.text_content(), set()
+        while len(seen) < 3:  # BTC/USD moves on; AAPL stays at its close
+            seen.add(await btc.text_content())
+            await asyncio.sleep(0.1)
+        assert await aapl.text_content() == first
+        shown = []
+        for _ in range(40):
+            shown = await page.evaluate(SPARK_ROWS_JS)
+            if all(points >= 50 for _, _, points in shown):
+                break
+            await asyncio.sleep(0.25)
+        assert all(points >= 50 for _, _, points in shown), shown
+        await context.close()
+
+
+@pytest.mark.timeout(60)
+async def test_demo_chart_marks_the_break_between_yesterdays_session_and_the_pre_market(browser, tmp_path):
+    """07:00 New York time (pinned): the chart holds the last session's bars, then sparse pre-market trades; the
+    overnight gap is an empty slot with a marker, not a jump within one day."""
+    from tests.support.clocks import recent
+    async with running(demo_config(tmp_path, recent(7).isoformat())) as app:
+        await upstream_ready(app)
+        context, page = await demo_page(browser, app)
+        await page.locator('tr.wl-row[data-symbol="AAPL"]').click()
+        await expect(page.locator("#detail")).to_have_attribute("data-symbol", "AAPL", timeout=UI)
+        await expect(page.locator("#chart")).to_have_attribute("data-session-breaks", "1", timeout=30_000)
         await context.close()

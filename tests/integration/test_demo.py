@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.support.relay import FAST, TOKEN, Browser, running, wait_until
+from tests.support.clocks import recent
+from tests.support.relay import FAST, TOKEN, Browser, http_get, running, wait_until
 from trade_stream import demo
 from trade_stream.config import Config
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.timeout(30)
 
 async def test_demo_mode_flows_trades_and_tells_every_client(tmp_path):
     cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
-                 ping_interval=0)
+                 ping_interval=0, demo_session="open")  # stock trades at any real hour
     async with running(cfg) as app:
         assert app.simulator is not None and app.cfg.data_stream_url.startswith("ws://127.0.0.1:")
         await wait_until(lambda: app.relay.upstream.connected and app.trading.connected)
@@ -69,3 +70,29 @@ async def test_demo_broker_mode_shows_each_customer_only_their_account(tmp_path,
             assert [m["event"] for m in got] == ["new", "partial_fill", "fill"]
             assert {m["account"] for m in got} == {alice_account}
     assert (tmp_path / "broker-demo.sqlite3").exists()
+
+
+async def test_demo_at_night_streams_crypto_and_rests_stocks_at_their_last_price(tmp_path):
+    """The default demo keeps real market hours: at 21:00 New York time (pinned) the clock says closed with the
+    next open, BTC/USD trades, AAPL sends none but its snapshot has the last session's price and day; a made-up
+    ticker gets neither a snapshot nor trades."""
+    night = recent(21)
+    cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
+                 ping_interval=0, demo_session=night.isoformat())
+    async with running(cfg) as app:
+        await wait_until(lambda: app.relay.upstream.connected)
+        status, clock = await asyncio.to_thread(http_get, app.port, "/api/clock", TOKEN)
+        assert status == 200 and clock["is_open"] is False and clock["timestamp"].startswith(night.date().isoformat())
+        assert clock["next_open"] > clock["timestamp"] and "T09:30:00" in clock["next_open"]
+        async with Browser.connect(app.port) as c:
+            await c.expect("welcome")
+            for symbol in ("AAPL", "ZZZZQ", "BTC/USD"):
+                await c.send({"action": "subscribe", "symbol": symbol})
+            snap = await c.expect(lambda m: m.get("type") == "snapshot" and m.get("symbol") == "AAPL", timeout=10)
+            assert snap["data"]["latest_trade"]["price"] > 0 and snap["data"]["daily"]["volume"] > 1_000_000
+            for _ in range(10):
+                await c.expect(lambda m: m.get("type") == "trade" and m.get("symbol") == "BTC/USD", timeout=10)
+            await c.drain(0.5)
+            stocks = [m for m in c.seen if m.get("symbol") in ("AAPL", "ZZZZQ") and m.get("type") == "trade"]
+            assert stocks == []
+            assert not [m for m in c.seen if m.get("type") == "snapshot" and m.get("symbol") == "ZZZZQ"]

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from trade_stream import config
-from trade_stream.simulator import SimConfig, Simulator
+from trade_stream.simulator import Clock, SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv"
@@ -440,7 +440,9 @@ def simulator() -> Iterator[Simulator]:
 
     async def serve() -> None:
         holder["loop"], holder["stop"] = asyncio.get_running_loop(), asyncio.Event()
-        async with Simulator(SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET})) as sim:
+        config = SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET},
+                           clock=Clock.in_session())  # AAPL trades at any real hour
+        async with Simulator(config) as sim:
             holder["sim"] = sim
             ready.set()
             await holder["stop"].wait()
@@ -570,6 +572,12 @@ def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
               env=clean_env(tmp_path, TRADE_STREAM_PORT="abc"))
     assert bad.returncode == 2
     assert "TRADE_STREAM_PORT" in assert_one_line(bad.stderr)
+
+    for args, words in ((["--demo", "--demo-session", "tonight"], "must be live, open, or an RFC 3339 time"),
+                        (["--demo-session", "open"], "use it with --demo")):
+        session = run([str(TS), *args, "--env-file", env_file], cwd=tmp_path, env=clean_env(tmp_path))
+        assert session.returncode == 2 and "--demo-session" in session.stderr
+        assert words in assert_one_line(session.stderr)
 
     helped = run([str(TS), "--help"], cwd=tmp_path, env=clean_env(tmp_path))
     assert helped.returncode == 0

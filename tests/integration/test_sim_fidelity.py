@@ -142,7 +142,7 @@ async def test_injected_daily_bar_starts_at_midnight_new_york(sim):
     [got] = await recv(ws)
     assert got == bar
     start = datetime.fromtimestamp(parse_ts(bar["t"]) / 1e9, ZoneInfo("America/New_York"))
-    assert (start.hour, start.minute, start.second) == (0, 0, 0) and start.date() == datetime.now(start.tzinfo).date()
+    assert (start.hour, start.minute, start.second) == (0, 0, 0) and start.date() == sim.clock.now().date()
 
 
 # --- 10: what Alpaca sends unasked ---------------------------------------------------------------------------------

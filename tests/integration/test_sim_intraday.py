@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
@@ -15,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.clocks import OPEN
 from tests.support.relay import KEY, SECRET
 from trade_stream.simulator import SimConfig, Simulator
+from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.intraday import synthesize
 from trade_stream.simulator.market import MINUTE_NS, NEW_YORK, NS, Market, parse_ts
 
@@ -30,7 +31,7 @@ def get(url: str) -> Any:
 
 
 async def bars(sim: Simulator, path: str, symbol: str) -> list[dict]:
-    start = datetime.fromtimestamp(time.time() - 2 * 86_400, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    start = datetime.fromtimestamp(sim.clock() / NS - 2 * 86_400, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     query = urllib.parse.urlencode({"symbols": symbol, "timeframe": "1Min", "start": start, "limit": 10_000})
     return (await asyncio.to_thread(get, f"{sim.http_url}{path}?{query}"))["bars"][symbol]
 
@@ -51,7 +52,7 @@ def check_day(rows: list[dict], daily: dict, prev: dict, price: float) -> None:
 
 async def test_seeded_simulator_serves_a_day_of_minute_bars_then_the_live_ones():
     config = SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0, seed=7,
-                       intraday_history=True)
+                       intraday_history=True, clock=Clock.starting_at(OPEN))
     async with Simulator(config) as sim:
         aapl = await bars(sim, "/v2/stocks/bars", "AAPL")
         snap = (await asyncio.to_thread(get, f"{sim.http_url}/v2/stocks/snapshots?symbols=AAPL"))["AAPL"]
@@ -65,7 +66,7 @@ async def test_seeded_simulator_serves_a_day_of_minute_bars_then_the_live_ones()
         btc = await bars(sim, "/v1beta3/crypto/us/bars", "BTC/USD")
         crypto = (await asyncio.to_thread(get, f"{sim.http_url}/v1beta3/crypto/us/snapshots?symbols=BTC/USD"))
         assert len(btc) == 390  # 6.5 hours: crypto trades around the clock
-        assert parse_ts(btc[-1]["t"]) >= (time.time_ns() // MINUTE_NS - 2) * MINUTE_NS
+        assert parse_ts(btc[-1]["t"]) >= (sim.clock() // MINUTE_NS - 2) * MINUTE_NS
         check_day(btc, crypto["snapshots"]["BTC/USD"]["dailyBar"], crypto["snapshots"]["BTC/USD"]["prevDailyBar"],
                   65000.0)
 
@@ -81,7 +82,8 @@ def test_the_day_is_deterministic_and_leaves_the_live_stream_alone():
     assert synthesize("AAPL", 230.0, now, 7, False) == synthesize("AAPL", 230.0, now, 7, False)
     assert synthesize("AAPL", 230.0, now, 7, False) != synthesize("AAPL", 230.0, now, 8, False)
     assert len(synthesize("AAPL", 230.0, now, 7, False).bars) == 253  # 9:30 to 13:42
-    assert len(synthesize("AAPL", 230.0, now + 5 * 86_400 * NS, 7, False).bars) == 390  # Saturday: Friday's
+    # Saturday after Thanksgiving: Friday's session, which closed early at 13:00
+    assert len(synthesize("AAPL", 230.0, now + 5 * 86_400 * NS, 7, False).bars) == 210
     # the order symbols are met in does not change their day; the market's own generator is untouched
     a, b = Market(7, intraday=True), Market(7, intraday=True)
     a.state("MSFT"), a.state("AAPL"), b.state("AAPL")

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 
 from tests.support.sdk import stock_stream, trading_stream
 from trade_stream.simulator import SimConfig, Simulator
+from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.market import parse_ts
 
 pytestmark = pytest.mark.timeout(20)
@@ -38,6 +39,7 @@ def config(**overrides: Any) -> SimConfig:
     base: dict[str, Any] = {
         "accounts": {KEY: SECRET, OTHER: OTHER_SECRET}, "rate_per_symbol": 0.0, "auth_timeout": 1.0,
         "seed": 1, "ping_interval": None, "tick_interval": 0.02,
+        "clock": Clock.in_session(),  # the generator's stock trades need a regular session, at any real hour
     }
     return SimConfig(**{**base, **overrides})
 
@@ -315,7 +317,7 @@ async def test_auto_data_is_batched_and_only_for_subscribed_symbols(sim):
     for m in msgs:
         assert m["x" if m["T"] == "t" else "bx"] == "V"
         assert m["T"] == "t" or m["bp"] < m["ap"]
-    assert 0 <= time.time_ns() - parse_ts(msgs[-1]["t"]) < 2_000_000_000  # t is the real send time
+    assert 0 <= sim.clock() - parse_ts(msgs[-1]["t"]) < 2_000_000_000  # t is the (simulated) send time
 
 
 async def test_test_feed_streams_fakepaca():
@@ -341,7 +343,7 @@ async def test_msgpack_session(sim):
     [trade] = msgpack.unpackb(raw)
     assert next(iter(trade)) == "T" and trade["p"] == 231.0
     assert isinstance(trade["t"], msgpack.Timestamp)
-    assert abs(trade["t"].to_unix_nano() - time.time_ns()) < 2_000_000_000
+    assert abs(trade["t"].to_unix_nano() - sim.clock()) < 2_000_000_000
     assert sim.received_on(IEX)[1] == {"trades": ["AAPL"], "action": "subscribe"}
 
 

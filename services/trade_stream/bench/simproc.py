@@ -148,7 +148,7 @@ def main() -> None:
     # rare corrections, cancels and halts would make runs differ for nothing.
     config = SimConfig(host="127.0.0.1", port=args.port, accounts={args.key: args.secret}, rate_per_symbol=0.0,
                        seed=args.seed, tick_interval=args.tick, correction_rate=0.0, cancel_error_rate=0.0,
-                       late_trade_rate=0.0, halt_rate=0.0)
+                       late_trade_rate=0.0, halt_rate=0.0, market_hours=False)  # stocks trade at any hour
     uvloop.run(serve(config, args.broker_accounts))
 
 

@@ -11,7 +11,8 @@ import sys
 
 import uvloop
 
-from .config import SimConfig
+from .clock import Clock
+from .config import KNOWN_SYMBOLS, SimConfig
 from .server import Simulator
 
 
@@ -25,6 +26,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible data")
     parser.add_argument("--no-history", action="store_true",
                         help="no synthesized day so far: the bars REST holds only what was traded since start")
+    parser.add_argument("--session", default="live", metavar="live|open|TIME",
+                        help="the simulated clock: live (default; real US market hours: stocks trade 04:00-20:00 "
+                             "New York time on trading days, sparsely outside 09:30-16:00, crypto always), open "
+                             "(a regular session at any hour), or an RFC 3339 time to start the clock at")
+    parser.add_argument("--any-symbol", action="store_true",
+                        help="every symbol is listed (default: well-known tickers only; others are unknown, as at "
+                             "Alpaca)")
     return parser.parse_args(argv)
 
 
@@ -40,13 +48,20 @@ async def serve_forever(config: SimConfig) -> None:
         print(f"  trading     : {sim.ws_url}/stream", flush=True)
         print(f"  REST        : {sim.http_url}/v2/account, /v2/stocks/snapshots?symbols=AAPL", flush=True)
         print(f"  control     : {sim.http_url}/_sim/state", flush=True)
+        print(f"  clock       : {sim.clock.now():%a %Y-%m-%d %H:%M} New York ({sim.http_url}/v2/clock)", flush=True)
         await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        clock = Clock.for_session(args.session)
+    except ValueError as exc:
+        print(f"trade-stream simulate: --session {args.session}: {exc}", file=sys.stderr)
+        return 2
     config = SimConfig(host=args.host, port=args.port, accounts={args.key: args.secret},
-                       rate_per_symbol=args.rate, seed=args.seed, intraday_history=not args.no_history)
+                       rate_per_symbol=args.rate, seed=args.seed, intraday_history=not args.no_history,
+                       clock=clock, universe=None if args.any_symbol else KNOWN_SYMBOLS)
     try:
         uvloop.run(serve_forever(config))
     except OSError as exc:  # the port is taken (or the address is not this host's): one line, no traceback

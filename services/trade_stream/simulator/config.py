@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .clock import Clock
+
 #: Market-data endpoint path -> feed name, as in ``wss://stream.data.alpaca.markets/{path}``.
 DATA_PATHS: dict[str, str] = {
     "/v2/iex": "iex",
@@ -53,6 +55,12 @@ DEFAULT_PRICES: dict[str, float] = {
     "DOGE/USD": 0.15,
     "ETH/BTC": 0.05,
 }
+
+#: Well-known listed names (and the crypto pairs above): the demo's universe, so a made-up ticker is unknown.
+KNOWN_SYMBOLS: frozenset[str] = frozenset(DEFAULT_PRICES) | frozenset(
+    "AAPL MSFT NVDA AMZN GOOGL GOOG META TSLA AVGO BRK.B JPM V MA UNH XOM LLY JNJ PG HD COST ABBV MRK CVX KO PEP "
+    "WMT BAC ORCL CRM ADBE NFLX AMD INTC CSCO QCOM TXN IBM GE F GM T VZ DIS NKE MCD SBUX BA CAT PFE UBER PYPL "
+    "PLTR COIN SHOP SQ ABNB SNOW SPY QQQ IWM DIA GLD TLT VTI VOO XLF XLK XLE".split())
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,19 @@ class SimConfig:
     #: demo and the standalone runner; off by default so tests and benchmarks see only what they made.
     intraday_history: bool = False
     starting_cash: float = 100_000.0
+    #: The simulated time (clock.py): None = the wall clock. Tests pin it to the hour they are about; the demo's
+    #: ``--demo-session open`` shifts it into a regular session.
+    clock: Clock | None = None
+    #: Generated stock data follows the US equity calendar at the simulated time (calendar.py): the regular
+    #: session as configured, sparse trades before the open and after the close (04:00-20:00 New York time),
+    #: nothing overnight, at weekends and on holidays on iex/sip/delayed_sip; the boats and overnight feeds trade
+    #: overnight only (20:00-04:00, Sunday to Thursday nights); options in the regular session. Crypto, news and
+    #: the test feed run around the clock. False: every feed generates at every hour (benchmarks).
+    market_hours: bool = True
+    #: Symbols the market lists (a synthesized day, snapshots, generated trades); others are unknown, as at Alpaca:
+    #: a subscription is accepted and sends nothing, snapshots leave them out, bars are empty. None = every symbol
+    #: (tests and benchmarks make up their own). The demo and ``trade-stream simulate`` use KNOWN_SYMBOLS.
+    universe: frozenset[str] | None = None
     #: A data connection whose unsent output exceeds this gets 407 "slow client" and is dropped.
     slow_client_buffer: int = 16 * 2**20
     #: Server keepalive pings (None disables them); client pings are always answered.

@@ -5,12 +5,14 @@ two candles and the sparkline is flat. The day is a random walk of one-minute lo
 symbol's current price (the walk is built, then shifted), so the live stream carries on from the last bar without
 a jump. It looks like a trading day: volatility and volume are U-shaped over the session (busy open and close,
 quiet lunch), each bar opens at the previous close, and its high and low wick out a little. Stocks cover the
-regular session (9:30 New York time up to now, or the whole last session before the open and at weekends); crypto
-trades around the clock and gets the last 6.5 hours.
+regular session (9:30 New York time up to now, or the whole last session before the open, overnight, at weekends
+and on holidays; 13:00 is the close on an early-close day); crypto trades around the clock and gets the last 6.5
+hours.
 
-Deterministic: the walk uses its own generator seeded by (seed, symbol), never the market's, so the live trades a
-seeded simulator streams are the same with or without a history, and a symbol's day does not depend on the order
-symbols were met in. Cheap: at most 390 bars per symbol, built once.
+Deterministic: the walk uses its own generator seeded by (seed, symbol, the session's date), never the market's, so
+the live trades a seeded simulator streams are the same with or without a history, a symbol's day does not depend
+on the order symbols were met in, and a restart on the same day (seeded or not) shows the same day again.
+Cheap: at most 390 bars per symbol, built once.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import time as dt_time
+from datetime import datetime
 
+from .calendar import last_regular_session
 from .market import MINUTE_NS, NEW_YORK, NS, format_ts, new_york_midnight, round_price
 
-SESSION_OPEN, SESSION_CLOSE = dt_time(9, 30), dt_time(16, 0)
 SESSION_MINUTES = 390
 #: Per-minute volatility of the log price in the quiet middle of the day (about 1.5 % a day for stocks).
 STOCK_SIGMA, CRYPTO_SIGMA = 0.0007, 0.0006
@@ -42,37 +43,33 @@ class Day:
     prev_daily: dict
 
 
-def session_window(now_ns: int) -> tuple[int, int]:
-    """The regular session the history covers: today's from its open up to now (or its close), else the last
-    whole one (before today's open, and at weekends). No holiday calendar, as in the simulator's clock."""
-    now = datetime.fromtimestamp(now_ns / NS, NEW_YORK)
-    day = now.date()
-    if now.weekday() >= 5 or now.time() < SESSION_OPEN:
-        day -= timedelta(days=1)
-        while day.weekday() >= 5:
-            day -= timedelta(days=1)
-    start = int(datetime.combine(day, SESSION_OPEN, NEW_YORK).timestamp()) * NS
-    close = int(datetime.combine(day, SESSION_CLOSE, NEW_YORK).timestamp()) * NS
-    return start, min(close, now_ns - now_ns % MINUTE_NS)
+def session_window(now_ns: int) -> tuple[int, int, int]:
+    """The regular session the history covers: the latest one that has opened by now (calendar.py: weekends,
+    holidays and early closes included), from its open up to now or its close; and its length in minutes."""
+    s = last_regular_session(datetime.fromtimestamp(now_ns / NS, NEW_YORK))
+    start, close = int(s.open.timestamp()) * NS, int(s.close.timestamp()) * NS
+    return start, min(close, now_ns - now_ns % MINUTE_NS), (close - start) // MINUTE_NS
 
 
 def synthesize(symbol: str, price: float, now_ns: int, seed: int | None, crypto: bool) -> Day:
-    rng = random.Random(f"{seed}/{symbol}") if seed is not None else random.Random()
     if crypto:
         end = now_ns - now_ns % MINUTE_NS
-        start = end - SESSION_MINUTES * MINUTE_NS
+        start, length = end - SESSION_MINUTES * MINUTE_NS, SESSION_MINUTES
     else:
-        start, end = session_window(now_ns)
+        start, end, length = session_window(now_ns)
+    # seeded by the day too, so the same day comes back after a restart, and another day is another walk
+    day_of = datetime.fromtimestamp(start / NS, NEW_YORK).date().isoformat()
+    rng = random.Random(f"{seed}/{symbol}/{day_of}")
     count = max(0, (end - start) // MINUTE_NS)
     sigma, dollars = (CRYPTO_SIGMA, CRYPTO_DOLLARS) if crypto else (STOCK_SIGMA, STOCK_DOLLARS)
     sigma *= rng.uniform(0.7, 1.4)  # some names are livelier than others
-    drift = rng.gauss(0.0, 0.006) / SESSION_MINUTES  # a mild trend for the day (about 0.6 % either way)
+    drift = rng.gauss(0.0, 0.006) / length  # a mild trend for the day (about 0.6 % either way)
 
     def busy(k: int) -> float:
         """1 in the quiet middle, up to 3 at the open and about 2 at the close (stocks); flat for crypto."""
         if crypto:
             return 1.0
-        x = k / SESSION_MINUTES
+        x = k / length
         return 1.0 + 2.0 * math.exp(-x * 12) + 1.0 * math.exp(-(1 - x) * 15)
 
     # the walk: log closes, then shifted so the last close is the current price

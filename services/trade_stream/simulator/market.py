@@ -13,7 +13,7 @@ import re
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -211,8 +211,13 @@ class Market:
     """The simulated market: generates Alpaca stock messages for any symbol on demand."""
 
     def __init__(self, seed: int | None = None, start_prices: dict[str, float] | None = None,
-                 intraday: bool = False) -> None:
+                 intraday: bool = False, clock: Callable[[], int] = time.time_ns,
+                 universe: frozenset[str] | None = None) -> None:
         self.rng = random.Random(seed)
+        #: The simulated time in ns (clock.py): every timestamp, bar window and synthesized day reads it.
+        self.clock = clock
+        #: Symbols with a history (a synthesized day, snapshots, generated trades); None = every symbol.
+        self.universe = set(universe) if universe is not None else None
         self.seed = seed
         self.intraday = intraday
         self.start_prices = dict(start_prices or {})
@@ -221,18 +226,32 @@ class Market:
         self._news_id = 24_000_000
 
     def known_symbols(self) -> list[str]:
-        """Symbols a ``*`` subscription streams: the configured ones plus any seen since."""
-        return sorted(set(self.start_prices) | set(self.symbols))
+        """Symbols a ``*`` subscription streams: the configured ones plus any seen since (of the universe)."""
+        names = set(self.start_prices) | set(self.symbols)
+        return sorted(names if self.universe is None else names & self.universe)
+
+    def known(self, symbol: str) -> bool:
+        """Whether the simulated market lists ``symbol``: any symbol without a universe; with one, its members
+        and option contracts on them."""
+        if self.universe is None or symbol in self.universe:
+            return True
+        match = OPTION_SYMBOL_RE.fullmatch(symbol) if len(symbol) > 15 else None
+        return bool(match and match.group(1) in self.universe)
+
+    def register(self, symbol: str) -> None:
+        """Add ``symbol`` to the universe (a test's made-up ticker that should trade like a listed one)."""
+        if self.universe is not None:
+            self.universe.add(symbol)
 
     def state(self, symbol: str) -> SymbolState:
         st = self.symbols.get(symbol)
         if st is None:
             match = OPTION_SYMBOL_RE.fullmatch(symbol) if len(symbol) > 15 else None
-            premium = option_premium(symbol, self.price(match.group(1)), time.time_ns()) if match else None
+            premium = option_premium(symbol, self.price(match.group(1)), self.clock()) if match else None
             price = self.start_prices.get(symbol) or premium or default_price(symbol)
             st = SymbolState(symbol, price, tape_of(symbol), price)
             self.symbols[symbol] = st
-            if self.intraday and match is None:
+            if self.intraday and match is None and self.known(symbol):
                 self._seed_day(st)
         return st
 
@@ -241,7 +260,7 @@ class Market:
         bar built from them (live trades carry on from it), and the previous day's bar for snapshots."""
         from .intraday import synthesize  # intraday.py builds on this module's helpers
 
-        day = synthesize(st.symbol, st.price, time.time_ns(), self.seed, bool(CRYPTO_SYMBOL_RE.fullmatch(st.symbol)))
+        day = synthesize(st.symbol, st.price, self.clock(), self.seed, bool(CRYPTO_SYMBOL_RE.fullmatch(st.symbol)))
         st.intraday, st.prev_daily = day.bars, day.prev_daily
         if day.bars:  # the day's last trade: a snapshot needs not invent one (nor draw from the live generator)
             start, bar = day.bars[-1]
@@ -293,7 +312,7 @@ class Market:
         else:
             st.price = price = round_price(float(price))
         size = self._size() if size is None else int(size)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         self._trade_id += 1
         msg = {"T": "t", "S": symbol, "i": self._trade_id, "x": self._exchange(feed), "p": price, "s": size,
                "c": self._conditions(size), "t": format_ts(ns), "z": st.tape}
@@ -321,7 +340,8 @@ class Market:
             done = minute.add(price, size, ns)
             if done is not None:
                 st.last_bar, st.bar_updated = done, False
-        st.daily.add(price, size, ns)
+        if (yesterday := st.daily.add(price, size, ns)) is not None:  # the first trade of a new day
+            st.prev_daily = yesterday
 
     def quote(self, symbol: str, feed: str = "iex", bid: float | None = None, ask: float | None = None,
               ns: int | None = None, **fields: object) -> Stamped:
@@ -333,7 +353,7 @@ class Market:
         if ask is None:
             ask = round_price(bid) + spread
         bid, ask = round_price(max(0.0001, float(bid))), round_price(float(ask))
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         msg = {"T": "q", "S": symbol, "bx": self._exchange(feed), "bp": bid, "bs": 100 * self.rng.randint(1, 9),
                "ax": self._exchange(feed), "ap": ask, "as": 100 * self.rng.randint(1, 9), "c": ["R"],
                "t": format_ts(ns), "z": st.tape}
@@ -351,7 +371,7 @@ class Market:
         else:
             st.price = price = round(float(price), 2)
         size = self.rng.choice((1, 1, 1, 2, 3, 5, 10, 20)) if size is None else int(size)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         msg = {"T": "t", "S": symbol, "t": format_ts(ns), "p": price, "s": size,
                "x": self.rng.choice(OPTION_EXCHANGES), "c": self.rng.choice("IIIIJS")}
         msg.update(fields)
@@ -364,7 +384,7 @@ class Market:
         spread = 0.05 if st.price >= 3 else 0.01 * (1 + self.rng.randrange(3))
         bid = max(0.0, round(st.price - spread * self.rng.random(), 2)) if bid is None else float(bid)
         ask = round(bid + spread, 2) if ask is None else float(ask)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         msg = {"T": "q", "S": symbol, "t": format_ts(ns), "bx": self.rng.choice(OPTION_EXCHANGES), "bp": bid,
                "bs": self.rng.randint(1, 200), "ax": self.rng.choice(OPTION_EXCHANGES), "ap": ask,
                "as": self.rng.randint(1, 200), "c": "A"}
@@ -387,7 +407,7 @@ class Market:
             st.price = price = round_price(float(price))
         size = round(self.rng.expovariate(1.0) * 1000 / max(price, 1.0), 8) or 0.0001 if size is None \
             else float(size)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         self._trade_id += 1
         msg = {"T": "t", "S": symbol, "p": price, "s": size, "t": format_ts(ns), "i": self._trade_id,
                "tks": self.rng.choice("BS")}
@@ -401,7 +421,7 @@ class Market:
         step = self._tick(st)
         bid = round_price(st.price - step * (1 + self.rng.randrange(3))) if bid is None else float(bid)
         ask = round_price(bid + step * (1 + self.rng.randrange(3))) if ask is None else float(ask)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         unit = 1000 / max(st.price, 1.0)
         msg = {"T": "q", "S": symbol, "bp": bid, "bs": round(unit * self.rng.uniform(0.1, 5), 8), "ap": ask,
                "as": round(unit * self.rng.uniform(0.1, 5), 8), "t": format_ts(ns)}
@@ -431,7 +451,7 @@ class Market:
     def news(self, symbols: list[str], headline: str | None = None, ns: int | None = None,
              **fields: object) -> Stamped:
         """An article in Alpaca's stream shape (``T: "n"``; protocol reference §1.7)."""
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         self._news_id += 1
         subject = ", ".join(symbols) or "Markets"
         verb = self.rng.choice(("rises after", "slips on", "holds steady ahead of", "jumps on"))
@@ -449,7 +469,7 @@ class Market:
         """The full book (``r: true``), as Alpaca sends first after an orderbooks subscribe."""
         st = self.state(symbol)
         self._recenter(st)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         return {"T": "o", "S": symbol, "t": format_ts(ns),
                 "b": [{"p": p, "s": s} for p, s in sorted(st.bids.items(), reverse=True)],
                 "a": [{"p": p, "s": s} for p, s in sorted(st.asks.items())], "r": True}, ns
@@ -467,7 +487,7 @@ class Market:
         a = _book_diff(before_a, st.asks)
         if not b and not a:
             return None
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         return {"T": "o", "S": symbol, "t": format_ts(ns), "b": b, "a": a}, ns
 
     def roll_bars(self, symbols: Iterable[str], now_ns: int) -> list[tuple[Stamped, Stamped]]:
@@ -520,14 +540,14 @@ class Market:
         else:
             code, text = ("3", "Resume") if cta else ("T", "Trading Resumption")
             reason, why = ("", "") if cta else ("LUDP", "Volatility Trading Pause")
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         return {"T": "s", "S": symbol, "sc": code, "sm": text, "rc": reason, "rm": why, "t": format_ts(ns),
                 "z": st.tape}, ns
 
     def luld(self, symbol: str, ns: int | None = None) -> Stamped:
         """Limit up-limit down bands (``l``): 5 % either side of the current price."""
         st = self.state(symbol)
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         return {"T": "l", "S": symbol, "u": round_price(st.price * 1.05), "d": round_price(st.price * 0.95),
                 "i": "B", "t": format_ts(ns), "z": st.tape}, ns
 
@@ -538,7 +558,7 @@ class Market:
         if last is None:
             return None
         self._trade_id += 1
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         price = round_price(float(last["p"]) + self.rng.choice((-0.01, 0.01)))
         return {"T": "c", "S": symbol, "x": last["x"], "oi": last["i"], "op": last["p"], "os": last["s"],
                 "oc": last["c"], "ci": self._trade_id, "cp": price, "cs": last["s"], "cc": last["c"],
@@ -550,13 +570,13 @@ class Market:
         last = st.last_trade
         if last is None:
             return None
-        ns = time.time_ns() if ns is None else ns
+        ns = self.clock() if ns is None else ns
         return {"T": "x", "S": symbol, "i": last["i"], "x": last["x"], "p": last["p"], "s": last["s"],
                 "a": "E" if self.rng.random() < 0.1 else "C", "t": format_ts(ns), "z": st.tape}, ns
 
     def daily_message(self, st: SymbolState) -> Stamped:
         daily = st.daily.current() or self.synthetic_bar(st)
-        start = st.daily.start_ns if st.daily.start_ns is not None else st.daily.window_of(time.time_ns())
+        start = st.daily.start_ns if st.daily.start_ns is not None else st.daily.window_of(self.clock())
         return self.bar_message("d", st.symbol, daily, start)
 
     @staticmethod
@@ -565,7 +585,7 @@ class Market:
 
     def synthetic_bar(self, st: SymbolState, start_ns: int | None = None) -> dict:
         """A one-print bar at the current price, for snapshots of symbols that have not traded yet."""
-        start_ns = st.minute.window_of(time.time_ns()) if start_ns is None else start_ns
+        start_ns = st.minute.window_of(self.clock()) if start_ns is None else start_ns
         p = st.price
         return {"o": p, "h": p, "l": p, "c": p, "v": 0, "t": format_ts(start_ns), "n": 0, "vw": p}
 
@@ -592,8 +612,8 @@ class Market:
         st = self.state(symbol)
         trade, quote = self.latest_trade(symbol), self.latest_quote(symbol)
         minute = st.minute.current() or st.last_bar or self.synthetic_bar(st)
-        daily = st.daily.current() or self.synthetic_bar(st, st.daily.window_of(time.time_ns()))
-        prev_start = st.daily.window_of(time.time_ns()) - DAY_NS
+        daily = st.daily.current() or self.synthetic_bar(st, st.daily.window_of(self.clock()))
+        prev_start = st.daily.window_of(self.clock()) - DAY_NS
         o = st.open_price
         prev = st.prev_daily or {"o": o, "h": o, "l": o, "c": o, "v": 0, "t": format_ts(prev_start), "n": 0, "vw": o}
         return {"latestTrade": trade, "latestQuote": quote, "minuteBar": minute, "dailyBar": daily,

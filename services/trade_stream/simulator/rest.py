@@ -8,18 +8,16 @@ orders are created through the control API (``/_sim/order`` or ``Simulator.submi
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from datetime import time as dt_time
+from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from . import calendar
 from .market import CRYPTO_SYMBOL_RE, NS, SYMBOL_RE, format_ts, parse_ts
 
 if TYPE_CHECKING:
@@ -77,7 +75,9 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
         case ["account"]:
             return 200, sim.book.account_view(key)
         case ["clock"]:
-            return 200, market_clock(datetime.now(NEW_YORK), getattr(sim, "clock_open", None))
+            return 200, market_clock(sim.clock.now(), getattr(sim, "clock_open", None))
+        case ["calendar"]:
+            return 200, market_calendar(sim.clock.now(), query)
         case ["orders"]:
             return 200, _orders(sim, key, query)
         case ["orders:by_client_order_id"]:
@@ -108,13 +108,13 @@ def _crypto(sim: Simulator, parts: list[str], query: Query) -> Result:
     market = sim.market
     match parts[1:]:
         case ["snapshots"]:
-            return 200, {"snapshots": {s: market.snapshot(s) for s in _pairs(query)}}
+            return 200, {"snapshots": {s: market.snapshot(s) for s in _pairs(query) if market.known(s)}}
         case ["latest", "trades"]:
-            return 200, {"trades": {s: market.latest_trade(s) for s in _pairs(query)}}
+            return 200, {"trades": {s: market.latest_trade(s) for s in _pairs(query) if market.known(s)}}
         case ["latest", "quotes"]:
-            return 200, {"quotes": {s: market.latest_quote(s) for s in _pairs(query)}}
+            return 200, {"quotes": {s: market.latest_quote(s) for s in _pairs(query) if market.known(s)}}
         case ["latest", "bars"]:
-            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _pairs(query)}}
+            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _pairs(query) if market.known(s)}}
         case ["trades"]:
             return 200, _trades(sim, _pairs(query), query)
         case ["bars"]:
@@ -154,15 +154,17 @@ def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
     market = sim.market
     match parts:
         case ["snapshots"]:
-            return 200, {s: market.snapshot(s) for s in _symbols(query)}
+            return 200, {s: market.snapshot(s) for s in _symbols(query) if market.known(s)}
         case [symbol, "snapshot"]:
+            if not market.known(symbol):
+                return not_found(f"no snapshot found for {symbol}")
             return 200, {"symbol": symbol, **market.snapshot(symbol)}
         case ["trades", "latest"]:
-            return 200, {"trades": {s: market.latest_trade(s) for s in _symbols(query)}}
+            return 200, {"trades": {s: market.latest_trade(s) for s in _symbols(query) if market.known(s)}}
         case ["quotes", "latest"]:
-            return 200, {"quotes": {s: market.latest_quote(s) for s in _symbols(query)}}
+            return 200, {"quotes": {s: market.latest_quote(s) for s in _symbols(query) if market.known(s)}}
         case ["bars", "latest"]:
-            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _symbols(query)}}
+            return 200, {"bars": {s: market.snapshot(s)["minuteBar"] for s in _symbols(query) if market.known(s)}}
         case ["trades"]:
             return 200, _trades(sim, _symbols(query), query)
         case ["bars"]:
@@ -180,7 +182,7 @@ def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
 
 def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
     """Historical trades: inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
-    now = time.time_ns()
+    now = sim.clock()
     start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
     end = parse_ts(query["end"]) if query.get("end") else now
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
@@ -218,7 +220,7 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     if "timeframe" not in query:
         raise ValueError("missing timeframe")
     width = _timeframe_ns(query["timeframe"])
-    now = time.time_ns()
+    now = sim.clock()
     start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
     end = parse_ts(query["end"]) if query.get("end") else now
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
@@ -226,7 +228,7 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     rows: list[tuple[str, dict]] = []
     for symbol in sorted(set(symbols)):
         windows: dict[int, list[float]] = {}
-        if sim.market.intraday:
+        if sim.market.intraday and sim.market.known(symbol):
             sim.market.state(symbol)  # a symbol met here first gets its synthesized day too
         for ns, b in sim.market.history_bars(symbol, start - start % width, end):  # the day before we met it
             key = ns - ns % width
@@ -266,41 +268,36 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     return {"bars": out, "next_page_token": token}
 
 
-NEW_YORK = ZoneInfo("America/New_York")
-SESSION_OPEN, SESSION_CLOSE = dt_time(9, 30), dt_time(16, 0)
-
-
 def market_clock(now: datetime, forced_open: bool | None = None) -> dict:
-    """Alpaca's ``/v2/clock``: the regular session 9:30-16:00 New York time, Monday to Friday (no holiday
-    calendar), times in New York's offset as Alpaca sends them. ``forced_open`` (``/_sim/clock``) pins
-    ``is_open`` for tests; the next open/close still follow the calendar."""
-
-    def at(day: datetime, t: dt_time) -> datetime:
-        return datetime.combine(day.date(), t, NEW_YORK)
-
-    def next_weekday(day: datetime) -> datetime:
-        day += timedelta(days=1)
-        while day.weekday() >= 5:
-            day += timedelta(days=1)
-        return day
-
-    weekday = now.weekday() < 5
-    is_open = weekday and at(now, SESSION_OPEN) <= now < at(now, SESSION_CLOSE)
-    if weekday and now < at(now, SESSION_OPEN):
-        next_open = at(now, SESSION_OPEN)
-    else:
-        next_open = at(next_weekday(now), SESSION_OPEN)
-    next_close = at(now, SESSION_CLOSE) if weekday and now < at(now, SESSION_CLOSE) else at(next_open, SESSION_CLOSE)
-    if forced_open is not None:
-        is_open = forced_open
+    """Alpaca's ``/v2/clock`` at ``now`` (the simulator's clock): open in the regular session of the US equity
+    calendar (calendar.py: holidays and early closes included), times in New York's offset as Alpaca sends them.
+    ``forced_open`` (``/_sim/clock``) pins ``is_open`` for tests; the next open/close still follow the calendar."""
+    now = now.astimezone(calendar.NEW_YORK)
+    next_open, next_close = calendar.next_open_close(now)
+    is_open = calendar.phase(now) == calendar.REGULAR if forced_open is None else forced_open
     return {"timestamp": now.isoformat(timespec="microseconds"), "is_open": is_open,
             "next_open": next_open.isoformat(), "next_close": next_close.isoformat()}
+
+
+def market_calendar(now: datetime, query: Query) -> list[dict]:
+    """Alpaca's ``/v2/calendar``: one entry per trading day from ``start`` to ``end`` (dates; by default the
+    simulated day a month either side), regular ``open``/``close`` as HH:MM and the extended ``session_open``/
+    ``session_close`` as HHMM, New York time, as alpaca-py's Calendar model parses them."""
+    today = now.astimezone(calendar.NEW_YORK).date()
+    start = date.fromisoformat(query["start"][:10]) if query.get("start") else today - timedelta(days=30)
+    end = date.fromisoformat(query["end"][:10]) if query.get("end") else today + timedelta(days=30)
+    if (end - start).days > 3660:
+        raise ValueError("start and end are more than ten years apart")
+    return [{"date": s.day.isoformat(), "open": s.open.strftime("%H:%M"), "close": s.close.strftime("%H:%M"),
+             "session_open": s.pre_open.strftime("%H%M"), "session_close": s.post_close.strftime("%H%M"),
+             "settlement_date": calendar.next_session(s.day).day.isoformat()}
+            for s in calendar.sessions_between(start, end)]
 
 
 def _clock(sim: Simulator, q: Query) -> dict:
     value = q.get("open", "auto").lower()
     sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")  # type: ignore[attr-defined]
-    return market_clock(datetime.now(NEW_YORK), sim.clock_open)  # type: ignore[attr-defined]
+    return market_clock(sim.clock.now(), sim.clock_open)  # type: ignore[attr-defined]
 
 
 # -- /_sim/ control -----------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import protocol, rest
+from . import calendar, protocol, rest
+from .clock import Clock
 from .config import CRYPTO_FEEDS, DATA_PATHS, TRADING_PATH, Plan, SimConfig, feed_kind
 from .market import OPTION_SYMBOL_RE, Market, Stamped, format_ts
 from .orders import Event, OrderBook
@@ -34,6 +35,8 @@ log = logging.getLogger("trade_stream.simulator")
 TRADING_SYNTAX_ERROR = {"action": "error", "data": {"error_message": "invalid syntax"}}
 
 _KEEP: Any = object()
+#: The share of the regular session's trade rate a stock feed keeps before the open and after the close.
+EXTENDED_SHARE = 0.1
 
 
 class Received(NamedTuple):
@@ -80,7 +83,11 @@ class Simulator:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history)
+        #: The simulated time (clock.py); SimConfig.clock pins or shifts it, else it is the wall clock.
+        self.clock = self.config.clock or Clock()
+        self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history,
+                             self.clock, self.config.universe)
+        # The trading side keeps the wall clock, as Alpaca's does: clients reconcile orders by their own clock.
         self.book = OrderBook(list(self.config.accounts), self.market.price, self.config.seed,
                               self.config.starting_cash)
         self.rate_per_symbol = self.config.rate_per_symbol
@@ -392,8 +399,12 @@ class Simulator:
             if until <= now:
                 del self._halted_until[symbol]
                 resumed.append(Out(*self.market.status(symbol, False)))
+        phase = calendar.phase(self.clock.now()) if self.config.market_hours else calendar.REGULAR
         for path, conns in by_path.items():
             feed = DATA_PATHS[path]
+            share = self._session_share(feed, phase)
+            if not share:  # the feed is shut at this hour: no trades, quotes, bars or bands
+                continue
             if feed == "news":  # an article now and then, about a subscribed symbol
                 outs_by_path[path] = self._generate_news(conns, dt)
                 continue
@@ -406,17 +417,31 @@ class Simulator:
                 books = self._subscribed(feed, conns, "orderbooks")
                 outs_by_path[path] = self._generate_crypto(trades | bars, quotes, books, dt)
                 outs_by_path[path] += [Out(*m) for m in self.market.updated_bars(
-                    self._subscribed(feed, conns, "updatedBars"), time.time_ns(),
+                    self._subscribed(feed, conns, "updatedBars"), self.clock(),
                     int(self.config.updated_bar_delay * 1e9))]
                 bar_symbols |= bars
                 continue
             trades, quotes, bars = self._active_symbols(feed, conns)
-            outs = self._generate(feed, {s for s in trades | bars if s not in self._halted_until}, quotes, dt)
-            outs_by_path[path] = outs + resumed + self._unasked(feed, conns, dt, now)
+            outs = self._generate(feed, {s for s in trades | bars if s not in self._halted_until}, quotes,
+                                  dt * share, extended=share < 1)
+            outs_by_path[path] = outs + resumed + (self._unasked(feed, conns, dt, now) if share == 1 else [])
             bar_symbols |= bars
-        bar_outs = [Out(*m) for pair in self.market.roll_bars(bar_symbols, time.time_ns()) for m in pair]
+        bar_outs = [Out(*m) for pair in self.market.roll_bars(bar_symbols, self.clock()) for m in pair]
         for path, conns in by_path.items():
-            self._fan_out(conns, outs_by_path[path] + bar_outs)
+            if path in outs_by_path:
+                self._fan_out(conns, outs_by_path[path] + bar_outs)
+
+    def _session_share(self, feed: str, phase: str) -> float:
+        """How much of the configured rate a feed generates in a market phase: all of it in the regular session,
+        EXTENDED_SHARE before the open and after the close, none when the feed is shut (see SimConfig.market_hours).
+        """
+        if not self.config.market_hours or feed in CRYPTO_FEEDS or feed in ("news", "test"):
+            return 1.0
+        if feed in ("boats", "overnight"):
+            return EXTENDED_SHARE if calendar.overnight(self.clock.now()) else 0.0
+        if feed_kind(feed) == "options":
+            return 1.0 if phase == calendar.REGULAR else 0.0
+        return {calendar.REGULAR: 1.0, calendar.PRE: EXTENDED_SHARE, calendar.POST: EXTENDED_SHARE}.get(phase, 0.0)
 
     def _active_symbols(self, feed: str, conns: list[Conn]) -> tuple[set[str], set[str], set[str]]:
         """Symbols with trade, quote and bar subscribers on one feed (``*`` = every known symbol)."""
@@ -454,7 +479,7 @@ class Simulator:
                 self._luld_due[symbol] = now + cfg.luld_interval
                 outs.append(Out(*market.luld(symbol)))
         updated = self._subscribed(feed, conns, "updatedBars")
-        outs += [Out(*m) for m in market.updated_bars(updated, time.time_ns(), int(cfg.updated_bar_delay * 1e9))]
+        outs += [Out(*m) for m in market.updated_bars(updated, self.clock(), int(cfg.updated_bar_delay * 1e9))]
         return outs
 
     def _announce(self, conns: list[Conn]) -> None:
@@ -508,8 +533,13 @@ class Simulator:
         return outs
 
     def _generate(self, feed: str, trade_symbols: Iterable[str], quote_symbols: Iterable[str],
-                  dt: float) -> list[Out]:
+                  dt: float, extended: bool = False) -> list[Out]:
+        """Trades and quotes for ``dt`` seconds; ``extended``: outside the regular session, small trades marked
+        as Alpaca's feeds mark them (``T``: Form T, an extended-hours trade; ``I``: an odd lot)."""
         rng = self.market.rng
+        if self.market.universe is not None:
+            trade_symbols = [s for s in trade_symbols if self.market.known(s)]
+            quote_symbols = [s for s in quote_symbols if self.market.known(s)]
         expected = self.rate_per_symbol * dt
         whole, frac = int(expected), expected - int(expected)
         q_expected = expected * self.config.quote_ratio
@@ -521,7 +551,12 @@ class Simulator:
                 outs.append(Out(*market.quote(symbol, feed)))
         for symbol in trade_symbols:
             for _ in range(whole + (rng.random() < frac)):
-                late = market.late_trade(symbol, feed, time.time_ns()) if rng.random() < cfg.late_trade_rate \
+                if extended:
+                    size = rng.choice((1, 5, 10, 25, 50, 100, 100, 200))
+                    outs.append(Out(*market.trade(symbol, feed, size=size,
+                                                  c=["@", "T"] + (["I"] if size < 100 else []))))
+                    continue
+                late = market.late_trade(symbol, feed, self.clock()) if rng.random() < cfg.late_trade_rate \
                     else None
                 outs.append(Out(*(late or market.trade(symbol, feed))))
                 if rng.random() < cfg.correction_rate and (fix := market.correction(symbol)) is not None:
@@ -592,7 +627,7 @@ class Simulator:
         """A bar at the current price unless fields say otherwise: ``kind`` b or u for the previous minute, d for
         today's daily bar (which starts at midnight New York time)."""
         st = self.market.state(symbol)
-        now = time.time_ns()
+        now = self.clock()
         if kind == "d":  # today's running daily bar, which starts at midnight New York time
             start = st.daily.window_of(now)
             daily = st.daily.current() or self.market.synthetic_bar(st, start)
