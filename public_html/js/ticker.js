@@ -33,6 +33,8 @@ export class Ticker {
   barsShape = 0; // bumped when bars are added or replaced (not when the last one grows)
   #tick = null; // the previous live trade's price: each tape row's up/down colour
   #pv = 0; // price x volume for the day's VWAP
+  #day = null; // the New York date ('YYYY-MM-DD') the day statistics are of
+  #dailyClose = NaN; // the close of the daily bar the statistics started from
 
   constructor(symbol) {
     this.symbol = symbol;
@@ -44,13 +46,20 @@ export class Ticker {
   }
 
   snapshot({ latest_trade: latest, prev_close: prevClose, daily, latest_quote: quote }) {
-    const close = num(prevClose);
-    if (close > 0) {
-      this.prevClose = close;
-      this.reference = close;
-      this.referenceLabel = 'the previous close';
+    const dailyDay = daily ? newYorkDate(parseTimestamp(daily.timestamp)?.getTime()) : null;
+    if (daily && dailyDay && this.#day && dailyDay < this.#day) {
+      // A bar of an earlier day than the trades already seen (before a session's first trade Alpaca's daily
+      // bar is still the last session's): its close is the previous close, its figures are not today's.
+      const dailyClose = num(daily.close);
+      if (dailyClose > 0) this.#newReference(dailyClose);
+      daily = null;
+    } else {
+      const close = num(prevClose);
+      if (close > 0) this.#newReference(close);
+      if (dailyDay) this.#day = dailyDay;
     }
     if (daily) {
+      this.#dailyClose = num(daily.close);
       this.open = num(daily.open);
       // The daily bar is the whole day up to the snapshot; what the trades added so far is only what arrived
       // since we subscribed (often a few trades before the snapshot): the day's bar wins unless it is smaller.
@@ -85,6 +94,9 @@ export class Ticker {
       if (!Number.isFinite(price)) continue;
       const size = num(trade.size) || 0;
       const at = parseTimestamp(trade.timestamp)?.getTime() ?? Date.now();
+      const day = newYorkDate(at);
+      if (day && this.#day && day > this.#day) this.#startDay();
+      if (day && !(this.#day > day)) this.#day = day;
       const direction = this.#tick == null ? 'flat' : price > this.#tick ? 'up' : price < this.#tick ? 'down' : 'flat';
       this.tape.unshift({ trade, price, size, direction, at });
       this.#tick = price;
@@ -92,6 +104,7 @@ export class Ticker {
       this.last = price;
       this.lastTradeAt = Math.max(this.lastTradeAt, at);
       this.reference ??= price;
+      this.open ??= price;
       this.high = Number.isFinite(this.high) ? Math.max(this.high, price) : price;
       this.low = Number.isFinite(this.low) ? Math.min(this.low, price) : price;
       this.volume = (this.volume || 0) + size;
@@ -156,6 +169,26 @@ export class Ticker {
     return prices.slice(0, SPARK_POINTS).reverse();
   }
 
+  #newReference(close) {
+    this.prevClose = close;
+    this.reference = close;
+    this.referenceLabel = 'the previous close';
+  }
+
+  /** A trade of a later New York day than the statistics: that day has begun, and it starts from nothing but
+   * the previous close (the last day's daily bar close, else its last trade). */
+  #startDay() {
+    const close = this.#dailyClose > 0 ? this.#dailyClose : this.last;
+    if (close > 0) this.#newReference(close);
+    this.#dailyClose = NaN;
+    this.open = null;
+    this.high = null;
+    this.low = null;
+    this.volume = 0;
+    this.vwap = null;
+    this.#pv = 0;
+  }
+
   #intoBar(at, price, size) {
     const time = Math.floor(at / MINUTE_MS) * 60;
     const lastBar = this.bars[this.bars.length - 1];
@@ -179,6 +212,14 @@ export class Ticker {
     this.barsVersion++;
     this.barsShape++;
   }
+}
+
+const NEW_YORK_DATE = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/New_York', year: 'numeric',
+  month: '2-digit', day: '2-digit' });
+
+/** 'YYYY-MM-DD' in New York for ms since the epoch (the exchange's day, which Alpaca's daily bars follow). */
+export function newYorkDate(ms) {
+  return Number.isFinite(ms) ? NEW_YORK_DATE.format(ms) : null;
 }
 
 function num(value) {

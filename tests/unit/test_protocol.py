@@ -89,7 +89,7 @@ def test_text_frame_lengths_parse_back(n):
 def test_snapshot_message_from_alpacas_rest_shape():
     snap = {"latestTrade": {"t": "2026-11-21T15:00:00.5Z", "x": "V", "p": 10.5, "s": 5, "c": ["@"], "i": 7, "z": "C"},
             "prevDailyBar": {"c": 10.0, "o": 9.0}, "dailyBar": {"o": 10.1, "h": 10.6, "l": 10.0, "c": 10.5, "v": 99,
-                                                                "vw": 10.4},
+                                                                "vw": 10.4, "t": "2026-11-21T05:00:00Z"},
             "latestQuote": {"t": "2026-11-21T15:00:00.4Z", "bx": "V", "bp": 10.4, "bs": 2, "ax": "V", "ap": 10.6,
                             "as": 3, "c": ["R"], "z": "C"}}
     msg = protocol.snapshot_message("AAPL", snap)
@@ -97,7 +97,8 @@ def test_snapshot_message_from_alpacas_rest_shape():
         "latest_trade": {"timestamp": "2026-11-21T15:00:00.5Z", "price": 10.5, "size": 5, "exchange": "V",
                          "conditions": ["@"], "id": 7, "tape": "C"},
         "prev_close": 10.0,
-        "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99, "vwap": 10.4},
+        "daily": {"open": 10.1, "high": 10.6, "low": 10.0, "close": 10.5, "volume": 99, "vwap": 10.4,
+                  "timestamp": "2026-11-21T05:00:00Z"},
         "latest_quote": {"timestamp": "2026-11-21T15:00:00.4Z", "bid_price": 10.4, "bid_size": 2, "bid_exchange": "V",
                          "ask_price": 10.6, "ask_size": 3, "ask_exchange": "V", "conditions": ["R"], "tape": "C"}}}
     assert protocol.snapshot_message("X", None) is None

@@ -278,7 +278,8 @@ NEWS_FIELDS = ("id", "headline", "summary", "author", "source", "url", "symbols"
 
 def snapshot_message(symbol: str, snap: Any) -> dict[str, Any] | None:
     """Alpaca's REST snapshot as the initial state of a symbol: its latest trade (in the trade message's data
-    shape), the previous close, and today's bar so far."""
+    shape), the previous close, and the daily bar with its start (before a session's first trade that is still
+    the last session's bar, which the page tells by its date)."""
     if not isinstance(snap, dict):
         return None
     trade = snap.get("latestTrade")
@@ -288,7 +289,8 @@ def snapshot_message(symbol: str, snap: Any) -> dict[str, Any] | None:
     latest_quote = market_message({"T": "q", "S": symbol, **quote}) if isinstance(quote, dict) else None
     data = {"latest_trade": latest["data"] if latest else None, "prev_close": prev.get("c"),
             "daily": {k: daily.get(a) for k, a in (("open", "o"), ("high", "h"), ("low", "l"), ("close", "c"),
-                                                     ("volume", "v"), ("vwap", "vw"))} if daily else None,
+                                                     ("volume", "v"), ("vwap", "vw"), ("timestamp", "t"))}
+            if daily else None,
             "latest_quote": latest_quote["data"] if latest_quote else None}
     return {"type": "snapshot", "symbol": symbol, "data": data}
 
