@@ -7,6 +7,10 @@ the client's socket to drain between them, so a long replay neither blocks the l
 buffer. Live events that arrive meanwhile are in the journal already and come in a later page; the last page is
 read and the client joins the live set with no await in between, so nothing is lost or sent twice. ``page`` is the
 same plan answered over REST, one bounded page per request.
+
+The pager works on the ``JournalWriter``, not on a journal: a fault during a replay closes the journal, and the
+replay must see that at the next page and tell the client to reset. The client is one ``Reader``, what the pager
+needs of it in its own protocol's terms, which is how WebSocket and SSE clients share the one pager.
 """
 
 from __future__ import annotations
