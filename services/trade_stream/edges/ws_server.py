@@ -38,7 +38,7 @@ log = logging.getLogger("trade_stream.ws")
 
 
 class PrivateStreams(Protocol):
-    """What the order-updates side offers a browser session (see orders.py)."""
+    """What the order-updates side offers a browser session (see core/orders/)."""
 
     def authenticate(self, client: Client, token: str) -> ClientError | None: ...
     def subscribe(self, client: Client, since: EventId | None) -> ClientError | None: ...
