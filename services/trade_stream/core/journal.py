@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,9 @@ def durable_size(path: Path) -> int:
 class Journal:
     """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
 
-    on_entry = None  # never called: ``append`` returns each new entry
-    on_reset = None  # never called: a recreated file shows as a fault, and recovery announces the reset
+    on_entry: Callable[[Entry], None] | None = None  # never called: ``append`` returns each new entry
+    # never called: a recreated file shows as a fault, and recovery announces the reset
+    on_reset: Callable[[str], None] | None = None
 
     def __init__(self, path: Path, retention_days: float = 7.0) -> None:
         self.path = path
