@@ -29,6 +29,7 @@ a Redis implementation, as ``OrderLogStore``), not a branch on the mode.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -183,3 +184,12 @@ class Engine(Leadership, Interest, MarketBus, OrderLogStore, ClusterView, Protoc
 #: How a relay gets its engine: built with the relay's handler, so the engine never waits for one to be set.
 EngineFactory = Callable[[NodeHandler], Engine]
 
+
+@dataclass(frozen=True)
+class ClusterProbe:
+    """What ``trade-stream check`` learns of a cluster from outside it: the store's round trip, the node that
+    leads (None: no node leads right now) and the nodes whose heartbeat is live or recent."""
+
+    rtt: float  # seconds
+    leader: str | None
+    nodes: list[str]

@@ -27,6 +27,9 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
+``Keys`` spells these names; nothing else in the package does (``probe``, for ``trade-stream check``, reads the
+lease and the nodes through it).
+
 One class holds leadership, interest and the market bus: they share the lease (only the leader computes the
 union of interest, a lost lease resets it and fences the streams), one pub/sub connection and one control
 channel, so three objects would each need the other two. The order logs are their own store (redis_orders.py).
@@ -48,6 +51,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,7 @@ from redis.exceptions import RedisError
 from trade_stream.config import mask_url
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
-from trade_stream.engines.base import Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
+from trade_stream.engines.base import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_url import client, is_sentinel
 
@@ -99,6 +103,57 @@ return 1
 HANDED_OVER = 2  # CLAIM's answer when the previous leader released the lease after closing its sessions
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The cluster's keys under one prefix (the module docstring says what each holds)."""
+
+    prefix: str
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
+
+    @property
+    def handover(self) -> str:
+        return f"{self.prefix}:handover"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    @property
+    def ctl(self) -> str:
+        return f"{self.prefix}:ctl"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.prefix}:upstream"
+
+    @property
+    def md(self) -> str:
+        """The prefix of the market-data channels: ``md`` + ``<channel>:<symbol>``."""
+        return f"{self.prefix}:md:"
+
+    def interest(self, node_id: str) -> str:
+        return f"{self.prefix}:interest:{node_id}"
+
+
+async def probe(url: str, prefix: str, timeout: float) -> ClusterProbe:
+    """The cluster as ``trade-stream check`` sees it from outside: Redis' round trip, the lease holder and the
+    nodes. Raises what the client raises when Redis cannot be reached, or ``TimeoutError``."""
+    keys = Keys(prefix)
+    r = client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(r.ping(), timeout)
+        rtt = time.monotonic() - started
+        leader = await asyncio.wait_for(r.get(keys.leader), timeout)
+        nodes = await asyncio.wait_for(r.zrange(keys.nodes, 0, -1), timeout)
+    finally:
+        await r.aclose()
+    return ClusterProbe(rtt, leader.decode() if leader else None, sorted(n.decode() for n in nodes))
+
+
 def encode_key(key: Key) -> str:
     return f"{key[0]}:{key[1]}"
 
@@ -131,11 +186,12 @@ class RedisEngine:
         self.command_timeout = timeout
         # Order events count as written once a replica has them too, behind Sentinel.
         self.order_logs = RedisOrderLogs(self.r, prefix, retention_days, self.retry, replicated=is_sentinel(url))
-        self.k_leader, self.k_nodes, self.k_ctl = f"{prefix}:leader", f"{prefix}:nodes", f"{prefix}:ctl"
-        self.k_handover = f"{prefix}:handover"
-        self.k_upstream = f"{prefix}:upstream"
-        self.k_interest = f"{prefix}:interest:{node_id}"
-        self.md_prefix = f"{prefix}:md:"
+        self.keys = keys = Keys(prefix)
+        self.k_leader, self.k_nodes, self.k_ctl = keys.leader, keys.nodes, keys.ctl
+        self.k_handover = keys.handover
+        self.k_upstream = keys.upstream
+        self.k_interest = keys.interest(node_id)
+        self.md_prefix = keys.md
         self._md_bytes = self.md_prefix.encode()
         self._renew = self.r.register_script(RENEW)
         self._release = self.r.register_script(RELEASE)
