@@ -450,7 +450,7 @@ class RedisEngine:
         self.nodes = sorted(n.decode() for n in nodes)
         if not self._leading:
             return
-        keys = [f"{self.prefix}:interest:{n}" for n in self.nodes]
+        keys = [self.keys.interest(n) for n in self.nodes]
         union = {decode_key(k) for k in await self.r.sunion(keys)} if keys else set()
         if not self._leading:
             return
