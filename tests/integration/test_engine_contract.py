@@ -116,7 +116,8 @@ class Harness:
 
     async def start(self) -> list[Member]:
         for i in range(self.size):
-            node, name, leading = Node(), f"node{i}", []
+            node, name = Node(), f"node{i}"
+            leading: list[bool] = []
             engine = self.build(node, name, leading.append)
             journal = self.tmp_path / name / "orders.sqlite3"
             journal.parent.mkdir(parents=True)
