@@ -34,7 +34,7 @@ from trade_stream.edges.sse import SseServer
 from trade_stream.edges.web import StaticFiles, Web, json_response, response
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
-from trade_stream.engines.base import Engine
+from trade_stream.engines.base import Engine, NodeHandler
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
@@ -100,9 +100,8 @@ class App:
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
-        self.engine = engine = self._build_engine()
-        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, engine)
-        engine.hooks.on_leader = self._leadership
+        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, self._build_engine)
+        self.engine = engine = relay.engine
         registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
 
@@ -178,15 +177,16 @@ class App:
             host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             print(f"trade-stream: listening; open http://{host}:{self.ws.port}/ for the page.", flush=True)
 
-    def _build_engine(self) -> Engine:
+    def _build_engine(self, handler: NodeHandler) -> Engine:
         """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
         cfg = self.cfg
         if not cfg.redis_url:
-            return MemoryEngine(cfg.node_id)
+            return MemoryEngine(handler, cfg.node_id, on_leader=self._leadership)
         from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
 
-        return RedisEngine(cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
-                           max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days)
+        return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
+                           max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days,
+                           on_leader=self._leadership)
 
     def _leadership(self, leading: bool) -> None:
         """A node that does not hold the trading stream still shows positions: from REST, then from fills."""

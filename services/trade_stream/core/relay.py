@@ -18,7 +18,7 @@ from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
 from trade_stream.edges.limits import TokenBucket
-from trade_stream.engines.base import Engine, Hooks
+from trade_stream.engines.base import Done, EngineFactory
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.sources import Source, Sources
@@ -29,24 +29,21 @@ Reply = Callable[[ClientError | None], None]
 
 
 class Relay:
-    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str, engine: Engine | None = None) -> None:
+    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str,
+                 build_engine: EngineFactory = MemoryEngine) -> None:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
         self.clients: set[Client] = set()
         self.on_status: list[Callable[[dict[str, Any]], None]] = []
-        # The engine carries interest, market data and upstream state across nodes (engines/base.py); with the
-        # memory engine, upstream batches go straight to the router as before.
-        self.engine = engine = engine or MemoryEngine()
+        # The engine carries interest, market data and upstream state across nodes (engines/base.py), and calls
+        # back into this node through its handler; with the memory engine, upstream batches go straight to it.
+        self.engine = engine = build_engine(_Node(self))
         # One upstream connection per Alpaca source in use (upstream/sources.py), run by whichever node holds
-        # Alpaca; the default stock feed's is ``upstream`` and its router ``router``, as when there was only one.
+        # Alpaca; the default stock feed's is ``upstream`` and its router ``router``.
         self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, engine)
         self.upstream = self.sources.default.upstream
         self.router: Router = self.sources.default.router
-        engine.bind(Hooks(
-            local_wanted=self.hub.wanted, on_data=self.router.route, on_source_data=self.sources.deliver,
-            on_status=self._shared_status, on_rejected=self._rejected, upstream_request=self.sources.request,
-        ))
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
@@ -243,6 +240,34 @@ class Relay:
             "upstreams": self.sources.views(visible),
             "cluster": self.engine.view(),
         }
+
+
+class _Node:
+    """What the engine calls back into on this node (engines/base.NodeHandler): the relay's hub, router, sources
+    and client notices. Each is looked up when called, since the engine is built before the sources it feeds."""
+
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def local_wanted(self) -> set[Key]:
+        return self.relay.hub.wanted()
+
+    def upstream_request(self, change: Change, on_done: Done | None) -> bool:
+        return self.relay.sources.request(change, on_done)
+
+    def on_data(self, batch: list[dict[str, Any]], now: float) -> None:
+        self.relay.router.route(batch, now)
+
+    def on_source_data(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
+        self.relay.sources.deliver(prefix, batch, now)
+
+    def on_status(self, shared: dict[str, Any], mirror: bool = False) -> None:
+        self.relay._shared_status(shared, mirror)
+
+    def on_rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
+        self.relay._rejected(keys, code, msg)
 
 
 def _upstream_refused(code: int | None, msg: str, symbol: str | None) -> ClientError:

@@ -1,26 +1,34 @@
-"""The seam between one node and the rest of the cluster, as Centrifugo draws it with its engines.
+"""The seams between one node and the rest of the cluster, drawn as Centrifugo draws its engines: one narrow
+protocol per concern, each with a memory implementation (one process is the whole cluster) and a Redis one (many
+nodes share one Redis).
 
-Everything that crosses a process boundary goes through an ``Engine``; the hub, the relay, the order side and the
-edges talk to this interface only and never ask which engine they have.
-
-- **Leadership**: exactly one node holds Alpaca's market-data and trading sessions. ``while_leader(run, stream)``
+- ``Leadership``: exactly one node holds Alpaca's market-data and trading sessions. ``while_leader(run, stream)``
   runs an upstream only while this node leads and closes it at once (fencing) when it stops leading.
-- **Interest**: a node declares what its own clients hold (``request``); the leader subscribes upstream to what
-  every node holds (``upstream_wanted``), and refusals come back to whichever node holds the key.
-- **Market data**: the leader hands each upstream batch to ``publish``; every node gets, through ``Hooks.on_data``,
-  the messages its clients hold. Upstream state changes go through ``upstream_state``, so every client on every
-  node sees the shared upstream's ``status``.
-- **Order log**: ``open_order_log`` returns the journal the order side writes to and replays from: ids are the
-  same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
-- **Status**: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
+- ``Interest``: a node declares what its own clients hold (``request``); the leader subscribes upstream to what
+  every node holds (``upstream_wanted``), and refusals (``refused``) come back to whichever node holds the key.
+- ``MarketBus``: the leader hands each upstream batch to ``publish`` (``publish_source`` for the other sources);
+  every node gets the messages its clients hold. Upstream state changes go through ``upstream_state``, so every
+  client on every node sees the shared upstream's ``status``.
+- ``OrderLogStore``: ``open_order_log`` returns the journal the order side writes to and replays from: ids are
+  the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
+- ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
-``memory.py`` is one process with no cluster (today's behaviour, no extra copies); ``redis.py`` is many nodes
-sharing one Redis.
+What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
+callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
+use, never against an engine class; ``Engine`` is all five plus the lifecycle, for the composition root.
+
+What is *not* shared, and lives on each node in its state directory: the trade notifications and their read
+state, the webhook outbox, and the Broker API journal. Every node derives its own notifications from the shared
+order log's entries (the same ones on every node, under each node's own ids), keeps read state for the users who
+mark them on that node, and delivers webhooks from its own outbox: with webhooks configured, a cluster of N nodes
+sends each one N times, under N delivery ids. Every node also consumes the Broker API's event streams itself, into
+its own journal. One copy of any of these across the cluster is a store added here (a protocol with a memory and
+a Redis implementation, as ``OrderLogStore``), not a branch on the mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,30 +37,86 @@ from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 
 Done = Callable[[bool, int | None, str], None]
+#: The supervisor's ``start(name, factory)``: runs a long-lived task, restarting it when it fails.
+Supervise = Callable[[str, Callable[[], Coroutine[Any, Any, Any]]], Any]
 
 
 class EngineUnavailable(Exception):
     """The cluster store cannot be reached at start: a configuration error (exit 2, one line)."""
 
 
-@dataclass
-class Hooks:
-    """What an engine calls back into on this node (wired by the relay and the app)."""
-
-    local_wanted: Callable[[], set[Key]]  # what this node's clients hold (or let linger)
-    on_data: Callable[[list[dict[str, Any]], float], None]  # market messages for this node's holders
-    on_status: Callable[..., None]  # (shared, mirror=False): the shared upstream's state changed: tell clients
-    on_rejected: Callable[[list[Key], int | None, str], None]  # upstream refused these keys
-    upstream_request: Callable[[Change, Done | None], bool]  # the local upstream's request()
-    # market messages of another source than the default stock feed (crypto, news, options...), by key prefix
-    on_source_data: Callable[[str, list[dict[str, Any]], float], None] = lambda prefix, batch, now: None
-    on_leader: Callable[[bool], None] = lambda leading: None
-
-
 class Stream(Protocol):
     """An upstream connection that can be cut at once (the market-data and trading streams)."""
 
     def fence(self, reason: str) -> None: ...
+
+
+# --- what an engine calls back into on this node -------------------------------------------------------------
+
+
+class MarketHandler(Protocol):
+    """Where the market bus delivers on this node."""
+
+    def on_data(self, batch: list[dict[str, Any]], now: float) -> None:
+        """Market messages of the default stock feed, for this node's holders."""
+
+    def on_source_data(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
+        """Market messages of another source (crypto, news, options...), ``prefix`` its key prefix."""
+
+    def on_status(self, shared: dict[str, Any], mirror: bool = False) -> None:
+        """The shared upstream's state changed (``mirror``: held by another node): tell this node's clients."""
+
+    def on_rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
+        """Upstream (or the cluster's symbol cap) refused ``keys``: tell this node's holders."""
+
+
+class LocalInterest(Protocol):
+    """What this node holds, and its own upstream connections (used while it leads)."""
+
+    def local_wanted(self) -> set[Key]:
+        """What this node's clients hold (or let linger)."""
+
+    def upstream_request(self, change: Change, on_done: Done | None) -> bool:
+        """Send ``change`` to this node's upstream connections; True when ``on_done`` will get their answer."""
+
+
+class NodeHandler(MarketHandler, LocalInterest, Protocol):
+    """Everything an engine calls back into on this node: given to the engine when it is built."""
+
+
+# --- the seams -----------------------------------------------------------------------------------------------
+
+
+class Leadership(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def while_leader(self, run: Callable[[], Awaitable[None]], stream: Stream) -> None:
+        """Run ``run()`` (an upstream's reconnect loop) whenever this node leads; fence ``stream`` when it stops.
+        Returns when ``run()`` returns (the stream was stopped)."""
+
+
+class Interest(Protocol):
+    def request(self, change: Change, on_done: Done | None = None) -> bool:
+        """This node's holdings changed by ``change``. True when ``on_done`` will get upstream's answer."""
+
+    def upstream_wanted(self) -> set[Key]:
+        """What the upstream session should hold: what every node holds."""
+
+    def refused(self, keys: list[Key], code: int | None, msg: str) -> None:
+        """Upstream refused ``keys`` (405, a 400 for a symbol): their holders on every node are told."""
+
+
+class MarketBus(Protocol):
+    def publish(self, batch: list[dict[str, Any]], now: float) -> None:
+        """One upstream batch (leader only): to every node whose clients hold its keys."""
+
+    def publish_source(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
+        """The same for another source's upstream (``prefix`` is its key prefix, e.g. ``crypto:us:``): every
+        node hands it to ``MarketHandler.on_source_data``."""
+
+    def upstream_state(self, shared: dict[str, Any]) -> None:
+        """The local upstream changed state: every client of the cluster sees the shared upstream's state."""
 
 
 class OrderLog(Protocol):
@@ -83,73 +147,49 @@ class OrderLog(Protocol):
     def close(self) -> None: ...
 
 
-class Engine:
-    """The interface; see the module docstring."""
+class OrderLogStore(Protocol):
+    def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
+        """The order log of one account; ``path`` is its journal file (its name names the log)."""
 
-    node_id: str = "local"
 
-    def bind(self, hooks: Hooks) -> None:
-        self.hooks = hooks
+class ClusterView(Protocol):
+    node_id: str
+
+    def view(self) -> dict[str, Any]:
+        """``cluster`` in /api/stream/status: node_id, leader, nodes, redis."""
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers for Prometheus: leader, nodes, leader_changes (Redis: published, received, rtt_seconds)."""
+
+
+class UpstreamSide(Leadership, Interest, MarketBus, Protocol):
+    """What the upstream connections use: run while this node leads, hold what the cluster holds, hand on
+    batches, refusals and state."""
+
+
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, ClusterView, Protocol):
+    """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:
-        """Reach the shared store and load shared state; raise EngineUnavailable if it cannot be reached."""
+        """Reach the shared store and load shared state (open the order logs first); raise EngineUnavailable if
+        it cannot be reached."""
 
-    async def start(self, supervise: Callable[[str, Callable[[], Awaitable[Any]]], Any]) -> None:
-        """Connect and start background tasks under the supervisor (``supervise(name, factory)``)."""
+    async def start(self, supervise: Supervise) -> None:
+        """Start background tasks under the supervisor; tells the leadership listener where this node starts."""
 
     async def stop(self) -> None:
         """Leave the cluster: give up the lease, withdraw interest, close connections."""
 
-    # --- leadership ---------------------------------------------------------------------------------------
 
-    @property
-    def is_leader(self) -> bool:
-        raise NotImplementedError
+#: How a relay gets its engine: built with the relay's handler, so the engine never waits for one to be set.
+EngineFactory = Callable[[NodeHandler], Engine]
 
-    async def while_leader(self, run: Callable[[], Awaitable[None]], stream: Stream) -> None:
-        """Run ``run()`` (an upstream's reconnect loop) whenever this node leads; fence ``stream`` when it stops."""
-        raise NotImplementedError
 
-    # --- interest -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClusterProbe:
+    """What ``trade-stream check`` learns of a cluster from outside it: the store's round trip, the node that
+    leads (None: no node leads right now) and the nodes whose heartbeat is live or recent."""
 
-    def request(self, change: Change, on_done: Done | None = None) -> bool:
-        """This node's holdings changed by ``change``. True when ``on_done`` will get upstream's answer."""
-        raise NotImplementedError
-
-    def upstream_wanted(self) -> set[Key]:
-        """What the upstream session should hold: what every node holds."""
-        raise NotImplementedError
-
-    def refused(self, keys: list[Key], code: int | None, msg: str) -> None:
-        """Upstream refused ``keys`` (405, a 400 for a symbol): their holders on every node are told."""
-        raise NotImplementedError
-
-    # --- market data --------------------------------------------------------------------------------------
-
-    def publish(self, batch: list[dict[str, Any]], now: float) -> None:
-        """One upstream batch (leader only): to every node whose clients hold its keys."""
-        raise NotImplementedError
-
-    def publish_source(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
-        """The same for another source's upstream (``prefix`` is its key prefix, e.g. ``crypto:us:``): every
-        node hands it to ``Hooks.on_source_data``."""
-        raise NotImplementedError
-
-    def upstream_state(self, msg: dict[str, Any]) -> None:
-        """The local upstream changed state: every client of the cluster sees the shared upstream's state."""
-        raise NotImplementedError
-
-    # --- order log ----------------------------------------------------------------------------------------
-
-    def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
-        raise NotImplementedError
-
-    # --- status -------------------------------------------------------------------------------------------
-
-    def view(self) -> dict[str, Any]:
-        """``cluster`` in /api/stream/status: node_id, leader, nodes, redis."""
-        raise NotImplementedError
-
-    def metrics(self) -> dict[str, float]:
-        """Numbers for Prometheus: leader, nodes, leader_changes, published, received, rtt_seconds."""
-        return {}
+    rtt: float  # seconds
+    leader: str | None
+    nodes: list[str]

@@ -1,6 +1,9 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
-to the local upstream, batches go straight to the router (no copy, no encoding), and the order log is the SQLite
-journal in the state directory. Exactly what the relay did before engines existed."""
+to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
+the SQLite journal in the state directory.
+
+The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
+callables, taken once when the engine is built."""
 
 from __future__ import annotations
 
@@ -12,49 +15,59 @@ from typing import Any
 
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
-from trade_stream.engines.base import Done, Engine, Hooks, OrderLog, Stream
+from trade_stream.engines.base import Done, NodeHandler, OrderLog, Stream, Supervise
 
 
-class MemoryEngine(Engine):
-    def __init__(self, node_id: str = "") -> None:
+class MemoryEngine:
+    """Every seam of engines/base.py for one process."""
+
+    publish: Callable[[list[dict[str, Any]], float], None]
+    publish_source: Callable[[str, list[dict[str, Any]], float], None]
+    upstream_state: Callable[[dict[str, Any]], None]
+    upstream_wanted: Callable[[], set[Key]]
+    refused: Callable[[list[Key], int | None, str], None]
+
+    def __init__(self, handler: NodeHandler, node_id: str = "",
+                 on_leader: Callable[[bool], None] = lambda leading: None) -> None:
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.handler = handler
+        self.on_leader = on_leader
+        self.publish = handler.on_data
+        self.publish_source = handler.on_source_data
+        self.upstream_state = handler.on_status
+        self.upstream_wanted = handler.local_wanted
+        self.refused = handler.on_rejected
+        self._request = handler.upstream_request
 
-    def bind(self, hooks: Hooks) -> None:
-        self.hooks = hooks
-        self.publish = hooks.on_data  # type: ignore[method-assign]  # the hot path: no hop at all
-        self.upstream_wanted = hooks.local_wanted  # type: ignore[method-assign]
-        self.request = hooks.upstream_request  # type: ignore[method-assign]
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Nothing to reach: the state directory is this node's."""
+
+    async def start(self, supervise: Supervise) -> None:
+        self.on_leader(True)
+
+    async def stop(self) -> None:
+        """Nothing to leave."""
+
+    # --- leadership ---------------------------------------------------------------------------------------
 
     @property
     def is_leader(self) -> bool:
         return True
 
-    async def start(self, supervise: Callable[[str, Callable[[], Awaitable[Any]]], Any]) -> None:
-        self.hooks.on_leader(True)
-
     async def while_leader(self, run: Callable[[], Awaitable[None]], stream: Stream) -> None:
         await run()
 
+    # --- interest -----------------------------------------------------------------------------------------
+
     def request(self, change: Change, on_done: Done | None = None) -> bool:
-        return self.hooks.upstream_request(change, on_done)
+        return self._request(change, on_done)
 
-    def upstream_wanted(self) -> set[Key]:
-        return self.hooks.local_wanted()
-
-    def refused(self, keys: list[Key], code: int | None, msg: str) -> None:
-        self.hooks.on_rejected(keys, code, msg)
-
-    def publish(self, batch: list[dict[str, Any]], now: float) -> None:
-        self.hooks.on_data(batch, now)
-
-    def publish_source(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
-        self.hooks.on_source_data(prefix, batch, now)
-
-    def upstream_state(self, msg: dict[str, Any]) -> None:
-        self.hooks.on_status(msg)
+    # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
-        return Journal(path, retention_days)  # type: ignore[return-value]
+        return Journal(path, retention_days)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}

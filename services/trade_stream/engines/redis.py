@@ -24,7 +24,15 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
   the keys its clients hold — to the wildcard channel only, for a channel where it holds the wildcard, so no
   message reaches it twice — and fans out through the same Router as a single process.
 - ``P:upstream`` — the last shared upstream state, for nodes that start or come back.
-- The order log: see redis_orders.py.
+- The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
+  redis_orders.py.
+
+``Keys`` spells these names; nothing else in the package does (``probe``, for ``trade-stream check``, reads the
+lease and the nodes through it).
+
+One class holds leadership, interest and the market bus: they share the lease (only the leader computes the
+union of interest, a lost lease resets it and fences the streams), one pub/sub connection and one control
+channel, so three objects would each need the other two. The order logs are their own store (redis_orders.py).
 
 Redis is one server, or the master of a Sentinel group (redis_url.py): after a failover every loop below
 reconnects to the new master on its own. The lease may or may not have reached the promoted replica; either way
@@ -43,6 +51,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +63,12 @@ from redis.exceptions import RedisError
 from trade_stream.config import mask_url
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
-from trade_stream.engines.base import Done, Engine, EngineUnavailable, OrderLog, Stream
-from trade_stream.engines.redis_orders import RedisOrderLog
+from trade_stream.engines.base import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
+from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_url import client, is_sentinel
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.
-DEFAULT_LOG = "orders"
 TYPE_CHANNELS = {**CHANNEL_OF, "o": "orderbooks", "n": "news"}
 
 log = logging.getLogger("trade_stream.engines.redis")
@@ -95,6 +103,57 @@ return 1
 HANDED_OVER = 2  # CLAIM's answer when the previous leader released the lease after closing its sessions
 
 
+@dataclass(frozen=True)
+class Keys:
+    """The cluster's keys under one prefix (the module docstring says what each holds)."""
+
+    prefix: str
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
+
+    @property
+    def handover(self) -> str:
+        return f"{self.prefix}:handover"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    @property
+    def ctl(self) -> str:
+        return f"{self.prefix}:ctl"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.prefix}:upstream"
+
+    @property
+    def md(self) -> str:
+        """The prefix of the market-data channels: ``md`` + ``<channel>:<symbol>``."""
+        return f"{self.prefix}:md:"
+
+    def interest(self, node_id: str) -> str:
+        return f"{self.prefix}:interest:{node_id}"
+
+
+async def probe(url: str, prefix: str, timeout: float) -> ClusterProbe:
+    """The cluster as ``trade-stream check`` sees it from outside: Redis' round trip, the lease holder and the
+    nodes. Raises what the client raises when Redis cannot be reached, or ``TimeoutError``."""
+    keys = Keys(prefix)
+    r = client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        started = time.monotonic()
+        await asyncio.wait_for(r.ping(), timeout)
+        rtt = time.monotonic() - started
+        leader = await asyncio.wait_for(r.get(keys.leader), timeout)
+        nodes = await asyncio.wait_for(r.zrange(keys.nodes, 0, -1), timeout)
+    finally:
+        await r.aclose()
+    return ClusterProbe(rtt, leader.decode() if leader else None, sorted(n.decode() for n in nodes))
+
+
 def encode_key(key: Key) -> str:
     return f"{key[0]}:{key[1]}"
 
@@ -107,9 +166,14 @@ def decode_key(raw: bytes | str) -> Key:
     return channel, symbol
 
 
-class RedisEngine(Engine):
-    def __init__(self, url: str, node_id: str, prefix: str, *, lease: float = 5.0, max_symbols: int = 0,
-                 retention_days: float = 7.0) -> None:
+class RedisEngine:
+    """Every seam of engines/base.py for one node of a cluster; the order logs are ``order_logs``."""
+
+    def __init__(self, handler: NodeHandler, url: str, node_id: str, prefix: str, *, lease: float = 5.0,
+                 max_symbols: int = 0, retention_days: float = 7.0,
+                 on_leader: Callable[[bool], None] = lambda leading: None) -> None:
+        self.handler = handler
+        self.on_leader = on_leader
         self.url = url
         self.node_id = node_id
         self.prefix = prefix
@@ -119,16 +183,15 @@ class RedisEngine(Engine):
         timeout = max(1.0, lease / 2)
         self.r = client(url, socket_timeout=timeout + 2.0, socket_connect_timeout=timeout,
                         retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        self.replicated = is_sentinel(url)  # order events count as written once a replica has them too
         self.command_timeout = timeout
-        self.retention_days = retention_days
-        self.order_logs: dict[str, RedisOrderLog] = {}  # per account, by journal name
-        self.order_log = self._order_log(DEFAULT_LOG)  # the default account's
-        self.k_leader, self.k_nodes, self.k_ctl = f"{prefix}:leader", f"{prefix}:nodes", f"{prefix}:ctl"
-        self.k_handover = f"{prefix}:handover"
-        self.k_upstream = f"{prefix}:upstream"
-        self.k_interest = f"{prefix}:interest:{node_id}"
-        self.md_prefix = f"{prefix}:md:"
+        # Order events count as written once a replica has them too, behind Sentinel.
+        self.order_logs = RedisOrderLogs(self.r, prefix, retention_days, self.retry, replicated=is_sentinel(url))
+        self.keys = keys = Keys(prefix)
+        self.k_leader, self.k_nodes, self.k_ctl = keys.leader, keys.nodes, keys.ctl
+        self.k_handover = keys.handover
+        self.k_upstream = keys.upstream
+        self.k_interest = keys.interest(node_id)
+        self.md_prefix = keys.md
         self._md_bytes = self.md_prefix.encode()
         self._renew = self.r.register_script(RENEW)
         self._release = self.r.register_script(RELEASE)
@@ -160,28 +223,22 @@ class RedisEngine(Engine):
         """Reach Redis and load the shared state, or raise EngineUnavailable (a start-up configuration error)."""
         try:
             await asyncio.wait_for(self.r.ping(), self.command_timeout + 1)
-            for order_log in self.order_logs.values():
-                await order_log.load()
+            await self.order_logs.load()
             shared = await self.r.get(self.k_upstream)
         except (*ERRORS, RedisError) as exc:
             raise EngineUnavailable(f"TRADE_STREAM_REDIS_URL={mask_url(self.url)}: cannot reach Redis "
                                     f"({type(exc).__name__}: {exc}); start Redis, or fix the URL") from None
         if shared:
-            self.hooks.on_status(orjson.loads(shared), mirror=True)
+            self.handler.on_status(orjson.loads(shared), mirror=True)
         log.info("cluster_joined node=%s redis=%s prefix=%s", self.node_id, mask_url(self.url), self.prefix)
 
-    async def start(self, supervise: Callable[[str, Callable[[], Awaitable[Any]]], Any]) -> None:
-        for order_log in self.order_logs.values():
-            order_log.on_error = self._redis_failed
+    async def start(self, supervise: Supervise) -> None:
         supervise("cluster-lease", self._lease_loop)
         supervise("cluster-interest", self._interest_loop)
         supervise("cluster-pubsub", self._pubsub_loop)
         supervise("cluster-publish", self._publish_loop)
-        for name, order_log in self.order_logs.items():
-            suffix = "" if name == DEFAULT_LOG else f"-{name}"
-            supervise(f"cluster-orders-tail{suffix}", order_log.tail_loop)
-            supervise(f"cluster-orders-append{suffix}", order_log.append_loop)
-        self.hooks.on_leader(False)
+        self.order_logs.start(supervise, self._redis_failed)
+        self.on_leader(False)
 
     async def stop(self) -> None:
         """Hand over at once: give up the lease (if held) and withdraw this node's interest."""
@@ -189,8 +246,7 @@ class RedisEngine(Engine):
         # Every loop also ends on this flag, not only on cancellation: a cancellation that lands inside a Redis
         # command has been seen to be swallowed there, which would hold up shutdown.
         self._stopped = True
-        for order_log in self.order_logs.values():
-            order_log.close()
+        self.order_logs.close()
         self._out_event.set()
         self._dirty.set()
         self._lose("node shutting down", notify=False)
@@ -227,7 +283,7 @@ class RedisEngine(Engine):
     def _tell_clients(self, error: str) -> None:
         view = {"state": "disconnected", "error": error, "error_code": None, "since": round(time.time(), 3),
                 "reconnects": 0}
-        self.hooks.on_status({"upstream": view, "held": {}}, mirror=True)
+        self.handler.on_status({"upstream": view, "held": {}}, mirror=True)
 
     # --- leadership ---------------------------------------------------------------------------------------
 
@@ -298,7 +354,7 @@ class RedisEngine(Engine):
         self._observe_leader(self.node_id)
         self._union = set()  # recomputed before the upstream sessions start
         self._leader_event.set()
-        self.hooks.on_leader(True)
+        self.on_leader(True)
 
     def _lose(self, reason: str, notify: bool = True) -> None:
         if self._claimed is not None:
@@ -316,7 +372,7 @@ class RedisEngine(Engine):
         if self.leader_id == self.node_id:
             self.leader_id = None
         if notify:
-            self.hooks.on_leader(False)
+            self.on_leader(False)
 
     async def while_leader(self, run: Callable[[], Awaitable[None]], stream: Stream) -> None:
         while True:
@@ -365,7 +421,7 @@ class RedisEngine(Engine):
                 await asyncio.sleep(self.retry)
 
     async def _write_interest(self) -> None:
-        wanted = self.hooks.local_wanted()
+        wanted = self.handler.local_wanted()
         ttl = int(self.lease * 3000)
         pipe = self.r.pipeline(transaction=True)
         changed = wanted != self._written
@@ -394,7 +450,7 @@ class RedisEngine(Engine):
         self.nodes = sorted(n.decode() for n in nodes)
         if not self._leading:
             return
-        keys = [f"{self.prefix}:interest:{n}" for n in self.nodes]
+        keys = [self.keys.interest(n) for n in self.nodes]
         union = {decode_key(k) for k in await self.r.sunion(keys)} if keys else set()
         if not self._leading:
             return
@@ -410,7 +466,7 @@ class RedisEngine(Engine):
                 if not ok:
                     self.refused(keys_asked, code, msg)
 
-            self.hooks.upstream_request(change, done)
+            self.handler.upstream_request(change, done)
 
     def _cap(self, union: set[Key]) -> set[Key]:
         """TRADE_STREAM_MAX_SYMBOLS across the cluster: symbols already held first, newcomers refused."""
@@ -493,7 +549,7 @@ class RedisEngine(Engine):
             self._send(self.k_ctl, payload)
             asyncio.get_running_loop().create_task(self._store_state(payload))
         else:
-            self.hooks.on_status(shared)
+            self.handler.on_status(shared)
 
     async def _store_state(self, payload: bytes) -> None:
         with contextlib.suppress(*ERRORS):
@@ -526,7 +582,7 @@ class RedisEngine(Engine):
     async def _catch_up_state(self) -> None:
         shared = await self.r.get(self.k_upstream)
         if shared and not self._leading:
-            self.hooks.on_status(orjson.loads(shared), mirror=True)
+            self.handler.on_status(orjson.loads(shared), mirror=True)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         if channel.startswith(self._md_bytes):
@@ -535,9 +591,9 @@ class RedisEngine(Engine):
             key_channel = channel[len(self._md_bytes):].rpartition(b":")[0]  # crypto:us:trades, or trades
             source = key_channel.rpartition(b":")[0]
             if source:
-                self.hooks.on_source_data(source.decode() + ":", batch, asyncio.get_running_loop().time())
+                self.handler.on_source_data(source.decode() + ":", batch, asyncio.get_running_loop().time())
             else:
-                self.hooks.on_data(batch, asyncio.get_running_loop().time())
+                self.handler.on_data(batch, asyncio.get_running_loop().time())
             return
         msg = orjson.loads(data)
         kind = msg.get("t")
@@ -545,16 +601,16 @@ class RedisEngine(Engine):
             if self._leading:
                 self._dirty.set()
         elif kind == "status":
-            self.hooks.on_status(msg, mirror=not self._leading)
+            self.handler.on_status(msg, mirror=not self._leading)
         elif kind == "rejected":
-            self.hooks.on_rejected([tuple(k) for k in msg["keys"]], msg.get("code"), msg.get("msg") or "")
+            self.handler.on_rejected([tuple(k) for k in msg["keys"]], msg.get("code"), msg.get("msg") or "")
 
     async def _sync_channels(self) -> None:
         """Subscribe to what this node's clients hold: per symbol, or only the wildcard of a channel held as *."""
         pubsub = self._pubsub
         if pubsub is None:
             return
-        wanted = self.hooks.local_wanted()
+        wanted = self.handler.local_wanted()
         star = {ch for ch, s in wanted if s == "*"}
         want = {f"{self.md_prefix}{ch}:{s}" for ch, s in wanted if ch not in star or s == "*"}
         add, drop = want - self._channels, self._channels - want
@@ -567,19 +623,7 @@ class RedisEngine(Engine):
     # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
-        """One shared log per account, named by its journal file: ``orders`` (or ``orders-demo``) is the default
-        account's and keeps the keys it had before accounts; ``orders-<account>`` gets keys of its own. Logs are
-        loaded by ``connect``: open them all before it."""
-        name = path.stem
-        return self._order_log(DEFAULT_LOG if name in ("orders", "orders-demo") else name)  # type: ignore[return-value]
-
-    def _order_log(self, name: str) -> RedisOrderLog:
-        order_log = self.order_logs.get(name)
-        if order_log is None:
-            prefix = self.prefix if name == DEFAULT_LOG else f"{self.prefix}:{name}"
-            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry, replicated=self.replicated)
-            self.order_logs[name] = order_log
-        return order_log
+        return self.order_logs.open_order_log(path, retention_days)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.leader_id, "nodes": list(self.nodes),

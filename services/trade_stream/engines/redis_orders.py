@@ -21,6 +21,8 @@ epoch before every ``XREAD``; when it is gone or different, the first node to no
 so all agree), and every node drops its replica, reads the new stream from its start and calls ``on_reset``: the
 order side tells its clients ``orders_reset`` (as when a SQLite journal is recreated), a client resuming with an
 id of the old epoch is told to refetch, and the leader reconciles the new log over REST.
+
+``RedisOrderLogs`` is the store: one such log per account, under keys of its own.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
 from trade_stream.core.journal import Entry, dedupe_key, state_key
+from trade_stream.engines.base import Supervise
 
 log = logging.getLogger("trade_stream.engines.redis_orders")
 
@@ -53,6 +57,7 @@ return id
 """
 FINAL = ("filled", "canceled", "expired", "rejected", "replaced")
 BACKLOG_LIMIT = 10_000  # events kept in memory while Redis is away; beyond that, REST reconciliation
+DEFAULT_LOG = "orders"
 
 
 class RedisOrderLog:
@@ -261,3 +266,47 @@ class RedisOrderLog:
         if cut:
             del self._ids[:cut], self._entries[:cut], self._recorded[:cut]
         return cut
+
+
+class RedisOrderLogs:
+    """The cluster's order-log store: one shared log per account, named by its journal file. ``orders`` (or
+    ``orders-demo``) is the default account's, under ``<prefix>:orders:…``; ``orders-<account>`` gets keys of its
+    own, ``<prefix>:orders-<account>:orders:…``. Every log keeps the store's retention. Logs are loaded by
+    ``load`` (the engine's ``connect``): open them all before it."""
+
+    def __init__(self, r: Any, prefix: str, retention_days: float, retry: float, replicated: bool = False) -> None:
+        self.r = r
+        self.prefix = prefix
+        self.retention_days = retention_days
+        self.retry = retry
+        self.replicated = replicated
+        self.logs: dict[str, RedisOrderLog] = {}  # by log name
+        self.default = self._log(DEFAULT_LOG)
+
+    def open_order_log(self, path: Path, retention_days: float) -> RedisOrderLog:
+        name = path.stem
+        return self._log(DEFAULT_LOG if name in ("orders", "orders-demo") else name)
+
+    def _log(self, name: str) -> RedisOrderLog:
+        order_log = self.logs.get(name)
+        if order_log is None:
+            prefix = self.prefix if name == DEFAULT_LOG else f"{self.prefix}:{name}"
+            order_log = RedisOrderLog(self.r, prefix, self.retention_days, self.retry, replicated=self.replicated)
+            self.logs[name] = order_log
+        return order_log
+
+    async def load(self) -> None:
+        for order_log in self.logs.values():
+            await order_log.load()
+
+    def start(self, supervise: Supervise, on_error: Callable[[BaseException], None]) -> None:
+        """Tail and append loops of every log; ``on_error`` hears when Redis fails under them."""
+        for name, order_log in self.logs.items():
+            order_log.on_error = on_error
+            suffix = "" if name == DEFAULT_LOG else f"-{name}"
+            supervise(f"cluster-orders-tail{suffix}", order_log.tail_loop)
+            supervise(f"cluster-orders-append{suffix}", order_log.append_loop)
+
+    def close(self) -> None:
+        for order_log in self.logs.values():
+            order_log.close()

@@ -34,7 +34,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from trade_stream import config
-from trade_stream.engines.redis_url import client as redis_client
 from trade_stream.engines.redis_url import is_sentinel, parse_sentinel, sentinel_view
 
 T = TypeVar("T")
@@ -177,22 +176,18 @@ async def check_sentinel(cfg: config.Config, timeout: float) -> Result:
 
 async def check_redis(cfg: config.Config, timeout: float) -> Result:
     """Cluster mode: can this node reach Redis, and which node leads (holds the Alpaca sessions)?"""
-    client = redis_client(cfg.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    from trade_stream.engines.redis import probe  # cluster mode only: a check of one process never imports redis
+
     try:
-        started = time.monotonic()
-        await asyncio.wait_for(client.ping(), timeout)
-        rtt = (time.monotonic() - started) * 1000
-        leader = await asyncio.wait_for(client.get(f"{cfg.redis_prefix}:leader"), timeout)
-        nodes = await asyncio.wait_for(client.zrange(f"{cfg.redis_prefix}:nodes", 0, -1), timeout)
+        cluster = await probe(cfg.redis_url, cfg.redis_prefix, timeout)
     except Exception as exc:
         return Result("cluster", False, f"cannot reach Redis at {config.mask_url(cfg.redis_url)}: "
                       f"{type(exc).__name__}: {exc}", "start Redis, or fix TRADE_STREAM_REDIS_URL (host, port, "
                       "password, rediss:// for TLS)")
-    finally:
-        await client.aclose()
-    names = ", ".join(sorted(n.decode() for n in nodes)) or "none"
-    if leader:
-        return Result("cluster", True, f"Redis reachable ({rtt:.1f} ms); leader {leader.decode()}; nodes: {names}; "
+    rtt = cluster.rtt * 1000
+    names = ", ".join(cluster.nodes) or "none"
+    if cluster.leader:
+        return Result("cluster", True, f"Redis reachable ({rtt:.1f} ms); leader {cluster.leader}; nodes: {names}; "
                       "the stream checks are skipped, the leader holds both sessions")
     return Result("cluster", True, f"Redis reachable ({rtt:.1f} ms); no leader yet (no node running); nodes: "
                   f"{names}")

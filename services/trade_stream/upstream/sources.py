@@ -36,7 +36,7 @@ from trade_stream.core.stats import Stats
 from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
 
 if TYPE_CHECKING:
-    from trade_stream.engines.base import Engine
+    from trade_stream.engines.base import UpstreamSide
 
 log = logging.getLogger("trade_stream.upstream.sources")
 
@@ -174,7 +174,7 @@ class Source:
     """One source's upstream connection, its router, and (crypto) its order books."""
 
     def __init__(self, spec: SourceSpec, default: bool, url: str, cfg: Config, hub: Hub, stats: Stats,
-                 on_state: Callable[[Source, UpstreamState], None], engine: Engine) -> None:
+                 on_state: Callable[[Source, UpstreamState], None], engine: UpstreamSide) -> None:
         self.spec = spec
         self.engine = engine
         self.name = spec.name
@@ -376,7 +376,7 @@ class Sources:
     """Every source in use; routes hub changes to their connections, opening and closing them as needed."""
 
     def __init__(self, cfg: Config, hub: Hub, stats: Stats, data_stream_url: str,
-                 on_state: Callable[[Source, UpstreamState], None], engine: Engine) -> None:
+                 on_state: Callable[[Source, UpstreamState], None], engine: UpstreamSide) -> None:
         self.cfg = cfg
         self.hub = hub
         self.stats = stats
