@@ -32,7 +32,7 @@ from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
-from trade_stream.edges.sse import SseServer
+from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
