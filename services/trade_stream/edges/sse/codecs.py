@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from trade_stream.core.fanout import Codec
 from trade_stream.core.hub import Key
@@ -38,8 +38,8 @@ class SseCodec(Codec):
         msg = market_message(m)
         if msg is None:
             return None
-        symbol = m.get("S")
-        key = (self.prefix_of(symbol) + channel, symbol)  # type: ignore[arg-type,operator]
+        symbol = cast(str, m.get("S"))  # market_message() has vouched for it
+        key = (self.prefix_of(symbol) + str(channel), symbol)
         data = encode(msg)
         _, ev = self.ring.record(key, lambda eid: event_bytes(msg["type"], data, eid))
         return key, ev

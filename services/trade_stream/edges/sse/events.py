@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -254,7 +255,7 @@ class EventsApi:
         broker = self.broker
         assert broker is not None
         for entry in entries:
-            self._deliver(entry.stream, entry.account_id, entry.data, lambda entry=entry: _broker_event(broker, entry))
+            self._deliver(entry.stream, entry.account_id, entry.data, partial(_broker_event, broker, entry))
 
     def on_order(self, entry: Entry, account: str) -> None:
         data = trade_event(entry, account)

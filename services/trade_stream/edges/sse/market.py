@@ -231,7 +231,7 @@ class PricesStream(MarketStream):
         holders = self.relay.hub.holders
         prefix = key[0][:-len("prices")]
         clients = {h for ch in SSE_CHANNELS for h in holders.get((prefix + ch, symbol), ())
-                   if getattr(h, "codec", None) is self.price_codec}
+                   if isinstance(h, SseClient) and h.codec is self.price_codec}
         for client in clients:
             client.send([(key, ev)], 1)
 

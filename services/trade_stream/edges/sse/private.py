@@ -167,7 +167,7 @@ class OrdersStream(Stream[OrderState]):
         accounts, fanout, names = self.accounts, self.fanout, state.names
         assert accounts is not None and fanout is not None
         raw = raw_last_event_id(channel.request)
-        last = event_ids.parse_compound(raw) if event_ids.is_compound(raw) else last_event_id(channel.request)
+        last = event_ids.parse_compound(raw) if raw and event_ids.is_compound(raw) else last_event_id(channel.request)
         sinces = split_since(last, names, lambda n: accounts.orders[n].epoch)
         for name in names:
             orders = accounts.orders[name]

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import h11
@@ -100,14 +101,14 @@ class SseServer:
         # Who receives what: each account's order events, positions and resets; the Broker journal.
         for orders in accounts or ():
             assert fanout is not None
-            orders.listeners.append(lambda entry, orders=orders: fanout.on_order_event(entry, orders))
+            orders.listeners.append(partial(fanout.on_order_event, orders=orders))
             orders.position_listeners.append(fanout.on_position)
-            orders.reset_listeners.append(lambda reason, orders=orders: fanout.on_orders_reset(reason, orders))
+            orders.reset_listeners.append(partial(fanout.on_orders_reset, orders=orders))
         if broker is not None:
             broker.listeners.append(self.events_api.on_broker)
         else:
             for orders in accounts or ():
-                orders.listeners.append(lambda entry, orders=orders: self.events_api.on_order(entry, orders.account))
+                orders.listeners.append(partial(self.events_api.on_order, account=orders.account))
 
     @property
     def order_clients(self) -> dict[SseClient, OrderState]:
@@ -226,8 +227,8 @@ class SseServer:
     def metrics(self, request: Request) -> dict[str, Any]:
         """Public counts. Per-user counts are anonymous unless the caller is an admin user (or holds
         TRADE_STREAM_TOKEN): who is connected is nobody else's business."""
-        private = [*self.order_clients.items(), *self.alert_clients.items()]
-        per_user = Counter((s.user.name if isinstance(s, OrderState) else s.name) for _, s in private)
+        per_user = Counter([*(s.user.name for s in self.order_clients.values()),
+                            *(u.name for u in self.alert_clients.values())])
         token = stream_token(request)
         found = self.accounts.identity.resolve(token, request.ip) if (self.accounts is not None and token) else None
         admin = isinstance(found, User) and found.admin
