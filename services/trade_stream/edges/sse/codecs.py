@@ -32,14 +32,14 @@ class SseCodec(Codec):
         self.prefix_of = prefix_of
 
     def body(self, m: dict[str, Any]) -> Any:
-        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
-        if channel not in SSE_CHANNELS:
+        channel = CHANNEL_OF.get(m.get("T", ""))
+        if channel is None or channel not in SSE_CHANNELS:
             return None
         msg = market_message(m)
         if msg is None:
             return None
         symbol = cast(str, m.get("S"))  # market_message() has vouched for it
-        key = (self.prefix_of(symbol) + str(channel), symbol)
+        key = (self.prefix_of(symbol) + channel, symbol)
         data = encode(msg)
         _, ev = self.ring.record(key, lambda eid: event_bytes(msg["type"], data, eid))
         return key, ev
@@ -75,7 +75,7 @@ class PriceCodec(SseCodec):
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def body(self, m: dict[str, Any]) -> Any:
-        channel = CHANNEL_OF.get(m.get("T"))  # type: ignore[arg-type]
+        channel = CHANNEL_OF.get(m.get("T", ""))
         if channel not in SSE_CHANNELS:
             return None
         symbol = m.get("S")
