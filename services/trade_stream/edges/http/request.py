@@ -4,6 +4,10 @@ Both ports reduce what their parser gives them to this: the method, the path wit
 ``name -> last value``, the headers as a case-insensitive mapping, the client's address and, on the main port,
 the small body ``http_body.py`` read ahead of websockets. Handlers never see websockets' or h11's objects, so one
 handler signature serves both ports.
+
+The headers are any case-insensitive ``Mapping``: the main port hands on websockets' own ``Headers`` (so what it
+does with a repeated header is websockets' rule, as it always was there), the side-port this module's
+``Headers``, built from h11's list.
 """
 
 from __future__ import annotations
