@@ -11,27 +11,29 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from trade_stream.config import Config
 from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.event_ids import UNKNOWN, EventId, compound, is_compound, parse, parse_compound
 from trade_stream.core.notifier import TradeNotifier
-from trade_stream.core.orders import AuthThrottled, Orders
-from trade_stream.core.protocol import ClientError
+from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.http.responses import Cors, json, response
+from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
+from trade_stream.edges.notifications_api import PREFIX as NOTIFICATIONS_PATH
 from trade_stream.edges.notifications_api import NotificationsApi
+from trade_stream.edges.orders_api import PATH as ORDERS_PATH
+from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
-from trade_stream.edges.sse import SseServer
-from trade_stream.edges.web import StaticFiles, Web, json_response, response
+from trade_stream.edges.sse.server import SseServer
+from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.engines.base import Engine, NodeHandler
@@ -104,16 +106,7 @@ class App:
         self.engine = engine = relay.engine
         registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
-
-        def cors(request: Any) -> dict[str, str]:
-            allow = origins.cors_origin(request.headers.get("Origin"), request.headers.get("Host"))
-            return {"Access-Control-Allow-Origin": allow, "Vary": "Origin"} if allow else {}
-
-        routes = {
-            "/healthz": lambda r: self._healthz(cors(r)),
-            "/api/stream/status": lambda r: json_response(200, self.status(), cors(r)),
-            "/metrics": lambda r: response(200, render(registry), CONTENT_TYPE),
-        }
+        cors = Cors(origins).headers
         self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
                                             cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
                                             broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
@@ -127,31 +120,36 @@ class App:
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
         # store that cannot be reached is EngineUnavailable: exit 2.
         await engine.connect()
-        peer_routes = {"/api/orders/events": lambda r, ip: self._order_events(r, ip, cors(r))}
         self.notifier = notifier = self._build_notifications(accounts)
         registry.register(notifier.collector())
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
-        api = [NotificationsApi(notifier, identity.resolve, cors)]
-        self.web = Web(StaticFiles(cfg.public_dir), routes, peer_routes, api)
         if not (Path(cfg.public_dir) / "index.html").is_file():
             log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
                         cfg.public_dir)
-        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=Snapshots(cfg))
+        page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
+        # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
+        self.web = Web(StaticFiles(cfg.public_dir), [
+            Route("/healthz", lambda r: self._healthz(cors(r))),
+            Route("/api/stream/status", lambda r: json(200, self.status(), cors(r))),
+            Route("/metrics", lambda r: response(200, render(registry), CONTENT_TYPE)),
+            Route("/config.js", page.config_js),
+            Route("/api/page-info", page.info),
+            Route("/api/bars", lambda r: history.bars_route(r, cors(r))),
+            Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
+            Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
+            Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
+        ])
         compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
-        self.ws.endpoints.update(compat.routes())
-        await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
-        page = PageSupport(cfg, origins, self.ws.port)
-        self.ws.instance = page.instance
-        history = History(cfg)
-        routes["/config.js"] = page.config_js
-        routes["/api/page-info"] = page.info
-        routes["/api/bars"] = lambda r: history.bars_route(r, cors(r))
-        routes["/api/clock"] = lambda r: history.clock_route(r, cors(r))
+        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=snapshots,
+                           endpoints=compat.routes())
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
-                                 snapshots=self.ws.snapshots, broker=self.broker)
+                                 snapshots=snapshots, broker=self.broker)
             self.sse.add_alerts(notifier)
+        await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
+        self.ws.instance = page.bind(self.ws.port)
+        if self.sse is not None:
             await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
         await engine.start(self.supervisor.start)
         trading = self.trading
@@ -267,59 +265,6 @@ class App:
             notifier.listeners.append(self.webhooks.wake)
         return notifier
 
-    def _order_events(self, request: Any, ip: str, headers: dict[str, str]) -> Any:
-        """Token-protected REST fallback: GET /api/orders/events?since=<id> with Authorization: Bearer <token>."""
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        user = self.identity.resolve(token, ip) if token else ClientError("unauthorized", "missing bearer token")
-        err = user if isinstance(user, ClientError) else None
-        if isinstance(err, AuthThrottled):
-            return json_response(429, {"error": "Too Many Requests", "message": err.message},
-                                 {**headers, "Retry-After": str(err.retry_after)})
-        if err is not None:
-            return json_response(401, {"error": "Unauthorized", "message": err.message},
-                                 {**headers, "WWW-Authenticate": "Bearer"})
-        query = parse_qs(urlsplit(request.path).query)
-        names = self.accounts.visible(user)
-        wanted = query.get("account", [""])[-1]
-        if wanted:
-            if wanted not in names:
-                return json_response(404, {"error": "Not Found", "message": f"no account {wanted!r} for you"},
-                                     headers)
-            names = [wanted]
-        if not names:
-            return json_response(403, {"error": "Forbidden", "message": f"user {user.name} may see no account"},
-                                 headers)
-        raw = query.get("since", [""])[-1]
-        if len(names) == 1:
-            since = raw and (parse_compound(raw).get(names[0], UNKNOWN) if is_compound(raw) else parse(raw))
-            status, body = self.accounts.orders[names[0]].events_since(since or EventId(0))  # unknown: a reset
-            return json_response(status, body, headers)
-        return json_response(*self._merged_events(names, raw), headers)
-
-    def _merged_events(self, names: list[str], raw: str) -> tuple[int, dict[str, Any]]:
-        """Several accounts: each journal from its own position; ``cursor`` is compound (event_ids.py), one
-        ``<account>:<epoch>-<n>`` per account. An account the cursor does not name starts from its beginning."""
-        sinces = parse_compound(raw) if is_compound(raw) else {}
-        events: list[dict[str, Any]] = []
-        positions: dict[str, str] = {}
-        resets: dict[str, str] = {}
-        more = False
-        for name in names:
-            status, body = self.accounts.orders[name].events_since(sinces.get(name, EventId(0)))
-            if status != 200:
-                return status, {**body, "account": name}
-            events += body["events"]
-            positions[name] = body["cursor"]
-            more = more or body["more"]
-            if body["reset"]:
-                resets[name] = body.get("reason", "")
-        out: dict[str, Any] = {"events": events, "cursor": compound(positions), "more": more, "reset": bool(resets)}
-        if resets:
-            out["reason"] = "; ".join(f"{n}: {r}" for n, r in resets.items())
-            out["resets"] = resets
-        return 200, out
-
     def health(self) -> dict[str, Any]:
         upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
         if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
@@ -348,7 +293,7 @@ class App:
         """200 while every upstream and task is up (or down for less than the grace period), else 503."""
         health = self.health()
         body = {"status": "ok" if health["ok"] else "down", "upstream": self.relay.upstream_view(), **health}
-        return json_response(200 if health["ok"] else 503, body, headers)
+        return json(200 if health["ok"] else 503, body, headers)
 
     def status(self) -> dict[str, Any]:
         """The relay's status plus the trading stream and the health view."""

@@ -13,7 +13,6 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
@@ -23,7 +22,8 @@ from alpaca.trading.client import TradingClient
 
 from trade_stream.config import Config
 from trade_stream.core.protocol import SYMBOL_RE
-from trade_stream.edges.web import error, json_response
+from trade_stream.edges.http.request import Request
+from trade_stream.edges.http.responses import Response, error, json
 from trade_stream.upstream.crypto_rest import crypto_client
 
 log = logging.getLogger("trade_stream.history")
@@ -48,10 +48,10 @@ class History:
         self._bars: dict[tuple[str, str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._clock: tuple[float, asyncio.Future[Any]] | None = None
 
-    # --- routes (registered in app.py; each returns an awaitable Response) --------------------------------
+    # --- routes (declared in app.py; each returns an awaitable Response) ---------------------------------
 
-    async def bars_route(self, request: Any, headers: dict[str, str]) -> Any:
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+    async def bars_route(self, request: Request, headers: dict[str, str]) -> Response:
+        query = request.query
         symbol = query.get("symbol", "").strip().upper()
         timeframe = query.get("timeframe", "1Min")
         if not SYMBOL_RE.fullmatch(symbol):
@@ -65,21 +65,21 @@ class History:
             return error(400, "start must be an RFC 3339 time such as 2025-01-02T14:30:00Z", headers)
         start = max(start, now - MAX_LOOKBACK).replace(second=0, microsecond=0)
         if self.feed is None and "/" not in symbol:  # the test feed has no REST counterpart
-            return json_response(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
+            return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
         try:
             bars = await self._cached_bars(symbol, timeframe, start)
         except Exception as exc:
             log.warning("bars_failed symbol=%s error=%r", symbol, exc)
             return error(502, f"Alpaca's bars REST failed: {type(exc).__name__}", headers)
-        return json_response(200, {"symbol": symbol, "timeframe": timeframe, "bars": bars[-MAX_BARS:]}, headers)
+        return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": bars[-MAX_BARS:]}, headers)
 
-    async def clock_route(self, request: Any, headers: dict[str, str]) -> Any:
+    async def clock_route(self, request: Request, headers: dict[str, str]) -> Response:
         try:
             clock = await self._cached_clock()
         except Exception as exc:
             log.warning("clock_failed error=%r", exc)
             return error(502, f"Alpaca's clock REST failed: {type(exc).__name__}", headers)
-        return json_response(200, clock, headers)
+        return json(200, clock, headers)
 
     # --- cache: one call in flight per key, reused for a TTL ----------------------------------------------
 

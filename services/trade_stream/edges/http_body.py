@@ -1,8 +1,8 @@
 """Small HTTP request bodies on the WebSocket port, which websockets alone cannot take.
 
 websockets 17 parses only a request's head: ``Request.parse`` refuses any ``Content-Length`` other than 0
-("unsupported request body") before ``process_request`` runs, and the connection is closed with no answer
-(stack notes §1.1). The JSON API on the main port (``POST /api/notifications/trades/read``) needs a body.
+("unsupported request body") before ``process_request`` runs, and the connection is closed with no answer. The
+JSON API on the main port (``POST /api/notifications/trades/read``) needs a body.
 
 ``serve(create_connection=…)`` is websockets' documented hook for customising the connection class. This one
 reads the first request's head itself; when it declares a small body, the body is read, kept as
@@ -26,7 +26,8 @@ from websockets.exceptions import SecurityError
 from websockets.http11 import Request
 from websockets.streams import StreamReader
 
-from trade_stream.edges.web import error
+from trade_stream.edges.http.responses import error
+from trade_stream.edges.web import to_websockets
 
 MAX_BODY = 64 * 1024
 MAX_HEAD = 16 * 1024  # websockets refuses longer heads itself (431): pass such heads on untouched
@@ -93,7 +94,7 @@ class BodyConnection(ServerConnection):
         """Answer a head websockets would drop unanswered, and close; nothing of it reaches websockets."""
         self._head = None
         self._discard = True
-        self.transport.write(error(status, message).serialize())
+        self.transport.write(to_websockets(error(status, message)).serialize())
         self.transport.close()
 
 

@@ -14,39 +14,33 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from websockets.http11 import Request, Response
 
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
+from trade_stream.edges.http.request import Request
+from trade_stream.edges.http.responses import Response, error, json, preflight, response
 from trade_stream.edges.identity import User
-from trade_stream.edges.web import error, json_response, response
 
 PREFIX = "/api/notifications/trades"
 ONE_RE = re.compile(re.escape(PREFIX) + r"/([0-9]{1,18})/read")
-PREFLIGHT = {"Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-             "Access-Control-Allow-Headers": "Content-Type, Authorization", "Access-Control-Max-Age": "600"}
+PREFLIGHT = preflight("GET, POST, OPTIONS", "Content-Type, Authorization")
 MAX_IDS = 1000
 TRUE = ("1", "true", "yes")
 
 
 class NotificationsApi:
     def __init__(self, notifier: TradeNotifier, resolve: Callable[[str, str], User | ClientError],
-                 cors: Callable[[Any], dict[str, str]]) -> None:
+                 cors: Callable[[Request], dict[str, str]]) -> None:
         self.notifier = notifier
         self.resolve = resolve
         self.cors = cors
 
-    def __call__(self, method: str, request: Request, ip: str, body: bytes | None,
-                 body_error: int | None) -> Response | None:
-        parts = urlsplit(request.path)
-        path = parts.path
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
-            return None
+    def __call__(self, request: Request) -> Response:
+        """Every method of every path under PREFIX (its route takes them all: it answers its own 405s)."""
+        path, method = request.path, request.method
         headers = self.cors(request)
         one = ONE_RE.fullmatch(path)
         allowed = "GET, OPTIONS" if path == PREFIX else "POST, OPTIONS"
@@ -56,38 +50,37 @@ class NotificationsApi:
             return response(204, b"", "text/plain", {**headers, **PREFLIGHT})
         if method not in allowed.split(", ") and not (method == "HEAD" and path == PREFIX):
             return error(405, f"{method} is not supported here", {**headers, "Allow": allowed})
-        user = self._auth(request, ip, headers)
+        user = self._auth(request, headers)
         if not isinstance(user, User):
             return user
         if path == PREFIX:
-            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            query = request.query
             try:
                 limit = int(query.get("limit", "20"))
             except ValueError:
                 return error(400, "limit must be a whole number from 1 to 200", headers)
             status, payload = self.notifier.list(user, limit, query.get("unread_only", "").lower() in TRUE)
-            return json_response(status, payload, headers)
-        if body_error is not None:
-            return error(body_error, "the body must be JSON of at most 64 KiB with a Content-Length", headers)
+            return json(status, payload, headers)
+        if request.body_error is not None:
+            return error(request.body_error, "the body must be JSON of at most 64 KiB with a Content-Length", headers)
         if one is not None:
             status, payload = self.notifier.mark_read(user, [int(one.group(1))])
-            return json_response(status, payload, headers)
-        ids = _ids(body)
+            return json(status, payload, headers)
+        ids = _ids(request.body)
         if isinstance(ids, str):
             return error(400, ids, headers)
         status, payload = self.notifier.mark_read(user, ids)
-        return json_response(status, payload, headers)
+        return json(status, payload, headers)
 
-    def _auth(self, request: Request, ip: str, headers: dict[str, str]) -> Response | User:
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:] if auth[:7].lower() == "bearer " else ""
-        err = self.resolve(token, ip) if token else ClientError("unauthorized", "missing bearer token")
+    def _auth(self, request: Request, headers: dict[str, str]) -> Response | User:
+        token = request.bearer()
+        err = self.resolve(token, request.ip) if token else ClientError("unauthorized", "missing bearer token")
         if isinstance(err, User):
             return err
         if isinstance(err, AuthThrottled):
-            return json_response(429, {"error": "Too Many Requests", "message": err.message},
+            return json(429, {"error": "Too Many Requests", "message": err.message},
                                  {**headers, "Retry-After": str(err.retry_after)})
-        return json_response(401, {"error": "Unauthorized", "message": err.message},
+        return json(401, {"error": "Unauthorized", "message": err.message},
                              {**headers, "WWW-Authenticate": "Bearer"})
 
 

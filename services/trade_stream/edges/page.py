@@ -21,8 +21,9 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Config
+from trade_stream.edges.http.request import Request
+from trade_stream.edges.http.responses import Response, json, response
 from trade_stream.edges.origins import SETTING, OriginPolicy, refusal_message
-from trade_stream.edges.web import json_response, response
 
 JS = "text/javascript; charset=utf-8"
 
@@ -34,12 +35,20 @@ def instance_id(cfg: Config, port: int) -> str:
 
 
 class PageSupport:
-    def __init__(self, cfg: Config, origins: OriginPolicy, port: int) -> None:
+    """Its routes are declared before the port listens; the instance id, which depends on the port, is known
+    once it does (``bind``)."""
+
+    def __init__(self, cfg: Config, origins: OriginPolicy) -> None:
         self.cfg = cfg
         self.origins = origins
-        self.instance = instance_id(cfg, port)
+        self.instance = ""
 
-    def config_js(self, request: Any) -> Any:
+    def bind(self, port: int) -> str:
+        """The port is listening: fix the instance id."""
+        self.instance = instance_id(self.cfg, port)
+        return self.instance
+
+    def config_js(self, request: Request) -> Response:
         if self.cfg.page_config:
             return response(200, Path(self.cfg.page_config).read_bytes(), JS)
         settings = {"wsUrl": "./", "servedBy": "trade-stream", "instance": self.instance}
@@ -51,7 +60,7 @@ class PageSupport:
         ).encode()
         return response(200, body, JS)
 
-    def info(self, request: Any) -> Any:
+    def info(self, request: Request) -> Response:
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
         allowed = self.origins.allows(origin, host)
         payload: dict[str, Any] = {
@@ -61,4 +70,4 @@ class PageSupport:
         if not allowed:
             payload["origin_setting"] = SETTING
             payload["hint"] = refusal_message(origin, self.cfg.allowed_origins)
-        return json_response(200, payload, {"Access-Control-Allow-Origin": "*"})
+        return json(200, payload, {"Access-Control-Allow-Origin": "*"})

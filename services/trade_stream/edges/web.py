@@ -1,41 +1,46 @@
-"""Plain HTTP on the WebSocket port: the static page, health, status, metrics (one response per connection, as
-websockets' process_request allows; see stack notes §1.1)."""
+"""Plain HTTP on the WebSocket port: one declared route table, the static page behind it.
+
+websockets' ``process_request`` allows one response per connection, which is all these routes need. The gate
+(ws_server.py) turns websockets' request into the shared ``Request``; ``Web`` routes it and returns the shared
+``Response`` (or an awaitable of one, for a route that calls out), which ``to_websockets`` writes in websockets'
+framing with the headers every answer on this port carries.
+"""
 
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Awaitable, Callable
-from http import HTTPStatus
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
-import orjson
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
 
-Handler = Callable[[Request], Response | Awaitable[Response]]  # awaitable: the route calls out
-PeerHandler = Callable[[Request, str], Response]  # also given the client's address (failed-auth throttling)
-# Any method, with the request body (see http_body.py): (method, request, ip, body, body_error) -> a response,
-# or None when the path is not its own.
-ApiHandler = Callable[[str, Request, str, bytes | None, int | None], Response | None]
+from trade_stream.edges.http.request import Request, query_of
+from trade_stream.edges.http.responses import Response, error, response
+from trade_stream.edges.http.routes import GET, Route, Router
+
 TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".json": "application/json"}
 
 
-def response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-cache"), ("Connection", "close")])
-    for k, v in (extra or {}).items():
+def request_of(raw: WsRequest, ip: str, method: str = "GET", body: bytes | None = None,
+               body_error: int | None = None) -> Request:
+    """The shared request from websockets' (which knows only the target: its ``path`` carries the query)."""
+    return Request(method, raw.path.split("?", 1)[0], raw.headers, query_of(urlsplit(raw.path).query), ip, body,
+                   body_error)
+
+
+def to_websockets(resp: Response, head: bool = False) -> WsResponse:
+    """websockets' response: Content-Type and -Length, no caching, one response per connection; no body for
+    HEAD (the length stays that of the GET)."""
+    headers = Headers([("Content-Type", resp.content_type or "text/plain"),
+                       ("Content-Length", str(len(resp.body))), ("Cache-Control", "no-cache"),
+                       ("Connection", "close")])
+    for k, v in resp.headers.items():
         headers[k] = v
-    return Response(status, HTTPStatus(status).phrase, headers, body)
-
-
-def json_response(status: int, payload: Any, extra: dict[str, str] | None = None) -> Response:
-    return response(status, orjson.dumps(payload), "application/json", extra)
-
-
-def error(status: int, message: str, extra: dict[str, str] | None = None) -> Response:
-    return json_response(status, {"error": HTTPStatus(status).phrase, "message": message}, extra)
+    return WsResponse(resp.status, resp.reason, headers, b"" if head else resp.body)
 
 
 class StaticFiles:
@@ -57,32 +62,25 @@ class StaticFiles:
 
 
 class Web:
-    """Routes requests: API handlers (any method) first, then GET/HEAD exact paths, then static files, then 404."""
+    """Routes a request: a route taking every method first (it answers its own 405s), then GET/HEAD routes,
+    then static files, then 404."""
 
-    def __init__(self, static: StaticFiles, routes: dict[str, Handler],
-                 peer_routes: dict[str, PeerHandler] | None = None, api: list[ApiHandler] | None = None) -> None:
+    def __init__(self, static: StaticFiles, routes: Iterable[Route]) -> None:
         self.static = static
-        self.routes = routes
-        self.peer_routes = peer_routes or {}
-        self.api = api or []
+        self.router = Router(routes)
 
-    def handle(self, request: Request, ip: str = "?", method: str = "GET", body: bytes | None = None,
-               body_error: int | None = None) -> Response | Awaitable[Response]:
-        path = request.path.split("?", 1)[0]
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        path, method = request.path, request.method
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
             return error(400, "control characters are not allowed in a path")
-        for api in self.api:
-            answer = api(method, request, ip, body, body_error)
-            if answer is not None:
-                return answer
-        if method not in ("GET", "HEAD"):
-            return error(405, f"{method} is not supported here", {"Allow": "GET, HEAD"})
-        handler = self.routes.get(path)
-        if handler is not None:
-            return handler(request)
-        peer_handler = self.peer_routes.get(path)
-        if peer_handler is not None:
-            return peer_handler(request, ip)
+        route = self.router.find(path)
+        if route is not None and route.methods is None:
+            return route.handler(request)
+        allowed = route.methods if route is not None and route.methods is not None else GET
+        if method not in allowed:
+            return error(405, f"{method} is not supported here", {"Allow": ", ".join(allowed)})
+        if route is not None:
+            return route.handler(request)
         if path.startswith("/api/"):
             return error(404, f"no such endpoint {path}")
         found = self.static.get(path)

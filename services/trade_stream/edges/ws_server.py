@@ -12,7 +12,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,10 +28,12 @@ from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.edges.http.responses import Response as HttpResponse
+from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.limits import Admission, TokenBucket
 from trade_stream.edges.origins import OriginPolicy, refusal_message
-from trade_stream.edges.web import Web, error
+from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
 
 log = logging.getLogger("trade_stream.ws")
@@ -52,7 +54,8 @@ Endpoint = Callable[[ServerConnection, Client], Any]
 
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay, web: Web, origins: OriginPolicy, stats: Stats,
-                 private: PrivateStreams | None = None, snapshots: Snapshots | None = None) -> None:
+                 private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
+                 endpoints: dict[str, Endpoint] | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
         self.web = web
@@ -61,7 +64,7 @@ class WsServer:
         self.private = private
         self.snapshots = snapshots
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.endpoints: dict[str, Endpoint] = {}
+        self.endpoints: dict[str, Endpoint] = dict(endpoints or {})  # path prefix -> WebSocket session
         self.server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
@@ -122,8 +125,8 @@ class WsServer:
         origin, host = request.headers.get("Origin"), request.headers.get("Host")
         if not self.origins.allows(origin, host):
             log.warning("origin_refused origin=%r", origin)
-            return error(403, refusal_message(origin, self.cfg.allowed_origins),
-                         {"X-Trade-Stream-Refused": "origin"})
+            return to_websockets(error(403, refusal_message(origin, self.cfg.allowed_origins),
+                                       {"X-Trade-Stream-Refused": "origin"}))
         ip = _ip(conn)
         refusal = self.admission.refuse(ip, len(self.relay.clients), time.monotonic())
         if refusal is None:
@@ -131,20 +134,17 @@ class WsServer:
         status, message, retry_after = refusal
         self.stats.connections_refused += 1
         log.warning("connection_refused ip=%s status=%d", ip, status)
-        return error(status, message, {"Retry-After": str(retry_after)})
+        return to_websockets(error(status, message, {"Retry-After": str(retry_after)}))
 
     def _http(self, method: str, request: Request, ip: str, body: bytes | None = None,
               body_error: int | None = None) -> Any:
-        resp = self.web.handle(request, ip, method, body, body_error)
+        resp = self.web.handle(request_of(request, ip, method, body, body_error))
         if inspect.isawaitable(resp):  # a route that calls out (e.g. /api/bars); websockets awaits it
             return self._finish_async(method, resp)
-        if method == "HEAD":
-            resp = Response(resp.status_code, resp.reason_phrase, resp.headers, b"")
-        return resp
+        return to_websockets(resp, head=method == "HEAD")
 
-    async def _finish_async(self, method: str, pending: Any) -> Response:
-        resp = await pending
-        return Response(resp.status_code, resp.reason_phrase, resp.headers, b"") if method == "HEAD" else resp
+    async def _finish_async(self, method: str, pending: Awaitable[HttpResponse]) -> Response:
+        return to_websockets(await pending, head=method == "HEAD")
 
     # --- connections --------------------------------------------------------------------------------------
 

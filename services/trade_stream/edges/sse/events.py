@@ -14,28 +14,36 @@ is then the account's name).
 
 ``GET /api/stream/broker`` is the browser-friendly stream of Broker mode: ``order:update``, ``account:status``,
 ``activity:new`` for the user's accounts, ``id: <epoch>-<n>`` of the Broker journal, ``Last-Event-ID`` replay.
+
+Both are stream kinds like the side-port's others (streams.py); ``EventsApi`` holds what they share: the
+credential rule of Alpaca's clients, the live streams, and the fan-out from the journals.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
-import h11
 import orjson
 
 from trade_stream.core import event_ids
+from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEntry, BrokerEvents
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import AuthThrottled, alpaca_fields
+from trade_stream.edges.http.request import Request
+from trade_stream.edges.http.responses import Response, json
+from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import User
-
-if TYPE_CHECKING:
-    from trade_stream.edges.sse import Request, SseClient, SseServer
+from trade_stream.edges.sse.channel import STREAM_HEADERS, Channel, Shared
+from trade_stream.edges.sse.client import SseClient
+from trade_stream.edges.sse.codecs import SseCodec
+from trade_stream.edges.sse.streams import Stream, admit
 
 #: path -> (stream, since-id parameter, until-id parameter)
 ALPACA_PATHS: dict[str, tuple[str, str, str]] = {
@@ -109,23 +117,49 @@ def _at(data: dict[str, Any]) -> float:
         return 0.0
 
 
+@dataclass(eq=False)
+class EventsState:
+    stream: str  # "trades", "accounts", "activities", "nta", or "broker"
+    user: User
+    window: Window | None = None  # the Alpaca paths only
+
+
 class EventsApi:
-    def __init__(self, server: SseServer, broker: BrokerEvents | None) -> None:
-        self.server = server
+    """What the events streams share, and their routes (which paths exist depends on Broker mode)."""
+
+    def __init__(self, accounts: Accounts | None, broker: BrokerEvents | None, shared: Shared,
+                 codec: SseCodec) -> None:
+        self.accounts = accounts
         self.broker = broker
+        self.shared = shared
+        self.codec = codec
         self.live: dict[SseClient, tuple[str, User, Window | None]] = {}  # client -> stream, user, window
         self.paths = {p for p, (s, _, _) in ALPACA_PATHS.items() if broker is not None or s == "trades"}
+        self.alpaca = AlpacaEventsStream(self)
+        self.broker_stream = BrokerEventsStream(self) if broker is not None else None
         if broker is not None:
             self.paths.add(BROKER_PATH)
-            broker.listeners.append(self._on_broker)
-        else:
-            for orders in server.accounts or ():
-                orders.listeners.append(lambda entry, orders=orders: self._on_order(entry, orders.account))
+
+    def routes(self) -> list[Route]:
+        out = [Route(path, self.alpaca, methods=("GET",)) for path in sorted(self.paths - {BROKER_PATH})]
+        if self.broker_stream is not None:
+            out.append(Route(BROKER_PATH, self.broker_stream, methods=("GET",)))
+        return out
 
     # --- credentials --------------------------------------------------------------------------------------
 
-    def _user(self, request: Request, ip: str) -> User | AuthThrottled | None:
-        accounts = self.server.accounts
+    def user(self, request: Request) -> User | Response:
+        """HTTP Basic (the secret is the token), the Go SDK's headers, or Bearer; else Alpaca's 401 (or 429)."""
+        found = self._user(request)
+        if isinstance(found, AuthThrottled):
+            return json(429, {"code": 42910000, "message": found.message},
+                        {"Retry-After": str(found.retry_after)})
+        if found is None:
+            return json(401, UNAUTHORIZED, {"WWW-Authenticate": 'Basic realm="trade-stream"'})
+        return found
+
+    def _user(self, request: Request) -> User | AuthThrottled | None:
+        accounts = self.accounts
         if accounts is None:
             return None
         h = request.headers
@@ -142,62 +176,22 @@ class EventsApi:
             token = h.get("apca-api-secret-key", "")
         if not token:
             return None
-        found = accounts.identity.resolve(token, ip)
+        found = accounts.identity.resolve(token, request.ip)
         if isinstance(found, AuthThrottled | User):
             return found
         return None
 
-    # --- Alpaca's events API --------------------------------------------------------------------------------
+    def admit(self, state: EventsState) -> Response | None:
+        assert self.accounts is not None  # a user was found
+        return admit(self.accounts.identity, state.user, state)
 
-    async def serve(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, ip: str, correlation: str) -> None:
-        server = self.server
-        user = self._user(request, ip)
-        if isinstance(user, AuthThrottled):
-            return server._respond(conn, writer, request, 429, {"code": 42910000, "message": user.message},
-                                   correlation, [(b"Retry-After", str(user.retry_after).encode())])
-        if user is None:
-            return server._respond(conn, writer, request, 401, UNAUTHORIZED, correlation,
-                                   [(b"WWW-Authenticate", b'Basic realm="trade-stream"')])
-        if request.path == BROKER_PATH:
-            return await self._serve_broker(conn, request, reader, writer, ip, correlation, user)
-        stream, since_name, until_name = ALPACA_PATHS[request.path]
-        try:
-            window = Window(request.query, since_name, until_name)
-        except ValueError as exc:
-            return server._respond(conn, writer, request, 400, {"code": 40010000, "message": str(exc)}, correlation)
-        if not server._admit(conn, request, writer, correlation, user):
-            return
-        headers = [(b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-cache"),
-                   (b"X-Accel-Buffering", b"no")]
-        writer.write(conn.send(h11.Response(status_code=200, reason=b"OK",
-                                            headers=server._head(request, 200, headers, correlation))))
-        from trade_stream.edges.sse import SseClient
+    def release(self, client: SseClient, state: EventsState) -> None:
+        self.live.pop(client, None)
+        client.finish()
+        assert self.accounts is not None
+        self.accounts.identity.sessions.release(state.user.name, state)
 
-        client = SseClient(writer, ip, server.cfg.client_buffer_bytes, server.stats, server.codec, False, 0.0)
-        client.kind, client.tally = f"events-{stream}", server.sent
-        try:
-            done = False
-            events: list[dict[str, Any]] = []
-            if window.history:
-                events = self._history(stream, user, window)
-                for data in events:
-                    if window.past(data):
-                        done = True
-                        break
-                    client.write(_data(data), 1)
-            if done or window.ended() or (window.until_id is not None and any(
-                    str(e.get("event_id")) >= window.until_id for e in events)):
-                client.end()
-                return
-            self.live[client] = (stream, user, window)  # no await since the history read: no gap
-            await self._pump(client, reader, window, user.expires_at)
-        finally:
-            self.live.pop(client, None)
-            client.finish()
-            server.accounts.identity.sessions.release(user.name, writer)
-
-    def _history(self, stream: str, user: User, window: Window) -> list[dict[str, Any]]:
+    def history(self, stream: str, user: User, window: Window) -> list[dict[str, Any]]:
         if self.broker is not None:
             db = self.broker.journal.db
             sql = "SELECT payload FROM events WHERE stream = ?"
@@ -211,17 +205,17 @@ class EventsApi:
             rows = db.execute(sql + " ORDER BY event_id LIMIT ?", (*args, HISTORY_LIMIT)).fetchall()
             return [d for d in (orjson.loads(r[0]) for r in rows) if window.wants(d)]
         out: list[dict[str, Any]] = []
-        for orders in self.server.accounts or ():
+        for orders in self.accounts or ():
             if not user.sees(orders.account) or orders.journal is None:
                 continue
             out += [d for d in (trade_event(e, orders.account) for e in orders.journal.since(0, HISTORY_LIMIT))
                     if window.wants(d)]
         return sorted(out, key=lambda d: str(d.get("event_id") or ""))
 
-    async def _pump(self, client: SseClient, reader: asyncio.StreamReader, window: Window | None,
-                    expires_at: float | None) -> None:
+    async def pump(self, channel: Channel, client: SseClient, window: Window | None,
+                   expires_at: float | None) -> None:
         """Heartbeats while quiet (Alpaca's ``:heartbeat``), the end at ``until``, the end of a JWT."""
-        every = self.server.cfg.sse_keepalive
+        every = self.shared.cfg.sse_keepalive
         while not client.closed:
             wait = every - (time.monotonic() - client.last_write)
             if window is not None and window.until is not None:
@@ -235,12 +229,10 @@ class EventsApi:
             if wait <= 0:
                 client.write(b":heartbeat\n\n")
                 continue
-            try:
-                data = await asyncio.wait_for(reader.read(1024), max(0.01, wait))
-            except TimeoutError:
-                continue
-            if not data:
+            if not await channel.wait_read(max(0.01, wait)):
                 return
+
+    # --- the fan-out from the journals (subscribed by the server) ------------------------------------------
 
     def _deliver(self, stream: str, account: str, data: dict[str, Any], sse_event: Callable[[], bytes]) -> None:
         frame: bytes | None = None
@@ -259,46 +251,111 @@ class EventsApi:
             frame = frame or _data(data)
             client.write(frame, 1)
 
-    def _on_broker(self, entries: list[BrokerEntry]) -> None:
+    def on_broker(self, entries: list[BrokerEntry]) -> None:
         broker = self.broker
         assert broker is not None
         for entry in entries:
-            self._deliver(entry.stream, entry.account_id, entry.data, lambda entry=entry: _broker_event(broker, entry))
+            self._deliver(entry.stream, entry.account_id, entry.data, partial(_broker_event, broker, entry))
 
-    def _on_order(self, entry: Entry, account: str) -> None:
+    def on_order(self, entry: Entry, account: str) -> None:
         data = trade_event(entry, account)
         self._deliver("trades", account, data, lambda: b"")
 
-    # --- /api/stream/broker -------------------------------------------------------------------------------
 
-    async def _serve_broker(self, conn: h11.Connection, request: Request, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter, ip: str, correlation: str, user: User) -> None:
-        server, broker = self.server, self.broker
-        assert broker is not None
-        if not server._admit(conn, request, writer, correlation, user):
-            return
-        client = server._open_stream(conn, request, writer, ip, correlation, server.codec, "broker", user.name)
+class AlpacaEventsStream(Stream[EventsState]):
+    """Alpaca's events API: the history the window asks for, then live until ``until``; no ``connected``
+    event, no gzip, Alpaca's heartbeats."""
+
+    def __init__(self, api: EventsApi) -> None:
+        self.api = api
+
+    def accept(self, request: Request) -> Response | EventsState:
+        user = self.api.user(request)
+        if isinstance(user, Response):
+            return user
+        stream, since_name, until_name = ALPACA_PATHS[request.path]
         try:
-            last = event_ids.parse(request.headers.get("last-event-id") or request.query.get("lastEventId"))
-            if last is not None:
-                if last.known and last.epoch in (None, broker.epoch):
-                    after = last.n
-                    while True:
-                        page = broker.journal.since(after, user.accounts, 5000)
-                        if page:
-                            client.write(b"".join(_broker_event(broker, e) for e in page), len(page))
-                            after = page[-1].id
-                        if len(page) < 5000:
-                            break
-                else:
-                    client.write(_event("reset", {"reason": "unknown event id; refetch state",
-                                                  "epoch": broker.epoch}))
-            self.live[client] = ("broker", user, None)
-            await self._pump(client, reader, None, user.expires_at)
-        finally:
-            self.live.pop(client, None)
-            client.finish()
-            server.accounts.identity.sessions.release(user.name, writer)
+            window = Window(request.query, since_name, until_name)
+        except ValueError as exc:
+            return json(400, {"code": 40010000, "message": str(exc)})
+        state = EventsState(stream, user, window)
+        refused = self.api.admit(state)
+        return refused if refused is not None else state
+
+    def open(self, channel: Channel, state: EventsState) -> SseClient:
+        return channel.start(self.api.codec, f"events-{state.stream}",
+                             [(b"Content-Type", b"text/event-stream"), *STREAM_HEADERS[1:]])
+
+    async def hold(self, channel: Channel, client: SseClient, state: EventsState) -> bool:
+        window = state.window
+        assert window is not None
+        done = False
+        events: list[dict[str, Any]] = []
+        if window.history:
+            events = self.api.history(state.stream, state.user, window)
+            for data in events:
+                if window.past(data):
+                    done = True
+                    break
+                client.write(_data(data), 1)
+        if done or window.ended() or (window.until_id is not None and any(
+                str(e.get("event_id")) >= window.until_id for e in events)):
+            client.end()
+            return False
+        self.api.live[client] = (state.stream, state.user, window)  # no await since the history read: no gap
+        return True
+
+    async def pump(self, channel: Channel, client: SseClient, state: EventsState) -> None:
+        await self.api.pump(channel, client, state.window, state.user.expires_at)
+
+    def release(self, client: SseClient, state: EventsState) -> None:
+        self.api.release(client, state)
+
+
+class BrokerEventsStream(Stream[EventsState]):
+    """/api/stream/broker: the Broker journal's events of the user's accounts, ``Last-Event-ID`` replay."""
+
+    kind = "broker"
+
+    def __init__(self, api: EventsApi) -> None:
+        self.api = api
+
+    def accept(self, request: Request) -> Response | EventsState:
+        user = self.api.user(request)
+        if isinstance(user, Response):
+            return user
+        state = EventsState("broker", user)
+        refused = self.api.admit(state)
+        return refused if refused is not None else state
+
+    def open(self, channel: Channel, state: EventsState) -> SseClient:
+        return channel.open(self.api.codec, self.kind, state.user.name)
+
+    async def hold(self, channel: Channel, client: SseClient, state: EventsState) -> bool:
+        broker, request = self.api.broker, channel.request
+        assert broker is not None
+        last = event_ids.parse(request.headers.get("last-event-id") or request.query.get("lastEventId"))
+        if last is not None:
+            if last.known and last.epoch in (None, broker.epoch):
+                after = last.n
+                while True:
+                    page = broker.journal.since(after, state.user.accounts, 5000)
+                    if page:
+                        client.write(b"".join(_broker_event(broker, e) for e in page), len(page))
+                        after = page[-1].id
+                    if len(page) < 5000:
+                        break
+            else:
+                client.write(_event("reset", {"reason": "unknown event id; refetch state",
+                                              "epoch": broker.epoch}))
+        self.api.live[client] = ("broker", state.user, None)
+        return True
+
+    async def pump(self, channel: Channel, client: SseClient, state: EventsState) -> None:
+        await self.api.pump(channel, client, None, state.user.expires_at)
+
+    def release(self, client: SseClient, state: EventsState) -> None:
+        self.api.release(client, state)
 
 
 def trade_event(entry: Entry, account: str) -> dict[str, Any]:
