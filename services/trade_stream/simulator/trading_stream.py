@@ -57,7 +57,7 @@ class TradingStream:
         if msg["action"] == "auth":
             key, secret = msg.get("key"), msg.get("secret")
         else:
-            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            data: dict[str, Any] = msg["data"] if isinstance(msg.get("data"), dict) else {}
             key, secret = data.get("key_id"), data.get("secret_key")
         failed = self.faults.take_auth_failure(conn.path) is not None
         ok = not failed and isinstance(key, str) and self.config.accounts.get(key) == secret
