@@ -2,7 +2,8 @@
 status changes and activities, served as Alpaca serves them: Server-Sent Events with ULID cursors, plus the REST
 activities endpoint a consumer polls when the event streams are down.
 
-It runs its own small HTTP/1.1 server (h11), not the websockets server of ``server.py``: an SSE body is a
+The books and the query rules are broker_ledger.py's; this module serves them. It runs its own small HTTP/1.1
+server (h11), not the websockets server of ``server.py``: an SSE body is a
 response that never ends, which websockets' ``process_request`` cannot stream.
 
 The event streams follow Alpaca's query rules (protocol notes §6): ``since``/``until`` (RFC 3339 or a date) or
@@ -19,12 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -32,32 +30,9 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import orjson
 
-from .market import format_ts
-from .orders import Ulids, dstr
+from .broker_ledger import STREAMS, BrokerLedger, past_until
 
-#: path -> (stream name, ULID cursor parameter names)
-STREAMS: dict[str, tuple[str, str, str]] = {
-    "/v2/events/trades": ("trades", "since_id", "until_id"),
-    "/v1/events/accounts/status": ("accounts", "since_ulid", "until_ulid"),
-    "/v2beta1/events/activities": ("activities", "since_id", "until_id"),
-    "/v1/events/nta": ("nta", "since_ulid", "until_ulid"),  # legacy non-trade activities: the same bookings
-}
 ACTIVITIES_PATH = "/v1/accounts/activities"
-
-
-def parse_time(raw: str) -> float:
-    """RFC 3339 or a date (``2024-01-31``: its midnight UTC), as epoch seconds; ValueError otherwise."""
-    if len(raw) == 10:
-        return datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC).timestamp()
-    text = raw.replace("Z", "+00:00")
-    if "." in text:  # at most microseconds for Python
-        head, _, rest = text.partition(".")
-        digits = rest[:len(rest) - len(rest.lstrip("0123456789"))]
-        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("needs a time zone")
-    return parsed.timestamp()
 
 
 @dataclass(eq=False)
@@ -71,14 +46,6 @@ class _Listener:
     writer: asyncio.StreamWriter | None = None
 
 
-@dataclass
-class BrokerAccount:
-    id: str
-    number: str
-    status: str = "ACTIVE"
-    positions: dict[str, Decimal] = field(default_factory=dict)
-
-
 class BrokerSim:
     """The Broker API: ``start()`` listens on its own port; the methods below drive it (control API)."""
 
@@ -87,11 +54,11 @@ class BrokerSim:
         self.key, self.secret = key, secret
         self.host, self.port = host, port
         self.heartbeat = heartbeat
-        self._rng = random.Random(seed)
-        self._ulids = Ulids(self._rng)
-        self.accounts: dict[str, BrokerAccount] = {}
-        self.events: dict[str, list[dict[str, Any]]] = {s: [] for s, _, _ in STREAMS.values()}
-        self.activities: list[dict[str, Any]] = []  # the REST view: fills and non-trade activities
+        self.ledger = BrokerLedger(seed, self._on_event)
+        #: The ledger's books, under the names callers read.
+        self.accounts = self.ledger.accounts
+        self.events = self.ledger.events
+        self.activities = self.ledger.activities
         self._listeners: set[_Listener] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,7 +67,7 @@ class BrokerSim:
         self.requests: list[str] = []  # request targets, for tests
         self._cut_next: int | None = None
         self._slow_next: int = 0
-        self.add_accounts(accounts)
+        self.ledger.add_accounts(accounts)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -127,103 +94,30 @@ class BrokerSim:
     # -- control API -----------------------------------------------------------------------------------
 
     def add_accounts(self, n: int) -> list[str]:
-        ids = []
-        for _ in range(n):
-            acct = BrokerAccount(str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
-                                 f"{900000000 + len(self.accounts)}")
-            self.accounts[acct.id] = acct
-            ids.append(acct.id)
-        return ids
-
-    def _stamp(self) -> tuple[str, str]:
-        ns = time.time_ns()
-        return format_ts(ns), self._ulids.next(ns)
-
-    def _publish(self, stream: str, event: dict[str, Any]) -> dict[str, Any]:
-        self.events[stream].append(event)
-        frame = b"data: " + orjson.dumps(event) + b"\n\n"
-        for listener in list(self._listeners):
-            if listener.stream == stream:
-                listener.queue.put_nowait(frame if not self._past_until(listener, event) else None)
-        return event
-
-    @staticmethod
-    def _past_until(listener: _Listener, event: dict[str, Any]) -> bool:
-        if listener.until_id is not None and event["event_id"] > listener.until_id:
-            return True
-        return listener.until is not None and parse_time(event["at"]) > listener.until
+        return self.ledger.add_accounts(n)
 
     def fill(self, account_id: str, symbol: str = "AAPL", qty: float | str = 1, price: float | str = 100.0,
              side: str = "buy", partial_of: float | str | None = None) -> dict[str, Any]:
         """A market order for the account: ``new`` then ``fill`` (or ``partial_fill`` when ``partial_of`` gives a
         larger order quantity); returns the fill event. Also booked as a FILL activity for the REST poll."""
-        if account_id not in self.accounts:
-            raise ValueError(f"unknown account {account_id}")
-        q, p = Decimal(str(qty)), Decimal(str(price))
-        total = Decimal(str(partial_of)) if partial_of is not None else q
-        at, _ = self._stamp()
-        order = {"id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)), "client_order_id": uuid.uuid4().hex,
-                 "symbol": symbol, "side": side, "qty": dstr(total), "type": "market", "time_in_force": "day",
-                 "status": "new", "filled_qty": "0", "filled_avg_price": None, "created_at": at, "updated_at": at,
-                 "submitted_at": at, "asset_class": "us_equity"}
-        at, eid = self._stamp()
-        self._publish("trades", {"account_id": account_id, "at": at, "event": "new", "event_id": eid,
-                                 "timestamp": at, "order": dict(order)})
-        return self.fill_order(account_id, order, q, p)
+        return self.ledger.fill(account_id, symbol, qty, price, side, partial_of)
 
     def fill_order(self, account_id: str, order: dict[str, Any], qty: Decimal, price: Decimal) -> dict[str, Any]:
-        acct = self.accounts[account_id]
-        signed = qty if order["side"] == "buy" else -qty
-        acct.positions[order["symbol"]] = acct.positions.get(order["symbol"], Decimal(0)) + signed
-        filled = Decimal(order["filled_qty"]) + qty
-        done = filled >= Decimal(order["qty"])
-        at, eid = self._stamp()
-        order.update(filled_qty=dstr(filled), filled_avg_price=dstr(price), updated_at=at,
-                     status="filled" if done else "partially_filled", **({"filled_at": at} if done else {}))
-        execution = str(uuid.uuid4())
-        event = {"account_id": account_id, "at": at, "event": "fill" if done else "partial_fill", "event_id": eid,
-                 "execution_id": execution, "order": dict(order), "price": dstr(price), "qty": dstr(qty),
-                 "position_qty": dstr(acct.positions[order["symbol"]]), "timestamp": at}
-        self.activities.append({
-            "id": f"{at[:10].replace('-', '')}000000000::{execution}", "account_id": account_id,
-            "activity_type": "FILL", "transaction_time": at, "type": event["event"], "price": dstr(price),
-            "qty": dstr(qty), "side": order["side"], "symbol": order["symbol"],
-            "leaves_qty": dstr(Decimal(order["qty"]) - filled), "order_id": order["id"], "cum_qty": dstr(filled),
-            "order_status": order["status"]})
-        return self._publish("trades", event)
+        return self.ledger.fill_order(account_id, order, qty, price)
 
     def set_status(self, account_id: str, status: str) -> dict[str, Any]:
-        acct = self.accounts[account_id]
-        at, eid = self._stamp()
-        event = {"account_id": account_id, "account_number": acct.number, "at": at, "event_id": eid,
-                 "kyc_results": None, "status_from": acct.status, "status_to": status}
-        acct.status = status
-        return self._publish("accounts", event)
+        return self.ledger.set_status(account_id, status)
 
     def dividend(self, account_id: str, symbol: str = "AAPL", per_share: float | str = "0.24",
                  qty: float | str = 10) -> dict[str, Any]:
-        per, q = Decimal(str(per_share)), Decimal(str(qty))
-        return self._activity(account_id, "DIV", symbol=symbol, qty=dstr(q), per_share_amount=dstr(per),
-                              net_amount=dstr(per * q), description="Cash DIV @ " + dstr(per))
+        return self.ledger.dividend(account_id, symbol, per_share, qty)
 
     def split(self, account_id: str, symbol: str = "AAPL", ratio: int = 4, qty: float | str = 10) -> dict[str, Any]:
-        q = Decimal(str(qty))
-        return self._activity(account_id, "SPLIT", symbol=symbol, qty=dstr(q * (ratio - 1)), net_amount="0",
-                              description=f"{ratio}:1 forward split")
-
-    def _activity(self, account_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-        at, eid = self._stamp()
-        activity = {"id": f"{at[:10].replace('-', '')}000000000::{uuid.uuid4()}", "account_id": account_id,
-                    "activity_type": kind, "date": at[:10], "status": "executed", **fields}
-        self.activities.append({**activity, "transaction_time": at})
-        event = self._publish("activities", {**activity, "at": at, "event_id": eid})
-        nta_at, nta_eid = self._stamp()  # the legacy stream numbers its events itself
-        self._publish("nta", {**activity, "at": nta_at, "event_id": nta_eid})
-        return event
+        return self.ledger.split(account_id, symbol, ratio, qty)
 
     def publish_raw(self, stream: str, event: dict[str, Any]) -> dict[str, Any]:
         """Send an event exactly as given (a broken or hostile upstream: any ``event_id``), live and in replays."""
-        return self._publish(stream, event)
+        return self.ledger.publish_raw(stream, event)
 
     def slow_once(self, dropped: int = 3) -> None:
         """On the next live events of the trades stream: skip ``dropped`` of them on every connection, then say
@@ -310,37 +204,17 @@ class BrokerSim:
         if not self._authorized(request):
             return self._reply(conn, writer, 401, {"code": 40110000, "message": "request is not authorized"})
         if parts.path == ACTIVITIES_PATH:
-            return self._reply(conn, writer, *self._rest_activities(query))
+            return self._reply(conn, writer, *self.ledger.rest_activities(query))
         if parts.path not in STREAMS:
             return self._reply(conn, writer, 404, {"code": 40410000, "message": "endpoint not found"})
         if self.unavailable:
             return self._reply(conn, writer, 503, {"code": 50300000, "message": "service unavailable"})
         stream, since_name, until_name = STREAMS[parts.path]
         try:
-            history, until_id, until = self._select(stream, query, since_name, until_name)
+            history, until_id, until = self.ledger.select(stream, query, since_name, until_name)
         except ValueError as exc:
             return self._reply(conn, writer, 400, {"code": 40010000, "message": str(exc)})
         await self._stream(conn, writer, stream, history, until_id, until)
-
-    def _select(self, stream: str, q: dict[str, str], since_name: str, until_name: str
-                ) -> tuple[list[dict[str, Any]] | None, str | None, float | None]:
-        since_id, until_id = q.get(since_name), q.get(until_name)
-        since = parse_time(q["since"]) if q.get("since") else None
-        until = parse_time(q["until"]) if q.get("until") else None
-        if since is not None and since_id is not None:
-            raise ValueError(f"since and {since_name} can't be used at the same time")
-        if until is not None and since is None:
-            raise ValueError("since required if until specified")
-        if until_id is not None and since_id is None:
-            raise ValueError(f"{since_name} required if {until_name} specified")
-        events = self.events[stream]
-        if since_id is not None:
-            history = [e for e in events if e["event_id"] > since_id]
-        elif since is not None:
-            history = [e for e in events if parse_time(e["at"]) > since]
-        else:
-            return None, until_id, until
-        return history, until_id, until
 
     async def _stream(self, conn: h11.Connection, writer: asyncio.StreamWriter, stream: str,
                       history: list[dict[str, Any]] | None, until_id: str | None, until: float | None) -> None:
@@ -353,7 +227,7 @@ class BrokerSim:
             listener.cut_after, self._cut_next = self._cut_next, None
         ended = False
         for event in history or ():
-            if self._past_until(listener, event):
+            if past_until(event, until_id, until):
                 ended = True
                 break
             if not self._write(conn, writer, listener, b"data: " + orjson.dumps(event) + b"\n\n"):
@@ -409,19 +283,12 @@ class BrokerSim:
                 return False
         return True
 
-    def _rest_activities(self, q: dict[str, str]) -> tuple[int, Any]:
-        """``GET /v1/accounts/activities`` across all accounts: ``activity_types``, ``after`` (exclusive),
-        ``direction=asc``, ``page_size`` (max 100), ``page_token`` (the last id of the previous page)."""
-        kinds = set(q["activity_types"].split(",")) if q.get("activity_types") else None
-        after = parse_time(q["after"]) if q.get("after") else None
-        size = min(100, int(q.get("page_size", "100")))
-        rows = [a for a in self.activities if (kinds is None or a["activity_type"] in kinds)
-                and (after is None or parse_time(a["transaction_time"]) > after)]
-        token = q.get("page_token")
-        if token:
-            ids = [a["id"] for a in rows]
-            rows = rows[ids.index(token) + 1:] if token in ids else []
-        return 200, rows[:size]
-
     def accounts_list(self) -> Iterable[str]:
         return list(self.accounts)
+
+    def _on_event(self, stream: str, event: dict[str, Any]) -> None:
+        """Hand a newly booked event to this stream's live listeners (None ends a listener past its until)."""
+        frame = b"data: " + orjson.dumps(event) + b"\n\n"
+        for listener in list(self._listeners):
+            if listener.stream == stream:
+                listener.queue.put_nowait(None if past_until(event, listener.until_id, listener.until) else frame)
