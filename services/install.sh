@@ -56,7 +56,13 @@ groupadd -f --system "$group"
 echo "$prog: $prefix/.venv with trade-stream from $repo"
 install -d -m 0755 "$prefix"
 [ -x "$prefix/.venv/bin/python" ] || python3 -m venv "$prefix/.venv"
-"$prefix/.venv/bin/python" -m pip install -q --upgrade "$repo"
+# From a clean copy of the checkout: setuptools builds in the source tree and reuses a build/ left there by an
+# earlier build, which would ship modules the checkout has since deleted.
+src="$(mktemp -d)"
+trap 'rm -rf "$src"' EXIT
+tar -C "$repo" --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist --exclude='*.egg-info' \
+    --exclude=node_modules --exclude=__pycache__ -cf - . | tar -C "$src" -xf -
+"$prefix/.venv/bin/python" -m pip install -q --upgrade "$src"
 ln -sfn "$prefix/.venv/bin/trade-stream" /usr/local/bin/trade-stream
 
 echo "$prog: $etc (root:$group 0750, files 0640)"

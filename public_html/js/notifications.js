@@ -20,6 +20,7 @@ export class NotificationBell {
   #apiBase;
   #items = new Map(); // id -> notification, newest shown first
   #unread = 0;
+  #live = 0; // read-state updates pushed so far: a REST answer older than one of them must not undo it
   #audio = null;
 
   constructor(document, apiBase) {
@@ -48,14 +49,16 @@ export class NotificationBell {
   async refresh() {
     const token = tokenStore.get();
     if (!token || !this.#apiBase) return;
+    const live = this.#live;
     try {
       const response = await fetch(new URL('api/notifications/trades?limit=20', this.#apiBase), {
         headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
       });
       if (!response.ok) return;
       const body = await response.json();
-      for (const note of body.notifications ?? []) this.#items.set(note.id, note);
-      this.#unread = body.unread ?? 0;
+      // Pushed while this was on its way, a notification or a read change is newer than the answer.
+      for (const note of body.notifications ?? []) if (!this.#items.has(note.id)) this.#items.set(note.id, note);
+      if (this.#live === live) this.#unread = body.unread ?? 0;
       this.#render();
     } catch {
       // offline: the WebSocket pushes keep the bell current once it is back
@@ -67,7 +70,7 @@ export class NotificationBell {
     if (message.type === 'notification') {
       const note = message.data ?? {};
       if (note.id !== null && note.id !== undefined) this.#items.set(note.id, note);
-      if (Number.isInteger(message.unread)) this.#unread = message.unread;
+      if (Number.isInteger(message.unread)) this.#setLiveUnread(message.unread);
       this.#render();
       this.#alert(note);
       return true;
@@ -77,11 +80,16 @@ export class NotificationBell {
       for (const note of this.#items.values()) {
         if (message.all || ids.has(note.id)) note.read = true;
       }
-      if (Number.isInteger(message.unread)) this.#unread = message.unread;
+      if (Number.isInteger(message.unread)) this.#setLiveUnread(message.unread);
       this.#render();
       return true;
     }
     return false;
+  }
+
+  #setLiveUnread(count) {
+    this.#unread = count;
+    this.#live++;
   }
 
   async markAllRead() {

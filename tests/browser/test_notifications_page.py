@@ -3,6 +3,8 @@ is unread (also after a reload), and "mark all read" clears it in every open tab
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from playwright.async_api import expect
 
@@ -62,4 +64,33 @@ async def test_fill_alerts_bell_counts_and_mark_all_read_clears_every_tab(sim, t
             await expect(page.locator("#notify-count")).to_be_hidden(timeout=UI)
         await expect(first.locator("#notify-list .notify-row.unread")).to_have_count(0)
         await second.close()
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_an_unread_count_pushed_while_the_first_load_is_on_its_way_is_not_undone(sim, tmp_path, watch):
+    """The page loads what is unread over REST when the orders channel is up; notifications pushed over the
+    WebSocket before that answer arrives are newer than it. The answer is held back here until the pushes have
+    been shown: the bell keeps their count."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, 10, "both streams up")
+        answered, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(route):
+            response = await route.fetch()  # what the relay answers now: nothing unread yet
+            answered.set()
+            await release.wait()
+            await route.fulfill(response=response)
+
+        await page.route("**/api/notifications/trades?*", hold)
+        await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
+        await asyncio.wait_for(answered.wait(), UI / 1000)
+        order = sim.submit_order("AAPL", "buy", 5)
+        sim.fill_order(order["id"], price="187.5")
+        await expect(page.locator("#notify-count")).to_have_text("2", timeout=UI)
+        async with page.expect_response("**/api/notifications/trades?*"):
+            release.set()
+        await page.evaluate("new Promise((resolve) => setTimeout(resolve, 300))")  # the answer is read and shown
+        await expect(page.locator("#notify-count")).to_have_text("2")
         await watch.finish()

@@ -254,8 +254,14 @@ def test_the_by_hand_steps_then_the_script_again_keep_the_operators_files(deploy
     d.run_block(block(SETUP, "manual-etc"))
     d.run_block(block(SETUP, "manual-unit"))
     d.run_block(block(SETUP, "manual-apache"))
+    # A module an earlier in-tree build left behind in build/ (since deleted from the checkout) is not shipped.
+    stale = "trade_stream/stale_module_from_an_old_build.py"
+    d.run(f"mkdir -p {SRC}/build/lib/trade_stream && touch {SRC}/build/lib/{stale}")
     d.run_block(block(SETUP, "install-apache"))
     d.run_block(block(SETUP, "install"))
+    installed = d.run("/opt/trade-stream/.venv/bin/python -c 'import trade_stream, os; "
+                      "print(os.path.dirname(trade_stream.__file__))'").strip()
+    assert d.run(f"test -e {installed}/{stale.split('/', 1)[1]} && echo shipped || echo absent").strip() == "absent"
     assert d.run("cat /etc/trade-stream/trade-stream.env") == env_before
     assert d.run("cat /etc/trade-stream/users.toml") == users_before
     assert d.run("stat -c '%U:%G %a' /etc/trade-stream/backup.toml").strip() == "root:root 600"
