@@ -15,7 +15,7 @@ from . import protocol
 from .config import SimConfig
 from .connection import Conn, receive, reply
 from .faults import Faults
-from .inspect import Connections
+from .inspection import Connections
 from .market import Market
 from .wire import Out, frame
 

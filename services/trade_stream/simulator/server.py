@@ -6,7 +6,7 @@ Everything runs on the caller's event loop; the control API is plain synchronous
 ``Simulator`` is the façade: it owns the listening socket, routes HTTP and WebSocket handshakes, and keeps the
 control API tests call; each role behind it is its own module. data_stream.py and trading_stream.py run the two
 kinds of session, ticker.py decides what the market generates, faults.py holds queued and applied faults,
-inspect.py the open connections and what they sent, connection.py how bytes cross one connection.
+inspection.py the open connections and what they sent, connection.py how bytes cross one connection.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .config import DATA_PATHS, TRADING_PATH, Plan, SimConfig, feed_kind
 from .connection import Conn, push
 from .data_stream import DataStream
 from .faults import KEEP, Faults
-from .inspect import Connections, Received
+from .inspection import Connections, Received
 from .market import Market, Stamped, format_ts
 from .orders import Event, OrderBook
 from .ticker import Ticker

@@ -14,7 +14,7 @@ from . import protocol
 from .config import SimConfig
 from .connection import Conn, receive, reply
 from .faults import Faults
-from .inspect import Connections
+from .inspection import Connections
 
 log = logging.getLogger("trade_stream.simulator")
 
