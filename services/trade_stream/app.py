@@ -38,9 +38,9 @@ from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.engines.base import Engine, NodeHandler
 from trade_stream.engines.memory import MemoryEngine
-from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
+from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
 from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.rest import AlpacaRest
@@ -83,14 +83,13 @@ class App:
         self.simulator: Any = None
         self.relay: Relay | None = None
         self.ws: WsServer | None = None
-        self.orders: Orders | None = None  # the first account's (the only one without an accounts file)
         self.accounts: Accounts | None = None
         self.identity: Identity | None = None
         self.tradings: dict[str, TradingUpstream] = {}
         self.sse: SseServer | None = None
-        self.trading: TradingUpstream | None = None
         self.notifier: TradeNotifier | None = None
         self.webhooks: Webhooks | None = None
+        self.report: StatusReport | None = None  # health, status and status line, once the parts exist
         self.engine: Engine | None = None
         self.broker: BrokerEvents | None = None  # Broker API mode (ALPACA_BROKER_API_KEY)
         self.broker_simulator: Any = None  # --demo --broker: simulator/broker.BrokerSim
@@ -115,13 +114,13 @@ class App:
                                              for spec in cfg.account_specs()}, identity)
         if cfg.broker_api_key:
             accounts.broker = self.broker = self._build_broker()
-        self.orders = next(iter(accounts))
-        self.trading = next(iter(self.tradings.values()))
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
         # store that cannot be reached is EngineUnavailable: exit 2.
         await engine.connect()
         self.notifier = notifier = self._build_notifications(accounts)
         registry.register(notifier.collector())
+        self.report = StatusReport(RelayMarket(relay), self.tradings, self.supervisor, cfg.health_grace, accounts,
+                                   notifier, self.broker, self.broker.upstreams if self.broker else (), self.webhooks)
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
         if not (Path(cfg.public_dir) / "index.html").is_file():
@@ -152,10 +151,10 @@ class App:
         if self.sse is not None:
             await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
         await engine.start(self.supervisor.start)
-        trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)
+        first = next(iter(self.tradings))  # the first account's stream has the plain name
         for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
-            self.supervisor.start("upstream-trading" if trading is self.trading else f"upstream-trading-{name}",
+            self.supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
                                   lambda trading=trading: engine.while_leader(trading.run, trading))
         for upstream in self.broker.upstreams if self.broker is not None else ():
             self.supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
@@ -266,53 +265,17 @@ class App:
         return notifier
 
     def health(self) -> dict[str, Any]:
-        upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
-        if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
-            upstreams.update(self.relay.sources.health_states())
-        for name, trading in self.tradings.items():
-            upstreams["trading" if trading is self.trading else f"trading:{name}"] = trading.status
-        for stream in self.broker.upstreams if self.broker is not None else ():  # polling counts as down
-            upstreams[f"broker:{stream.stream}"] = stream.status
-        view = report(upstreams, self.supervisor, self.cfg.health_grace)
-        if self.broker is not None:
-            view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
-        # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
-        # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
-        stores = {"orders": None if self.accounts is None else self.accounts.health(),
-                  "notifications": None if self.notifier is None else self.notifier.health()}
-        for name, store in stores.items():
-            if store is None:
-                continue
-            view[name] = store
-            if store["fault_for"] is not None:
-                view["ok"] = False
-                view["down"].append(name)
-        return view
+        assert self.report is not None, "health is read once the App has started"
+        return self.report.health()
 
     def _healthz(self, headers: dict[str, str]) -> Any:
-        """200 while every upstream and task is up (or down for less than the grace period), else 503."""
-        health = self.health()
-        body = {"status": "ok" if health["ok"] else "down", "upstream": self.relay.upstream_view(), **health}
-        return json(200 if health["ok"] else 503, body, headers)
+        assert self.report is not None
+        code, body = self.report.healthz()
+        return json(code, body, headers)
 
     def status(self) -> dict[str, Any]:
-        """The relay's status plus the trading stream and the health view."""
-        out = self.relay.status()
-        if self.trading is not None:
-            out["trading"] = upstream_health(self.trading.status, self.cfg.health_grace)
-            if len(self.tradings) > 1:
-                out["tradings"] = {name: upstream_health(t.status, self.cfg.health_grace)
-                                   for name, t in self.tradings.items()}
-        if self.accounts is not None:
-            out["orders"] = self.accounts.health()
-        if self.notifier is not None:
-            out["notifications"] = self.notifier.health()
-        if self.webhooks is not None:
-            out["webhooks"] = self.webhooks.status()
-        if self.broker is not None:
-            out["broker"] = self.broker.status()
-        out["health"] = self.health()
-        return out
+        assert self.report is not None, "status is read once the App has started"
+        return self.report.status()
 
     async def _prune_journal(self) -> None:
         while True:
@@ -371,14 +334,7 @@ class App:
         log.info("stopped")
 
     def status_line(self) -> str:
-        relay = self.relay
-        if relay is None:
-            return "starting"
-        trading = self.trading.status.state if self.trading else "off"
-        health = self.health()
-        return (f"upstream={relay.upstream.status.state} trading={trading} clients={len(relay.clients)} "
-                f"symbols={len(relay.hub.wanted_symbols())} health={'ok' if health['ok'] else 'down'}"
-                + (f" down={','.join(health['down'])}" if health["down"] else ""))
+        return "starting" if self.report is None else self.report.line()
 
     def reload(self, cfg: Config) -> None:
         """SIGHUP: apply the new log level and limits; connections and subscriptions stay."""
