@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,17 @@ class App:
         self.broker_simulator: Any = None  # --demo --broker: simulator/broker.BrokerSim
         self.demo_customers: dict[str, tuple[str, str]] = {}  # --demo --broker: customer -> (account, JWT)
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
+        # Teardown is registered as each part comes up, on one of two stacks, each unwound in reverse. ``_running``
+        # holds what serves and runs (listeners, upstreams, the engine, the supervised tasks); ``_resources``
+        # holds what those use (journals, the notification store, the demo simulators). Every running part is
+        # gone before any resource closes, whatever order they were built in: a task still running would write
+        # to a closed journal or trade against a stopped simulator.
+        self._running = AsyncExitStack()
+        self._resources = AsyncExitStack()
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        self._running.push_async_callback(self.supervisor.stop)  # last of the running parts: every task it runs
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
@@ -112,12 +121,18 @@ class App:
                                             jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
         self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
                                              for spec in cfg.account_specs()}, identity)
+        self._resources.push_async_callback(accounts.stop)
         if cfg.broker_api_key:
             accounts.broker = self.broker = self._build_broker()
+            self._resources.callback(self.broker.close)
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
-        # store that cannot be reached is EngineUnavailable: exit 2.
+        # store that cannot be reached is EngineUnavailable: exit 2. A half-connected engine is stopped too; its
+        # stop hands the lease over now, not after it runs out, and ends its loops before the supervisor waits
+        # for them.
+        self._running.push_async_callback(engine.stop)
         await engine.connect()
         self.notifier = notifier = self._build_notifications(accounts)
+        self._resources.callback(notifier.close)
         registry.register(notifier.collector())
         self.report = StatusReport(RelayMarket(relay), self.tradings, self.supervisor, cfg.health_grace, accounts,
                                    notifier, self.broker, self.broker.upstreams if self.broker else (), self.webhooks)
@@ -146,6 +161,8 @@ class App:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
                                  snapshots=snapshots, broker=self.broker)
             self.sse.add_alerts(notifier)
+        self._running.callback(snapshots.close)  # a snapshot batch still waiting: its timer and fetch end here
+        self._running.push_async_callback(self._close_edges)
         await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
         self.ws.instance = page.bind(self.ws.port)
         if self.sse is not None:
@@ -291,6 +308,7 @@ class App:
 
         self.simulator, cfg = await demo.start(self.cfg)
         simulator = self.simulator
+        self._resources.push_async_callback(self._stop_simulators)
         self.supervisor.start("demo-trader", lambda: demo.trader(simulator))
         if cfg.broker_demo:
             self.broker_simulator, cfg, self.demo_customers = await demo.start_broker(cfg)
@@ -298,39 +316,37 @@ class App:
             self.supervisor.start("demo-broker-trader", lambda: demo.broker_trader(bsim, simulator))
         return cfg
 
+    async def _stop_simulators(self) -> None:
+        await self.simulator.stop()
+        if self.broker_simulator is not None:
+            await self.broker_simulator.stop()
+
     @property
     def port(self) -> int:
         assert self.ws is not None
         return self.ws.port
 
+    async def _close_edges(self) -> None:
+        """Clients get 1001 and every Alpaca session a proper close (so Alpaca frees the slot), all at once: each
+        may wait out its own grace (a frozen upstream, stalled clients), and in a row those waits add up past
+        what systemd and Kubernetes give a stopping process."""
+        assert self.ws is not None and self.relay is not None
+        closing = [self.ws.close(), *([self.sse.close()] if self.sse is not None else []), self.relay.stop(),
+                   *(t.stop() for t in self.tradings.values())]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("shutdown_step_failed error=%r", result)
+
     async def stop(self) -> None:
-        """Clients get 1001, upstream gets a proper close (so Alpaca frees the slot), then everything else."""
+        """Everything that runs, newest first, then everything it used: whatever part of ``start`` got done."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting_down")
-        # All at once: each may wait out its own grace (a frozen upstream, stalled clients), and in a row those
-        # waits add up past what systemd and Kubernetes give a stopping process.
-        closing = [c for c in (self.ws and self.ws.close(), self.sse and self.sse.close(),
-                               self.relay and self.relay.stop(), *(t.stop() for t in self.tradings.values())) if c]
-        for result in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("shutdown_step_failed error=%r", result)
-        if self.ws is not None and self.ws.snapshots is not None:
-            self.ws.snapshots.close()  # a snapshot batch still waiting: its timer and fetch end here
-        if self.engine is not None:
-            await self.engine.stop()  # hands the lease over now, not after it runs out
-        await self.supervisor.stop()
-        if self.accounts is not None:
-            await self.accounts.stop()
-        if self.notifier is not None:
-            self.notifier.close()
-        if self.broker is not None:
-            self.broker.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
-        if self.broker_simulator is not None:
-            await self.broker_simulator.stop()
+        try:
+            await self._running.aclose()
+        finally:
+            await self._resources.aclose()
         log.info("stopped")
 
     def status_line(self) -> str:
