@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ class App:
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
                                  snapshots=snapshots, broker=self.broker)
-            self.sse.add_alerts(notifier)
+        self._wire_events(accounts, notifier)
         self._running.callback(snapshots.close)  # a snapshot batch still waiting: its timer and fetch end here
         self._running.push_async_callback(self._close_edges)
         await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
@@ -278,8 +279,34 @@ class App:
         if cfg.webhooks:
             self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
                                      cfg.timings, cfg.webhook_max_pending)
-            notifier.listeners.append(self.webhooks.wake)
         return notifier
+
+    def _wire_events(self, accounts: Accounts, notifier: TradeNotifier) -> None:
+        """Who receives an order event, in the order they get it; a listener runs in the order it was added.
+        Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
+        WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
+        sse, broker = self.sse, self.broker
+        for orders in accounts:
+            # The notification is derived first, then the SSE streams get the event.
+            orders.listeners.append(partial(notifier.on_entry, orders=orders))
+            if sse is not None:
+                assert sse.fanout is not None  # built with the accounts
+                orders.listeners.append(partial(sse.fanout.on_order_event, orders=orders))
+                orders.position_listeners.append(sse.fanout.on_position)
+                orders.reset_listeners.append(partial(sse.fanout.on_orders_reset, orders=orders))
+        if sse is not None:  # the Alpaca-style event streams: the Broker journal in Broker mode, else order events
+            if broker is not None:
+                broker.listeners.append(sse.events_api.on_broker)
+            else:
+                for orders in accounts:
+                    orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
+        # A new notification: wake the webhook outbox, then the SSE alert stream.
+        if self.webhooks is not None:
+            notifier.listeners.append(self.webhooks.wake)
+        if sse is not None:
+            sse.alerts.serve_from(notifier)
+            notifier.listeners.append(sse.alerts.on_alert)
+            notifier.read_listeners.append(sse.alerts.on_read)
 
     def health(self) -> dict[str, Any]:
         assert self.report is not None, "health is read once the App has started"
