@@ -120,8 +120,9 @@ class App:
                                             cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
                                             broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
                                             jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
-        self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
-                                             for spec in cfg.account_specs()}, identity)
+        built = {spec.name: self._build_account(relay, spec) for spec in cfg.account_specs()}
+        self.tradings = {name: trading for name, (_, trading) in built.items()}
+        self.accounts = accounts = Accounts({name: orders for name, (orders, _) in built.items()}, identity)
         self._resources.push_async_callback(accounts.stop)
         if cfg.broker_api_key:
             accounts.broker = self.broker = self._build_broker()
@@ -132,7 +133,8 @@ class App:
         # for them.
         self._running.push_async_callback(engine.stop)
         await engine.connect()
-        self.notifier = notifier = self._build_notifications(accounts)
+        notifier, self.webhooks = self._build_notifications(accounts)
+        self.notifier = notifier
         self._resources.callback(notifier.close)
         registry.register(notifier.collector())
         self.report = StatusReport(RelayMarket(relay), self.tradings, self.supervisor, cfg.health_grace, accounts,
@@ -231,7 +233,7 @@ class App:
         log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
                     "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
-    def _build_orders(self, relay: Relay, spec: AccountSpec) -> Orders:
+    def _build_account(self, relay: Relay, spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
         """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
         upgrade keeps its history), its REST client and its own trading stream."""
         cfg = self.cfg
@@ -247,12 +249,12 @@ class App:
             orders.on_state(state.state == "connected")
             log.info("trading_state account=%s state=%s error=%r", spec.name, state.state, state.error)
 
-        self.tradings[spec.name] = TradingUpstream(
+        trading = TradingUpstream(
             url=spec.trading_stream_url or cfg.trading_stream_url, key=spec.key_id, secret=spec.secret,
             on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
             timings=cfg.timings, stats=self.stats,
         )
-        return orders
+        return orders, trading
 
     def _build_broker(self) -> BrokerEvents:
         """Broker API mode: one journal for every Alpaca account of the partner, and one SSE consumer per
@@ -270,16 +272,16 @@ class App:
             for stream in cfg.broker_streams]
         return broker
 
-    def _build_notifications(self, orders: Accounts) -> TradeNotifier:
+    def _build_notifications(self, orders: Accounts) -> tuple[TradeNotifier, Webhooks | None]:
         """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
         cfg = self.cfg
         suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
         notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", orders,
                             cfg.journal_retention_days, cfg.timings.journal_retry)
-        if cfg.webhooks:
-            self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                                     cfg.timings, cfg.webhook_max_pending)
-        return notifier
+        if not cfg.webhooks:
+            return notifier, None
+        return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
+                                  cfg.timings, cfg.webhook_max_pending)
 
     def _wire_events(self, accounts: Accounts, notifier: TradeNotifier) -> None:
         """Who receives an order event, in the order they get it; a listener runs in the order it was added.
