@@ -113,6 +113,9 @@ class App:
         cfg = self.cfg
         self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, self._build_engine)
         self.engine = engine = relay.engine
+        # Stopped whether or not it got to connect; its stop hands the lease over now, not after it runs out, and
+        # ends its loops before the supervisor waits for them.
+        self._running.push_async_callback(engine.stop)
         registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
         cors = Cors(origins).headers
@@ -128,10 +131,7 @@ class App:
             accounts.broker = self.broker = self._build_broker()
             self._resources.callback(self.broker.close)
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
-        # store that cannot be reached is EngineUnavailable: exit 2. A half-connected engine is stopped too; its
-        # stop hands the lease over now, not after it runs out, and ends its loops before the supervisor waits
-        # for them.
-        self._running.push_async_callback(engine.stop)
+        # store that cannot be reached is EngineUnavailable: exit 2.
         await engine.connect()
         notifier, self.webhooks = self._build_notifications(accounts)
         self.notifier = notifier
