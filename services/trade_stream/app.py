@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,9 @@ from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.engines.base import Engine, NodeHandler
 from trade_stream.engines.memory import MemoryEngine
-from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
+from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
 from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.rest import AlpacaRest
@@ -83,27 +85,37 @@ class App:
         self.simulator: Any = None
         self.relay: Relay | None = None
         self.ws: WsServer | None = None
-        self.orders: Orders | None = None  # the first account's (the only one without an accounts file)
         self.accounts: Accounts | None = None
         self.identity: Identity | None = None
         self.tradings: dict[str, TradingUpstream] = {}
         self.sse: SseServer | None = None
-        self.trading: TradingUpstream | None = None
         self.notifier: TradeNotifier | None = None
         self.webhooks: Webhooks | None = None
+        self.report: StatusReport | None = None  # health, status and status line, once the parts exist
         self.engine: Engine | None = None
         self.broker: BrokerEvents | None = None  # Broker API mode (ALPACA_BROKER_API_KEY)
         self.broker_simulator: Any = None  # --demo --broker: simulator/broker.BrokerSim
         self.demo_customers: dict[str, tuple[str, str]] = {}  # --demo --broker: customer -> (account, JWT)
         self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
+        # Teardown is registered as each part comes up, on one of two stacks, each unwound in reverse. ``_running``
+        # holds what serves and runs (listeners, upstreams, the engine, the supervised tasks); ``_resources``
+        # holds what those use (journals, the notification store, the demo simulators). Every running part is
+        # gone before any resource closes, whatever order they were built in: a task still running would write
+        # to a closed journal or trade against a stopped simulator.
+        self._running = AsyncExitStack()
+        self._resources = AsyncExitStack()
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        self._running.push_async_callback(self.supervisor.stop)  # last of the running parts: every task it runs
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
         self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, self._build_engine)
         self.engine = engine = relay.engine
+        # Stopped whether or not it got to connect; its stop hands the lease over now, not after it runs out, and
+        # ends its loops before the supervisor waits for them.
+        self._running.push_async_callback(engine.stop)
         registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
         origins = OriginPolicy(cfg.allowed_origins)
         cors = Cors(origins).headers
@@ -111,17 +123,22 @@ class App:
                                             cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
                                             broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
                                             jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
-        self.accounts = accounts = Accounts({spec.name: self._build_orders(relay, spec)
-                                             for spec in cfg.account_specs()}, identity)
+        built = {spec.name: self._build_account(relay, spec) for spec in cfg.account_specs()}
+        self.tradings = {name: trading for name, (_, trading) in built.items()}
+        self.accounts = accounts = Accounts({name: orders for name, (orders, _) in built.items()}, identity)
+        self._resources.push_async_callback(accounts.stop)
         if cfg.broker_api_key:
             accounts.broker = self.broker = self._build_broker()
-        self.orders = next(iter(accounts))
-        self.trading = next(iter(self.tradings.values()))
+            self._resources.callback(self.broker.close)
         # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
         # store that cannot be reached is EngineUnavailable: exit 2.
         await engine.connect()
-        self.notifier = notifier = self._build_notifications(accounts)
+        notifier, self.webhooks = self._build_notifications(accounts)
+        self.notifier = notifier
+        self._resources.callback(notifier.close)
         registry.register(notifier.collector())
+        self.report = StatusReport(RelayMarket(relay), self.tradings, self.supervisor, cfg.health_grace, accounts,
+                                   notifier, self.broker, self.broker.upstreams if self.broker else (), self.webhooks)
         if self.webhooks is not None:
             registry.register(self.webhooks.collector())
         if not (Path(cfg.public_dir) / "index.html").is_file():
@@ -146,16 +163,18 @@ class App:
         if cfg.sse_port:
             self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
                                  snapshots=snapshots, broker=self.broker)
-            self.sse.add_alerts(notifier)
+        self._wire_events(accounts, notifier)
+        self._running.callback(snapshots.close)  # a snapshot batch still waiting: its timer and fetch end here
+        self._running.push_async_callback(self._close_edges)
         await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
         self.ws.instance = page.bind(self.ws.port)
         if self.sse is not None:
             await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
         await engine.start(self.supervisor.start)
-        trading = self.trading
         self.supervisor.start("upstream-market-data", relay.run)
+        first = next(iter(self.tradings))  # the first account's stream has the plain name
         for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
-            self.supervisor.start("upstream-trading" if trading is self.trading else f"upstream-trading-{name}",
+            self.supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
                                   lambda trading=trading: engine.while_leader(trading.run, trading))
         for upstream in self.broker.upstreams if self.broker is not None else ():
             self.supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
@@ -214,7 +233,7 @@ class App:
         log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
                     "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
-    def _build_orders(self, relay: Relay, spec: AccountSpec) -> Orders:
+    def _build_account(self, relay: Relay, spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
         """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
         upgrade keeps its history), its REST client and its own trading stream."""
         cfg = self.cfg
@@ -230,12 +249,12 @@ class App:
             orders.on_state(state.state == "connected")
             log.info("trading_state account=%s state=%s error=%r", spec.name, state.state, state.error)
 
-        self.tradings[spec.name] = TradingUpstream(
+        trading = TradingUpstream(
             url=spec.trading_stream_url or cfg.trading_stream_url, key=spec.key_id, secret=spec.secret,
             on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
             timings=cfg.timings, stats=self.stats,
         )
-        return orders
+        return orders, trading
 
     def _build_broker(self) -> BrokerEvents:
         """Broker API mode: one journal for every Alpaca account of the partner, and one SSE consumer per
@@ -253,66 +272,56 @@ class App:
             for stream in cfg.broker_streams]
         return broker
 
-    def _build_notifications(self, orders: Accounts) -> TradeNotifier:
+    def _build_notifications(self, orders: Accounts) -> tuple[TradeNotifier, Webhooks | None]:
         """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
         cfg = self.cfg
         suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
         notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", orders,
                             cfg.journal_retention_days, cfg.timings.journal_retry)
-        if cfg.webhooks:
-            self.webhooks = Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                                     cfg.timings, cfg.webhook_max_pending)
+        if not cfg.webhooks:
+            return notifier, None
+        return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
+                                  cfg.timings, cfg.webhook_max_pending)
+
+    def _wire_events(self, accounts: Accounts, notifier: TradeNotifier) -> None:
+        """Who receives an order event, in the order they get it; a listener runs in the order it was added.
+        Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
+        WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
+        sse, broker = self.sse, self.broker
+        for orders in accounts:
+            # The notification is derived first, then the SSE streams get the event.
+            orders.listeners.append(partial(notifier.on_entry, orders=orders))
+            if sse is not None:
+                assert sse.fanout is not None  # built with the accounts
+                orders.listeners.append(partial(sse.fanout.on_order_event, orders=orders))
+                orders.position_listeners.append(sse.fanout.on_position)
+                orders.reset_listeners.append(partial(sse.fanout.on_orders_reset, orders=orders))
+        if sse is not None:  # the Alpaca-style event streams: the Broker journal in Broker mode, else order events
+            if broker is not None:
+                broker.listeners.append(sse.events_api.on_broker)
+            else:
+                for orders in accounts:
+                    orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
+        # A new notification: wake the webhook outbox, then the SSE alert stream.
+        if self.webhooks is not None:
             notifier.listeners.append(self.webhooks.wake)
-        return notifier
+        if sse is not None:
+            sse.alerts.serve_from(notifier)
+            notifier.listeners.append(sse.alerts.on_alert)
+            notifier.read_listeners.append(sse.alerts.on_read)
 
     def health(self) -> dict[str, Any]:
-        upstreams = {"market_data": self.relay.upstream.status} if self.relay else {}
-        if self.relay:  # the other Alpaca streams (crypto, other feeds) count only while something wants them
-            upstreams.update(self.relay.sources.health_states())
-        for name, trading in self.tradings.items():
-            upstreams["trading" if trading is self.trading else f"trading:{name}"] = trading.status
-        for stream in self.broker.upstreams if self.broker is not None else ():  # polling counts as down
-            upstreams[f"broker:{stream.stream}"] = stream.status
-        view = report(upstreams, self.supervisor, self.cfg.health_grace)
-        if self.broker is not None:
-            view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
-        # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
-        # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
-        stores = {"orders": None if self.accounts is None else self.accounts.health(),
-                  "notifications": None if self.notifier is None else self.notifier.health()}
-        for name, store in stores.items():
-            if store is None:
-                continue
-            view[name] = store
-            if store["fault_for"] is not None:
-                view["ok"] = False
-                view["down"].append(name)
-        return view
+        assert self.report is not None, "health is read once the App has started"
+        return self.report.health()
 
     def _healthz(self, headers: dict[str, str]) -> Any:
-        """200 while every upstream and task is up (or down for less than the grace period), else 503."""
-        health = self.health()
-        body = {"status": "ok" if health["ok"] else "down", "upstream": self.relay.upstream_view(), **health}
-        return json(200 if health["ok"] else 503, body, headers)
+        assert self.report is not None
+        code, body = self.report.healthz()
+        return json(code, body, headers)
 
     def status(self) -> dict[str, Any]:
-        """The relay's status plus the trading stream and the health view."""
-        out = self.relay.status()
-        if self.trading is not None:
-            out["trading"] = upstream_health(self.trading.status, self.cfg.health_grace)
-            if len(self.tradings) > 1:
-                out["tradings"] = {name: upstream_health(t.status, self.cfg.health_grace)
-                                   for name, t in self.tradings.items()}
-        if self.accounts is not None:
-            out["orders"] = self.accounts.health()
-        if self.notifier is not None:
-            out["notifications"] = self.notifier.health()
-        if self.webhooks is not None:
-            out["webhooks"] = self.webhooks.status()
-        if self.broker is not None:
-            out["broker"] = self.broker.status()
-        out["health"] = self.health()
-        return out
+        assert self.report is not None, "status is read once the App has started"
+        return self.report.status()
 
     async def _prune_journal(self) -> None:
         while True:
@@ -328,6 +337,7 @@ class App:
 
         self.simulator, cfg = await demo.start(self.cfg)
         simulator = self.simulator
+        self._resources.push_async_callback(self._stop_simulators)
         self.supervisor.start("demo-trader", lambda: demo.trader(simulator))
         if cfg.broker_demo:
             self.broker_simulator, cfg, self.demo_customers = await demo.start_broker(cfg)
@@ -335,50 +345,41 @@ class App:
             self.supervisor.start("demo-broker-trader", lambda: demo.broker_trader(bsim, simulator))
         return cfg
 
+    async def _stop_simulators(self) -> None:
+        await self.simulator.stop()
+        if self.broker_simulator is not None:
+            await self.broker_simulator.stop()
+
     @property
     def port(self) -> int:
         assert self.ws is not None
         return self.ws.port
 
+    async def _close_edges(self) -> None:
+        """Clients get 1001 and every Alpaca session a proper close (so Alpaca frees the slot), all at once: each
+        may wait out its own grace (a frozen upstream, stalled clients), and in a row those waits add up past
+        what systemd and Kubernetes give a stopping process."""
+        assert self.ws is not None and self.relay is not None
+        closing = [self.ws.close(), *([self.sse.close()] if self.sse is not None else []), self.relay.stop(),
+                   *(t.stop() for t in self.tradings.values())]
+        for result in await asyncio.gather(*closing, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("shutdown_step_failed error=%r", result)
+
     async def stop(self) -> None:
-        """Clients get 1001, upstream gets a proper close (so Alpaca frees the slot), then everything else."""
+        """Everything that runs, newest first, then everything it used: whatever part of ``start`` got done."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting_down")
-        # All at once: each may wait out its own grace (a frozen upstream, stalled clients), and in a row those
-        # waits add up past what systemd and Kubernetes give a stopping process.
-        closing = [c for c in (self.ws and self.ws.close(), self.sse and self.sse.close(),
-                               self.relay and self.relay.stop(), *(t.stop() for t in self.tradings.values())) if c]
-        for result in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("shutdown_step_failed error=%r", result)
-        if self.ws is not None and self.ws.snapshots is not None:
-            self.ws.snapshots.close()  # a snapshot batch still waiting: its timer and fetch end here
-        if self.engine is not None:
-            await self.engine.stop()  # hands the lease over now, not after it runs out
-        await self.supervisor.stop()
-        if self.accounts is not None:
-            await self.accounts.stop()
-        if self.notifier is not None:
-            self.notifier.close()
-        if self.broker is not None:
-            self.broker.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
-        if self.broker_simulator is not None:
-            await self.broker_simulator.stop()
+        try:
+            await self._running.aclose()
+        finally:
+            await self._resources.aclose()
         log.info("stopped")
 
     def status_line(self) -> str:
-        relay = self.relay
-        if relay is None:
-            return "starting"
-        trading = self.trading.status.state if self.trading else "off"
-        health = self.health()
-        return (f"upstream={relay.upstream.status.state} trading={trading} clients={len(relay.clients)} "
-                f"symbols={len(relay.hub.wanted_symbols())} health={'ok' if health['ok'] else 'down'}"
-                + (f" down={','.join(health['down'])}" if health["down"] else ""))
+        return "starting" if self.report is None else self.report.line()
 
     def reload(self, cfg: Config) -> None:
         """SIGHUP: apply the new log level and limits; connections and subscriptions stay."""

@@ -36,7 +36,8 @@ async def test_fill_alerts_bell_counts_and_mark_all_read_clears_every_tab(sim, t
     first = watch.page
     context = first.context
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, 10, "both streams up")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected,
+                         10, "both streams up")
         await context.grant_permissions(["notifications"], origin=f"http://127.0.0.1:{app.port}")
         await context.add_init_script(RECORD_NOTIFICATIONS)
         url = page_url(app.port, app.port, fragment=f"token={TOKEN}")
@@ -44,7 +45,8 @@ async def test_fill_alerts_bell_counts_and_mark_all_read_clears_every_tab(sim, t
         for page in (first, second):
             await page.goto(url)
             await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
-        await wait_until(lambda: len(app.orders.subscribers) == 2, 10, "both tabs subscribed to orders")
+        await wait_until(lambda: len(app.accounts.orders["default"].subscribers) == 2, 10,
+                         "both tabs subscribed to orders")
 
         order = sim.submit_order("AAPL", "buy", 5)
         sim.fill_order(order["id"], price="187.5")

@@ -41,7 +41,7 @@ def page_url(http_port: int, ws_port: int, query: str = "", fragment: str = "") 
 
 
 async def upstream_ready(app) -> None:
-    await wait_until(lambda: app.relay.upstream.connected, 10, "relay's market-data upstream connected")
+    await wait_until(lambda: app.relay.sources.default.upstream.connected, 10, "relay's market-data upstream connected")
 
 
 def upstream_actions(sim) -> list[dict]:
@@ -222,7 +222,8 @@ async def _orders_flow(sim, app, page) -> None:
 
 
 async def _orders_app_ready(app) -> None:
-    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, 10, "both upstreams up")
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected, 10,
+                     "both upstreams up")
 
 
 @pytest.mark.timeout(60)
@@ -237,7 +238,7 @@ async def test_orders_with_token_in_the_fragment(sim, tmp_path, watch):
         # the resume point names the journal, so a recreated journal's ids are not mistaken for it
         stored = await page.evaluate("[sessionStorage.getItem('tradeStream.orderJournalEpoch'),"
                                      " sessionStorage.getItem('tradeStream.lastOrderEventId')]")
-        assert stored == [f'"{app.orders.epoch}"', "2"]
+        assert stored == [f'"{app.accounts.orders["default"].epoch}"', "2"]
         await watch.finish()
 
 
@@ -392,7 +393,8 @@ async def test_orders_and_positions_show_their_account_with_one_section_per_acco
         cfg = relay_config(sim, tmp_path / "state", accounts=accounts_file(sim, tmp_path),
                            api_key=KEYS["paper"][0], secret_key=KEYS["paper"][1])
         async with running(cfg) as app:
-            await wait_until(lambda: app.relay.upstream.connected and all(t.connected for t in app.tradings.values()),
+            await wait_until(lambda: app.relay.sources.default.upstream.connected
+                                     and all(t.connected for t in app.tradings.values()),
                              10, "every stream up")
             await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
             await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)

@@ -41,7 +41,7 @@ async def test_event_source_resumes_with_last_event_id_without_gaps(tmp_path):
     (site / "favicon.ico").write_bytes(b"")
     sim_cfg = SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0)
     async with Simulator(sim_cfg) as sim, running(relay_config(sim, tmp_path, sse_port=free_port())) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         src = f"http://127.0.0.1:{app.sse.port}/api/stream/trades?symbols=AAPL"
         with static_server(site) as web_port:
             async with async_playwright() as p:

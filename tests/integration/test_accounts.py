@@ -54,7 +54,8 @@ async def app2(sim2, tmp_path):
                        users_file=str(users), jwt_secret=JWT_SECRET, api_key=KEYS["paper"][0],
                        secret_key=KEYS["paper"][1], timings=FAST)
     async with running(cfg) as a:
-        await wait_until(lambda: a.relay.upstream.connected and all(t.connected for t in a.tradings.values()),
+        await wait_until(lambda: a.relay.sources.default.upstream.connected
+                                 and all(t.connected for t in a.tradings.values()),
                          what="every stream up")
         yield a
 

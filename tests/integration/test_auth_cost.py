@@ -50,7 +50,7 @@ async def test_with_ten_thousand_users_each_check_costs_at_most_one_hash_and_a_f
     token = add_user(path, "alice", capsys)
     assert token.startswith("tsu_") and token.split("_")[1] in (tmp_path / "users.toml").read_text()
     async with running(relay_config(sim, tmp_path / "state", users_file=path, token="")) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         identity = app.identity
 
         async def cost(tok: str, source: str = "127.0.0.1") -> tuple[int, int]:
@@ -78,7 +78,7 @@ async def test_tokens_without_an_id_keep_working_and_a_throttled_source_is_not_h
     token = add_user(path, "alice", capsys)
     assert (tmp_path / "users.toml").read_text().count("token_id") == 1
     async with running(relay_config(sim, tmp_path / "state", users_file=path, token="")) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         identity = app.identity
 
         async def cost(tok: str, source: str = "127.0.0.1") -> tuple[int, int]:

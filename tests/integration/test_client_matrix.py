@@ -258,7 +258,8 @@ def got(kind: str, what: Any) -> Any:
 async def test_client_through_an_upstream_drop_and_a_refusal(sim, tmp_path, family, kind):
     s = STREAMS[kind]
     async with running(relay_config(sim, tmp_path, linger=0)) as app:
-        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, what="both streams up")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected,
+                         what="both streams up")
         url = f"ws://127.0.0.1:{app.port}{s.path}"
         async with open_client(family, url, kind, s.a) as client:
             if kind == "trading":
@@ -270,7 +271,7 @@ async def test_client_through_an_upstream_drop_and_a_refusal(sim, tmp_path, fami
                         break
                 else:
                     pytest.fail("the trading client never got an order event")
-                upstream = app.trading
+                upstream = app.tradings["default"]
             else:
                 src = app.relay.sources.source(s.source)
                 await wait_until(lambda: s.a in sim.subscriptions(s.path)[s.channel], what="held upstream")

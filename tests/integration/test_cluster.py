@@ -125,9 +125,9 @@ async def test_three_nodes_share_one_upstream_session(sim, tmp_path, redis_serve
             news = [m["id"] for b in (a0, b1, a2) for m in b.of_type("order_update") if m["event"] == "new"]
             assert len(set(news)) == 1 and len(news) == 3
             # REST on another node answers with the same ids and epoch.
-            epochs = {a.orders.epoch for a in apps}
+            epochs = {a.accounts.orders["default"].epoch for a in apps}
             assert len(epochs) == 1
-            status, body = apps[2].orders.events_since(parse(f"{epochs.pop()}-0"))
+            status, body = apps[2].accounts.orders["default"].events_since(parse(f"{epochs.pop()}-0"))
             assert status == 200 and [e["id"] for e in body["events"]][-1] == fills[0]["id"]
         assert sim.session_refusals == 0
 
@@ -383,7 +383,7 @@ async def test_redis_restart_without_persistence_resets_the_order_log_on_every_n
         async with cluster(sim, tmp_path, [redis.url] * 2) as apps, contextlib.AsyncExitStack() as stack:
             clients = [await orders_on(a.port, stack) for a in apps]
             before = await fill_reaches(clients, sim, 99.0)
-            old_epoch = apps[0].orders.epoch
+            old_epoch = apps[0].accounts.orders["default"].epoch
             old_id = f"{old_epoch}-{before[0]['id']}"  # the position a client keeps (SSE ids, REST cursors)
 
             redis.stop()
@@ -391,12 +391,13 @@ async def test_redis_restart_without_persistence_resets_the_order_log_on_every_n
             resets = [await c.expect("orders_reset", timeout=20) for c in clients]
             new_epoch = resets[0]["epoch"]
             assert new_epoch != old_epoch and {r["epoch"] for r in resets} == {new_epoch}
-            await wait_until(lambda: {a.orders.epoch for a in apps} == {new_epoch}, what="every node on the new epoch")
+            await wait_until(lambda: {a.accounts.orders["default"].epoch for a in apps} == {new_epoch},
+                             what="every node on the new epoch")
             await wait_until(lambda: leader(apps) is not None and listening(sim) == 1, timeout=20,
                              what="a leader again")
             after = await fill_reaches(clients, sim, 98.0)
             assert len({f["id"] for f in after}) == 1  # the same id on both nodes, in the new log
-            assert after[0]["id"] in [e.id for e in apps[1].orders.journal.since(0)]
+            assert after[0]["id"] in [e.id for e in apps[1].accounts.orders["default"].journal.since(0)]
 
             late = await stack.enter_async_context(Browser.connect(apps[1].port))
             await late.send({"action": "auth", "token": TOKEN})
@@ -428,7 +429,7 @@ async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_
             seen = [await r.until("order_update", timeout=10) for _ in range(3)]
         assert [e.json()["data"]["order_id"] for e in seen] == first
         last = seen[-1].id
-        assert last is not None and last.startswith(f"{n0.orders.epoch}-")
+        assert last is not None and last.startswith(f"{n0.accounts.orders['default'].epoch}-")
         status, page = await asyncio.to_thread(http_get, n0.port, "/api/orders/events?since=0", TOKEN)
         assert status == 200 and [e["data"]["order_id"] for e in page["events"]] == first
 
@@ -444,7 +445,7 @@ async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_
                                                TOKEN)
         assert status == 200 and not more["reset"]
         assert [e["data"]["order_id"] for e in more["events"]] == rest
-        assert more["cursor"].startswith(f"{n0.orders.epoch}-")
+        assert more["cursor"].startswith(f"{n0.accounts.orders['default'].epoch}-")
         status, none = await asyncio.to_thread(http_get, n0.port, f"/api/orders/events?since={more['cursor']}",
                                                TOKEN)
         assert status == 200 and none["events"] == [] and not none["reset"]

@@ -22,7 +22,7 @@ IEX = "/v2/iex"
 @pytest.fixture
 async def app(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0)) as a:
-        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected)
+        await wait_until(lambda: a.relay.sources.default.upstream.connected and a.tradings["default"].connected)
         yield a
 
 
@@ -101,7 +101,7 @@ async def test_trading_stream_sdk_receives_a_fill_through_the_relay(sim, app):
 
 
 def _trading_sessions(app) -> list[Any]:
-    return [listener.__self__ for listener in app.orders.listeners if hasattr(listener, "__self__")]
+    return [listener.__self__ for listener in app.accounts.orders["default"].listeners if hasattr(listener, "__self__")]
 
 
 async def raw(port: int, msgpack_mode: bool = False, headers: dict[str, str] | None = None):
@@ -159,7 +159,7 @@ def _unix_nano(rfc3339: str) -> int:
 
 async def test_header_auth_and_405_when_the_shared_upstream_is_full(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, max_symbols=2)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         headers = {"APCA-API-KEY-ID": "bot", "APCA-API-SECRET-KEY": TOKEN}
         async with await raw(app.port, headers=headers) as ws:
             assert dec(await ws.recv()) == [{"T": "success", "msg": "connected"}]

@@ -28,7 +28,7 @@ GO_SDK_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "stat
 @pytest.fixture
 async def app(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0)) as a:
-        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected)
+        await wait_until(lambda: a.relay.sources.default.upstream.connected and a.tradings["default"].connected)
         yield a
 
 
@@ -83,12 +83,14 @@ async def test_compatible_clients_get_only_alpaca_frames_through_an_upstream_dro
         await t.send(orjson.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
         await frames_until(t, lambda f: f.get("stream") == "listening")
         await wait_until(lambda: sim.subscriptions(IEX)["trades"] == ["AAPL"], what="upstream AAPL")
-        await wait_until(lambda: len(app.orders.listeners) >= 2, what="both trading clients listening")
+        await wait_until(lambda: len(app.accounts.orders["default"].listeners) >= 2,
+                         what="both trading clients listening")
 
-        before = app.relay.upstream.status.reconnects
+        before = app.relay.sources.default.upstream.status.reconnects
         sim.cut_all()  # a network fault on both upstream connections: the relay reconnects and resubscribes
-        await wait_until(lambda: app.relay.upstream.status.reconnects > before and app.relay.upstream.connected
-                         and app.trading.connected, what="relay reconnected")
+        await wait_until(lambda: app.relay.sources.default.upstream.status.reconnects > before
+                                 and app.relay.sources.default.upstream.connected
+                         and app.tradings["default"].connected, what="relay reconnected")
         await wait_until(lambda: sim.subscriptions(IEX)["trades"] == ["AAPL"], what="resubscribed")
         sim.inject_trade("AAPL", price=77.5)
         order = sim.submit_order("AAPL", "buy", 1)
@@ -108,7 +110,7 @@ async def test_compatible_clients_get_only_alpaca_frames_through_an_upstream_dro
 
 async def test_a_refusal_reaches_other_alpaca_holders_as_an_alpaca_error(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         sim.set_plan("KEY", symbol_limit=1)
         sim.set_read_delay(0.3)  # both clients join AAPL+MSFT while the first request is still pending
         async with connect_to(app.port, headers=HEADERS) as a, connect_to(app.port, headers=HEADERS) as b:

@@ -19,7 +19,7 @@ async def test_demo_mode_flows_trades_and_tells_every_client(tmp_path):
                  ping_interval=0, demo_session="open")  # stock trades at any real hour
     async with running(cfg) as app:
         assert app.simulator is not None and app.cfg.data_stream_url.startswith("ws://127.0.0.1:")
-        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected)
         async with Browser.connect(app.port) as c:
             welcome = await c.expect("welcome")
             assert welcome["demo"] is True
@@ -80,7 +80,7 @@ async def test_demo_at_night_streams_crypto_and_rests_stocks_at_their_last_price
     cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
                  ping_interval=0, demo_session=night.isoformat())
     async with running(cfg) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         status, clock = await asyncio.to_thread(http_get, app.port, "/api/clock", TOKEN)
         assert status == 200 and clock["is_open"] is False and clock["timestamp"].startswith(night.date().isoformat())
         assert clock["next_open"] > clock["timestamp"] and "T09:30:00" in clock["next_open"]

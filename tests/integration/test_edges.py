@@ -41,7 +41,7 @@ class GatedRest:
 
 
 async def test_orders_unsubscribe_while_the_snapshot_is_being_fetched_stops_updates(sim, app):
-    gated = app.orders.rest = GatedRest(app.orders.rest)
+    gated = app.accounts.orders["default"].rest = GatedRest(app.accounts.orders["default"].rest)
     async with Browser.connect(app.port) as c:
         await c.send({"action": "auth", "token": TOKEN})
         await c.expect("authenticated")
@@ -51,7 +51,7 @@ async def test_orders_unsubscribe_while_the_snapshot_is_being_fetched_stops_upda
         await c.send({"action": "unsubscribe", "channel": "orders"})
         await c.expect(lambda m: m.get("type") == "unsubscribed" and m.get("channel") == "orders")
         gated.gate.set()
-        await wait_until(lambda: not app.orders._starting, what="subscribe start finished")
+        await wait_until(lambda: not app.accounts.orders["default"]._starting, what="subscribe start finished")
         order = sim.submit_order("AAPL", "buy", 1)
         sim.fill_order(order["id"], price=10)
         await wait_until(lambda: app.stats.order_events >= 2, what="events journaled")

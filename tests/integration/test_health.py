@@ -36,7 +36,8 @@ async def wait_for_status(port: int, code: int, timeout: float = 10.0) -> dict:
 
 async def test_healthz_turns_503_while_the_trading_stream_fails_and_recovers(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, health_grace=0.3)) as app:
-        await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
+        await wait_until(lambda: app.tradings["default"].connected and app.relay.sources.default.upstream.connected,
+                         what="both upstreams")
         await wait_for_status(app.port, 200)
         sim.fail_next_auth(times=10_000, path="/stream")  # every trading login is refused from now on
         sim.cut_all()
@@ -50,9 +51,10 @@ async def test_healthz_turns_503_while_the_trading_stream_fails_and_recovers(sim
         body = await wait_for_status(app.port, 200)
         assert body["upstreams"]["trading"]["state"] == "connected"
         # What happened during the outage is recovered over REST once the stream is back.
-        await wait_until(lambda: any(e.data.get("order_id") == order["id"] for e in app.orders.journal.since(0)),
+        await wait_until(lambda: any(e.data.get("order_id") == order["id"]
+                                      for e in app.accounts.orders["default"].journal.since(0)),
                          what="the missed order event")
-        events = [e for e in app.orders.journal.since(0) if e.data.get("order_id") == order["id"]]
+        events = [e for e in app.accounts.orders["default"].journal.since(0) if e.data.get("order_id") == order["id"]]
         assert [(e.event, e.reconciled) for e in events] == [("new", True)]
 
 
@@ -60,7 +62,8 @@ async def test_a_corrupt_journal_and_notification_store_at_start_are_down_at_onc
     for name in ("orders.sqlite3", "notifications.sqlite3"):
         (tmp_path / name).write_bytes(b"not a database " * 500)
     async with running(relay_config(sim, tmp_path, health_grace=60.0)) as app:  # the production grace
-        await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
+        await wait_until(lambda: app.tradings["default"].connected and app.relay.sources.default.upstream.connected,
+                         what="both upstreams")
         status, body = await get_json(app.port, "/healthz")
         assert status == 503 and body["status"] == "down" and body["down"] == ["orders", "notifications"]
         assert body["orders"]["state"] == body["notifications"]["state"] == "fault"
@@ -74,13 +77,14 @@ async def test_a_corrupt_journal_and_notification_store_at_start_are_down_at_onc
 
 async def test_healthz_turns_503_while_the_journal_stays_unwritable_and_recovers(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, health_grace=60.0)) as app:  # a fault is down at once
-        await wait_until(lambda: app.trading.connected and app.relay.upstream.connected, what="both upstreams")
+        await wait_until(lambda: app.tradings["default"].connected and app.relay.sources.default.upstream.connected,
+                         what="both upstreams")
         await wait_for_status(app.port, 200)
-        path = app.orders.journal_path
+        path = app.accounts.orders["default"].journal_path
         aside = path.with_name("aside.sqlite3")
         path.rename(aside)  # the open connection keeps the renamed file...
         path.mkdir()  # ...and a reopen meets a directory: the fault persists, as on a broken disk
-        app.orders.journal.db.execute("PRAGMA query_only=1")  # writes fail, as on a full disk
+        app.accounts.orders["default"].journal.db.execute("PRAGMA query_only=1")  # writes fail, as on a full disk
         order = sim.submit_order("AAPL", "buy", 5, "limit", 100)
         body = await wait_for_status(app.port, 503)
         assert body["down"] == ["orders"] and body["orders"]["state"] == "fault"
@@ -90,7 +94,7 @@ async def test_healthz_turns_503_while_the_journal_stays_unwritable_and_recovers
         aside.rename(path)  # space freed
         body = await wait_for_status(app.port, 200)
         assert body["orders"]["state"] == "ok"
-        events = [e for e in app.orders.journal.since(0) if e.data.get("order_id") == order["id"]]
+        events = [e for e in app.accounts.orders["default"].journal.since(0) if e.data.get("order_id") == order["id"]]
         assert [e.event for e in events] == ["new"]  # kept in memory through the fault, journaled once
         metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(
             f"http://127.0.0.1:{app.port}/metrics", timeout=5).read())).decode()
@@ -107,7 +111,7 @@ def trade(symbol: str, i: int, price: float = 100.0) -> dict:
 
 async def test_a_malformed_message_is_skipped_and_the_rest_of_its_frame_still_arrives(sim, tmp_path):
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as browser:
             await browser.send({"action": "subscribe", "symbols": ["AAPL", "MSFT"]})
             await browser.expect("subscribed")
@@ -116,7 +120,8 @@ async def test_a_malformed_message_is_skipped_and_the_rest_of_its_frame_still_ar
             sim.inject_raw(DATA, [trade("AAPL", 5)])
             ids = [(await browser.expect("trade"))["data"]["id"] for _ in range(3)]
             assert ids == [2, 3, 5]
-            assert app.relay.upstream.connected and app.relay.upstream.status.reconnects == 0
+            assert (app.relay.sources.default.upstream.connected
+                    and app.relay.sources.default.upstream.status.reconnects == 0)
             assert app.stats.bad_messages == {"market_data": 2}
             code, status = await get_json(app.port, "/api/stream/status")
             assert code == 200 and status["alpaca_connected"] is True
@@ -154,7 +159,7 @@ async def test_fuzz_malformed_upstream_frames_never_stop_the_valid_trades(sim, t
 
     rng = random.Random(20261121)
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as browser:
             await browser.send({"action": "subscribe", "symbol": "AAPL"})
             await browser.expect("subscribed")
@@ -177,7 +182,8 @@ async def test_fuzz_malformed_upstream_frames_never_stop_the_valid_trades(sim, t
             await browser.expect(lambda m: m.get("type") == "trade" and m["data"]["id"] == last, timeout=20)
             got = {m["data"]["id"] for m in browser.of_type("trade")}
             assert set(sent) <= got
-            assert app.relay.upstream.connected and app.relay.upstream.status.reconnects == 0
+            assert (app.relay.sources.default.upstream.connected
+                    and app.relay.sources.default.upstream.status.reconnects == 0)
             assert app.stats.bad_messages["market_data"] > 50
             code, health = await get_json(app.port, "/healthz")
             assert code == 200 and health["upstreams"]["market_data"]["state"] == "connected"

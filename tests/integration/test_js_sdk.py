@@ -34,16 +34,17 @@ async def next_line(proc: asyncio.subprocess.Process, pred: Any) -> dict[str, An
 
 async def test_js_sdk_v3_data_stream_survives_an_upstream_drop(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         proc = await asyncio.create_subprocess_exec(
             NODE, str(JS / "data_stream_v2.js"), f"ws://127.0.0.1:{app.port}/v2/iex", "bot", TOKEN, "AAPL",
             cwd=JS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             await next_line(proc, lambda m: m["event"] == "connected")
             await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["AAPL"], what="upstream AAPL")
-            before = app.relay.upstream.status.reconnects
+            before = app.relay.sources.default.upstream.status.reconnects
             sim.cut_all()
-            await wait_until(lambda: app.relay.upstream.status.reconnects > before and app.relay.upstream.connected,
+            await wait_until(lambda: app.relay.sources.default.upstream.status.reconnects > before
+                                     and app.relay.sources.default.upstream.connected,
                              what="relay reconnected")
             await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["AAPL"], what="resubscribed")
             sim.inject_trade("AAPL", price=77.5)

@@ -15,7 +15,8 @@ STREAM = "/stream"
 @pytest.fixture
 async def app(sim, tmp_path):
     async with running(relay_config(sim, tmp_path)) as a:
-        await wait_until(lambda: a.relay.upstream.connected and a.trading.connected, what="both streams up")
+        await wait_until(lambda: a.relay.sources.default.upstream.connected and a.tradings["default"].connected,
+                         what="both streams up")
         yield a
 
 
@@ -102,17 +103,18 @@ async def test_fills_during_a_trading_stream_outage_arrive_once_marked_reconcile
         await c.expect("order_update")
         sim.fail_next_auth(401, times=1, path=STREAM)
         sim.cut_all()
-        await wait_until(lambda: not app.trading.connected, what="trading down")
+        await wait_until(lambda: not app.tradings["default"].connected, what="trading down")
         sim.fill_order(a["id"], price=101)
         sim.fill_order(b["id"], price=202)
-        await wait_until(lambda: app.trading.connected and app.trading.status.reconnects >= 1, timeout=8,
+        await wait_until(lambda: app.tradings["default"].connected and app.tradings["default"].status.reconnects >= 1,
+                         timeout=8,
                          what="trading back")
         got = [await c.expect("order_update"), await c.expect("order_update")]
         assert sorted((g["data"]["order"]["id"], g["event"]) for g in got) == sorted(
             [(a["id"], "fill"), (b["id"], "fill")])
         assert all(g["reconciled"] for g in got)
         assert {g["data"]["qty"] for g in got} == {"3", "2"}
-        await app.orders.reconcile()  # a second pass finds nothing new
+        await app.accounts.orders["default"].reconcile()  # a second pass finds nothing new
         await c.drain(0.3)
         assert len(c.of_type("order_update")) == 4
     finally:
@@ -129,17 +131,18 @@ async def test_orders_made_during_an_outage_arrive_with_their_whole_lifecycle_in
         await c.expect("order_update")  # its ``new`` arrives live
         sim.fail_next_auth(401, times=1, path=STREAM)
         sim.cut_all()
-        await wait_until(lambda: not app.trading.connected, what="trading down")
+        await wait_until(lambda: not app.tradings["default"].connected, what="trading down")
         filled = sim.submit_order("MSFT", "buy", 2, type="limit", limit_price=500)
         sim.fill_order(filled["id"], price=400)
         partial = sim.submit_order("TSLA", "buy", 5, type="limit", limit_price=300)
         sim.fill_order(partial["id"], qty=2, price=250)
         sim.cancel_order(partial["id"])
         sim.fill_order(seen["id"], price=99)
-        await wait_until(lambda: app.trading.connected and app.trading.status.reconnects >= 1, timeout=8,
+        await wait_until(lambda: app.tradings["default"].connected and app.tradings["default"].status.reconnects >= 1,
+                         timeout=8,
                          what="trading back")
         got = [await c.expect("order_update") for _ in range(6)]
-        await app.orders.reconcile()  # a second pass adds nothing
+        await app.accounts.orders["default"].reconcile()  # a second pass adds nothing
         await c.drain(0.3)
         assert len(c.of_type("order_update")) == 7
         assert all(g["reconciled"] for g in got)
@@ -160,7 +163,7 @@ async def test_restart_between_fills_resumes_with_since(sim, tmp_path):
     o1 = sim.submit_order("AAPL", "buy", 1)
     o2 = sim.submit_order("AAPL", "buy", 1)
     async with running(cfg) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         cm, c = await orders_client(app.port)
         sim.fill_order(o1["id"], price=150)
         first = await c.expect("order_update")
@@ -169,7 +172,7 @@ async def test_restart_between_fills_resumes_with_since(sim, tmp_path):
         await cm.__aexit__(None, None, None)
     sim.fill_order(o2["id"], price=151)  # while the daemon is down
     async with running(cfg) as app:
-        await wait_until(lambda: app.trading.connected and app.stats.order_events >= 1, what="reconciled")
+        await wait_until(lambda: app.tradings["default"].connected and app.stats.order_events >= 1, what="reconciled")
         cm, c = await orders_client(app.port, since=last_id)
         try:
             missed = await c.expect("order_update")
@@ -209,9 +212,10 @@ async def test_first_start_does_not_report_existing_orders_as_missed(sim, tmp_pa
     sim.submit_order("AAPL", "buy", 1)
     sim.submit_order("MSFT", "sell", 2)
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.trading.connected)
-        await app.orders.reconcile()  # whatever the start-up pass would do, done again deterministically
-        assert app.stats.order_events == 0 and app.orders.journal.last_id() == 0
+        await wait_until(lambda: app.tradings["default"].connected)
+        # whatever the start-up pass would do, done again deterministically
+        await app.accounts.orders["default"].reconcile()
+        assert app.stats.order_events == 0 and app.accounts.orders["default"].journal.last_id() == 0
 
 
 async def test_subscribing_twice_quickly_does_not_duplicate_events(sim, app):
@@ -252,7 +256,7 @@ async def test_ids_out_of_range_are_unknown_ids_answered_with_a_reset(sim, app):
 async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
     cfg = relay_config(sim, tmp_path)
     async with running(cfg) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         for _ in range(3):
             sim.submit_order("AAPL", "buy", 1)
         await wait_until(lambda: app.stats.order_events == 3)
@@ -262,7 +266,7 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
     for path in tmp_path.glob("orders.sqlite3*"):  # the journal is lost; ids start again at 1
         path.unlink()
     async with running(cfg) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         sim.submit_order("MSFT", "buy", 1)
         await wait_until(lambda: app.stats.order_events == 1)
         for since in ("3", f"{old_epoch}-3", f"{old_epoch}-1"):  # above the last id, or from the old journal
@@ -285,23 +289,25 @@ async def test_a_recreated_journal_is_told_apart_by_its_epoch(sim, tmp_path):
 async def test_a_journal_deleted_under_the_running_daemon_is_replaced_and_plain_ids_past_it_reset(sim, tmp_path):
     cfg = relay_config(sim, tmp_path)
     async with running(cfg) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         for _ in range(10):
             sim.submit_order("AAPL", "buy", 1)
         await wait_until(lambda: app.stats.order_events == 10)
-        old_epoch = app.orders.epoch
+        old_epoch = app.accounts.orders["default"].epoch
         cm, live = await orders_client(app.port)
         try:
             for path in tmp_path.glob("orders.sqlite3*"):
                 path.unlink()
             for _ in range(3):
                 sim.submit_order("MSFT", "buy", 1)
-            await wait_until(lambda: app.orders.epoch not in (None, old_epoch), what="a new journal")
+            await wait_until(lambda: app.accounts.orders["default"].epoch not in (None, old_epoch),
+                             what="a new journal")
             assert "recreated" in (await live.expect("orders_reset"))["message"]  # live clients are told
-            await wait_until(lambda: len(app.orders.journal.since(0)) == 3, what="the 3 events in the new journal")
+            await wait_until(lambda: len(app.accounts.orders["default"].journal.since(0)) == 3,
+                             what="the 3 events in the new journal")
             for since in ("5", f"{old_epoch}-5"):  # a plain id past the new journal's last id resets too
                 _, body = await asyncio.to_thread(http_get, app.port, f"/api/orders/events?since={since}", TOKEN)
-                assert body["reset"] is True and body["epoch"] == app.orders.epoch, (since, body)
+                assert body["reset"] is True and body["epoch"] == app.accounts.orders["default"].epoch, (since, body)
                 assert [e["data"]["symbol"] for e in body["events"]] == ["MSFT"] * 3
         finally:
             await cm.__aexit__(None, None, None)
@@ -315,7 +321,7 @@ async def test_a_long_replay_is_paced_by_the_client_and_live_events_follow_it(si
     count = 20_000  # about 20 MB: far past the client's buffer cap if written at once
     fill_journal(tmp_path / "orders.sqlite3", count, pad=900)
     async with running(relay_config(sim, tmp_path, client_buffer_bytes=256 * 1024)) as app:
-        await wait_until(lambda: app.trading.connected)
+        await wait_until(lambda: app.tradings["default"].connected)
         cm, c = await orders_client(app.port, since=0)
         try:
             got = [await c.expect("order_update")]
@@ -333,8 +339,8 @@ async def test_a_long_replay_is_paced_by_the_client_and_live_events_follow_it(si
 async def test_a_replay_over_the_limit_says_reset_and_goes_live(sim, tmp_path):
     fill_journal(tmp_path / "orders.sqlite3", 300)
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.trading.connected)
-        app.orders.replay_limit = 100
+        await wait_until(lambda: app.tradings["default"].connected)
+        app.accounts.orders["default"].replay_limit = 100
         cm, c = await orders_client(app.port, since=0)
         try:
             assert "more than 100" in (await c.expect("orders_reset"))["message"]
@@ -368,7 +374,7 @@ async def test_a_corrupt_journal_at_start_leaves_market_data_up_and_says_so(sim,
     journal = tmp_path / "orders.sqlite3"
     journal.write_bytes(b"garbage " * 1000)
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with Browser.connect(app.port) as c:
             await c.send({"action": "subscribe", "symbol": "AAPL"})
             await c.expect("subscribed")
@@ -385,7 +391,7 @@ async def test_a_corrupt_journal_at_start_leaves_market_data_up_and_says_so(sim,
         try:
             assert "corrupt" in c.of_type("orders_snapshot")[0]["journal_error"]
             journal.rename(tmp_path / "orders.sqlite3.bad")  # what the line says to do
-            await wait_until(lambda: app.orders.health()["state"] == "ok", what="journal recovered")
+            await wait_until(lambda: app.accounts.orders["default"].health()["state"] == "ok", what="journal recovered")
             sim.submit_order("AAPL", "buy", 1)
             assert (await c.expect("order_update"))["id"] == 1
         finally:
@@ -395,12 +401,13 @@ async def test_a_corrupt_journal_at_start_leaves_market_data_up_and_says_so(sim,
 async def test_a_journal_that_fails_at_runtime_keeps_the_event_and_recovers(sim, app):
     cm, c = await orders_client(app.port)
     try:
-        app.orders.journal.db.execute("PRAGMA query_only=1")  # writes now fail, as on a read-only filesystem
+        # writes now fail, as on a read-only filesystem
+        app.accounts.orders["default"].journal.db.execute("PRAGMA query_only=1")
         sim.submit_order("AAPL", "buy", 1)
         got = await c.expect("order_update")  # once the journal is reopened, the kept event is written and sent
         assert got["event"] == "new" and got["id"] == 1
-        assert app.stats.journal_errors >= 1 and app.orders.health()["state"] == "ok"
-        assert app.trading.connected
+        assert app.stats.journal_errors >= 1 and app.accounts.orders["default"].health()["state"] == "ok"
+        assert app.tradings["default"].connected
         sim.submit_order("AAPL", "buy", 2)
         assert (await c.expect("order_update"))["id"] == 2
         await c.drain(0.2)

@@ -21,7 +21,7 @@ DATA = "/v2/iex"
 @pytest.fixture
 async def app(sim, tmp_path):
     async with running(relay_config(sim, tmp_path)) as a:
-        await wait_until(lambda: a.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: a.relay.sources.default.upstream.connected, what="upstream connected")
         yield a
 
 
@@ -129,13 +129,14 @@ async def test_network_cut_resubscribes_exactly_the_held_set(sim, app):
         assert next(r.message["action"] for r in sim.received if r.path == DATA) == "auth"
         sim.inject_trade("MSFT", price=420.5)
         assert (await a.expect("trade"))["data"]["price"] == 420.5
-        assert app.relay.upstream.status.reconnects == 1
+        assert app.relay.sources.default.upstream.status.reconnects == 1
 
 
 async def test_406_retries_auth_on_the_same_socket(sim, app):
     sim.cut_all()
     sim.fail_next_auth(406, times=1, path=DATA)
-    await wait_until(lambda: app.relay.upstream.connected and app.relay.upstream.status.reconnects == 1,
+    await wait_until(lambda: app.relay.sources.default.upstream.connected
+                             and app.relay.sources.default.upstream.status.reconnects == 1,
                      what="reconnected after one 406")
     assert data_connections(sim) == 2  # the retry reused the socket
     auths = [r for r in sim.received if r.path == DATA and r.message.get("action") == "auth"]
@@ -171,8 +172,8 @@ async def test_config_errors_are_reported_to_every_client_and_retried_slowly(sim
 async def test_429_at_handshake_backs_off_then_recovers(sim, app):
     sim.reject_handshakes(status=429, times=2)
     sim.cut_all()
-    await wait_until(lambda: app.relay.upstream.status.error_code == 429, what="429 seen")
-    await wait_until(lambda: app.relay.upstream.connected, timeout=8, what="recovered after 429")
+    await wait_until(lambda: app.relay.sources.default.upstream.status.error_code == 429, what="429 seen")
+    await wait_until(lambda: app.relay.sources.default.upstream.connected, timeout=8, what="recovered after 429")
 
 
 async def test_connected_but_mute_forces_a_reconnect(sim, tmp_path):
@@ -181,9 +182,9 @@ async def test_connected_but_mute_forces_a_reconnect(sim, tmp_path):
             await a.send({"action": "subscribe", "symbol": "AAPL"})
             await a.expect("subscribed")
             sim.set_mute(True)
-            await wait_until(lambda: app.relay.upstream.status.reconnects >= 1, what="stale reconnect")
+            await wait_until(lambda: app.relay.sources.default.upstream.status.reconnects >= 1, what="stale reconnect")
             sim.set_mute(False)
-            await wait_until(lambda: app.relay.upstream.connected, what="connected again")
+            await wait_until(lambda: app.relay.sources.default.upstream.connected, what="connected again")
             await wait_until(lambda: sim.subscriptions(DATA)["trades"] == ["AAPL"], what="resubscribed")
             sim.inject_trade("AAPL", price=1.25)
             assert (await a.expect("trade"))["data"]["price"] == 1.25
@@ -204,9 +205,11 @@ async def test_a_frozen_session_is_found_by_the_default_probe_and_a_quiet_one_is
 
             before = probes()
             await wait_until(lambda: probes() >= before + 3, what="several answered probes")
-            assert app.relay.upstream.status.reconnects == 0 and app.relay.upstream.connected
+            assert (app.relay.sources.default.upstream.status.reconnects == 0
+                    and app.relay.sources.default.upstream.connected)
             sim.set_frozen(True)  # pings still answered, nothing else: the server side is gone
-            await wait_until(lambda: app.relay.upstream.status.reconnects >= 1, timeout=10, what="probe reconnect")
+            await wait_until(lambda: app.relay.sources.default.upstream.status.reconnects >= 1, timeout=10,
+                             what="probe reconnect")
             await wait_until(lambda: sim.subscriptions(DATA)["trades"] == ["AAPL"], what="resubscribed")
             sim.inject_trade("AAPL", price=1.5)
             assert (await a.expect("trade"))["data"]["price"] == 1.5
@@ -284,7 +287,7 @@ async def test_upstream_405_rolls_back_only_the_request_that_went_over(sim, app)
 
 async def test_local_symbol_cap(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, max_symbols=1)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with Browser.connect(app.port) as a, Browser.connect(app.port) as b:
             await a.send({"action": "subscribe", "symbol": "AAPL"})
             await a.expect("subscribed")
@@ -297,7 +300,7 @@ async def test_local_symbol_cap(sim, tmp_path):
 async def test_stalled_client_is_cut_off_while_others_get_everything(sim, tmp_path):
     cfg = relay_config(sim, tmp_path, client_buffer_bytes=64 * 1024, stall_timeout=0)  # the byte cap alone
     async with running(cfg) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with good_and_stalled(app.port) as (good, _):
             total = 0
             got = 0
@@ -382,7 +385,7 @@ async def test_origin_check_and_per_ip_limit(sim, tmp_path):
 async def test_shutdown_closes_clients_with_1001_and_upstream_cleanly_even_when_stalled(sim, tmp_path):
     app_cm = running(relay_config(sim, tmp_path))
     app = await app_cm.__aenter__()
-    await wait_until(lambda: app.relay.upstream.connected)
+    await wait_until(lambda: app.relay.sources.default.upstream.connected)
     async with Browser.connect(app.port) as a, Browser.connect(app.port) as stalled:
         await a.expect("welcome")
         stalled.ws.transport.pause_reading()
@@ -400,7 +403,8 @@ async def test_shutdown_waits_out_a_hung_upstream_and_stalled_clients_at_once_no
     grace = FAST.shutdown_grace
     app_cm = running(relay_config(sim, tmp_path, sse_port=free_port()))
     app = await app_cm.__aenter__()
-    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, what="both upstreams")
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected,
+                     what="both upstreams")
     async with Browser.connect(app.port) as stalled:
         stalled.ws.transport.pause_reading()
         sim.stop_reading()  # both upstream sessions hang: each proper close can only wait out its grace
@@ -416,7 +420,7 @@ async def test_shutdown_waits_out_a_hung_upstream_and_stalled_clients_at_once_no
 async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the_byte_cap(sim, tmp_path):
     cfg = relay_config(sim, tmp_path, stall_timeout=0.5)  # the byte cap stays at its 1 MiB default
     async with running(cfg) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with good_and_stalled(app.port) as (good, _):
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -436,7 +440,7 @@ async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the
 async def test_a_caught_up_client_takes_a_batch_larger_than_the_cap(sim, tmp_path):
     """The cap bounds the backlog; one big upstream frame must not cut off a client that owes nothing."""
     async with running(relay_config(sim, tmp_path, client_buffer_bytes=4096)) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with Browser.connect(app.port) as c:
             await c.send({"action": "subscribe", "symbol": "AAPL"})
             await c.expect("subscribed")

@@ -20,7 +20,7 @@ async def start(sim, tmp_path, **overrides):
     cfg = relay_config(sim, tmp_path, sse_port=free_port(), **overrides)
     cm = running(cfg)
     app = await cm.__aenter__()
-    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected)
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected)
     return cm, app
 
 
@@ -185,7 +185,8 @@ async def test_orders_stream_legacy_format_needs_the_token_and_replays_from_the_
         assert re.fullmatch(r"default-orders-\d+", (await r.until("connected")).json()["client_id"])
         sim.fill_order(order["id"], price=10)
         fill = await r.until("order_update")
-        assert fill.json()["event"] == "fill" and fill.id == f"{app.orders.epoch}-{fill.json()['id']}"
+        assert (fill.json()["event"] == "fill"
+                and fill.id == f"{app.accounts.orders['default'].epoch}-{fill.json()['id']}")
         pos = await r.until("position_update")
         assert pos.json()["symbol"] == "AAPL" and pos.json()["qty"] == "2"
     async with sse_get(port, f"/api/stream/orders?format=legacy&token={TOKEN}&last_event_id=0") as r:
@@ -266,7 +267,7 @@ async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, t
     fill_journal(tmp_path / "orders.sqlite3", count)
     cm, app = await start(sim, tmp_path)
     try:
-        port, epoch = app.sse.port, app.orders.epoch
+        port, epoch = app.sse.port, app.accounts.orders["default"].epoch
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": f"{epoch}-0"}) as r:
             ids = [(await r.until("order:update")).id for _ in range(count)]
@@ -274,7 +275,7 @@ async def test_order_replay_goes_past_10000_and_says_reset_when_cut_short(sim, t
             sim.submit_order("TSLA", "buy", 1)
             assert (await r.until("order:update")).id == f"{epoch}-{count + 1}"
             assert not [e for e in r.events if e.event == "reset"]
-        app.orders.replay_limit = 100
+        app.accounts.orders["default"].replay_limit = 100
         for last, why in (("0", "more than 100"), ("0a1b2c-5", "another journal"), ("99999", "past the journal")):
             async with sse_get(port, "/api/stream/orders", {**auth, "Last-Event-ID": last}) as r:
                 assert why in (await r.until("reset")).json()["reason"]

@@ -139,7 +139,7 @@ async def test_fuzzed_requests_never_500_never_trace_and_leave_nothing_behind(si
     rng = random.Random(seed)
     cases = [(request(rng), rng.choice([0, 0, 0.01, 0.05])) for _ in range(REQUESTS)]
     async with running(relay_config(sim, tmp_path, sse_port=free_port())) as app:
-        await wait_until(lambda: app.relay.upstream.connected)
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
         port = app.sse.port
         anchor_cm = sse_get(port, "/api/stream/trades?symbols=AAPL,MSFT,BRK.B,TSLA&throttle_ms=20",
                             {"Accept-Encoding": "gzip"})

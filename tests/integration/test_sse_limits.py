@@ -18,7 +18,7 @@ async def start(sim, tmp_path, **overrides):
     cfg = relay_config(sim, tmp_path, sse_port=free_port(), **overrides)
     cm = running(cfg)
     app = await cm.__aenter__()
-    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected)
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected)
     return cm, app
 
 
@@ -82,9 +82,9 @@ async def test_per_symbol_tables_are_pruned_when_the_symbol_is_dropped(sim, tmp_
             sim.inject_trade("MSFT", price=1.0)
             await c.expect("trade")
             await c.expect("trade")
-            assert set(app.relay.router.last_seen) == {"AAPL", "MSFT"}
+            assert set(app.relay.sources.default.router.last_seen) == {"AAPL", "MSFT"}
             await c.send({"action": "unsubscribe", "symbol": "AAPL"})
             await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == ["MSFT"], what="AAPL dropped")
-            await wait_until(lambda: set(app.relay.router.last_seen) == {"MSFT"}, what="AAPL pruned")
+            await wait_until(lambda: set(app.relay.sources.default.router.last_seen) == {"MSFT"}, what="AAPL pruned")
     finally:
         await cm.__aexit__(None, None, None)

@@ -69,7 +69,7 @@ async def test_browser_gets_crypto_trades_quotes_and_an_order_book_snapshot_then
 
 async def test_crypto_upstream_opens_with_the_first_holder_and_closes_after_the_linger(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0.3)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="stock upstream")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="stock upstream")
         assert sim.connections(CRYPTO) == 0
         view = (await status(app))["upstreams"]
         assert list(view) == ["stocks:iex"] and view["stocks:iex"]["state"] == "connected"
@@ -99,7 +99,7 @@ async def test_crypto_upstream_opens_with_the_first_holder_and_closes_after_the_
 
 async def test_a_sip_client_on_an_iex_relay_is_served_when_the_plan_allows(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, linger=0.2)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="stock upstream")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="stock upstream")
         url = f"ws://127.0.0.1:{app.port}/v2/sip"
         async with stock_stream(url, "bot", TOKEN, "MSFT") as (_, got):
             await wait_until(lambda: sim.subscriptions("/v2/sip")["trades"] == ["MSFT"], what="sip held")

@@ -27,14 +27,14 @@ async def test_symbols_alpaca_would_refuse_are_refused_locally(sim, tmp_path, sy
 
 async def test_a_refused_symbol_in_the_resubscribe_is_isolated_and_the_rest_is_held(sim, tmp_path):
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as good, Browser.connect(app.port) as bad:
             await good.send({"action": "subscribe", "symbols": ["AAPL", "MSFT", "NVDA"]})
             await good.expect("subscribed")
             sim.refuse_symbols({"ZZBAD"})  # Alpaca's rules are stricter than ours for this one
             sim.reject_handshakes(503, times=10)  # keep upstream away while the bad symbol is taken
             sim.cut_all()
-            await wait_until(lambda: not app.relay.upstream.connected, what="upstream down")
+            await wait_until(lambda: not app.relay.sources.default.upstream.connected, what="upstream down")
             await bad.send({"action": "subscribe", "symbol": "ZZBAD"})
             await bad.expect("subscribed")  # accepted locally: nothing upstream to ask
             err = await bad.expect("error", timeout=15)
@@ -48,7 +48,7 @@ async def test_a_refused_symbol_in_the_resubscribe_is_isolated_and_the_rest_is_h
 
 async def test_fresh_symbol_churn_is_budgeted_and_subscribing_held_symbols_stays_free(sim, tmp_path):
     async with running(relay_config(sim, tmp_path, upstream_changes_per_client=3, linger=0)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as churner, Browser.connect(app.port) as other:
             for symbol in ("AA", "AB", "AC"):
                 await churner.send({"action": "subscribe", "symbol": symbol})
@@ -63,7 +63,7 @@ async def test_fresh_symbol_churn_is_budgeted_and_subscribing_held_symbols_stays
             await other.send({"action": "subscribe", "symbol": "MSFT"})  # another connection: its own budget
             await other.expect("subscribed")
     async with running(relay_config(sim, tmp_path, upstream_changes_per_client=1, upstream_changes_total=1)) as app:
-        await wait_until(lambda: app.relay.upstream.connected, what="upstream connected")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, what="upstream connected")
         async with Browser.connect(app.port) as first, Browser.connect(app.port) as second:
             await first.send({"action": "subscribe", "symbol": "AAPL"})
             await first.expect("subscribed")

@@ -62,7 +62,8 @@ def scrape(port: int) -> str:
 
 
 async def up(app):
-    await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, what="both streams up")
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected,
+                     what="both streams up")
 
 
 async def test_failing_then_recovering_receiver_gets_each_event_once_in_order(sim, tmp_path, receiver):

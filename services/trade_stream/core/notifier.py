@@ -57,9 +57,7 @@ class TradeNotifier:
         # A new notification, as {"type":"notification","data":{…},"unread":n} (SSE alerts, the webhook wake-up)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.read_listeners: list[Callable[[dict[str, Any]], None]] = []  # read state changed (SSE)
-        self._open()
-        for orders in accounts:
-            orders.listeners.append(lambda entry, orders=orders: self.on_entry(entry, orders))
+        self._open()  # each account's order events reach ``on_entry`` through its listeners (app.py)
 
     @staticmethod
     def accounts_of(user: User) -> list[str] | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trade_stream.config import Config
-from trade_stream.core.fanout import Client, Router, broadcast
+from trade_stream.core.fanout import Client, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
@@ -40,10 +40,8 @@ class Relay:
         # back into this node through its handler; with the memory engine, upstream batches go straight to it.
         self.engine = engine = build_engine(_Node(self))
         # One upstream connection per Alpaca source in use (upstream/sources.py), run by whichever node holds
-        # Alpaca; the default stock feed's is ``upstream`` and its router ``router``.
+        # Alpaca; the default stock feed is ``sources.default``.
         self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, engine)
-        self.upstream = self.sources.default.upstream
-        self.router: Router = self.sources.default.router
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
@@ -152,7 +150,7 @@ class Relay:
     def _prune(self) -> None:
         """Per-symbol tables keep only symbols upstream should hold: a dropped symbol leaves no trace."""
         wanted = self.hub.wanted_symbols()
-        last_seen = self.router.last_seen
+        last_seen = self.sources.default.router.last_seen
         for symbol in [s for s in last_seen if s not in wanted]:
             del last_seen[symbol]
         self.sources.prune()
@@ -186,15 +184,17 @@ class Relay:
     def _upstream_state(self, state: UpstreamState) -> None:
         self.stats.upstream_reconnects = state.reconnects
         log.info("upstream_state state=%s error=%r", state.state, state.error)
+        held = self.sources.default.upstream.held
         self.engine.upstream_state({"upstream": self.upstream_view(),
-                                    "held": {ch: sorted(s) for ch, s in self.upstream.held.items()}})
+                                    "held": {ch: sorted(s) for ch, s in held.items()}})
 
     def _shared_status(self, shared: dict[str, Any], mirror: bool = False) -> None:
         """The shared upstream's state, from this node's upstream or (``mirror``) from the node that holds it:
         mirrored into the local view (status, health, welcome) and sent to every client."""
         view = shared["upstream"]
         if mirror:
-            status = self.upstream.status
+            upstream = self.sources.default.upstream
+            status = upstream.status
             state = view.get("state", "disconnected")
             status.error, status.error_code = view.get("error"), view.get("error_code")
             status.since, status.reconnects = view.get("since") or status.since, view.get("reconnects") or 0
@@ -203,7 +203,7 @@ class Relay:
             elif status.down_since is None or status.state == "connected":
                 status.down_since = time.monotonic()
             status.state = state
-            self.upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
+            upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
         msg = {"type": "status", "upstream": {**view, "feed": self.cfg.data_feed}}
         broadcast(self.clients, msg)
         for listener in self.on_status:
@@ -212,19 +212,21 @@ class Relay:
     # --- views --------------------------------------------------------------------------------------------
 
     def upstream_view(self) -> dict[str, Any]:
-        age = self.upstream.last_message_age()
-        return {**self.upstream.status.to_dict(), "feed": self.cfg.data_feed,
+        upstream = self.sources.default.upstream
+        age = upstream.last_message_age()
+        return {**upstream.status.to_dict(), "feed": self.cfg.data_feed,
                 "last_message_age": None if age is None else round(age, 3)}
 
     def status(self) -> dict[str, Any]:
         """The public view: only what public clients hold (or let linger), never the private price holds."""
         visible = self.hub.visible()
         symbols = {s for _, s in visible}
-        held = {ch: {s for s in syms if (ch, s) in visible} for ch, syms in self.upstream.held.items()}
-        active = sorted({s for syms in held.values() for s in syms}) if self.upstream.connected else []
+        upstream, router = self.sources.default.upstream, self.sources.default.router
+        held = {ch: {s for s in syms if (ch, s) in visible} for ch, syms in upstream.held.items()}
+        active = sorted({s for syms in held.values() for s in syms}) if upstream.connected else []
         loop_now = asyncio.get_running_loop().time()
         return {
-            "alpaca_connected": self.upstream.connected,
+            "alpaca_connected": upstream.connected,
             "upstream": self.upstream_view(),
             "active_symbols": active,
             "upstream_subscriptions": {ch: sorted(s) for ch, s in sorted(held.items()) if s},
@@ -232,10 +234,10 @@ class Relay:
             "stream_count": len(self.clients),
             "holders": self.hub.holder_counts(),
             "last_message_age": {
-                sym: round(loop_now - seen, 3) for sym, seen in sorted(self.router.last_seen.items())
+                sym: round(loop_now - seen, 3) for sym, seen in sorted(router.last_seen.items())
                 if sym in symbols
             },
-            "reconnects": self.upstream.status.reconnects,
+            "reconnects": upstream.status.reconnects,
             "demo": self.cfg.demo,
             "upstreams": self.sources.views(visible),
             "cluster": self.engine.view(),
@@ -258,7 +260,7 @@ class _Node:
         return self.relay.sources.request(change, on_done)
 
     def on_data(self, batch: list[dict[str, Any]], now: float) -> None:
-        self.relay.router.route(batch, now)
+        self.relay.sources.default.router.route(batch, now)
 
     def on_source_data(self, prefix: str, batch: list[dict[str, Any]], now: float) -> None:
         self.relay.sources.deliver(prefix, batch, now)

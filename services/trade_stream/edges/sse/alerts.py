@@ -39,10 +39,9 @@ class AlertsStream(Stream[AlertState]):
         self.clients: dict[SseClient, User] = {}
 
     def serve_from(self, notifier: TradeNotifier) -> None:
-        """Serve this notifier's notifications (``alert:new``, ``alert:read``)."""
+        """Serve this notifier's notifications; its ``listeners`` and ``read_listeners`` must call ``on_alert``
+        and ``on_read`` (``alert:new``, ``alert:read``)."""
         self.notifier = notifier
-        notifier.listeners.append(self.on_alert)
-        notifier.read_listeners.append(self.on_read)
 
     def accept(self, request: Request) -> Response | AlertState:
         if self.notifier is None:

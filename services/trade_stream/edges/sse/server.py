@@ -16,7 +16,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from functools import partial
 from typing import Any
 
 import h11
@@ -25,7 +24,6 @@ from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.fanout import watch_stalls
-from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
@@ -97,18 +95,9 @@ class SseServer:
             Route("/api/stream/alerts", self.alerts, methods=("GET",)),
             *self.events_api.routes(),
         ])
-
-        # Who receives what: each account's order events, positions and resets; the Broker journal.
-        for orders in accounts or ():
-            assert fanout is not None
-            orders.listeners.append(partial(fanout.on_order_event, orders=orders))
-            orders.position_listeners.append(fanout.on_position)
-            orders.reset_listeners.append(partial(fanout.on_orders_reset, orders=orders))
-        if broker is not None:
-            broker.listeners.append(self.events_api.on_broker)
-        else:
-            for orders in accounts or ():
-                orders.listeners.append(partial(self.events_api.on_order, account=orders.account))
+        # What this port serves from the order side (``fanout``: order events, positions and resets per account;
+        # ``events_api``: order events or the Broker journal; ``alerts``: notifications) is subscribed by the
+        # wiring that builds the server, so one place shows every receiver of an order event.
 
     @property
     def order_clients(self) -> dict[SseClient, OrderState]:
@@ -117,10 +106,6 @@ class SseServer:
     @property
     def alert_clients(self) -> dict[SseClient, User]:
         return self.alerts.clients
-
-    def add_alerts(self, notifier: TradeNotifier) -> None:
-        """Serve trade notifications on /api/stream/alerts (``alert:new``, ``alert:read``)."""
-        self.alerts.serve_from(notifier)
 
     @property
     def port(self) -> int:
