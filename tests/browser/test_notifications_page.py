@@ -76,7 +76,8 @@ async def test_an_unread_count_pushed_while_the_first_load_is_on_its_way_is_not_
     been shown: the bell keeps their count."""
     page = watch.page
     async with running(relay_config(sim, tmp_path)) as app:
-        await wait_until(lambda: app.relay.upstream.connected and app.trading.connected, 10, "both streams up")
+        await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected, 10,
+                         "both streams up")
         answered, release = asyncio.Event(), asyncio.Event()
 
         async def hold(route):
