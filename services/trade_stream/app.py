@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.config import Config
-from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.notifier import TradeNotifier
@@ -42,6 +41,7 @@ from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.supervisor import Supervisor
+from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.trading import TradingUpstream

@@ -495,7 +495,7 @@ def main(argv: list[str]) -> int:
 def account_names(accounts_file: str) -> list[str]:
     """The account names a user may be given: the accounts file's (only the names are read, so no account's secret
     need be at hand), else the one account, ``default``; ValueError when the file cannot be read."""
-    from trade_stream.core.account_specs import DEFAULT_ACCOUNT
+    from trade_stream.records.accounts import DEFAULT_ACCOUNT
 
     if not accounts_file:
         return [DEFAULT_ACCOUNT]

@@ -65,7 +65,8 @@ from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.base import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.engines.redis_orders import RedisOrderLogs
-from trade_stream.engines.redis_url import client, is_sentinel
+from trade_stream.engines.redis_url import client
+from trade_stream.records.redis_url import is_sentinel
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.

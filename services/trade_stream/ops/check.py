@@ -34,7 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from trade_stream import config
-from trade_stream.engines.redis_url import is_sentinel, parse_sentinel, sentinel_view
+from trade_stream.engines.redis_url import sentinel_view
+from trade_stream.records.redis_url import is_sentinel, parse_sentinel
 
 T = TypeVar("T")
 
