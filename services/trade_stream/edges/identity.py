@@ -44,6 +44,7 @@ from typing import Any
 
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
+from trade_stream.core.users import User
 from trade_stream.edges.limits import FailedAuth
 from trade_stream.tomltables import check_table, parse_tables, read_tables
 
@@ -60,21 +61,6 @@ JWT_PUBLIC = ("RS256", "ES256")
 RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
 BROKER_ACCOUNT_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_LOG_LIMIT = 1000  # unknown JWT account names remembered (each logged once); beyond, no more logging
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    accounts: frozenset[str] | None  # None: every account
-    admin: bool = False
-    expires_at: float | None = None  # wall-clock seconds (a JWT's exp); None: never
-    kind: str = "token"  # "users_file", "jwt" or "token"
-
-    def sees(self, account: str) -> bool:
-        return self.accounts is None or account in self.accounts
-
-    def visible(self, accounts: Iterable[str]) -> list[str]:
-        return [a for a in accounts if self.sees(a)]
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
 from trade_stream.edges.http.routes import Route, Router
-from trade_stream.edges.identity import User
 from trade_stream.edges.limits import Admission
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.sse.alerts import AlertsStream
