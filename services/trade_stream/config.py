@@ -549,7 +549,7 @@ def load_accounts(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
 
 def check_identity(values: dict[str, Any]) -> None:
     """A broken users file or JWT key stops the start, like any other bad setting."""
-    from trade_stream.edges import identity
+    from trade_stream.records import users as identity
 
     if values.get("users_file") and not Path(values["users_file"]).exists():
         raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: no such file; create it with "
