@@ -20,6 +20,7 @@ from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
 from trade_stream.edges.http.responses import Cors, json, response
@@ -42,7 +43,6 @@ from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.supervisor import Supervisor
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
-from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.trading import TradingUpstream
 
@@ -275,7 +275,7 @@ class App:
             upstreams[f"broker:{stream.stream}"] = stream.status
         view = report(upstreams, self.supervisor, self.cfg.health_grace)
         if self.broker is not None:
-            view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker.upstreams}
+            view["broker"] = {u.stream: {"state": u.state.value, "mode": u.mode} for u in self.broker.upstreams}
         # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
         # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
         stores = {"orders": None if self.accounts is None else self.accounts.health(),

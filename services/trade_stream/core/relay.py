@@ -17,10 +17,10 @@ from trade_stream.core.fanout import Client, Router, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.edges.limits import TokenBucket
 from trade_stream.engines.base import Done, EngineFactory
 from trade_stream.engines.memory import MemoryEngine
-from trade_stream.upstream.market_data import UpstreamState
 from trade_stream.upstream.sources import Source, Sources
 
 log = logging.getLogger("trade_stream.core.relay")
@@ -195,12 +195,12 @@ class Relay:
         view = shared["upstream"]
         if mirror:
             status = self.upstream.status
-            state = view.get("state", "disconnected")
+            state = LinkState(view.get("state", LinkState.DISCONNECTED))  # another node's view: plain strings
             status.error, status.error_code = view.get("error"), view.get("error_code")
             status.since, status.reconnects = view.get("since") or status.since, view.get("reconnects") or 0
-            if state == "connected":
+            if state is LinkState.CONNECTED:
                 status.down_since = None
-            elif status.down_since is None or status.state == "connected":
+            elif status.down_since is None or status.state is LinkState.CONNECTED:
                 status.down_since = time.monotonic()
             status.state = state
             self.upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
