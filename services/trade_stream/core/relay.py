@@ -15,10 +15,10 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.fanout import Client, Router, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.core.limits import TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream_state import LinkState, UpstreamState
-from trade_stream.edges.limits import TokenBucket
 from trade_stream.engines.base import Done, EngineFactory
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.upstream.sources import Source, Sources

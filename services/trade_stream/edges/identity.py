@@ -40,10 +40,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import User
-from trade_stream.edges.limits import FailedAuth
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     NAME_RE,

@@ -25,6 +25,7 @@ from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.fanout import watch_stalls
+from trade_stream.core.limits import Admission
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.relay import Relay
 from trade_stream.core.snapshots import Snapshots
@@ -33,7 +34,6 @@ from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
 from trade_stream.edges.http.routes import Route, Router
-from trade_stream.edges.limits import Admission
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.sse.alerts import AlertsStream
 from trade_stream.edges.sse.channel import (
