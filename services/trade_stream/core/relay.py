@@ -20,7 +20,6 @@ from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.engines.base import Done, EngineFactory
-from trade_stream.engines.memory import MemoryEngine
 from trade_stream.upstream.sources import Source, Sources
 
 log = logging.getLogger("trade_stream.core.relay")
@@ -29,8 +28,7 @@ Reply = Callable[[ClientError | None], None]
 
 
 class Relay:
-    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str,
-                 build_engine: EngineFactory = MemoryEngine) -> None:
+    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str, build_engine: EngineFactory) -> None:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
