@@ -18,7 +18,6 @@ from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
@@ -44,6 +43,7 @@ from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watch
 from trade_stream.ops.supervisor import Supervisor
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
+from trade_stream.upstream.snapshots import Snapshots
 from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")

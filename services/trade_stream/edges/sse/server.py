@@ -28,7 +28,6 @@ from trade_stream.core.fanout import watch_stalls
 from trade_stream.core.limits import Admission
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
@@ -53,6 +52,7 @@ from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream, stream_token
 from trade_stream.edges.sse.wire import Ring
 from trade_stream.ops.supervisor import Supervise
+from trade_stream.upstream.snapshots import Snapshots
 
 log = logging.getLogger("trade_stream.edges.sse")
 
