@@ -15,6 +15,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.engine import Engine, NodeHandler
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
@@ -35,7 +36,6 @@ from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
-from trade_stream.engines.base import Engine, NodeHandler
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render

@@ -81,7 +81,7 @@ def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -
     import uvloop
 
     from trade_stream.app import App, CannotListen
-    from trade_stream.engines.base import EngineUnavailable
+    from trade_stream.core.engine import EngineUnavailable
     from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)

@@ -37,7 +37,7 @@ from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.upstream.market_data import MarketDataUpstream
 
 if TYPE_CHECKING:
-    from trade_stream.engines.base import UpstreamSide
+    from trade_stream.core.engine import UpstreamSide
 
 log = logging.getLogger("trade_stream.upstream.sources")
 
