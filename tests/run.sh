@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds .venv, installs the project with its test extra, makes sure Chromium is there for the
 # browser tests, redis-server for the cluster tests and debootstrap + systemd-nspawn for the deployment test,
-# then runs ruff and pytest. Usage: ./tests/run.sh [pytest args]
+# then runs ruff, the import-layer contract and pytest. Usage: ./tests/run.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -69,6 +69,8 @@ else
 fi
 
 .venv/bin/ruff check services tests
+# The layer contract in pyproject.toml ([tool.importlinter]): a back-edge between layers fails here.
+PYTHONPATH=services .venv/bin/lint-imports
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

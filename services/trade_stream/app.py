@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.config import Config
-from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.engine import Engine, NodeHandler
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
 from trade_stream.edges.http.responses import Cors, json, response
@@ -38,14 +38,14 @@ from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
-from trade_stream.engines.base import Engine, NodeHandler
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
-from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
+from trade_stream.upstream.snapshots import Snapshots
 from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from trade_stream import __version__, config
 
@@ -67,7 +69,9 @@ def tool(name: str) -> Callable[[list[str]], int]:
     if name == "simulate":
         from trade_stream.simulator.cli import main
     elif name == "check":
-        from trade_stream.ops.check import main
+        from trade_stream.ops import check
+
+        return functools.partial(check.main, start_demo=start_demo)
     elif name == "webhook":
         from trade_stream.edges.webhooks import main
     elif name == "user":
@@ -77,11 +81,19 @@ def tool(name: str) -> Callable[[list[str]], int]:
     return main
 
 
+async def start_demo(cfg: config.Config) -> tuple[config.Config, Any]:
+    """Start the simulator in-process, as ``trade-stream --demo`` does, and point the config at it."""
+    from trade_stream import demo  # only with --demo: the check never imports the simulator otherwise
+
+    sim, cfg = await demo.start(cfg)
+    return cfg, sim
+
+
 def run(cfg: config.Config, reread: Callable[[], config.Config] | None = None) -> int:
     import uvloop
 
     from trade_stream.app import App, CannotListen
-    from trade_stream.engines.base import EngineUnavailable
+    from trade_stream.core.engine import EngineUnavailable
     from trade_stream.ops import logs
 
     logs.setup(cfg.log_level)

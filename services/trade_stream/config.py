@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from trade_stream.engines.redis_url import is_sentinel, parse_sentinel
+from trade_stream.records.redis_url import is_sentinel, parse_sentinel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
@@ -144,7 +144,7 @@ class Config:
 
     def account_specs(self) -> tuple[Any, ...]:
         """The accounts to stream order updates for: the accounts file's, else one ``default`` from ALPACA_*."""
-        from trade_stream.core.account_specs import DEFAULT_ACCOUNT, AccountSpec
+        from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 
         if self.accounts:
             return self.accounts
@@ -539,7 +539,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
 
 def load_accounts(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
     """The accounts file, read once here; ``secret_env`` names are looked up in the environment and .env."""
-    from trade_stream.core import account_specs
+    from trade_stream.records import accounts as account_specs
 
     try:
         return account_specs.load(path, environ)
@@ -549,7 +549,7 @@ def load_accounts(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
 
 def check_identity(values: dict[str, Any]) -> None:
     """A broken users file or JWT key stops the start, like any other bad setting."""
-    from trade_stream.edges import identity
+    from trade_stream.records import users as identity
 
     if values.get("users_file") and not Path(values["users_file"]).exists():
         raise ConfigError(f"TRADE_STREAM_USERS_FILE={values['users_file']}: no such file; create it with "
@@ -570,7 +570,7 @@ def check_identity(values: dict[str, Any]) -> None:
 
 def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:
     """The targets file, read once here; ``secret_env`` names are looked up in the environment and .env."""
-    from trade_stream.edges import webhook_targets
+    from trade_stream.records import webhook_targets
 
     try:
         return webhook_targets.load(path, environ)

@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 
 from tests.support.relay import FAST, TOKEN, Browser, free_port, http_get, relay_config, running, wait_until
 from tests.support.sse import sse_get
-from trade_stream.core import account_specs
 from trade_stream.edges.identity import UserRecord, hash_token, write_users
+from trade_stream.records import accounts as account_specs
 from trade_stream.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(40)

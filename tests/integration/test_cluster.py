@@ -188,7 +188,7 @@ async def test_a_node_cut_off_from_redis_and_a_redis_restart(sim, tmp_path, redi
 
 async def test_unreachable_redis_at_start_is_a_config_error(sim, tmp_path):
     from tests.support.relay import free_port
-    from trade_stream.engines.base import EngineUnavailable
+    from trade_stream.core.engine import EngineUnavailable
 
     app = App(node_config(sim, tmp_path, f"redis://127.0.0.1:{free_port()}/0", "lonely"))
     with pytest.raises(EngineUnavailable, match=r"TRADE_STREAM_REDIS_URL=redis://127\.0\.0\.1"):
@@ -454,7 +454,7 @@ async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_
 
 async def test_redis_url_with_a_password(sim, tmp_path):
     """``redis://:PASSWORD@host`` joins a Redis with ``requirepass``; a wrong password is a start-up error."""
-    from trade_stream.engines.base import EngineUnavailable
+    from trade_stream.core.engine import EngineUnavailable
 
     redis = RedisServer(tmp_path / "locked", password="s3cret-pw")
     redis.start()
@@ -544,7 +544,7 @@ async def test_a_leader_stopped_cleanly_hands_over_without_the_wait(sim, tmp_pat
 async def test_rediss_to_a_tls_redis_with_a_private_ca(sim, tmp_path):
     """``rediss://`` to a real TLS-only ``redis-server`` (certificate made by the test): the cluster works over it
     with the CA named in the URL, and without the CA the node refuses the server's certificate at start."""
-    from trade_stream.engines.base import EngineUnavailable
+    from trade_stream.core.engine import EngineUnavailable
 
     redis = RedisServer(tmp_path / "tls", tls=True)
     redis.start()

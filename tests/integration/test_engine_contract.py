@@ -1,4 +1,4 @@
-"""One behaviour suite for every engine (engines/base.py), run against the memory engine and against Redis engines
+"""One behaviour suite for every engine (core/engine.py), run against the memory engine and against Redis engines
 sharing a real ``redis-server``: leadership and fencing, interest, refusals, the market bus per source, the
 shared upstream state, and the order log's dedupe, ids and epoch.
 
@@ -22,9 +22,9 @@ import pytest
 
 from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.relay import wait_until
+from trade_stream.core.engine import Done, Engine, OrderLog
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
-from trade_stream.engines.base import Done, Engine, OrderLog
 
 pytestmark = pytest.mark.timeout(60)
 LEASE = 1.0

@@ -24,7 +24,7 @@ from tests.support.receiver import Receiver
 from tests.support.relay import FAST, relay_config, running, wait_until
 from trade_stream import config
 from trade_stream.edges.outbox import Outbox
-from trade_stream.edges.webhook_targets import WebhookTarget
+from trade_stream.records.webhook_targets import WebhookTarget
 
 pytestmark = pytest.mark.timeout(40)
 SECRET = "whsec-test-1234"  # not whsec_<base64>: its bytes are the key

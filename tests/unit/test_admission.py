@@ -1,6 +1,6 @@
 """Connection admission: total, per-IP and connect-rate limits, one rule set for every listener."""
 
-from trade_stream.edges.limits import Admission
+from trade_stream.core.limits import Admission
 
 
 def test_total_then_per_ip_then_rate():
@@ -29,7 +29,7 @@ def test_closing_the_last_connection_forgets_the_ip_and_update_applies_new_limit
 
 
 def test_failed_auth_is_counted_per_source_and_token_with_a_per_source_ceiling():
-    from trade_stream.edges.limits import FailedAuth, SlidingWindow
+    from trade_stream.core.limits import FailedAuth, SlidingWindow
 
     f = FailedAuth(per_credential=SlidingWindow(3), per_source=SlidingWindow(5))
     assert [f.fail("1.1.1.1", "bad", t) for t in (0, 1, 2)] == [0, 0, 0]
@@ -43,7 +43,7 @@ def test_failed_auth_is_counted_per_source_and_token_with_a_per_source_ceiling()
 
 
 def test_sliding_window_table_is_bounded():
-    from trade_stream.edges.limits import SlidingWindow
+    from trade_stream.core.limits import SlidingWindow
 
     w = SlidingWindow(2, max_keys=3)
     for i in range(10):

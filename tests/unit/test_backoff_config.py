@@ -80,7 +80,7 @@ def test_readme_documents_every_variable_and_flag():
 def test_redis_urls_one_server_or_sentinel_and_their_errors(tmp_path):
     """A Sentinel URL is parsed into its sentinels, master name and db; a broken one is a config error naming the
     setting and what to write; both passwords are masked wherever the URL is shown."""
-    from trade_stream.engines.redis_url import parse_sentinel
+    from trade_stream.records.redis_url import parse_sentinel
 
     url = "rediss+sentinel://:pw1@10.0.0.5:26380,10.0.0.6/mymaster/2?sentinel_password=pw2&ssl_ca_certs=/ca.pem"
     cfg = parse(["--demo"], {"TRADE_STREAM_REDIS_URL": url}, tmp_path)

@@ -8,8 +8,8 @@ import pytest
 from trade_stream import config
 from trade_stream.core.notification_store import SqliteNotificationStore
 from trade_stream.core.notifications import describe, fmt_money, fmt_qty, number
-from trade_stream.edges import webhook_targets
 from trade_stream.edges.webhooks import payload, retry_after, sign, sign_body
+from trade_stream.records import webhook_targets
 
 
 def order(**kw):

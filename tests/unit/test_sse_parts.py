@@ -11,9 +11,9 @@ import pytest
 from trade_stream.config import Config
 from trade_stream.core.event_ids import compound, is_compound, parse_compound
 from trade_stream.core.stats import Stats
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Headers, Request
 from trade_stream.edges.http.responses import Cors, Response, error
-from trade_stream.edges.identity import User
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.sse.channel import Channel, Shared, parse_throttle, read_request
 from trade_stream.edges.sse.events import Window

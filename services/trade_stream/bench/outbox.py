@@ -23,8 +23,8 @@ from trade_stream.bench import report
 from trade_stream.core.journal import durable_size
 from trade_stream.core.notification_store import SqliteNotificationStore
 from trade_stream.edges.outbox import COLUMNS, Delivery, Outbox
-from trade_stream.edges.webhook_targets import WebhookTarget
 from trade_stream.edges.webhooks import CONCURRENCY, payload
+from trade_stream.records.webhook_targets import WebhookTarget
 
 # The head query before heads were flagged: each order's oldest pending row by a correlated MIN(id).
 BASELINE = (f"SELECT {COLUMNS} FROM deliveries d WHERE target = ? AND state = 'pending' AND id = (SELECT MIN(id) "

@@ -2,9 +2,9 @@
 
 ``Orders`` stays the unit of one account (its journal, trading stream, reconciliation, positions); this registry
 holds one per account and does the scoping at the edge: a WebSocket client authenticates as a ``User``
-(edges/identity.py) and is admitted to the ``Orders`` of exactly the accounts that user sees, so every event it
-gets (``order_update``, ``position_update``, ``orders_snapshot``, notifications) is one of theirs by
-construction, with no filtering on the hot path.
+(core/users.py, resolved by the ``Credentials`` the edges fill) and is admitted to the ``Orders`` of exactly the
+accounts that user sees, so every event it gets (``order_update``, ``position_update``, ``orders_snapshot``,
+notifications) is one of theirs by construction, with no filtering on the hot path.
 
 A JWT carries its expiry: when it passes, the client's private subscriptions end with ``token_expired``. A
 client that sends a fresh token before that (``{"action":"auth","token":…}``) just moves the deadline: its
@@ -23,13 +23,13 @@ from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import Client
 from trade_stream.core.orders import Orders
 from trade_stream.core.protocol import ClientError
-from trade_stream.edges.identity import Identity, User
+from trade_stream.core.users import Credentials, User
 
 log = logging.getLogger("trade_stream.core.accounts")
 
 
 class Accounts:
-    def __init__(self, orders: dict[str, Orders], identity: Identity) -> None:
+    def __init__(self, orders: dict[str, Orders], identity: Credentials) -> None:
         self.orders = orders
         self.identity = identity
         self.users: dict[Client, User] = {}

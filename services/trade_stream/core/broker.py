@@ -36,7 +36,7 @@ from trade_stream.core.fanout import Client
 from trade_stream.core.framing import text_frame
 from trade_stream.core.journal import open_durable
 from trade_stream.core.protocol import encode
-from trade_stream.edges.identity import User
+from trade_stream.core.users import User
 
 log = logging.getLogger("trade_stream.core.broker")
 

@@ -113,7 +113,7 @@ def durable_size(path: Path) -> int:
 
 
 class Journal:
-    """The single-process order log (engines/base.OrderLog): appends are relayed as soon as they are written."""
+    """The single-process order log (core/engine.OrderLog): appends are relayed as soon as they are written."""
 
     on_entry: Callable[[Entry], None] | None = None  # never called: ``append`` returns each new entry
     #: never called: a recreated file shows as a fault, and recovery announces the reset

@@ -19,8 +19,8 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-TYPES = ("order_accepted", "order_filled", "order_partial_fill", "order_cancelled", "order_rejected",
-         "order_expired", "order_replaced", "order_other")
+from trade_stream.records.webhook_targets import TYPES as TYPES  # the vocabulary, re-exported for the notification code
+
 TYPE_OF_EVENT = {"new": "order_accepted", "accepted": "order_accepted", "fill": "order_filled",
                  "partial_fill": "order_partial_fill", "canceled": "order_cancelled", "rejected": "order_rejected",
                  "expired": "order_expired", "replaced": "order_replaced"}

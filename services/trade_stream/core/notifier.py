@@ -11,7 +11,7 @@ logged once, shown in status, the notification is still pushed live (with ``id``
 read), and the store is reopened on the next use after ``retry`` seconds.
 
 Users and accounts: a notification belongs to the account its order event came from; read state belongs to a
-user (edges/identity.py ``User``: ``TRADE_STREAM_TOKEN`` is user ``default``, who sees every account). A client
+user (core/users.py ``User``: ``TRADE_STREAM_TOKEN`` is user ``default``, who sees every account). A client
 is only ever pushed notifications of accounts its user sees, with that user's unread count.
 """
 
@@ -30,7 +30,7 @@ from trade_stream.core.notification_store import NotificationStore, SqliteNotifi
 from trade_stream.core.notifications import describe
 from trade_stream.core.orders import Orders
 from trade_stream.core.protocol import encode
-from trade_stream.edges.identity import User
+from trade_stream.core.users import User
 
 log = logging.getLogger("trade_stream.core.notifier")
 

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from trade_stream.config import Config
+from trade_stream.core.engine import Done, EngineFactory
 from trade_stream.core.fanout import Client, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
+from trade_stream.core.limits import TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
-from trade_stream.edges.limits import TokenBucket
-from trade_stream.engines.base import Done, EngineFactory
-from trade_stream.engines.memory import MemoryEngine
-from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.upstream.sources import Source, Sources
 
 log = logging.getLogger("trade_stream.core.relay")
@@ -29,14 +28,13 @@ Reply = Callable[[ClientError | None], None]
 
 
 class Relay:
-    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str,
-                 build_engine: EngineFactory = MemoryEngine) -> None:
+    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str, build_engine: EngineFactory) -> None:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
         self.clients: set[Client] = set()
         self.on_status: list[Callable[[dict[str, Any]], None]] = []
-        # The engine carries interest, market data and upstream state across nodes (engines/base.py), and calls
+        # The engine carries interest, market data and upstream state across nodes (core/engine.py), and calls
         # back into this node through its handler; with the memory engine, upstream batches go straight to it.
         self.engine = engine = build_engine(_Node(self))
         # One upstream connection per Alpaca source in use (upstream/sources.py), run by whichever node holds
@@ -195,12 +193,12 @@ class Relay:
         if mirror:
             upstream = self.sources.default.upstream
             status = upstream.status
-            state = view.get("state", "disconnected")
+            state = LinkState(view.get("state", LinkState.DISCONNECTED))  # another node's view: plain strings
             status.error, status.error_code = view.get("error"), view.get("error_code")
             status.since, status.reconnects = view.get("since") or status.since, view.get("reconnects") or 0
-            if state == "connected":
+            if state is LinkState.CONNECTED:
                 status.down_since = None
-            elif status.down_since is None or status.state == "connected":
+            elif status.down_since is None or status.state is LinkState.CONNECTED:
                 status.down_since = time.monotonic()
             status.state = state
             upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
@@ -245,7 +243,7 @@ class Relay:
 
 
 class _Node:
-    """What the engine calls back into on this node (engines/base.NodeHandler): the relay's hub, router, sources
+    """What the engine calls back into on this node (core/engine.NodeHandler): the relay's hub, router, sources
     and client notices. Each is looked up when called, since the engine is built before the sources it feeds."""
 
     __slots__ = ("relay",)

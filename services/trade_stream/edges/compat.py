@@ -35,7 +35,8 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
-from trade_stream.edges.identity import Identity, User
+from trade_stream.core.users import User
+from trade_stream.edges.identity import Identity
 from trade_stream.upstream.sources import PATHS, Source, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")

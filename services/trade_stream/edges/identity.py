@@ -33,57 +33,37 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import secrets
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
-from trade_stream.edges.limits import FailedAuth
-from trade_stream.tomltables import check_table, parse_tables, read_tables
+from trade_stream.core.users import User
+from trade_stream.records.users import (
+    BROKER_ACCOUNT_RE,
+    NAME_RE,
+    TOKEN_ID_END,
+    TOKEN_ID_RE,
+    TOKEN_PREFIX,
+    UserRecord,
+    check_accounts,
+    load_public_key,
+    load_users,
+)
+from trade_stream.tomltables import read_tables
 
 log = logging.getLogger("trade_stream.edges.identity")
 
 TOKEN_USER = "default"
-NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin"}
-TOKEN_PREFIX = "tsu_"
-TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
-TOKEN_ID_END = len(TOKEN_PREFIX) + 16  # where the id ends and the "_" before the secret stands
 JWT_HMAC = ("HS256",)
 JWT_PUBLIC = ("RS256", "ES256")
 RELOAD_EVERY = 1.0  # seconds between checks of the users file's mtime
-BROKER_ACCOUNT_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_LOG_LIMIT = 1000  # unknown JWT account names remembered (each logged once); beyond, no more logging
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    accounts: frozenset[str] | None  # None: every account
-    admin: bool = False
-    expires_at: float | None = None  # wall-clock seconds (a JWT's exp); None: never
-    kind: str = "token"  # "users_file", "jwt" or "token"
-
-    def sees(self, account: str) -> bool:
-        return self.accounts is None or account in self.accounts
-
-    def visible(self, accounts: Iterable[str]) -> list[str]:
-        return [a for a in accounts if self.sees(a)]
-
-
-@dataclass(frozen=True)
-class UserRecord:
-    name: str
-    token_hash: str = field(repr=False)
-    accounts: tuple[str, ...]  # ("*",): every account
-    admin: bool = False
-    token_id: str = ""  # "": a token from before token ids (checked by trying each such user)
 
 
 # --- the users file ----------------------------------------------------------------------------------------
@@ -116,57 +96,6 @@ def token_matches(token: str, stored: str) -> bool:
         return False
 
 
-def load_users(path: str) -> tuple[UserRecord, ...]:
-    """Parse and validate the users file; ValueError with one line naming the user and field. A missing file is
-    no users (``trade-stream user add`` creates it)."""
-    items = read_tables(path, "user", missing_ok=True)
-    users = tuple(parse_tables(items, "user", _user, lambda u: u.name))
-    seen: dict[str, str] = {}
-    for u in users:
-        if u.token_id and seen.setdefault(u.token_id, u.name) != u.name:
-            raise ValueError(f"user {u.name!r}: token_id {u.token_id} is also user {seen[u.token_id]!r}'s; token "
-                             "ids must be unique (remove the user and add it again for a new token)")
-    return users
-
-
-def _user(item: Any) -> UserRecord:
-    item = check_table(item, USER_FIELDS)
-    name = item.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ValueError("name must be 1-64 of A-Z a-z 0-9 . _ @ -")
-    stored = item.get("token_hash")
-    if not isinstance(stored, str) or not re.fullmatch(r"sha256:[0-9a-f]{32}:[0-9a-f]{64}", stored):
-        raise ValueError("token_hash must be sha256:<salt>:<digest> as written by trade-stream user add "
-                         "(never the token itself)")
-    token_id = item.get("token_id", "")
-    if not isinstance(token_id, str) or not (token_id == "" or TOKEN_ID_RE.fullmatch(token_id)):
-        raise ValueError("token_id must be the 16 hex digits after tsu_ in the user's token, as written by "
-                         "trade-stream user add")
-    accounts = item.get("accounts")
-    if not isinstance(accounts, list) or not accounts or not all(isinstance(a, str) and a for a in accounts):
-        raise ValueError('accounts must be a non-empty list of account names (or ["*"] for all)')
-    admin = item.get("admin", False)
-    if not isinstance(admin, bool):
-        raise ValueError("admin must be true or false")
-    return UserRecord(name, stored, tuple(accounts), admin, token_id)
-
-
-def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False
-                   ) -> tuple[UserRecord, ...]:
-    """The users, if every account they name is one of this relay's (``*`` is all); else ValueError naming the
-    first user and account that is not: a typo there would silently show someone nothing. In Broker API mode an
-    Alpaca account id (a UUID) is an account too: the relay follows every account of the partner."""
-    known = set(accounts)
-    users = tuple(users)
-    for u in users:
-        wrong = next((a for a in u.accounts if a != "*" and a not in known
-                      and not (broker and BROKER_ACCOUNT_RE.fullmatch(a))), None)
-        if wrong is not None:
-            raise ValueError(f"user {u.name!r} names account {wrong!r}, which this relay does not have "
-                             f"(accounts: {', '.join(sorted(known))})")
-    return users
-
-
 def write_users(path: str, users: Iterable[UserRecord]) -> None:
     """Rewrite the users file atomically (a reader sees the old file or the new one, never half of one).
 
@@ -195,22 +124,6 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
             os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
         f.write("\n".join(lines))
     os.replace(tmp, target)
-
-
-def load_public_key(path: str) -> Any:
-    """The PEM public key for RS256/ES256 JWTs (ValueError naming the problem)."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-    try:
-        key = load_pem_public_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    except ValueError:
-        raise ValueError("is not a PEM public key (-----BEGIN PUBLIC KEY-----)") from None
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise ValueError("must be an RSA (RS256) or EC P-256 (ES256) public key")
-    return key
 
 
 # --- resolving a credential ---------------------------------------------------------------------------------
@@ -495,7 +408,7 @@ def main(argv: list[str]) -> int:
 def account_names(accounts_file: str) -> list[str]:
     """The account names a user may be given: the accounts file's (only the names are read, so no account's secret
     need be at hand), else the one account, ``default``; ValueError when the file cannot be read."""
-    from trade_stream.core.account_specs import DEFAULT_ACCOUNT
+    from trade_stream.records.accounts import DEFAULT_ACCOUNT
 
     if not accounts_file:
         return [DEFAULT_ACCOUNT]

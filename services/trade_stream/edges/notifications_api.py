@@ -20,9 +20,9 @@ import orjson
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error, json, preflight, response
-from trade_stream.edges.identity import User
 
 PREFIX = "/api/notifications/trades"
 ONE_RE = re.compile(re.escape(PREFIX) + r"/([0-9]{1,18})/read")

@@ -15,9 +15,9 @@ from trade_stream.core.accounts import Accounts
 from trade_stream.core.event_ids import UNKNOWN, EventId, compound, is_compound, parse, parse_compound
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, json
-from trade_stream.edges.identity import User
 
 PATH = "/api/orders/events"
 

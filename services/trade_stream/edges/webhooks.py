@@ -50,7 +50,7 @@ import orjson
 from trade_stream import __version__
 from trade_stream.config import Timings
 from trade_stream.edges.outbox import Delivery, Outbox
-from trade_stream.edges.webhook_targets import WebhookTarget
+from trade_stream.records.webhook_targets import WebhookTarget
 
 log = logging.getLogger("trade_stream.edges.webhooks")
 

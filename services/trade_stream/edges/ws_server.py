@@ -24,17 +24,17 @@ from trade_stream.config import Config
 from trade_stream.core import protocol
 from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
+from trade_stream.core.limits import Admission, TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
 from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
-from trade_stream.edges.limits import Admission, TokenBucket
 from trade_stream.edges.origins import OriginPolicy, refusal_message
 from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
+from trade_stream.upstream.snapshots import Snapshots
 
 log = logging.getLogger("trade_stream.ws")
 

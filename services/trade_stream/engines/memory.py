@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
-from trade_stream.engines.base import Done, NodeHandler, OrderLog, Stream, Supervise
 
 
 class MemoryEngine:
-    """Every seam of engines/base.py for one process."""
+    """Every seam of core/engine.py for one process."""
 
     publish: Callable[[list[dict[str, Any]], float], None]
     publish_source: Callable[[str, list[dict[str, Any]], float], None]

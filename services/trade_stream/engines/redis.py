@@ -61,11 +61,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from trade_stream.config import mask_url
+from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
-from trade_stream.engines.base import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.engines.redis_orders import RedisOrderLogs
-from trade_stream.engines.redis_url import client, is_sentinel
+from trade_stream.engines.redis_url import client
+from trade_stream.records.redis_url import is_sentinel
 
 #: Alpaca message type -> channel, for every source (stocks, crypto order books, news): the key a message is
 #: published under is its source's prefix plus this channel, and its symbol.
@@ -167,7 +168,7 @@ def decode_key(raw: bytes | str) -> Key:
 
 
 class RedisEngine:
-    """Every seam of engines/base.py for one node of a cluster; the order logs are ``order_logs``."""
+    """Every seam of core/engine.py for one node of a cluster; the order logs are ``order_logs``."""
 
     def __init__(self, handler: NodeHandler, url: str, node_id: str, prefix: str, *, lease: float = 5.0,
                  max_symbols: int = 0, retention_days: float = 7.0,

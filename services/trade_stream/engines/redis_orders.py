@@ -40,8 +40,8 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from trade_stream.core.engine import Supervise
 from trade_stream.core.journal import Entry, dedupe_key, state_key
-from trade_stream.engines.base import Supervise
 
 log = logging.getLogger("trade_stream.engines.redis_orders")
 

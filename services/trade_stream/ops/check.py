@@ -25,7 +25,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,7 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from trade_stream import config
-from trade_stream.engines.redis_url import is_sentinel, parse_sentinel, sentinel_view
+from trade_stream.engines.redis_url import sentinel_view
+from trade_stream.records.redis_url import is_sentinel, parse_sentinel
 
 T = TypeVar("T")
 
@@ -86,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+# Starts the in-process simulator for ``--demo`` and returns the config pointed at it, and the simulator to stop.
+# The entry point passes it in: the demo sits above ops, and the check imports it only when asked for.
+DemoStarter = Callable[[config.Config], Awaitable[tuple[config.Config, Any]]]
+
+
+def main(argv: list[str], start_demo: DemoStarter | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args)
@@ -95,17 +101,20 @@ def main(argv: list[str]) -> int:
         return 2
     symbol = args.symbol or ("FAKEPACA" if cfg.data_feed == "test" else "AAPL")
     try:
-        return asyncio.run(run(cfg, symbol.upper(), max(0.0, args.data_wait), max(0.1, args.timeout)))
+        return asyncio.run(run(cfg, symbol.upper(), max(0.0, args.data_wait), max(0.1, args.timeout),
+                               start_demo=start_demo))
     except BrokenPipeError:  # `trade-stream check | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
 async def run(cfg: config.Config, symbol: str, data_wait: float, timeout: float,
-              out: Callable[[str], None] | None = None) -> int:
+              out: Callable[[str], None] | None = None, start_demo: DemoStarter | None = None) -> int:
     out = out or functools.partial(print, flush=True)
     sim = None
     if cfg.demo:
+        if start_demo is None:
+            raise ValueError("a --demo check needs the demo starter (trade_stream.cli passes it)")
         cfg, sim = await start_demo(cfg)
     try:
         host = urlsplit(cfg.base_url).hostname or ""
@@ -137,14 +146,6 @@ async def run(cfg: config.Config, symbol: str, data_wait: float, timeout: float,
     out(f"FAIL {len(failed)} of {len(results)} checks failed: {', '.join(failed)}" if failed
         else f"OK   all {len(results)} checks passed")
     return 1 if failed else 0
-
-
-async def start_demo(cfg: config.Config) -> tuple[config.Config, Any]:
-    """Start the simulator in-process, as ``trade-stream --demo`` does, and point the config at it."""
-    from trade_stream import demo  # only with --demo: the check never imports the simulator otherwise
-
-    sim, cfg = await demo.start(cfg)
-    return cfg, sim
 
 
 # -- 1. REST ------------------------------------------------------------------------------------------------

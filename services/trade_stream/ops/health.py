@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.ops.supervisor import Supervisor
-from trade_stream.upstream.market_data import UpstreamState
 
 
 def upstream_health(status: UpstreamState, grace: float, now: float | None = None) -> dict[str, Any]:
     now = time.monotonic() if now is None else now
     down_for = None if status.down_since is None else max(0.0, now - status.down_since)
-    return {"ok": down_for is None or down_for <= grace, "state": status.state, "error": status.error,
+    return {"ok": down_for is None or down_for <= grace, "state": status.state.value, "error": status.error,
             "error_code": status.error_code, "down_for": None if down_for is None else round(down_for, 1),
             "reconnects": status.reconnects}
 

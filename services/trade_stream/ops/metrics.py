@@ -10,9 +10,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import LinkState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STATES = ("connecting", "connected", "disconnected", "error")
+# The market-data stream's states (the Broker API stream's "reconnecting" is not one of them).
+STATES = tuple(s.value for s in (LinkState.CONNECTING, LinkState.CONNECTED, LinkState.DISCONNECTED, LinkState.ERROR))
 
 
 class RelayCollector:

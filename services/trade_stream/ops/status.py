@@ -111,7 +111,7 @@ class StatusReport:
             upstreams[f"broker:{stream.stream}"] = stream.status
         view = report(upstreams, self.supervisor, self.grace)
         if self.broker is not None:
-            view["broker"] = {u.stream: {"state": u.state, "mode": u.mode} for u in self.broker_streams}
+            view["broker"] = {u.stream: {"state": u.state.value, "mode": u.mode} for u in self.broker_streams}
         # A store in fault is down at once, without the grace: the grace is for upstream blips the relay rides out
         # by reconnecting, while a journal that cannot be written holds no order history until someone acts.
         for name, store in (("orders", self.orders), ("notifications", self.notifications)):

@@ -48,7 +48,7 @@ from httpx_sse import aconnect_sse
 
 from trade_stream.core.broker import BrokerEvents, event_ulid
 from trade_stream.core.event_ids import is_ulid, new_ulid, ulid_floor, ulid_ms
-from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 
 log = logging.getLogger("trade_stream.upstream.broker_events")
 
@@ -121,10 +121,10 @@ class BrokerStream:
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
         self.fallback_after, self.poll_interval = fallback_after, poll_interval
         self.open_timeout = open_timeout
-        self.state = "connecting"
+        self.state = LinkState.CONNECTING
         self.mode = "sse"
         self.error: str | None = None
-        self.status = UpstreamState(state="connecting")  # what /healthz reads (down_since: SSE not working)
+        self.status = UpstreamState(state=LinkState.CONNECTING)  # what /healthz reads (down_since: SSE not working)
         self.counts = {"connects": 0, "events": 0, "heartbeats": 0, "gaps": 0, "dropped": 0, "overflows": 0,
                        "internal_errors": 0, "polls": 0, "polled_events": 0, "bad_ids": 0}
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
@@ -135,8 +135,8 @@ class BrokerStream:
         self._client: httpx.AsyncClient | None = None
 
     def view(self) -> dict[str, Any]:
-        return {"state": self.state, "mode": self.mode, "error": self.error, "cursor": self.sink.cursor(self.stream),
-                "queued": self._queue.qsize(), **self.counts}
+        return {"state": self.state.value, "mode": self.mode, "error": self.error,
+                "cursor": self.sink.cursor(self.stream), "queued": self._queue.qsize(), **self.counts}
 
     # --- the loop -------------------------------------------------------------------------------------
 
@@ -157,8 +157,8 @@ class BrokerStream:
                         immediate, reason = exc.immediate, str(exc)
                     except (httpx.HTTPError, OSError, ValueError) as exc:
                         immediate, reason = False, f"{type(exc).__name__}: {exc}"[:300]
-                    self.state, self.error = "reconnecting", reason
-                    self._set_status("reconnecting", reason)
+                    self.state, self.error = LinkState.RECONNECTING, reason
+                    self._set_status(LinkState.RECONNECTING, reason)
                     if self.state_ok:
                         attempt = 0
                     self.state_ok = False
@@ -179,16 +179,16 @@ class BrokerStream:
 
     state_ok = False
 
-    def _set_status(self, state: str, error: str | None) -> None:
+    def _set_status(self, state: LinkState, error: str | None) -> None:
         status = self.status
-        if state == "connected":
+        if state is LinkState.CONNECTED:
             status.down_since = None
         else:
             status.reconnects += 1
             if status.down_since is None:
                 status.down_since = time.monotonic()
         status.state, status.error, status.since = state, error, time.time()
-        status.connected_once = status.connected_once or state == "connected"
+        status.connected_once = status.connected_once or state is LinkState.CONNECTED
 
     def _note_failure(self) -> None:
         now = time.monotonic()
@@ -226,8 +226,8 @@ class BrokerStream:
                 body = (await response.aread())[:200].decode("utf-8", "replace")
                 raise Reconnect(f"HTTP {response.status_code}: {body}")
             self.counts["connects"] += 1
-            self.state, self.error, self.state_ok = "connected", None, True
-            self._set_status("connected", None)
+            self.state, self.error, self.state_ok = LinkState.CONNECTED, None, True
+            self._set_status(LinkState.CONNECTED, None)
             self._failing_since = None
             self._stop_polling()
             log.info("broker_stream_connected stream=%s %s", self.stream,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -28,6 +28,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from trade_stream.config import Timings
 from trade_stream.core.hub import Change, Key, group
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.upstream.backoff import Backoff, Failure
 
 log = logging.getLogger("trade_stream.upstream.market_data")
@@ -54,21 +55,6 @@ class Request:
     on_done: Callable[[bool, int | None, str], None] | None = None
 
 
-@dataclass
-class UpstreamState:
-    state: str = "disconnected"  # connecting | connected | disconnected | error
-    error: str | None = None
-    error_code: int | None = None
-    since: float = field(default_factory=time.time)
-    reconnects: int = 0
-    connected_once: bool = False
-    down_since: float | None = field(default_factory=time.monotonic)  # None while connected; what health reads
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "error": self.error, "error_code": self.error_code,
-                "since": round(self.since, 3), "reconnects": self.reconnects}
-
-
 class ReconnectingStream:
     """Connect, serve a session, back off, repeat, until stop(): the discipline both Alpaca streams share."""
 
@@ -88,7 +74,7 @@ class ReconnectingStream:
 
     @property
     def connected(self) -> bool:
-        return self.status.state == "connected"
+        return self.status.state is LinkState.CONNECTED
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -98,17 +84,18 @@ class ReconnectingStream:
                 await self._connect_and_serve()
             except UpstreamError as exc:
                 failure = exc.failure
-                self._set_state("error" if failure is Failure.CONFIG else "disconnected", str(exc), exc.code)
+                state = LinkState.ERROR if failure is Failure.CONFIG else LinkState.DISCONNECTED
+                self._set_state(state, str(exc), exc.code)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 failure = Failure.RATE_LIMITED if status == 429 else Failure.NETWORK
-                self._set_state("disconnected", f"handshake refused with HTTP {status}", status)
+                self._set_state(LinkState.DISCONNECTED, f"handshake refused with HTTP {status}", status)
             except (OSError, TimeoutError, WebSocketException) as exc:
-                self._set_state("disconnected", f"{type(exc).__name__}: {exc}"[:200], None)
+                self._set_state(LinkState.DISCONNECTED, f"{type(exc).__name__}: {exc}"[:200], None)
             except Exception as exc:  # a bug, or what we hand events to failed (e.g. the journal's disk is full)
                 log.exception("upstream_session_failed stream=%s", self.name)
                 self._count(self.stats.upstream_errors)
-                self._set_state("disconnected", f"{type(exc).__name__}: {exc}"[:200], None)
+                self._set_state(LinkState.DISCONNECTED, f"{type(exc).__name__}: {exc}"[:200], None)
             finally:
                 self._ws = None
                 self._session_ended()
@@ -122,14 +109,14 @@ class ReconnectingStream:
                     delay, self.status.error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-        self._set_state("disconnected", None, None)
+        self._set_state(LinkState.DISCONNECTED, None, None)
 
     def resume(self) -> None:
         """Allow run() again after stop(): an on-demand source (upstream/sources.py) closes and reopens the same
         stream, keeping its counters. Down time counts from now, not from the last close, for health."""
         self._stopping = asyncio.Event()
         self.status.down_since = time.monotonic()
-        self._set_state("connecting", None, None)  # not the last session's end (a 409 then may not hold now)
+        self._set_state(LinkState.CONNECTING, None, None)  # not the last session's end (a 409 then may not hold now)
 
     async def stop(self) -> None:
         """Close the socket properly so Alpaca frees the slot now rather than after its 90 s reaper."""
@@ -148,10 +135,10 @@ class ReconnectingStream:
         if ws is not None:
             ws.transport.abort()
             log.warning("upstream_fenced stream=%s reason=%s", self.name, reason)
-        self._set_state("disconnected", reason, None)
+        self._set_state(LinkState.DISCONNECTED, reason, None)
 
     async def _connect_and_serve(self) -> None:
-        self._set_state("connecting", None, None)
+        self._set_state(LinkState.CONNECTING, None, None)
         log.info("upstream_connecting stream=%s url=%s", self.name, self.url)
         async with connect(self.url, compression=None, max_size=MAX_FRAME, open_timeout=self.timings.open_timeout,
                            ping_interval=20, ping_timeout=20, close_timeout=self.timings.shutdown_grace,
@@ -169,15 +156,15 @@ class ReconnectingStream:
     def _authenticated(self) -> None:
         self.status.reconnects += int(self.status.connected_once)
         self.status.connected_once = True
-        self._set_state("connected", None, None)
+        self._set_state(LinkState.CONNECTED, None, None)
         log.info("upstream_authenticated stream=%s url=%s", self.name, self.url)
 
-    def _set_state(self, state: str, error: str | None, code: int | None) -> None:
+    def _set_state(self, state: LinkState, error: str | None, code: int | None) -> None:
         s = self.status
         if (s.state, s.error, s.error_code) == (state, error, code):
             return
         s.state, s.error, s.error_code, s.since = state, error, code, time.time()
-        if state == "connected":
+        if state is LinkState.CONNECTED:
             s.down_since = None
         elif s.down_since is None:
             s.down_since = time.monotonic()
@@ -461,7 +448,7 @@ class MarketDataUpstream(ReconnectingStream):
                         return
                 self._finish(request, False, code, msg)
             elif code in (402, 406, 409):
-                self._set_state("error", f"{code} {msg}", code)
+                self._set_state(LinkState.ERROR, f"{code} {msg}", code)
 
     def _split(self, request: Request) -> bool:
         """Alpaca refuses a whole subscribe with 400 when one symbol in it is malformed, and holds none of it.

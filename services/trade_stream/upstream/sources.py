@@ -33,10 +33,11 @@ from trade_stream.core.fanout import Router
 from trade_stream.core.hub import Change, Hub, Key, source_of
 from trade_stream.core.protocol import CHANNEL_OF, is_option
 from trade_stream.core.stats import Stats
-from trade_stream.upstream.market_data import MarketDataUpstream, UpstreamState
+from trade_stream.core.upstream_state import LinkState, UpstreamState
+from trade_stream.upstream.market_data import MarketDataUpstream
 
 if TYPE_CHECKING:
-    from trade_stream.engines.base import UpstreamSide
+    from trade_stream.core.engine import UpstreamSide
 
 log = logging.getLogger("trade_stream.upstream.sources")
 
@@ -243,9 +244,9 @@ class Source:
         deadline = loop.time() + timeout
         while True:
             status = self.upstream.status
-            if status.state == "connected":
+            if status.state is LinkState.CONNECTED:
                 return None
-            if status.state in ("error", "disconnected") and status.error_code in REFUSALS:
+            if status.state in (LinkState.ERROR, LinkState.DISCONNECTED) and status.error_code in REFUSALS:
                 return status.error_code
             left = deadline - loop.time()
             if left <= 0:

@@ -13,8 +13,9 @@ from websockets.asyncio.client import ClientConnection
 
 from trade_stream.config import Timings
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.upstream.backoff import Failure
-from trade_stream.upstream.market_data import ReconnectingStream, UpstreamError, UpstreamState
+from trade_stream.upstream.market_data import ReconnectingStream, UpstreamError
 
 log = logging.getLogger("trade_stream.upstream.trading")
 

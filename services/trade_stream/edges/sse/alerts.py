@@ -11,9 +11,9 @@ from typing import Any
 from trade_stream.core import event_ids
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.protocol import encode
+from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
-from trade_stream.edges.identity import Identity, User
 from trade_stream.edges.sse.channel import Channel, last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
@@ -32,7 +32,7 @@ class AlertState:
 class AlertsStream(Stream[AlertState]):
     kind = "alerts"
 
-    def __init__(self, identity: Identity | None, codec: SseCodec) -> None:
+    def __init__(self, identity: Credentials | None, codec: SseCodec) -> None:
         self.identity = identity
         self.codec = codec
         self.notifier: TradeNotifier | None = None  # set by ``serve_from``: without it, 404

@@ -36,10 +36,10 @@ from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEntry, BrokerEvents
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import AuthThrottled, alpaca_fields
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, json
 from trade_stream.edges.http.routes import Route
-from trade_stream.edges.identity import User
 from trade_stream.edges.sse.channel import STREAM_HEADERS, Channel, Shared
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec

@@ -18,7 +18,6 @@ from trade_stream.core.fanout import Codec
 from trade_stream.core.hub import Key
 from trade_stream.core.protocol import MARKET_CHANNELS, ClientError, check_symbol, encode
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, Shared, last_event_id
@@ -27,6 +26,7 @@ from trade_stream.edges.sse.codecs import SSE_CHANNELS, PriceCodec, SseCodec
 from trade_stream.edges.sse.streams import Stream
 from trade_stream.edges.sse.views import initial_price
 from trade_stream.edges.sse.wire import event_bytes
+from trade_stream.upstream.snapshots import Snapshots
 
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 
@@ -199,7 +199,7 @@ class PricesStream(MarketStream):
                  snapshots: Snapshots | None) -> None:
         super().__init__(relay, shared, holds, codec, clients)
         self.price_codec = codec
-        self.snapshots = snapshots  # the first price:update of a symbol (core/snapshots.py)
+        self.snapshots = snapshots  # the first price:update of a symbol (upstream/snapshots.py)
         codec.deliver = self.deliver
 
     async def hold(self, channel: Channel, client: SseClient, state: MarketState) -> bool:

@@ -18,9 +18,9 @@ from trade_stream.core.accounts import Accounts, split_since
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, Resume
 from trade_stream.core.protocol import encode
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
-from trade_stream.edges.identity import User
 from trade_stream.edges.sse.channel import Channel, last_event_id, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec

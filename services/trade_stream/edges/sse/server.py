@@ -24,14 +24,13 @@ from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.fanout import watch_stalls
+from trade_stream.core.limits import Admission
 from trade_stream.core.relay import Relay
-from trade_stream.core.snapshots import Snapshots
 from trade_stream.core.stats import Stats
+from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
 from trade_stream.edges.http.routes import Route, Router
-from trade_stream.edges.identity import User
-from trade_stream.edges.limits import Admission
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.sse.alerts import AlertsStream
 from trade_stream.edges.sse.channel import (
@@ -51,6 +50,7 @@ from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream, stream_token
 from trade_stream.edges.sse.wire import Ring
 from trade_stream.ops.supervisor import Supervise
+from trade_stream.upstream.snapshots import Snapshots
 
 log = logging.getLogger("trade_stream.edges.sse")
 

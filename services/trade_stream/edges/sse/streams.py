@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from trade_stream.core.orders import AuthThrottled
+from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error, json
-from trade_stream.edges.identity import Identity, User
 from trade_stream.edges.sse.channel import Channel
 from trade_stream.edges.sse.client import SseClient
 
@@ -67,7 +67,7 @@ class Stream(Generic[S]):
             self.release(client, state)
 
 
-def authorize(identity: Identity | None, request: Request) -> User | Response:
+def authorize(identity: Credentials | None, request: Request) -> User | Response:
     """The credential check of the private streams (edges/identity.py): the user, or the 401/429 to answer."""
     token = stream_token(request)
     found = identity.resolve(token, request.ip) if (identity is not None and token) else None
@@ -85,7 +85,7 @@ def stream_token(request: Request) -> str:
     return auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
 
 
-def admit(identity: Identity, user: User, holder: object) -> Response | None:
+def admit(identity: Credentials, user: User, holder: object) -> Response | None:
     """The user's connection limit (TRADE_STREAM_MAX_CONNECTIONS_PER_USER): one more gets 429. ``holder`` is
     the connection's state, released by the stream's ``release``."""
     refused = identity.sessions.admit(user.name, holder)

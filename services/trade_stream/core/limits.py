@@ -1,4 +1,5 @@
-"""Small rate and count limiters. Pure: callers pass the clock in."""
+"""Small rate and count limiters, for the relay's subscription changes and the edges' admission and failed-auth
+throttles. Pure: callers pass the clock in."""
 
 from __future__ import annotations
 

@@ -29,8 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from trade_stream.core.notifications import TYPES
 from trade_stream.tomltables import check_table, parse_tables, read_tables, secret_of
+
+# The notification types, which a target's ``events`` picks from; core.notifications maps order events onto them.
+TYPES = ("order_accepted", "order_filled", "order_partial_fill", "order_cancelled", "order_rejected",
+         "order_expired", "order_replaced", "order_other")
 
 FORMATS = ("json", "slack", "discord")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -23,7 +23,7 @@ from trade_stream.config import Config
 from trade_stream.core.protocol import snapshot_message
 from trade_stream.upstream.crypto_rest import crypto_client
 
-log = logging.getLogger("trade_stream.core.snapshots")
+log = logging.getLogger("trade_stream.core.snapshots")  # the name operators' log filters match
 FEEDS = {"iex": DataFeed.IEX, "sip": DataFeed.SIP, "delayed_sip": DataFeed.DELAYED_SIP}  # REST has no "test"
 PER_CALL = 100
 REST_TIMEOUT = 10.0

@@ -15,7 +15,9 @@ nodes share one Redis).
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all five plus the lifecycle, for the composition root.
+use, never against an engine class; ``Engine`` is all five plus the lifecycle, for the composition root. The
+protocols live in core, beside the relay and the order side that call through them, so core never imports an
+engine: ``trade_stream.engines`` implements them and app.py picks one.
 
 What is *not* shared, and lives on each node in its state directory: the trade notifications and their read
 state, the webhook outbox, and the Broker API journal. Every node derives its own notifications from the shared
