@@ -7,19 +7,19 @@ from typing import Any
 
 import pytest
 
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.ops.status import StatusReport, Upstream
 from trade_stream.ops.supervisor import Supervisor
-from trade_stream.upstream.market_data import UpstreamState
 
 pytestmark = pytest.mark.timeout(10)
 
 
 def up() -> UpstreamState:
-    return UpstreamState(state="connected", down_since=None)
+    return UpstreamState(state=LinkState.CONNECTED, down_since=None)
 
 
 def down_for(seconds: float) -> UpstreamState:
-    return UpstreamState(state="disconnected", error="refused", down_since=time.monotonic() - seconds)
+    return UpstreamState(state=LinkState.DISCONNECTED, error="refused", down_since=time.monotonic() - seconds)
 
 
 @dataclass
