@@ -1,5 +1,5 @@
 """alpaca-py's own stream clients, driven inside the test's event loop (the only supported way is the private
-``_run_forever``; see the protocol reference §3.5), yielding a queue of what their handlers received."""
+``_run_forever``), yielding a queue of what their handlers received."""
 
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ class Accounts:
     # --- for status and health ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """The first account's health at the top (as before), or the longest-faulted one's, so /healthz goes
+        """The first account's health at the top, or the longest-faulted one's, so /healthz goes
         down for any account's journal; every account's under ``accounts``."""
         views = {name: orders.health() for name, orders in self.orders.items()}
         first = max(views.values(), key=lambda v: -1.0 if v["fault_for"] is None else v["fault_for"])

@@ -1,7 +1,7 @@
 """Clients and the fan-out path: each upstream message is encoded once per codec and written, never awaited.
 
 Two rules bound what a client can cost. A client whose unsent backlog passes ``cap`` is aborted (a graceful
-close would wait in drain() forever on a stalled peer; see stack notes §1.6). And a client that accepts no data
+close would wait in drain() forever on a stalled peer). And a client that accepts no data
 at all for ``stall_timeout`` seconds while data is pending is aborted too: kernel buffers autotune to megabytes,
 so a reader that stopped could otherwise look healthy for minutes. All frames a client is owed from one upstream
 batch go out in one ``transport.write``.

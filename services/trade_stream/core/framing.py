@@ -2,7 +2,7 @@
 
 With no extension negotiated (compression off), a server frame is the same bytes for every client: FIN + opcode,
 a length, and the unmasked payload. Building it once per message instead of once per client is most of what makes
-fan-out cheap (see docs/stack notes §1.7 and the benchmark).
+fan-out cheap (services/PERFORMANCE.md measures it).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Alpaca-compatible endpoints: unmodified Alpaca SDK clients connect here as if to Alpaca and share the one
-upstream connection (protocol reference §1-2, spoken towards the client).
+upstream connection (spoken towards the client).
 
 ``/v2/{feed}`` (every stock feed), ``/v1beta3/crypto/{loc}``, ``/v1beta1/news`` and the option feeds
 ``/v1beta1/indicative`` and ``/v1beta1/opra`` (msgpack only, as on Alpaca) speak the market-data protocol:
@@ -60,8 +60,8 @@ ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 4
 
 #: Alpaca's market-data stream paths (after the prefix). The relay serves those in upstream/sources.py's table
 #: (stock feeds, crypto, news, options); the others (the old crypto versions) answer as Alpaca answers a feed the
-#: account's plan lacks: the ``connected`` greeting, then 409 "insufficient subscription" at auth (protocol
-#: reference §1.1), which alpaca-py and the Go SDK both treat as final.
+#: account's plan lacks: the ``connected`` greeting, then 409 "insufficient subscription" at auth,
+#: which alpaca-py and the Go SDK both treat as final.
 MARKET_DATA_PATHS = ("/v2/", "/v1beta1/boats", "/v1beta1/overnight", "/v1beta1/news", "/v1beta1/indicative",
                      "/v1beta1/opra", "/v1beta3/crypto/", "/v1beta2/crypto", "/v1beta1/crypto")
 TRADING_PATH = "/stream"
@@ -438,7 +438,7 @@ class TradingSession:
         self.wire.send({"stream": stream, "data": data})
 
     def error(self, message: str) -> None:
-        """Alpaca's trading-stream error shape, ``{"action":"error",…}`` (protocol reference §2; the JS SDK v4
+        """Alpaca's trading-stream error shape, ``{"action":"error",…}`` (the JS SDK v4
         reads errors by ``action``)."""
         self.wire.send({"action": "error", "data": {"error_message": message}})
 

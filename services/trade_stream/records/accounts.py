@@ -10,7 +10,7 @@ Each ``[[account]]`` is one Alpaca account the relay streams order updates for::
     trading_stream_url = "wss://…/stream"           # default derived from base_url
     market_data = true                  # exactly one account: its keys hold the market-data connection
 
-Without the file the ``ALPACA_*`` variables define one account, ``default``, exactly as before. A mistake is one
+Without the file the ``ALPACA_*`` variables define one account, ``default``. A mistake is one
 ``ValueError`` line naming the account and the field, which config turns into exit status 2. Pure: stdlib only.
 """
 

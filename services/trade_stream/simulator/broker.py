@@ -6,7 +6,7 @@ The books and the query rules are broker_ledger.py's; this module serves them. I
 server (h11), not the websockets server of ``server.py``: an SSE body is a
 response that never ends, which websockets' ``process_request`` cannot stream.
 
-The event streams follow Alpaca's query rules (protocol notes §6): ``since``/``until`` (RFC 3339 or a date) or
+The event streams follow Alpaca's query rules: ``since``/``until`` (RFC 3339 or a date) or
 ``since_id``/``until_id`` (ULIDs; ``since_ulid``/``until_ulid`` on the ``/v1`` account-status stream), since and
 since_id exclusive, no history without a cursor, the stream ending with 200 at ``until``. Comments carry meaning:
 ``:heartbeat`` every ``heartbeat`` seconds, ``: you are reading too slowly, dropped N messages`` when a test asks

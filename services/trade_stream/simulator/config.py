@@ -14,7 +14,7 @@ DATA_PATHS: dict[str, str] = {
     "/v2/test": "test",
     "/v1beta1/boats": "boats",
     "/v1beta1/overnight": "overnight",
-    # Crypto: Alpaca US, Kraken US, Kraken EU (protocol reference §1.1), each its own endpoint and connection slot.
+    # Crypto: Alpaca US, Kraken US, Kraken EU, each its own endpoint and connection slot.
     "/v1beta3/crypto/us": "crypto-us",
     "/v1beta3/crypto/us-1": "crypto-us-1",
     "/v1beta3/crypto/eu-1": "crypto-eu-1",

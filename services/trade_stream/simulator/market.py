@@ -450,7 +450,7 @@ class Market:
 
     def news(self, symbols: list[str], headline: str | None = None, ns: int | None = None,
              **fields: object) -> Stamped:
-        """An article in Alpaca's stream shape (``T: "n"``; protocol reference §1.7)."""
+        """An article in Alpaca's stream shape (``T: "n"``)."""
         ns = self.clock() if ns is None else ns
         self._news_id += 1
         subject = ", ".join(symbols) or "Markets"

@@ -18,7 +18,7 @@ from .inspection import Connections
 
 log = logging.getLogger("trade_stream.simulator")
 
-#: Alpaca's trading-stream error shape (protocol reference §2): keyed by ``action``, unlike every other message.
+#: Alpaca's trading-stream error shape: keyed by ``action``, unlike every other message.
 TRADING_SYNTAX_ERROR = {"action": "error", "data": {"error_message": "invalid syntax"}}
 
 

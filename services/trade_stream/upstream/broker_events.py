@@ -10,7 +10,7 @@ meaning in comments (``:heartbeat``, ``: you are reading too slowly, dropped N m
 error``). So the response's lines are read here (``response.aiter_lines``) and decoded by ``SseLines``, which
 hands comments back.
 
-Alpaca's guidance (docs.alpaca.markets "SSE Events"; protocol notes §6), as implemented:
+Alpaca's guidance for its event streams, as implemented:
 - the last processed event id per stream is persisted (core/broker.py stores it with the events it covers) and a
   reconnect asks for ``since_id`` (``since_ulid`` on ``/v1``), starting ``overlap`` seconds before that cursor,
   because ULIDs within a millisecond may sort either way and events are ordered per account only; the overlap is

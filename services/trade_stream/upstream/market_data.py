@@ -1,4 +1,4 @@
-"""The one upstream market-data connection to Alpaca (protocol reference §1), on websockets' asyncio client.
+"""The one upstream market-data connection to Alpaca, on websockets' asyncio client.
 
 Lifecycle per session: connect → ``connected`` greeting → auth → subscribe the hub's whole current set (chunked)
 → read loop. The reader never waits on a browser: it decodes a frame, hands the data to the router (which only

@@ -1,9 +1,9 @@
 """The table of Alpaca market-data sources, and one upstream connection per source in use, opened on demand.
 
-Alpaca serves each stream on its own endpoint and counts connections per endpoint (protocol reference §1.1-1.2):
+Alpaca serves each stream on its own endpoint and counts connections per endpoint:
 ``/v2/iex``, ``/v2/sip`` and ``/v1beta3/crypto/us`` are three slots. The relay holds one connection per source
 that someone uses. The configured stock feed (``ALPACA_DATA_FEED``) is the *default source*: it is connected for
-the relay's whole life, as before, and its hub keys are Alpaca's bare channel names (``("trades", "AAPL")``), so
+the relay's whole life, and its hub keys are Alpaca's bare channel names (``("trades", "AAPL")``), so
 everything written for one upstream keeps working. Every other source is connected only while a hub key of it is
 wanted (held, or lingering after its last holder) or an Alpaca-compatible session is attached to it, and closed
 when neither is true any more: the hub's linger already delayed that moment.
@@ -47,7 +47,7 @@ CRYPTO_TYPES = {"t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u"
 OPTION_CHANNELS = ("trades", "quotes")
 OPTION_TYPES = {"t": "trades", "q": "quotes"}
 NEWS_PATH = "/v1beta1/news"
-#: Stock feeds and their stream paths: BOATS and overnight live under v1beta1, not v2 (protocol reference §1.1).
+#: Stock feeds and their stream paths: BOATS and overnight live under v1beta1, not v2.
 STOCK_FEEDS = {"iex": "/v2/iex", "sip": "/v2/sip", "delayed_sip": "/v2/delayed_sip", "boats": "/v1beta1/boats",
                "overnight": "/v1beta1/overnight", "test": "/v2/test"}
 #: Alpaca's refusals at auth that a waiting client is told about at once, with Alpaca's own code
@@ -184,7 +184,7 @@ class Source:
         self.prefix = "" if default else spec.name + ":"
         self.hub = hub
         self.linger = cfg.linger
-        # The default source counts into the relay's own stats (as before); the others count their own messages.
+        # The default source counts into the relay's own stats; the others count their own messages.
         self.stats = stats if default else Stats()
         self.router = Router(hub.holders, self.stats, {t: self.prefix + ch for t, ch in spec.types.items()})
         self.books: dict[str, Book] = {}

@@ -1,4 +1,4 @@
-"""The one upstream trading-stream connection (protocol reference §2): auth, listen to trade_updates, relay every
+"""The one upstream trading-stream connection: auth, listen to trade_updates, relay every
 event (known or not). Binary frames carry JSON. Same reconnect and close discipline as market data."""
 
 from __future__ import annotations
