@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from trade_stream.bench.outbox import vm_steps
 from trade_stream.edges.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,23 +20,6 @@ def fill(outbox: Outbox, orders: int, per_order: int = 2, target: str = "desk") 
     outbox.enqueue(notes, rows, 0)
 
 
-def steps(db: sqlite3.Connection, call) -> int:
-    """SQLite virtual-machine steps taken by ``call``: the work done, whatever the machine's speed."""
-    count = 0
-
-    def tick() -> int:
-        nonlocal count
-        count += 1
-        return 0
-
-    db.set_progress_handler(tick, 1)
-    try:
-        call()
-    finally:
-        db.set_progress_handler(None, 1)
-    return count
-
-
 def test_the_head_query_costs_the_same_at_1k_and_40k_pending_rows(tmp_path):
     small, large = Outbox(tmp_path / "small.sqlite3"), Outbox(tmp_path / "large.sqlite3")
     try:
@@ -43,8 +27,8 @@ def test_the_head_query_costs_the_same_at_1k_and_40k_pending_rows(tmp_path):
         fill(large, 20_000)
         assert small.pending() == {"desk": 1_000} and large.pending() == {"desk": 40_000}
         busy = {"o1", "o2", "o3"}
-        cost_small = steps(small.db, lambda: small.heads("desk", busy))
-        cost_large = steps(large.db, lambda: large.heads("desk", busy))
+        cost_small = vm_steps(small.db, lambda: small.heads("desk", busy))
+        cost_large = vm_steps(large.db, lambda: large.heads("desk", busy))
         assert cost_large < 2 * cost_small, (cost_small, cost_large)
     finally:
         small.close()
