@@ -183,7 +183,8 @@ def assert_one_line(stderr: str) -> str:
 
 @pytest.mark.timeout(120)
 def test_start_script_runs_demo_from_anywhere_and_stops_on_ctrl_c(tmp_path, procs):
-    env = clean_env(tmp_path)
+    # The demo's stocks follow the market's hours; an open session gives AAPL trades whatever the hour is.
+    env = clean_env(tmp_path, TRADE_STREAM_DEMO_SESSION="open")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     link = tmp_path / "start"  # a symlink to the script, in another directory: the root is found through it
@@ -303,7 +304,7 @@ def test_daemon_runs_under_memory_deny_write_execute(tmp_path, procs):
     python = VENV / "bin" / "python"
     args = [str(python), "-c", MDWE_WRAPPER, str(TS), "--demo", "--port", "0", "--env-file",
             empty_env_file(tmp_path)]
-    proc = start(procs, args, cwd=tmp_path, env=clean_env(tmp_path))
+    proc = start(procs, args, cwd=tmp_path, env=clean_env(tmp_path, TRADE_STREAM_DEMO_SESSION="open"))  # MSFT trades
     try:
         port = proc.port()
     except AssertionError:
