@@ -5,6 +5,7 @@ none. Counted on the running daemon (``Identity.token_hashes``), over REST from 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import secrets
 
@@ -44,6 +45,13 @@ def add_user(path: str, name: str, capsys) -> str:
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
+async def check_cost(app, tok: str, source: str = "127.0.0.1") -> tuple[int, int]:
+    """One REST call with ``tok`` from ``source``: its status, and how many token hashes the check took."""
+    before = app.identity.token_hashes
+    status = await asyncio.to_thread(get_events, app.port, tok, source)
+    return status, app.identity.token_hashes - before
+
+
 async def test_with_ten_thousand_users_each_check_costs_at_most_one_hash_and_a_flood_none(sim, tmp_path, capsys):
     path = str(tmp_path / "users.toml")
     write_users(path, many_users(USERS - 1))
@@ -51,13 +59,7 @@ async def test_with_ten_thousand_users_each_check_costs_at_most_one_hash_and_a_f
     assert token.startswith("tsu_") and token.split("_")[1] in (tmp_path / "users.toml").read_text()
     async with running(relay_config(sim, tmp_path / "state", users_file=path, token="")) as app:
         await wait_until(lambda: app.tradings["default"].connected)
-        identity = app.identity
-
-        async def cost(tok: str, source: str = "127.0.0.1") -> tuple[int, int]:
-            before = identity.token_hashes
-            status = await asyncio.to_thread(get_events, app.port, tok, source)
-            return status, identity.token_hashes - before
-
+        cost = functools.partial(check_cost, app)
         assert await cost(token) == (200, 1)
         assert await cost("guess-" + secrets.token_hex(8)) == (401, 0)  # no id: nobody to hash against
         wrong_secret = token[:21] + "x" * (len(token) - 21)  # alice's id, a wrong secret
@@ -79,13 +81,7 @@ async def test_tokens_without_an_id_keep_working_and_a_throttled_source_is_not_h
     assert (tmp_path / "users.toml").read_text().count("token_id") == 1
     async with running(relay_config(sim, tmp_path / "state", users_file=path, token="")) as app:
         await wait_until(lambda: app.tradings["default"].connected)
-        identity = app.identity
-
-        async def cost(tok: str, source: str = "127.0.0.1") -> tuple[int, int]:
-            before = identity.token_hashes
-            status = await asyncio.to_thread(get_events, app.port, tok, source)
-            return status, identity.token_hashes - before
-
+        cost = functools.partial(check_cost, app)
         assert (await cost(legacy["old7"]))[0] == 200
         assert await cost("guess") == (401, 50)  # an id-less credential is tried against each id-less user
         for _ in range(99):
