@@ -517,8 +517,8 @@ async def test_demo_at_night_rests_stocks_at_the_last_session_and_shows_the_cloc
     """21:00 New York time (pinned): the clock says closed and shows the simulated time; crypto rows tick while the
     stock rows keep their last price; every sparkline still shows an hour of minute closes (the stocks' last hour
     of trading, not the empty hour before now)."""
-    from tests.support.clocks import recent
-    async with running(demo_config(tmp_path, recent(21).isoformat())) as app:
+    from tests.support.clocks import NIGHT
+    async with running(demo_config(tmp_path, NIGHT.isoformat())) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
         clock = page.locator("#market-clock")
@@ -542,14 +542,19 @@ async def test_demo_at_night_rests_stocks_at_the_last_session_and_shows_the_cloc
 
 
 @pytest.mark.timeout(60)
-async def test_demo_chart_marks_the_break_between_yesterdays_session_and_the_pre_market(browser, tmp_path):
-    """07:00 New York time (pinned): the chart holds the last session's bars, then sparse pre-market trades; the
-    overnight gap is an empty slot with a marker, not a jump within one day."""
-    from tests.support.clocks import recent
-    async with running(demo_config(tmp_path, recent(7).isoformat())) as app:
+@pytest.mark.parametrize(("session", "last_session_bars"), [("PRE", 390), ("MONDAY_PRE", 210)])
+async def test_demo_chart_marks_the_break_between_the_last_session_and_the_pre_market(browser, tmp_path, session,
+                                                                                      last_session_bars):
+    """07:00 New York time (pinned): the chart holds the whole last session, then sparse pre-market trades; the
+    overnight gap is an empty slot with a marker, not a jump within one day. On the Monday after Thanksgiving the
+    last session is Friday's short one (09:30-13:00), across a weekend."""
+    from tests.support import clocks
+    async with running(demo_config(tmp_path, getattr(clocks, session).isoformat())) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
         await page.locator('tr.wl-row[data-symbol="AAPL"]').click()
         await expect(page.locator("#detail")).to_have_attribute("data-symbol", "AAPL", timeout=UI)
         await expect(page.locator("#chart")).to_have_attribute("data-session-breaks", "1", timeout=30_000)
+        bars = int(await page.locator("#detail").get_attribute("data-bars"))
+        assert bars > last_session_bars, bars
         await context.close()

@@ -216,13 +216,16 @@ def _timeframe_ns(text: str) -> int:
 def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     """Historical bars aggregated from the simulator's own trade history, as Alpaca's ``/v2/stocks/bars``:
     ``{"bars": {sym: [{t,o,h,l,c,v,n,vw}]}, "next_page_token"}``; ``t`` is the window start, windows without
-    trades are left out, inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
+    trades are left out, ``limit`` across all symbols, sorted by symbol then time. start and end are inclusive
+    and pick bars by ``t``: a window that starts by ``end`` comes whole, with its trades after ``end``."""
     if "timeframe" not in query:
         raise ValueError("missing timeframe")
     width = _timeframe_ns(query["timeframe"])
     now = sim.clock()
     start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
     end = parse_ts(query["end"]) if query.get("end") else now
+    first = -(-start // width) * width  # the first window that starts at or after start
+    last = end - end % width + width - 1  # the end of the last window that starts by end
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
     offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
     rows: list[tuple[str, dict]] = []
@@ -230,7 +233,7 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
         windows: dict[int, list[float]] = {}
         if sim.market.intraday and sim.market.known(symbol):
             sim.market.state(symbol)  # a symbol met here first gets its synthesized day too
-        for ns, b in sim.market.history_bars(symbol, start - start % width, end):  # the day before we met it
+        for ns, b in sim.market.history_bars(symbol, first, last):  # the day before we met it
             key = ns - ns % width
             w = windows.get(key)
             if w is None:
@@ -240,11 +243,9 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
                 w[4] += b["v"]
                 w[5] += b["n"]
                 w[6] += b["vw"] * b["v"]
-        for trade in sim.market.trades_between(symbol, start - start % width, end):
+        for trade in sim.market.trades_between(symbol, first, last):
             ns = parse_ts(trade["t"])
             key = ns - ns % width
-            if key < start - start % width:
-                continue
             price, size = float(trade["p"]), trade["s"]  # shares (int), or a fraction of a coin
             w = windows.get(key)
             if w is None:
