@@ -243,7 +243,7 @@ class App:
                                               base_url=spec.base_url))
         orders = Orders(Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
                         cfg.timings.journal_retry, account=spec.name,  # a journal fault is reported, not fatal
-                        open_log=self.engine.open_order_log)
+                        open_log=relay.engine.open_order_log)
 
         def trading_state(state: UpstreamState) -> None:
             orders.on_state(state.state == "connected")
