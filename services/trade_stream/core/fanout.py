@@ -17,7 +17,7 @@ import struct
 import termios
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -81,6 +81,19 @@ class BrowserBatchCodec(Codec):
 
 BROWSER = BrowserCodec()
 BROWSER_BATCH = BrowserBatchCodec()
+
+
+class Holder(Protocol):
+    """What the relay holds keys for and the router delivers to: a codec, and ``send`` for what that codec's
+    ``frames`` make, with the number of messages in it. A browser socket (Client), an SSE stream, a ghost keeping
+    a departed stream's keys and the position marker's tap are all holders."""
+
+    @property
+    def codec(self) -> Codec: ...
+
+    def send(self, data: Any, count: int = 1) -> bool: ...
+
+    def __hash__(self) -> int: ...  # the hub keys its tables by holder
 
 
 def kernel_unsent(fd: int) -> int:
@@ -248,7 +261,8 @@ class Router:
 
     def route_news(self, messages: list[dict[str, Any]], now: float) -> None:
         """News articles have no ``S``: each goes to the holders of any symbol it names, or of ``*``, once."""
-        holders, owed = self.holders, {}
+        holders = self.holders
+        owed: dict[Client, list[bytes]] = {}
         for m in messages:
             channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
             if channel is None:

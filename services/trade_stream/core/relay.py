@@ -14,7 +14,7 @@ from typing import Any
 
 from trade_stream.config import Config
 from trade_stream.core.engine import Done, EngineFactory
-from trade_stream.core.fanout import Client, broadcast
+from trade_stream.core.fanout import Client, Holder, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.limits import TokenBucket
 from trade_stream.core.protocol import ClientError
@@ -57,7 +57,7 @@ class Relay:
         self._client_changes.pop(client, None)
         self._apply(self.hub.drop(client, time.monotonic()))
 
-    def subscribe(self, client: Client, keys: list[Key], reply: Reply, *, private: bool = False,
+    def subscribe(self, client: Holder, keys: list[Key], reply: Reply, *, private: bool = False,
                   weak: bool = False) -> None:
         """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for).
 
@@ -73,7 +73,7 @@ class Relay:
             reply(ClientError("symbol_limit", f"{exc}; unsubscribe something first"))
             return
         for holder, lost in change.evicted.items():
-            holder.evicted(lost)  # type: ignore[attr-defined]
+            holder.evicted(lost)  # type: ignore[attr-defined]  # the hub keys holders as Hashable; weak ones have it
         if change.unsubscribe:
             self._prune()
 
@@ -94,7 +94,7 @@ class Relay:
             reply(None)
         self._schedule_linger()
 
-    def _budget(self, client: Client, keys: list[Key]) -> ClientError | None:
+    def _budget(self, client: Holder, keys: list[Key]) -> ClientError | None:
         """Refuse a subscribe that would add to the upstream set once the client's or everyone's budget is spent.
         Subscribes to what upstream already holds are free."""
         if all(self.hub.is_wanted(k) for k in keys):
@@ -115,7 +115,7 @@ class Relay:
                                "in a few seconds")
         return None
 
-    def unsubscribe(self, client: Client, keys: list[Key]) -> None:
+    def unsubscribe(self, client: Holder, keys: list[Key]) -> None:
         self._apply(self.hub.unsubscribe(client, keys, time.monotonic()))
 
     # --- upstream -----------------------------------------------------------------------------------------

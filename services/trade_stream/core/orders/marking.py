@@ -137,11 +137,10 @@ class PositionMarker:
         """Hold upstream trades for held symbols while anyone follows positions, and only then."""
         want = set(self.positions.by_symbol) if (self.subscribers or self.watchers) else set()
         add, drop = want - self._tapped, self._tapped - want
-        # The tap is a hub holder by what the relay uses of one (its codec and send), not a fan-out Client.
         if drop:
-            self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])  # type: ignore[arg-type]
+            self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])
         if add:
-            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,  # type: ignore[arg-type]
+            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,
                                  private=True)  # positions are nobody else's business: not in public status
         self._tapped = want
 

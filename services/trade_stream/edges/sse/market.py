@@ -72,7 +72,7 @@ class Holds:
                 client.write(event_bytes("error", encode(err.to_message())))
                 self._stop_recording(keys, codec)
 
-        self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.subscribe(client, keys, reply)
 
     def release(self, client: SseClient, keys: list[Key]) -> None:
         """Hand the client's keys to a ghost so they keep being recorded for a reconnect.
@@ -80,8 +80,8 @@ class Holds:
         Ghosts are weak holds (they give way to the symbol cap) and one address's ghosts together hold at most
         the per-client cap: the oldest go first."""
         ghost = Ghost(client.codec, client.ip, keys, self._ghost_evicted)
-        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)  # type: ignore[arg-type]  # a holder by shape
-        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)
+        self.relay.unsubscribe(client, keys)
         ghost.timer = asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost)
         ghosts = self._ghosts.setdefault(ghost.ip, [])
         ghosts.append(ghost)
@@ -96,7 +96,7 @@ class Holds:
             ghosts.remove(ghost)
             if not ghosts:
                 del self._ghosts[ghost.ip]
-        self.relay.unsubscribe(ghost, ghost.keys)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.unsubscribe(ghost, ghost.keys)
         self._stop_recording(ghost.keys, ghost.codec)
 
     def _ghost_evicted(self, ghost: Ghost, keys: list[Key]) -> None:
