@@ -234,12 +234,12 @@ class Router:
         last_seen = self.last_seen
         channel_of = self.channel_of
         for m in messages:
-            channel = channel_of.get(m.get("T"))  # type: ignore[arg-type]
+            channel = channel_of.get(m.get("T", ""))
             if channel is None:
                 continue
-            symbol = m.get("S")
-            last_seen[symbol] = now  # type: ignore[index]
-            clients = holders.get((channel, symbol))  # type: ignore[arg-type]
+            symbol = m.get("S", "")
+            last_seen[symbol] = now
+            clients = holders.get((channel, symbol))
             star = holders.get((channel, "*"))  # Alpaca-compatible clients may hold the wildcard
             if star:
                 clients = (clients | star) if clients else star
@@ -264,7 +264,7 @@ class Router:
         holders = self.holders
         owed: dict[Client, list[bytes]] = {}
         for m in messages:
-            channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
+            channel = self.channel_of.get(m.get("T", ""))
             if channel is None:
                 continue
             clients: set[Any] = set()
@@ -284,12 +284,12 @@ class Router:
     def _route_one(self, m: dict[str, Any], now: float) -> None:
         """The common case (one message per upstream frame): no coalescing, write as we go."""
         self.stats.messages_in += 1
-        channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
+        channel = self.channel_of.get(m.get("T", ""))
         if channel is None:
             return
-        symbol = m.get("S")
-        self.last_seen[symbol] = now  # type: ignore[index]
-        clients = self.holders.get((channel, symbol))  # type: ignore[arg-type]
+        symbol = m.get("S", "")
+        self.last_seen[symbol] = now
+        clients = self.holders.get((channel, symbol))
         star = self.holders.get((channel, "*"))
         if star:
             clients = (clients | star) if clients else star
