@@ -117,7 +117,7 @@ class History:
             request = StockBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
                                        end=end, limit=MAX_BARS, sort=Sort.DESC, feed=self.feed)
             raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)
-        return list(reversed((raw or {}).get(symbol, [])))  # type: ignore[union-attr]
+        return list(reversed((raw or {}).get(symbol, [])))  # type: ignore[union-attr]  # raw_data: a dict, not a BarSet
 
     async def _cached_clock(self) -> dict[str, Any]:
         now = time.monotonic()
