@@ -164,11 +164,12 @@ def _diff(old: list[tuple[float, float]], new: list[tuple[float, float]]) -> lis
     return out
 
 
-class OrderbookMessage(dict):  # type: ignore[type-arg]
+class OrderbookMessage(dict[str, Any]):
     """Alpaca's ``o`` message, unchanged for Alpaca-compatible clients, carrying the browser view the source's Book
     computed for it (``view``; None when the top levels did not change): see protocol.market_message."""
 
     __slots__ = ("view",)
+    view: dict[str, Any] | None
 
 
 class Source:
