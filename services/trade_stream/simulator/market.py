@@ -142,7 +142,7 @@ class BarBuilder:
     h: float = 0.0
     low: float = 0.0
     c: float = 0.0
-    v: int = 0
+    v: float = 0  # an int for stocks, fractional for crypto
     n: int = 0
     pv: float = 0.0
 
@@ -151,7 +151,7 @@ class BarBuilder:
             return new_york_midnight(ns)
         return ns // self.window_ns * self.window_ns
 
-    def add(self, price: float, size: int, ns: int) -> dict | None:
+    def add(self, price: float, size: float, ns: int) -> dict | None:
         """Add a trade; return the previous bar if this trade opened a new window."""
         start = self.window_of(ns)
         done = self.roll(ns) if self.start_ns is not None and start > self.start_ns else None

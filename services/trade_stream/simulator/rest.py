@@ -75,16 +75,16 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
         case ["account"]:
             return 200, sim.book.account_view(key)
         case ["clock"]:
-            return 200, market_clock(sim.clock.now(), getattr(sim, "clock_open", None))
+            return 200, market_clock(sim.clock.now(), sim.clock_open)
         case ["calendar"]:
             return 200, market_calendar(sim.clock.now(), query)
         case ["orders"]:
             return 200, _orders(sim, key, query)
         case ["orders:by_client_order_id"]:
             wanted = query.get("client_order_id")
-            for order in sim.book.account(key).orders.values():
-                if order["client_order_id"] == wanted:
-                    return 200, order
+            for candidate in sim.book.account(key).orders.values():
+                if candidate["client_order_id"] == wanted:
+                    return 200, candidate
             return not_found(f"order not found for {wanted}")
         case ["orders", order_id]:
             order = sim.book.account(key).orders.get(order_id)
@@ -187,7 +187,7 @@ def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
     end = parse_ts(query["end"]) if query.get("end") else now
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
     offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
-    rows = []
+    rows: list[tuple[str, dict]] = []
     for symbol in sorted(set(symbols)):
         trades = sim.market.trades_between(symbol, start, end)
         if query.get("sort") == "desc":
@@ -297,8 +297,8 @@ def market_calendar(now: datetime, query: Query) -> list[dict]:
 
 def _clock(sim: Simulator, q: Query) -> dict:
     value = q.get("open", "auto").lower()
-    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")  # type: ignore[attr-defined]
-    return market_clock(sim.clock.now(), sim.clock_open)  # type: ignore[attr-defined]
+    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")
+    return market_clock(sim.clock.now(), sim.clock_open)
 
 
 # -- /_sim/ control -----------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ class Simulator:
         self.config = config or SimConfig()
         #: The simulated time (clock.py); SimConfig.clock pins or shifts it, else it is the wall clock.
         self.clock = self.config.clock or Clock()
+        #: ``/_sim/clock?open=``: pins ``/v2/clock``'s ``is_open`` (None follows the calendar).
+        self.clock_open: bool | None = None
         self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history,
                              self.clock, self.config.universe)
         # The trading side keeps the wall clock, as Alpaca's does: clients reconcile orders by their own clock.
