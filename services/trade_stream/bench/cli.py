@@ -72,7 +72,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
         os.sched_setaffinity(0, other_cores)  # the bench itself stays off the relay's core
     fd_limit = procs.raise_fd_limit()
     pinning = (f"relay on core {sorted(relay_cores)}, simulator + load clients + bench on cores "
-               f"{sorted(other_cores)} (sched_setaffinity)" if relay_cores else "none (all processes share all cores)")
+               f"{sorted(other_cores or ())} (sched_setaffinity)" if relay_cores
+               else "none (all processes share all cores)")
     if relay_cores and args.cluster:
         pinning += f"; cluster run: every node and redis-server on core {sorted(relay_cores)}"
     header = {"scenario": args.scenario, "description": scenarios.DESCRIPTIONS[args.scenario], "clients": clients,
@@ -117,7 +118,7 @@ def broker_main(args: argparse.Namespace) -> int:
     users = d.clients if args.clients is None else args.clients
     rate = d.rate if args.rate is None else args.rate
     duration = d.duration if args.duration is None else args.duration
-    pinning = (f"daemon on core {sorted(relay_cores)}, simulator + users + bench on cores {sorted(other_cores)}"
+    pinning = (f"daemon on core {sorted(relay_cores)}, simulator + users + bench on cores {sorted(other_cores or ())}"
                if relay_cores else "none (all processes share all cores)")
     if not args.json:
         print(f"running broker: {args.accounts} accounts, {users} users, {rate:g} events/s for {duration:g} s, "
