@@ -175,7 +175,7 @@ class App:
         first = next(iter(self.tradings))  # the first account's stream has the plain name
         for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
             self.supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
-                                  lambda trading=trading: engine.while_leader(trading.run, trading))
+                                  partial(engine.while_leader, trading.run, trading))
         for upstream in self.broker.upstreams if self.broker is not None else ():
             self.supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
         self.supervisor.start("journal-retention", self._prune_journal)
@@ -324,6 +324,7 @@ class App:
         return self.report.status()
 
     async def _prune_journal(self) -> None:
+        assert self.accounts is not None, "pruning starts once the accounts are built"
         while True:
             removed = self.accounts.prune() + (self.broker.prune() if self.broker is not None else 0)
             if removed:
