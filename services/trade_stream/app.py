@@ -17,11 +17,13 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.engine import Engine, NodeHandler
+from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide
+from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
@@ -46,6 +48,7 @@ from trade_stream.ops.supervisor import Supervisor
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")
@@ -78,12 +81,17 @@ def write_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def build_sources(cfg: Config, stats: Stats, hub: Hub, on_state: FeedState, engine: UpstreamSide) -> Sources:
+    """The relay's upstream: one market-data connection per Alpaca source in use, the default feed always."""
+    return Sources(cfg, hub, stats, cfg.data_stream_url, on_state, engine)
+
+
 class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.stats = Stats()
         self.simulator: Any = None
-        self.relay: Relay | None = None
+        self.relay: Relay[Sources] | None = None
         self.ws: WsServer | None = None
         self.accounts: Accounts | None = None
         self.identity: Identity | None = None
@@ -111,7 +119,7 @@ class App:
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
         cfg = self.cfg
-        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, self._build_engine)
+        self.relay = relay = Relay(cfg, self.stats, self._build_engine, partial(build_sources, cfg, self.stats))
         self.engine = engine = relay.engine
         # Stopped whether or not it got to connect; its stop hands the lease over now, not after it runs out, and
         # ends its loops before the supervisor waits for them.
@@ -171,7 +179,7 @@ class App:
         if self.sse is not None:
             await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
         await engine.start(self.supervisor.start)
-        self.supervisor.start("upstream-market-data", relay.run)
+        self.supervisor.start("upstream-market-data", relay.sources.run)
         first = next(iter(self.tradings))  # the first account's stream has the plain name
         for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
             self.supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
@@ -233,7 +241,7 @@ class App:
         log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
                     "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
-    def _build_account(self, relay: Relay, spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
+    def _build_account(self, relay: Relay[Sources], spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
         """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
         upgrade keeps its history), its REST client and its own trading stream."""
         cfg = self.cfg
@@ -361,7 +369,8 @@ class App:
         may wait out its own grace (a frozen upstream, stalled clients), and in a row those waits add up past
         what systemd and Kubernetes give a stopping process."""
         assert self.ws is not None and self.relay is not None
-        closing = [self.ws.close(), *([self.sse.close()] if self.sse is not None else []), self.relay.stop(),
+        self.relay.close()
+        closing = [self.ws.close(), *([self.sse.close()] if self.sse is not None else []), self.relay.sources.stop(),
                    *(t.stop() for t in self.tradings.values())]
         for result in await asyncio.gather(*closing, return_exceptions=True):
             if isinstance(result, Exception):

@@ -36,7 +36,7 @@ from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.users import Credentials, User
-from trade_stream.upstream.sources import PATHS, Source, SourceSpec
+from trade_stream.upstream.sources import PATHS, Source, Sources, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")
 
@@ -196,8 +196,8 @@ REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, 
 
 
 class MarketDataSession:
-    def __init__(self, conn: ServerConnection, client: Client, relay: Relay, identity: Credentials, feed: str,
-                 spec: SourceSpec | None, max_symbols_per_client: int) -> None:
+    def __init__(self, conn: ServerConnection, client: Client, relay: Relay[Sources], identity: Credentials,
+                 feed: str, spec: SourceSpec | None, max_symbols_per_client: int) -> None:
         self.conn = conn
         self.client = client
         self.relay = relay
@@ -480,7 +480,7 @@ class TradingSession:
 class AlpacaEndpoints:
     """Registers the compatible paths on the WebSocket server."""
 
-    def __init__(self, relay: Relay, accounts: Accounts, prefix: str, max_symbols_per_client: int) -> None:
+    def __init__(self, relay: Relay[Sources], accounts: Accounts, prefix: str, max_symbols_per_client: int) -> None:
         self.relay = relay
         self.accounts = accounts
         self.prefix = prefix.rstrip("/")

@@ -35,6 +35,7 @@ from trade_stream.edges.origins import OriginPolicy, refusal_message
 from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 
 log = logging.getLogger("trade_stream.ws")
 
@@ -53,7 +54,7 @@ Endpoint = Callable[[ServerConnection, Client], Any]
 
 
 class WsServer:
-    def __init__(self, cfg: Config, relay: Relay, web: Web, origins: OriginPolicy, stats: Stats,
+    def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
                  endpoints: dict[str, Endpoint] | None = None) -> None:
         self.cfg = cfg

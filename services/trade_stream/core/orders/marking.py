@@ -20,6 +20,7 @@ from trade_stream.core.framing import text_frame
 from trade_stream.core.positions import Positions, dec
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
+from trade_stream.core.upstream import MarketUpstream
 
 log = logging.getLogger("trade_stream.core.orders")  # one logger for the whole order side
 
@@ -59,8 +60,9 @@ class PositionMarker:
     while there are any, or any watchers, the price tap holds the held symbols. ``clock`` and ``schedule`` are
     the monotonic clock and the loop's ``call_later``, given so the throttle can be driven by hand."""
 
-    def __init__(self, relay: Relay, positions: Positions, account: str, subscribers: Collection[Client],
-                 clock: Callable[[], float] = time.monotonic, schedule: Schedule = _call_later) -> None:
+    def __init__(self, relay: Relay[MarketUpstream], positions: Positions, account: str,
+                 subscribers: Collection[Client], clock: Callable[[], float] = time.monotonic,
+                 schedule: Schedule = _call_later) -> None:
         self.relay = relay
         self.positions = positions
         self.account = account

@@ -31,6 +31,7 @@ from trade_stream.core.positions import Positions
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream import MarketUpstream
 
 log = logging.getLogger("trade_stream.core.orders")  # one logger for the whole order side
 
@@ -50,7 +51,7 @@ class Orders:
     webhooks) → positions. A client that subscribes gets a REST snapshot, then the journal from its ``since``,
     then live events."""
 
-    def __init__(self, journal_path: Path, rest: OrdersRest, relay: Relay, stats: Stats,
+    def __init__(self, journal_path: Path, rest: OrdersRest, relay: Relay[MarketUpstream], stats: Stats,
                  retention_days: float = 7.0, retry: float = 5.0, account: str = "default",
                  open_log: Callable[[Path, float], OrderLog] | None = None) -> None:
         self.account = account  # every message this emits names it (core/accounts.py scopes by it)

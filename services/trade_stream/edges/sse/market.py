@@ -27,6 +27,7 @@ from trade_stream.edges.sse.streams import Stream
 from trade_stream.edges.sse.views import initial_price
 from trade_stream.edges.sse.wire import event_bytes
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 
@@ -55,7 +56,7 @@ class Ghost:
 class Holds:
     """The hub holds of the market streams: a live client's, then its ghost's."""
 
-    def __init__(self, relay: Relay, shared: Shared) -> None:
+    def __init__(self, relay: Relay[Sources], shared: Shared) -> None:
         self.relay = relay
         self.shared = shared
         self._ghosts: dict[str, list[Ghost]] = {}  # per address, oldest first
@@ -127,7 +128,7 @@ class MarketStream(Stream[MarketState]):
 
     channels: str | None = None  # forced ``?channels=`` (prices merge both)
 
-    def __init__(self, relay: Relay, shared: Shared, holds: Holds, codec: SseCodec,
+    def __init__(self, relay: Relay[Sources], shared: Shared, holds: Holds, codec: SseCodec,
                  clients: set[SseClient]) -> None:
         self.relay = relay
         self.shared = shared
@@ -195,7 +196,7 @@ class PricesStream(MarketStream):
     kind = "prices"
     channels = ",".join(SSE_CHANNELS)
 
-    def __init__(self, relay: Relay, shared: Shared, holds: Holds, codec: PriceCodec, clients: set[SseClient],
+    def __init__(self, relay: Relay[Sources], shared: Shared, holds: Holds, codec: PriceCodec, clients: set[SseClient],
                  snapshots: Snapshots | None) -> None:
         super().__init__(relay, shared, holds, codec, clients)
         self.price_codec = codec
