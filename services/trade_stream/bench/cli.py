@@ -12,10 +12,15 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from trade_stream.bench import broker, procs, report, scenarios
-from trade_stream.bench.runner import RunOptions, RunResult, run
+from trade_stream.bench.cluster import ClusterRun
+from trade_stream.bench.runner import Run, RunOptions, RunResult
+from trade_stream.bench.scenarios import Plan
 
 RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
                 "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",
@@ -60,6 +65,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="stall: seconds from the stall to give up waiting for the cut-off (default 60)")
     return p.parse_args(argv)
+
+
+async def run(plan: Plan, opts: RunOptions, keep_dir: str | None = None) -> RunResult:
+    """Execute one run in a fresh temporary directory (logs kept in ``keep_dir`` when given): N daemons on one
+    redis-server with ``--cluster N``, else one relay."""
+    kind: type[Run] = ClusterRun if opts.cluster > 1 else Run
+    if keep_dir:
+        name = opts.relay if opts.cluster <= 1 else f"cluster{opts.cluster}"
+        path = Path(keep_dir) / f"{plan.scenario}-{name}-{opts.label or 'run'}-{int(time.time())}"
+        path.mkdir(parents=True, exist_ok=True)
+        return await kind(plan, opts, path).execute()
+    with tempfile.TemporaryDirectory(prefix="trade-stream-bench-") as tmp:
+        return await kind(plan, opts, Path(tmp)).execute()
 
 
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResult]]:
