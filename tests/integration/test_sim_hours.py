@@ -19,7 +19,8 @@ from tests.support.relay import KEY, SECRET
 from trade_stream.simulator import SimConfig, Simulator
 from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.config import KNOWN_SYMBOLS
-from trade_stream.simulator.market import NEW_YORK, NS, parse_ts
+from trade_stream.simulator.market import NEW_YORK, parse_ts
+from trade_stream.simulator.units import NS
 
 pytestmark = pytest.mark.timeout(30)
 HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}

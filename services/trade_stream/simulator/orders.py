@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from .market import format_ts, parse_ts, tape_of
+from .market import parse_ts, tape_of
+from .units import format_ts
 
 OPEN_STATUSES = frozenset({
     "new", "partially_filled", "accepted", "pending_new", "pending_cancel", "pending_replace",

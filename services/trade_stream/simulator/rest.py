@@ -18,7 +18,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from . import calendar
-from .market import CRYPTO_SYMBOL_RE, NS, SYMBOL_RE, format_ts, parse_ts
+from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE, parse_ts
+from .units import NS, format_ts
 
 if TYPE_CHECKING:
     from .server import Simulator

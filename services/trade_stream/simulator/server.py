@@ -30,10 +30,11 @@ from .connection import Conn, push
 from .data_stream import DataStream
 from .faults import KEEP, Faults
 from .inspection import Connections, Received
-from .market import Market, Stamped, format_ts
+from .market import Market, Stamped
 from .orders import Event, OrderBook
 from .ticker import Ticker
 from .trading_stream import TradingStream
+from .units import format_ts
 from .wire import Out, encode_data, encode_trading, frame
 
 __all__ = ["Conn", "Received", "Simulator"]
