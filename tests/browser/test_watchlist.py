@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.parse
+from datetime import timedelta
 
 import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import ARTIFACTS, CHROMIUM, OTHER_HOST, PageWatch, free_port, static_server
 from tests.browser.test_page import DATA, UI, panel, tape, upstream_ready
+from tests.support.clocks import bars_window
 from tests.support.relay import relay_config, running, wait_until
 
 pytestmark = [
@@ -131,7 +134,10 @@ async def test_row_values_match_trades_quotes_and_bars_and_chart_backfills(sim, 
         bar = sim.inject_bar("IBM", o=49.0, h=53.0, l=48.5, c=52.5, v=1234)
         await wait_until(lambda: bar, 1)
         await expect(page.locator("#chart")).to_have_attribute("data-last-close", re.compile(r"^5[12]"), timeout=UI)
-        bars = await page.evaluate("fetch('/api/bars?symbol=IBM&timeframe=1Min').then(r => r.json())")
+        # a window the page has not asked for (it asks for an hour and for six days, each cached for 15 s)
+        window = bars_window(sim.clock, timedelta(hours=2))
+        query = urllib.parse.urlencode({"symbol": "IBM", "timeframe": "1Min", **window})
+        bars = await page.evaluate(f"fetch('/api/bars?{query}').then(r => r.json())")
         assert bars["symbol"] == "IBM" and bars["bars"] and bars["bars"][-1]["c"] == 51.0
         clock = await page.evaluate("fetch('/api/clock').then(r => r.json())")
         assert set(clock) >= {"is_open", "next_open", "next_close", "timestamp"}

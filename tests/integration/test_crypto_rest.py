@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,8 +15,8 @@ from alpaca.data.historical import CryptoHistoricalDataClient
 from alpaca.data.requests import CryptoBarsRequest, CryptoSnapshotRequest
 from alpaca.data.timeframe import TimeFrame
 
+from tests.support.clocks import bars_window
 from tests.support.relay import Browser, relay_config, running
-from trade_stream.simulator.market import NS
 
 pytestmark = pytest.mark.timeout(30)
 CRYPTO = "/v1beta3/crypto/us"
@@ -52,13 +51,7 @@ async def test_api_bars_for_a_pair_come_from_the_crypto_bars_endpoint(sim, tmp_p
     for price in (64_000.0, 64_100.0):
         sim.inject_trade("BTC/USD", price=price, size=0.5, path=CRYPTO)
     async with running(relay_config(sim, tmp_path, crypto_location="eu-1")) as app:
-        # the window in the market's time, as the page asks: the simulator's clock may be days behind the
-        # daemon's (a regular session is replayed at night and at weekends), and the default window ends at the
-        # daemon's now
-        end = datetime.fromtimestamp(sim.clock() / NS, UTC)
-        query = urllib.parse.urlencode({"symbol": "BTC/USD", "timeframe": "1Min",
-                                        "start": f"{end - timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}",
-                                        "end": f"{end:%Y-%m-%dT%H:%M:%SZ}"})
+        query = urllib.parse.urlencode({"symbol": "BTC/USD", "timeframe": "1Min", **bars_window(sim.clock)})
         status, body = await asyncio.to_thread(http_json, f"http://127.0.0.1:{app.port}/api/bars?{query}")
     assert status == 200 and body["symbol"] == "BTC/USD"
     assert body["bars"] and body["bars"][-1]["c"] == 64_100.0 and body["bars"][-1]["v"] == 1.0
