@@ -139,7 +139,7 @@ export class Market {
 
   /** The data stream was broken (relay or Alpaca reconnected): each tape gets a gap row. */
   markGap(reason) {
-    const at = Date.now();
+    const at = marketNow(); // the trades' time, which a simulated market keeps apart from this computer's
     for (const ticker of this.#tickers.values()) if (ticker.tape.length) ticker.markGap(at, reason);
     this.#renderAll();
   }

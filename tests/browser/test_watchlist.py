@@ -102,6 +102,11 @@ async def test_stale_states_relay_down_upstream_402_and_gap_after_reconnect(sim,
         await expect(tape(page)).to_have_count(2, timeout=UI)
         await expect(page.locator("#tape tr.gap")).to_have_count(1)
         await expect(tape(page).first).to_have_class(re.compile(r"\bflat\b"))  # not "up" across the gap
+        # the gap is stamped in the market's time, as the trades are: the simulator's may be days from the page's
+        stamp = re.search(r"at (\d\d):(\d\d):(\d\d) ET", await page.locator("#tape tr.gap").inner_text())
+        market = sim.clock.now()
+        assert stamp and abs(int(stamp[1]) * 3600 + int(stamp[2]) * 60 + int(stamp[3])
+                             - (market.hour * 3600 + market.minute * 60 + market.second)) <= 150, (stamp, market)
         # The gap note wraps inside the tape instead of widening it past its box and clipping the prices.
         assert await page.evaluate("() => { const t = document.querySelector('#tape'); "
                                    "return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
