@@ -190,14 +190,18 @@ class Simulator:
     # -- data generation and fan-out -------------------------------------------------------------------
 
     async def _run_ticks(self) -> None:
+        """Each tick generates the data of the time since the last one, up to ``catch_up`` seconds: a tick that
+        comes late on a busy machine must not make up the whole delay in one burst, which makes the next tick
+        later still until the loop does nothing but generate. Behind, the market runs slower, as a feed would."""
         loop = asyncio.get_running_loop()
+        catch_up = max(0.25, 5 * self.config.tick_interval)
         last = deadline = loop.time()
         while True:
             deadline = max(deadline + self.config.tick_interval, loop.time())
             await asyncio.sleep(deadline - loop.time())
             now = loop.time()
             try:
-                self._tick(now - last)
+                self._tick(min(now - last, catch_up))
             except Exception:
                 log.exception("simulator tick failed")
             last = now
