@@ -1,11 +1,16 @@
-"""The baseline relay: the simple design the real relay is measured against.
+"""Two Python relays the real one is measured against: the naive design, and the raw-write floor.
 
-One upstream connection to the simulator; for each upstream message, for each client holding its symbol,
-``await client.send(json.dumps(msg))``. Same client protocol as trade-stream (welcome, subscribe, one
-``subscribed`` per symbol, trade messages shaped by ``protocol.market_message``), so the same load clients run
-against both. Deliberately naive, as the issue describes it: stdlib json, serialized per client, websockets'
-own framing per send, no slow-client policy (a stalled client blocks the loop in ``send``). It runs on uvloop
-like the daemon, so the comparison is about the fan-out design, not the event loop.
+Both hold one upstream connection to the simulator and speak the same client protocol as trade-stream (welcome,
+subscribe, one ``subscribed`` per symbol, trade messages shaped by ``protocol.market_message``), so the same load
+clients run against all of them. Both run on uvloop like the daemon, so a comparison is about the fan-out, not
+the event loop.
+
+- naive (``--compare``): for each upstream message, for each client holding its symbol,
+  ``await client.send(json.dumps(msg))``. Stdlib json, serialized per client, websockets' own framing per send,
+  no slow-client policy (a stalled client blocks the loop in ``send``).
+- raw (``--raw``, a peer in ``--rounds``): each message encoded and framed once, then one ``transport.write`` of
+  that frame per holder, nothing else: no buffer bound, no stall rule, no counters. What one Python write per
+  client per message costs at least, the floor under trade-stream's own per-delivery cost.
 
 Prints ``ready <port>`` once upstream is authenticated.
 """
@@ -19,11 +24,13 @@ import json
 import signal
 from typing import Any
 
+import orjson
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from trade_stream.core.framing import text_frame
 from trade_stream.core.protocol import market_message
 
 
@@ -69,8 +76,11 @@ class BaselineRelay:
             self.upstream = up
             ready.set()
             async for raw in up:
-                for m in json.loads(raw):
-                    await self.fan_out(m)
+                await self.on_frame(raw)
+
+    async def on_frame(self, raw: str | bytes) -> None:
+        for m in json.loads(raw):
+            await self.fan_out(m)
 
     async def fan_out(self, m: dict[str, Any]) -> None:
         """The naive loop under test: one json.dumps and one awaited send per client per message."""
@@ -84,8 +94,28 @@ class BaselineRelay:
                 pass
 
 
+class RawWriteRelay(BaselineRelay):
+    """The floor: one encode and one frame per message, one ``transport.write`` per holder, never awaited."""
+
+    async def on_frame(self, raw: str | bytes) -> None:
+        holders = self.holders
+        for m in orjson.loads(raw):
+            clients = holders.get(m.get("S", ""))
+            if not clients:
+                continue
+            msg = market_message(m)
+            if msg is None:
+                continue
+            frame = text_frame(orjson.dumps(msg))
+            for client in clients:
+                try:  # a try costs nothing until it catches: the write stays the only work per holder
+                    client.transport.write(frame)
+                except RuntimeError:  # uvloop: the transport closed; the handler drops the client
+                    pass
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    relay = BaselineRelay(args.upstream, args.key, args.secret)
+    relay = (RawWriteRelay if args.raw else BaselineRelay)(args.upstream, args.key, args.secret)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,6 +142,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="simulator market-data URL, ws://127.0.0.1:P/v2/iex")
     parser.add_argument("--key", required=True)
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--raw", action="store_true", help="the raw-write floor instead of the naive relay")
     uvloop.run(main_async(parser.parse_args()))
 
 
