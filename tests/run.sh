@@ -64,8 +64,11 @@ if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
     # (pinned in tests/js/package.json).
     (cd tests/js && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
         || echo "run.sh: could not install the JS SDK with npm; the JS SDK tests will skip"
+    # ws for the bench's Node relay (services/trade_stream/bench/node/package.json), `trade-stream bench --rounds`
+    (cd services/trade_stream/bench/node && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
+        || echo "run.sh: could not install ws with npm; the bench's Node relay test will skip"
 else
-    echo "run.sh: node/npm missing; the JS SDK tests will skip"
+    echo "run.sh: node/npm missing; the JS SDK tests and the bench's Node relay test will skip"
 fi
 
 .venv/bin/ruff check services tests

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trade_stream.bench import probes
+from trade_stream.bench import peers, probes
 from trade_stream.bench.histogram import Histogram
 from trade_stream.bench.procs import Child, Children
 from trade_stream.bench.scenarios import Plan
@@ -34,7 +34,7 @@ NS = 1_000_000_000
 
 @dataclass
 class RunOptions:
-    relay: str  # "ours" | "baseline"
+    relay: str  # "ours" | "baseline" | "node" | "raw" | "cluster"
     duration: float
     warmup: float = 2.0
     batch: bool = False
@@ -111,6 +111,8 @@ def relay_argv(kind: str, port: int, sim_port: int, state_dir: Path, extra: list
     if kind == "baseline":
         return [sys.executable, "-m", "trade_stream.bench.baseline", "--port", str(port),
                 "--upstream", f"ws://127.0.0.1:{sim_port}/v2/iex", "--key", KEY, "--secret", SECRET]
+    if kind in ("node", "raw"):
+        return peers.argv(kind, port, f"ws://127.0.0.1:{sim_port}/v2/iex", KEY, SECRET)
     sim = f"127.0.0.1:{sim_port}"
     return [*_script("trade-stream"), "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY,
             "--secret-key", SECRET, "--base-url", f"http://{sim}", "--data-url", f"http://{sim}",
@@ -231,12 +233,12 @@ class Run:
     async def _start_relay(self) -> Child:
         kind = self.opts.relay
         argv = relay_argv(kind, self.relay_port, self.sim_port, self.workdir / "state", self.opts.relay_args)
-        self.relay = relay = await self.children.spawn(f"relay-{kind}", argv, self.opts.relay_cores,
-                                                       talk=kind == "baseline")
-        if kind == "baseline":
-            await relay.readline(20)
-        else:
+        ours = kind == "ours"
+        self.relay = relay = await self.children.spawn(f"relay-{kind}", argv, self.opts.relay_cores, talk=not ours)
+        if ours:
             await _wait_ours_ready(self.relay_port, relay)
+        else:  # the other relays print "ready <port>" once upstream is authenticated
+            await relay.readline(20)
         return relay
 
     async def _start_loads(self) -> float:
