@@ -65,6 +65,17 @@ def _ts_generic(ts: bytes) -> int:
     return seconds * NS + int((frac or b"0").ljust(9, b"0"))
 
 
+def _stamp(data: bytes, at: int) -> int:
+    """The timestamp whose ``"timestamp"`` key starts at ``at``, in ns."""
+    q = data.find(b'"', at + 11)
+    return ts_ns(data[q + 1:data.find(b'"', q + 1)])
+
+
+def _side(window: Window, ns: int) -> int:
+    """0 before the window, 1 inside, 2 after."""
+    return 0 if ns < window.start_ns else 1 if ns < window.end_ns else 2
+
+
 def client_frame(opcode: int, payload: bytes) -> bytes:
     """A masked client frame (servers must reject unmasked ones)."""
     n = len(payload)
@@ -155,6 +166,7 @@ class WsClient(asyncio.Protocol):
             data = data[end + 4:]
         i, n = 0, len(data)
         first_market = -1  # where this read's first market frame starts: its oldest message
+        market_end = 0  # where its last complete market frame ends
         market_msgs = 0
         while i + 2 <= n:
             length = data[i + 1] & 0x7F
@@ -178,6 +190,7 @@ class WsClient(asyncio.Protocol):
                 if count:
                     if first_market < 0:
                         first_market = start
+                    market_end = end
                     market_msgs += count
                 else:
                     self._control(data[start:end])
@@ -187,19 +200,28 @@ class WsClient(asyncio.Protocol):
         if i < n:
             self.buf = data[i:]
         if market_msgs:
-            self._market(data, first_market, market_msgs)
+            self._market(data, first_market, market_end, market_msgs)
 
-    def _market(self, data: bytes, start: int, count: int) -> None:
-        """Count the ``count`` market messages of one read and time them by the first (oldest) one.
+    def _market(self, data: bytes, start: int, end: int, count: int) -> None:
+        """Count the ``count`` market messages of ``data[start:end]`` (one read) and time them by the first one.
 
         Every message in a read arrived at the same instant, and the first was stamped earliest, so its latency
-        is an upper bound for the rest: conservative, and one timestamp parse per read instead of per message,
-        which keeps the load clients' own queueing out of the relay's numbers.
+        is an upper bound for the rest: conservative, and two timestamp parses per read (the first and the last)
+        instead of one per message, which keeps the load clients' own queueing out of the relay's numbers.
+        Messages reach a client in the order they were stamped, so when the first and the last fall on the same
+        side of the window's edges, all of them do; only a read across an edge is counted message by message.
         """
         now = time.time_ns()
         window = self.window
-        q = data.find(b'"', data.find(b'"timestamp"', start) + 11)
-        ns = ts_ns(data[q + 1:data.find(b'"', q + 1)])
+        first = _stamp(data, data.find(b'"timestamp"', start))
+        if count > 1 and _side(window, first) != _side(window, _stamp(data, data.rfind(b'"timestamp"', start, end))):
+            self._across_edges(data, start, end, now)
+            return
+        self._count(first, count, now)
+
+    def _count(self, ns: int, count: int, now: int) -> None:
+        """``count`` messages on the side of the window where ``ns`` falls, timed by ``ns``."""
+        window = self.window
         if ns < window.start_ns:
             window.early += count
         elif ns < window.end_ns:
@@ -209,6 +231,24 @@ class WsClient(asyncio.Protocol):
                 window.hist.add(lat if lat > 0 else 0.0, count)
         else:
             window.late += count
+
+    def _across_edges(self, data: bytes, start: int, end: int, now: int) -> None:
+        """A read across an edge of the window: each message counted where it was stamped, the ones inside timed
+        by the first of them (the oldest inside, the same upper bound)."""
+        sides = [0, 0, 0]
+        timed = -1
+        at = data.find(b'"timestamp"', start, end)
+        while at >= 0:
+            ns = _stamp(data, at)
+            side = _side(self.window, ns)
+            sides[side] += 1
+            if side == 1 and timed < 0:
+                timed = ns
+            at = data.find(b'"timestamp"', at + 11, end)
+        self.window.early += sides[0]
+        self.window.late += sides[2]
+        if sides[1]:
+            self._count(timed, sides[1], now)
 
     def _control(self, payload: bytes) -> None:
         try:
