@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from trade_stream.bench import peers
+
 pytestmark = pytest.mark.timeout(120)
+NODE_READY = shutil.which("node") is not None and (peers.NODE_DIR / "node_modules" / "ws").is_dir()
 
 BENCH = [str(Path(sys.executable).with_name("trade-stream")), "bench"]
 
@@ -76,6 +79,44 @@ def test_compare_smoke(tmp_path):
     assert base["slow_client_cutoffs"] is None  # the baseline has no slow-client policy to count
     assert out["cpu_per_delivery_ratio"] > 0
     assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not NODE_READY, reason="node or the bench's ws missing (tests/run.sh installs them)")
+def test_rounds_mix_smoke(tmp_path):
+    """The mix scenario, tiny, one round of ours, the Node ws relay and the raw-write floor: each delivers every
+    message through the same load clients, the medians and ratios are reported, and no relay is left running."""
+    before = set(processes_mentioning(str(peers.NODE_RELAY)))
+    out = run_bench(tmp_path, "--scenario", "mix", "--clients", "6", "--rate", "250", "--duration", "1",
+                    "--warmup", "0.5", "--rounds", "1")
+    assert (out["scenario"], out["clients"], out["sim_tick"], out["rounds"]["rounds"]) == ("mix", 6, 0.004, 1)
+    assert [(r["relay"], r["label"]) for r in out["runs"]] == [("ours", "round 1"), ("node", "round 1"),
+                                                                  ("raw", "round 1")]
+    for run in out["runs"]:
+        assert_sane(run)
+        assert run["deliveries"] == run["expected"], run["relay"]
+        assert run["clients_lost"] == 0 and run["relay_exited"] is False
+    summary = out["rounds"]
+    assert summary["order"] == ["ours", "node", "raw"]
+    for relay, m in summary["medians"].items():
+        assert m["rounds"] == 1 and m["lowest_fraction_delivered"] == 1.0, relay
+        assert m["us_per_delivery"] > 0 and 0 <= m["latency_p50_ms"] <= m["latency_p99_ms"]
+    assert set(summary["ratios"]) == {"ours/node", "ours/raw"} and all(v > 0 for v in summary["ratios"].values())
+    targets = {t["target"]: t["met"] for t in out["targets"]}
+    assert targets["ours: every message delivered in each of 1 round(s)"] is True
+    assert "CPU/delivery <= 0.9x the Node ws relay's (medians of 1 round(s))" in targets
+    assert processes_mentioning(str(tmp_path)) == []
+    assert set(processes_mentioning(str(peers.NODE_RELAY))) <= before
+
+
+@pytest.mark.timeout(30)
+def test_rounds_without_node_stop_at_start_with_one_line(tmp_path):
+    proc = subprocess.run([*BENCH, "--scenario", "mix", "--rounds", "1"], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, "PATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "trade-stream bench: the Node relay needs node (18 or newer) on PATH: apt-get install nodejs npm, "
+        "or drop --rounds"]
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists(),

@@ -1,8 +1,10 @@
 """``trade-stream bench``: measure the relay's fan-out against the simulator, and a naive relay with --compare.
 
 Everything runs on this machine over loopback: a counting simulator, the daemon (or the baseline relay from
-``benchkit/baseline.py``) pinned to the first core, and load-client processes on the other cores. One table comes
-out (``--json`` for machine-readable results). See ``benchkit/runner.py`` for what is measured and when.
+``bench/baseline.py``) pinned to the first core, and load-client processes on the other cores. One table comes
+out (``--json`` for machine-readable results). See ``bench/runner.py`` for what is measured and when.
+``--rounds N`` runs the daemon, a Node ws relay and the raw-write floor (``bench/peers.py``) in N interleaved
+rounds and compares their medians (``bench/rounds.py``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trade_stream.bench import broker, procs, report, scenarios
+from trade_stream.bench import broker, peers, procs, report, rounds, scenarios
 from trade_stream.bench.cluster import ClusterRun
 from trade_stream.bench.runner import Run, RunOptions, RunResult
 from trade_stream.bench.scenarios import Plan
 
 RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
                 "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",
-                "firehose": "msg/s upstream in total", "broker": "Broker trade events/s offered upstream"}
+                "firehose": "msg/s upstream in total", "broker": "Broker trade events/s offered upstream",
+                "mix": "msg/s upstream in total"}
+ROUND_SCENARIOS = ("hot", "spread", "firehose", "mix")  # one relay per run, no staller: comparable as they are
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -43,6 +47,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="measurement window in seconds")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of traffic before the window (default 2)")
     p.add_argument("--compare", action="store_true", help="also run the baseline relay, same plan, right after")
+    p.add_argument("--rounds", type=int, default=0, metavar="N",
+                   help="run ours, a Node ws relay and the raw-write floor (one transport.write per client per "
+                        "message) in N interleaved rounds (ABCABC...) and report each one's medians and the "
+                        "ratios ours/node and ours/raw; with --compare the baseline joins every round "
+                        f"({', '.join(ROUND_SCENARIOS)})")
     p.add_argument("--cluster", type=int, default=0, metavar="N",
                    help="also run N daemons on one redis-server (clients split across them), same plan, then "
                         "SIGKILL the leader: Redis hop latency, CPU per delivery per node, Redis CPU, failover time "
@@ -56,15 +65,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="extra daemon flag, repeatable (e.g. --relay-arg=--client-buffer-bytes=262144)")
     p.add_argument("--keep-logs", metavar="DIR", help="keep each run's logs and specs under DIR")
     p.add_argument("--seed", type=int, default=7, help="seed of the subscription plan")
-    p.add_argument("--sim-tick", type=float, default=0.05,
-                   help="seconds between the simulator's frames, i.e. how Alpaca batches (default 0.05)")
+    p.add_argument("--sim-tick", type=float,
+                   help="seconds between the simulator's frames, i.e. how Alpaca batches (default 0.05; mix 0.004)")
     p.add_argument("--accounts", type=int, default=scenarios.BROKER_ACCOUNTS,
                    help="broker: Broker API accounts (default 10,000), spread evenly over the N users")
     p.add_argument("--backlog", type=int, default=20_000,
                    help="broker: events published at once after the paced window (0: skip; default 20,000)")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="stall: seconds from the stall to give up waiting for the cut-off (default 60)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.rounds < 0 or (args.rounds and (args.scenario not in ROUND_SCENARIOS or args.cluster)):
+        p.error(f"--rounds needs N >= 1, one of the scenarios {', '.join(ROUND_SCENARIOS)}, and no --cluster")
+    return args
 
 
 async def run(plan: Plan, opts: RunOptions, keep_dir: str | None = None) -> RunResult:
@@ -85,6 +97,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     clients = d.clients if args.clients is None else args.clients
     rate = d.rate if args.rate is None else args.rate
     duration = d.duration if args.duration is None else args.duration
+    if args.rounds:
+        peers.require_node()  # before any run: a missing node or ws is one line, not a failed round
     relay_cores, other_cores = procs.core_split(not args.no_pin)
     if other_cores:
         os.sched_setaffinity(0, other_cores)  # the bench itself stays off the relay's core
@@ -97,16 +111,20 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     header = {"scenario": args.scenario, "description": scenarios.DESCRIPTIONS[args.scenario], "clients": clients,
               "rate": rate, "rate_meaning": RATE_MEANING[args.scenario], "duration": duration,
               "warmup": args.warmup, "batch": args.batch, "pinning": pinning, "fd_limit": fd_limit,
+              "sim_tick": d.tick if args.sim_tick is None else args.sim_tick, "rounds": args.rounds,
               "machine": report.machine(),
               "target_size": (clients, rate) == (d.clients, d.rate) and duration >= 10}
     base = RunOptions(relay="ours", duration=duration, warmup=args.warmup, batch=args.batch,
                       per_process=args.per_process or d.per_process, relay_cores=relay_cores,
                       other_cores=other_cores, relay_args=args.relay_arg,
-                      stall_timeout=args.stall_timeout, sim_tick=args.sim_tick)
+                      stall_timeout=args.stall_timeout, sim_tick=header["sim_tick"])
     variants: list[tuple[str, str, bool]] = [("ours", "", True)]  # (relay, label, with staller)
     if args.scenario == "stall":
         variants = [("ours", "no-staller", False), ("ours", "stall", True)]
-    if args.compare:
+    if args.rounds:
+        relays = peers.ROUND + (("baseline",) if args.compare else ())
+        variants = [(relay, rounds.label(n), True) for n, relay in rounds.schedule(relays, args.rounds)]
+    elif args.compare:
         variants += [("baseline", label, staller) for _, label, staller in variants]
     if args.cluster:
         if args.cluster < 2 or args.scenario not in ("hot", "spread", "firehose"):
@@ -117,7 +135,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
         plan = scenarios.build(args.scenario, clients, rate, args.seed, with_staller=staller)
         opts = RunOptions(**{**base.__dict__, "relay": relay, "label": label,
                              "cluster": args.cluster if relay == "cluster" else 0,
-                             "profile": args.profile if relay == "ours" and label in ("", "stall") else None})
+                             "profile": args.profile if relay == "ours" and label in ("", "stall", "round 1")
+                             else None})
         if not args.json:
             what = f"cluster of {args.cluster} nodes + redis-server" if relay == "cluster" else relay
             print(f"running {what}{' ' + label if label else ''}: {len(plan.clients)} clients, "
@@ -173,17 +192,20 @@ def main(argv: list[str]) -> int:
         return broker_main(args)
     try:
         header, runs = asyncio.run(bench(args))
+    except peers.MissingTool as exc:
+        print(f"trade-stream bench: {exc}", file=sys.stderr)
+        return 2
     except (RuntimeError, OSError) as exc:
         print(f"trade-stream bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    checks = report.targets(args.scenario, runs)
-    ratio = report.cpu_ratio(next((r for r in runs if r.relay == "ours" and r.label in ("", "stall")), None),
-                             next((r for r in runs if r.relay == "baseline" and r.label in ("", "stall")), None))
+    summary = rounds.summary(runs, args.rounds) if args.rounds else None
+    checks = report.targets(args.scenario, runs, summary)
+    ratio = report.cpu_ratio(report.first(runs, "ours"), report.first(runs, "baseline"))
     if args.json:
         print(json.dumps({**header, "runs": [r.to_dict() for r in runs], "cpu_per_delivery_ratio": ratio,
-                          "targets": [t.to_dict() for t in checks]}, indent=2))
+                          "rounds": summary, "targets": [t.to_dict() for t in checks]}, indent=2))
     else:
-        print(report.text_report(header, runs, checks, ratio))
+        print(report.text_report(header, runs, checks, ratio, summary))
     return 0

@@ -38,6 +38,11 @@ class Target:
         return {"target": self.what, "measured": self.value, "met": self.met}
 
 
+def first(runs: list[RunResult], relay: str) -> RunResult | None:
+    """The run of ``relay`` the single-run targets judge: its first, or the one with the staller."""
+    return next((r for r in runs if r.relay == relay and r.label != "no-staller"), None)
+
+
 def cpu_ratio(ours: RunResult | None, base: RunResult | None) -> float | None:
     if ours is None or base is None or not ours.cpu_s_per_million or not base.cpu_s_per_million:
         return None
@@ -87,15 +92,34 @@ def cluster_lines(r: RunResult) -> list[str]:
     return out
 
 
-def targets(scenario: str, runs: list[RunResult]) -> list[Target]:
+def round_targets(scenario: str, summary: dict[str, Any]) -> list[Target]:
+    """Issue 26's targets on the medians of interleaved rounds: ours against the Node relay and the floor."""
+    n, meds, ratios = summary["rounds"], summary["medians"], summary["ratios"]
+    out: list[Target] = []
+    lowest = meds["ours"]["lowest_fraction_delivered"]
+    out.append(Target(f"ours: every message delivered in each of {n} round(s)",
+                      _fmt(None if lowest is None else 100 * lowest, ".3f") + " % in the worst round",
+                      lowest is not None and lowest >= 1.0))
+    wanted = {"hot": (("node", 0.9), ("raw", 1.05)), "mix": (("node", 0.9),)}.get(scenario, ())
+    for peer, bound in wanted:
+        ratio = ratios.get(f"ours/{peer}")
+        out.append(Target(f"CPU/delivery <= {bound:g}x the {PEER_NAMES[peer]}'s (medians of {n} round(s))",
+                          _fmt(ratio, ".3f") + " x", None if ratio is None else ratio <= bound))
+    return out
+
+
+PEER_NAMES = {"node": "Node ws relay", "raw": "raw-write floor", "baseline": "baseline"}
+
+
+def targets(scenario: str, runs: list[RunResult], summary: dict[str, Any] | None = None) -> list[Target]:
     """The issue's targets for ``scenario``, judged on these runs (meaningful at the issue's sizes)."""
-    ours = next((r for r in runs if r.relay == "ours" and r.label in ("", "stall")), None)
-    base = next((r for r in runs if r.relay == "baseline" and r.label in ("", "stall")), None)
+    ours = first(runs, "ours")
+    base = first(runs, "baseline")
     if ours is None:
         return []
     out: list[Target] = []
     frac = ours.fraction_delivered
-    if scenario in ("hot", "spread"):
+    if scenario in ("hot", "spread", "mix"):
         out.append(Target(">= 99.9 % delivered", _fmt(None if frac is None else 100 * frac, ".3f") + " %",
                           frac is not None and frac >= 0.999))
         out.append(Target("p99 <= 25 ms", _fmt(ours.latency_p99_ms, ".2f") + " ms",
@@ -123,6 +147,8 @@ def targets(scenario: str, runs: list[RunResult]) -> list[Target]:
     cluster = next((r for r in runs if r.relay == "cluster"), None)
     if cluster is not None:
         out += cluster_targets(scenario, ours, cluster)
+    if summary is not None:
+        out += round_targets(scenario, summary)
     return out
 
 
@@ -145,10 +171,9 @@ def row(r: RunResult) -> list[str]:
             stall, _fmt(r.load_cpu_pct, ".0f"), _fmt(r.foreign_cpu_pct, ".0f")]
 
 
-def table(runs: list[RunResult]) -> str:
-    """A markdown table (readable in a terminal, pasteable into README)."""
-    rows = [list(COLUMNS)] + [row(r) for r in runs]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+def markdown(rows: list[list[str]]) -> str:
+    """A markdown table of a header row and data rows (readable in a terminal, pasteable into README)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(rows[0], widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
@@ -156,15 +181,41 @@ def table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Target], ratio: float | None) -> str:
+def table(runs: list[RunResult]) -> str:
+    return markdown([list(COLUMNS)] + [row(r) for r in runs])
+
+
+ROUND_COLUMNS = ("relay", "rounds", "CPU us/deliv", "deliveries", "lowest delivered %", "p50 ms", "p99 ms",
+                 "relay CPU %", "ours / it")
+
+
+def rounds_table(summary: dict[str, Any]) -> str:
+    """The medians of ``--rounds``, one row per relay, with ours' CPU per delivery over each one's."""
+    rows = [list(ROUND_COLUMNS)]
+    for relay, m in summary["medians"].items():
+        lowest = m["lowest_fraction_delivered"]
+        rows.append([relay, str(m["rounds"]), _fmt(m["us_per_delivery"], ".2f"), f"{m['deliveries']:,.0f}",
+                     _fmt(None if lowest is None else 100 * lowest, ".3f"), _fmt(m["latency_p50_ms"], ".2f"),
+                     _fmt(m["latency_p99_ms"], ".2f"), _fmt(m["relay_cpu_pct"]),
+                     "1" if relay == "ours" else _fmt(summary["ratios"].get(f"ours/{relay}"), ".3f")])
+    return markdown(rows)
+
+
+def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Target], ratio: float | None,
+                summary: dict[str, Any] | None = None) -> str:
     m = header["machine"]
     out = [f"trade-stream bench: scenario {header['scenario']} ({header['description']})",
            f"machine: {m['nproc']} cores, {m['cpu_model']}, Python {m['python']}, websockets {m['websockets']}, "
            f"uvloop {m['uvloop']}",
            f"pinning: {header['pinning']}",
            f"window: {header['duration']} s after {header['warmup']} s warm-up; clients: {header['clients']}, "
-           f"rate: {header['rate']} ({header['rate_meaning']}){', batch frames' if header['batch'] else ''}",
+           f"rate: {header['rate']} ({header['rate_meaning']}){', batch frames' if header['batch'] else ''}, "
+           f"a simulator frame every {header['sim_tick'] * 1000:g} ms",
            "", table(runs), ""]
+    if summary is not None:
+        n = summary["rounds"]
+        out += [f"medians of {n} interleaved round{'s' if n != 1 else ''} ({', '.join(summary['medians'])} in turn); "
+                "ours / it = ours' CPU per delivery over its:", rounds_table(summary), ""]
     if ratio is not None:
         out.append(f"relay CPU per delivery, ours / baseline: {ratio:.3f} ({1 / ratio:.1f}x less CPU per delivery)")
     for r in runs:

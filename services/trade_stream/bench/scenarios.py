@@ -15,9 +15,10 @@ HOT_SYMBOL = "AAPL"
 @dataclass(frozen=True)
 class Defaults:
     clients: int
-    rate: float  # msg/s: per symbol for hot/stall, total upstream for spread/idle/firehose
+    rate: float  # msg/s: per symbol for hot/stall, total upstream for spread/idle/firehose/mix
     duration: float
     per_process: int = 500
+    tick: float = 0.05  # seconds between the simulator's frames: with the rate, how many trades one frame holds
 
 
 DEFAULTS: dict[str, Defaults] = {
@@ -27,6 +28,7 @@ DEFAULTS: dict[str, Defaults] = {
     "firehose": Defaults(clients=10, rate=20_000, duration=30, per_process=5),
     "stall": Defaults(clients=1000, rate=100, duration=30),
     "broker": Defaults(clients=100, rate=2000, duration=20),
+    "mix": Defaults(clients=500, rate=2500, duration=10, tick=0.004),  # 2,500/s in 250 frames/s: 10 a frame
 }
 BROKER_ACCOUNTS = 10_000
 
@@ -38,6 +40,8 @@ DESCRIPTIONS: dict[str, str] = {
     "stall": "hot, plus one client that stops reading: time to cut-off, and the others' p99 vs a run without it",
     "broker": "Broker API mode: R trade events/s over SSE across 10,000 accounts (--accounts), journaled and "
               "routed to N WebSocket users; then a backlog burst (--backlog) for events per daemon CPU second",
+    "mix": "N clients x 20 random symbols of 500, R msg/s in total upstream, a frame every 4 ms (10 trades a "
+           "frame and 50,000 deliveries/s at the defaults): what a dashboard's clients hold",
 }
 
 
@@ -69,6 +73,8 @@ def build(scenario: str, clients: int, rate: float, seed: int = 7, with_staller:
         return plan
     if scenario == "spread":
         return _spread(scenario, [f"S{i:03d}" for i in range(200)], 10, clients, rate, rng, desc)
+    if scenario == "mix":
+        return _spread(scenario, [f"M{i:03d}" for i in range(500)], 20, clients, rate, rng, desc)
     if scenario == "idle":
         return _spread(scenario, [f"Q{i:03d}" for i in range(500)], 5, clients, rate, rng, desc)
     if scenario == "firehose":
