@@ -1,4 +1,5 @@
-"""A normal (non-editable) install carries the page, so `/` is served outside a checkout too."""
+"""A normal (non-editable) install carries the page, so `/` is served outside a checkout too, and the bench's
+Node relay, so `trade-stream bench --rounds` runs there after `npm install --prefix`."""
 
 import subprocess
 import sys
@@ -9,14 +10,25 @@ import pytest
 from trade_stream import config
 
 
-@pytest.mark.timeout(120)
-def test_wheel_ships_the_page(tmp_path):
+@pytest.fixture(scope="module")
+def wheel_names(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), str(config.REPO_ROOT)], check=True, capture_output=True)
-    [wheel] = tmp_path.glob("trade_stream-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+                    "-w", str(out), str(config.REPO_ROOT)], check=True, capture_output=True)
+    [wheel] = out.glob("trade_stream-*.whl")
+    return zipfile.ZipFile(wheel).namelist()
+
+
+@pytest.mark.timeout(120)
+def test_wheel_ships_the_page(wheel_names):
     for page_file in ("index.html", "style.css", "config.js", "favicon.svg", "js/app.js"):
-        assert any(n.endswith(f".data/data/share/trade-stream/public_html/{page_file}") for n in names), page_file
+        assert any(n.endswith(f".data/data/share/trade-stream/public_html/{page_file}") for n in wheel_names), page_file
+
+
+@pytest.mark.timeout(120)
+def test_wheel_ships_the_node_relay_without_node_modules(wheel_names):
+    bench = {n for n in wheel_names if n.startswith("trade_stream/bench/node/")}
+    assert bench == {"trade_stream/bench/node/relay.mjs", "trade_stream/bench/node/package.json"}
 
 
 def test_config_errors_are_plain_words():
