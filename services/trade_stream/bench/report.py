@@ -100,6 +100,10 @@ def round_targets(scenario: str, summary: dict[str, Any]) -> list[Target]:
     out.append(Target(f"ours: every message delivered in each of {n} round(s)",
                       _fmt(None if lowest is None else 100 * lowest, ".3f") + " % in the worst round",
                       lowest is not None and lowest >= 1.0))
+    if scenario in ("hot", "spread", "mix"):
+        p99 = meds["ours"]["latency_p99_ms"]
+        out.append(Target(f"p99 <= 25 ms (median of {n} round(s))", _fmt(p99, ".2f") + " ms",
+                          p99 is not None and p99 <= 25))
     wanted = {"hot": (("node", 0.9), ("raw", 1.05)), "mix": (("node", 0.9),)}.get(scenario, ())
     for peer, bound in wanted:
         ratio = ratios.get(f"ours/{peer}")
@@ -120,11 +124,12 @@ def targets(scenario: str, runs: list[RunResult], summary: dict[str, Any] | None
     out: list[Target] = []
     frac = ours.fraction_delivered
     if scenario in ("hot", "spread", "mix"):
-        out.append(Target(">= 99.9 % delivered", _fmt(None if frac is None else 100 * frac, ".3f") + " %",
-                          frac is not None and frac >= 0.999))
-        out.append(Target("p99 <= 25 ms", _fmt(ours.latency_p99_ms, ".2f") + " ms",
-                          ours.latency_p99_ms is not None and ours.latency_p99_ms <= 25))
-        ratio = cpu_ratio(ours, base)
+        if summary is None:  # with rounds, round_targets judges delivery and p99 on every round's figures
+            out.append(Target(">= 99.9 % delivered", _fmt(None if frac is None else 100 * frac, ".3f") + " %",
+                              frac is not None and frac >= 0.999))
+            out.append(Target("p99 <= 25 ms", _fmt(ours.latency_p99_ms, ".2f") + " ms",
+                              ours.latency_p99_ms is not None and ours.latency_p99_ms <= 25))
+        ratio = cpu_ratio(ours, base) if summary is None else summary["ratios"].get("ours/baseline")
         out.append(Target("relay CPU/delivery <= 1/3 of baseline", _fmt(ratio, ".3f") + " x",
                           None if ratio is None else ratio <= 1 / 3))
     elif scenario == "idle":
