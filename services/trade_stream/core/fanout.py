@@ -193,11 +193,15 @@ class Router:
         if not clients:
             return
         cache: dict[Codec, Any] = {}
+        last: Codec | None = None  # holders mostly share one codec: look it up only when it changes
+        frame: Any = b""
         for client in list(clients):  # a copy: a cut-off client leaves the set while we loop
             codec = client.codec
-            frame = cache.get(codec)
-            if frame is None:
-                body = codec.body(m)
-                frame = cache[codec] = codec.frames([body]) if body is not None else b""
+            if codec is not last:
+                last = codec
+                frame = cache.get(codec)
+                if frame is None:
+                    body = codec.body(m)
+                    frame = cache[codec] = codec.frames([body]) if body is not None else b""
             if frame:
                 client.send(frame, 1)

@@ -37,6 +37,7 @@ from trade_stream.core.stats import Stats
 
 log = logging.getLogger("trade_stream.edges.transport")
 _ids = itertools.count(1)
+_OPEN = State.OPEN
 
 # struct tcp_info (linux/tcp.h): tcpi_unacked (u32) at 24, tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes
 # (u32) at 144; Linux 4.6 and later report all three.
@@ -93,12 +94,10 @@ class Writes:
         self.written: list[Peer] = []
         self.owing: set[Peer] = set()  # what the last sweep found still pending
 
-    def due(self, peer: Peer) -> None:
-        """``peer`` queued its first bytes since the last flush."""
-        self._dirty.append(peer)
-        if self._handle is None:
-            loop = asyncio.get_running_loop()
-            self._handle = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
+    def schedule(self) -> None:
+        """The first client queued since the last flush (``Peer.send`` adds itself to ``_dirty``)."""
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._handle = None
@@ -161,12 +160,15 @@ class Peer:
         closed or cut off. Never blocks."""
         queue = self._queue
         if queue is None:
-            if not self.writable():
+            if self.closed:  # the rest of writable() is checked once per write, in flush
                 return False
             self._queue = [data]
             self._queued = len(data)
             self._count = count
-            self._writes.due(self)
+            writes = self._writes
+            writes._dirty.append(self)
+            if writes._handle is None:
+                writes.schedule()
             return True
         queue.append(data)
         self._count += count
@@ -182,6 +184,7 @@ class Peer:
             return
         self._queue = None
         if not self.writable():
+            self.closed = True  # closed under us: later sends stop at once
             return
         transport = self.transport
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
@@ -251,7 +254,7 @@ class Client(Peer):
     def writable(self) -> bool:
         # Checked per write, not per message: frames queued before websockets closed the connection are dropped
         # rather than written after its close frame.
-        return not self.closed and self.protocol.state is State.OPEN and not self.transport.is_closing()
+        return not self.closed and self.protocol.state is _OPEN and not self.transport.is_closing()
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection after what is queued: a close frame must not overtake the client's last frames."""
