@@ -103,7 +103,11 @@ class Writes:
         self._handle = None
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
-            peer.flush()
+            try:
+                peer.flush()
+            except Exception:  # one client's failure must not leave the others' queues unwritten
+                log.exception("write_failed %s", peer.describe())
+                peer.abort()
         if self.swept:
             self.written += dirty
 
@@ -114,7 +118,7 @@ class Writes:
         self.written = []
         owing: set[Peer] = set()
         for peer in candidates:
-            if peer.closed:
+            if peer.closed or peer.transport.is_closing():  # its socket may be gone, its descriptor reused
                 continue
             held, acked = kernel_progress(peer.sock)
             pending = held or peer.transport.get_write_buffer_size() > 0
@@ -211,6 +215,12 @@ class Peer:
 
     def closing(self) -> bool:
         return self.closed or self.transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop the connection and whatever is queued for it; nothing more is taken."""
+        self.closed = True
+        self._queue = None
+        self.transport.abort()
 
     def cut_off(self, reason: str = "slow") -> None:
         if self.closed:
