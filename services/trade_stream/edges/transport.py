@@ -13,18 +13,21 @@ Bounds. A client whose transport still holds more than ``cap`` unsent bytes when
 graceful close would wait in drain() forever on a stalled peer); a caught-up client takes any one write. A queue
 that grows past ``cap`` before it is due is written at once, so it is bounded the same way. A client that accepts
 no data at all for ``stall_timeout`` seconds while data is pending is aborted too: kernel buffers autotune to
-megabytes, so a reader that stopped could otherwise look healthy for minutes. Progress is the kernel's own count
-of the bytes the peer acknowledged (``TCP_INFO``), read by the sweep, and only for clients written to since the
-last sweep or still owing data then: a write keeps no stall bookkeeping.
+megabytes, so a reader that stopped could otherwise look healthy for minutes. The sweep reads the kernel, and only
+for clients written to since the last sweep or still owing data then: what is pending (the transport's buffer and
+``SIOCOUTQ``) and, when something is, the peer's progress, the kernel's count of bytes it acknowledged
+(``TCP_INFO``). A write keeps no stall bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import socket
 import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,24 +42,28 @@ log = logging.getLogger("trade_stream.edges.transport")
 _ids = itertools.count(1)
 _OPEN = State.OPEN
 
-# struct tcp_info (linux/tcp.h): tcpi_unacked (u32) at 24, tcpi_bytes_acked (u64) at 120, tcpi_notsent_bytes
-# (u32) at 144; Linux 4.6 and later report all three.
-_TCP_INFO_LEN = 148
-_UNACKED = struct.Struct("=I")
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at offset 120 (Linux 4.1 and later).
+_TCP_INFO_LEN = 128
 _ACKED = struct.Struct("=Q")
 
 
-def kernel_progress(sock: Any) -> tuple[bool, int]:
-    """(whether the kernel still holds bytes the peer has not acknowledged, how many bytes it has acknowledged
-    in all), from one ``getsockopt(TCP_INFO)``; (False, 0) for a closed or non-TCP socket."""
+def kernel_unsent(fd: int) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ, which is TIOCOUTQ)."""
+    if fd < 0:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:  # closed under us
+        return 0
+
+
+def kernel_acked(sock: Any) -> int:
+    """How many bytes the peer has acknowledged on this TCP socket in all (``TCP_INFO``); 0 when unknown."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
     except (OSError, AttributeError):  # closed under us, or no socket at all
-        return False, 0
-    if len(info) < _TCP_INFO_LEN:
-        return False, 0
-    held = _UNACKED.unpack_from(info, 24)[0] > 0 or _UNACKED.unpack_from(info, 144)[0] > 0
-    return held, _ACKED.unpack_from(info, 120)[0]
+        return 0
+    return _ACKED.unpack_from(info, 120)[0] if len(info) >= _TCP_INFO_LEN else 0
 
 
 class Progress:
@@ -112,7 +119,7 @@ class Writes:
             self.written += dirty
 
     def sweep(self, now: float, timeout: float) -> None:
-        """Abort every client that stalled: one ``getsockopt`` for each one written to or owing since last time."""
+        """Abort every client that stalled, looking only at those written to or owing since the last sweep."""
         self.swept = True
         candidates = self.owing.union(self.written)
         self.written = []
@@ -120,8 +127,9 @@ class Writes:
         for peer in candidates:
             if peer.closed or peer.transport.is_closing():  # its socket may be gone, its descriptor reused
                 continue
-            held, acked = kernel_progress(peer.sock)
-            pending = held or peer.transport.get_write_buffer_size() > 0
+            # the cheap reading first: a client owing nothing (the common case) costs one ioctl
+            pending = peer.transport.get_write_buffer_size() > 0 or kernel_unsent(peer.fd) > 0
+            acked = kernel_acked(peer.sock) if pending else 0
             if peer.progress.stalled(pending, acked, now, timeout):
                 peer.cut_off("stalled")
             elif pending:
@@ -140,12 +148,13 @@ async def watch_stalls(writes: Writes, timeout: float) -> None:
 class Peer:
     """What every streaming client shares: a transport, a byte cap, the queue of one flush, stall progress."""
 
-    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "ip", "progress", "sock", "stats",
-                 "transport")
+    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "sock",
+                 "stats", "transport")
 
     def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats, writes: Writes) -> None:
         self.transport = transport
         self.sock = transport.get_extra_info("socket")
+        self.fd = self.sock.fileno() if self.sock is not None else -1
         self.ip = ip
         self.cap = cap
         self.stats = stats
