@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.support.relay import Browser, free_port, relay_config, running, wait_until
+from tests.support.relay import Browser, free_port, relay_config, running, small_socket, wait_until
 from tests.support.sse import sse_get
 
 pytestmark = pytest.mark.timeout(30)
@@ -132,3 +132,36 @@ async def test_an_sse_stream_gets_one_chunk_for_an_iteration_and_every_event_in_
                     ids.append(ev.json()["data"]["id"])
             assert ids == list(range(200))
             assert r.chunks - chunks == 1
+
+
+async def test_what_queues_behind_a_busy_socket_arrives_in_order_when_the_reader_resumes(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path, client_buffer_bytes=16 << 20, stall_timeout=0)
+    async with running(cfg) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        async with Browser.connect(app.port, sock=small_socket(app.port)) as b:
+            await b.send({"action": "subscribe", "symbol": "AAPL"})
+            await b.expect("subscribed")
+            await asyncio.sleep(0.2)
+            (client,) = app.relay.clients
+            b.ws.transport.pause_reading()
+            router = app.relay.sources.default.router
+            pad = "x" * 400
+            sent = 0
+
+            def burst() -> None:  # one iteration's worth; the conditions carry the padding
+                nonlocal sent
+                for _ in range(50):
+                    router.route([{**trade(sent), "c": [pad]}], 0.0)
+                    sent += 1
+
+            while client.transport.get_write_buffer_size() == 0 and sent < 60_000:  # the kernel's buffers fill
+                burst()
+                await asyncio.sleep(0)
+            assert client.transport.get_write_buffer_size() > 0, "the socket never backed up"
+            for _ in range(20):  # more iterations queue behind the busy socket
+                burst()
+                await asyncio.sleep(0)
+            b.ws.transport.resume_reading()
+            for i in range(sent):
+                assert (await b.expect("trade", timeout=10))["data"]["id"] == i
+            assert app.stats.slow_client_cutoffs == 0
