@@ -203,15 +203,22 @@ class Peer:
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
             self.cut_off()
             return
-        data = self.encode(queue[0] if len(queue) == 1 else b"".join(queue))
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        if self.wrapped:
+            data = self.encode(data)
         transport.write(data)
         stats = self.stats
         stats.deliveries += self._count
         stats.bytes_out += len(data)
-        self.wrote(self._count)
+        if self.wrapped:
+            self.wrote(self._count)
+
+    # WebSocket frames are final as queued; a kind whose queue needs wrapping (SSE: one chunk, gzipped) sets
+    # ``wrapped`` and overrides the two hooks, so the WebSocket path pays no call for them.
+    wrapped = False
 
     def encode(self, data: bytes) -> bytes:
-        """The bytes a queue becomes on the wire (WebSocket frames are final already)."""
+        """The bytes a queue becomes on the wire."""
         return data
 
     def wrote(self, count: int) -> None:

@@ -24,6 +24,8 @@ from trade_stream.edges.transport import Peer, Writes
 class SseClient(Peer):
     """One open event stream. Hub holder (codec + send), writer of chunked, optionally gzipped, events."""
 
+    wrapped = True  # each write is one chunk (see encode)
+
     def __init__(self, writer: asyncio.StreamWriter, ip: str, cap: int, stats: Stats, writes: Writes, codec: Codec,
                  gzip: bool, throttle: float) -> None:
         self._init_peer(writer.transport, ip, cap, stats, writes)
