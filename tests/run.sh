@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds .venv, installs the project with its test extra, makes sure Chromium is there for the
 # browser tests, redis-server for the cluster tests and debootstrap + systemd-nspawn for the deployment test,
-# then runs ruff, the import-layer contract and pytest. Usage: ./tests/run.sh [pytest args]
+# then runs ruff, the import-layer contract, the type check and pytest. Usage: ./tests/run.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -71,6 +71,8 @@ fi
 .venv/bin/ruff check services tests
 # The layer contract in pyproject.toml ([tool.importlinter]): a back-edge between layers fails here.
 PYTHONPATH=services .venv/bin/lint-imports
+# The type check in pyproject.toml ([tool.mypy]): services/trade_stream, every function annotated.
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

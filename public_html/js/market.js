@@ -7,7 +7,10 @@ import { Ticker } from './ticker.js';
 const CHANNELS = ['trades', 'quotes', 'bars'];
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
-const BACKFILL_HOURS = 16;
+// The chart reaches back to the last session before today: over a weekend, a holiday or both (Christmas on a
+// Friday: Monday's pre-market follows Thursday's close). The daemon returns the latest 1000 minute bars of the
+// window, so a longer reach costs nothing on a normal weekday.
+const BACKFILL_DAYS = 6;
 // Each row's "1 h" sparkline starts from the last hour of minute bars up to its last trade (when the market is
 // closed, the end of its last session): fetched once the row's snapshot says when that was, at most
 // SEED_PARALLEL at a time (20 rows must not be 20 simultaneous REST calls through the daemon's shared quota).
@@ -136,7 +139,7 @@ export class Market {
 
   /** The data stream was broken (relay or Alpaca reconnected): each tape gets a gap row. */
   markGap(reason) {
-    const at = Date.now();
+    const at = marketNow(); // the trades' time, which a simulated market keeps apart from this computer's
     for (const ticker of this.#tickers.values()) if (ticker.tape.length) ticker.markGap(at, reason);
     this.#renderAll();
   }
@@ -247,8 +250,9 @@ export class Market {
    * it is still on the list). */
   async #fetchBars(ticker, lookbackMs, until = marketNow()) {
     const start = new Date(until - lookbackMs).toISOString();
+    const end = new Date(until).toISOString();
     const url = new URL('api/bars', this.#apiBase);
-    url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start }).toString();
+    url.search = new URLSearchParams({ symbol: ticker.symbol, timeframe: '1Min', start, end }).toString();
     const response = await fetch(url, { cache: 'no-store' });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
@@ -262,7 +266,7 @@ export class Market {
     if (!ticker?.lastTradeAt || !this.#apiBase || this.#backfilled.has(ticker.symbol)) return;
     this.#backfilled.add(ticker.symbol);
     try {
-      await this.#fetchBars(ticker, BACKFILL_HOURS * 3_600_000, Math.min(marketNow(), ticker.lastTradeAt || Infinity));
+      await this.#fetchBars(ticker, BACKFILL_DAYS * 86_400_000, Math.min(marketNow(), ticker.lastTradeAt || Infinity));
     } catch (error) {
       this.#backfilled.delete(ticker.symbol);
       console.info(`trade-stream: no backfill for ${ticker.symbol}: ${error.message}`);

@@ -1,4 +1,8 @@
-"""Application wiring, in one place: build every component from the Config, start them, stop them in order."""
+"""Application wiring, in one place. ``build`` makes every component from the Config and connects them: who
+calls whom, and who receives each event, is read there. ``run`` starts them in dependency order, each stop
+registered as its part comes up. ``App`` is the daemon around the two: the demo simulators, signals, systemd, and a
+stop that undoes whatever part of the start got done.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,11 +22,13 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.engine import Engine, NodeHandler
+from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide
+from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
@@ -46,6 +53,7 @@ from trade_stream.ops.supervisor import Supervisor
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")
@@ -78,25 +86,252 @@ def write_private(path: Path, text: str) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class Components:
+    """Every part of one daemon, built and connected to each other, none of them started."""
+
+    cfg: Config
+    supervisor: Supervisor
+    relay: Relay[Sources]
+    identity: Identity
+    accounts: Accounts
+    tradings: dict[str, TradingUpstream]  # per account, in account order
+    broker: BrokerEvents | None  # Broker API mode (ALPACA_BROKER_API_KEY)
+    notifier: TradeNotifier
+    webhooks: Webhooks | None
+    report: StatusReport  # health, status and the systemd status line
+    page: PageSupport
+    snapshots: Snapshots
+    ws: WsServer
+    sse: SseServer | None
+
+    @property
+    def engine(self) -> Engine:
+        return self.relay.engine
+
+
+def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExitStack) -> Components:
+    """Every component from ``cfg``, connected. Nothing starts: no port listens, no task runs, the engine has not
+    reached its store. The order journals, the Broker journal and the notification store register their close on
+    ``resources`` as they are opened, so a failure part-way closes what was opened (the webhook outbox is opened
+    and closed by its delivery task)."""
+
+    def leadership(leading: bool) -> None:
+        """A node that does not hold the trading stream still shows positions: from REST, then from fills. The
+        engine calls it only once it runs, when ``accounts`` below exists."""
+        log.info("leadership node=%s leading=%s", cfg.node_id, leading)
+        if not leading:
+            for orders in accounts:
+                supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
+
+    relay = Relay(cfg, stats, partial(build_engine, cfg, leadership), partial(build_sources, cfg, stats))
+    identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file, cfg.jwt_secret,
+                        cfg.jwt_public_key, cfg.max_connections_per_user, broker=bool(cfg.broker_api_key),
+                        jwt_audience=cfg.jwt_audience, jwt_issuer=cfg.jwt_issuer,
+                        jwt_max_lifetime=cfg.jwt_max_lifetime)
+    # Each account's order log is opened (registered with the engine) here: the engine's connect loads them.
+    built = {spec.name: build_account(cfg, stats, relay, spec) for spec in cfg.account_specs()}
+    tradings = {name: trading for name, (_, trading) in built.items()}
+    accounts = Accounts({name: orders for name, (orders, _) in built.items()}, identity)
+    resources.push_async_callback(accounts.stop)
+    broker = None
+    if cfg.broker_api_key:
+        accounts.broker = broker = build_broker(cfg)
+        resources.callback(broker.close)
+    notifier, webhooks = build_notifications(cfg, accounts)
+    resources.callback(notifier.close)
+    report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
+                          broker.upstreams if broker is not None else (), webhooks)
+    registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
+    registry.register(notifier.collector())
+    if webhooks is not None:
+        registry.register(webhooks.collector())
+    origins = OriginPolicy(cfg.allowed_origins)
+    cors = Cors(origins).headers
+    page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
+    # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
+    web = Web(StaticFiles(cfg.public_dir), [
+        Route("/healthz", lambda r: json(*report.healthz(), cors(r))),
+        Route("/api/stream/status", lambda r: json(200, report.status(), cors(r))),
+        Route("/metrics", lambda r: response(200, render(registry), CONTENT_TYPE)),
+        Route("/config.js", page.config_js),
+        Route("/api/page-info", page.info),
+        Route("/api/bars", lambda r: history.bars_route(r, cors(r))),
+        Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
+        Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
+        Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
+    ])
+    compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
+    ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes())
+    sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
+           if cfg.sse_port else None)
+    parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
+                       page, snapshots, ws, sse)
+    wire_events(parts)
+    return parts
+
+
+def build_engine(cfg: Config, on_leader: Callable[[bool], None], handler: NodeHandler) -> Engine:
+    """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
+    if not cfg.redis_url:
+        return MemoryEngine(handler, cfg.node_id, on_leader=on_leader)
+    from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
+
+    return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
+                       max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days, on_leader=on_leader)
+
+
+def build_sources(cfg: Config, stats: Stats, hub: Hub, on_state: FeedState, engine: UpstreamSide) -> Sources:
+    """The relay's upstream: one market-data connection per Alpaca source in use, the default feed always."""
+    return Sources(cfg, hub, stats, cfg.data_stream_url, on_state, engine)
+
+
+def build_account(cfg: Config, stats: Stats, relay: Relay[Sources],
+                  spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
+    """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
+    upgrade keeps its history), its REST client and its own trading stream."""
+    base = "orders-demo" if cfg.demo else "orders"  # never mix simulated fills with real ones
+    name = f"{base}.sqlite3" if spec.name == DEFAULT_ACCOUNT else f"{base}-{spec.name}.sqlite3"
+    rest = AlpacaRest(dataclasses.replace(cfg, api_key=spec.key_id, secret_key=spec.secret, base_url=spec.base_url))
+    orders = Orders(Path(cfg.state_dir) / name, rest, relay, stats, cfg.journal_retention_days,
+                    cfg.timings.journal_retry, account=spec.name,  # a journal fault is reported, not fatal
+                    open_log=relay.engine.open_order_log)
+
+    def trading_state(state: UpstreamState) -> None:
+        orders.on_state(state.state == "connected")
+        log.info("trading_state account=%s state=%s error=%r", spec.name, state.state, state.error)
+
+    trading = TradingUpstream(
+        url=spec.trading_stream_url or cfg.trading_stream_url, key=spec.key_id, secret=spec.secret,
+        on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
+        timings=cfg.timings, stats=stats,
+    )
+    return orders, trading
+
+
+def build_broker(cfg: Config) -> BrokerEvents:
+    """Broker API mode: one journal for every Alpaca account of the partner, and one SSE consumer per
+    stream switched on (TRADE_STREAM_BROKER_STREAMS)."""
+    from trade_stream.upstream.broker_events import BrokerStream  # Broker mode only: httpx-sse
+
+    name = "broker-demo.sqlite3" if cfg.demo else "broker.sqlite3"
+    broker = BrokerEvents(Path(cfg.state_dir) / name, cfg.journal_retention_days)
+    broker.upstreams = [
+        BrokerStream(stream, cfg.broker_base_url, cfg.broker_api_key, cfg.broker_secret_key, broker,
+                     silence=cfg.broker_silence, backoff_min=cfg.timings.reconnect_min,
+                     backoff_max=cfg.timings.broker_backoff_max, fallback_after=cfg.broker_fallback_after,
+                     poll_interval=cfg.broker_poll_interval, open_timeout=cfg.timings.open_timeout)
+        for stream in cfg.broker_streams]
+    return broker
+
+
+def build_notifications(cfg: Config, accounts: Accounts) -> tuple[TradeNotifier, Webhooks | None]:
+    """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
+    suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
+    notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
+                             cfg.journal_retention_days, cfg.timings.journal_retry)
+    if not cfg.webhooks:
+        return notifier, None
+    return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
+                              cfg.timings, cfg.webhook_max_pending)
+
+
+def wire_events(parts: Components) -> None:
+    """Who receives an order event, in the order they get it; a listener runs in the order it was added.
+    Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
+    WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
+    accounts, notifier, sse, broker = parts.accounts, parts.notifier, parts.sse, parts.broker
+    for orders in accounts:
+        # The notification is derived first, then the SSE streams get the event.
+        orders.listeners.append(partial(notifier.on_entry, orders=orders))
+        if sse is not None:
+            assert sse.fanout is not None  # built with the accounts
+            orders.listeners.append(partial(sse.fanout.on_order_event, orders=orders))
+            orders.position_listeners.append(sse.fanout.on_position)
+            orders.reset_listeners.append(partial(sse.fanout.on_orders_reset, orders=orders))
+    if sse is not None:  # the Alpaca-style event streams: the Broker journal in Broker mode, else order events
+        if broker is not None:
+            broker.listeners.append(sse.events_api.on_broker)
+        else:
+            for orders in accounts:
+                orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
+    # A new notification: wake the webhook outbox, then the SSE alert stream.
+    if parts.webhooks is not None:
+        notifier.listeners.append(parts.webhooks.wake)
+    if sse is not None:
+        sse.alerts.serve_from(notifier)
+        notifier.listeners.append(sse.alerts.on_alert)
+        notifier.read_listeners.append(sse.alerts.on_read)
+
+
+async def run(parts: Components, running: AsyncExitStack) -> None:
+    """Start every part in dependency order, each stop registered on ``running`` as soon as its part exists (the
+    stack unwinds in reverse): the engine reaches its store and loads the order logs the accounts opened, the ports
+    listen, the engine starts, then the upstreams and background tasks run under the supervisor."""
+    cfg, supervisor, engine = parts.cfg, parts.supervisor, parts.engine
+    # Stopped whether or not it got to connect; its stop hands the lease over now, not after it runs out, and
+    # ends its loops before the supervisor waits for them.
+    running.push_async_callback(engine.stop)
+    await engine.connect()  # a cluster store that cannot be reached is EngineUnavailable: exit 2
+    running.callback(parts.snapshots.close)  # a snapshot batch still waiting: its timer and fetch end here
+    running.push_async_callback(partial(close_edges, parts))
+    if not (Path(cfg.public_dir) / "index.html").is_file():
+        log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
+                    cfg.public_dir)
+    await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, parts.ws.start(supervisor.start))
+    parts.ws.instance = parts.page.bind(parts.ws.port)
+    if parts.sse is not None:
+        await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, parts.sse.start(supervisor.start))
+    await engine.start(supervisor.start)
+    supervisor.start("upstream-market-data", parts.relay.sources.run)
+    first = next(iter(parts.tradings))  # the first account's stream has the plain name
+    for name, trading in parts.tradings.items():  # one trading stream per account, on the node holding Alpaca
+        supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
+                         partial(engine.while_leader, trading.run, trading))
+    for upstream in parts.broker.upstreams if parts.broker is not None else ():
+        supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
+    supervisor.start("journal-retention", partial(prune_journals, parts))
+    if parts.webhooks is not None:
+        supervisor.start("webhooks", parts.webhooks.run)
+    log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, parts.ws.port, cfg.demo,
+             cfg.data_feed, cfg.data_stream_url)
+    log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
+
+
+async def close_edges(parts: Components) -> None:
+    """Clients get 1001 and every Alpaca session a proper close (so Alpaca frees the slot), all at once: each
+    may wait out its own grace (a frozen upstream, stalled clients), and in a row those waits add up past
+    what systemd and Kubernetes give a stopping process."""
+    parts.relay.close()
+    closing = [parts.ws.close(), *([parts.sse.close()] if parts.sse is not None else []),
+               parts.relay.sources.stop(), *(t.stop() for t in parts.tradings.values())]
+    for result in await asyncio.gather(*closing, return_exceptions=True):
+        if isinstance(result, Exception):
+            log.error("shutdown_step_failed error=%r", result)
+
+
+async def prune_journals(parts: Components) -> None:
+    """Hourly: the order journals, the Broker journal and the notification store drop what is past retention."""
+    while True:
+        removed = parts.accounts.prune() + (parts.broker.prune() if parts.broker is not None else 0)
+        if removed:
+            log.info("journal_pruned removed=%d", removed)
+        parts.notifier.prune()
+        await asyncio.sleep(3600)
+
+
 class App:
+    """One daemon: ``start`` builds its ``Components`` (``parts``) and runs them, ``stop`` undoes whatever part
+    of that got done. The properties below are the parts tests and tools read most."""
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.stats = Stats()
-        self.simulator: Any = None
-        self.relay: Relay | None = None
-        self.ws: WsServer | None = None
-        self.accounts: Accounts | None = None
-        self.identity: Identity | None = None
-        self.tradings: dict[str, TradingUpstream] = {}
-        self.sse: SseServer | None = None
-        self.notifier: TradeNotifier | None = None
-        self.webhooks: Webhooks | None = None
-        self.report: StatusReport | None = None  # health, status and status line, once the parts exist
-        self.engine: Engine | None = None
-        self.broker: BrokerEvents | None = None  # Broker API mode (ALPACA_BROKER_API_KEY)
+        self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
+        self.parts: Components | None = None  # once start() has built them
+        self.simulator: Any = None  # --demo: simulator/server.Simulator
         self.broker_simulator: Any = None  # --demo --broker: simulator/broker.BrokerSim
         self.demo_customers: dict[str, tuple[str, str]] = {}  # --demo --broker: customer -> (account, JWT)
-        self.supervisor = Supervisor(cfg.timings.reconnect_min, cfg.timings.reconnect_max)
         # Teardown is registered as each part comes up, on one of two stacks, each unwound in reverse. ``_running``
         # holds what serves and runs (listeners, upstreams, the engine, the supervised tasks); ``_resources``
         # holds what those use (journals, the notification store, the demo simulators). Every running part is
@@ -110,107 +345,17 @@ class App:
         self._running.push_async_callback(self.supervisor.stop)  # last of the running parts: every task it runs
         if self.cfg.demo:
             self.cfg = await self._start_simulator()
+        self.parts = build(self.cfg, self.stats, self.supervisor, self._resources)
+        await run(self.parts, self._running)
         cfg = self.cfg
-        self.relay = relay = Relay(cfg, self.stats, cfg.data_stream_url, self._build_engine)
-        self.engine = engine = relay.engine
-        # Stopped whether or not it got to connect; its stop hands the lease over now, not after it runs out, and
-        # ends its loops before the supervisor waits for them.
-        self._running.push_async_callback(engine.stop)
-        registry = build_registry(self.stats, relay.status, self.supervisor.restarts, engine.metrics)
-        origins = OriginPolicy(cfg.allowed_origins)
-        cors = Cors(origins).headers
-        self.identity = identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file,
-                                            cfg.jwt_secret, cfg.jwt_public_key, cfg.max_connections_per_user,
-                                            broker=bool(cfg.broker_api_key), jwt_audience=cfg.jwt_audience,
-                                            jwt_issuer=cfg.jwt_issuer, jwt_max_lifetime=cfg.jwt_max_lifetime)
-        built = {spec.name: self._build_account(relay, spec) for spec in cfg.account_specs()}
-        self.tradings = {name: trading for name, (_, trading) in built.items()}
-        self.accounts = accounts = Accounts({name: orders for name, (orders, _) in built.items()}, identity)
-        self._resources.push_async_callback(accounts.stop)
-        if cfg.broker_api_key:
-            accounts.broker = self.broker = self._build_broker()
-            self._resources.callback(self.broker.close)
-        # The accounts' order logs are opened (registered with the engine) by now: connect loads them. A cluster
-        # store that cannot be reached is EngineUnavailable: exit 2.
-        await engine.connect()
-        notifier, self.webhooks = self._build_notifications(accounts)
-        self.notifier = notifier
-        self._resources.callback(notifier.close)
-        registry.register(notifier.collector())
-        self.report = StatusReport(RelayMarket(relay), self.tradings, self.supervisor, cfg.health_grace, accounts,
-                                   notifier, self.broker, self.broker.upstreams if self.broker else (), self.webhooks)
-        if self.webhooks is not None:
-            registry.register(self.webhooks.collector())
-        if not (Path(cfg.public_dir) / "index.html").is_file():
-            log.warning("no_page public_dir=%s: / will answer 404; set TRADE_STREAM_PUBLIC_DIR to public_html",
-                        cfg.public_dir)
-        page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
-        # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
-        self.web = Web(StaticFiles(cfg.public_dir), [
-            Route("/healthz", lambda r: self._healthz(cors(r))),
-            Route("/api/stream/status", lambda r: json(200, self.status(), cors(r))),
-            Route("/metrics", lambda r: response(200, render(registry), CONTENT_TYPE)),
-            Route("/config.js", page.config_js),
-            Route("/api/page-info", page.info),
-            Route("/api/bars", lambda r: history.bars_route(r, cors(r))),
-            Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
-            Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
-            Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
-        ])
-        compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
-        self.ws = WsServer(cfg, relay, self.web, origins, self.stats, private=accounts, snapshots=snapshots,
-                           endpoints=compat.routes())
-        if cfg.sse_port:
-            self.sse = SseServer(cfg, relay, accounts, origins, self.stats, status=self.status,
-                                 snapshots=snapshots, broker=self.broker)
-        self._wire_events(accounts, notifier)
-        self._running.callback(snapshots.close)  # a snapshot batch still waiting: its timer and fetch end here
-        self._running.push_async_callback(self._close_edges)
-        await listen("TRADE_STREAM_PORT", cfg.host, cfg.port, self.ws.start(self.supervisor.start))
-        self.ws.instance = page.bind(self.ws.port)
-        if self.sse is not None:
-            await listen("TRADE_STREAM_SSE_PORT", cfg.host, cfg.sse_port, self.sse.start(self.supervisor.start))
-        await engine.start(self.supervisor.start)
-        self.supervisor.start("upstream-market-data", relay.run)
-        first = next(iter(self.tradings))  # the first account's stream has the plain name
-        for name, trading in self.tradings.items():  # one trading stream per account, on the node holding Alpaca
-            self.supervisor.start("upstream-trading" if name == first else f"upstream-trading-{name}",
-                                  lambda trading=trading: engine.while_leader(trading.run, trading))
-        for upstream in self.broker.upstreams if self.broker is not None else ():
-            self.supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
-        self.supervisor.start("journal-retention", self._prune_journal)
-        if self.webhooks is not None:
-            self.supervisor.start("webhooks", self.webhooks.run)
-        log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, self.ws.port, cfg.demo,
-                 cfg.data_feed, cfg.data_stream_url)
-        log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
+        host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
         for name, (account, jwt_token) in self.demo_customers.items():  # --demo --broker: one link per customer
-            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
             print(f"trade-stream demo: customer {name} (Broker account {account}): "
                   f"http://{host}:{self.port}/#token={jwt_token}", flush=True)
         if cfg.token_generated:
             self._announce_token()
         else:  # the page's address is the last line printed at start, token or not
-            host = "localhost" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-            print(f"trade-stream: listening; open http://{host}:{self.ws.port}/ for the page.", flush=True)
-
-    def _build_engine(self, handler: NodeHandler) -> Engine:
-        """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
-        cfg = self.cfg
-        if not cfg.redis_url:
-            return MemoryEngine(handler, cfg.node_id, on_leader=self._leadership)
-        from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
-
-        return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
-                           max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days,
-                           on_leader=self._leadership)
-
-    def _leadership(self, leading: bool) -> None:
-        """A node that does not hold the trading stream still shows positions: from REST, then from fills."""
-        log.info("leadership node=%s leading=%s", self.cfg.node_id, leading)
-        if not leading and self.accounts is not None:
-            for orders in self.accounts:
-                self.supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
+            print(f"trade-stream: listening; open http://{host}:{self.port}/ for the page.", flush=True)
 
     def _announce_token(self) -> None:
         """Tell the operator where the generated token is. In a terminal: print the page URL, as always. Under
@@ -233,105 +378,6 @@ class App:
         log.warning("generated_token no TRADE_STREAM_TOKEN set, generated one for this run; the page URL with it is "
                     "in %s (mode 0600, this service's user only); set TRADE_STREAM_TOKEN for a fixed token", path)
 
-    def _build_account(self, relay: Relay, spec: AccountSpec) -> tuple[Orders, TradingUpstream]:
-        """One account: its journal (the ``default`` account keeps the file name from before accounts, so an
-        upgrade keeps its history), its REST client and its own trading stream."""
-        cfg = self.cfg
-        base = "orders-demo" if cfg.demo else "orders"  # never mix simulated fills with real ones
-        name = f"{base}.sqlite3" if spec.name == DEFAULT_ACCOUNT else f"{base}-{spec.name}.sqlite3"
-        rest = AlpacaRest(dataclasses.replace(cfg, api_key=spec.key_id, secret_key=spec.secret,
-                                              base_url=spec.base_url))
-        orders = Orders(Path(cfg.state_dir) / name, rest, relay, self.stats, cfg.journal_retention_days,
-                        cfg.timings.journal_retry, account=spec.name,  # a journal fault is reported, not fatal
-                        open_log=self.engine.open_order_log)
-
-        def trading_state(state: UpstreamState) -> None:
-            orders.on_state(state.state == "connected")
-            log.info("trading_state account=%s state=%s error=%r", spec.name, state.state, state.error)
-
-        trading = TradingUpstream(
-            url=spec.trading_stream_url or cfg.trading_stream_url, key=spec.key_id, secret=spec.secret,
-            on_event=orders.on_event, on_connected=orders.reconcile, on_state=trading_state,
-            timings=cfg.timings, stats=self.stats,
-        )
-        return orders, trading
-
-    def _build_broker(self) -> BrokerEvents:
-        """Broker API mode: one journal for every Alpaca account of the partner, and one SSE consumer per
-        stream switched on (TRADE_STREAM_BROKER_STREAMS)."""
-        from trade_stream.upstream.broker_events import BrokerStream  # Broker mode only: httpx-sse
-
-        cfg = self.cfg
-        name = "broker-demo.sqlite3" if cfg.demo else "broker.sqlite3"
-        broker = BrokerEvents(Path(cfg.state_dir) / name, cfg.journal_retention_days)
-        broker.upstreams = [
-            BrokerStream(stream, cfg.broker_base_url, cfg.broker_api_key, cfg.broker_secret_key, broker,
-                         silence=cfg.broker_silence, backoff_min=cfg.timings.reconnect_min,
-                         backoff_max=cfg.timings.broker_backoff_max, fallback_after=cfg.broker_fallback_after,
-                         poll_interval=cfg.broker_poll_interval, open_timeout=cfg.timings.open_timeout)
-            for stream in cfg.broker_streams]
-        return broker
-
-    def _build_notifications(self, orders: Accounts) -> tuple[TradeNotifier, Webhooks | None]:
-        """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
-        cfg = self.cfg
-        suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
-        notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", orders,
-                            cfg.journal_retention_days, cfg.timings.journal_retry)
-        if not cfg.webhooks:
-            return notifier, None
-        return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                                  cfg.timings, cfg.webhook_max_pending)
-
-    def _wire_events(self, accounts: Accounts, notifier: TradeNotifier) -> None:
-        """Who receives an order event, in the order they get it; a listener runs in the order it was added.
-        Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
-        WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
-        sse, broker = self.sse, self.broker
-        for orders in accounts:
-            # The notification is derived first, then the SSE streams get the event.
-            orders.listeners.append(partial(notifier.on_entry, orders=orders))
-            if sse is not None:
-                assert sse.fanout is not None  # built with the accounts
-                orders.listeners.append(partial(sse.fanout.on_order_event, orders=orders))
-                orders.position_listeners.append(sse.fanout.on_position)
-                orders.reset_listeners.append(partial(sse.fanout.on_orders_reset, orders=orders))
-        if sse is not None:  # the Alpaca-style event streams: the Broker journal in Broker mode, else order events
-            if broker is not None:
-                broker.listeners.append(sse.events_api.on_broker)
-            else:
-                for orders in accounts:
-                    orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
-        # A new notification: wake the webhook outbox, then the SSE alert stream.
-        if self.webhooks is not None:
-            notifier.listeners.append(self.webhooks.wake)
-        if sse is not None:
-            sse.alerts.serve_from(notifier)
-            notifier.listeners.append(sse.alerts.on_alert)
-            notifier.read_listeners.append(sse.alerts.on_read)
-
-    def health(self) -> dict[str, Any]:
-        assert self.report is not None, "health is read once the App has started"
-        return self.report.health()
-
-    def _healthz(self, headers: dict[str, str]) -> Any:
-        assert self.report is not None
-        code, body = self.report.healthz()
-        return json(code, body, headers)
-
-    def status(self) -> dict[str, Any]:
-        assert self.report is not None, "status is read once the App has started"
-        return self.report.status()
-
-    async def _prune_journal(self) -> None:
-        while True:
-            removed = self.accounts.prune() + (self.broker.prune() if self.broker is not None else 0)
-            if removed:
-                log.info("journal_pruned removed=%d", removed)
-            if self.notifier is not None:
-                self.notifier.prune()
-            await asyncio.sleep(3600)
-
     async def _start_simulator(self) -> Config:
         from trade_stream import demo  # demo mode only: production never imports the simulator
 
@@ -350,22 +396,6 @@ class App:
         if self.broker_simulator is not None:
             await self.broker_simulator.stop()
 
-    @property
-    def port(self) -> int:
-        assert self.ws is not None
-        return self.ws.port
-
-    async def _close_edges(self) -> None:
-        """Clients get 1001 and every Alpaca session a proper close (so Alpaca frees the slot), all at once: each
-        may wait out its own grace (a frozen upstream, stalled clients), and in a row those waits add up past
-        what systemd and Kubernetes give a stopping process."""
-        assert self.ws is not None and self.relay is not None
-        closing = [self.ws.close(), *([self.sse.close()] if self.sse is not None else []), self.relay.stop(),
-                   *(t.stop() for t in self.tradings.values())]
-        for result in await asyncio.gather(*closing, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("shutdown_step_failed error=%r", result)
-
     async def stop(self) -> None:
         """Everything that runs, newest first, then everything it used: whatever part of ``start`` got done."""
         if self._stopped.is_set():
@@ -378,16 +408,13 @@ class App:
             await self._resources.aclose()
         log.info("stopped")
 
-    def status_line(self) -> str:
-        return "starting" if self.report is None else self.report.line()
-
     def reload(self, cfg: Config) -> None:
         """SIGHUP: apply the new log level and limits; connections and subscriptions stay."""
         logging.getLogger().setLevel(cfg.log_level)
-        if self.ws is not None:
-            self.ws.reload_limits(cfg)
-        if self.sse is not None:
-            self.sse.reload_limits(cfg)
+        if self.parts is not None:
+            self.parts.ws.reload_limits(cfg)
+            if self.parts.sse is not None:
+                self.parts.sse.reload_limits(cfg)
         log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
                  cfg.max_connections, cfg.max_connections_per_ip)
 
@@ -430,3 +457,58 @@ class App:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # --- what a running daemon shows --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return self._built().report.health()
+
+    def status(self) -> dict[str, Any]:
+        return self._built().report.status()
+
+    def status_line(self) -> str:
+        return "starting" if self.parts is None else self.parts.report.line()
+
+    @property
+    def port(self) -> int:
+        return self._built().ws.port
+
+    @property
+    def relay(self) -> Relay[Sources]:
+        return self._built().relay
+
+    @property
+    def engine(self) -> Engine:
+        return self._built().engine
+
+    @property
+    def identity(self) -> Identity:
+        return self._built().identity
+
+    @property
+    def accounts(self) -> Accounts:
+        return self._built().accounts
+
+    @property
+    def tradings(self) -> dict[str, TradingUpstream]:
+        return self._built().tradings
+
+    @property
+    def broker(self) -> BrokerEvents | None:
+        return self._built().broker
+
+    @property
+    def webhooks(self) -> Webhooks | None:
+        return self._built().webhooks
+
+    @property
+    def ws(self) -> WsServer:
+        return self._built().ws
+
+    @property
+    def sse(self) -> SseServer | None:
+        return self._built().sse
+
+    def _built(self) -> Components:
+        assert self.parts is not None, "the App's parts exist once start() has built them"
+        return self.parts

@@ -67,18 +67,24 @@ def main(argv: list[str] | None = None) -> int:
 def tool(name: str) -> Callable[[list[str]], int]:
     """Tools are imported only when asked for: the daemon never loads the simulator or the benchmark."""
     if name == "simulate":
-        from trade_stream.simulator.cli import main
-    elif name == "check":
+        from trade_stream.simulator import cli as simulate
+
+        return simulate.main
+    if name == "check":
         from trade_stream.ops import check
 
         return functools.partial(check.main, start_demo=start_demo)
-    elif name == "webhook":
-        from trade_stream.edges.webhooks import main
-    elif name == "user":
-        from trade_stream.edges.identity import main
-    else:
-        from trade_stream.bench.cli import main
-    return main
+    if name == "webhook":
+        from trade_stream.edges import webhooks
+
+        return webhooks.main
+    if name == "user":
+        from trade_stream.edges import identity
+
+        return identity.main
+    from trade_stream.bench import cli as bench
+
+    return bench.main
 
 
 async def start_demo(cfg: config.Config) -> tuple[config.Config, Any]:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -266,10 +267,18 @@ def _broker_streams(raw: str) -> tuple[str, ...]:
 
 
 def _demo_session(raw: str) -> str:
-    from trade_stream.simulator.clock import Clock  # the simulator's own rule; imported only when the setting is given
-
+    """``live``, ``open`` or an RFC 3339 time with its offset: what the simulator's clock starts from
+    (``Clock.for_session``). The rule is written here too, so configuration never imports the simulator;
+    tests/unit/test_backoff_config.py holds the two to the same answers."""
     value = raw.strip().lower() if raw.strip().lower() in ("live", "open") else raw.strip()
-    Clock.for_session(value)
+    if value in ("live", "open"):
+        return value
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ValueError("must be live, open, or an RFC 3339 time with its offset such as 2026-12-05T07:00:00-05:00")
     return value
 
 

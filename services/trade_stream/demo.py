@@ -3,9 +3,10 @@ same upstream code path as production, and a simulated trader so the orders pane
 
 The simulated market keeps real US market hours by default (``--demo-session live``): at night and at weekends
 crypto trades and stocks rest at their last price, as the market clock on the page says. ``--demo-session open``
-shifts the simulator's clock into a regular session (the latest one's 10:30 New York time, unless the market is
-open now) for demos at any hour; the page shows that simulated clock. The simulator knows a fixed universe of
-well-known symbols (simulator/config.py KNOWN_SYMBOLS): a made-up ticker is unknown, as it is at Alpaca.
+shifts the simulator's clock into a regular session (the latest one's 10:30 New York time, unless the market has
+been open an hour and stays open another) for demos at any hour; the page shows that simulated clock. The
+simulator knows a fixed universe of well-known symbols (simulator/config.py KNOWN_SYMBOLS): a made-up ticker is
+unknown, as it is at Alpaca.
 
 With ``--broker`` the simulator's Broker API (simulator/broker.py) runs in-process too, with a few customer
 accounts: the daemon consumes its event streams as it would Alpaca's, a broker trader places and fills orders in

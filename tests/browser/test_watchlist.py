@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.parse
+from datetime import timedelta
 
 import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import ARTIFACTS, CHROMIUM, OTHER_HOST, PageWatch, free_port, static_server
 from tests.browser.test_page import DATA, UI, panel, tape, upstream_ready
+from tests.support.clocks import bars_window
 from tests.support.relay import relay_config, running, wait_until
 
 pytestmark = [
@@ -99,6 +102,11 @@ async def test_stale_states_relay_down_upstream_402_and_gap_after_reconnect(sim,
         await expect(tape(page)).to_have_count(2, timeout=UI)
         await expect(page.locator("#tape tr.gap")).to_have_count(1)
         await expect(tape(page).first).to_have_class(re.compile(r"\bflat\b"))  # not "up" across the gap
+        # the gap is stamped in the market's time, as the trades are: the simulator's may be days from the page's
+        stamp = re.search(r"at (\d\d):(\d\d):(\d\d) ET", await page.locator("#tape tr.gap").inner_text())
+        market = sim.clock.now()
+        assert stamp and abs(int(stamp[1]) * 3600 + int(stamp[2]) * 60 + int(stamp[3])
+                             - (market.hour * 3600 + market.minute * 60 + market.second)) <= 150, (stamp, market)
         # The gap note wraps inside the tape instead of widening it past its box and clipping the prices.
         assert await page.evaluate("() => { const t = document.querySelector('#tape'); "
                                    "return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
@@ -131,7 +139,10 @@ async def test_row_values_match_trades_quotes_and_bars_and_chart_backfills(sim, 
         bar = sim.inject_bar("IBM", o=49.0, h=53.0, l=48.5, c=52.5, v=1234)
         await wait_until(lambda: bar, 1)
         await expect(page.locator("#chart")).to_have_attribute("data-last-close", re.compile(r"^5[12]"), timeout=UI)
-        bars = await page.evaluate("fetch('/api/bars?symbol=IBM&timeframe=1Min').then(r => r.json())")
+        # a window the page has not asked for (it asks for an hour and for six days, each cached for 15 s)
+        window = bars_window(sim.clock, timedelta(hours=2))
+        query = urllib.parse.urlencode({"symbol": "IBM", "timeframe": "1Min", **window})
+        bars = await page.evaluate(f"fetch('/api/bars?{query}').then(r => r.json())")
         assert bars["symbol"] == "IBM" and bars["bars"] and bars["bars"][-1]["c"] == 51.0
         clock = await page.evaluate("fetch('/api/clock').then(r => r.json())")
         assert set(clock) >= {"is_open", "next_open", "next_close", "timestamp"}
@@ -517,8 +528,8 @@ async def test_demo_at_night_rests_stocks_at_the_last_session_and_shows_the_cloc
     """21:00 New York time (pinned): the clock says closed and shows the simulated time; crypto rows tick while the
     stock rows keep their last price; every sparkline still shows an hour of minute closes (the stocks' last hour
     of trading, not the empty hour before now)."""
-    from tests.support.clocks import recent
-    async with running(demo_config(tmp_path, recent(21).isoformat())) as app:
+    from tests.support.clocks import NIGHT
+    async with running(demo_config(tmp_path, NIGHT.isoformat())) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
         clock = page.locator("#market-clock")
@@ -542,14 +553,19 @@ async def test_demo_at_night_rests_stocks_at_the_last_session_and_shows_the_cloc
 
 
 @pytest.mark.timeout(60)
-async def test_demo_chart_marks_the_break_between_yesterdays_session_and_the_pre_market(browser, tmp_path):
-    """07:00 New York time (pinned): the chart holds the last session's bars, then sparse pre-market trades; the
-    overnight gap is an empty slot with a marker, not a jump within one day."""
-    from tests.support.clocks import recent
-    async with running(demo_config(tmp_path, recent(7).isoformat())) as app:
+@pytest.mark.parametrize(("session", "last_session_bars"), [("PRE", 390), ("MONDAY_PRE", 210)])
+async def test_demo_chart_marks_the_break_between_the_last_session_and_the_pre_market(browser, tmp_path, session,
+                                                                                      last_session_bars):
+    """07:00 New York time (pinned): the chart holds the whole last session, then sparse pre-market trades; the
+    overnight gap is an empty slot with a marker, not a jump within one day. On the Monday after Thanksgiving the
+    last session is Friday's short one (09:30-13:00), across a weekend."""
+    from tests.support import clocks
+    async with running(demo_config(tmp_path, getattr(clocks, session).isoformat())) as app:
         await upstream_ready(app)
         context, page = await demo_page(browser, app)
         await page.locator('tr.wl-row[data-symbol="AAPL"]').click()
         await expect(page.locator("#detail")).to_have_attribute("data-symbol", "AAPL", timeout=UI)
         await expect(page.locator("#chart")).to_have_attribute("data-session-breaks", "1", timeout=30_000)
+        bars = int(await page.locator("#detail").get_attribute("data-bars"))
+        assert bars > last_session_bars, bars
         await context.close()

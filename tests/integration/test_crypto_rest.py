@@ -15,6 +15,7 @@ from alpaca.data.historical import CryptoHistoricalDataClient
 from alpaca.data.requests import CryptoBarsRequest, CryptoSnapshotRequest
 from alpaca.data.timeframe import TimeFrame
 
+from tests.support.clocks import bars_window
 from tests.support.relay import Browser, relay_config, running
 
 pytestmark = pytest.mark.timeout(30)
@@ -50,7 +51,7 @@ async def test_api_bars_for_a_pair_come_from_the_crypto_bars_endpoint(sim, tmp_p
     for price in (64_000.0, 64_100.0):
         sim.inject_trade("BTC/USD", price=price, size=0.5, path=CRYPTO)
     async with running(relay_config(sim, tmp_path, crypto_location="eu-1")) as app:
-        query = urllib.parse.urlencode({"symbol": "BTC/USD", "timeframe": "1Min"})
+        query = urllib.parse.urlencode({"symbol": "BTC/USD", "timeframe": "1Min", **bars_window(sim.clock)})
         status, body = await asyncio.to_thread(http_json, f"http://127.0.0.1:{app.port}/api/bars?{query}")
     assert status == 200 and body["symbol"] == "BTC/USD"
     assert body["bars"] and body["bars"][-1]["c"] == 64_100.0 and body["bars"][-1]["v"] == 1.0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, timedelta
 
 import pytest
 
-from tests.support.clocks import recent
+from tests.support.clocks import MONDAY_PRE, NIGHT
 from tests.support.relay import FAST, TOKEN, Browser, http_get, running, wait_until
 from trade_stream import demo
 from trade_stream.config import Config
@@ -76,7 +77,7 @@ async def test_demo_at_night_streams_crypto_and_rests_stocks_at_their_last_price
     """The default demo keeps real market hours: at 21:00 New York time (pinned) the clock says closed with the
     next open, BTC/USD trades, AAPL sends none but its snapshot has the last session's price and day; a made-up
     ticker gets neither a snapshot nor trades."""
-    night = recent(21)
+    night = NIGHT
     cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
                  ping_interval=0, demo_session=night.isoformat())
     async with running(cfg) as app:
@@ -96,3 +97,26 @@ async def test_demo_at_night_streams_crypto_and_rests_stocks_at_their_last_price
             stocks = [m for m in c.seen if m.get("symbol") in ("AAPL", "ZZZZQ") and m.get("type") == "trade"]
             assert stocks == []
             assert not [m for m in c.seen if m.get("type") == "snapshot" and m.get("symbol") == "ZZZZQ"]
+
+
+async def test_bars_rest_serves_the_latest_bars_of_a_window_in_the_past_oldest_first(tmp_path):
+    """The chart's backfill on the Monday after Thanksgiving (pinned, whatever today is): a window of six days up
+    to 07:00 holds Friday's short session and is bounded by its own length, not by today's date; bars come oldest
+    first; a window that ends before it starts is refused with the reason."""
+    cfg = Config(demo=True, host="127.0.0.1", port=0, state_dir=str(tmp_path), token=TOKEN, timings=FAST,
+                 ping_interval=0, demo_session=MONDAY_PRE.isoformat())
+    end = MONDAY_PRE.astimezone(UTC)
+    window = f"start={(end - timedelta(days=6)):%Y-%m-%dT%H:%M:%SZ}&end={end:%Y-%m-%dT%H:%M:%SZ}"
+    async with running(cfg) as app:
+        status, body = await asyncio.to_thread(http_get, app.port, f"/api/bars?symbol=AAPL&timeframe=1Min&{window}",
+                                               TOKEN)
+        assert status == 200, body
+        stamps = [b["t"] for b in body["bars"]]
+        assert stamps == sorted(stamps) and len(stamps) >= 210
+        friday = [t for t in stamps if t.startswith("2026-11-27")]
+        assert (friday[0], friday[-1]) == ("2026-11-27T14:30:00Z", "2026-11-27T17:59:00Z")  # 09:30 to 12:59 ET
+        assert stamps[-1] <= f"{end:%Y-%m-%dT%H:%M:%SZ}"
+        backwards = f"start={end:%Y-%m-%dT%H:%M:%SZ}&end={(end - timedelta(hours=1)):%Y-%m-%dT%H:%M:%SZ}"
+        status, body = await asyncio.to_thread(http_get, app.port, f"/api/bars?symbol=AAPL&timeframe=1Min&{backwards}",
+                                               TOKEN)
+        assert status == 400 and body["message"] == "start must not be after end"

@@ -27,7 +27,8 @@ from tests.integration.test_simulator import (
     request,
 )
 from trade_stream.simulator import Simulator, protocol
-from trade_stream.simulator.market import MINUTE_NS, NS, Market, parse_ts
+from trade_stream.simulator.market import Market, parse_ts
+from trade_stream.simulator.units import MINUTE_NS, NS
 
 pytestmark = pytest.mark.timeout(20)
 ULID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")

@@ -8,7 +8,7 @@ import asyncio
 import json
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,8 @@ from tests.support.relay import KEY, SECRET
 from trade_stream.simulator import SimConfig, Simulator
 from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.config import KNOWN_SYMBOLS
-from trade_stream.simulator.market import NEW_YORK, NS, parse_ts
+from trade_stream.simulator.market import NEW_YORK, parse_ts
+from trade_stream.simulator.units import NS
 
 pytestmark = pytest.mark.timeout(30)
 HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
@@ -126,3 +127,20 @@ async def test_a_made_up_ticker_is_unknown_as_at_alpaca():
         assert list((await get(f"{sim.http_url}/v2/stocks/trades/latest?symbols=ZZZZQ"))["trades"]) == []
         query = urllib.parse.urlencode({"symbols": "AAPL,ZZZZQ", "timeframe": "1Min", "start": "2026-11-24"})
         assert list((await get(f"{sim.http_url}/v2/stocks/bars?{query}"))["bars"]) == ["AAPL"]
+
+
+async def test_bars_are_picked_by_their_minute_as_at_alpaca():
+    """``end`` inside a minute keeps that minute's bar whole: Alpaca filters bars by their timestamp (the window's
+    start), not the trades in them. Trades at 10:30:00 and 10:30:40; end=10:30:20 returns the bar of both, and
+    start=10:30:20 none (the bar starts before it)."""
+    clock = Clock.frozen_at(OPEN)
+    async with sim_at(OPEN, rate_per_symbol=0.0, clock=clock) as sim:
+        sim.inject_trade("IBM", price=100.0, size=100)
+        clock.set(OPEN + timedelta(seconds=40))
+        sim.inject_trade("IBM", price=101.0, size=100)
+        query = urllib.parse.urlencode({"symbols": "IBM", "timeframe": "1Min", "start": "2026-11-24T15:00:00Z",
+                                        "end": "2026-11-24T15:30:20Z"})
+        [bar] = (await get(f"{sim.http_url}/v2/stocks/bars?{query}"))["bars"]["IBM"]
+        assert (bar["t"], bar["o"], bar["c"], bar["v"], bar["n"]) == ("2026-11-24T15:30:00Z", 100.0, 101.0, 200, 2)
+        query = urllib.parse.urlencode({"symbols": "IBM", "timeframe": "1Min", "start": "2026-11-24T15:30:20Z"})
+        assert (await get(f"{sim.http_url}/v2/stocks/bars?{query}"))["bars"] == {}

@@ -19,7 +19,8 @@ from tests.support.relay import KEY, SECRET
 from trade_stream.simulator import SimConfig, Simulator
 from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.intraday import synthesize
-from trade_stream.simulator.market import MINUTE_NS, NEW_YORK, NS, Market, parse_ts
+from trade_stream.simulator.market import NEW_YORK, Market, parse_ts
+from trade_stream.simulator.units import MINUTE_NS, NS
 
 pytestmark = pytest.mark.timeout(20)
 HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}

@@ -703,3 +703,21 @@ async def test_inject_raw_on_trading_stream_and_more_http_controls(sim):
     assert (await request(other, {"action": "subscribe", "trades": ["A", "B"]}))[0]["code"] == 405
     await sim_get(sim, "/_sim/read_delay?seconds=0.05")
     assert sim.state()["read_delay"] == 0.05
+
+
+async def test_a_late_tick_catches_up_a_bounded_time_not_the_whole_delay():
+    """A loop blocked for 2 s (a busy machine) is followed by at most a quarter second of trades, not 2 s of them
+    in one burst that would make the next tick later still."""
+    async with Simulator(config(rate_per_symbol=1000.0, tick_interval=0.02)) as sim:
+        ws = await open_data(sim, compression=None)
+        await request(ws, {"action": "subscribe", "trades": ["AAPL"]})
+        await recv(ws)  # ticking
+        await asyncio.sleep(0.1)
+        while True:  # drain what is queued, up to a quiet moment between ticks
+            try:
+                await asyncio.wait_for(ws.recv(), 0.005)
+            except TimeoutError:
+                break
+        time.sleep(2.0)  # noqa: ASYNC251 - blocking the loop the simulator runs on is the point
+        burst = await recv(ws)
+        assert 0 < len(burst) <= 400, len(burst)  # 0.25 s at 1,000/s, with room for the rate's randomness

@@ -98,3 +98,25 @@ def test_redis_urls_one_server_or_sentinel_and_their_errors(tmp_path):
         with pytest.raises(ConfigError, match=f"TRADE_STREAM_REDIS_URL.*{re.escape(reason)}") as info:
             parse(["--demo"], {"TRADE_STREAM_REDIS_URL": bad}, tmp_path)
         assert "\n" not in str(info.value)
+
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("session", [
+    "live", "open", " OPEN ", "2026-12-05T07:00:00-05:00", "2026-12-05T12:00:00Z", "2026-12-05T12:00:00.250+00:00",
+    "2026-12-05T07:00:00", "2026-12-05", "tonight", "Z", "2026-13-05T07:00:00-05:00",
+])
+def test_demo_session_is_accepted_exactly_when_the_simulator_clock_takes_it(tmp_path, session):
+    """Configuration writes the session rule itself (it never imports the simulator): it accepts a value exactly
+    when ``Clock.for_session`` starts a clock from it, and passes it on as the clock reads it."""
+    from trade_stream.simulator.clock import Clock
+
+    word = session.strip().lower()
+    value = word if word in ("live", "open") else session.strip()
+    try:
+        Clock.for_session(value)
+    except ValueError:
+        with pytest.raises(ConfigError, match=r"--demo-session\b.*must be live, open, or an RFC 3339 time"):
+            parse(["--demo", "--demo-session", session], {}, tmp_path)
+        return
+    assert parse(["--demo", "--demo-session", session], {}, tmp_path).demo_session == value

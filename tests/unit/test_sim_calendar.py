@@ -1,13 +1,15 @@
-"""The simulator's US equity calendar (simulator/calendar.py) against known NYSE dates, and the phases of a day."""
+"""The simulator's US equity calendar (simulator/calendar.py) against known NYSE dates, the phases of a day, and the
+regular session that ``Clock.in_session`` finds at any hour."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from tests.support.clocks import EARLY_CLOSE_AFTER, HOLIDAY, OPEN, OVERNIGHT, POST, PRE, WEEKEND, ny
 from trade_stream.simulator import calendar
+from trade_stream.simulator.clock import Clock
 from trade_stream.simulator.rest import market_calendar, market_clock
 
 pytestmark = pytest.mark.timeout(10)
@@ -54,3 +56,28 @@ def test_alpaca_clock_and_calendar_follow_it():
         ("2026-11-24", "09:30", "16:00"), ("2026-11-25", "09:30", "16:00"), ("2026-11-27", "09:30", "13:00"),
         ("2026-11-30", "09:30", "16:00")]
     assert days[0]["session_open"] == "0400" and days[2]["session_close"] == "1700"
+
+
+def quarter_hours(first: date, last: date) -> list[datetime]:
+    """Every quarter hour (in UTC, so the days clocks change in New York are neither short nor long of any)."""
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    return [start + timedelta(minutes=15 * k) for k in range(((last - first).days + 1) * 96)]
+
+
+def test_an_open_session_at_any_hour_has_an_hour_behind_it_and_an_hour_ahead():
+    """``--demo-session open`` and the tests' simulator, at every quarter hour of the weeks of both clock changes,
+    Thanksgiving, and Christmas to the New Year: a regular session that opened an hour ago or more (a sparkline's
+    hour of minute bars, right after the open too) and closes an hour later or more; the wall clock itself while
+    that holds, else 10:30 of an earlier or the same day, never ahead of the wall clock."""
+    hour, second = timedelta(hours=1), timedelta(seconds=1)
+    spans = ((date(2026, 10, 29), date(2026, 11, 3)), (date(2026, 11, 23), date(2026, 12, 1)),
+             (date(2026, 12, 23), date(2027, 1, 5)), (date(2027, 3, 11), date(2027, 3, 16)))
+    for real in [t for first, last in spans for t in quarter_hours(first, last)]:
+        now = Clock.in_session(real).now()  # read a moment (well under a second) after the clock started
+        s = calendar.session(now.date())
+        assert s is not None and s.open + hour <= now and now + hour <= s.close + second, (real, now)
+        live = calendar.last_regular_session(real)
+        if live.open + hour <= real and real + hour <= live.close:
+            assert abs(now - real) < second, (real, now)
+        else:
+            assert (now.hour, now.minute) == (10, 30) and now <= real, (real, now)

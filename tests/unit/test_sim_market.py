@@ -8,16 +8,9 @@ import pytest
 
 from trade_stream.simulator import BASIC_PLAN, Plan
 from trade_stream.simulator import protocol as p
-from trade_stream.simulator.market import (
-    MINUTE_NS,
-    NS,
-    BarBuilder,
-    Market,
-    format_ts,
-    parse_ts,
-    round_price,
-)
+from trade_stream.simulator.market import BarBuilder, Market, parse_ts
 from trade_stream.simulator.orders import OrderBook, Position, dec
+from trade_stream.simulator.units import MINUTE_NS, NS, format_ts, round_price
 from trade_stream.simulator.wire import Out, frame
 
 TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")

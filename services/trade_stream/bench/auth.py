@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.bench import report
-from trade_stream.edges.identity import Identity, UserRecord, hash_token, new_token, write_users
+from trade_stream.edges.identity import Identity, hash_token, new_token, write_users
+from trade_stream.records.users import UserRecord
 
 ACCOUNT = "default"
 FLOOD = 200  # wrong tokens sent from the throttled source first: past its limit of 100 a minute
@@ -54,7 +55,7 @@ def measure(identity: Identity, credentials: list[str], sources: list[str]) -> d
 
 
 def run(sizes: list[int], checks: int) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     fresh = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(checks)]
     with tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
         for n in sizes:

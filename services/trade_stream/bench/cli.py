@@ -12,10 +12,15 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from trade_stream.bench import broker, procs, report, scenarios
-from trade_stream.bench.runner import RunOptions, RunResult, run
+from trade_stream.bench.cluster import ClusterRun
+from trade_stream.bench.runner import Run, RunOptions, RunResult
+from trade_stream.bench.scenarios import Plan
 
 RATE_MEANING = {"hot": "msg/s on the one symbol", "stall": "msg/s on the one symbol",
                 "spread": "msg/s upstream in total", "idle": "msg/s upstream in total",
@@ -62,6 +67,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+async def run(plan: Plan, opts: RunOptions, keep_dir: str | None = None) -> RunResult:
+    """Execute one run in a fresh temporary directory (logs kept in ``keep_dir`` when given): N daemons on one
+    redis-server with ``--cluster N``, else one relay."""
+    kind: type[Run] = ClusterRun if opts.cluster > 1 else Run
+    if keep_dir:
+        name = opts.relay if opts.cluster <= 1 else f"cluster{opts.cluster}"
+        path = Path(keep_dir) / f"{plan.scenario}-{name}-{opts.label or 'run'}-{int(time.time())}"
+        path.mkdir(parents=True, exist_ok=True)
+        return await kind(plan, opts, path).execute()
+    with tempfile.TemporaryDirectory(prefix="trade-stream-bench-") as tmp:
+        return await kind(plan, opts, Path(tmp)).execute()
+
+
 async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResult]]:
     d = scenarios.DEFAULTS[args.scenario]
     clients = d.clients if args.clients is None else args.clients
@@ -72,7 +90,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
         os.sched_setaffinity(0, other_cores)  # the bench itself stays off the relay's core
     fd_limit = procs.raise_fd_limit()
     pinning = (f"relay on core {sorted(relay_cores)}, simulator + load clients + bench on cores "
-               f"{sorted(other_cores)} (sched_setaffinity)" if relay_cores else "none (all processes share all cores)")
+               f"{sorted(other_cores or ())} (sched_setaffinity)" if relay_cores
+               else "none (all processes share all cores)")
     if relay_cores and args.cluster:
         pinning += f"; cluster run: every node and redis-server on core {sorted(relay_cores)}"
     header = {"scenario": args.scenario, "description": scenarios.DESCRIPTIONS[args.scenario], "clients": clients,
@@ -117,7 +136,7 @@ def broker_main(args: argparse.Namespace) -> int:
     users = d.clients if args.clients is None else args.clients
     rate = d.rate if args.rate is None else args.rate
     duration = d.duration if args.duration is None else args.duration
-    pinning = (f"daemon on core {sorted(relay_cores)}, simulator + users + bench on cores {sorted(other_cores)}"
+    pinning = (f"daemon on core {sorted(relay_cores)}, simulator + users + bench on cores {sorted(other_cores or ())}"
                if relay_cores else "none (all processes share all cores)")
     if not args.json:
         print(f"running broker: {args.accounts} accounts, {users} users, {rate:g} events/s for {duration:g} s, "

@@ -114,10 +114,12 @@ class WsClient(asyncio.Protocol):
     # --- connection ---------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
-        transport = self.transport
+        # asyncio's signature names the base class; a TCP connection's transport is a Transport, and uvloop's
+        # TCPTransport implements it without subclassing asyncio.Transport, so isinstance cannot narrow it.
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]  # asyncio's and uvloop's types
+        self.transport = tcp
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write((f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+        tcp.write((f"GET / HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                          "User-Agent: trade-stream-bench\r\n\r\n").encode())
 
@@ -254,7 +256,7 @@ async def open_client(window: Window, index: int, host: str, port: int, symbols:
             client = WsClient(window, index, host, port, symbols, batch, staller)
             try:
                 sock = await asyncio.wait_for(_connect(host, port, staller), timeout)
-                await loop.create_connection(lambda c=client: c, sock=sock)
+                await loop.create_connection(lambda: client, sock=sock)  # noqa: B023  # called before the loop goes on
                 await asyncio.wait_for(client.ready, timeout)
                 return client
             except (OSError, TimeoutError, ConnectionError) as exc:

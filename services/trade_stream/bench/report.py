@@ -18,7 +18,7 @@ def machine() -> dict[str, Any]:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("websockets", "uvloop", "orjson"):
         try:
             versions[pkg] = metadata.version(pkg)

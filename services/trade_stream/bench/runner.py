@@ -17,7 +17,6 @@ import json
 import math
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -373,19 +372,3 @@ class Run:
             clients_lost=lost, load_cpu_pct=round(100 * load_cpu / dur, 1), late_messages=late,
             errors=errors[:10], profile=opts.profile,
         )
-
-
-async def run(plan: Plan, opts: RunOptions, keep_dir: str | None = None) -> RunResult:
-    """Execute one run in a fresh temporary directory (logs kept in ``keep_dir`` when given)."""
-    kind: type[Run] = Run
-    if opts.cluster > 1:
-        from trade_stream.bench.cluster import ClusterRun
-
-        kind = ClusterRun
-    if keep_dir:
-        name = opts.relay if opts.cluster <= 1 else f"cluster{opts.cluster}"
-        path = Path(keep_dir) / f"{plan.scenario}-{name}-{opts.label or 'run'}-{int(time.time())}"
-        path.mkdir(parents=True, exist_ok=True)
-        return await kind(plan, opts, path).execute()
-    with tempfile.TemporaryDirectory(prefix="trade-stream-bench-") as tmp:
-        return await kind(plan, opts, Path(tmp)).execute()

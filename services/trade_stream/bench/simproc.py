@@ -53,7 +53,7 @@ class TradeCounter:
                 self.counts[symbol] += 1
             return msg, ns
 
-        sim.market.trade = counted  # type: ignore[method-assign]
+        sim.market.trade = counted  # type: ignore[method-assign]  # counts in place: the simulator has no hook
 
     def set_window(self, query: dict[str, str]) -> dict[str, Any]:
         self.start_ns, self.end_ns = int(query["start_ns"]), int(query["end_ns"])

@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 MAX_ID = 2**63 - 1
 _ID = re.compile(r"(?:([0-9A-Za-z]{1,32})-)?([0-9]{1,19})")  # [0-9], not \d: no other scripts' digits
@@ -67,7 +68,7 @@ _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_ACCOUNTS = 100
 
 
-def is_compound(raw: object) -> bool:
+def is_compound(raw: object) -> TypeGuard[str]:
     return isinstance(raw, str) and ":" in raw
 
 

@@ -1,6 +1,6 @@
 """The fan-out path: each upstream message is encoded once per codec and handed to its holders, never awaited.
 
-Core reaches clients through the ``Sink``/``Client``/``Paced`` protocols below; the sockets behind them, with
+Core reaches clients through the ``Holder``/``Client``/``Paced`` protocols below; the sockets behind them, with
 write merging, the byte cap and the stall rule, are the edges' (edges/transport.py).
 """
 
@@ -67,27 +67,18 @@ BROWSER = BrowserCodec()
 BROWSER_BATCH = BrowserBatchCodec()
 
 
-class Sink(Protocol):
-    """What the router and the order side write to: a hub holder with a codec. ``send`` queues bytes (or, for
-    an in-process holder, whatever its codec's ``frames`` made) carrying ``count`` deliveries, and never blocks;
-    False: the holder is closed or was cut off. The edges implement it (edges/transport.py)."""
+class Holder(Protocol):
+    """What the relay holds keys for and the router delivers to: a codec, and ``send`` for what that codec's
+    ``frames`` make, with the number of messages in it; ``send`` never blocks, and False means the holder is
+    closed or was cut off. A browser socket (Client), an SSE stream, a ghost keeping a departed stream's keys and
+    the position marker's tap are all holders; the sockets among them are the edges' (edges/transport.py)."""
 
-    codec: Codec
+    @property
+    def codec(self) -> Codec: ...
 
     def send(self, data: Any, count: int = 1) -> bool: ...
 
-
-class Client(Sink, Protocol):
-    """A connected WebSocket client as core sees it: its address, whether it is still open, and the relay's own
-    messages rendered for its kind."""
-
-    @property
-    def ip(self) -> str: ...
-
-    @property
-    def open(self) -> bool: ...
-
-    def send_message(self, msg: dict[str, Any]) -> bool: ...
+    def __hash__(self) -> int: ...  # the hub keys its tables by holder
 
 
 class Paced(Protocol):
@@ -99,6 +90,19 @@ class Paced(Protocol):
     def backlog(self) -> int: ...
 
     def closing(self) -> bool: ...
+
+
+class Client(Holder, Paced, Protocol):
+    """A connected WebSocket client as core sees it: its address, whether it is still open, the relay's own
+    messages rendered for its kind, and what paces a replay to it."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def open(self) -> bool: ...
+
+    def send_message(self, msg: dict[str, Any]) -> bool: ...
 
 
 def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
@@ -132,12 +136,12 @@ class Router:
         last_seen = self.last_seen
         channel_of = self.channel_of
         for m in messages:
-            channel = channel_of.get(m.get("T"))  # type: ignore[arg-type]
+            channel = channel_of.get(m.get("T", ""))
             if channel is None:
                 continue
-            symbol = m.get("S")
-            last_seen[symbol] = now  # type: ignore[index]
-            clients = holders.get((channel, symbol))  # type: ignore[arg-type]
+            symbol = m.get("S", "")
+            last_seen[symbol] = now
+            clients = holders.get((channel, symbol))
             star = holders.get((channel, "*"))  # Alpaca-compatible clients may hold the wildcard
             if star:
                 clients = (clients | star) if clients else star
@@ -159,9 +163,10 @@ class Router:
 
     def route_news(self, messages: list[dict[str, Any]], now: float) -> None:
         """News articles have no ``S``: each goes to the holders of any symbol it names, or of ``*``, once."""
-        holders, owed = self.holders, {}
+        holders = self.holders
+        owed: dict[Client, list[bytes]] = {}
         for m in messages:
-            channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
+            channel = self.channel_of.get(m.get("T", ""))
             if channel is None:
                 continue
             clients: set[Any] = set()
@@ -181,12 +186,12 @@ class Router:
     def _route_one(self, m: dict[str, Any], now: float) -> None:
         """The common case (one message per upstream frame): no coalescing, write as we go."""
         self.stats.messages_in += 1
-        channel = self.channel_of.get(m.get("T"))  # type: ignore[arg-type]
+        channel = self.channel_of.get(m.get("T", ""))
         if channel is None:
             return
-        symbol = m.get("S")
-        self.last_seen[symbol] = now  # type: ignore[index]
-        clients = self.holders.get((channel, symbol))  # type: ignore[arg-type]
+        symbol = m.get("S", "")
+        self.last_seen[symbol] = now
+        clients = self.holders.get((channel, symbol))
         star = self.holders.get((channel, "*"))
         if star:
             clients = (clients | star) if clients else star

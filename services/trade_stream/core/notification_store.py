@@ -15,6 +15,7 @@ one by one above it, so "mark all read" is one row however many notifications th
 
 from __future__ import annotations
 
+import builtins  # the classes' own ``list`` method hides the builtin in their later annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,8 +47,9 @@ class NotificationStore(Protocol):
     def list(self, user: str, accounts: Iterable[str] | None, limit: int = 20,
              unread_only: bool = False) -> list[dict[str, Any]]: ...
     def since(self, after_id: int, limit: int, user: str | None = None,
-              accounts: Iterable[str] | None = None) -> list[dict[str, Any]]: ...
-    def mark_read(self, user: str, ids: Iterable[int] | None, accounts: Iterable[str] | None = None) -> list[int]: ...
+              accounts: Iterable[str] | None = None) -> builtins.list[dict[str, Any]]: ...
+    def mark_read(self, user: str, ids: Iterable[int] | None,
+                  accounts: Iterable[str] | None = None) -> builtins.list[int]: ...
     def unread_count(self, user: str, accounts: Iterable[str] | None) -> int: ...
     def last_id(self) -> int: ...
     def prune(self, older_than: float) -> int: ...
@@ -82,14 +84,15 @@ class SqliteNotificationStore:
         return self._views(rows, user)
 
     def since(self, after_id: int, limit: int, user: str | None = None,
-              accounts: Iterable[str] | None = None) -> list[dict[str, Any]]:
+              accounts: Iterable[str] | None = None) -> builtins.list[dict[str, Any]]:
         """Oldest first, after ``after_id`` (a replay, or the webhook outbox catching up)."""
         where, args = _scope(accounts)
         rows = self.db.execute(f"SELECT id, account, payload FROM notifications WHERE {where} AND id > ? "
                                "ORDER BY id LIMIT ?", [*args, after_id, limit]).fetchall()
         return self._views(rows, user)
 
-    def mark_read(self, user: str, ids: Iterable[int] | None, accounts: Iterable[str] | None = None) -> list[int]:
+    def mark_read(self, user: str, ids: Iterable[int] | None,
+                  accounts: Iterable[str] | None = None) -> builtins.list[int]:
         """Mark ``ids`` (None: everything so far) read for ``user``; returns the ids that were unread."""
         if ids is None:
             unread = [n["id"] for n in self.list(user, accounts, MAX_LIMIT, unread_only=True)]
@@ -134,7 +137,7 @@ class SqliteNotificationStore:
         row = self.db.execute("SELECT upto FROM read_upto WHERE user = ?", (user,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _views(self, rows: list[Any], user: str | None) -> list[dict[str, Any]]:
+    def _views(self, rows: builtins.list[Any], user: str | None) -> builtins.list[dict[str, Any]]:
         if not rows:
             return []
         read: set[int] = set()

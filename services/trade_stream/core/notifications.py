@@ -78,7 +78,8 @@ def _side(order: dict[str, Any]) -> str | None:
 
 def describe(event: str, data: dict[str, Any]) -> dict[str, Any]:
     """The notification fields derived from one order event's ``data`` (as the journal holds it)."""
-    order = data.get("order") if isinstance(data.get("order"), dict) else {}
+    raw_order = data.get("order")
+    order: dict[str, Any] = raw_order if isinstance(raw_order, dict) else {}
     kind = type_of(event)
     symbol = str(order.get("symbol") or data.get("symbol") or "?")
     action = _side(order) or (str(data.get("side")).upper() if data.get("side") in ("buy", "sell") else None)

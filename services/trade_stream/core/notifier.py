@@ -17,6 +17,7 @@ is only ever pushed notifications of accounts its user sees, with that user's un
 
 from __future__ import annotations
 
+import builtins  # the classes' own ``list`` method hides the builtin in their later annotations
 import logging
 import sqlite3
 import time
@@ -158,7 +159,7 @@ class TradeNotifier:
         items, unread = out
         return 200, {"notifications": items, "unread": unread, "limit": limit}
 
-    def mark_read(self, user: User, ids: list[int] | None) -> tuple[int, dict[str, Any]]:
+    def mark_read(self, user: User, ids: builtins.list[int] | None) -> tuple[int, dict[str, Any]]:
         """Mark ``ids`` (None: all) read for ``user``, and tell that user's open clients."""
         accounts, name = self.accounts_of(user), user.name
         ok, out = self._use(lambda s: (s.mark_read(name, ids, accounts), s.unread_count(name, accounts)))
@@ -176,7 +177,7 @@ class TradeNotifier:
                 listener(msg)
         return 200, {"ids": marked, "all": ids is None, "unread": unread}
 
-    def since(self, after_id: int, limit: int, user: User | None = None) -> list[dict[str, Any]] | None:
+    def since(self, after_id: int, limit: int, user: User | None = None) -> builtins.list[dict[str, Any]] | None:
         """Notifications after ``after_id``, oldest first (SSE replay: one user's; the webhook outbox: None, every
         account's); None while faulted."""
         accounts = self.accounts_of(user) if user is not None else None

@@ -97,8 +97,8 @@ class Positions:
     def portfolio(self) -> dict[str, Any]:
         priced = [p for p in self.by_symbol.values() if p.price is not None]
         return {"positions": len(self.by_symbol),
-                "market_value": num(sum((p.market_value or 0 for p in priced), Decimal(0)), 2),
-                "unrealized_pl": num(sum((p.unrealized_pl or 0 for p in priced), Decimal(0)), 2)}
+                "market_value": num(sum((p.market_value or Decimal(0) for p in priced), Decimal(0)), 2),
+                "unrealized_pl": num(sum((p.unrealized_pl or Decimal(0) for p in priced), Decimal(0)), 2)}
 
     def views(self) -> list[dict[str, Any]]:
         return [p.to_dict() for _, p in sorted(self.by_symbol.items())]

@@ -1,7 +1,9 @@
-"""The relay core: the pure hub, the upstream connection and the router wired together for live clients.
+"""The relay core: the pure hub, the upstream connections and the routers wired together for live clients.
 
 Everything that changes subscriptions goes through here, so the hub, upstream and the linger timer cannot drift
 apart. Nothing here awaits: client replies are queued bytes, upstream requests go into the upstream's outbox.
+The relay reaches the upstream and the engine only through the protocols of core/upstream.py and core/engine.py,
+and builds both through the factories it is given, so it never names their classes.
 """
 
 from __future__ import annotations
@@ -10,36 +12,39 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic
 
 from trade_stream.config import Config
 from trade_stream.core.engine import Done, EngineFactory
-from trade_stream.core.fanout import Client, broadcast
+from trade_stream.core.fanout import Client, Holder, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
 from trade_stream.core.limits import TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream import Feed, MarketUpstream, U_co, UpstreamFactory
 from trade_stream.core.upstream_state import LinkState, UpstreamState
-from trade_stream.upstream.sources import Source, Sources
 
 log = logging.getLogger("trade_stream.core.relay")
 
 Reply = Callable[[ClientError | None], None]
 
 
-class Relay:
-    def __init__(self, cfg: Config, stats: Stats, data_stream_url: str, build_engine: EngineFactory) -> None:
+class Relay(Generic[U_co]):
+    """``U_co`` is the upstream's own type (``Sources``), so what app.py builds is what the edges read back from
+    ``relay.sources``; the relay itself only calls what ``MarketUpstream`` declares."""
+
+    def __init__(self, cfg: Config, stats: Stats, build_engine: EngineFactory,
+                 build_upstream: UpstreamFactory[U_co]) -> None:
         self.cfg = cfg
         self.stats = stats
         self.hub = Hub(linger=cfg.linger, max_symbols=cfg.max_symbols)
         self.clients: set[Client] = set()
-        self.on_status: list[Callable[[dict[str, Any]], None]] = []
         # The engine carries interest, market data and upstream state across nodes (core/engine.py), and calls
         # back into this node through its handler; with the memory engine, upstream batches go straight to it.
         self.engine = engine = build_engine(_Node(self))
-        # One upstream connection per Alpaca source in use (upstream/sources.py), run by whichever node holds
-        # Alpaca; the default stock feed is ``sources.default``.
-        self.sources = Sources(cfg, self.hub, stats, data_stream_url, self._source_state, engine)
+        # One upstream connection per Alpaca source in use, run by whichever node holds Alpaca; the default stock
+        # feed is ``sources.default``. The relay's hub, its state callback and the engine go into it as it is built.
+        self.sources: U_co = build_upstream(self.hub, self._source_state, engine)
         self._linger_timer: asyncio.TimerHandle | None = None
         # Budgets for subscribes that change what upstream holds: fresh-symbol churn costs Alpaca a message each.
         self._changes = TokenBucket(cfg.upstream_changes_total / 60, cfg.upstream_changes_total)
@@ -57,7 +62,7 @@ class Relay:
         self._client_changes.pop(client, None)
         self._apply(self.hub.drop(client, time.monotonic()))
 
-    def subscribe(self, client: Client, keys: list[Key], reply: Reply, *, private: bool = False,
+    def subscribe(self, client: Holder, keys: list[Key], reply: Reply, *, private: bool = False,
                   weak: bool = False) -> None:
         """Hold ``keys`` for ``client``; ``reply`` runs once upstream accepted (or at once if nothing to wait for).
 
@@ -73,7 +78,7 @@ class Relay:
             reply(ClientError("symbol_limit", f"{exc}; unsubscribe something first"))
             return
         for holder, lost in change.evicted.items():
-            holder.evicted(lost)  # type: ignore[attr-defined]
+            holder.evicted(lost)  # type: ignore[attr-defined]  # the hub keys holders as Hashable; weak ones have it
         if change.unsubscribe:
             self._prune()
 
@@ -94,7 +99,7 @@ class Relay:
             reply(None)
         self._schedule_linger()
 
-    def _budget(self, client: Client, keys: list[Key]) -> ClientError | None:
+    def _budget(self, client: Holder, keys: list[Key]) -> ClientError | None:
         """Refuse a subscribe that would add to the upstream set once the client's or everyone's budget is spent.
         Subscribes to what upstream already holds are free."""
         if all(self.hub.is_wanted(k) for k in keys):
@@ -115,19 +120,16 @@ class Relay:
                                "in a few seconds")
         return None
 
-    def unsubscribe(self, client: Client, keys: list[Key]) -> None:
+    def unsubscribe(self, client: Holder, keys: list[Key]) -> None:
         self._apply(self.hub.unsubscribe(client, keys, time.monotonic()))
 
     # --- upstream -----------------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """The upstream sessions, whenever this node is the one that holds Alpaca (always, on one process)."""
-        await self.sources.run()
-
-    async def stop(self) -> None:
+    def close(self) -> None:
+        """No linger runs out after shutdown (the upstream connections are stopped by whoever runs them)."""
         if self._linger_timer:
             self._linger_timer.cancel()
-        await self.sources.stop()
+            self._linger_timer = None
 
     def _rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
         """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
@@ -171,7 +173,7 @@ class Relay:
             log.info("linger_expired unsubscribing=%s", [f"{c}:{s}" for c, s in change.unsubscribe][:20])
         self._apply(change)
 
-    def _source_state(self, source: Source, state: UpstreamState) -> None:
+    def _source_state(self, source: Feed, state: UpstreamState) -> None:
         if source.default:
             self._upstream_state(state)
             return
@@ -202,10 +204,7 @@ class Relay:
                 status.down_since = time.monotonic()
             status.state = state
             upstream.held = {ch: set(syms) for ch, syms in (shared.get("held") or {}).items()}
-        msg = {"type": "status", "upstream": {**view, "feed": self.cfg.data_feed}}
-        broadcast(self.clients, msg)
-        for listener in self.on_status:
-            listener(msg)
+        broadcast(self.clients, {"type": "status", "upstream": {**view, "feed": self.cfg.data_feed}})
 
     # --- views --------------------------------------------------------------------------------------------
 
@@ -248,7 +247,7 @@ class _Node:
 
     __slots__ = ("relay",)
 
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay[MarketUpstream]) -> None:
         self.relay = relay
 
     def local_wanted(self) -> set[Key]:

@@ -35,10 +35,9 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
-from trade_stream.core.users import User
-from trade_stream.edges.identity import Identity
+from trade_stream.core.users import Credentials, User
 from trade_stream.edges.transport import Client
-from trade_stream.upstream.sources import PATHS, Source, SourceSpec
+from trade_stream.upstream.sources import PATHS, Source, Sources, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")
 
@@ -154,7 +153,7 @@ ALPACA_TRADING = AlpacaTradingCodec()
 
 
 def wants_msgpack(conn: ServerConnection) -> bool:
-    return bool(conn.request) and "msgpack" in conn.request.headers.get("Content-Type", "").lower()
+    return conn.request is not None and "msgpack" in conn.request.headers.get("Content-Type", "").lower()
 
 
 class Wire:
@@ -198,8 +197,8 @@ REPLY_CHANNELS_OF = {"stocks": REPLY_CHANNELS, "crypto": CRYPTO_REPLY_CHANNELS, 
 
 
 class MarketDataSession:
-    def __init__(self, conn: ServerConnection, client: Client, relay: Relay, identity: Identity, feed: str,
-                 spec: SourceSpec | None, max_symbols_per_client: int) -> None:
+    def __init__(self, conn: ServerConnection, client: Client, relay: Relay[Sources], identity: Credentials,
+                 feed: str, spec: SourceSpec | None, max_symbols_per_client: int) -> None:
         self.conn = conn
         self.client = client
         self.relay = relay
@@ -245,7 +244,7 @@ class MarketDataSession:
         if not isinstance(key, str) or not isinstance(secret, str) or not key:
             self.error(402)
             return
-        if self.identity.check_token(secret, self.client.ip) is not None:  # any user: market data is public
+        if not isinstance(self.identity.resolve(secret, self.client.ip), User):  # any user: market data is public
             self.error(402)
             return
         if self.kind == "options" and not self.wire.msgpack:  # Alpaca serves options in msgpack only
@@ -447,7 +446,8 @@ class TradingSession:
         if not isinstance(msg, dict):
             self.error("invalid syntax")
             return
-        action, data = msg.get("action"), msg.get("data") if isinstance(msg.get("data"), dict) else {}
+        action, raw_data = msg.get("action"), msg.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         if action in ("auth", "authenticate"):
             secret = msg.get("secret") if action == "auth" else data.get("secret_key")
             key = msg.get("key") if action == "auth" else data.get("key_id")
@@ -481,7 +481,7 @@ class TradingSession:
 class AlpacaEndpoints:
     """Registers the compatible paths on the WebSocket server."""
 
-    def __init__(self, relay: Relay, accounts: Accounts, prefix: str, max_symbols_per_client: int) -> None:
+    def __init__(self, relay: Relay[Sources], accounts: Accounts, prefix: str, max_symbols_per_client: int) -> None:
         self.relay = relay
         self.accounts = accounts
         self.prefix = prefix.rstrip("/")

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from alpaca.common.enums import Sort
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
@@ -45,7 +46,7 @@ class History:
         self.data = StockHistoricalDataClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.data_url)
         self.crypto, self.crypto_feed = crypto_client(cfg)  # pairs (BTC/USD) have their own bars endpoint
         self.trading = TradingClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.base_url)
-        self._bars: dict[tuple[str, str, str], tuple[float, asyncio.Future[Any]]] = {}
+        self._bars: dict[tuple[str, str, str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._clock: tuple[float, asyncio.Future[Any]] | None = None
 
     # --- routes (declared in app.py; each returns an awaitable Response) ---------------------------------
@@ -58,20 +59,25 @@ class History:
             return error(400, "symbol must be 1-15 of A-Z 0-9 . / -", headers)
         if timeframe not in TIMEFRAMES:
             return error(400, f"timeframe must be one of {', '.join(TIMEFRAMES)}", headers)
-        now = datetime.now(UTC)
         try:
-            start = _parse_time(query["start"]) if query.get("start") else now - timedelta(hours=24)
+            end = _parse_time(query["end"]) if query.get("end") else datetime.now(UTC)
+            start = _parse_time(query["start"]) if query.get("start") else end - timedelta(hours=24)
         except ValueError:
-            return error(400, "start must be an RFC 3339 time such as 2025-01-02T14:30:00Z", headers)
-        start = max(start, now - MAX_LOOKBACK).replace(second=0, microsecond=0)
+            return error(400, "start and end must be RFC 3339 times such as 2025-01-02T14:30:00Z", headers)
+        if start > end:
+            return error(400, "start must not be after end", headers)
+        # the window is bounded by its own length, not by today's date: a page whose market clock is in the
+        # past (a replay, a pinned demo session) still gets the bars of its day
+        start = max(start, end - MAX_LOOKBACK).replace(second=0, microsecond=0)
+        end = end.replace(second=0, microsecond=0)  # a bar is stamped with its minute's start: it stays in
         if self.feed is None and "/" not in symbol:  # the test feed has no REST counterpart
             return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
         try:
-            bars = await self._cached_bars(symbol, timeframe, start)
+            bars = await self._cached_bars(symbol, timeframe, start, end)
         except Exception as exc:
             log.warning("bars_failed symbol=%s error=%r", symbol, exc)
             return error(502, f"Alpaca's bars REST failed: {type(exc).__name__}", headers)
-        return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": bars[-MAX_BARS:]}, headers)
+        return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": bars}, headers)
 
     async def clock_route(self, request: Request, headers: dict[str, str]) -> Response:
         try:
@@ -83,8 +89,9 @@ class History:
 
     # --- cache: one call in flight per key, reused for a TTL ----------------------------------------------
 
-    async def _cached_bars(self, symbol: str, timeframe: str, start: datetime) -> list[dict[str, Any]]:
-        key = (symbol, timeframe, start.isoformat())
+    async def _cached_bars(self, symbol: str, timeframe: str, start: datetime,
+                           end: datetime) -> list[dict[str, Any]]:
+        key = (symbol, timeframe, start.isoformat(), end.isoformat())
         now = time.monotonic()
         hit = self._bars.get(key)
         if hit is None or now - hit[0] > BARS_TTL or (hit[1].done() and hit[1].exception() is not None):
@@ -92,21 +99,25 @@ class History:
                 self._bars = {k: v for k, v in self._bars.items() if now - v[0] <= BARS_TTL}
                 while len(self._bars) >= MAX_CACHED:
                     self._bars.pop(next(iter(self._bars)))
-            hit = (now, asyncio.ensure_future(self._fetch_bars(symbol, timeframe, start)))
+            hit = (now, asyncio.ensure_future(self._fetch_bars(symbol, timeframe, start, end)))
             self._bars[key] = hit
         return await asyncio.shield(hit[1])
 
-    async def _fetch_bars(self, symbol: str, timeframe: str, start: datetime) -> list[dict[str, Any]]:
+    async def _fetch_bars(self, symbol: str, timeframe: str, start: datetime,
+                          end: datetime) -> list[dict[str, Any]]:
+        """The latest MAX_BARS bars in [start, end], oldest first. Alpaca pages oldest first, so a window longer
+        than MAX_BARS bars (a backfill reaching over a weekend to the last session) is asked for newest first
+        and turned round; ascending, the limit would keep the window's oldest bars and drop today."""
         if "/" in symbol:  # a crypto pair: the crypto bars endpoint at the configured location
             pair = CryptoBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
-                                     limit=MAX_BARS)
+                                     end=end, limit=MAX_BARS, sort=Sort.DESC)
             raw = await asyncio.wait_for(asyncio.to_thread(self.crypto.get_crypto_bars, pair, self.crypto_feed),
                                          REST_TIMEOUT)
-            return list((raw or {}).get(symbol, []))  # type: ignore[union-attr]
-        request = StockBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
-                                   limit=MAX_BARS, feed=self.feed)
-        raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)
-        return list((raw or {}).get(symbol, []))  # type: ignore[union-attr]
+        else:
+            request = StockBarsRequest(symbol_or_symbols=symbol, timeframe=TIMEFRAMES[timeframe], start=start,
+                                       end=end, limit=MAX_BARS, sort=Sort.DESC, feed=self.feed)
+            raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)
+        return list(reversed((raw or {}).get(symbol, [])))  # type: ignore[union-attr]  # raw_data: a dict, not a BarSet
 
     async def _cached_clock(self) -> dict[str, Any]:
         now = time.monotonic()

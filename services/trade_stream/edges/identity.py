@@ -180,11 +180,6 @@ class Identity:
         log.warning("auth_failed ip=%s reason=%s", ip, found.message)
         return found
 
-    def check_token(self, credential: str, ip: str) -> ClientError | None:
-        """None when the credential names any user (the compatible market-data endpoints: any user may read)."""
-        found = self.resolve(credential, ip)
-        return None if isinstance(found, User) else found
-
     def _check(self, credential: str, thorough: bool = True) -> User | ClientError:
         """``thorough``: also try the users whose tokens have no id (one hash each)."""
         self._maybe_reload()

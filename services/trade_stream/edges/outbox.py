@@ -123,13 +123,13 @@ class Outbox:
                     queued[target] = queued.get(target, 0) + 1
                     count += 1
             dropped: dict[str, int] = {}
-            for target, n in queued.items():
-                excess = self._pending.get(target, 0) + n - (self.max_pending or 0)
+            for target, added in queued.items():
+                excess = self._pending.get(target, 0) + added - (self.max_pending or 0)
                 if self.max_pending is not None and excess > 0:
                     dropped[target] = self._drop_oldest(target, excess, self.max_pending)
             self.set_cursor(cursor)
-        for target, n in queued.items():
-            self._pending[target] = self._pending.get(target, 0) + n - dropped.get(target, 0)
+        for target, added in queued.items():
+            self._pending[target] = self._pending.get(target, 0) + added - dropped.get(target, 0)
         return count, dropped
 
     def trim(self, target: str, bound: int) -> int:

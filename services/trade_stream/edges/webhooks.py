@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,11 @@ def retry_after(value: str | None, now: float) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
+
+
+def _forget(inflight: dict[str, asyncio.Task[None]], order_key: str, _done: asyncio.Task[None]) -> None:
+    """A finished attempt leaves its lane's in-flight table."""
+    inflight.pop(order_key, None)
 
 
 @dataclass
@@ -288,7 +294,7 @@ class Webhooks:
                     return None  # a finishing attempt wakes the lane
                 task = asyncio.create_task(self._attempt(target, client, row), name=f"webhook-{target.name}-send")
                 inflight[row.order_key] = task
-                task.add_done_callback(lambda _t, k=row.order_key: inflight.pop(k, None))
+                task.add_done_callback(partial(_forget, inflight, row.order_key))
             return held
         except Exception as exc:  # the outbox failed: say so, try again shortly
             self.stats[target.name].last_error = f"outbox: {type(exc).__name__}: {exc}"[:300]

@@ -36,6 +36,7 @@ from trade_stream.edges.transport import Client, Writes, watch_stalls
 from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 
 log = logging.getLogger("trade_stream.ws")
 
@@ -44,7 +45,7 @@ class PrivateStreams(Protocol):
     """What the order-updates side offers a browser session (see core/orders/)."""
 
     def authenticate(self, client: Client, token: str) -> ClientError | None: ...
-    def subscribe(self, client: Client, since: EventId | None) -> ClientError | None: ...
+    def subscribe(self, client: Client, since: EventId | dict[str, EventId] | None) -> ClientError | None: ...
     def unsubscribe(self, client: Client) -> None: ...
     def forget(self, client: Client) -> None: ...
 
@@ -54,7 +55,7 @@ Endpoint = Callable[[ServerConnection, Client], Any]
 
 
 class WsServer:
-    def __init__(self, cfg: Config, relay: Relay, web: Web, origins: OriginPolicy, stats: Stats,
+    def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
                  endpoints: dict[str, Endpoint] | None = None) -> None:
         self.cfg = cfg
@@ -113,7 +114,8 @@ class WsServer:
             await asyncio.wait_for(self.server.wait_closed(), self.cfg.timings.shutdown_grace)
         except TimeoutError:
             for client in list(self.relay.clients):
-                client.transport.abort()
+                if isinstance(client, Client):
+                    client.abort()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
 

@@ -503,7 +503,7 @@ class RedisEngine:
         union = self._union
         md = self.md_prefix
         for m in batch:
-            channel = TYPE_CHANNELS.get(m.get("T"))  # type: ignore[arg-type]
+            channel = TYPE_CHANNELS.get(m.get("T", ""))
             if channel is None:
                 continue
             channel = prefix + channel

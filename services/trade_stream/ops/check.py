@@ -25,7 +25,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -371,7 +371,7 @@ async def check_trading_stream(cfg: config.Config, timeout: float) -> Result:
 
 
 @contextlib.asynccontextmanager
-async def open_ws(url: str, timeout: float):
+async def open_ws(url: str, timeout: float) -> AsyncIterator[ClientConnection]:
     async with connect(url, open_timeout=timeout, close_timeout=2, ping_interval=None, max_size=2**22) as ws:
         yield ws
 

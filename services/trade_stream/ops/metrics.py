@@ -40,8 +40,8 @@ class RelayCollector:
                 source, _, bare = channel.rpartition(":")  # "crypto:us:trades"; the default source's are bare
                 if not source:
                     per_channel[channel] = per_channel.get(channel, 0) + count
-                key = (source or default, bare)
-                per_source[key] = per_source.get(key, 0) + count
+                pair = (source or default, bare)
+                per_source[pair] = per_source.get(pair, 0) + count
         for channel, count in sorted(per_channel.items()):
             subs.add_metric([channel], count)
         yield subs
@@ -107,7 +107,7 @@ class RelayCollector:
 
     def _sources(self, upstreams: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         """Each upstream connection (stocks per feed, crypto) apart, labelled ``source``."""
-        families = {
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "connected": GaugeMetricFamily("trade_stream_source_connected",
                                            "1 when this Alpaca stream is authenticated", labels=["source"]),
             "open": GaugeMetricFamily("trade_stream_source_open", "1 while this stream is wanted and its connection "

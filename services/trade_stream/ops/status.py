@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trade_stream.core.relay import Relay
+from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.ops.health import report, upstream_health
 from trade_stream.ops.supervisor import Supervisor
-from trade_stream.upstream.market_data import UpstreamState
+from trade_stream.upstream.sources import Sources
 
 
 class Upstream(Protocol):
@@ -30,7 +31,7 @@ class BrokerUpstream(Upstream, Protocol):
     """A Broker API event stream: also says which stream it is and whether it fell back to polling."""
 
     stream: str
-    state: str
+    state: LinkState
     mode: str
 
 
@@ -64,7 +65,7 @@ class MarketData(Protocol):
 class RelayMarket:
     """``MarketData`` read from the relay: the default feed's connection, the other sources, clients and symbols."""
 
-    relay: Relay
+    relay: Relay[Sources]
 
     def status(self) -> dict[str, Any]:
         return self.relay.status()

@@ -17,8 +17,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from .market import format_ts
 from .orders import Ulids, dstr
+from .units import format_ts
 
 #: path -> (stream name, ULID cursor parameter names)
 STREAMS: dict[str, tuple[str, str, str]] = {

@@ -10,9 +10,9 @@ passes at any real hour; the demo shifts it into a regular session to show a liv
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from .calendar import NEW_YORK, REGULAR, last_regular_session, phase
+from .calendar import NEW_YORK, last_regular_session
 
 NS = 1_000_000_000
 
@@ -36,12 +36,14 @@ class Clock:
 
     @classmethod
     def in_session(cls, now: datetime | None = None) -> Clock:
-        """A regular session at any real hour: the wall clock itself while the market is open for another hour or
-        more, else running from 10:30 New York time of the latest session that has opened by ``now`` (wall time
-        by default), which leaves at least two and a half hours of session."""
-        real = now or datetime.now(NEW_YORK)
-        last = last_regular_session(real)
-        if phase(real) == REGULAR and real + timedelta(hours=1) <= last.close:
+        """A regular session at any real hour, an hour or more of it gone (a page's "1 h" of minute bars, a day's
+        trades to show) and another hour to go: the wall clock itself while that holds, else running from 10:30 New
+        York time of the latest session whose 10:30 has come by ``now`` (wall time by default), which leaves at
+        least two and a half hours of session. Never ahead of the wall clock: right after an open it is the
+        previous session's 10:30."""
+        real = (now or datetime.now(UTC)).astimezone(UTC)
+        last = last_regular_session(real - timedelta(hours=1))
+        if real + timedelta(hours=1) <= last.close:
             return cls(offset_ns=(_ns(now) - time.time_ns()) if now else 0)
         day = last.day
         return cls.starting_at(datetime(day.year, day.month, day.day, 10, 30, tzinfo=NEW_YORK))

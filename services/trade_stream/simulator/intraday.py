@@ -22,8 +22,8 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from .calendar import last_regular_session
-from .market import MINUTE_NS, NEW_YORK, NS, format_ts, new_york_midnight, round_price
+from .calendar import NEW_YORK, last_regular_session
+from .units import MINUTE_NS, NS, format_ts, new_york_midnight, round_price
 
 SESSION_MINUTES = 390
 #: Per-minute volatility of the log price in the quiet middle of the day (about 1.5 % a day for stocks).

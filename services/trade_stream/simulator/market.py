@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-NS = 1_000_000_000
-MINUTE_NS = 60 * NS
+from .intraday import synthesize
+from .units import MINUTE_NS, NS, format_ts, new_york_midnight, round_price
+
 DAY_NS = 86_400 * NS
 #: Daily bars start at midnight New York time (05:00Z in winter, 04:00Z in summer), as Alpaca's daily bars do.
 NEW_YORK = ZoneInfo("America/New_York")
@@ -43,26 +44,6 @@ OPTION_SYMBOL_RE = re.compile(r"([A-Z][A-Z0-9]{0,5})(\d{6})([CP])(\d{8})")
 #: Option exchanges (OPRA participant codes: C Cboe, X Phlx, I ISE, M Miami, Q Nasdaq, A NYSE American, ...).
 OPTION_EXCHANGES = "CCCXXIIMQQANBHJ"
 
-_ts_cache: tuple[int, str] = (-1, "")
-
-
-def format_ts(ns: int) -> str:
-    """RFC-3339 UTC with nanoseconds, as Go's ``time.RFC3339Nano`` prints it (Alpaca's servers are Go).
-
-    Like Go, trailing zeros of the fraction are trimmed and a whole second has no fraction at all, so
-    ``...05.123456789Z``, ``...05.12Z`` and ``...05Z`` are all possible: a client must parse any length.
-    """
-    global _ts_cache
-    sec, frac = divmod(ns, NS)
-    cached_sec, prefix = _ts_cache
-    if sec != cached_sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _ts_cache = (sec, prefix)
-    if not frac:
-        return prefix + "Z"
-    return f"{prefix}.{frac:09d}".rstrip("0") + "Z"
-
-
 _TS_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
 
 
@@ -78,21 +59,9 @@ def parse_ts(text: str) -> int:
     return seconds * NS + int((frac or "0").ljust(9, "0"))
 
 
-def new_york_midnight(ns: int) -> int:
-    """The start of the New York calendar day holding ``ns``, in ns since the epoch."""
-    day = datetime.fromtimestamp(ns // NS, NEW_YORK).date()
-    midnight = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
-    return int(midnight.timestamp()) * NS
-
-
 def next_new_york_midnight(ns: int) -> int:
     day = datetime.fromtimestamp(new_york_midnight(ns) // NS, NEW_YORK).date() + timedelta(days=1)
     return int(datetime(day.year, day.month, day.day, tzinfo=NEW_YORK).timestamp()) * NS
-
-
-def round_price(price: float) -> float:
-    """Cents at or above $1, hundredths of a cent below (Reg NMS sub-penny rule)."""
-    return round(price, 2) if price >= 1.0 else round(price, 4)
 
 
 def tape_of(symbol: str) -> str:
@@ -142,7 +111,7 @@ class BarBuilder:
     h: float = 0.0
     low: float = 0.0
     c: float = 0.0
-    v: int = 0
+    v: float = 0  # an int for stocks, fractional for crypto
     n: int = 0
     pv: float = 0.0
 
@@ -151,7 +120,7 @@ class BarBuilder:
             return new_york_midnight(ns)
         return ns // self.window_ns * self.window_ns
 
-    def add(self, price: float, size: int, ns: int) -> dict | None:
+    def add(self, price: float, size: float, ns: int) -> dict | None:
         """Add a trade; return the previous bar if this trade opened a new window."""
         start = self.window_of(ns)
         done = self.roll(ns) if self.start_ns is not None and start > self.start_ns else None
@@ -258,8 +227,6 @@ class Market:
     def _seed_day(self, st: SymbolState) -> None:
         """Give a newly met symbol its day so far (intraday.py): minute bars ending at its price, today's daily
         bar built from them (live trades carry on from it), and the previous day's bar for snapshots."""
-        from .intraday import synthesize  # intraday.py builds on this module's helpers
-
         day = synthesize(st.symbol, st.price, self.clock(), self.seed, bool(CRYPTO_SYMBOL_RE.fullmatch(st.symbol)))
         st.intraday, st.prev_daily = day.bars, day.prev_daily
         if day.bars:  # the day's last trade: a snapshot needs not invent one (nor draw from the live generator)

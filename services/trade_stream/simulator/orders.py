@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
-from .market import format_ts, parse_ts, tape_of
+from .market import parse_ts, tape_of
+from .units import format_ts
 
 OPEN_STATUSES = frozenset({
     "new", "partially_filled", "accepted", "pending_new", "pending_cancel", "pending_replace",
@@ -148,7 +150,7 @@ class OrderBook:
         held_qty = held.qty if held else ZERO
         intent = ("buy_to_close" if held_qty < 0 else "buy_to_open") if side == "buy" else (
             "sell_to_close" if held_qty > 0 else "sell_to_open")
-        order = {
+        order: dict[str, Any] = {
             "id": self._uuid(), "client_order_id": client_order_id or self._uuid(),
             "created_at": now, "updated_at": now, "submitted_at": now,
             "filled_at": None, "expired_at": None, "expires_at": None, "canceled_at": None,

@@ -18,7 +18,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from . import calendar
-from .market import CRYPTO_SYMBOL_RE, NS, SYMBOL_RE, format_ts, parse_ts
+from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE, parse_ts
+from .units import NS, format_ts
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -75,16 +76,16 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
         case ["account"]:
             return 200, sim.book.account_view(key)
         case ["clock"]:
-            return 200, market_clock(sim.clock.now(), getattr(sim, "clock_open", None))
+            return 200, market_clock(sim.clock.now(), sim.clock_open)
         case ["calendar"]:
             return 200, market_calendar(sim.clock.now(), query)
         case ["orders"]:
             return 200, _orders(sim, key, query)
         case ["orders:by_client_order_id"]:
             wanted = query.get("client_order_id")
-            for order in sim.book.account(key).orders.values():
-                if order["client_order_id"] == wanted:
-                    return 200, order
+            for candidate in sim.book.account(key).orders.values():
+                if candidate["client_order_id"] == wanted:
+                    return 200, candidate
             return not_found(f"order not found for {wanted}")
         case ["orders", order_id]:
             order = sim.book.account(key).orders.get(order_id)
@@ -187,7 +188,7 @@ def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
     end = parse_ts(query["end"]) if query.get("end") else now
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
     offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
-    rows = []
+    rows: list[tuple[str, dict]] = []
     for symbol in sorted(set(symbols)):
         trades = sim.market.trades_between(symbol, start, end)
         if query.get("sort") == "desc":
@@ -216,13 +217,16 @@ def _timeframe_ns(text: str) -> int:
 def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
     """Historical bars aggregated from the simulator's own trade history, as Alpaca's ``/v2/stocks/bars``:
     ``{"bars": {sym: [{t,o,h,l,c,v,n,vw}]}, "next_page_token"}``; ``t`` is the window start, windows without
-    trades are left out, inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
+    trades are left out, ``limit`` across all symbols, sorted by symbol then time. start and end are inclusive
+    and pick bars by ``t``: a window that starts by ``end`` comes whole, with its trades after ``end``."""
     if "timeframe" not in query:
         raise ValueError("missing timeframe")
     width = _timeframe_ns(query["timeframe"])
     now = sim.clock()
     start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
     end = parse_ts(query["end"]) if query.get("end") else now
+    first = -(-start // width) * width  # the first window that starts at or after start
+    last = end - end % width + width - 1  # the end of the last window that starts by end
     limit = min(10_000, max(1, int(query.get("limit") or 1000)))
     offset = int(base64.urlsafe_b64decode(query["page_token"]).decode()) if query.get("page_token") else 0
     rows: list[tuple[str, dict]] = []
@@ -230,7 +234,7 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
         windows: dict[int, list[float]] = {}
         if sim.market.intraday and sim.market.known(symbol):
             sim.market.state(symbol)  # a symbol met here first gets its synthesized day too
-        for ns, b in sim.market.history_bars(symbol, start - start % width, end):  # the day before we met it
+        for ns, b in sim.market.history_bars(symbol, first, last):  # the day before we met it
             key = ns - ns % width
             w = windows.get(key)
             if w is None:
@@ -240,11 +244,9 @@ def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
                 w[4] += b["v"]
                 w[5] += b["n"]
                 w[6] += b["vw"] * b["v"]
-        for trade in sim.market.trades_between(symbol, start - start % width, end):
+        for trade in sim.market.trades_between(symbol, first, last):
             ns = parse_ts(trade["t"])
             key = ns - ns % width
-            if key < start - start % width:
-                continue
             price, size = float(trade["p"]), trade["s"]  # shares (int), or a fraction of a coin
             w = windows.get(key)
             if w is None:
@@ -296,8 +298,8 @@ def market_calendar(now: datetime, query: Query) -> list[dict]:
 
 def _clock(sim: Simulator, q: Query) -> dict:
     value = q.get("open", "auto").lower()
-    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")  # type: ignore[attr-defined]
-    return market_clock(sim.clock.now(), sim.clock_open)  # type: ignore[attr-defined]
+    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")
+    return market_clock(sim.clock.now(), sim.clock_open)
 
 
 # -- /_sim/ control -----------------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from .connection import Conn, push
 from .data_stream import DataStream
 from .faults import KEEP, Faults
 from .inspection import Connections, Received
-from .market import Market, Stamped, format_ts
+from .market import Market, Stamped
 from .orders import Event, OrderBook
 from .ticker import Ticker
 from .trading_stream import TradingStream
+from .units import format_ts
 from .wire import Out, encode_data, encode_trading, frame
 
 __all__ = ["Conn", "Received", "Simulator"]
@@ -48,6 +49,8 @@ class Simulator:
         self.config = config or SimConfig()
         #: The simulated time (clock.py); SimConfig.clock pins or shifts it, else it is the wall clock.
         self.clock = self.config.clock or Clock()
+        #: ``/_sim/clock?open=``: pins ``/v2/clock``'s ``is_open`` (None follows the calendar).
+        self.clock_open: bool | None = None
         self.market = Market(self.config.seed, self.config.start_prices, self.config.intraday_history,
                              self.clock, self.config.universe)
         # The trading side keeps the wall clock, as Alpaca's does: clients reconcile orders by their own clock.
@@ -187,14 +190,18 @@ class Simulator:
     # -- data generation and fan-out -------------------------------------------------------------------
 
     async def _run_ticks(self) -> None:
+        """Each tick generates the data of the time since the last one, up to ``catch_up`` seconds: a tick that
+        comes late on a busy machine must not make up the whole delay in one burst, which makes the next tick
+        later still until the loop does nothing but generate. Behind, the market runs slower, as a feed would."""
         loop = asyncio.get_running_loop()
+        catch_up = max(0.25, 5 * self.config.tick_interval)
         last = deadline = loop.time()
         while True:
             deadline = max(deadline + self.config.tick_interval, loop.time())
             await asyncio.sleep(deadline - loop.time())
             now = loop.time()
             try:
-                self._tick(now - last)
+                self._tick(min(now - last, catch_up))
             except Exception:
                 log.exception("simulator tick failed")
             last = now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,13 @@ def _micro(value: str) -> str:
     return f"{head}.{digits[:6]}{rest[len(digits):]}"
 
 
+async def _call(fn: Callable[..., object], *args: object) -> Any:
+    """One alpaca-py call in a worker thread. With ``raw_data=True`` it returns the decoded JSON (a list or a
+    dict), while its annotations also allow the model objects of the other mode; so the result is typed as the
+    JSON it is, and each caller says which shape it reads."""
+    return await asyncio.to_thread(fn, *args)
+
+
 class AlpacaRest:
     def __init__(self, cfg: Config) -> None:
         self.trading = TradingClient(cfg.api_key, cfg.secret_key, raw_data=True, url_override=cfg.base_url)
@@ -33,7 +41,7 @@ class AlpacaRest:
     async def orders(self, limit: int = 100) -> list[dict[str, Any]]:
         """Most recently submitted orders first, every status."""
         req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=limit, nested=False)
-        return list(await asyncio.to_thread(self.trading.get_orders, req))  # type: ignore[arg-type]
+        return list(await _call(self.trading.get_orders, req))
 
     async def orders_submitted_since(self, since: float, page: int = PAGE) -> list[dict[str, Any]]:
         """Every order submitted after ``since`` (epoch seconds), oldest first, all pages.
@@ -47,7 +55,7 @@ class AlpacaRest:
         while True:
             req = GetOrdersRequest(status=QueryOrderStatus.ALL, limit=page, after=after, direction=Sort.ASC,
                                    nested=False)
-            batch = list(await asyncio.to_thread(self.trading.get_orders, req))  # type: ignore[arg-type]
+            batch = list(await _call(self.trading.get_orders, req))
             fresh = [o for o in batch if o.get("id") not in seen]
             for order in fresh:
                 seen[order["id"]] = order
@@ -56,10 +64,10 @@ class AlpacaRest:
             after = datetime.fromisoformat(_micro(str(batch[-1]["submitted_at"])))
 
     async def order(self, order_id: str) -> dict[str, Any]:
-        return dict(await asyncio.to_thread(self.trading.get_order_by_id, order_id))  # type: ignore[arg-type]
+        return dict(await _call(self.trading.get_order_by_id, order_id))
 
     async def positions(self) -> list[dict[str, Any]]:
-        return list(await asyncio.to_thread(self.trading.get_all_positions))  # type: ignore[arg-type]
+        return list(await _call(self.trading.get_all_positions))
 
     async def account(self) -> dict[str, Any]:
-        return dict(await asyncio.to_thread(self.trading.get_account))  # type: ignore[arg-type]
+        return dict(await _call(self.trading.get_account))

@@ -25,19 +25,17 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from trade_stream.config import CRYPTO_LOCATIONS, OPTIONS_FEEDS, Config
+from trade_stream.core.engine import UpstreamSide
 from trade_stream.core.fanout import Router
 from trade_stream.core.hub import Change, Hub, Key, source_of
 from trade_stream.core.protocol import CHANNEL_OF, is_option
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.upstream.market_data import MarketDataUpstream
-
-if TYPE_CHECKING:
-    from trade_stream.core.engine import UpstreamSide
 
 log = logging.getLogger("trade_stream.upstream.sources")
 
@@ -164,11 +162,12 @@ def _diff(old: list[tuple[float, float]], new: list[tuple[float, float]]) -> lis
     return out
 
 
-class OrderbookMessage(dict):  # type: ignore[type-arg]
+class OrderbookMessage(dict[str, Any]):
     """Alpaca's ``o`` message, unchanged for Alpaca-compatible clients, carrying the browser view the source's Book
     computed for it (``view``; None when the top levels did not change): see protocol.market_message."""
 
     __slots__ = ("view",)
+    view: dict[str, Any] | None
 
 
 class Source:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.engine import OrderLog
 from trade_stream.core.journal import Entry, Journal, fault_message
 from trade_stream.core.stats import Stats
 
@@ -50,7 +51,7 @@ class JournalWriter:
 
     def __init__(self, path: Path, stats: Stats, listener: WriterListener, spawn: Spawn,
                  retention_days: float = 7.0, retry: float = 5.0,
-                 open_log: Callable[[Path, float], Journal] | None = None) -> None:
+                 open_log: Callable[[Path, float], OrderLog] | None = None) -> None:
         self.path = path
         self.stats = stats
         self.listener = listener
@@ -58,7 +59,7 @@ class JournalWriter:
         self.retention_days = retention_days
         self.retry = retry
         self._open_log = open_log or Journal  # the engine's order log: SQLite here, shared in a cluster
-        self.journal: Journal | None = None
+        self.journal: OrderLog | None = None
         self.fault: str | None = None
         self._fault_since: float | None = None  # monotonic time the current fault episode began
         self._pending: deque[tuple[dict[str, Any], bool, str | None]] = deque()
@@ -143,7 +144,7 @@ class JournalWriter:
         if not self._recovering:
             self.spawn(self._recover())
 
-    def _write(self, journal: Journal, data: dict[str, Any], reconciled: bool, dedupe: str | None) -> Entry | None:
+    def _write(self, journal: OrderLog, data: dict[str, Any], reconciled: bool, dedupe: str | None) -> Entry | None:
         """Append and tell the listener; raises the journal's error, with nothing told, when the append fails."""
         entry = journal.append(data, reconciled, dedupe)
         if entry is not None:

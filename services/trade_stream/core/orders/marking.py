@@ -20,6 +20,7 @@ from trade_stream.core.framing import text_frame
 from trade_stream.core.positions import Positions, dec
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
+from trade_stream.core.upstream import MarketUpstream
 
 log = logging.getLogger("trade_stream.core.orders")  # one logger for the whole order side
 
@@ -59,8 +60,9 @@ class PositionMarker:
     while there are any, or any watchers, the price tap holds the held symbols. ``clock`` and ``schedule`` are
     the monotonic clock and the loop's ``call_later``, given so the throttle can be driven by hand."""
 
-    def __init__(self, relay: Relay, positions: Positions, account: str, subscribers: Collection[Client],
-                 clock: Callable[[], float] = time.monotonic, schedule: Schedule = _call_later) -> None:
+    def __init__(self, relay: Relay[MarketUpstream], positions: Positions, account: str,
+                 subscribers: Collection[Client], clock: Callable[[], float] = time.monotonic,
+                 schedule: Schedule = _call_later) -> None:
         self.relay = relay
         self.positions = positions
         self.account = account
@@ -137,11 +139,10 @@ class PositionMarker:
         """Hold upstream trades for held symbols while anyone follows positions, and only then."""
         want = set(self.positions.by_symbol) if (self.subscribers or self.watchers) else set()
         add, drop = want - self._tapped, self._tapped - want
-        # The tap is a hub holder by what the relay uses of one (its codec and send), not a fan-out Client.
         if drop:
-            self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])  # type: ignore[arg-type]
+            self.relay.unsubscribe(self._tap, [("trades", s) for s in drop])
         if add:
-            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,  # type: ignore[arg-type]
+            self.relay.subscribe(self._tap, [("trades", s) for s in add], _log_tap_error,
                                  private=True)  # positions are nobody else's business: not in public status
         self._tapped = want
 

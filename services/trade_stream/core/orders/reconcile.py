@@ -17,7 +17,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
-from trade_stream.core.journal import Entry, Journal
+from trade_stream.core.engine import OrderLog
+from trade_stream.core.journal import Entry
 from trade_stream.core.orders.events import missed_lifecycle, parse_ts
 from trade_stream.core.orders.journal_writer import JOURNAL_ERRORS, JournalWriter
 from trade_stream.core.orders.marking import PositionMarker
@@ -134,7 +135,7 @@ class Reconciler:
                 log.warning("reconcile_order_failed order_id=%s error=%r", order_id, exc)
         return orders
 
-    def _reconcile_order(self, journal: Journal, order: dict[str, Any], cutoff: float) -> None:
+    def _reconcile_order(self, journal: OrderLog, order: dict[str, Any], cutoff: float) -> None:
         updated = parse_ts(order.get("updated_at"))
         if updated is None or updated < cutoff:
             return

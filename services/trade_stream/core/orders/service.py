@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.engine import OrderLog
 from trade_stream.core.event_ids import EventId, new_ulid, rfc3339_now
 from trade_stream.core.fanout import Client, Paced
 from trade_stream.core.framing import text_frame
-from trade_stream.core.journal import Entry, Journal
+from trade_stream.core.journal import Entry
 from trade_stream.core.orders import replay as replays
 from trade_stream.core.orders.events import sanitize, sanitize_order
 from trade_stream.core.orders.journal_writer import JOURNAL_ERRORS, JournalWriter
@@ -30,6 +31,7 @@ from trade_stream.core.positions import Positions
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.upstream import MarketUpstream
 
 log = logging.getLogger("trade_stream.core.orders")  # one logger for the whole order side
 
@@ -49,9 +51,9 @@ class Orders:
     webhooks) → positions. A client that subscribes gets a REST snapshot, then the journal from its ``since``,
     then live events."""
 
-    def __init__(self, journal_path: Path, rest: OrdersRest, relay: Relay, stats: Stats,
+    def __init__(self, journal_path: Path, rest: OrdersRest, relay: Relay[MarketUpstream], stats: Stats,
                  retention_days: float = 7.0, retry: float = 5.0, account: str = "default",
-                 open_log: Callable[[Path, float], Journal] | None = None) -> None:
+                 open_log: Callable[[Path, float], OrderLog] | None = None) -> None:
         self.account = account  # every message this emits names it (core/accounts.py scopes by it)
         self.relay = relay
         self.stats = stats
@@ -73,7 +75,7 @@ class Orders:
     # --- what the pieces hold, under the names the rest of the daemon uses ----------------------------------
 
     @property
-    def journal(self) -> Journal | None:
+    def journal(self) -> OrderLog | None:
         return self.writer.journal
 
     @property

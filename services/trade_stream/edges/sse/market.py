@@ -27,6 +27,7 @@ from trade_stream.edges.sse.streams import Stream
 from trade_stream.edges.sse.views import initial_price
 from trade_stream.edges.sse.wire import event_bytes
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 
 GHOST_HOLD = 60.0  # seconds a departed client's symbols keep being recorded, so it can resume without gaps
 
@@ -55,7 +56,7 @@ class Ghost:
 class Holds:
     """The hub holds of the market streams: a live client's, then its ghost's."""
 
-    def __init__(self, relay: Relay, shared: Shared) -> None:
+    def __init__(self, relay: Relay[Sources], shared: Shared) -> None:
         self.relay = relay
         self.shared = shared
         self._ghosts: dict[str, list[Ghost]] = {}  # per address, oldest first
@@ -72,7 +73,7 @@ class Holds:
                 client.write(event_bytes("error", encode(err.to_message())))
                 self._stop_recording(keys, codec)
 
-        self.relay.subscribe(client, keys, reply)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.subscribe(client, keys, reply)
 
     def release(self, client: SseClient, keys: list[Key]) -> None:
         """Hand the client's keys to a ghost so they keep being recorded for a reconnect.
@@ -80,8 +81,8 @@ class Holds:
         Ghosts are weak holds (they give way to the symbol cap) and one address's ghosts together hold at most
         the per-client cap: the oldest go first."""
         ghost = Ghost(client.codec, client.ip, keys, self._ghost_evicted)
-        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)  # type: ignore[arg-type]  # a holder by shape
-        self.relay.unsubscribe(client, keys)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.subscribe(ghost, keys, lambda err: None, weak=True)
+        self.relay.unsubscribe(client, keys)
         ghost.timer = asyncio.get_running_loop().call_later(GHOST_HOLD, self._drop_ghost, ghost)
         ghosts = self._ghosts.setdefault(ghost.ip, [])
         ghosts.append(ghost)
@@ -96,7 +97,7 @@ class Holds:
             ghosts.remove(ghost)
             if not ghosts:
                 del self._ghosts[ghost.ip]
-        self.relay.unsubscribe(ghost, ghost.keys)  # type: ignore[arg-type]  # a holder by shape
+        self.relay.unsubscribe(ghost, ghost.keys)
         self._stop_recording(ghost.keys, ghost.codec)
 
     def _ghost_evicted(self, ghost: Ghost, keys: list[Key]) -> None:
@@ -127,7 +128,7 @@ class MarketStream(Stream[MarketState]):
 
     channels: str | None = None  # forced ``?channels=`` (prices merge both)
 
-    def __init__(self, relay: Relay, shared: Shared, holds: Holds, codec: SseCodec,
+    def __init__(self, relay: Relay[Sources], shared: Shared, holds: Holds, codec: SseCodec,
                  clients: set[SseClient]) -> None:
         self.relay = relay
         self.shared = shared
@@ -195,7 +196,7 @@ class PricesStream(MarketStream):
     kind = "prices"
     channels = ",".join(SSE_CHANNELS)
 
-    def __init__(self, relay: Relay, shared: Shared, holds: Holds, codec: PriceCodec, clients: set[SseClient],
+    def __init__(self, relay: Relay[Sources], shared: Shared, holds: Holds, codec: PriceCodec, clients: set[SseClient],
                  snapshots: Snapshots | None) -> None:
         super().__init__(relay, shared, holds, codec, clients)
         self.price_codec = codec

@@ -51,6 +51,7 @@ from trade_stream.edges.sse.wire import Ring
 from trade_stream.edges.transport import Writes, watch_stalls
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
+from trade_stream.upstream.sources import Sources
 
 log = logging.getLogger("trade_stream.edges.sse")
 
@@ -58,8 +59,8 @@ STREAM_ALLOW = "GET, OPTIONS"
 
 
 class SseServer:
-    def __init__(self, cfg: Config, relay: Relay, accounts: Accounts | None, origins: OriginPolicy, stats: Stats,
-                 status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
+    def __init__(self, cfg: Config, relay: Relay[Sources], accounts: Accounts | None, origins: OriginPolicy,
+                 stats: Stats, status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
                  broker: BrokerEvents | None = None) -> None:
         self.cfg = cfg
         self.relay = relay
