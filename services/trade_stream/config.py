@@ -91,6 +91,7 @@ class Config:
     max_connect_rate_per_ip: int = 0
     client_buffer_bytes: int = 1024 * 1024
     stall_timeout: float = 2.0
+    write_delay_ms: int = 0
     stale_after: float = 0.0
     probe_after: float = 60.0
     health_grace: float = 60.0
@@ -380,6 +381,9 @@ SETTINGS: tuple[Setting, ...] = (
             _int_range(4096, 1 << 30), "unsent bytes a client may owe before it is cut off (default 1 MiB)"),
     Setting("stall_timeout", "TRADE_STREAM_STALL_TIMEOUT", "--stall-timeout", _float_min(0),
             "cut off a client that accepts no data for this many seconds while data is pending; 0 = off (default 2)"),
+    Setting("write_delay_ms", "TRADE_STREAM_WRITE_DELAY_MS", "--write-delay-ms", _int_range(0, 100),
+            "hold each client's writes up to this many ms and send them merged: fewer syscalls for a little "
+            "latency; 0 = merge only within one loop iteration (default)"),
     Setting("stale_after", "TRADE_STREAM_STALE_AFTER", "--stale-after", _float_min(0),
             "reconnect upstream when subscribed channels carry no data this many seconds; 0 = off (default)"),
     Setting("probe_after", "TRADE_STREAM_PROBE_AFTER", "--probe-after", _float_min(0),

@@ -561,6 +561,17 @@ def test_check_demo_passes(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_a_write_delay_out_of_range_stops_the_daemon_with_one_line_naming_it(tmp_path):
+    env_file = empty_env_file(tmp_path)
+    for value in ("500", "-1", "soon"):
+        bad = run([str(TS), "--demo", "--env-file", env_file], cwd=tmp_path,
+                  env=clean_env(tmp_path, TRADE_STREAM_WRITE_DELAY_MS=value))
+        assert bad.returncode == 2 and bad.stdout == ""
+        line = assert_one_line(bad.stderr)
+        assert "TRADE_STREAM_WRITE_DELAY_MS" in line and "between 0 and 100" in line, line
+
+
+@pytest.mark.timeout(60)
 def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
     env_file = empty_env_file(tmp_path)
 

@@ -297,8 +297,10 @@ async def test_local_symbol_cap(sim, tmp_path):
             await b.expect("subscribed")
 
 
-async def test_stalled_client_is_cut_off_while_others_get_everything(sim, tmp_path):
-    cfg = relay_config(sim, tmp_path, client_buffer_bytes=64 * 1024, stall_timeout=0)  # the byte cap alone
+@pytest.mark.parametrize("write_delay_ms", [0, 20])
+async def test_stalled_client_is_cut_off_while_others_get_everything(sim, tmp_path, write_delay_ms):
+    cfg = relay_config(sim, tmp_path, client_buffer_bytes=64 * 1024, stall_timeout=0,  # the byte cap alone
+                       write_delay_ms=write_delay_ms)
     async with running(cfg) as app:
         await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with good_and_stalled(app.port) as (good, _):
@@ -417,8 +419,11 @@ async def test_shutdown_waits_out_a_hung_upstream_and_stalled_clients_at_once_no
     assert took < 2.2 * grace, f"shutdown took {took:.2f}s with a {grace}s grace"
 
 
-async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the_byte_cap(sim, tmp_path):
-    cfg = relay_config(sim, tmp_path, stall_timeout=0.5)  # the byte cap stays at its 1 MiB default
+@pytest.mark.parametrize("write_delay_ms", [0, 20])
+async def test_a_reader_that_stops_is_cut_off_by_the_stall_timer_long_before_the_byte_cap(sim, tmp_path,
+                                                                                          write_delay_ms):
+    # the byte cap stays at its 1 MiB default
+    cfg = relay_config(sim, tmp_path, stall_timeout=0.5, write_delay_ms=write_delay_ms)
     async with running(cfg) as app:
         await wait_until(lambda: app.relay.sources.default.upstream.connected)
         async with good_and_stalled(app.port) as (good, _):

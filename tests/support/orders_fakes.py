@@ -187,7 +187,7 @@ class FakeTransport:
 
 
 class FakeClient:
-    """A fan-out client: records frames and messages; ``cap`` and ``transport`` serve as its ``Peer``."""
+    """A fan-out client: records frames and messages; ``cap`` and ``transport`` serve as its ``Paced``."""
 
     def __init__(self, cap: int = 1 << 20, transport: FakeTransport | None = None) -> None:
         self.cap = cap
@@ -202,6 +202,12 @@ class FakeClient:
 
     def send_message(self, msg: dict[str, Any]) -> None:
         self.messages.append(msg)
+
+    def backlog(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class Spawned:

@@ -1,33 +1,17 @@
-"""Clients and the fan-out path: each upstream message is encoded once per codec and written, never awaited.
+"""The fan-out path: each upstream message is encoded once per codec and handed to its holders, never awaited.
 
-Two rules bound what a client can cost. A client whose unsent backlog passes ``cap`` is aborted (a graceful
-close would wait in drain() forever on a stalled peer). And a client that accepts no data
-at all for ``stall_timeout`` seconds while data is pending is aborted too: kernel buffers autotune to megabytes,
-so a reader that stopped could otherwise look healthy for minutes. All frames a client is owed from one upstream
-batch go out in one ``transport.write``.
+Core reaches clients through the ``Holder``/``Client``/``Paced`` protocols below; the sockets behind them, with
+write merging, the byte cap and the stall rule, are the edges' (edges/transport.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import itertools
-import logging
-import struct
-import termios
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
-
-from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
 
 from trade_stream.core.framing import text_frame
 from trade_stream.core.protocol import CHANNEL_OF, encode, market_message
 from trade_stream.core.stats import Stats
-
-log = logging.getLogger("trade_stream.core.fanout")
-_ids = itertools.count(1)
 
 
 class Codec:
@@ -85,8 +69,9 @@ BROWSER_BATCH = BrowserBatchCodec()
 
 class Holder(Protocol):
     """What the relay holds keys for and the router delivers to: a codec, and ``send`` for what that codec's
-    ``frames`` make, with the number of messages in it. A browser socket (Client), an SSE stream, a ghost keeping
-    a departed stream's keys and the position marker's tap are all holders."""
+    ``frames`` make, with the number of messages in it; ``send`` never blocks, and False means the holder is
+    closed or was cut off. A browser socket (Client), an SSE stream, a ghost keeping a departed stream's keys and
+    the position marker's tap are all holders; the sockets among them are the edges' (edges/transport.py)."""
 
     @property
     def codec(self) -> Codec: ...
@@ -96,111 +81,28 @@ class Holder(Protocol):
     def __hash__(self) -> int: ...  # the hub keys its tables by holder
 
 
-def kernel_unsent(fd: int) -> int:
-    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ, which is TIOCOUTQ)."""
-    if fd < 0:
-        return 0
-    try:
-        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except OSError:  # closed under us
-        return 0
-
-
-class Peer:
-    """What every streaming client shares: a transport, a byte cap, and progress tracking for stalls."""
-
-    __slots__ = ("_mark", "_mark_time", "cap", "fd", "ip", "stats", "transport", "written")
-
-    def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        self.fd = sock.fileno() if sock is not None else -1
-        self.ip = ip
-        self.cap = cap
-        self.stats = stats
-        self.written = 0
-        self._mark = 0
-        self._mark_time = 0.0
-
-    def stalled(self, now: float, timeout: float) -> bool:
-        """True when data is pending and the peer has accepted none of it for ``timeout`` seconds."""
-        if self.written == self._mark:  # nothing written since all was seen delivered: skip the syscall
-            self._mark_time = now
-            return False
-        pending = self.transport.get_write_buffer_size() + kernel_unsent(self.fd)
-        delivered = self.written - pending
-        if pending == 0 or delivered > self._mark or not self._mark_time:
-            self._mark, self._mark_time = delivered, now
-            return False
-        return now - self._mark_time > timeout
-
-    def cut_off(self, reason: str = "slow") -> None:
-        raise NotImplementedError
-
-
-def sweep_stalled(peers: Iterable[Peer], now: float, timeout: float) -> None:
-    for peer in list(peers):
-        if peer.stalled(now, timeout):
-            peer.cut_off("stalled")
-
-
-async def watch_stalls(peers: Callable[[], Iterable[Peer]], timeout: float) -> None:
-    """Check every client several times per ``timeout``: one ioctl each, no per-client timers."""
-    period = max(0.05, min(0.5, timeout / 4))
-    while True:
-        await asyncio.sleep(period)
-        sweep_stalled(peers(), time.monotonic(), timeout)
-
-
-class Client(Peer):
-    """One connected client. Writes go straight to the transport: no per-client task, no await."""
-
-    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
-
-    def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats,
-                 on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
-        self._init_peer(conn.transport, ip, cap, stats)
-        self.id = next(_ids)
-        self.conn = conn
-        self.protocol = conn.protocol
-        self.codec = codec
-        self._on_cutoff = on_cutoff
-
-    def __repr__(self) -> str:
-        return f"<Client {self.id} {self.ip}>"
+class Paced(Protocol):
+    """A client a long write (an order-journal replay) is paced by: its byte cap and how much it still owes."""
 
     @property
-    def open(self) -> bool:
-        return self.protocol.state is State.OPEN and not self.transport.is_closing()
+    def cap(self) -> int: ...
 
-    def send(self, data: bytes, count: int = 1) -> bool:
-        """Queue ``data`` on the socket, or cut the client off if it is too far behind. Never blocks."""
-        if self.protocol.state is not State.OPEN:
-            return False
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any batch
-            self.cut_off()
-            return False
-        transport.write(data)
-        self.written += len(data)
-        stats = self.stats
-        stats.deliveries += count
-        stats.bytes_out += len(data)
-        return True
+    def backlog(self) -> int: ...
 
-    def send_message(self, msg: dict[str, Any]) -> bool:
-        """Send one of the relay's own messages, rendered for this kind of client (or not at all)."""
-        frame = self.codec.control(msg)
-        return self.send(frame, 0) if frame is not None else False
+    def closing(self) -> bool: ...
 
-    def cut_off(self, reason: str = "slow") -> None:
-        if self.transport.is_closing():
-            return
-        self.stats.slow_client_cutoffs += 1
-        log.warning("slow_client_cut_off client=%s ip=%s reason=%s buffered=%d cap=%d", self.id, self.ip, reason,
-                    self.transport.get_write_buffer_size(), self.cap)
-        self.transport.abort()
-        self._on_cutoff(self)
+
+class Client(Holder, Paced, Protocol):
+    """A connected WebSocket client as core sees it: its address, whether it is still open, the relay's own
+    messages rendered for its kind, and what paces a replay to it."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def open(self) -> bool: ...
+
+    def send_message(self, msg: dict[str, Any]) -> bool: ...
 
 
 def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
@@ -296,11 +198,15 @@ class Router:
         if not clients:
             return
         cache: dict[Codec, Any] = {}
+        last: Codec | None = None  # holders mostly share one codec: look it up only when it changes
+        frame: Any = b""
         for client in list(clients):  # a copy: a cut-off client leaves the set while we loop
             codec = client.codec
-            frame = cache.get(codec)
-            if frame is None:
-                body = codec.body(m)
-                frame = cache[codec] = codec.frames([body]) if body is not None else b""
+            if codec is not last:
+                last = codec
+                frame = cache.get(codec)
+                if frame is None:
+                    body = codec.body(m)
+                    frame = cache[codec] = codec.frames([body]) if body is not None else b""
             if frame:
                 client.send(frame, 1)

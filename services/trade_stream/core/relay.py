@@ -88,7 +88,7 @@ class Relay(Generic[U_co]):
                 return
             # Alpaca rejected the whole request (e.g. 405): roll back everyone who joined these keys.
             for holder, lost in self.hub.reject(change.subscribe).items():
-                if holder is not client and isinstance(holder, Client):
+                if holder is not client and holder in self.clients:
                     for symbol in sorted({s for _, s in lost}):
                         holder.send_message(_upstream_refused(code, msg, symbol).to_message())
             self.hub.unsubscribe(client, change.added, time.monotonic())
@@ -135,7 +135,7 @@ class Relay(Generic[U_co]):
         """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
         log.warning("upstream_rejected code=%s keys=%s msg=%r", code, [f"{c}:{s}" for c, s in keys][:20], msg)
         for holder, lost in self.hub.reject(keys).items():
-            if isinstance(holder, Client):
+            if holder in self.clients:
                 for symbol in sorted({s for _, s in lost}):
                     holder.send_message(_upstream_refused(code, msg, symbol).to_message())
         self.engine.request(Change())  # what this node holds changed: tell the cluster (a no-op on one process)

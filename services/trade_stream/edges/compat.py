@@ -28,7 +28,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
 from trade_stream.core.accounts import Accounts
-from trade_stream.core.fanout import Client, Codec
+from trade_stream.core.fanout import Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.journal import Entry
@@ -36,6 +36,7 @@ from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.transport import Client
 from trade_stream.upstream.sources import PATHS, Source, Sources, SourceSpec
 
 log = logging.getLogger("trade_stream.edges.compat")
@@ -234,7 +235,7 @@ class MarketDataSession:
     def _auth_timeout(self) -> None:
         if not self.authenticated:
             self.error(404)
-            self._closing = asyncio.ensure_future(self.conn.close(AUTH_TIMEOUT_CLOSE, "auth timeout"))
+            self._closing = asyncio.ensure_future(self.client.close(AUTH_TIMEOUT_CLOSE, "auth timeout"))
 
     async def auth(self, key: Any, secret: Any) -> None:
         if self.authenticated:
@@ -426,12 +427,12 @@ class TradingSession:
         log.info("token_expired kind=alpaca_trading user=%s ip=%s", self.user.name if self.user else "?",
                  self.client.ip)
         self.error("token expired: authenticate again with a fresh token")
-        self._closing = asyncio.ensure_future(self.conn.close(AUTH_TIMEOUT_CLOSE, "token expired"))
+        self._closing = asyncio.ensure_future(self.client.close(AUTH_TIMEOUT_CLOSE, "token expired"))
 
     def _auth_timeout(self) -> None:
         """Like the market-data stream: no successful auth within AUTH_TIMEOUT seconds closes the connection."""
         if not self.authenticated:
-            self._closing = asyncio.ensure_future(self.conn.close(AUTH_TIMEOUT_CLOSE, "auth timeout"))
+            self._closing = asyncio.ensure_future(self.client.close(AUTH_TIMEOUT_CLOSE, "auth timeout"))
 
     def reply(self, stream: str, data: dict[str, Any]) -> None:
         self.wire.send({"stream": stream, "data": data})

@@ -23,7 +23,7 @@ from trade_stream import __version__
 from trade_stream.config import Config
 from trade_stream.core import protocol
 from trade_stream.core.event_ids import EventId
-from trade_stream.core.fanout import BROWSER, BROWSER_BATCH, Client, watch_stalls
+from trade_stream.core.fanout import BROWSER, BROWSER_BATCH
 from trade_stream.core.limits import Admission, TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
@@ -32,6 +32,7 @@ from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.origins import OriginPolicy, refusal_message
+from trade_stream.edges.transport import Client, Writes, watch_stalls
 from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
@@ -68,6 +69,7 @@ class WsServer:
         self.endpoints: dict[str, Endpoint] = dict(endpoints or {})  # path prefix -> WebSocket session
         self.server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.writes = Writes(cfg.write_delay_ms / 1000)  # every client's writes of one iteration (or delay), merged
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
         self._limits = cfg
@@ -88,7 +90,7 @@ class WsServer:
         in health and metrics)."""
         if self.cfg.stall_timeout:
             def sweep() -> Coroutine[Any, Any, None]:
-                return watch_stalls(lambda: self.relay.clients, self.cfg.stall_timeout)
+                return watch_stalls(self.writes, self.cfg.stall_timeout)
 
             self._sweeper = supervise("stall-sweep", sweep) if supervise else asyncio.create_task(sweep())
         ping = self.cfg.ping_interval or None
@@ -112,7 +114,8 @@ class WsServer:
             await asyncio.wait_for(self.server.wait_closed(), self.cfg.timings.shutdown_grace)
         except TimeoutError:
             for client in list(self.relay.clients):
-                client.transport.abort()
+                if isinstance(client, Client):
+                    client.abort()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
 
@@ -152,7 +155,7 @@ class WsServer:
     async def _handler(self, conn: ServerConnection) -> None:
         ip = _ip(conn)
         self.admission.opened(ip)
-        client = Client(conn, ip, self.cfg.client_buffer_bytes, self.stats, self._cut_off)
+        client = Client(conn, ip, self.cfg.client_buffer_bytes, self.stats, self.writes, self._cut_off)
         self.relay.add(client)
         try:
             path = conn.request.path.split("?", 1)[0] if conn.request else "/"

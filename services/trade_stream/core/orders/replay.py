@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trade_stream.core.event_ids import EventId
-from trade_stream.core.fanout import Peer
+from trade_stream.core.fanout import Paced
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders.journal_writer import JOURNAL_ERRORS, JournalWriter
 
@@ -42,7 +42,7 @@ class Resume:
 class Reader:
     """The client a replay writes to, in the terms of its own protocol (WebSocket or SSE)."""
 
-    peer: Peer  # its transport's write buffer paces the pages
+    peer: Paced  # what it still owes paces the pages
     frame: Callable[[Entry], bytes]  # one entry as the client's wire format
     write: Callable[[bytes, int], bool]  # frames joined, and how many; False: the client is cut off or gone
     reset: Callable[[str], None]  # the replay cannot be complete: tell the client to refetch state
@@ -102,7 +102,7 @@ async def replay(writer: JournalWriter, start: int | None, reader: Reader, limit
             if len(frames) == len(entries) < REPLAY_PAGE:
                 break  # caught up: join with no await since that read
             # Poll: WebSocket and SSE clients write to their transports directly, outside any drain().
-            while peer.transport.get_write_buffer_size() > budget and not peer.transport.is_closing():  # noqa: ASYNC110
+            while peer.backlog() > budget and not peer.closing():  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0)  # let the loop run between pages even when the socket keeps up
             if not reader.alive():

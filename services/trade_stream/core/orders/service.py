@@ -18,7 +18,7 @@ from typing import Any
 
 from trade_stream.core.engine import OrderLog
 from trade_stream.core.event_ids import EventId, new_ulid, rfc3339_now
-from trade_stream.core.fanout import Client, Peer
+from trade_stream.core.fanout import Client, Paced
 from trade_stream.core.framing import text_frame
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import replay as replays
@@ -204,7 +204,7 @@ class Orders:
         """Where to resume a client that last saw ``since`` (None: it asks for live events only)."""
         return replays.plan(self.writer, since)
 
-    async def replay(self, peer: Peer, start: int | None, frame: Callable[[Entry], bytes],
+    async def replay(self, peer: Paced, start: int | None, frame: Callable[[Entry], bytes],
                      write: Callable[[bytes, int], bool], reset: Callable[[str], None], join: Callable[[], None],
                      alive: Callable[[], bool]) -> None:
         """The journal after ``start`` to one client, page by page, then ``join`` the live set (replay.py)."""

@@ -30,6 +30,7 @@ from trade_stream.edges.http.request import Headers, Request, query_of
 from trade_stream.edges.http.responses import Cors, Response, error_body, preflight
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.wire import event_bytes
+from trade_stream.edges.transport import Writes
 
 log = logging.getLogger("trade_stream.edges.sse")
 
@@ -52,6 +53,7 @@ class Shared:
     cors: Cors
     max_symbols_per_client: int
     sent: Counter[str] = field(default_factory=Counter)  # events written, per stream kind
+    writes: Writes = field(default_factory=Writes)  # every stream's writes of one iteration (or delay), merged
 
 
 async def read_request(conn: h11.Connection, reader: asyncio.StreamReader, ip: str) -> Request | None:
@@ -132,7 +134,8 @@ class Channel:
         """Write a 200 head with ``headers`` and make the stream's writer; nothing of the body yet."""
         self.writer.write(self.conn.send(h11.Response(status_code=200, reason=b"OK", headers=self.head(headers))))
         shared = self.shared
-        client = SseClient(self.writer, self.ip, shared.cfg.client_buffer_bytes, shared.stats, codec, gzip, throttle)
+        client = SseClient(self.writer, self.ip, shared.cfg.client_buffer_bytes, shared.stats, shared.writes, codec,
+                           gzip, throttle)
         client.kind, client.tally = kind, shared.sent
         return client
 

@@ -23,7 +23,6 @@ import h11
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.fanout import watch_stalls
 from trade_stream.core.limits import Admission
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
@@ -49,6 +48,7 @@ from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream, stream_token
 from trade_stream.edges.sse.wire import Ring
+from trade_stream.edges.transport import Writes, watch_stalls
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
 from trade_stream.upstream.sources import Sources
@@ -67,7 +67,8 @@ class SseServer:
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
         self.stats = stats
-        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client)
+        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client,
+                             writes=Writes(cfg.write_delay_ms / 1000))
         self.sent: Counter[str] = self.shared.sent
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
@@ -126,7 +127,7 @@ class SseServer:
         self.server = await asyncio.start_server(self._handle, self.cfg.host, self.cfg.sse_port)
         if self.cfg.stall_timeout:
             def sweep() -> Coroutine[Any, Any, None]:
-                return watch_stalls(self._streams, self.cfg.stall_timeout)
+                return watch_stalls(self.shared.writes, self.cfg.stall_timeout)
 
             self._handlers.add(supervise("stall-sweep-sse", sweep) if supervise else asyncio.create_task(sweep()))
         log.info("sse_listening port=%d", self.port)

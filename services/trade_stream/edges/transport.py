@@ -1,0 +1,303 @@
+"""The clients' side of the socket: merged writes, the byte cap and the stall sweep, for WebSocket and SSE alike.
+
+Merging. What a client is sent while the loop runs one iteration is queued on it, and the whole queue goes out in
+one ``transport.write`` when the iteration ends: one ``call_soon`` per iteration flushes every client of a server
+(``Writes``), so a burst of N messages costs a client one syscall instead of N (uWS corks every write of an
+iteration the same way). With a write delay (``TRADE_STREAM_WRITE_DELAY_MS``) the flush waits up to that long
+(``call_later``) and merges everything that came meanwhile, a few milliseconds of latency for far fewer syscalls
+(Centrifugo's write delay). When a socket is not writable, the transport keeps what the kernel did not take and
+later writes join that buffer, so everything queued behind a busy socket leaves in its next send. Each client's
+own order is the order of its queue; nothing here awaits.
+
+Bounds. A client whose transport still holds more than ``cap`` unsent bytes when its queue is due is aborted (a
+graceful close would wait in drain() forever on a stalled peer); a caught-up client takes any one write. A queue
+that grows past ``cap`` before it is due is written at once, so it is bounded the same way. A client that accepts
+no data at all for ``stall_timeout`` seconds while data is pending is aborted too: kernel buffers autotune to
+megabytes, so a reader that stopped could otherwise look healthy for minutes. The sweep reads the kernel, and only
+for clients written to since the last sweep or still owing data then: what is pending (the transport's buffer and
+``SIOCOUTQ``) and, when something is, the peer's progress, the kernel's count of bytes it acknowledged
+(``TCP_INFO``). A write keeps no stall bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import logging
+import socket
+import struct
+import termios
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from trade_stream.core.fanout import BROWSER, Codec
+from trade_stream.core.stats import Stats
+
+log = logging.getLogger("trade_stream.edges.transport")
+_ids = itertools.count(1)
+_OPEN = State.OPEN
+
+# struct tcp_info (linux/tcp.h): tcpi_bytes_acked, a u64 at offset 120 (Linux 4.1 and later).
+_TCP_INFO_LEN = 128
+_ACKED = struct.Struct("=Q")
+
+
+def kernel_unsent(fd: int) -> int:
+    """Bytes in the socket's send queue not yet acknowledged by the peer (SIOCOUTQ, which is TIOCOUTQ)."""
+    if fd < 0:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:  # closed under us
+        return 0
+
+
+def kernel_acked(sock: Any) -> int:
+    """How many bytes the peer has acknowledged on this TCP socket in all (``TCP_INFO``); 0 when unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except (OSError, AttributeError):  # closed under us, or no socket at all
+        return 0
+    return _ACKED.unpack_from(info, 120)[0] if len(info) >= _TCP_INFO_LEN else 0
+
+
+class Progress:
+    """The stall rule on what the sweep reads: stalled when data has been pending for more than ``timeout``
+    seconds while the peer's acknowledged total stayed where it was. Any progress, or nothing pending, restarts
+    the clock; a write alone is not progress."""
+
+    __slots__ = ("acked", "since")
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.since: float | None = None  # when the current pending stretch (or its last progress) began
+
+    def stalled(self, pending: bool, acked: int, now: float, timeout: float) -> bool:
+        if not pending:
+            self.since = None
+            return False
+        if self.since is None or acked != self.acked:
+            self.acked, self.since = acked, now
+            return False
+        return now - self.since > timeout
+
+
+class Writes:
+    """One server's write merging: which clients have a queue, and the one flush that writes them all. It also
+    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs)."""
+
+    __slots__ = ("_dirty", "_handle", "delay", "owing", "swept", "written")
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay  # seconds a queue may wait to be merged with what follows; 0: the end of the iteration
+        self._dirty: list[Peer] = []
+        self._handle: asyncio.Handle | None = None
+        self.swept = False  # set by the first sweep: before that nobody reads ``written``
+        self.written: list[Peer] = []
+        self.owing: set[Peer] = set()  # what the last sweep found still pending
+
+    def schedule(self) -> None:
+        """The first client queued since the last flush (``Peer.send`` adds itself to ``_dirty``)."""
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._handle = None
+        dirty, self._dirty = self._dirty, []
+        for peer in dirty:
+            try:
+                peer.flush()
+            except Exception:  # one client's failure must not leave the others' queues unwritten
+                log.exception("write_failed %s", peer.describe())
+                peer.abort()
+        if self.swept:
+            self.written += dirty
+
+    def sweep(self, now: float, timeout: float) -> None:
+        """Abort every client that stalled, looking only at those written to or owing since the last sweep."""
+        self.swept = True
+        candidates = self.owing.union(self.written)
+        self.written = []
+        owing: set[Peer] = set()
+        for peer in candidates:
+            if peer.closed or peer.transport.is_closing():  # its socket may be gone, its descriptor reused
+                continue
+            # the cheap reading first: a client owing nothing (the common case) costs one ioctl
+            pending = peer.transport.get_write_buffer_size() > 0 or kernel_unsent(peer.fd) > 0
+            acked = kernel_acked(peer.sock) if pending else 0
+            if peer.progress.stalled(pending, acked, now, timeout):
+                peer.cut_off("stalled")
+            elif pending:
+                owing.add(peer)
+        self.owing = owing
+
+
+async def watch_stalls(writes: Writes, timeout: float) -> None:
+    """Sweep several times per ``timeout``: no per-client timers, no work for clients with nothing pending."""
+    period = max(0.05, min(0.5, timeout / 4))
+    while True:
+        await asyncio.sleep(period)
+        writes.sweep(time.monotonic(), timeout)
+
+
+class Peer:
+    """What every streaming client shares: a transport, a byte cap, the queue of one flush, stall progress."""
+
+    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "sock",
+                 "stats", "transport")
+
+    def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats, writes: Writes) -> None:
+        self.transport = transport
+        self.sock = transport.get_extra_info("socket")
+        self.fd = self.sock.fileno() if self.sock is not None else -1
+        self.ip = ip
+        self.cap = cap
+        self.stats = stats
+        self._writes = writes
+        self._queue: list[bytes] | None = None
+        self._queued = 0  # bytes in the queue
+        self._count = 0  # deliveries in the queue, for the stats
+        self.closed = False
+        self.progress = Progress()
+
+    def writable(self) -> bool:
+        return not self.closed and not self.transport.is_closing()
+
+    def send(self, data: bytes, count: int = 1) -> bool:
+        """Queue ``data`` (carrying ``count`` deliveries) for this iteration's write; False when the client is
+        closed or cut off. Never blocks."""
+        queue = self._queue
+        if queue is None:
+            if self.closed:  # the rest of writable() is checked once per write, in flush
+                return False
+            self._queue = [data]
+            self._queued = len(data)
+            self._count = count
+            writes = self._writes
+            writes._dirty.append(self)
+            if writes._handle is None:
+                writes.schedule()
+            return True
+        queue.append(data)
+        self._count += count
+        self._queued += len(data)
+        if self._queued > self.cap:  # written now, so the cap bounds it even within one iteration
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write the queue in one ``transport.write``, or cut the client off if its backlog passed the cap."""
+        queue = self._queue
+        if queue is None:
+            return
+        self._queue = None
+        if not self.writable():
+            self.closed = True  # closed under us: later sends stop at once
+            return
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
+            self.cut_off()
+            return
+        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        if self.wrapped:
+            data = self.encode(data)
+        transport.write(data)
+        stats = self.stats
+        stats.deliveries += self._count
+        stats.bytes_out += len(data)
+        if self.wrapped:
+            self.wrote(self._count)
+
+    # WebSocket frames are final as queued; a kind whose queue needs wrapping (SSE: one chunk, gzipped) sets
+    # ``wrapped`` and overrides the two hooks, so the WebSocket path pays no call for them.
+    wrapped = False
+
+    def encode(self, data: bytes) -> bytes:
+        """The bytes a queue becomes on the wire."""
+        return data
+
+    def wrote(self, count: int) -> None:
+        """Called after each write with the deliveries it carried."""
+
+    def backlog(self) -> int:
+        """Bytes queued or buffered in the transport, not yet handed to the kernel."""
+        queued = self._queued if self._queue is not None else 0
+        return queued + self.transport.get_write_buffer_size()
+
+    def closing(self) -> bool:
+        return self.closed or self.transport.is_closing()
+
+    def abort(self) -> None:
+        """Drop the connection and whatever is queued for it; nothing more is taken."""
+        self.closed = True
+        self._queue = None
+        self.transport.abort()
+
+    def cut_off(self, reason: str = "slow") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue = None
+        self.stats.slow_client_cutoffs += 1
+        log.warning("slow_client_cut_off %s reason=%s buffered=%d cap=%d", self.describe(), reason,
+                    self.transport.get_write_buffer_size(), self.cap)
+        self.transport.abort()
+        self.cutoff_done()
+
+    def describe(self) -> str:
+        return f"ip={self.ip}"
+
+    def cutoff_done(self) -> None:
+        """What the server does once this client is cut off."""
+
+
+class Client(Peer):
+    """One connected WebSocket client. Its frames go out through the queue, in order, never awaited."""
+
+    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
+
+    def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats, writes: Writes,
+                 on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
+        self._init_peer(conn.transport, ip, cap, stats, writes)
+        self.id = next(_ids)
+        self.conn = conn
+        self.protocol = conn.protocol
+        self.codec = codec
+        self._on_cutoff = on_cutoff
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} {self.ip}>"
+
+    @property
+    def open(self) -> bool:
+        return self.protocol.state is State.OPEN and not self.transport.is_closing()
+
+    def writable(self) -> bool:
+        # Checked per write, not per message: frames queued before websockets closed the connection are dropped
+        # rather than written after its close frame.
+        return not self.closed and self.protocol.state is _OPEN and not self.transport.is_closing()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection after what is queued: a close frame must not overtake the client's last frames."""
+        self.flush()
+        await self.conn.close(code, reason)
+
+    def send_message(self, msg: dict[str, Any]) -> bool:
+        """Send one of the relay's own messages, rendered for this kind of client (or not at all)."""
+        frame = self.codec.control(msg)
+        return self.send(frame, 0) if frame is not None else False
+
+    def describe(self) -> str:
+        return f"client={self.id} ip={self.ip}"
+
+    def cut_off(self, reason: str = "slow") -> None:
+        if not self.transport.is_closing():  # websockets is closing it already: its close timeout applies
+            super().cut_off(reason)
+
+    def cutoff_done(self) -> None:
+        self._on_cutoff(self)

@@ -1,0 +1,167 @@
+"""Write merging over real sockets: what one loop iteration sends a client leaves in one write, in order, for
+WebSocket and SSE clients; with a write delay, writes of several iterations merge and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.relay import Browser, free_port, relay_config, running, small_socket, wait_until
+from tests.support.sse import sse_get
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def trade(i: int, symbol: str = "AAPL") -> dict:
+    return {"T": "t", "S": symbol, "i": i, "x": "V", "p": 100.0 + i / 100, "s": 1, "c": ["@"],
+            "t": "2026-11-21T15:00:00.000000001Z", "z": "C"}
+
+
+def write_calls() -> int:
+    """write(2)/writev(2) calls made by this thread (``syscw`` of /proc/thread-self/io). The relay, the simulator
+    and the test clients share this event loop thread, and nothing else writes while a test counts (no pings, no
+    simulated ticks), so the difference across a burst is the relay's writes to its clients."""
+    with open("/proc/thread-self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscw:"))
+
+
+async def subscribed(app, n: int):
+    """``n`` browsers holding AAPL, and the relay's client object of each, in the same order."""
+    browsers = []
+    for _ in range(n):
+        cm = Browser.connect(app.port)
+        b = await cm.__aenter__()
+        await b.send({"action": "subscribe", "symbol": "AAPL"})
+        await b.expect("subscribed")
+        browsers.append((cm, b))
+    await wait_until(lambda: len(app.relay.clients) == n)
+    return browsers
+
+
+async def test_many_fan_outs_in_one_iteration_leave_as_one_write_per_client_in_order(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        browsers = await subscribed(app, 2)
+        try:
+            await asyncio.sleep(0.2)  # let the subscribe replies and the snapshot go out first
+            clients = sorted(app.relay.clients, key=lambda c: c.id)
+            router = app.relay.sources.default.router
+            now = asyncio.get_running_loop().time()
+            before = write_calls()
+            for i in range(300):  # 300 upstream frames handled in one iteration, a control message among them
+                router.route([trade(i)], now)
+                if i == 150:
+                    clients[0].send_message({"type": "pong", "time": 0})
+            assert write_calls() == before  # queued, not written, while the iteration runs
+            for _, b in browsers:
+                for i in range(300):
+                    assert (await b.expect("trade"))["data"]["id"] == i
+            first = browsers[0][1]
+            kinds = [m["type"] for m in first.seen if m["type"] in ("trade", "pong")]
+            assert kinds.index("pong") == 151  # after the 151 trades routed before it, before the rest
+            assert write_calls() - before == 2  # one write per client for the whole iteration
+            assert app.stats.slow_client_cutoffs == 0
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)
+
+
+async def test_without_a_delay_each_iteration_is_its_own_write_and_with_one_they_merge(sim, tmp_path):
+    for delay_ms in (0, 100):
+        async with running(relay_config(sim, tmp_path / str(delay_ms), write_delay_ms=delay_ms)) as app:
+            await wait_until(lambda a=app: a.relay.sources.default.upstream.connected)
+            browsers = await subscribed(app, 1)
+            try:
+                await asyncio.sleep(0.3)
+                before = write_calls()
+                router = app.relay.sources.default.router
+                for i in range(50):
+                    router.route([trade(i)], 0.0)
+                    await asyncio.sleep(0)  # the next fan-out in the next iteration
+                b = browsers[0][1]
+                for i in range(50):
+                    assert (await b.expect("trade"))["data"]["id"] == i
+                sent = write_calls() - before
+                if delay_ms:
+                    assert 1 <= sent <= 5  # the iterations within one delay share a write
+                else:
+                    assert sent == 50  # a write per iteration
+            finally:
+                for cm, _ in browsers:
+                    await cm.__aexit__(None, None, None)
+
+
+async def test_with_a_write_delay_every_upstream_trade_arrives_in_order(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path, write_delay_ms=20)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        browsers = await subscribed(app, 3)
+        try:
+            sent = 0
+            for i in range(600):
+                sim.inject_trade("AAPL", price=100 + i / 100, size=i + 1)  # the size numbers them
+                sent += 1
+                if i % 25 == 0:
+                    await asyncio.sleep(0.001)
+            for _, b in browsers:
+                sizes = [(await b.expect("trade"))["data"]["size"] for _ in range(sent)]
+                assert sizes == list(range(1, sent + 1))
+            assert app.stats.slow_client_cutoffs == 0
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)
+
+
+async def test_an_sse_stream_gets_one_chunk_for_an_iteration_and_every_event_in_order(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path, sse_port=free_port())) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        async with sse_get(app.sse.port, "/api/stream/trades?symbols=AAPL") as r:
+            await r.until("connected")
+            await wait_until(lambda: app.relay.hub.holder_counts().get("AAPL"), what="the stream holding AAPL")
+            await asyncio.sleep(0.3)
+            while r._parse_one(False) is not None:  # anything already read (a snapshot) is not ours to count
+                pass
+            chunks = r.chunks
+            router = app.relay.sources.default.router
+            for i in range(200):
+                router.route([trade(i)], 0.0)
+            ids = []
+            while len(ids) < 200:
+                ev = await r.next()
+                if ev.event == "trade":
+                    ids.append(ev.json()["data"]["id"])
+            assert ids == list(range(200))
+            assert r.chunks - chunks == 1
+
+
+async def test_what_queues_behind_a_busy_socket_arrives_in_order_when_the_reader_resumes(sim, tmp_path):
+    cfg = relay_config(sim, tmp_path, client_buffer_bytes=16 << 20, stall_timeout=0)
+    async with running(cfg) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        async with Browser.connect(app.port, sock=small_socket(app.port)) as b:
+            await b.send({"action": "subscribe", "symbol": "AAPL"})
+            await b.expect("subscribed")
+            await asyncio.sleep(0.2)
+            (client,) = app.relay.clients
+            b.ws.transport.pause_reading()
+            router = app.relay.sources.default.router
+            pad = "x" * 400
+            sent = 0
+
+            def burst() -> None:  # one iteration's worth; the conditions carry the padding
+                nonlocal sent
+                for _ in range(50):
+                    router.route([{**trade(sent), "c": [pad]}], 0.0)
+                    sent += 1
+
+            while client.transport.get_write_buffer_size() == 0 and sent < 60_000:  # the kernel's buffers fill
+                burst()
+                await asyncio.sleep(0)
+            assert client.transport.get_write_buffer_size() > 0, "the socket never backed up"
+            for _ in range(20):  # more iterations queue behind the busy socket
+                burst()
+                await asyncio.sleep(0)
+            b.ws.transport.resume_reading()
+            for i in range(sent):
+                assert (await b.expect("trade", timeout=10))["data"]["id"] == i
+            assert app.stats.slow_client_cutoffs == 0
