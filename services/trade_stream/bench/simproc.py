@@ -32,10 +32,9 @@ from typing import Any
 
 import uvloop
 
-from trade_stream.simulator import rest
 from trade_stream.simulator.broker import BrokerSim
 from trade_stream.simulator.config import SimConfig
-from trade_stream.simulator.server import Simulator
+from trade_stream.simulator.server import CONTROL, Simulator
 
 
 class TradeCounter:
@@ -109,17 +108,17 @@ async def serve(config: SimConfig, broker_accounts: int = 0) -> None:
         loop.add_signal_handler(sig, stop.set)
     sim = Simulator(config)
     counter = TradeCounter(sim)
-    rest.CONTROL["bench_window"] = lambda _s, q: counter.set_window(q)
-    rest.CONTROL["bench_counts"] = lambda _s, q: counter.report(q)
+    CONTROL["bench_window"] = lambda _s, q: counter.set_window(q)
+    CONTROL["bench_counts"] = lambda _s, q: counter.report(q)
     bsim = None
     if broker_accounts:
         [(key, secret)] = config.accounts.items()
         bsim = await BrokerSim(key=key, secret=secret, accounts=broker_accounts, seed=config.seed,
                                heartbeat=5.0).start()
         load = BrokerLoad(bsim, config.tick_interval, config.seed or 0)
-        rest.CONTROL["broker_accounts"] = lambda _s, q: load.ids
-        rest.CONTROL["broker_generate"] = lambda _s, q: load.generate(q)
-        rest.CONTROL["broker_counts"] = lambda _s, q: load.counts(q)
+        CONTROL["broker_accounts"] = lambda _s, q: load.ids
+        CONTROL["broker_generate"] = lambda _s, q: load.generate(q)
+        CONTROL["broker_counts"] = lambda _s, q: load.counts(q)
     try:
         async with sim:
             print(f"ready {sim.port} {bsim.port if bsim else 0}", flush=True)

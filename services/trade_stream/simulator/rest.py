@@ -1,4 +1,4 @@
-"""HTTP on the WebSocket port: Alpaca's REST GET endpoints and the ``/_sim/`` control endpoints.
+"""HTTP on the WebSocket port: Alpaca's REST GET endpoints (the ``/_sim/`` control endpoints are server.py's).
 
 websockets' ``process_request`` sees the request line and headers only, never a body, so this is GET-only:
 orders are created through the control API (``/_sim/order`` or ``Simulator.submit_order``), not
@@ -8,21 +8,42 @@ orders are created through the control API (``/_sim/order`` or ``Simulator.submi
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from . import calendar
-from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE, parse_ts
+from .clock import Clock
+from .config import SimConfig
+from .market import CRYPTO_SYMBOL_RE, SYMBOL_RE, Market, parse_ts
+from .orders import OrderBook
 from .units import NS, format_ts
 
-if TYPE_CHECKING:
-    from .server import Simulator
+
+class Backend(Protocol):
+    """What Alpaca's REST reads of the simulator: its market, order book, clock and config, and the clock's
+    forced open or closed state (``/_sim/clock?open=``). The control API (``/_sim/``) is the
+    façade's own, in server.py."""
+
+    @property
+    def clock_open(self) -> bool | None: ...
+
+    @property
+    def market(self) -> Market: ...
+
+    @property
+    def book(self) -> OrderBook: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def config(self) -> SimConfig: ...
+
 
 Result = tuple[int, Any]
 Query = dict[str, str]
@@ -50,7 +71,7 @@ def not_found(message: str = "endpoint not found") -> Result:
 # -- Alpaca REST --------------------------------------------------------------------------------------
 
 
-def route(sim: Simulator, path: str, query: Query, headers: Headers) -> Result:
+def route(sim: Backend, path: str, query: Query, headers: Headers) -> Result:
     key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
     parts = [p for p in path.split("/") if p]
     crypto = parts[:2] == ["v1beta3", "crypto"]
@@ -71,7 +92,7 @@ def route(sim: Simulator, path: str, query: Query, headers: Headers) -> Result:
         return 422, {"code": 42210000, "message": str(exc)}
 
 
-def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Result:
+def _route_v2(sim: Backend, key: str, parts: list[str], query: Query) -> Result:
     match parts:
         case ["account"]:
             return 200, sim.book.account_view(key)
@@ -100,7 +121,7 @@ def _route_v2(sim: Simulator, key: str, parts: list[str], query: Query) -> Resul
     return not_found()
 
 
-def _crypto(sim: Simulator, parts: list[str], query: Query) -> Result:
+def _crypto(sim: Backend, parts: list[str], query: Query) -> Result:
     """Alpaca's crypto REST (``/v1beta3/crypto/{loc}/...``), as alpaca-py's CryptoHistoricalDataClient reads it:
     every answer keyed by a data key first (``{"snapshots": {pair: {...}}}``, ``{"bars": {pair: [...]},
     "next_page_token"}``), unlike the stock snapshots. Pairs only; the simulated market is one for every location."""
@@ -133,7 +154,7 @@ def _pairs(query: Query) -> list[str]:
     return symbols
 
 
-def _orders(sim: Simulator, key: str, query: Query) -> list[dict]:
+def _orders(sim: Backend, key: str, query: Query) -> list[dict]:
     symbols = {s for s in query.get("symbols", "").split(",") if s}
     return sim.book.list_orders(
         key, status=query.get("status", "open"), limit=int(query.get("limit", "50")), after=query.get("after"),
@@ -151,7 +172,7 @@ def _symbols(query: Query) -> list[str]:
     return symbols
 
 
-def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
+def _stocks(sim: Backend, parts: list[str], query: Query) -> Result:
     market = sim.market
     match parts:
         case ["snapshots"]:
@@ -181,7 +202,7 @@ def _stocks(sim: Simulator, parts: list[str], query: Query) -> Result:
     return not_found()
 
 
-def _trades(sim: Simulator, symbols: list[str], query: Query) -> dict:
+def _trades(sim: Backend, symbols: list[str], query: Query) -> dict:
     """Historical trades: inclusive start/end, ``limit`` across all symbols, sorted by symbol then time."""
     now = sim.clock()
     start = parse_ts(query["start"]) if query.get("start") else now - now % (86_400 * NS)
@@ -214,7 +235,7 @@ def _timeframe_ns(text: str) -> int:
     raise ValueError(f"invalid timeframe: {text}")
 
 
-def _bars(sim: Simulator, symbols: list[str], query: Query) -> dict:
+def _bars(sim: Backend, symbols: list[str], query: Query) -> dict:
     """Historical bars aggregated from the simulator's own trade history, as Alpaca's ``/v2/stocks/bars``:
     ``{"bars": {sym: [{t,o,h,l,c,v,n,vw}]}, "next_page_token"}``; ``t`` is the window start, windows without
     trades are left out, ``limit`` across all symbols, sorted by symbol then time. start and end are inclusive
@@ -296,124 +317,3 @@ def market_calendar(now: datetime, query: Query) -> list[dict]:
             for s in calendar.sessions_between(start, end)]
 
 
-def _clock(sim: Simulator, q: Query) -> dict:
-    value = q.get("open", "auto").lower()
-    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")
-    return market_clock(sim.clock.now(), sim.clock_open)
-
-
-# -- /_sim/ control -----------------------------------------------------------------------------------
-
-
-def _num(query: Query, name: str, cast: Callable[[str], Any] = float, default: Any = None) -> Any:
-    value = query.get(name)
-    return default if value in (None, "") else cast(value)
-
-
-def _flag(query: Query, name: str, default: bool = True) -> bool:
-    value = query.get(name)
-    return default if value is None else value.lower() in ("1", "true", "yes", "on")
-
-
-def _market_fields(query: Query, names: tuple[str, ...]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in names:
-        if name in query:
-            fields[name] = query[name].split(",") if name == "c" else query[name]
-    return fields
-
-
-def control(sim: Simulator, name: str, query: Query) -> Result:
-    handler = CONTROL.get(name)
-    if handler is None:
-        return 404, {"error": f"unknown control endpoint /_sim/{name}", "endpoints": sorted(CONTROL)}
-    try:
-        return 200, handler(sim, query)
-    except (ValueError, KeyError, TypeError) as exc:
-        return 400, {"error": str(exc) or type(exc).__name__}
-
-
-def _trade(sim: Simulator, q: Query) -> dict:
-    return sim.inject_trade(q["symbol"], _num(q, "price"), _num(q, "size", int), path=q.get("path"),
-                            **_market_fields(q, ("x", "c", "z")))
-
-
-def _quote(sim: Simulator, q: Query) -> dict:
-    fields = _market_fields(q, ("bx", "ax", "c", "z"))
-    fields.update({k: int(q[k]) for k in ("bs", "as") if k in q})
-    return sim.inject_quote(q["symbol"], _num(q, "bid"), _num(q, "ask"), path=q.get("path"), **fields)
-
-
-def _bar(sim: Simulator, q: Query) -> dict:
-    fields: dict[str, Any] = {k: float(q[k]) for k in ("o", "h", "l", "c", "vw") if k in q}
-    fields.update({k: int(q[k]) for k in ("v", "n") if k in q})
-    return sim.inject_bar(q["symbol"], kind=q.get("kind", "b"), path=q.get("path"), **fields)
-
-
-def _order(sim: Simulator, q: Query) -> dict | list[dict]:
-    """One order, or ``count`` of them at once (e.g. to bury an older order behind a page of newer ones)."""
-    kwargs: dict[str, Any] = {k: q[k] for k in ("stop_price", "time_in_force", "client_order_id") if q.get(k)}
-    count = _num(q, "count", int, None)
-    orders = [sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
-                               q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
-              for _ in range(count or 1)]
-    return orders if count is not None else orders[0]
-
-
-def _replace(sim: Simulator, q: Query) -> dict:
-    return sim.replace_order(q["order_id"], q.get("qty") or None, q.get("limit_price") or None)
-
-
-def _event(sim: Simulator, q: Query) -> dict:
-    return sim.emit_order_event(q["order_id"], q["event"])
-
-
-def _plan(sim: Simulator, q: Query) -> dict:
-    feeds = q["feeds"].split(",") if q.get("feeds") else None
-    kwargs: dict[str, Any] = {}
-    if "symbol_limit" in q:
-        kwargs["symbol_limit"] = int(q["symbol_limit"]) if q["symbol_limit"] else None
-    plan = sim.set_plan(q["key"], feeds, max_connections=_num(q, "max_connections", int), **kwargs)
-    return {"feeds": sorted(plan.feeds), "symbol_limit": plan.symbol_limit,
-            "max_connections": plan.max_connections, "wildcard": plan.allows_wildcard()}
-
-
-def _received(sim: Simulator, q: Query) -> list[dict]:
-    path = q.get("path")
-    return [r._asdict() for r in sim.received if path is None or r.path == path]
-
-
-def _ok(fn: Callable[[], Any]) -> dict:
-    fn()
-    return {"ok": True}
-
-
-CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
-    "news": lambda s, q: s.inject_news([x for x in q.get("symbols", "").split(",") if x], q.get("headline")),
-    "trade": _trade,
-    "quote": _quote,
-    "bar": _bar,
-    "order": _order,
-    "fill": lambda s, q: s.fill_order(q["order_id"], q.get("qty") or None, q.get("price") or None),
-    "cancel": lambda s, q: s.cancel_order(q["order_id"]),
-    "reject": lambda s, q: s.reject_order(q["order_id"]),
-    "expire": lambda s, q: s.expire_order(q["order_id"]),
-    "replace": _replace,
-    "event": _event,
-    "cut": lambda s, q: _ok(s.cut_all),
-    "fail_auth": lambda s, q: _ok(lambda: s.fail_next_auth(_num(q, "code", int, 402), _num(q, "times", int, 1),
-                                                           q.get("path") or None)),
-    "clear_auth_failures": lambda s, q: {"cleared": s.clear_auth_failures(q.get("path") or None)},
-    "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
-                                                                      _num(q, "times", int, 1))),
-    "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
-    "freeze": lambda s, q: _ok(lambda: s.set_frozen(_flag(q, "on"))),
-    "refuse_symbols": lambda s, q: _ok(lambda: s.refuse_symbols(x for x in q.get("symbols", "").split(",") if x)),
-    "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
-    "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),
-    "plan": _plan,
-    "received": _received,
-    "clear_received": lambda s, q: _ok(s.clear_received),
-    "state": lambda s, q: s.state(),
-    "clock": _clock,
-}

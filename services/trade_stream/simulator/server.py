@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -32,6 +32,7 @@ from .faults import KEEP, Faults
 from .inspection import Connections, Received
 from .market import Market, Stamped
 from .orders import Event, OrderBook
+from .rest import Query, Result
 from .ticker import Ticker
 from .trading_stream import TradingStream
 from .units import format_ts
@@ -153,7 +154,7 @@ class Simulator:
         url = urlsplit(request.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         if url.path.startswith("/_sim/"):
-            return rest.respond(*rest.control(self, url.path[len("/_sim/"):], query))
+            return rest.respond(*control(self, url.path[len("/_sim/"):], query))
         if url.path in DATA_PATHS or url.path == TRADING_PATH:
             status = self.faults.take_rejection()
             if status is not None:
@@ -430,3 +431,126 @@ class Simulator:
     def state(self) -> dict[str, Any]:
         conns = self.conns.state()
         return {**conns, "rate_per_symbol": self.rate_per_symbol, **self.faults.state()}
+
+
+# -- /_sim/ control: the façade's own API over HTTP, for tests and demos in other processes ----------
+
+
+def _num(query: Query, name: str, cast: Callable[[str], Any] = float, default: Any = None) -> Any:
+    value = query.get(name)
+    return default if value in (None, "") else cast(value)
+
+
+def _flag(query: Query, name: str, default: bool = True) -> bool:
+    value = query.get(name)
+    return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+def _market_fields(query: Query, names: tuple[str, ...]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name in names:
+        if name in query:
+            fields[name] = query[name].split(",") if name == "c" else query[name]
+    return fields
+
+
+def control(sim: Simulator, name: str, query: Query) -> Result:
+    handler = CONTROL.get(name)
+    if handler is None:
+        return 404, {"error": f"unknown control endpoint /_sim/{name}", "endpoints": sorted(CONTROL)}
+    try:
+        return 200, handler(sim, query)
+    except (ValueError, KeyError, TypeError) as exc:
+        return 400, {"error": str(exc) or type(exc).__name__}
+
+
+def _clock(sim: Simulator, q: Query) -> dict:
+    value = q.get("open", "auto").lower()
+    sim.clock_open = None if value == "auto" else value in ("1", "true", "yes", "on")
+    return rest.market_clock(sim.clock.now(), sim.clock_open)
+
+
+def _trade(sim: Simulator, q: Query) -> dict:
+    return sim.inject_trade(q["symbol"], _num(q, "price"), _num(q, "size", int), path=q.get("path"),
+                            **_market_fields(q, ("x", "c", "z")))
+
+
+def _quote(sim: Simulator, q: Query) -> dict:
+    fields = _market_fields(q, ("bx", "ax", "c", "z"))
+    fields.update({k: int(q[k]) for k in ("bs", "as") if k in q})
+    return sim.inject_quote(q["symbol"], _num(q, "bid"), _num(q, "ask"), path=q.get("path"), **fields)
+
+
+def _bar(sim: Simulator, q: Query) -> dict:
+    fields: dict[str, Any] = {k: float(q[k]) for k in ("o", "h", "l", "c", "vw") if k in q}
+    fields.update({k: int(q[k]) for k in ("v", "n") if k in q})
+    return sim.inject_bar(q["symbol"], kind=q.get("kind", "b"), path=q.get("path"), **fields)
+
+
+def _order(sim: Simulator, q: Query) -> dict | list[dict]:
+    """One order, or ``count`` of them at once (e.g. to bury an older order behind a page of newer ones)."""
+    kwargs: dict[str, Any] = {k: q[k] for k in ("stop_price", "time_in_force", "client_order_id") if q.get(k)}
+    count = _num(q, "count", int, None)
+    orders = [sim.submit_order(q["symbol"], q.get("side", "buy"), q.get("qty", "1"), q.get("type", "market"),
+                               q.get("limit_price") or None, key=q.get("key") or None, **kwargs)
+              for _ in range(count or 1)]
+    return orders if count is not None else orders[0]
+
+
+def _replace(sim: Simulator, q: Query) -> dict:
+    return sim.replace_order(q["order_id"], q.get("qty") or None, q.get("limit_price") or None)
+
+
+def _event(sim: Simulator, q: Query) -> dict:
+    return sim.emit_order_event(q["order_id"], q["event"])
+
+
+def _plan(sim: Simulator, q: Query) -> dict:
+    feeds = q["feeds"].split(",") if q.get("feeds") else None
+    kwargs: dict[str, Any] = {}
+    if "symbol_limit" in q:
+        kwargs["symbol_limit"] = int(q["symbol_limit"]) if q["symbol_limit"] else None
+    plan = sim.set_plan(q["key"], feeds, max_connections=_num(q, "max_connections", int), **kwargs)
+    return {"feeds": sorted(plan.feeds), "symbol_limit": plan.symbol_limit,
+            "max_connections": plan.max_connections, "wildcard": plan.allows_wildcard()}
+
+
+def _received(sim: Simulator, q: Query) -> list[dict]:
+    path = q.get("path")
+    return [r._asdict() for r in sim.received if path is None or r.path == path]
+
+
+def _ok(fn: Callable[[], Any]) -> dict:
+    fn()
+    return {"ok": True}
+
+
+CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
+    "news": lambda s, q: s.inject_news([x for x in q.get("symbols", "").split(",") if x], q.get("headline")),
+    "trade": _trade,
+    "quote": _quote,
+    "bar": _bar,
+    "order": _order,
+    "fill": lambda s, q: s.fill_order(q["order_id"], q.get("qty") or None, q.get("price") or None),
+    "cancel": lambda s, q: s.cancel_order(q["order_id"]),
+    "reject": lambda s, q: s.reject_order(q["order_id"]),
+    "expire": lambda s, q: s.expire_order(q["order_id"]),
+    "replace": _replace,
+    "event": _event,
+    "cut": lambda s, q: _ok(s.cut_all),
+    "fail_auth": lambda s, q: _ok(lambda: s.fail_next_auth(_num(q, "code", int, 402), _num(q, "times", int, 1),
+                                                           q.get("path") or None)),
+    "clear_auth_failures": lambda s, q: {"cleared": s.clear_auth_failures(q.get("path") or None)},
+    "reject_handshakes": lambda s, q: _ok(lambda: s.reject_handshakes(_num(q, "status", int, 429),
+                                                                      _num(q, "times", int, 1))),
+    "mute": lambda s, q: _ok(lambda: s.set_mute(_flag(q, "on"))),
+    "freeze": lambda s, q: _ok(lambda: s.set_frozen(_flag(q, "on"))),
+    "refuse_symbols": lambda s, q: _ok(lambda: s.refuse_symbols(x for x in q.get("symbols", "").split(",") if x)),
+    "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
+    "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),
+    "plan": _plan,
+    "received": _received,
+    "clear_received": lambda s, q: _ok(s.clear_received),
+    "state": lambda s, q: s.state(),
+    "clock": _clock,
+}
