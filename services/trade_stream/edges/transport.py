@@ -159,7 +159,7 @@ class Peer:
         self.cap = cap
         self.stats = stats
         self._writes = writes
-        self._queue: list[bytes] | None = None
+        self._queue: bytes | list[bytes] | None = None  # one frame as it is, a list from the second on
         self._queued = 0  # bytes in the queue
         self._count = 0  # deliveries in the queue, for the stats
         self.closed = False
@@ -175,7 +175,7 @@ class Peer:
         if queue is None:
             if self.closed:  # the rest of writable() is checked once per write, in flush
                 return False
-            self._queue = [data]
+            self._queue = data  # a client's only frame of an iteration (the common case) needs no list
             self._queued = len(data)
             self._count = count
             writes = self._writes
@@ -183,7 +183,10 @@ class Peer:
             if writes._handle is None:
                 writes.schedule()
             return True
-        queue.append(data)
+        if isinstance(queue, list):
+            queue.append(data)
+        else:
+            self._queue = [queue, data]
         self._count += count
         self._queued += len(data)
         if self._queued > self.cap:  # written now, so the cap bounds it even within one iteration
@@ -203,7 +206,7 @@ class Peer:
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
             self.cut_off()
             return
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
+        data = b"".join(queue) if isinstance(queue, list) else queue
         if self.wrapped:
             data = self.encode(data)
         transport.write(data)
