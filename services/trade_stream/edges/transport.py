@@ -89,11 +89,13 @@ class Progress:
 
 class Writes:
     """One server's write merging: which clients have a queue, and the one flush that writes them all. It also
-    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs)."""
+    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs). The
+    server's delivery counters are added up over a flush and bumped once, not per client."""
 
-    __slots__ = ("_dirty", "_handle", "delay", "owing", "swept", "written")
+    __slots__ = ("_dirty", "_handle", "delay", "owing", "stats", "swept", "written")
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, stats: Stats, delay: float = 0.0) -> None:
+        self.stats = stats  # the server's, which its clients count their cut-offs in too
         self.delay = delay  # seconds a queue may wait to be merged with what follows; 0: the end of the iteration
         self._dirty: list[Peer] = []
         self._handle: asyncio.Handle | None = None
@@ -109,12 +111,20 @@ class Writes:
     def flush(self) -> None:
         self._handle = None
         dirty, self._dirty = self._dirty, []
+        deliveries = bytes_out = 0
         for peer in dirty:
             try:
-                peer.flush()
+                sent = peer.write_queue()
             except Exception:  # one client's failure must not leave the others' queues unwritten
                 log.exception("write_failed %s", peer.describe())
                 peer.abort()
+                continue
+            if sent:
+                bytes_out += sent
+                deliveries += peer._count
+        stats = self.stats
+        stats.deliveries += deliveries
+        stats.bytes_out += bytes_out
         if self.swept:
             self.written += dirty
 
@@ -194,27 +204,34 @@ class Peer:
         return True
 
     def flush(self) -> None:
-        """Write the queue in one ``transport.write``, or cut the client off if its backlog passed the cap."""
+        """Write the queue now (outside the server's flush), counting what it carried."""
+        sent = self.write_queue()
+        if sent:
+            stats = self.stats
+            stats.deliveries += self._count
+            stats.bytes_out += sent
+
+    def write_queue(self) -> int:
+        """Write the queue in one ``transport.write``, or cut the client off if its backlog passed the cap: the
+        bytes written (``_count`` deliveries), 0 when nothing was. The caller counts them."""
         queue = self._queue
         if queue is None:
-            return
+            return 0
         self._queue = None
         if not self.writable():
             self.closed = True  # closed under us: later sends stop at once
-            return
+            return 0
         transport = self.transport
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
             self.cut_off()
-            return
+            return 0
         data = b"".join(queue) if isinstance(queue, list) else queue
         if self.wrapped:
             data = self.encode(data)
         transport.write(data)
-        stats = self.stats
-        stats.deliveries += self._count
-        stats.bytes_out += len(data)
         if self.wrapped:
             self.wrote(self._count)
+        return len(data)
 
     # WebSocket frames are final as queued; a kind whose queue needs wrapping (SSE: one chunk, gzipped) sets
     # ``wrapped`` and overrides the two hooks, so the WebSocket path pays no call for them.
