@@ -158,11 +158,12 @@ async def watch_stalls(writes: Writes, timeout: float) -> None:
 class Peer:
     """What every streaming client shares: a transport, a byte cap, the queue of one flush, stall progress."""
 
-    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "sock",
-                 "stats", "transport")
+    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "protocol",
+                 "sock", "stats", "transport")
 
     def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats, writes: Writes) -> None:
         self.transport = transport
+        self.protocol: Any = None  # a WebSocket client's websockets protocol, whose state each write checks
         self.sock = transport.get_extra_info("socket")
         self.fd = self.sock.fileno() if self.sock is not None else -1
         self.ip = ip
@@ -175,15 +176,12 @@ class Peer:
         self.closed = False
         self.progress = Progress()
 
-    def writable(self) -> bool:
-        return not self.closed and not self.transport.is_closing()
-
     def send(self, data: bytes, count: int = 1) -> bool:
         """Queue ``data`` (carrying ``count`` deliveries) for this iteration's write; False when the client is
         closed or cut off. Never blocks."""
         queue = self._queue
         if queue is None:
-            if self.closed:  # the rest of writable() is checked once per write, in flush
+            if self.closed:  # the rest is checked once per write, in write_queue
                 return False
             self._queue = data  # a client's only frame of an iteration (the common case) needs no list
             self._queued = len(data)
@@ -218,10 +216,13 @@ class Peer:
         if queue is None:
             return 0
         self._queue = None
-        if not self.writable():
+        transport = self.transport
+        protocol = self.protocol
+        # Checked per write, not per message, and inline (a call per write costs more than the check): frames
+        # queued before websockets closed the connection are dropped rather than written after its close frame.
+        if self.closed or transport.is_closing() or (protocol is not None and protocol.state is not _OPEN):
             self.closed = True  # closed under us: later sends stop at once
             return 0
-        transport = self.transport
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
             self.cut_off()
             return 0
@@ -279,7 +280,7 @@ class Peer:
 class Client(Peer):
     """One connected WebSocket client. Its frames go out through the queue, in order, never awaited."""
 
-    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
+    __slots__ = ("_on_cutoff", "codec", "conn", "id")
 
     def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats, writes: Writes,
                  on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
@@ -296,11 +297,6 @@ class Client(Peer):
     @property
     def open(self) -> bool:
         return self.protocol.state is State.OPEN and not self.transport.is_closing()
-
-    def writable(self) -> bool:
-        # Checked per write, not per message: frames queued before websockets closed the connection are dropped
-        # rather than written after its close frame.
-        return not self.closed and self.protocol.state is _OPEN and not self.transport.is_closing()
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection after what is queued: a close frame must not overtake the client's last frames."""
