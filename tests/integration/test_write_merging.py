@@ -4,6 +4,7 @@ WebSocket and SSE clients; with a write delay, writes of several iterations merg
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -62,6 +63,34 @@ async def test_many_fan_outs_in_one_iteration_leave_as_one_write_per_client_in_o
             assert kinds.index("pong") == 151  # after the 151 trades routed before it, before the rest
             assert write_calls() - before == 2  # one write per client for the whole iteration
             assert app.stats.slow_client_cutoffs == 0
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)
+
+
+async def test_a_fan_out_queues_each_clients_only_frame_without_a_container_per_client(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        n = 20
+        browsers = await subscribed(app, n)
+        try:
+            await asyncio.sleep(0.2)
+            router = app.relay.sources.default.router
+            deliveries, bytes_out = app.stats.deliveries, app.stats.bytes_out
+            gc.collect()
+            gc.disable()  # nothing collected in between: the difference is what the fan-out left alive
+            try:
+                lists = sum(type(o) is list for o in gc.get_objects())
+                router.route([trade(7)], 0.0)
+                queued = sum(type(o) is list for o in gc.get_objects()) - lists
+            finally:
+                gc.enable()
+            assert queued <= 1  # none per client: a list each would be n
+            for _, b in browsers:
+                assert (await b.expect("trade"))["data"]["id"] == 7
+            assert app.stats.deliveries - deliveries == n
+            sent = app.stats.bytes_out - bytes_out
+            assert sent > 0 and sent % n == 0  # the same frame to each
         finally:
             for cm, _ in browsers:
                 await cm.__aexit__(None, None, None)

@@ -89,11 +89,13 @@ class Progress:
 
 class Writes:
     """One server's write merging: which clients have a queue, and the one flush that writes them all. It also
-    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs)."""
+    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs). The
+    server's delivery counters are added up over a flush and bumped once, not per client."""
 
-    __slots__ = ("_dirty", "_handle", "delay", "owing", "swept", "written")
+    __slots__ = ("_dirty", "_handle", "delay", "owing", "stats", "swept", "written")
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, stats: Stats, delay: float = 0.0) -> None:
+        self.stats = stats  # the server's, which its clients count their cut-offs in too
         self.delay = delay  # seconds a queue may wait to be merged with what follows; 0: the end of the iteration
         self._dirty: list[Peer] = []
         self._handle: asyncio.Handle | None = None
@@ -109,12 +111,20 @@ class Writes:
     def flush(self) -> None:
         self._handle = None
         dirty, self._dirty = self._dirty, []
+        deliveries = bytes_out = 0
         for peer in dirty:
             try:
-                peer.flush()
+                sent = peer.write_queue()
             except Exception:  # one client's failure must not leave the others' queues unwritten
                 log.exception("write_failed %s", peer.describe())
                 peer.abort()
+                continue
+            if sent:
+                bytes_out += sent
+                deliveries += peer._count
+        stats = self.stats
+        stats.deliveries += deliveries
+        stats.bytes_out += bytes_out
         if self.swept:
             self.written += dirty
 
@@ -148,34 +158,32 @@ async def watch_stalls(writes: Writes, timeout: float) -> None:
 class Peer:
     """What every streaming client shares: a transport, a byte cap, the queue of one flush, stall progress."""
 
-    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "sock",
-                 "stats", "transport")
+    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "protocol",
+                 "sock", "stats", "transport")
 
     def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats, writes: Writes) -> None:
         self.transport = transport
+        self.protocol: Any = None  # a WebSocket client's websockets protocol, whose state each write checks
         self.sock = transport.get_extra_info("socket")
         self.fd = self.sock.fileno() if self.sock is not None else -1
         self.ip = ip
         self.cap = cap
         self.stats = stats
         self._writes = writes
-        self._queue: list[bytes] | None = None
+        self._queue: bytes | list[bytes] | None = None  # one frame as it is, a list from the second on
         self._queued = 0  # bytes in the queue
         self._count = 0  # deliveries in the queue, for the stats
         self.closed = False
         self.progress = Progress()
-
-    def writable(self) -> bool:
-        return not self.closed and not self.transport.is_closing()
 
     def send(self, data: bytes, count: int = 1) -> bool:
         """Queue ``data`` (carrying ``count`` deliveries) for this iteration's write; False when the client is
         closed or cut off. Never blocks."""
         queue = self._queue
         if queue is None:
-            if self.closed:  # the rest of writable() is checked once per write, in flush
+            if self.closed:  # the rest is checked once per write, in write_queue
                 return False
-            self._queue = [data]
+            self._queue = data  # a client's only frame of an iteration (the common case) needs no list
             self._queued = len(data)
             self._count = count
             writes = self._writes
@@ -183,7 +191,10 @@ class Peer:
             if writes._handle is None:
                 writes.schedule()
             return True
-        queue.append(data)
+        if isinstance(queue, list):
+            queue.append(data)
+        else:
+            self._queue = [queue, data]
         self._count += count
         self._queued += len(data)
         if self._queued > self.cap:  # written now, so the cap bounds it even within one iteration
@@ -191,27 +202,37 @@ class Peer:
         return True
 
     def flush(self) -> None:
-        """Write the queue in one ``transport.write``, or cut the client off if its backlog passed the cap."""
+        """Write the queue now (outside the server's flush), counting what it carried."""
+        sent = self.write_queue()
+        if sent:
+            stats = self.stats
+            stats.deliveries += self._count
+            stats.bytes_out += sent
+
+    def write_queue(self) -> int:
+        """Write the queue in one ``transport.write``, or cut the client off if its backlog passed the cap: the
+        bytes written (``_count`` deliveries), 0 when nothing was. The caller counts them."""
         queue = self._queue
         if queue is None:
-            return
+            return 0
         self._queue = None
-        if not self.writable():
-            self.closed = True  # closed under us: later sends stop at once
-            return
         transport = self.transport
+        protocol = self.protocol
+        # Checked per write, not per message, and inline (a call per write costs more than the check): frames
+        # queued before websockets closed the connection are dropped rather than written after its close frame.
+        if self.closed or transport.is_closing() or (protocol is not None and protocol.state is not _OPEN):
+            self.closed = True  # closed under us: later sends stop at once
+            return 0
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
             self.cut_off()
-            return
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
+            return 0
+        data = b"".join(queue) if isinstance(queue, list) else queue
         if self.wrapped:
             data = self.encode(data)
         transport.write(data)
-        stats = self.stats
-        stats.deliveries += self._count
-        stats.bytes_out += len(data)
         if self.wrapped:
             self.wrote(self._count)
+        return len(data)
 
     # WebSocket frames are final as queued; a kind whose queue needs wrapping (SSE: one chunk, gzipped) sets
     # ``wrapped`` and overrides the two hooks, so the WebSocket path pays no call for them.
@@ -259,7 +280,7 @@ class Peer:
 class Client(Peer):
     """One connected WebSocket client. Its frames go out through the queue, in order, never awaited."""
 
-    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
+    __slots__ = ("_on_cutoff", "codec", "conn", "id")
 
     def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats, writes: Writes,
                  on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
@@ -276,11 +297,6 @@ class Client(Peer):
     @property
     def open(self) -> bool:
         return self.protocol.state is State.OPEN and not self.transport.is_closing()
-
-    def writable(self) -> bool:
-        # Checked per write, not per message: frames queued before websockets closed the connection are dropped
-        # rather than written after its close frame.
-        return not self.closed and self.protocol.state is _OPEN and not self.transport.is_closing()
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection after what is queued: a close frame must not overtake the client's last frames."""

@@ -69,7 +69,7 @@ class WsServer:
         self.endpoints: dict[str, Endpoint] = dict(endpoints or {})  # path prefix -> WebSocket session
         self.server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self.writes = Writes(cfg.write_delay_ms / 1000)  # every client's writes of one iteration (or delay), merged
+        self.writes = Writes(stats, cfg.write_delay_ms / 1000)  # every client's writes of an iteration (or delay)
         self.admission = Admission.of(cfg.max_connections, cfg.max_connections_per_ip,
                                       cfg.max_connect_rate_per_ip)
         self._limits = cfg

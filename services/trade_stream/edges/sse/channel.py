@@ -53,7 +53,10 @@ class Shared:
     cors: Cors
     max_symbols_per_client: int
     sent: Counter[str] = field(default_factory=Counter)  # events written, per stream kind
-    writes: Writes = field(default_factory=Writes)  # every stream's writes of one iteration (or delay), merged
+    writes: Writes = field(init=False)  # every stream's writes of one iteration (or delay), merged
+
+    def __post_init__(self) -> None:
+        self.writes = Writes(self.stats, self.cfg.write_delay_ms / 1000)
 
 
 async def read_request(conn: h11.Connection, reader: asyncio.StreamReader, ip: str) -> Request | None:

@@ -48,7 +48,7 @@ from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream, stream_token
 from trade_stream.edges.sse.wire import Ring
-from trade_stream.edges.transport import Writes, watch_stalls
+from trade_stream.edges.transport import watch_stalls
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
 from trade_stream.upstream.sources import Sources
@@ -67,8 +67,7 @@ class SseServer:
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
         self.stats = stats
-        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client,
-                             writes=Writes(cfg.write_delay_ms / 1000))
+        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client)
         self.sent: Counter[str] = self.shared.sent
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
