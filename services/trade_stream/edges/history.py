@@ -69,7 +69,8 @@ class History:
         # the window is bounded by its own length, not by today's date: a page whose market clock is in the
         # past (a replay, a pinned demo session) still gets the bars of its day
         start = max(start, end - MAX_LOOKBACK).replace(second=0, microsecond=0)
-        end = end.replace(second=0, microsecond=0)  # a bar is stamped with its minute's start: it stays in
+        # a bar is stamped with its minute's start, so the minute in progress stays in; a window is cached per minute
+        end = end.replace(second=0, microsecond=0)
         if self.feed is None and "/" not in symbol:  # the test feed has no REST counterpart
             return json(200, {"symbol": symbol, "timeframe": timeframe, "bars": []}, headers)
         try:
