@@ -82,6 +82,7 @@ class RunResult:
     late_messages: int = 0
     foreign_cpu_pct: float = 0.0  # CPU used by processes outside this bench during the window, % of one core
     load_average: float = 0.0  # 1-minute load average at the end of the window
+    writes_per_delivery: float | None = None  # the relay's write system calls in the window per delivered message
     relay_exited: bool = False
     errors: list[str] = field(default_factory=list)
     profile: str | None = None
@@ -173,12 +174,14 @@ class Run:
         profiler = await self._start_profiler(relay.pid, opts.duration) if opts.profile else None
         await _sleep_until_ns(start_ns)
         cpu0 = self._last_cpu = probes.cpu_seconds(relay.pid)
+        writes0 = probes.write_calls(relay.pid)
         sampler = asyncio.create_task(self._sample_cpu(relay.pid))
         load_cpu0 = self._load_cpu()
         busy0 = probes.busy_cpu_seconds()
         stall = await self._watch_stall() if plan.stallers else None
         await _sleep_until_ns(end_ns)
         cpu1 = probes.cpu_seconds(relay.pid)
+        writes1 = probes.write_calls(relay.pid)
         load_cpu1 = self._load_cpu()
         exited = relay.proc.returncode is not None or not cpu1
         if exited:  # e.g. the baseline, blocked on a slow client, gets dropped by the simulator and dies
@@ -200,6 +203,8 @@ class Run:
                               stall)
         other = busy - (cpu1 - cpu0) - (load_cpu1 - load_cpu0)
         result.foreign_cpu_pct = round(max(0.0, 100 * other / opts.duration), 1)
+        if writes1 > writes0 and result.deliveries:
+            result.writes_per_delivery = round((writes1 - writes0) / result.deliveries, 3)
         result.load_average = loadavg
         if exited:
             result.relay_exited = True
