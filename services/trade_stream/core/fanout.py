@@ -27,6 +27,10 @@ class Codec:
     def frames(self, bodies: list[bytes]) -> bytes:
         raise NotImplementedError
 
+    def frame(self, body: Any) -> Any:
+        """``frames`` of one body."""
+        return self.frames([body])
+
     def control(self, msg: dict[str, Any]) -> bytes | None:
         raise NotImplementedError
 
@@ -44,6 +48,9 @@ class BrowserCodec(Codec):
 
     def frames(self, bodies: list[bytes]) -> bytes:
         return bodies[0] if len(bodies) == 1 else b"".join(bodies)
+
+    def frame(self, body: bytes) -> bytes:
+        return body
 
     def control(self, msg: dict[str, Any]) -> bytes:
         return browser_control(msg)
@@ -126,6 +133,12 @@ def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
             client.send(frame, 0)
 
 
+class _Bodies(list[Any]):
+    """A client's bodies of one batch from its second on: a type no codec's body is, to tell one from many."""
+
+    __slots__ = ()
+
+
 class Router:
     """Routes batches of Alpaca market messages to the clients holding their (channel, symbol)."""
 
@@ -143,7 +156,7 @@ class Router:
             self._route_one(messages[0], now)
             return
         holders = self.holders
-        owed: dict[Client, list[bytes]] = {}
+        owed: dict[Client, Any] = {}  # a client's one body, or its _Bodies from the second on
         last_seen = self.last_seen
         channel_of = self.channel_of
         for m in messages:
@@ -158,19 +171,28 @@ class Router:
                 clients = (clients | star) if clients else star
             if not clients:
                 continue
-            cache: dict[Codec, bytes | None] = {}
+            cache: dict[Codec, Any] = {}
+            last: Codec | None = None  # holders mostly share one codec: look its body up only when it changes
+            body: Any = None
             for client in clients:
                 codec = client.codec
-                body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
+                if codec is not last:
+                    last = codec
+                    body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
                 if body is not None:
-                    bodies = owed.get(client)
-                    if bodies is None:
-                        owed[client] = [body]
+                    prior = owed.get(client)
+                    if prior is None:  # a client's only body of the batch (the common case) needs no list
+                        owed[client] = body
+                    elif prior.__class__ is _Bodies:
+                        prior.append(body)
                     else:
-                        bodies.append(body)
+                        owed[client] = _Bodies((prior, body))
         self.stats.messages_in += len(messages)
-        for client, bodies in owed.items():
-            client.send(client.codec.frames(bodies), len(bodies))
+        for client, owed_ in owed.items():
+            if owed_.__class__ is _Bodies:
+                client.send(client.codec.frames(owed_), len(owed_))
+            else:
+                client.send(client.codec.frame(owed_), 1)
 
     def route_news(self, messages: list[dict[str, Any]], now: float) -> None:
         """News articles have no ``S``: each goes to the holders of any symbol it names, or of ``*``, once."""
