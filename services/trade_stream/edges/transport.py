@@ -3,11 +3,13 @@
 Merging. What a client is sent while the loop runs one iteration is queued on it, and the whole queue goes out in
 one ``transport.write`` when the iteration ends: one ``call_soon`` per iteration flushes every client of a server
 (``Writes``), so a burst of N messages costs a client one syscall instead of N (uWS corks every write of an
-iteration the same way). With a write delay (``TRADE_STREAM_WRITE_DELAY_MS``) the flush waits up to that long
-(``call_later``) and merges everything that came meanwhile, a few milliseconds of latency for far fewer syscalls
-(Centrifugo's write delay). When a socket is not writable, the transport keeps what the kernel did not take and
-later writes join that buffer, so everything queued behind a busy socket leaves in its next send. Each client's
-own order is the order of its queue; nothing here awaits.
+iteration the same way). An iteration whose only traffic is one message fanned out to many clients keeps no queue
+per client: the frame goes to each holder straight from the flush. With a write delay
+(``TRADE_STREAM_WRITE_DELAY_MS``) a client's queue waits that long from its first frame and takes in everything
+that comes meanwhile, a few milliseconds of latency for far fewer syscalls (Centrifugo's write delay). When a
+socket is not writable, the transport keeps what the kernel did not take and later writes join that buffer, so
+everything queued behind a busy socket leaves in its next send. Each client's own order is the order of its
+queue; nothing here awaits.
 
 Bounds. A client whose transport still holds more than ``cap`` unsent bytes when its queue is due is aborted (a
 graceful close would wait in drain() forever on a stalled peer); a caught-up client takes any one write. A queue
