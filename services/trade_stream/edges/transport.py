@@ -103,8 +103,9 @@ class Writes:
 
     With a delay each client's queue waits ``delay`` from its first frame, as Centrifugo's write delay does, so a
     client is written at most once per delay however its messages fall. Clients are grouped by when they first
-    queued, in slots of ``delay / 8``: one timer per slot rather than one per client, and a client waits between
-    7/8 of the delay and the whole of it."""
+    queued, in slots of ``delay / 8``, and one timer ticks once a slot while anything waits (no timer per
+    client): each tick closes the open slot and writes the slots whose delay ends before the next tick, so a
+    client waits between 7/8 of the delay and the whole of it."""
 
     __slots__ = ("_bulk", "_dirty", "_due", "_handle", "_opened", "_timer", "delay", "granule", "owing", "stats",
                  "swept", "written")
@@ -115,10 +116,10 @@ class Writes:
         self.granule = max(0.0005, delay / 8)
         self._dirty: list[Peer] = []  # clients queued since the last flush (with a delay: in the open slot)
         self._bulk: tuple[bytes, list[Peer], int] | None = None  # the iteration's one fan-out, not yet spilled
-        self._handle: asyncio.Handle | None = None  # the pending flush (with a delay: the open slot's end)
+        self._handle: asyncio.Handle | None = None  # the pending flush (with a delay: the tick, while a slot is open)
         self._opened = 0.0  # with a delay: when the open slot began
-        self._due: collections.deque[tuple[float, list[Peer]]] = collections.deque()  # sealed slots, oldest first
-        self._timer: asyncio.TimerHandle | None = None  # with a delay: the oldest sealed slot's flush
+        self._due: collections.deque[tuple[float, list[Peer]]] = collections.deque()  # closed slots, oldest first
+        self._timer: asyncio.TimerHandle | None = None  # with a delay: the next tick, while anything waits
         self.swept = False  # set by the first sweep: before that nobody reads ``written``
         self.written: list[Peer] = []
         self.owing: set[Peer] = set()  # what the last sweep found still pending
@@ -129,7 +130,9 @@ class Writes:
         loop = asyncio.get_running_loop()
         if self.delay:
             self._opened = loop.time()
-            self._handle = loop.call_later(self.granule, self._seal)
+            if self._timer is None:
+                self._timer = loop.call_later(self.granule, self._tick)
+            self._handle = self._timer
         else:
             self._handle = loop.call_soon(self.flush)
 
@@ -161,23 +164,18 @@ class Writes:
         dirty, self._dirty = self._dirty, []
         self._write(dirty)
 
-    def _seal(self) -> None:
-        """Close the open slot: its clients are written once the delay since it opened has passed."""
-        self._handle = None
-        self._due.append((self._opened + self.delay, self._dirty))
-        self._dirty = []
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(self._due[0][0], self._flush_due)
-
-    def _flush_due(self) -> None:
-        self._timer = None
+    def _tick(self) -> None:
+        """With a delay: close the open slot, write every slot whose delay ends before the next tick."""
         loop = asyncio.get_running_loop()
-        now = loop.time() + 0.0002  # a slot due within the timer's own resolution goes now, not in another wakeup
+        if self._handle is not None:
+            self._due.append((self._opened + self.delay, self._dirty))
+            self._dirty = []
+            self._handle = None
+        soon = loop.time() + self.granule
         due = self._due
-        while due and due[0][0] <= now:
+        while due and due[0][0] <= soon:
             self._write(due.popleft()[1])
-        if due:
-            self._timer = loop.call_at(due[0][0], self._flush_due)
+        self._timer = loop.call_later(self.granule, self._tick) if due else None
 
     def _write_bulk(self, frame: bytes, peers: list[Peer], count: int) -> None:
         """The kept fan-out: the frame to each client, with only the checks a write must make. A client's
