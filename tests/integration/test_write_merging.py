@@ -257,3 +257,30 @@ async def test_no_frame_follows_the_close_frame_websockets_wrote(sim, tmp_path):
         finally:
             for cm, _ in browsers:
                 await cm.__aexit__(None, None, None)
+
+
+async def test_a_batch_for_several_symbols_reaches_each_holder_in_order_in_one_write(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        holds = (["AAPL"], ["MSFT"], ["AAPL", "MSFT"])
+        browsers = []
+        try:
+            for symbols in holds:
+                cm = Browser.connect(app.port)
+                b = await cm.__aenter__()
+                browsers.append((cm, b))
+                await b.send({"action": "subscribe", "symbols": symbols})
+                for _ in symbols:
+                    await b.expect("subscribed")
+            await asyncio.sleep(0.3)
+            batch = [trade(i, "AAPL" if i % 3 else "MSFT") for i in range(60)]  # one upstream frame
+            before = write_calls()
+            app.relay.sources.default.router.route(batch, 0.0)
+            for (_, b), symbols in zip(browsers, holds, strict=True):
+                want = [m["i"] for m in batch if m["S"] in symbols]
+                got = [(await b.expect("trade"))["data"]["id"] for _ in want]
+                assert got == want
+            assert write_calls() - before == len(holds)  # one write per client for the whole batch
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)

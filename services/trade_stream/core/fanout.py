@@ -15,6 +15,10 @@ from trade_stream.core.stats import Stats
 
 
 class Codec:
+    #: True when a body is a finished frame and several bodies' frames are just their concatenation, so the
+    #: router hands each body to its client as it comes instead of gathering a client's bodies first.
+    joins = False
+
     """How one kind of client wants messages: ``body`` per market message (cached across clients), ``frames``
     to turn a client's bodies from one batch into the bytes to write, and ``control`` to render one of the
     relay's own browser-protocol messages (status, errors) for this kind of client, or None to say nothing.
@@ -41,6 +45,8 @@ def browser_control(msg: dict[str, Any]) -> bytes:
 
 class BrowserCodec(Codec):
     """One message per frame; the body is the finished frame, so clients share the exact bytes."""
+
+    joins = True
 
     def body(self, m: dict[str, Any]) -> bytes | None:
         msg = market_message(m)
@@ -174,12 +180,18 @@ class Router:
             cache: dict[Codec, Any] = {}
             last: Codec | None = None  # holders mostly share one codec: look its body up only when it changes
             body: Any = None
-            for client in clients:
+            joins = False
+            for client in list(clients):  # a copy: a send may cut a client off, which leaves the set
                 codec = client.codec
                 if codec is not last:
                     last = codec
                     body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
-                if body is not None:
+                    joins = codec.joins
+                if body is None:
+                    continue
+                if joins:  # its queue joins the frames: no need to gather them here
+                    client.send(body, 1)
+                else:
                     prior = owed.get(client)
                     if prior is None:  # a client's only body of the batch (the common case) needs no list
                         owed[client] = body
