@@ -84,3 +84,17 @@ def test_an_outbox_written_before_heads_were_kept_gets_them_at_open(tmp_path):
         assert [(h.order_key, h.event) for h in outbox.heads("desk", set())] == [("a", "e1"), ("b", "e3")]
     finally:
         outbox.close()
+
+
+def test_a_delivery_queued_again_under_its_id_is_queued_once(tmp_path):
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    try:
+        notes = [{"order": "o0", "n": 0}, {"order": "o0", "n": 1}]
+        rows = lambda n: [(f"id-{n['n']}", "desk", n["order"], f"e{n['n']}", b"{}")]  # noqa: E731
+        assert outbox.enqueue(notes, rows, 2) == (2, {})
+        assert outbox.enqueue(notes, rows, 2) == (0, {})  # the store recreated, or another node's copy
+        assert outbox.pending() == {"desk": 2}
+        assert [(h.delivery_id, h.event) for h in outbox.heads("desk", set())] == [("id-0", "e0")]
+    finally:
+        outbox.close()
+

@@ -3,7 +3,9 @@
 Rows are queued from the notification store by a cursor (the last notification id queued), in the same
 transaction that writes them, so a crash between storing a notification and queueing its deliveries loses
 nothing: on start the worker picks up after the cursor. A delivery keeps its id (``delivery_id``) and body for
-every retry, so a receiver can deduplicate.
+every retry, so a receiver can deduplicate. The id is derived from the event and the target, so a delivery
+queued again (the notification store recreated, or another node of a cluster queueing the same event) is the
+same row, queued once.
 
 Deliveries of one order go out in order, different orders do not wait for each other: only the oldest pending
 delivery of each (target, order) is a *head* (``head = 1``), and only heads are sent. The flag is kept as rows
@@ -115,13 +117,14 @@ class Outbox:
         with self._transaction():
             for n in notifications:
                 for delivery_id, target, order_key, event, body in rows_of(n):
-                    self.db.execute(
-                        "INSERT INTO deliveries(delivery_id, target, order_key, event, body, created, next_at, head) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, NOT EXISTS (SELECT 1 FROM deliveries WHERE target = ? AND "
-                        "state = 'pending' AND order_key = ?))",
-                        (delivery_id, target, order_key, event, body, now, now, target, order_key))
-                    queued[target] = queued.get(target, 0) + 1
-                    count += 1
+                    inserted = self.db.execute(
+                        "INSERT OR IGNORE INTO deliveries(delivery_id, target, order_key, event, body, created, "
+                        "next_at, head) VALUES (?, ?, ?, ?, ?, ?, ?, NOT EXISTS (SELECT 1 FROM deliveries WHERE "
+                        "target = ? AND state = 'pending' AND order_key = ?))",
+                        (delivery_id, target, order_key, event, body, now, now, target, order_key)).rowcount
+                    if inserted:
+                        queued[target] = queued.get(target, 0) + 1
+                        count += 1
             dropped: dict[str, int] = {}
             for target, added in queued.items():
                 excess = self._pending.get(target, 0) + added - (self.max_pending or 0)

@@ -6,8 +6,9 @@ lane per target sends them, several at once, but the deliveries of one order in 
 holds up nobody else, and an order's ``filled`` never overtakes its ``accepted``.
 
 Each request follows the Standard Webhooks specification, so a receiver verifies it with one call of the
-``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id, the same on every retry: receivers
-deduplicate on it), ``webhook-timestamp`` (Unix seconds of this attempt) and, when the target has a secret,
+``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id: a UUID derived from the order
+event and the target, so it is the same on every retry and from every node of a cluster: receivers deduplicate
+on it), ``webhook-timestamp`` (Unix seconds of this attempt) and, when the target has a secret,
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``. Signing the id and the time with the
 body is what lets a receiver refuse a captured delivery replayed later (the libraries allow 5 minutes of skew).
 Also ``X-Trade-Stream-Event`` (the notification type), ``X-Trade-Stream-Delivery`` (the id again) and, for a
@@ -60,7 +61,15 @@ CATCH_UP_PAGE = 500
 PRUNE_EVERY = 3600.0
 RESPONSE_SNIPPET = 200  # bytes of an answer's body read, for the error message; the rest is never read
 MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
-HIDDEN_FIELDS = ("read", "unread")  # per-user state, not part of the event
+HIDDEN_FIELDS = ("read", "unread", "source")  # per-user state, and what names the delivery, not part of the event
+#: The namespace of delivery ids: uuid5 of the order event and the target in it.
+DELIVERY_NAMESPACE = uuid.UUID("6d1c3c52-1f0e-4a52-9a7e-5b0b8f3e2a41")
+
+
+def delivery_id_of(note: dict[str, Any], target: WebhookTarget) -> str:
+    """The delivery id of ``note`` for ``target``: the same for the same order event (``source``, the order log's
+    ``<epoch>-<id>``, the same on every node of a cluster) and target, wherever and however often it is queued."""
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{note.get('account')}/{note['source']}/{target.name}"))
 
 
 def signing_key(secret: str) -> bytes:
@@ -253,7 +262,7 @@ class Webhooks:
         kind = str(note.get("type") or "order_other")
         for t in self.targets:
             if t.wants(kind, str(note.get("account", ""))):
-                delivery_id = str(uuid.uuid4())
+                delivery_id = delivery_id_of(note, t)
                 rows.append((delivery_id, t.name, str(note.get("trade_id") or note.get("id")), kind,
                              payload(t, delivery_id, note)))
         return rows
