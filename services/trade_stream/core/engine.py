@@ -11,11 +11,12 @@ nodes share one Redis).
   client on every node sees the shared upstream's ``status``.
 - ``OrderLogStore``: ``open_order_log`` returns the journal the order side writes to and replays from: ids are
   the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
+- ``DeliveryLedger``: ``settle`` a webhook delivery's outcome, ask which were ``settled`` (by any node).
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all five plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all six plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -154,6 +155,18 @@ class OrderLogStore(Protocol):
         """The order log of one account; ``path`` is its journal file (its name names the log)."""
 
 
+class DeliveryLedger(Protocol):
+    """Webhook deliveries settled (delivered, or given up) anywhere in the cluster, by delivery id. One process
+    keeps no ledger: its own outbox is the only record, so nothing is ever settled elsewhere."""
+
+    async def settle(self, delivery_id: str, outcome: str) -> bool:
+        """Record ``outcome`` (``delivered`` or ``failed``) for every node; False when it could not be recorded
+        (a node that leads next then sends it again, under the same id)."""
+
+    async def settled(self, delivery_ids: list[str]) -> dict[str, str]:
+        """The outcome of each of ``delivery_ids`` that was settled; empty when the store cannot be reached."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -169,7 +182,11 @@ class UpstreamSide(Leadership, Interest, MarketBus, Protocol):
     batches, refusals and state."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, ClusterView, Protocol):
+class WebhookSide(Leadership, DeliveryLedger, Protocol):
+    """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
+
+
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:
