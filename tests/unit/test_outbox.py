@@ -98,3 +98,19 @@ def test_a_delivery_queued_again_under_its_id_is_queued_once(tmp_path):
     finally:
         outbox.close()
 
+
+def test_deliveries_settled_elsewhere_leave_unsent_and_pass_their_orders_head_on(tmp_path):
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    try:
+        fill(outbox, 2, per_order=2)  # o0 e0, o1 e0, o0 e1, o1 e1
+        page = outbox.pending_ids("desk")
+        assert len(page) == 4 and outbox.pending_ids("desk", after=page[1][0]) == page[2:]
+        first_o0, first_o1 = page[0][1], page[1][1]
+        assert outbox.settled_elsewhere("desk", {first_o0: "delivered", first_o1: "failed", "unknown": "failed"}) == 2
+        assert outbox.settled_elsewhere("desk", {first_o0: "delivered"}) == 0  # once
+        assert outbox.pending() == {"desk": 2}
+        assert [(h.order_key, h.event) for h in outbox.heads("desk", set())] == [("o0", "e1"), ("o1", "e1")]
+        states = dict(outbox.db.execute("SELECT delivery_id, state FROM deliveries").fetchall())
+        assert (states[first_o0], states[first_o1]) == ("delivered", "failed")
+    finally:
+        outbox.close()

@@ -20,13 +20,18 @@ use, never against an engine class; ``Engine`` is all six plus the lifecycle, fo
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
+Webhooks: every node derives the same deliveries from the shared order log, under ids derived from the event
+and the target, and queues them in its own outbox; only the leader sends. ``DeliveryLedger`` is what makes that
+one sender across failovers: the leader settles each outcome there, a node that leads next skips what is settled
+and sends the rest under the same ids (at least once per target, one id per event and target), and the others
+let settled deliveries go.
+
 What is *not* shared, and lives on each node in its state directory: the trade notifications and their read
-state, the webhook outbox, and the Broker API journal. Every node derives its own notifications from the shared
-order log's entries (the same ones on every node, under each node's own ids), keeps read state for the users who
-mark them on that node, and delivers webhooks from its own outbox: with webhooks configured, a cluster of N nodes
-sends each one N times, under N delivery ids. Every node also consumes the Broker API's event streams itself, into
-its own journal. One copy of any of these across the cluster is a store added here (a protocol with a memory and
-a Redis implementation, as ``OrderLogStore``), not a branch on the mode.
+state, and the Broker API journal. Every node derives its own notifications from the shared order log's entries
+(the same ones on every node, under each node's own ids) and keeps read state for the users who mark them on
+that node. Every node also consumes the Broker API's event streams itself, into its own journal. One copy of any
+of these across the cluster is a store added here (a protocol with a memory and a Redis implementation, as
+``OrderLogStore``), not a branch on the mode.
 """
 
 from __future__ import annotations

@@ -162,6 +162,30 @@ class Outbox:
             "ORDER BY next_at, id LIMIT ?", (target, limit + len(exclude))).fetchall()
         return [Delivery(*r) for r in rows if r[3] not in exclude][:limit]
 
+    def pending_ids(self, target: str, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, delivery id) of ``target``'s pending deliveries after row ``after``, oldest first."""
+        return [(int(r[0]), str(r[1])) for r in self.db.execute(
+            "SELECT id, delivery_id FROM deliveries WHERE target = ? AND state = 'pending' AND id > ? ORDER BY id "
+            "LIMIT ?", (target, after, limit)).fetchall()]
+
+    def settled_elsewhere(self, target: str, outcomes: dict[str, str]) -> int:
+        """Another node settled these deliveries of ``target`` (delivery id -> ``delivered`` or ``failed``): leave
+        them unsent in that state and pass each order's head on. Returns how many left the pending state."""
+        now, left, orders = time.time(), 0, set()
+        with self._transaction():
+            for delivery_id, outcome in outcomes.items():
+                row = self.db.execute("UPDATE deliveries SET state = ?, head = 0, last_error = ?, done_at = ? "
+                                      "WHERE delivery_id = ? AND target = ? AND state = 'pending' RETURNING order_key",
+                                      ("delivered" if outcome == "delivered" else "failed",
+                                       f"settled by another node: {outcome}", now, delivery_id, target)).fetchone()
+                if row is not None:
+                    left += 1
+                    orders.add(row[0])
+            for order_key in orders:
+                self._promote(target, order_key)
+        self._pending[target] = self._pending.get(target, left) - left
+        return left
+
     def delivered(self, row: Delivery, status: int) -> None:
         self._finish(row, "UPDATE deliveries SET state = 'delivered', head = 0, attempts = attempts + 1, "
                           "last_status = ?, done_at = ? WHERE id = ? AND state = 'pending'", (status, time.time()))
