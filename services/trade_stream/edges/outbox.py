@@ -3,9 +3,8 @@
 Rows are queued from the notification store by a cursor (the last notification id queued), in the same
 transaction that writes them, so a crash between storing a notification and queueing its deliveries loses
 nothing: on start the worker picks up after the cursor. A delivery keeps its id (``delivery_id``) and body for
-every retry, so a receiver can deduplicate. The id is derived from the event and the target, so a delivery
-queued again (the notification store recreated, or another node of a cluster queueing the same event) is the
-same row, queued once.
+every retry, so a receiver can deduplicate. The id is derived from the event and the target, so queueing an
+event's delivery a second time keeps the one row there is rather than failing or sending it twice.
 
 Deliveries of one order go out in order, different orders do not wait for each other: only the oldest pending
 delivery of each (target, order) is a *head* (``head = 1``), and only heads are sent. The flag is kept as rows
