@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
+from tests.browser.helpers import BROWSER_LOOP
 from tests.support import nspawn
 from tests.support.docs import REPO_ROOT, block, blocks
 from tests.support.relay import Browser, http_get
@@ -155,6 +156,7 @@ def test_the_script_installs_what_the_guide_states(deployed):
     assert "\nTRADE_STREAM_USERS_FILE=/etc/trade-stream/users.toml\n" in env
 
 
+@BROWSER_LOOP  # the shared Chromium's loop (tests/browser/conftest.py)
 async def test_the_page_through_apache_shows_live_trades_and_its_history_and_clock_answer_200(deployed, watch):
     page = watch.page
     api: list[tuple[str, int]] = []
