@@ -20,6 +20,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,21 @@ class Deployment:
 
     def through_apache(self, path: str, token: str | None = None) -> tuple[int, dict]:
         return http_get(self.apache, f"/trade-stream{path}", token)
+
+    def serving_new_config(self, path: str, ready: Callable[[dict], bool], timeout: float = 20.0) -> None:
+        """Wait out ``systemctl reload apache2``: the reload returns once Apache is signalled, and until its
+        children have restarted a request may still meet the old configuration (here a 503 page from the
+        proxy it replaced, not JSON)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, body = self.through_apache(path)
+                if status == 200 and ready(body):
+                    return
+            except (ValueError, OSError):  # Apache's own error page (not JSON), or a connection it dropped
+                status = -1
+            assert time.monotonic() < deadline, f"Apache still not serving the new configuration ({status})"
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +326,7 @@ async def test_the_cluster_behind_apaches_balancer(deployed):
         conf = conf.replace(guide, f"127.0.0.1:{d.ports[node]}")
     d.run(f"cat > /etc/apache2/conf-available/trade-stream-cluster.conf <<'EOF'\n{conf}EOF")
     d.run_block(block(SETUP, "cluster-apache"))
+    d.serving_new_config("/api/stream/status", lambda body: "cluster" in body)
     served_by = {d.through_apache("/api/stream/status")[1]["cluster"]["node_id"] for _ in range(6)}
     assert len(served_by) == 2, served_by
     token = alice(d)
