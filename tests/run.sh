@@ -9,9 +9,16 @@ cd "$root"
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+# The editable install follows the sources by itself; it is redone only when pyproject.toml (dependencies, entry
+# points, package data) differs from the one last installed, or the install is gone.
+stamp=.venv/.trade-stream-installed
+if ! cmp -s pyproject.toml "$stamp" || ! .venv/bin/python -c "import trade_stream" 2>/dev/null; then
+    rm -f "$stamp"
+    .venv/bin/python -m pip install -q -e ".[test]"
+    cp pyproject.toml "$stamp"
+fi
 
 if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
@@ -62,10 +69,11 @@ fi
 if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
     # Alpaca's JS SDK v3 and v4 (alias alpaca-v4) for tests/integration/test_js_sdk.py and test_client_matrix.py
     # (pinned in tests/js/package.json).
-    (cd tests/js && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
+    (cd tests/js && npm install --no-audit --no-fund --omit=dev --prefer-offline >/dev/null 2>&1) \
         || echo "run.sh: could not install the JS SDK with npm; the JS SDK tests will skip"
     # ws for the bench's Node relay (services/trade_stream/bench/node/package.json), `trade-stream bench --rounds`
-    (cd services/trade_stream/bench/node && npm install --no-audit --no-fund --omit=dev >/dev/null 2>&1) \
+    (cd services/trade_stream/bench/node \
+        && npm install --no-audit --no-fund --omit=dev --prefer-offline >/dev/null 2>&1) \
         || echo "run.sh: could not install ws with npm; the bench's Node relay test will skip"
 else
     echo "run.sh: node/npm missing; the JS SDK tests and the bench's Node relay test will skip"

@@ -22,7 +22,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide
+from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
@@ -117,9 +117,12 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     and closed by its delivery task)."""
 
     def leadership(leading: bool) -> None:
-        """A node that does not hold the trading stream still shows positions: from REST, then from fills. The
-        engine calls it only once it runs, when ``accounts`` below exists."""
+        """A node that does not hold the trading stream still shows positions: from REST, then from fills; only
+        the leader sends webhooks. The engine calls it only once it runs, when ``accounts`` and ``webhooks`` below
+        exist."""
         log.info("leadership node=%s leading=%s", cfg.node_id, leading)
+        if webhooks is not None:
+            webhooks.on_leader(leading)
         if not leading:
             for orders in accounts:
                 supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
@@ -138,7 +141,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    notifier, webhooks = build_notifications(cfg, accounts)
+    notifier, webhooks = build_notifications(cfg, accounts, relay.engine)
     resources.callback(notifier.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
                           broker.upstreams if broker is not None else (), webhooks)
@@ -225,15 +228,17 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts) -> tuple[TradeNotifier, Webhooks | None]:
-    """Trade notifications next to the order journal, and the webhook outbox that is fed from them."""
+def build_notifications(cfg: Config, accounts: Accounts,
+                        cluster: WebhookSide) -> tuple[TradeNotifier, Webhooks | None]:
+    """Trade notifications next to the order journal, and the webhook outbox that is fed from them (sent by the
+    cluster's leader)."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry)
     if not cfg.webhooks:
         return notifier, None
     return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                              cfg.timings, cfg.webhook_max_pending)
+                              cfg.timings, cluster, cfg.webhook_max_pending)
 
 
 def wire_events(parts: Components) -> None:

@@ -14,6 +14,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from playwright.async_api import ConsoleMessage, Error, Page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +26,9 @@ EASTERN = ZoneInfo("America/New_York")
 # Debian's Chromium: Playwright's own browser download is not used (no internet here).
 CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
 OTHER_HOST = "trading.example.test"  # resolved to 127.0.0.1 by Chromium: an origin that is not localhost
+# In the pytestmark of every module that drives Chromium: the shared browser lives on the session's event loop
+# (tests/browser/conftest.py).
+BROWSER_LOOP = pytest.mark.asyncio(loop_scope="session")
 
 
 class PageWatch:

@@ -8,12 +8,13 @@ import asyncio
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.helpers import CHROMIUM
+from tests.browser.helpers import BROWSER_LOOP, CHROMIUM
 from tests.browser.test_page import page_url
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 
 pytestmark = [
     pytest.mark.browser,
+    BROWSER_LOOP,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (/usr/bin/chromium or chromium on PATH)"),
 ]
 UI = 10_000

@@ -12,12 +12,13 @@ import re
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.helpers import CHROMIUM, eastern_time, free_port, static_server
+from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, eastern_time, free_port, static_server
 from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
 from trade_stream.config import Config
 
 pytestmark = [
     pytest.mark.browser,
+    BROWSER_LOOP,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (/usr/bin/chromium or chromium on PATH): "
                        "the browser tests need it; Playwright's own browser download is not used"),
 ]

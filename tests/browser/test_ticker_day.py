@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.helpers import static_server
+from tests.browser.helpers import BROWSER_LOOP, static_server
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.browser, BROWSER_LOOP, pytest.mark.timeout(60)]
 
 YESTERDAY = {"open": 224.0, "high": 227.5, "low": 223.1, "close": 225.0, "volume": 4_840_000, "vwap": 225.1,
              "timestamp": "2026-11-30T05:00:00Z"}

@@ -12,13 +12,14 @@ from datetime import timedelta
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.helpers import ARTIFACTS, CHROMIUM, OTHER_HOST, PageWatch, free_port, static_server
+from tests.browser.helpers import ARTIFACTS, BROWSER_LOOP, CHROMIUM, OTHER_HOST, PageWatch, free_port, static_server
 from tests.browser.test_page import DATA, UI, panel, tape, upstream_ready
 from tests.support.clocks import bars_window
 from tests.support.relay import relay_config, running, wait_until
 
 pytestmark = [
     pytest.mark.browser,
+    BROWSER_LOOP,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed"),
 ]
 

@@ -1,3 +1,3 @@
 """The deployment tests drive Chromium with the browser tests' fixtures."""
 
-from tests.browser.conftest import browser, watch  # noqa: F401
+from tests.browser.conftest import _chromium, browser, watch  # noqa: F401

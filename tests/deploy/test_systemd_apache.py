@@ -20,11 +20,13 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
 
+from tests.browser.helpers import BROWSER_LOOP
 from tests.support import nspawn
 from tests.support.docs import REPO_ROOT, block, blocks
 from tests.support.relay import Browser, http_get
@@ -105,6 +107,21 @@ class Deployment:
     def through_apache(self, path: str, token: str | None = None) -> tuple[int, dict]:
         return http_get(self.apache, f"/trade-stream{path}", token)
 
+    def serving_new_config(self, path: str, ready: Callable[[dict], bool], timeout: float = 20.0) -> None:
+        """Wait out ``systemctl reload apache2``: the reload returns once Apache is signalled, and until its
+        children have restarted a request may still meet the old configuration (here a 503 page from the
+        proxy it replaced, not JSON)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, body = self.through_apache(path)
+                if status == 200 and ready(body):
+                    return
+            except (ValueError, OSError):  # Apache's own error page (not JSON), or a connection it dropped
+                status = -1
+            assert time.monotonic() < deadline, f"Apache still not serving the new configuration ({status})"
+            time.sleep(0.2)
+
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
@@ -155,6 +172,7 @@ def test_the_script_installs_what_the_guide_states(deployed):
     assert "\nTRADE_STREAM_USERS_FILE=/etc/trade-stream/users.toml\n" in env
 
 
+@BROWSER_LOOP  # the shared Chromium's loop (tests/browser/conftest.py)
 async def test_the_page_through_apache_shows_live_trades_and_its_history_and_clock_answer_200(deployed, watch):
     page = watch.page
     api: list[tuple[str, int]] = []
@@ -308,6 +326,7 @@ async def test_the_cluster_behind_apaches_balancer(deployed):
         conf = conf.replace(guide, f"127.0.0.1:{d.ports[node]}")
     d.run(f"cat > /etc/apache2/conf-available/trade-stream-cluster.conf <<'EOF'\n{conf}EOF")
     d.run_block(block(SETUP, "cluster-apache"))
+    d.serving_new_config("/api/stream/status", lambda body: "cluster" in body)
     served_by = {d.through_apache("/api/stream/status")[1]["cluster"]["node_id"] for _ in range(6)}
     assert len(served_by) == 2, served_by
     token = alice(d)

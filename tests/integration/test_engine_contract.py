@@ -1,6 +1,6 @@
 """One behaviour suite for every engine (core/engine.py), run against the memory engine and against Redis engines
 sharing a real ``redis-server``: leadership and fencing, interest, refusals, the market bus per source, the
-shared upstream state, and the order log's dedupe, ids and epoch.
+shared upstream state, the order log's dedupe, ids and epoch, and the settled webhook deliveries.
 
 Each test is written for a cluster of ``size`` nodes: the memory engine is a cluster of one (the process is the
 whole cluster), Redis runs two. Engines get a recording ``NodeHandler`` as the relay would give them; nothing of
@@ -438,6 +438,29 @@ async def test_a_lost_order_log_starts_a_new_epoch_from_id_one_and_the_order_sid
     leader.append(NEW)
     await wait_until(lambda: all(m.log.last_id() == 1 for m in members), timeout=10, what="the next event")
     assert all([(e.id, e.event) for e in m.entries] == [(1, "new")] for m in members)
+
+
+# --- webhook deliveries -------------------------------------------------------------------------------------
+
+
+async def test_no_delivery_is_settled_that_no_node_settled(cluster):
+    members = await cluster.start()
+    leader = await cluster.leader()
+    assert await leader.engine.settle("delivery-1", "delivered")
+    for member in members:
+        assert await member.engine.settled([]) == {}
+        assert "delivery-2" not in await member.engine.settled(["delivery-2"])
+
+
+async def test_a_delivery_the_leader_settled_is_settled_for_every_other_node(cluster):
+    several_nodes(cluster, "its own outbox is the only record of what it sent: nothing is settled elsewhere")
+    members = await cluster.start()
+    leader = await cluster.leader()
+    assert await leader.engine.settle("delivery-1", "delivered")
+    assert await leader.engine.settle("delivery-2", "failed")
+    for member in members:
+        assert await member.engine.settled(["delivery-1", "delivery-2", "delivery-3"]) == {
+            "delivery-1": "delivered", "delivery-2": "failed"}
 
 
 # --- seen from outside --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +68,18 @@ def debian_root() -> Path:
     return root
 
 
+def wheels_key(pyproject: str) -> str:
+    """What the wheels are built from: the project's dependencies, its build backend and EXTRA_WHEELS."""
+    project = tomllib.loads(pyproject)
+    requirements = [*project["project"]["dependencies"], *project["build-system"]["requires"], *EXTRA_WHEELS]
+    return hashlib.sha256(repr(requirements).encode()).hexdigest()[:12]
+
+
 def wheels(repo: Path, python: str) -> Path:
     """Wheels of the project's dependencies and build backend, built on the host (the container has no index);
-    cached per pyproject.toml."""
-    key = (repo / "pyproject.toml").read_bytes() + repr(EXTRA_WHEELS).encode()
-    out = CACHE / f"wheels-{hashlib.sha256(key).hexdigest()[:12]}"
+    cached per list of requirements, so a change elsewhere in pyproject.toml (lint, type check, the layer
+    contract) keeps the half-minute build."""
+    out = CACHE / f"wheels-{wheels_key((repo / 'pyproject.toml').read_text())}"
     with _locked(out.name):
         if not (out / ".complete").exists():
             shutil.rmtree(out, ignore_errors=True)

@@ -17,6 +17,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from trade_stream.app import App
 from trade_stream.config import Config, Timings
+from trade_stream.simulator import SimConfig
+from trade_stream.simulator.clock import Clock
 
 KEY, SECRET, TOKEN = "KEY", "SECRET", "test-token-123456"
 FAST = Timings(reconnect_min=0.05, reconnect_max=0.2, conn_limit_wait=0.6, rate_limited_wait=0.6,
@@ -40,6 +42,14 @@ def http_get(port: int, path: str, token: str | None = None) -> tuple[int, dict[
             return resp.status, orjson.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+def sim_config() -> SimConfig:
+    """The ``sim`` fixture's simulator: deterministic (no automatic data), knowing the relay's key. Its clock is in
+    a regular session (the wall clock from an hour after the open to an hour before the close, else a session's
+    10:30), so a test that turns the generator on gets stock trades at any real hour; tests about other hours pin
+    their own clock (tests/support/clocks.py)."""
+    return SimConfig(host="127.0.0.1", port=0, accounts={KEY: SECRET}, rate_per_symbol=0.0, clock=Clock.in_session())
 
 
 def relay_config(sim: Any, state_dir: Path, **overrides: Any) -> Config:

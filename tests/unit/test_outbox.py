@@ -84,3 +84,33 @@ def test_an_outbox_written_before_heads_were_kept_gets_them_at_open(tmp_path):
         assert [(h.order_key, h.event) for h in outbox.heads("desk", set())] == [("a", "e1"), ("b", "e3")]
     finally:
         outbox.close()
+
+
+def test_a_delivery_queued_again_under_its_id_is_queued_once(tmp_path):
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    try:
+        notes = [{"order": "o0", "n": 0}, {"order": "o0", "n": 1}]
+        rows = lambda n: [(f"id-{n['n']}", "desk", n["order"], f"e{n['n']}", b"{}")]  # noqa: E731
+        assert outbox.enqueue(notes, rows, 2) == (2, {})
+        assert outbox.enqueue(notes, rows, 2) == (0, {})  # the store recreated, or another node's copy
+        assert outbox.pending() == {"desk": 2}
+        assert [(h.delivery_id, h.event) for h in outbox.heads("desk", set())] == [("id-0", "e0")]
+    finally:
+        outbox.close()
+
+
+def test_deliveries_settled_elsewhere_leave_unsent_and_pass_their_orders_head_on(tmp_path):
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    try:
+        fill(outbox, 2, per_order=2)  # o0 e0, o1 e0, o0 e1, o1 e1
+        page = outbox.pending_ids("desk")
+        assert len(page) == 4 and outbox.pending_ids("desk", after=page[1][0]) == page[2:]
+        first_o0, first_o1 = page[0][1], page[1][1]
+        assert outbox.settled_elsewhere("desk", {first_o0: "delivered", first_o1: "failed", "unknown": "failed"}) == 2
+        assert outbox.settled_elsewhere("desk", {first_o0: "delivered"}) == 0  # once
+        assert outbox.pending() == {"desk": 2}
+        assert [(h.order_key, h.event) for h in outbox.heads("desk", set())] == [("o0", "e1"), ("o1", "e1")]
+        states = dict(outbox.db.execute("SELECT delivery_id, state FROM deliveries").fetchall())
+        assert (states[first_o0], states[first_o1]) == ("delivered", "failed")
+    finally:
+        outbox.close()

@@ -11,21 +11,27 @@ nodes share one Redis).
   client on every node sees the shared upstream's ``status``.
 - ``OrderLogStore``: ``open_order_log`` returns the journal the order side writes to and replays from: ids are
   the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
+- ``DeliveryLedger``: ``settle`` a webhook delivery's outcome, ask which were ``settled`` (by any node).
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all five plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all six plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
+Webhooks: every node derives the same deliveries from the shared order log, under ids derived from the event
+and the target, and queues them in its own outbox; only the leader sends. ``DeliveryLedger`` is what makes that
+one sender across failovers: the leader settles each outcome there, a node that leads next skips what is settled
+and sends the rest under the same ids (at least once per target, one id per event and target), and the others
+let settled deliveries go.
+
 What is *not* shared, and lives on each node in its state directory: the trade notifications and their read
-state, the webhook outbox, and the Broker API journal. Every node derives its own notifications from the shared
-order log's entries (the same ones on every node, under each node's own ids), keeps read state for the users who
-mark them on that node, and delivers webhooks from its own outbox: with webhooks configured, a cluster of N nodes
-sends each one N times, under N delivery ids. Every node also consumes the Broker API's event streams itself, into
-its own journal. One copy of any of these across the cluster is a store added here (a protocol with a memory and
-a Redis implementation, as ``OrderLogStore``), not a branch on the mode.
+state, and the Broker API journal. Every node derives its own notifications from the shared order log's entries
+(the same ones on every node, under each node's own ids) and keeps read state for the users who mark them on
+that node. Every node also consumes the Broker API's event streams itself, into its own journal. One copy of any
+of these across the cluster is a store added here (a protocol with a memory and a Redis implementation, as
+``OrderLogStore``), not a branch on the mode.
 """
 
 from __future__ import annotations
@@ -154,6 +160,18 @@ class OrderLogStore(Protocol):
         """The order log of one account; ``path`` is its journal file (its name names the log)."""
 
 
+class DeliveryLedger(Protocol):
+    """Webhook deliveries settled (delivered, or given up) anywhere in the cluster, by delivery id. One process
+    keeps no ledger: its own outbox is the only record, so nothing is ever settled elsewhere."""
+
+    async def settle(self, delivery_id: str, outcome: str) -> bool:
+        """Record ``outcome`` (``delivered`` or ``failed``) for every node; False when it could not be recorded
+        (a node that leads next then sends it again, under the same id)."""
+
+    async def settled(self, delivery_ids: list[str]) -> dict[str, str]:
+        """The outcome of each of ``delivery_ids`` that was settled; empty when the store cannot be reached."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -169,7 +187,11 @@ class UpstreamSide(Leadership, Interest, MarketBus, Protocol):
     batches, refusals and state."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, ClusterView, Protocol):
+class WebhookSide(Leadership, DeliveryLedger, Protocol):
+    """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
+
+
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

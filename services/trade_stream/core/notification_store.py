@@ -85,11 +85,16 @@ class SqliteNotificationStore:
 
     def since(self, after_id: int, limit: int, user: str | None = None,
               accounts: Iterable[str] | None = None) -> builtins.list[dict[str, Any]]:
-        """Oldest first, after ``after_id`` (a replay, or the webhook outbox catching up)."""
+        """Oldest first, after ``after_id`` (a replay, or the webhook outbox catching up). Without a ``user``
+        (the outbox) each carries its ``source`` too: the order event it came from, which names its deliveries."""
         where, args = _scope(accounts)
-        rows = self.db.execute(f"SELECT id, account, payload FROM notifications WHERE {where} AND id > ? "
+        rows = self.db.execute(f"SELECT id, account, payload, source FROM notifications WHERE {where} AND id > ? "
                                "ORDER BY id LIMIT ?", [*args, after_id, limit]).fetchall()
-        return self._views(rows, user)
+        views = self._views(rows, user)
+        if user is None:
+            for view, row in zip(views, rows, strict=True):
+                view["source"] = row[3]
+        return views
 
     def mark_read(self, user: str, ids: Iterable[int] | None,
                   accounts: Iterable[str] | None = None) -> builtins.list[int]:

@@ -3,7 +3,8 @@
 Rows are queued from the notification store by a cursor (the last notification id queued), in the same
 transaction that writes them, so a crash between storing a notification and queueing its deliveries loses
 nothing: on start the worker picks up after the cursor. A delivery keeps its id (``delivery_id``) and body for
-every retry, so a receiver can deduplicate.
+every retry, so a receiver can deduplicate. The id is derived from the event and the target, so queueing an
+event's delivery a second time keeps the one row there is rather than failing or sending it twice.
 
 Deliveries of one order go out in order, different orders do not wait for each other: only the oldest pending
 delivery of each (target, order) is a *head* (``head = 1``), and only heads are sent. The flag is kept as rows
@@ -115,13 +116,14 @@ class Outbox:
         with self._transaction():
             for n in notifications:
                 for delivery_id, target, order_key, event, body in rows_of(n):
-                    self.db.execute(
-                        "INSERT INTO deliveries(delivery_id, target, order_key, event, body, created, next_at, head) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, NOT EXISTS (SELECT 1 FROM deliveries WHERE target = ? AND "
-                        "state = 'pending' AND order_key = ?))",
-                        (delivery_id, target, order_key, event, body, now, now, target, order_key))
-                    queued[target] = queued.get(target, 0) + 1
-                    count += 1
+                    inserted = self.db.execute(
+                        "INSERT OR IGNORE INTO deliveries(delivery_id, target, order_key, event, body, created, "
+                        "next_at, head) VALUES (?, ?, ?, ?, ?, ?, ?, NOT EXISTS (SELECT 1 FROM deliveries WHERE "
+                        "target = ? AND state = 'pending' AND order_key = ?))",
+                        (delivery_id, target, order_key, event, body, now, now, target, order_key)).rowcount
+                    if inserted:
+                        queued[target] = queued.get(target, 0) + 1
+                        count += 1
             dropped: dict[str, int] = {}
             for target, added in queued.items():
                 excess = self._pending.get(target, 0) + added - (self.max_pending or 0)
@@ -158,6 +160,30 @@ class Outbox:
             f"SELECT {COLUMNS} FROM deliveries WHERE target = ? AND state = 'pending' AND head = 1 "
             "ORDER BY next_at, id LIMIT ?", (target, limit + len(exclude))).fetchall()
         return [Delivery(*r) for r in rows if r[3] not in exclude][:limit]
+
+    def pending_ids(self, target: str, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """(row id, delivery id) of ``target``'s pending deliveries after row ``after``, oldest first."""
+        return [(int(r[0]), str(r[1])) for r in self.db.execute(
+            "SELECT id, delivery_id FROM deliveries WHERE target = ? AND state = 'pending' AND id > ? ORDER BY id "
+            "LIMIT ?", (target, after, limit)).fetchall()]
+
+    def settled_elsewhere(self, target: str, outcomes: dict[str, str]) -> int:
+        """Another node settled these deliveries of ``target`` (delivery id -> ``delivered`` or ``failed``): leave
+        them unsent in that state and pass each order's head on. Returns how many left the pending state."""
+        now, left, orders = time.time(), 0, set()
+        with self._transaction():
+            for delivery_id, outcome in outcomes.items():
+                row = self.db.execute("UPDATE deliveries SET state = ?, head = 0, last_error = ?, done_at = ? "
+                                      "WHERE delivery_id = ? AND target = ? AND state = 'pending' RETURNING order_key",
+                                      ("delivered" if outcome == "delivered" else "failed",
+                                       f"settled by another node: {outcome}", now, delivery_id, target)).fetchone()
+                if row is not None:
+                    left += 1
+                    orders.add(row[0])
+            for order_key in orders:
+                self._promote(target, order_key)
+        self._pending[target] = self._pending.get(target, left) - left
+        return left
 
     def delivered(self, row: Delivery, status: int) -> None:
         self._finish(row, "UPDATE deliveries SET state = 'delivered', head = 0, attempts = attempts + 1, "

@@ -6,8 +6,9 @@ lane per target sends them, several at once, but the deliveries of one order in 
 holds up nobody else, and an order's ``filled`` never overtakes its ``accepted``.
 
 Each request follows the Standard Webhooks specification, so a receiver verifies it with one call of the
-``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id, the same on every retry: receivers
-deduplicate on it), ``webhook-timestamp`` (Unix seconds of this attempt) and, when the target has a secret,
+``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id: a UUID derived from the order
+event and the target, so it is the same on every retry and from every node of a cluster: receivers deduplicate
+on it), ``webhook-timestamp`` (Unix seconds of this attempt) and, when the target has a secret,
 ``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``. Signing the id and the time with the
 body is what lets a receiver refuse a captured delivery replayed later (the libraries allow 5 minutes of skew).
 Also ``X-Trade-Stream-Event`` (the notification type), ``X-Trade-Stream-Delivery`` (the id again) and, for a
@@ -19,6 +20,12 @@ or after ``Retry-After`` (seconds or an HTTP date), every wait held between ``we
 ``webhook_backoff_max`` whatever the target asks, for up to 24 hours; any other answer (4xx, 3xx) is given up at
 once. Either way it is logged, and counted in status and metrics. Pending deliveries survive a restart (the same
 delivery id is sent again: a receiver may see a delivery it already had, which is why the id exists).
+
+In a cluster every node queues every delivery (each derives the notifications from the shared order log) but
+only the leader sends, and it settles each outcome with the cluster (``DeliveryLedger``, core/engine.py). A
+follower lets the settled deliveries go; a node that becomes leader sends what is still unsettled, under the
+same ids. So a target gets each event at least once, and never under a second id; it gets one again only when
+a leader stops (or loses Redis) between the target's answer and settling it.
 
 A target cannot hold a lane or the daemon's memory: each attempt has one deadline (the target's ``timeout``) for
 connecting, sending and the answer together, and of the answer's body only a snippet is read (for the error
@@ -50,6 +57,7 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Timings
+from trade_stream.core.engine import WebhookSide
 from trade_stream.edges.outbox import Delivery, Outbox
 from trade_stream.records.webhook_targets import WebhookTarget
 
@@ -60,7 +68,16 @@ CATCH_UP_PAGE = 500
 PRUNE_EVERY = 3600.0
 RESPONSE_SNIPPET = 200  # bytes of an answer's body read, for the error message; the rest is never read
 MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
-HIDDEN_FIELDS = ("read", "unread")  # per-user state, not part of the event
+HIDDEN_FIELDS = ("read", "unread", "source")  # per-user state, and what names the delivery, not part of the event
+FOLLOW_EVERY = 1.0  # seconds between a follower's looks at what the leader settled, while it holds pending rows
+#: The namespace of delivery ids: uuid5 of the order event and the target in it.
+DELIVERY_NAMESPACE = uuid.UUID("6d1c3c52-1f0e-4a52-9a7e-5b0b8f3e2a41")
+
+
+def delivery_id_of(note: dict[str, Any], target: WebhookTarget) -> str:
+    """The delivery id of ``note`` for ``target``: the same for the same order event (``source``, the order log's
+    ``<epoch>-<id>``, the same on every node of a cluster) and target, wherever and however often it is queued."""
+    return str(uuid.uuid5(DELIVERY_NAMESPACE, f"{note.get('account')}/{note['source']}/{target.name}"))
 
 
 def signing_key(secret: str) -> bytes:
@@ -154,8 +171,9 @@ class TargetStats:
 
 class Webhooks:
     def __init__(self, targets: tuple[WebhookTarget, ...], path: Path, source: Any, timings: Timings,
-                 max_pending: int | None = None) -> None:
+                 cluster: WebhookSide, max_pending: int | None = None) -> None:
         self.targets = targets
+        self.cluster = cluster  # sends only while it leads; settles each outcome for the other nodes
         self.path = path
         self.max_pending = max_pending  # per target
         self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
@@ -171,6 +189,12 @@ class Webhooks:
 
     def wake(self, _msg: Any = None) -> None:
         self._wake.set()
+
+    def on_leader(self, leading: bool) -> None:
+        """Leadership changed: lanes start (or stop starting) attempts, the loop starts (or stops) following."""
+        self._wake.set()
+        for event in self._lane_wake.values():
+            event.set()
 
     # --- status and metrics ---------------------------------------------------------------------------
 
@@ -198,12 +222,17 @@ class Webhooks:
                 last_prune = 0.0
                 while True:
                     self._catch_up()
+                    following = not self.cluster.is_leader
+                    if following:
+                        await self._follow()
                     if time.monotonic() - last_prune > PRUNE_EVERY:
                         last_prune = time.monotonic()
                         self.outbox.prune()
                     self._refresh_pending()
+                    # Once a minute: a faulted store is back; a follower with pending rows looks far more often.
+                    every = FOLLOW_EVERY if following and self._pending else 60.0
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 60.0)  # and once a minute: a faulted store is back
+                        await asyncio.wait_for(self._wake.wait(), every)
                     self._wake.clear()
             finally:
                 for lane in lanes:
@@ -247,13 +276,31 @@ class Webhooks:
             if len(notes) < CATCH_UP_PAGE:
                 return
 
+    async def _follow(self) -> None:
+        """While another node sends: let go of the pending deliveries it has settled, oldest first, a page at a
+        time while whole pages are settled (one round trip per page)."""
+        outbox = self.outbox
+        assert outbox is not None
+        for target in self.targets:
+            after = 0
+            while True:
+                page = outbox.pending_ids(target.name, after)
+                if not page:
+                    break
+                outcomes = await self.cluster.settled([d for _, d in page])
+                if outcomes:
+                    outbox.settled_elsewhere(target.name, outcomes)
+                if len(outcomes) < len(page):
+                    break
+                after = page[-1][0]
+
     def _rows_of(self, note: dict[str, Any]) -> list[tuple[str, str, str, str, bytes]]:
         """(delivery id, target, order key, event, body) for each target that wants this notification."""
         rows = []
         kind = str(note.get("type") or "order_other")
         for t in self.targets:
             if t.wants(kind, str(note.get("account", ""))):
-                delivery_id = str(uuid.uuid4())
+                delivery_id = delivery_id_of(note, t)
                 rows.append((delivery_id, t.name, str(note.get("trade_id") or note.get("id")), kind,
                              payload(t, delivery_id, note)))
         return rows
@@ -279,7 +326,10 @@ class Webhooks:
 
     def _start_due(self, target: WebhookTarget, client: httpx.AsyncClient,
                    inflight: dict[str, asyncio.Task[None]]) -> float | None:
-        """Start the heads that are due (up to CONCURRENCY in flight); returns when the next one falls due."""
+        """Start the heads that are due (up to CONCURRENCY in flight); returns when the next one falls due. Only
+        while this node leads: gaining the lead wakes the lane."""
+        if not self.cluster.is_leader:
+            return None
         try:
             assert self.outbox is not None
             now = time.time()
@@ -312,13 +362,18 @@ class Webhooks:
 
     async def _send(self, target: WebhookTarget, client: httpx.AsyncClient, row: Delivery) -> None:
         delivery_id = row.delivery_id
+        outcome = (await self.cluster.settled([delivery_id])).get(delivery_id)
+        if outcome is not None:  # a previous leader settled it after this node last looked
+            assert self.outbox is not None
+            self.outbox.settled_elsewhere(target.name, {delivery_id: outcome})
+            self._refresh_pending()
+            return
         status: int | None = None
         wait_hint: float | None = None
+        delivered = False
         try:
             status, hint, snippet = await post(client, target, row.event, delivery_id, row.body)
-            if 200 <= status < 300:
-                self._done(target, row, status)
-                return
+            delivered = 200 <= status < 300
             error = f"HTTP {status}: {snippet}"
             retryable = status == 429 or status >= 500
             wait_hint = retry_after(hint, time.time()) if retryable else None
@@ -329,7 +384,17 @@ class Webhooks:
         except Exception as exc:  # anything else (a bug, a broken URL): keep the delivery, try later
             log.exception("webhook_attempt_crashed target=%s delivery=%s", target.name, delivery_id)
             error, retryable = f"{type(exc).__name__}: {exc}"[:300], True
-        self._failed(target, row, delivery_id, status, error, retryable, wait_hint)
+        if delivered:
+            assert status is not None
+            self._done(target, row, status)
+            await self._settle(target, delivery_id, "delivered")
+        elif self._failed(target, row, delivery_id, status, error, retryable, wait_hint):
+            await self._settle(target, delivery_id, "failed")
+
+    async def _settle(self, target: WebhookTarget, delivery_id: str, outcome: str) -> None:
+        if not await self.cluster.settle(delivery_id, outcome):
+            log.warning("webhook_settle_failed target=%s delivery=%s outcome=%s: a node that leads next sends it "
+                        "again, under the same id", target.name, delivery_id, outcome)
 
     def _done(self, target: WebhookTarget, row: Delivery, status: int) -> None:
         stats = self.stats[target.name]
@@ -343,7 +408,8 @@ class Webhooks:
                  row.attempts + 1, status)
 
     def _failed(self, target: WebhookTarget, row: Delivery, delivery_id: str, status: int | None, error: str,
-                retryable: bool, wait_hint: float | None) -> None:
+                retryable: bool, wait_hint: float | None) -> bool:
+        """Retry later, or give up (True)."""
         stats = self.stats[target.name]
         stats.errors += 1
         stats.last_error, stats.last_status = error, status
@@ -356,7 +422,7 @@ class Webhooks:
                         delivery_id, attempts, delay, error)
             if self.outbox is not None:
                 self.outbox.retry(row, next_at, status, error)
-            return
+            return False
         why = error if not retryable else f"gave up after {attempts} attempts: {error}"
         stats.failed += 1
         stats.last_error = why
@@ -365,6 +431,7 @@ class Webhooks:
         if self.outbox is not None:
             self.outbox.give_up(row, status, why)
             self._refresh_pending()
+        return True
 
     # --- metrics --------------------------------------------------------------------------------------
 

@@ -64,6 +64,15 @@ class MemoryEngine:
     def request(self, change: Change, on_done: Done | None = None) -> bool:
         return self._request(change, on_done)
 
+    # --- webhook deliveries ---------------------------------------------------------------------------------
+
+    async def settle(self, delivery_id: str, outcome: str) -> bool:
+        """The outbox on this node is the record: no other node will ask."""
+        return True
+
+    async def settled(self, delivery_ids: list[str]) -> dict[str, str]:
+        return {}
+
     # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:

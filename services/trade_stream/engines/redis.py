@@ -24,6 +24,9 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
   the keys its clients hold — to the wildcard channel only, for a channel where it holds the wildcard, so no
   message reaches it twice — and fans out through the same Router as a single process.
 - ``P:upstream`` — the last shared upstream state, for nodes that start or come back.
+- ``P:webhooks:settled:<delivery id>`` — a webhook delivery's outcome (``delivered``, ``failed``), set by the
+  leader that sent it, kept a week (far longer than a delivery is retried): every node queues every delivery, and
+  a follower lets go of the settled ones while the next leader skips them.
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -102,6 +105,7 @@ end
 return 1
 """
 HANDED_OVER = 2  # CLAIM's answer when the previous leader released the lease after closing its sessions
+SETTLED_TTL = 7 * 86400  # seconds a settled delivery is remembered: far past the longest retry (24 hours)
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,9 @@ class Keys:
 
     def interest(self, node_id: str) -> str:
         return f"{self.prefix}:interest:{node_id}"
+
+    def settled(self, delivery_id: str) -> str:
+        return f"{self.prefix}:webhooks:settled:{delivery_id}"
 
 
 async def probe(url: str, prefix: str, timeout: float) -> ClusterProbe:
@@ -620,6 +627,28 @@ class RedisEngine:
         if drop:
             await pubsub.unsubscribe(*sorted(drop))
         self._channels = want
+
+    # --- webhook deliveries ---------------------------------------------------------------------------------
+
+    async def settle(self, delivery_id: str, outcome: str) -> bool:
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                await self.r.set(self.keys.settled(delivery_id), outcome, ex=SETTLED_TTL)
+        except ERRORS as exc:
+            self._redis_failed(exc)
+            return False
+        return True
+
+    async def settled(self, delivery_ids: list[str]) -> dict[str, str]:
+        if not delivery_ids:
+            return {}
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                outcomes = await self.r.mget([self.keys.settled(d) for d in delivery_ids])
+        except ERRORS as exc:
+            self._redis_failed(exc)
+            return {}
+        return {d: o.decode() for d, o in zip(delivery_ids, outcomes, strict=True) if o is not None}
 
     # --- order log and status -----------------------------------------------------------------------------
 
