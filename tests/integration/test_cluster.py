@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,18 @@ async def trade_reaches(browser: Browser, sim: Any, symbol: str, price: float) -
         if await attempt():
             return
     raise AssertionError(f"no {symbol} trade at {price} reached the client")
+
+
+
+async def stop_all(procs: Iterable[Any]) -> None:
+    """SIGTERM every daemon (a test_ops ``Proc``) still running, then wait for each (10 s at most)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(proc.popen.wait, 10)
 
 
 async def test_three_nodes_share_one_upstream_session(sim, tmp_path, redis_server):
@@ -269,12 +282,7 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
             await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
         assert sim.session_refusals == 0
     finally:
-        for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(proc.popen.wait, 10)
+        await stop_all(procs.values())
 
 
 async def test_check_says_which_node_leads(sim, tmp_path, redis_server):

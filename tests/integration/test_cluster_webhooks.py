@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from tests.integration.test_cluster import DATA, LEASE, cluster, leader, listening, node_config
+from tests.integration.test_cluster import DATA, LEASE, cluster, leader, listening, node_config, stop_all
 from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
 from tests.integration.test_webhooks import TIMINGS, targets, verify
 from tests.support.receiver import Receiver
@@ -158,12 +158,7 @@ async def test_a_leader_killed_with_deliveries_unconfirmed_leaves_them_to_the_ne
                          what="the survivor delivered both")
         assert status(survivor)["cluster"]["leader"] == survivor
     finally:
-        for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(proc.popen.wait, 10)
+        await stop_all(procs.values())
     acked = [verify(r) for r in receiver.acked()]
     assert [b["event"] for b in acked] == ["order_accepted", "order_filled"]
     assert len(tried) == 1 and tried < set(ids_seen(receiver)) == {b["delivery_id"] for b in acked}
