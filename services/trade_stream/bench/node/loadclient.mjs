@@ -26,6 +26,7 @@ const STEPS_PER_E = 50; // histogram.py: bucket i >= 1 holds [exp((i-1)/50), exp
 const MAX_BUCKET = 1200;
 const TS_KEY = Buffer.from('"timestamp"');
 const QUOTE = 0x22;
+const READ_BUFFER = Buffer.alloc(256 * 1024);
 const POW10 = Array.from({ length: 10 }, (_, k) => 10 ** (9 - k));
 const GENERIC_TS = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/;
 
@@ -160,22 +161,28 @@ class WsClient {
   }
 
   connect() {
-    const sock = (this.socket = net.createConnection({ host: this.host, port: this.port, noDelay: true }));
+    // onread: every socket reads into one shared buffer and hands it over synchronously, skipping the stream
+    // machinery and a fresh Buffer per read (the leftover of a read is copied out before the next one).
+    const sock = (this.socket = net.createConnection({
+      host: this.host, port: this.port, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (nread, buf) => this.onRead(buf.subarray(0, nread)) },
+    }));
     sock.on("connect", () => {
       const key = randomBytes(16).toString("base64");
       sock.write(`GET / HTTP/1.1\r\nHost: ${this.host}:${this.port}\r\nUpgrade: websocket\r\n` +
         `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
         "User-Agent: trade-stream-bench\r\n\r\n");
     });
-    sock.on("data", (data) => {
-      try {
-        this.dataReceived(data);
-      } catch (exc) {
-        this.fail(`bad frame: ${exc.message}`);
-      }
-    });
     sock.on("error", (err) => this.lost(err));
     sock.on("close", () => this.lost(null));
+  }
+
+  onRead(data) {
+    try {
+      this.dataReceived(data);
+    } catch (exc) {
+      this.fail(`bad frame: ${exc.message}`);
+    }
   }
 
   lost(err) {
@@ -206,7 +213,7 @@ class WsClient {
     if (!this.upgraded) {
       const end = data.indexOf("\r\n\r\n");
       if (end < 0) {
-        this.buf = data;
+        this.buf = Buffer.from(data); // a copy, as below
         return;
       }
       const status = data.toString("latin1", 0, data.indexOf("\r\n"));
@@ -251,7 +258,7 @@ class WsClient {
       }
       i = end;
     }
-    if (i < n) this.buf = Buffer.from(data.subarray(i)); // a copy: the rest of this read may be large
+    if (i < n) this.buf = Buffer.from(data.subarray(i)); // a copy: the read buffer is reused by the next read
     if (marketMsgs) this.market(data, firstMarket, marketEnd, marketMsgs);
   }
 
