@@ -216,7 +216,8 @@ def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Targ
            f"pinning: {header['pinning']}",
            f"window: {header['duration']} s after {header['warmup']} s warm-up; clients: {header['clients']}, "
            f"rate: {header['rate']} ({header['rate_meaning']}){', batch frames' if header['batch'] else ''}, "
-           f"a simulator frame every {header['sim_tick'] * 1000:g} ms",
+           f"a simulator frame every {header['sim_tick'] * 1000:g} ms; "
+           f"load clients in {header.get('load_client', 'python')}",
            "", table(runs), ""]
     if summary is not None:
         n = summary["rounds"]

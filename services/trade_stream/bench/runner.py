@@ -47,6 +47,7 @@ class RunOptions:
     label: str = ""
     sim_tick: float = 0.05  # how often the simulator sends what it generated (its upstream batching)
     cluster: int = 0  # > 1: that many daemons on one redis-server (bench/cluster.py)
+    load_client: str = "python"  # "python" (bench/loadclient.py) | "node" (bench/node/loadclient.mjs)
 
 
 @dataclass
@@ -106,6 +107,16 @@ def _script(name: str) -> list[str]:
     """The console script next to this interpreter (the venv's), else ``python -m``."""
     path = Path(sys.executable).with_name(name)
     return [str(path)] if path.exists() else [sys.executable, "-m", name.replace("-", "_")]
+
+
+def load_argv(kind: str, spec: Path, stallers: bool) -> list[str]:
+    """How to start one load-client process on the spec file ``spec``. Stallers always get the Python client: a
+    staller needs a small SO_RCVBUF, which Node cannot set, so the Node client refuses them."""
+    if kind == "node" and not stallers:
+        return [peers.require_node_client(), str(peers.NODE_LOAD_CLIENT), str(spec)]
+    if kind not in ("python", "node"):
+        raise ValueError(f"unknown load client {kind!r}")
+    return [sys.executable, "-m", "trade_stream.bench.loadclient", str(spec)]
 
 
 def relay_argv(kind: str, port: int, sim_port: int, state_dir: Path, extra: list[str]) -> list[str]:
@@ -265,9 +276,8 @@ class Run:
             path = self.workdir / f"load-{n}.json"
             path.write_text(json.dumps(spec))
             self.specs.append(clients)
-            self.loads.append(await self.children.spawn(
-                f"load-{n}", [sys.executable, "-m", "trade_stream.bench.loadclient", str(path)],
-                self.opts.other_cores, talk=True))
+            argv = load_argv(self.opts.load_client, path, any(c.get("stall") for c in clients))
+            self.loads.append(await self.children.spawn(f"load-{n}", argv, self.opts.other_cores, talk=True))
         timeout = 60 + len(normal) / 100
         self.ready = [await load.read_json(timeout) for load in self.loads]
         return time.monotonic() - started
