@@ -109,6 +109,34 @@ def test_rounds_mix_smoke(tmp_path):
     assert set(processes_mentioning(str(peers.NODE_RELAY))) <= before
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("node") is None, reason="node missing (tests/run.sh installs it)")
+def test_mix_with_the_node_load_client_smoke(tmp_path):
+    """The mix scenario through Node load-client processes (two of them, so the parent merges their reports):
+    every message the simulator stamped in the window is counted once, latencies come out, nothing is left."""
+    out = run_bench(tmp_path, "--scenario", "mix", "--clients", "50", "--duration", "2", "--warmup", "1",
+                    "--per-process", "25", "--load-client", "node")
+    assert (out["scenario"], out["load_client"]) == ("mix", "node")
+    [run] = out["runs"]
+    assert_sane(run)
+    assert run["deliveries"] == run["expected"] and run["fraction_delivered"] == 1.0
+    assert run["clients_lost"] == 0 and run["late_messages"] >= 0 and run["errors"] == []
+    assert run["load_cpu_pct"] > 0
+    logs = list(tmp_path.glob("mix-ours-run-*/load-*.json"))
+    assert len(logs) == 2
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.timeout(30)
+def test_node_load_client_without_node_stops_at_start_with_one_line(tmp_path):
+    proc = subprocess.run([*BENCH, "--scenario", "mix", "--load-client", "node"], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, "PATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "trade-stream bench: the Node load client needs node (18 or newer) on PATH: apt-get install nodejs npm, "
+        "or use --load-client python"]
+
+
 @pytest.mark.timeout(30)
 def test_rounds_without_node_stop_at_start_with_one_line(tmp_path):
     proc = subprocess.run([*BENCH, "--scenario", "mix", "--rounds", "1"], capture_output=True, text=True,

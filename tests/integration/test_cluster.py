@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.redis_server import REDIS_SERVER, Proxy, RedisServer, Sentinel
-from tests.support.relay import TOKEN, Browser, http_get, relay_config, running, wait_until
+from tests.support.relay import KEY, SECRET, TOKEN, Browser, http_get, relay_config, running, wait_until
 from trade_stream.app import App
 from trade_stream.core.event_ids import parse
 
@@ -74,6 +75,30 @@ async def trade_reaches(browser: Browser, sim: Any, symbol: str, price: float) -
         if await attempt():
             return
     raise AssertionError(f"no {symbol} trade at {price} reached the client")
+
+
+
+def daemon_env(state: Path, sim: Any, redis_server: RedisServer, name: str, **extra: str) -> dict[str, str]:
+    """The environment of one cluster node run as a daemon process against ``sim`` and ``redis_server``."""
+    from tests.integration.test_ops import clean_env
+
+    return clean_env(state, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET, ALPACA_BASE_URL=sim.http_url,
+                     ALPACA_DATA_URL=sim.http_url, ALPACA_DATA_STREAM_URL=f"{sim.ws_url}/v2/iex",
+                     ALPACA_TRADING_STREAM_URL=f"{sim.ws_url}/stream", TRADE_STREAM_HOST="127.0.0.1",
+                     TRADE_STREAM_PORT="0", TRADE_STREAM_TOKEN=TOKEN, TRADE_STREAM_REDIS_URL=redis_server.url,
+                     TRADE_STREAM_NODE_ID=name, TRADE_STREAM_CLUSTER_LEASE=str(LEASE),
+                     TRADE_STREAM_PING_INTERVAL="0", **extra)
+
+
+async def stop_all(procs: Iterable[Any]) -> None:
+    """SIGTERM every daemon (a test_ops ``Proc``) still running, then wait for each (10 s at most)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(proc.popen.wait, 10)
 
 
 async def test_three_nodes_share_one_upstream_session(sim, tmp_path, redis_server):
@@ -200,23 +225,14 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
     """Real daemons: the leader dies mid-burst; a survivor takes over, reconciles over REST, and every order's
     lifecycle (``new``, then ``fill``) reaches every surviving client exactly once, also for orders made while
     no node held the trading stream."""
-    import signal
-
-    from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
-    from tests.support.relay import KEY, SECRET
+    from tests.integration.test_ops import TS, Proc, empty_env_file
 
     env_file = empty_env_file(tmp_path)
     procs: dict[str, Proc] = {}
     try:
         for i in range(3):
             name = f"node{i}"
-            env = clean_env(tmp_path / name, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET,
-                            ALPACA_BASE_URL=sim.http_url, ALPACA_DATA_URL=sim.http_url,
-                            ALPACA_DATA_STREAM_URL=f"{sim.ws_url}/v2/iex",
-                            ALPACA_TRADING_STREAM_URL=f"{sim.ws_url}/stream", TRADE_STREAM_HOST="127.0.0.1",
-                            TRADE_STREAM_PORT="0", TRADE_STREAM_TOKEN=TOKEN, TRADE_STREAM_REDIS_URL=redis_server.url,
-                            TRADE_STREAM_NODE_ID=name, TRADE_STREAM_CLUSTER_LEASE=str(LEASE),
-                            TRADE_STREAM_PING_INTERVAL="0")
+            env = daemon_env(tmp_path / name, sim, redis_server, name)
             procs[name] = Proc([str(TS), "--env-file", env_file], cwd=tmp_path, env=env)
         ports = {name: await asyncio.to_thread(p.port) for name, p in procs.items()}
         await wait_until(lambda: sim.sessions(DATA) == 1 and listening(sim) == 1, timeout=20,
@@ -269,12 +285,7 @@ async def test_sigkill_the_leader_during_a_burst_of_fills(sim, tmp_path, redis_s
             await trade_reaches(clients[survivors[1]], sim, "AAPL", 77.5)
         assert sim.session_refusals == 0
     finally:
-        for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(proc.popen.wait, 10)
+        await stop_all(procs.values())
 
 
 async def test_check_says_which_node_leads(sim, tmp_path, redis_server):

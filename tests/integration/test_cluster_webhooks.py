@@ -10,12 +10,12 @@ import signal
 
 import pytest
 
-from tests.integration.test_cluster import DATA, LEASE, cluster, leader, listening, node_config
-from tests.integration.test_ops import TS, Proc, clean_env, empty_env_file
+from tests.integration.test_cluster import DATA, cluster, daemon_env, leader, listening, node_config, stop_all
+from tests.integration.test_ops import TS, Proc, empty_env_file
 from tests.integration.test_webhooks import TIMINGS, targets, verify
 from tests.support.receiver import Receiver
 from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.support.relay import KEY, SECRET, TOKEN, http_get, running, wait_until
+from tests.support.relay import http_get, running, wait_until
 from trade_stream.app import App
 
 pytestmark = [pytest.mark.timeout(60),
@@ -127,13 +127,7 @@ async def test_a_leader_killed_with_deliveries_unconfirmed_leaves_them_to_the_ne
     procs: dict[str, Proc] = {}
     try:
         for name in ("node0", "node1"):
-            env = clean_env(tmp_path / name, ALPACA_API_KEY=KEY, ALPACA_SECRET_KEY=SECRET,
-                            ALPACA_BASE_URL=sim.http_url, ALPACA_DATA_URL=sim.http_url,
-                            ALPACA_DATA_STREAM_URL=f"{sim.ws_url}/v2/iex",
-                            ALPACA_TRADING_STREAM_URL=f"{sim.ws_url}/stream", TRADE_STREAM_HOST="127.0.0.1",
-                            TRADE_STREAM_PORT="0", TRADE_STREAM_TOKEN=TOKEN, TRADE_STREAM_REDIS_URL=redis_server.url,
-                            TRADE_STREAM_NODE_ID=name, TRADE_STREAM_CLUSTER_LEASE=str(LEASE),
-                            TRADE_STREAM_PING_INTERVAL="0", TRADE_STREAM_WEBHOOKS_FILE=str(hooks))
+            env = daemon_env(tmp_path / name, sim, redis_server, name, TRADE_STREAM_WEBHOOKS_FILE=str(hooks))
             procs[name] = Proc([str(TS), "--env-file", env_file], cwd=tmp_path, env=env)
         ports = {name: await asyncio.to_thread(p.port) for name, p in procs.items()}
 
@@ -158,12 +152,7 @@ async def test_a_leader_killed_with_deliveries_unconfirmed_leaves_them_to_the_ne
                          what="the survivor delivered both")
         assert status(survivor)["cluster"]["leader"] == survivor
     finally:
-        for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(proc.popen.wait, 10)
+        await stop_all(procs.values())
     acked = [verify(r) for r in receiver.acked()]
     assert [b["event"] for b in acked] == ["order_accepted", "order_filled"]
     assert len(tried) == 1 and tried < set(ids_seen(receiver)) == {b["delivery_id"] for b in acked}

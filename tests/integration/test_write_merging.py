@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 
 import pytest
+from websockets.exceptions import ConnectionClosedOK
+from websockets.protocol import State
 
 from tests.support.relay import Browser, free_port, relay_config, running, small_socket, wait_until
 from tests.support.sse import sse_get
@@ -194,3 +197,90 @@ async def test_what_queues_behind_a_busy_socket_arrives_in_order_when_the_reader
             for i in range(sent):
                 assert (await b.expect("trade", timeout=10))["data"]["id"] == i
             assert app.stats.slow_client_cutoffs == 0
+
+
+async def test_with_a_write_delay_a_steady_stream_is_written_once_per_delay_and_in_order(sim, tmp_path):
+    delay = 0.05
+    async with running(relay_config(sim, tmp_path, write_delay_ms=int(delay * 1000))) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        browsers = await subscribed(app, 1)
+        try:
+            await asyncio.sleep(0.3)
+            router = app.relay.sources.default.router
+            loop = asyncio.get_running_loop()
+            before = write_calls()
+            start = loop.time()
+            for i in range(100):  # a trade every few ms for about half a second
+                router.route([trade(i)], 0.0)
+                await asyncio.sleep(0.004)
+            b = browsers[0][1]
+            for i in range(100):
+                assert (await b.expect("trade"))["data"]["id"] == i
+            elapsed = loop.time() - start
+            sent = write_calls() - before
+            # each write follows the client's first queued frame by 7/8 of the delay at least, however the
+            # trades fall; and a client is not held until the stream ends either
+            assert 2 <= sent <= elapsed / (delay * 7 / 8) + 1
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)
+
+
+async def test_no_frame_follows_the_close_frame_websockets_wrote(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        browsers = await subscribed(app, 2)
+        try:
+            await asyncio.sleep(0.2)
+            closing, _ = sorted(app.relay.clients, key=lambda c: c.id)
+            router = app.relay.sources.default.router
+            # the relay closes one client, which does not answer yet: while the handshake runs it still holds AAPL
+            browsers[0][1].ws.transport.pause_reading()
+            task = asyncio.create_task(closing.close(1000, "bye"))
+            await wait_until(lambda: closing.conn.protocol.state is not State.OPEN, what="the close frame written")
+            assert closing in app.relay.hub.holders[("trades", "AAPL")]
+            deliveries = app.stats.deliveries
+            router.route([trade(1)], 0.0)  # fanned out whole
+            router.route([trade(2)], 0.0)  # spilled into the queues
+            await asyncio.sleep(0.05)
+            assert app.stats.deliveries - deliveries == 2  # the open client's two; nothing after the close frame
+            b = browsers[1][1]
+            assert [(await b.expect("trade"))["data"]["id"] for _ in range(2)] == [1, 2]
+            browsers[0][1].ws.transport.resume_reading()
+            await task
+            before_close = []  # what it read before the close frame (its subscribe replies, a snapshot)
+            with pytest.raises(ConnectionClosedOK):
+                while True:
+                    before_close.append(json.loads(await browsers[0][1].ws.recv()))
+            assert not [m for m in before_close if m["type"] == "trade" and m["data"]["id"] in (1, 2)]
+            assert browsers[0][1].ws.close_code == 1000
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)
+
+
+async def test_a_batch_for_several_symbols_reaches_each_holder_in_order_in_one_write(sim, tmp_path):
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected)
+        holds = (["AAPL"], ["MSFT"], ["AAPL", "MSFT"])
+        browsers = []
+        try:
+            for symbols in holds:
+                cm = Browser.connect(app.port)
+                b = await cm.__aenter__()
+                browsers.append((cm, b))
+                await b.send({"action": "subscribe", "symbols": symbols})
+                for _ in symbols:
+                    await b.expect("subscribed")
+            await asyncio.sleep(0.3)
+            batch = [trade(i, "AAPL" if i % 3 else "MSFT") for i in range(60)]  # one upstream frame
+            before = write_calls()
+            app.relay.sources.default.router.route(batch, 0.0)
+            for (_, b), symbols in zip(browsers, holds, strict=True):
+                want = [m["i"] for m in batch if m["S"] in symbols]
+                got = [(await b.expect("trade"))["data"]["id"] for _ in want]
+                assert got == want
+            assert write_calls() - before == len(holds)  # one write per client for the whole batch
+        finally:
+            for cm, _ in browsers:
+                await cm.__aexit__(None, None, None)

@@ -59,6 +59,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", action="store_true", help='clients ask for {"action":"options","batch":true}')
     p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
     p.add_argument("--per-process", type=int, help="clients per load-client process")
+    p.add_argument("--load-client", choices=("python", "node"), default="python",
+                   help="load-client processes: python (uvloop, default) or node (bench/node/loadclient.mjs, "
+                        "cheaper per message, so less of the client's own queueing in the latency; stallers "
+                        "stay in Python)")
     p.add_argument("--no-pin", action="store_true", help="do not pin relay and clients to different cores")
     p.add_argument("--profile", metavar="PATH", help="py-spy record the relay during the window (.svg or .txt)")
     p.add_argument("--relay-arg", action="append", default=[], metavar="ARG",
@@ -99,6 +103,8 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
     duration = d.duration if args.duration is None else args.duration
     if args.rounds:
         peers.require_node()  # before any run: a missing node or ws is one line, not a failed round
+    if args.load_client == "node":
+        peers.require_node_client()
     relay_cores, other_cores = procs.core_split(not args.no_pin)
     if other_cores:
         os.sched_setaffinity(0, other_cores)  # the bench itself stays off the relay's core
@@ -112,12 +118,13 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], list[RunResul
               "rate": rate, "rate_meaning": RATE_MEANING[args.scenario], "duration": duration,
               "warmup": args.warmup, "batch": args.batch, "pinning": pinning, "fd_limit": fd_limit,
               "sim_tick": d.tick if args.sim_tick is None else args.sim_tick, "rounds": args.rounds,
+              "load_client": args.load_client,
               "machine": report.machine(),
               "target_size": (clients, rate) == (d.clients, d.rate) and duration >= 10}
     base = RunOptions(relay="ours", duration=duration, warmup=args.warmup, batch=args.batch,
                       per_process=args.per_process or d.per_process, relay_cores=relay_cores,
                       other_cores=other_cores, relay_args=args.relay_arg,
-                      stall_timeout=args.stall_timeout, sim_tick=header["sim_tick"])
+                      stall_timeout=args.stall_timeout, sim_tick=header["sim_tick"], load_client=args.load_client)
     variants: list[tuple[str, str, bool]] = [("ours", "", True)]  # (relay, label, with staller)
     if args.scenario == "stall":
         variants = [("ours", "no-staller", False), ("ours", "stall", True)]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 NODE_DIR = Path(__file__).with_name("node")
 NODE_RELAY = NODE_DIR / "relay.mjs"
+NODE_LOAD_CLIENT = NODE_DIR / "loadclient.mjs"
 #: The relays of one round, in the order each round runs them.
 ROUND = ("ours", "node", "raw")
 
@@ -34,6 +35,19 @@ def require_node() -> str:
     if not (NODE_DIR / "node_modules" / "ws" / "package.json").is_file():
         raise MissingTool(f"the Node relay needs the ws package: npm install --prefix {NODE_DIR} "
                           "(tests/run.sh does this), or drop --rounds")
+    return node
+
+
+def require_node_client() -> str:
+    """The path of ``node``, once the Node load client (``--load-client node``) is known to be there. It speaks raw
+    frames over ``net`` sockets, so unlike the relay it needs no package."""
+    node = shutil.which("node")
+    if node is None:
+        raise MissingTool("the Node load client needs node (18 or newer) on PATH: apt-get install nodejs npm, "
+                          "or use --load-client python")
+    if not NODE_LOAD_CLIENT.is_file():
+        raise MissingTool(f"the Node load client is missing: {NODE_LOAD_CLIENT} (reinstall trade-stream), "
+                          "or use --load-client python")
     return node
 
 

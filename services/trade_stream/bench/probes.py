@@ -82,6 +82,16 @@ def prom_value(text: str, name: str) -> float | None:
     return None
 
 
+def write_calls(pid: int) -> int:
+    """Write-type system calls ``pid`` has made in all (``syscw`` of /proc/<pid>/io: write, writev and the
+    like, which is how uvloop and Node's libuv both send); 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("syscw:")), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def busy_cpu_seconds() -> float:
     """CPU seconds all cores spent not idle since boot (/proc/stat), to tell how busy the machine was overall."""
     with open("/proc/stat") as f:

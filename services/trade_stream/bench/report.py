@@ -158,7 +158,7 @@ def targets(scenario: str, runs: list[RunResult], summary: dict[str, Any] | None
 
 
 COLUMNS = ("run", "clients", "up msg/s", "deliv/s", "delivered %", "worst %", "p50 ms", "p99 ms", "max ms",
-           "relay CPU %", "CPU s/M deliv", "RSS MB", "RSS/client KB", "cut-offs", "stall cut s",
+           "relay CPU %", "CPU s/M deliv", "writes/deliv", "RSS MB", "RSS/client KB", "cut-offs", "stall cut s",
            "load CPU %", "foreign CPU %")
 
 
@@ -171,7 +171,7 @@ def row(r: RunResult) -> list[str]:
     return [name, clients, _fmt(r.upstream_msgs_per_s, ".0f"), _fmt(r.deliveries_per_s, ".0f"), _fmt(pct, ".3f"),
             _fmt(worst, ".2f"), _fmt(r.latency_p50_ms, ".2f"), _fmt(r.latency_p99_ms, ".2f"),
             _fmt(r.latency_max_ms, ".1f"), _fmt(r.relay_cpu_pct),
-            _fmt(r.cpu_s_per_million, ".2f"), _fmt(r.rss_mb),
+            _fmt(r.cpu_s_per_million, ".2f"), _fmt(r.writes_per_delivery, ".3f"), _fmt(r.rss_mb),
             _fmt(r.rss_per_client_kb, ".2f"), "-" if r.slow_client_cutoffs is None else str(r.slow_client_cutoffs),
             stall, _fmt(r.load_cpu_pct, ".0f"), _fmt(r.foreign_cpu_pct, ".0f")]
 
@@ -191,7 +191,7 @@ def table(runs: list[RunResult]) -> str:
 
 
 ROUND_COLUMNS = ("relay", "rounds", "CPU us/deliv", "deliveries", "lowest delivered %", "p50 ms", "p99 ms",
-                 "relay CPU %", "ours / it")
+                 "relay CPU %", "writes/deliv", "ours / it")
 
 
 def rounds_table(summary: dict[str, Any]) -> str:
@@ -202,6 +202,7 @@ def rounds_table(summary: dict[str, Any]) -> str:
         rows.append([relay, str(m["rounds"]), _fmt(m["us_per_delivery"], ".2f"), f"{m['deliveries']:,.0f}",
                      _fmt(None if lowest is None else 100 * lowest, ".3f"), _fmt(m["latency_p50_ms"], ".2f"),
                      _fmt(m["latency_p99_ms"], ".2f"), _fmt(m["relay_cpu_pct"]),
+                     _fmt(m.get("writes_per_delivery"), ".3f"),
                      "1" if relay == "ours" else _fmt(summary["ratios"].get(f"ours/{relay}"), ".3f")])
     return markdown(rows)
 
@@ -215,7 +216,8 @@ def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Targ
            f"pinning: {header['pinning']}",
            f"window: {header['duration']} s after {header['warmup']} s warm-up; clients: {header['clients']}, "
            f"rate: {header['rate']} ({header['rate_meaning']}){', batch frames' if header['batch'] else ''}, "
-           f"a simulator frame every {header['sim_tick'] * 1000:g} ms",
+           f"a simulator frame every {header['sim_tick'] * 1000:g} ms; "
+           f"load clients in {header.get('load_client', 'python')}",
            "", table(runs), ""]
     if summary is not None:
         n = summary["rounds"]
@@ -241,7 +243,8 @@ def text_report(header: dict[str, Any], runs: list[RunResult], checks: list[Targ
             out.append(f"  {t.what}: {t.value} -> {mark}")
     out.append("columns: delivered % = received / (trades the simulator stamped in the window x holders); "
                "latency = receive time in the load client - trade t; relay CPU = its user+system time over the "
-               "window; RSS/client = (RSS - idle RSS) / connections; load CPU % = simulator + load clients, of one "
-               "core (near 100 = client-bound); foreign CPU % = other processes on this machine during the window "
-               "(noise), of one core")
+               "window; writes/deliv = the relay's write system calls (syscw) per delivered message, under 1 "
+               "when writes merge; RSS/client = (RSS - idle RSS) / connections; load CPU % = simulator + load "
+               "clients, of one core (near 100 = client-bound); foreign CPU % = other processes on this machine "
+               "during the window (noise), of one core")
     return "\n".join(out)

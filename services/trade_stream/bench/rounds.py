@@ -36,6 +36,7 @@ class Medians:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     relay_cpu_pct: float
+    writes_per_delivery: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +61,8 @@ def medians(runs: Sequence[RunResult]) -> dict[str, Medians]:
             lowest_fraction_delivered=min(fractions) if fractions else None,
             latency_p50_ms=_median([r.latency_p50_ms for r in mine]),
             latency_p99_ms=_median([r.latency_p99_ms for r in mine]),
-            relay_cpu_pct=statistics.median(r.relay_cpu_pct for r in mine))
+            relay_cpu_pct=statistics.median(r.relay_cpu_pct for r in mine),
+            writes_per_delivery=_median([r.writes_per_delivery for r in mine]))
     return out
 
 

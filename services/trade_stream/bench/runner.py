@@ -47,6 +47,7 @@ class RunOptions:
     label: str = ""
     sim_tick: float = 0.05  # how often the simulator sends what it generated (its upstream batching)
     cluster: int = 0  # > 1: that many daemons on one redis-server (bench/cluster.py)
+    load_client: str = "python"  # "python" (bench/loadclient.py) | "node" (bench/node/loadclient.mjs)
 
 
 @dataclass
@@ -82,6 +83,7 @@ class RunResult:
     late_messages: int = 0
     foreign_cpu_pct: float = 0.0  # CPU used by processes outside this bench during the window, % of one core
     load_average: float = 0.0  # 1-minute load average at the end of the window
+    writes_per_delivery: float | None = None  # the relay's write system calls in the window per delivered message
     relay_exited: bool = False
     errors: list[str] = field(default_factory=list)
     profile: str | None = None
@@ -105,6 +107,16 @@ def _script(name: str) -> list[str]:
     """The console script next to this interpreter (the venv's), else ``python -m``."""
     path = Path(sys.executable).with_name(name)
     return [str(path)] if path.exists() else [sys.executable, "-m", name.replace("-", "_")]
+
+
+def load_argv(kind: str, spec: Path, stallers: bool) -> list[str]:
+    """How to start one load-client process on the spec file ``spec``. Stallers always get the Python client: a
+    staller needs a small SO_RCVBUF, which Node cannot set, so the Node client refuses them."""
+    if kind == "node" and not stallers:
+        return [peers.require_node_client(), str(peers.NODE_LOAD_CLIENT), str(spec)]
+    if kind not in ("python", "node"):
+        raise ValueError(f"unknown load client {kind!r}")
+    return [sys.executable, "-m", "trade_stream.bench.loadclient", str(spec)]
 
 
 def relay_argv(kind: str, port: int, sim_port: int, state_dir: Path, extra: list[str]) -> list[str]:
@@ -173,12 +185,14 @@ class Run:
         profiler = await self._start_profiler(relay.pid, opts.duration) if opts.profile else None
         await _sleep_until_ns(start_ns)
         cpu0 = self._last_cpu = probes.cpu_seconds(relay.pid)
+        writes0 = probes.write_calls(relay.pid)
         sampler = asyncio.create_task(self._sample_cpu(relay.pid))
         load_cpu0 = self._load_cpu()
         busy0 = probes.busy_cpu_seconds()
         stall = await self._watch_stall() if plan.stallers else None
         await _sleep_until_ns(end_ns)
         cpu1 = probes.cpu_seconds(relay.pid)
+        writes1 = probes.write_calls(relay.pid)
         load_cpu1 = self._load_cpu()
         exited = relay.proc.returncode is not None or not cpu1
         if exited:  # e.g. the baseline, blocked on a slow client, gets dropped by the simulator and dies
@@ -200,6 +214,8 @@ class Run:
                               stall)
         other = busy - (cpu1 - cpu0) - (load_cpu1 - load_cpu0)
         result.foreign_cpu_pct = round(max(0.0, 100 * other / opts.duration), 1)
+        if writes1 > writes0 and result.deliveries:
+            result.writes_per_delivery = round((writes1 - writes0) / result.deliveries, 3)
         result.load_average = loadavg
         if exited:
             result.relay_exited = True
@@ -260,9 +276,8 @@ class Run:
             path = self.workdir / f"load-{n}.json"
             path.write_text(json.dumps(spec))
             self.specs.append(clients)
-            self.loads.append(await self.children.spawn(
-                f"load-{n}", [sys.executable, "-m", "trade_stream.bench.loadclient", str(path)],
-                self.opts.other_cores, talk=True))
+            argv = load_argv(self.opts.load_client, path, any(c.get("stall") for c in clients))
+            self.loads.append(await self.children.spawn(f"load-{n}", argv, self.opts.other_cores, talk=True))
         timeout = 60 + len(normal) / 100
         self.ready = [await load.read_json(timeout) for load in self.loads]
         return time.monotonic() - started

@@ -15,6 +15,10 @@ from trade_stream.core.stats import Stats
 
 
 class Codec:
+    #: True when a body is a finished frame and several bodies' frames are just their concatenation, so the
+    #: router hands each body to its client as it comes instead of gathering a client's bodies first.
+    joins = False
+
     """How one kind of client wants messages: ``body`` per market message (cached across clients), ``frames``
     to turn a client's bodies from one batch into the bytes to write, and ``control`` to render one of the
     relay's own browser-protocol messages (status, errors) for this kind of client, or None to say nothing.
@@ -27,6 +31,10 @@ class Codec:
     def frames(self, bodies: list[bytes]) -> bytes:
         raise NotImplementedError
 
+    def frame(self, body: Any) -> Any:
+        """``frames`` of one body."""
+        return self.frames([body])
+
     def control(self, msg: dict[str, Any]) -> bytes | None:
         raise NotImplementedError
 
@@ -38,12 +46,17 @@ def browser_control(msg: dict[str, Any]) -> bytes:
 class BrowserCodec(Codec):
     """One message per frame; the body is the finished frame, so clients share the exact bytes."""
 
+    joins = True
+
     def body(self, m: dict[str, Any]) -> bytes | None:
         msg = market_message(m)
         return text_frame(encode(msg)) if msg is not None else None
 
     def frames(self, bodies: list[bytes]) -> bytes:
         return bodies[0] if len(bodies) == 1 else b"".join(bodies)
+
+    def frame(self, body: bytes) -> bytes:
+        return body
 
     def control(self, msg: dict[str, Any]) -> bytes:
         return browser_control(msg)
@@ -78,7 +91,18 @@ class Holder(Protocol):
 
     def send(self, data: Any, count: int = 1) -> bool: ...
 
+    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
+        """``send`` to each of ``holders`` (this one among them, all sharing its codec): one message's fan-out,
+        which a kind of holder may deliver more cheaply than one ``send`` each. Holders that share a codec are
+        of one kind (a codec belongs to one kind of client), so any of them may fan out for all."""
+
     def __hash__(self) -> int: ...  # the hub keys its tables by holder
+
+
+def send_each(data: Any, holders: list[Any], count: int = 1) -> None:
+    """The plain fan-out: one ``send`` per holder."""
+    for holder in holders:
+        holder.send(data, count)
 
 
 class Paced(Protocol):
@@ -115,6 +139,12 @@ def broadcast(clients: Iterable[Client], msg: dict[str, Any]) -> None:
             client.send(frame, 0)
 
 
+class _Bodies(list[Any]):
+    """A client's bodies of one batch from its second on: a type no codec's body is, to tell one from many."""
+
+    __slots__ = ()
+
+
 class Router:
     """Routes batches of Alpaca market messages to the clients holding their (channel, symbol)."""
 
@@ -132,7 +162,7 @@ class Router:
             self._route_one(messages[0], now)
             return
         holders = self.holders
-        owed: dict[Client, list[bytes]] = {}
+        owed: dict[Client, Any] = {}  # a client's one body, or its _Bodies from the second on
         last_seen = self.last_seen
         channel_of = self.channel_of
         for m in messages:
@@ -147,19 +177,34 @@ class Router:
                 clients = (clients | star) if clients else star
             if not clients:
                 continue
-            cache: dict[Codec, bytes | None] = {}
-            for client in clients:
+            cache: dict[Codec, Any] = {}
+            last: Codec | None = None  # holders mostly share one codec: look its body up only when it changes
+            body: Any = None
+            joins = False
+            for client in list(clients):  # a copy: a send may cut a client off, which leaves the set
                 codec = client.codec
-                body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
-                if body is not None:
-                    bodies = owed.get(client)
-                    if bodies is None:
-                        owed[client] = [body]
+                if codec is not last:
+                    last = codec
+                    body = cache[codec] if codec in cache else cache.setdefault(codec, codec.body(m))
+                    joins = codec.joins
+                if body is None:
+                    continue
+                if joins:  # its queue joins the frames: no need to gather them here
+                    client.send(body, 1)
+                else:
+                    prior = owed.get(client)
+                    if prior is None:  # a client's only body of the batch (the common case) needs no list
+                        owed[client] = body
+                    elif prior.__class__ is _Bodies:
+                        prior.append(body)
                     else:
-                        bodies.append(body)
+                        owed[client] = _Bodies((prior, body))
         self.stats.messages_in += len(messages)
-        for client, bodies in owed.items():
-            client.send(client.codec.frames(bodies), len(bodies))
+        for client, owed_ in owed.items():
+            if owed_.__class__ is _Bodies:
+                client.send(client.codec.frames(owed_), len(owed_))
+            else:
+                client.send(client.codec.frame(owed_), 1)
 
     def route_news(self, messages: list[dict[str, Any]], now: float) -> None:
         """News articles have no ``S``: each goes to the holders of any symbol it names, or of ``*``, once."""
@@ -184,7 +229,8 @@ class Router:
             client.send(client.codec.frames(bodies), len(bodies))
 
     def _route_one(self, m: dict[str, Any], now: float) -> None:
-        """The common case (one message per upstream frame): no coalescing, write as we go."""
+        """The common case (one message per upstream frame): encoded once per codec, then one fan-out per codec,
+        which the holders' kind may write far more cheaply than a send each."""
         self.stats.messages_in += 1
         channel = self.channel_of.get(m.get("T", ""))
         if channel is None:
@@ -197,16 +243,17 @@ class Router:
             clients = (clients | star) if clients else star
         if not clients:
             return
-        cache: dict[Codec, Any] = {}
-        last: Codec | None = None  # holders mostly share one codec: look it up only when it changes
-        frame: Any = b""
-        for client in list(clients):  # a copy: a cut-off client leaves the set while we loop
+        groups: dict[Codec, list[Any]] = {}
+        last: Codec | None = None  # holders mostly share one codec: look its group up only when it changes
+        group: list[Any] = []
+        for client in clients:  # nothing is sent while this runs, so the set cannot change under it
             codec = client.codec
             if codec is not last:
                 last = codec
-                frame = cache.get(codec)
-                if frame is None:
-                    body = codec.body(m)
-                    frame = cache[codec] = codec.frames([body]) if body is not None else b""
+                group = groups.setdefault(codec, [])
+            group.append(client)
+        for codec, group in groups.items():
+            body = codec.body(m)
+            frame = codec.frames([body]) if body is not None else None
             if frame:
-                client.send(frame, 1)
+                group[0].fan(frame, group, 1)

@@ -3,11 +3,13 @@
 Merging. What a client is sent while the loop runs one iteration is queued on it, and the whole queue goes out in
 one ``transport.write`` when the iteration ends: one ``call_soon`` per iteration flushes every client of a server
 (``Writes``), so a burst of N messages costs a client one syscall instead of N (uWS corks every write of an
-iteration the same way). With a write delay (``TRADE_STREAM_WRITE_DELAY_MS``) the flush waits up to that long
-(``call_later``) and merges everything that came meanwhile, a few milliseconds of latency for far fewer syscalls
-(Centrifugo's write delay). When a socket is not writable, the transport keeps what the kernel did not take and
-later writes join that buffer, so everything queued behind a busy socket leaves in its next send. Each client's
-own order is the order of its queue; nothing here awaits.
+iteration the same way). An iteration whose only traffic is one message fanned out to many clients keeps no queue
+per client: the frame goes to each holder straight from the flush. With a write delay
+(``TRADE_STREAM_WRITE_DELAY_MS``) a client's queue waits that long from its first frame and takes in everything
+that comes meanwhile, a few milliseconds of latency for far fewer syscalls (Centrifugo's write delay). When a
+socket is not writable, the transport keeps what the kernel did not take and later writes join that buffer, so
+everything queued behind a busy socket leaves in its next send. Each client's own order is the order of its
+queue; nothing here awaits.
 
 Bounds. A client whose transport still holds more than ``cap`` unsent bytes when its queue is due is aborted (a
 graceful close would wait in drain() forever on a stalled peer); a caught-up client takes any one write. A queue
@@ -22,6 +24,7 @@ for clients written to since the last sweep or still owing data then: what is pe
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import itertools
 import logging
@@ -88,29 +91,118 @@ class Progress:
 
 
 class Writes:
-    """One server's write merging: which clients have a queue, and the one flush that writes them all. It also
-    keeps, for the stall sweep, who was written to since the sweep last ran (only once a sweep runs). The
-    server's delivery counters are added up over a flush and bumped once, not per client."""
+    """One server's write merging: which clients have a queue, and the flush that writes them all. It also keeps,
+    for the stall sweep, who was written to since the sweep last ran (only once a sweep runs). The server's
+    delivery counters are added up over a flush and bumped once, not per client.
 
-    __slots__ = ("_dirty", "_handle", "delay", "owing", "stats", "swept", "written")
+    Without a delay the flush runs at the end of the iteration (``call_soon``). An iteration that fans out one
+    frame to many clients and sends nothing else (one upstream message, the common case) keeps no queue per client
+    at all: ``fan`` keeps the frame and its holders, and the flush writes the frame to each, so a delivery costs
+    little more than its write. Anything else sent in that iteration first spills the kept fan-out into the
+    clients' queues, which keeps each client's order and its one write.
+
+    With a delay each client's queue waits ``delay`` from its first frame, as Centrifugo's write delay does, so a
+    client is written at most once per delay however its messages fall. Clients are grouped by when they first
+    queued, in slots of ``delay / 8``, and one timer ticks once a slot while anything waits (no timer per
+    client): each tick closes the open slot and writes the slots whose delay ends before the next tick, so a
+    client waits between 7/8 of the delay and the whole of it."""
+
+    __slots__ = ("_bulk", "_dirty", "_due", "_handle", "_opened", "_timer", "delay", "granule", "owing", "stats",
+                 "swept", "written")
 
     def __init__(self, stats: Stats, delay: float = 0.0) -> None:
         self.stats = stats  # the server's, which its clients count their cut-offs in too
         self.delay = delay  # seconds a queue may wait to be merged with what follows; 0: the end of the iteration
-        self._dirty: list[Peer] = []
-        self._handle: asyncio.Handle | None = None
+        self.granule = max(0.0005, delay / 8)
+        self._dirty: list[Peer] = []  # clients queued since the last flush (with a delay: in the open slot)
+        self._bulk: tuple[bytes, list[Peer], int] | None = None  # the iteration's one fan-out, not yet spilled
+        self._handle: asyncio.Handle | None = None  # the pending flush (with a delay: the tick, while a slot is open)
+        self._opened = 0.0  # with a delay: when the open slot began
+        self._due: collections.deque[tuple[float, list[Peer]]] = collections.deque()  # closed slots, oldest first
+        self._timer: asyncio.TimerHandle | None = None  # with a delay: the next tick, while anything waits
         self.swept = False  # set by the first sweep: before that nobody reads ``written``
         self.written: list[Peer] = []
         self.owing: set[Peer] = set()  # what the last sweep found still pending
 
     def schedule(self) -> None:
-        """The first client queued since the last flush (``Peer.send`` adds itself to ``_dirty``)."""
+        """The first client queued since the last flush, or into a new slot (``Peer.send`` adds itself to
+        ``_dirty``)."""
         loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(self.delay, self.flush) if self.delay else loop.call_soon(self.flush)
+        if self.delay:
+            self._opened = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_later(self.granule, self._tick)
+            self._handle = self._timer
+        else:
+            self._handle = loop.call_soon(self.flush)
+
+    def fan(self, frame: bytes, peers: list[Peer], count: int) -> None:
+        """Send one frame to many clients. Kept whole when it is all this iteration sends (see the class)."""
+        if self._bulk is None and not self._dirty and not self.delay:
+            self._bulk = (frame, peers, count)
+            if self._handle is None:
+                self.schedule()
+            return
+        for peer in peers:
+            peer.send(frame, count)
+
+    def spill(self) -> None:
+        """Turn the kept fan-out into queued frames, before anything else is queued behind it."""
+        if self._bulk is not None:
+            frame, peers, count = self._bulk
+            self._bulk = None
+            for peer in peers:
+                peer.send(frame, count)
 
     def flush(self) -> None:
+        """The end of the iteration (without a delay): write what it queued."""
         self._handle = None
+        bulk = self._bulk
+        if bulk is not None:
+            self._bulk = None
+            self._write_bulk(*bulk)
         dirty, self._dirty = self._dirty, []
+        self._write(dirty)
+
+    def _tick(self) -> None:
+        """With a delay: close the open slot, write every slot whose delay ends before the next tick."""
+        loop = asyncio.get_running_loop()
+        if self._handle is not None:
+            self._due.append((self._opened + self.delay, self._dirty))
+            self._dirty = []
+            self._handle = None
+        soon = loop.time() + self.granule
+        due = self._due
+        while due and due[0][0] <= soon:
+            self._write(due.popleft()[1])
+        self._timer = loop.call_later(self.granule, self._tick) if due else None
+
+    def _write_bulk(self, frame: bytes, peers: list[Peer], count: int) -> None:
+        """The kept fan-out: the frame to each client, with only the checks a write must make. A client's
+        connection marks it closed the moment it stops taking frames (``WatchedConnection``), so no per-write
+        look at the connection's state is needed."""
+        written = 0
+        for peer in peers:
+            if peer.closed:
+                continue
+            transport = peer.transport
+            if transport.get_write_buffer_size() > peer.cap:  # the backlog: a caught-up client takes any write
+                peer.cut_off()
+                continue
+            try:
+                transport.write(frame)
+            except Exception:  # one client's failure must not leave the others unwritten
+                log.exception("write_failed %s", peer.describe())
+                peer.abort()
+                continue
+            written += 1
+        stats = self.stats
+        stats.deliveries += written * count
+        stats.bytes_out += written * len(frame)
+        if self.swept:
+            self.written += peers
+
+    def _write(self, dirty: list[Peer]) -> None:
         deliveries = bytes_out = 0
         for peer in dirty:
             try:
@@ -158,12 +250,11 @@ async def watch_stalls(writes: Writes, timeout: float) -> None:
 class Peer:
     """What every streaming client shares: a transport, a byte cap, the queue of one flush, stall progress."""
 
-    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "protocol",
-                 "sock", "stats", "transport")
+    __slots__ = ("_count", "_queue", "_queued", "_writes", "cap", "closed", "fd", "ip", "progress", "sock",
+                 "stats", "transport")
 
     def _init_peer(self, transport: Any, ip: str, cap: int, stats: Stats, writes: Writes) -> None:
         self.transport = transport
-        self.protocol: Any = None  # a WebSocket client's websockets protocol, whose state each write checks
         self.sock = transport.get_extra_info("socket")
         self.fd = self.sock.fileno() if self.sock is not None else -1
         self.ip = ip
@@ -183,10 +274,14 @@ class Peer:
         if queue is None:
             if self.closed:  # the rest is checked once per write, in write_queue
                 return False
+            writes = self._writes
+            if writes._bulk is not None:  # a fan-out kept whole goes first, into the queues
+                writes.spill()
+                if self._queue is not None:  # this client was in it: join its queue
+                    return self.send(data, count)
             self._queue = data  # a client's only frame of an iteration (the common case) needs no list
             self._queued = len(data)
             self._count = count
-            writes = self._writes
             writes._dirty.append(self)
             if writes._handle is None:
                 writes.schedule()
@@ -201,8 +296,13 @@ class Peer:
             self.flush()
         return True
 
+    def fan(self, data: bytes, peers: list[Peer], count: int = 1) -> None:
+        """Send ``data`` to ``peers`` (this one among them), all of this kind and server: one fan-out."""
+        self._writes.fan(data, peers, count)
+
     def flush(self) -> None:
         """Write the queue now (outside the server's flush), counting what it carried."""
+        self._writes.spill()  # what was fanned out before comes first
         sent = self.write_queue()
         if sent:
             stats = self.stats
@@ -217,10 +317,9 @@ class Peer:
             return 0
         self._queue = None
         transport = self.transport
-        protocol = self.protocol
-        # Checked per write, not per message, and inline (a call per write costs more than the check): frames
-        # queued before websockets closed the connection are dropped rather than written after its close frame.
-        if self.closed or transport.is_closing() or (protocol is not None and protocol.state is not _OPEN):
+        # Checked per write, not per message. A WebSocket client is marked closed the moment websockets writes
+        # its close frame (``WatchedConnection``), so frames queued before are dropped, not written after it.
+        if self.closed or transport.is_closing():
             self.closed = True  # closed under us: later sends stop at once
             return 0
         if transport.get_write_buffer_size() > self.cap:  # the backlog: a caught-up client takes any write
@@ -277,17 +376,38 @@ class Peer:
         """What the server does once this client is cut off."""
 
 
+class WatchedConnection(ServerConnection):
+    """A websockets connection that marks its ``Client`` closed the moment it stops taking data frames: when
+    websockets has written a close frame (ours, or the answer to the peer's), or the connection is lost. Every
+    frame websockets itself writes goes through ``send_data``, so the mark is set in the same call that writes the
+    close frame, and a write of queued frames needs no look at the connection's state."""
+
+    client: Client | None = None
+
+    def send_data(self) -> None:
+        super().send_data()
+        if self.client is not None and self.protocol.state is not _OPEN:
+            self.client.closed = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.client is not None:
+            self.client.closed = True
+        super().connection_lost(exc)
+
+
 class Client(Peer):
     """One connected WebSocket client. Its frames go out through the queue, in order, never awaited."""
 
-    __slots__ = ("_on_cutoff", "codec", "conn", "id")
+    __slots__ = ("_on_cutoff", "codec", "conn", "id", "protocol")
 
-    def __init__(self, conn: ServerConnection, ip: str, cap: int, stats: Stats, writes: Writes,
+    def __init__(self, conn: WatchedConnection, ip: str, cap: int, stats: Stats, writes: Writes,
                  on_cutoff: Callable[[Client], None], codec: Codec = BROWSER) -> None:
         self._init_peer(conn.transport, ip, cap, stats, writes)
         self.id = next(_ids)
         self.conn = conn
         self.protocol = conn.protocol
+        conn.client = self
+        self.closed = conn.protocol.state is not _OPEN
         self.codec = codec
         self._on_cutoff = on_cutoff
 

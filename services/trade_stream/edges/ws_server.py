@@ -32,7 +32,7 @@ from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
 from trade_stream.edges.origins import OriginPolicy, refusal_message
-from trade_stream.edges.transport import Client, Writes, watch_stalls
+from trade_stream.edges.transport import Client, WatchedConnection, Writes, watch_stalls
 from trade_stream.edges.web import Web, request_of, to_websockets
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
@@ -53,6 +53,11 @@ class PrivateStreams(Protocol):
 # An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
 Endpoint = Callable[[ServerConnection, Client], Any]
 
+
+
+class Connection(BodyConnection, WatchedConnection):
+    """The main port's connection: small JSON bodies for the API (http_body.py), and the client marked closed as
+    soon as websockets stops taking its frames (transport.py)."""
 
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
@@ -98,7 +103,7 @@ class WsServer:
             self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,
             compression=None, max_size=self.cfg.max_message_bytes, ping_interval=ping, ping_timeout=ping,
             close_timeout=self.cfg.timings.shutdown_grace, server_header=f"trade-stream/{__version__}",
-            create_connection=BodyConnection,  # small JSON bodies for the API (http_body.py)
+            create_connection=Connection,
         )
 
     async def close(self) -> None:
@@ -155,6 +160,7 @@ class WsServer:
     async def _handler(self, conn: ServerConnection) -> None:
         ip = _ip(conn)
         self.admission.opened(ip)
+        assert isinstance(conn, Connection)
         client = Client(conn, ip, self.cfg.client_buffer_bytes, self.stats, self.writes, self._cut_off)
         self.relay.add(client)
         try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from trade_stream.core.fanout import Client, Codec
+from trade_stream.core.fanout import Client, Codec, send_each
 from trade_stream.core.framing import text_frame
 from trade_stream.core.positions import Positions, dec
 from trade_stream.core.protocol import ClientError, encode
@@ -39,6 +39,9 @@ class _PriceTap:
     def send(self, bodies: list[dict[str, Any]], count: int = 1) -> bool:
         self._on_trades(bodies)
         return True
+
+    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
+        send_each(data, holders, count)
 
 
 class _TapCodec(Codec):

@@ -13,8 +13,9 @@ import asyncio
 import time
 import zlib
 from collections import Counter
+from typing import Any
 
-from trade_stream.core.fanout import Codec
+from trade_stream.core.fanout import Codec, send_each
 from trade_stream.core.hub import Key
 from trade_stream.core.stats import Stats
 from trade_stream.edges.sse.wire import chunk
@@ -46,6 +47,11 @@ class SseClient(Peer):
             if not bodies:
                 return True
         return self.write(b"".join(ev for _, ev in bodies), len(bodies))
+
+    def fan(self, data: Any, peers: list[Any], count: int = 1) -> None:
+        """One ``send`` each: a stream's events are throttled and chunked per client, and its ghosts share its
+        codec."""
+        send_each(data, peers, count)
 
     def write(self, data: bytes, count: int = 0) -> bool:
         """Queue event bytes for this iteration's chunk (one per flush, compressed once when gzipped). The

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from trade_stream.core.fanout import Codec
+from trade_stream.core.fanout import Codec, send_each
 from trade_stream.core.hub import Key
 from trade_stream.core.protocol import MARKET_CHANNELS, ClientError, check_symbol, encode
 from trade_stream.core.relay import Relay
@@ -47,6 +47,9 @@ class Ghost:
 
     def send(self, bodies: Any, count: int = 1) -> bool:
         return True
+
+    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
+        send_each(data, holders, count)  # the live streams sharing this ghost's codec still get theirs
 
     def evicted(self, keys: list[Key]) -> None:
         self._on_evicted(self, keys)
