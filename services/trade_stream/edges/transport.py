@@ -165,7 +165,10 @@ class Writes:
         self._write(dirty)
 
     def _tick(self) -> None:
-        """With a delay: close the open slot, write every slot whose delay ends before the next tick."""
+        """With a delay: close the open slot, write every slot whose delay ends before the next tick, and tick
+        again while anything waits. A write may send (a client's write hook, a cut-off's consequences): that
+        opens a slot, which the next tick closes."""
+        self._timer = None  # this tick's timer has fired
         loop = asyncio.get_running_loop()
         if self._handle is not None:
             self._due.append((self._opened + self.delay, self._dirty))
@@ -175,7 +178,8 @@ class Writes:
         due = self._due
         while due and due[0][0] <= soon:
             self._write(due.popleft()[1])
-        self._timer = loop.call_later(self.granule, self._tick) if due else None
+        if (due or self._handle is not None) and self._timer is None:
+            self._timer = loop.call_later(self.granule, self._tick)
 
     def _write_bulk(self, frame: bytes, peers: list[Peer], count: int) -> None:
         """The kept fan-out: the frame to each client, with only the checks a write must make. A client's
