@@ -15,15 +15,15 @@ from trade_stream.core.stats import Stats
 
 
 class Codec:
-    #: True when a body is a finished frame and several bodies' frames are just their concatenation, so the
-    #: router hands each body to its client as it comes instead of gathering a client's bodies first.
-    joins = False
-
     """How one kind of client wants messages: ``body`` per market message (cached across clients), ``frames``
     to turn a client's bodies from one batch into the bytes to write, and ``control`` to render one of the
     relay's own browser-protocol messages (status, errors) for this kind of client, or None to say nothing.
     Every relay-originated message goes through ``control``: that is what keeps a browser frame from ever
     reaching an Alpaca SDK."""
+
+    #: True when a body is a finished frame and several bodies' frames are just their concatenation, so the
+    #: router hands each body to its client as it comes instead of gathering a client's bodies first.
+    joins = False
 
     def body(self, m: dict[str, Any]) -> bytes | None:
         raise NotImplementedError
@@ -254,6 +254,6 @@ class Router:
             group.append(client)
         for codec, group in groups.items():
             body = codec.body(m)
-            frame = codec.frames([body]) if body is not None else None
+            frame = codec.frame(body) if body is not None else None
             if frame:
                 group[0].fan(frame, group, 1)

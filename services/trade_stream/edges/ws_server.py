@@ -54,10 +54,10 @@ class PrivateStreams(Protocol):
 Endpoint = Callable[[ServerConnection, Client], Any]
 
 
-
 class Connection(BodyConnection, WatchedConnection):
     """The main port's connection: small JSON bodies for the API (http_body.py), and the client marked closed as
     soon as websockets stops taking its frames (transport.py)."""
+
 
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
