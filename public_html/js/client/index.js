@@ -24,6 +24,10 @@ const CHANNEL_OF = {
   quote: 'quotes', bar: 'bars', orderbook: 'orderbooks', news: 'news',
 };
 const ORDER_TYPES = new Set(['orders_snapshot', 'orders_reset', 'order_update', 'position_update']);
+// Kept per held symbol for a subscriber that joins after them: its price shows at once, as the first one's did.
+const REPLAYED = new Set(['snapshot', 'trade', 'quote']);
+// The order updates kept since each account's snapshot, for an orders subscriber that joins later.
+const MAX_REPLAYED_UPDATES = 200;
 
 /**
  * Auth states reported by on('auth', …):
@@ -61,8 +65,12 @@ export class TradeStream {
   #report = { state: 'connecting', connected: false, error: null };
   #symbols = new Map(); // SYMBOL -> Map(channel -> {count, status, detail, retries, timer})
   #symbolSubs = new Map(); // SYMBOL -> Set of subscriptions naming it
+  #latest = new Map(); // SYMBOL -> {snapshot, trade, quote}: the last of each, replayed to a late subscriber
   #channels = new Map(); // app channel name -> {count, status, lastId, subs}
-  #orders = { subs: new Set(), onWire: false, epochs: new Map() };
+  // snapshots: account -> its orders_snapshot; positions: "account|symbol" -> the last position_update since
+  // it; updates: the order updates since them, oldest first (bounded): what a late subscriber is given first.
+  #orders = { subs: new Set(), onWire: false, epochs: new Map(), snapshots: new Map(), positions: new Map(),
+    updates: [] };
   #auth = { state: 'none', message: '', retryAfter: 0 };
   #privateReady = false; // this connection's auth is settled: private subscriptions can be sent
   #authTimer = 0;
@@ -179,6 +187,14 @@ export class TradeStream {
       if (!fresh.length) call(sub.onStatus, symbol, status.status, status.detail);
     }
     let done = false;
+    queueMicrotask(() => {
+      if (done) return;
+      for (const symbol of sub.symbols) {
+        for (const message of Object.values(this.#latest.get(symbol) ?? {})) {
+          if (sub.channels.has(CHANNEL_OF[message.type])) call(sub.onMessage, message);
+        }
+      }
+    });
     return () => {
       if (done) return;
       done = true;
@@ -226,11 +242,19 @@ export class TradeStream {
       this.#subscribeOrders();
     }
     let done = false;
+    queueMicrotask(() => {
+      const { snapshots, positions, updates } = this.#orders;
+      for (const message of [...snapshots.values(), ...positions.values(), ...updates]) {
+        if (!done) call(sub.onMessage, message);
+      }
+    });
     return () => {
       if (done) return;
       done = true;
       this.#orders.subs.delete(sub);
-      if (this.#orders.subs.size || !this.#orders.onWire) return;
+      if (this.#orders.subs.size) return;
+      this.#forgetOrders();
+      if (!this.#orders.onWire) return;
       this.#orders.onWire = false;
       this.send({ action: 'unsubscribe', channel: 'orders' });
     };
@@ -239,7 +263,10 @@ export class TradeStream {
   /** A new token (null forgets it: the orders stream is closed). Sent at once when the socket is up. */
   setToken(token) {
     const next = cleanToken(token);
-    if (next !== this.#token) this.#recent.clear('o|');
+    if (next !== this.#token) {
+      this.#recent.clear('o|');
+      this.#forgetOrders();
+    }
     this.#token = next;
     if (!next && !this.#getToken && !this.#cookie) {
       clearTimeout(this.#authTimer);
@@ -357,7 +384,10 @@ export class TradeStream {
         held.delete(channel);
         if (entry.status !== 'rejected' && entry.status !== 'offline') gone.push(channel);
       }
-      if (!held.size) this.#symbols.delete(symbol);
+      if (!held.size) {
+        this.#symbols.delete(symbol);
+        this.#latest.delete(symbol);
+      }
       if (!gone.length || !this.connected) continue;
       const market = gone.filter((c) => c !== 'news');
       if (market.length) this.send({ action: 'unsubscribe', symbols: [symbol], channels: market });
@@ -368,6 +398,10 @@ export class TradeStream {
   #marketMessage(message) {
     const channel = CHANNEL_OF[message.type];
     const symbols = message.type === 'news' ? [...(message.data?.symbols ?? []), '*'] : [message.symbol];
+    if (REPLAYED.has(message.type) && this.#symbols.has(message.symbol)) {
+      if (!this.#latest.has(message.symbol)) this.#latest.set(message.symbol, {});
+      this.#latest.get(message.symbol)[message.type] = message;
+    }
     const reached = new Set();
     for (const symbol of symbols) {
       for (const sub of this.#symbolSubs.get(symbol) ?? []) {
@@ -561,17 +595,37 @@ export class TradeStream {
 
   #orderMessage(message) {
     const account = message.account ?? '';
-    const epochs = this.#orders.epochs;
-    if (message.type === 'orders_snapshot') epochs.set(account, message.epoch ?? null);
-    else if (message.type === 'orders_reset' && message.epoch) epochs.set(account, message.epoch);
-    else if (message.type === 'order_update' && Number.isInteger(message.id)) {
-      const epoch = epochs.get(account) ?? null;
-      if (!this.#recent.add(`o|${account}|${epoch ?? ''}|${message.id}`)) return 'drop';
-      this.#cursor.record(message.id, epoch, account);
+    const { epochs, snapshots, positions, updates } = this.#orders;
+    if (message.type === 'orders_snapshot') {
+      epochs.set(account, message.epoch ?? null);
+      snapshots.set(account, message);
+      for (const key of positions.keys()) if (key.startsWith(`${account}|`)) positions.delete(key);
+      this.#orders.updates = updates.filter((update) => (update.account ?? '') !== account);
+    } else if (message.type === 'orders_reset' && message.epoch) {
+      epochs.set(account, message.epoch);
+    } else if (message.type === 'position_update') {
+      const key = `${account}|${message.symbol}`;
+      positions.delete(key); // re-inserted last: the replay keeps the order they came in
+      positions.set(key, message);
+    } else if (message.type === 'order_update') {
+      if (Number.isInteger(message.id)) {
+        const epoch = epochs.get(account) ?? null;
+        if (!this.#recent.add(`o|${account}|${epoch ?? ''}|${message.id}`)) return 'drop';
+        this.#cursor.record(message.id, epoch, account);
+      }
+      updates.push(message);
+      if (updates.length > MAX_REPLAYED_UPDATES) updates.shift();
     }
-    if (epochs.size > 1_000) epochs.delete(epochs.keys().next().value);
     for (const sub of this.#orders.subs) call(sub.onMessage, message);
     return true;
+  }
+
+  /** Drops what is kept for late orders subscribers (another user's token, or nobody listening). */
+  #forgetOrders() {
+    const { snapshots, positions } = this.#orders;
+    snapshots.clear();
+    positions.clear();
+    this.#orders.updates = [];
   }
 
   /** A JWT's refresh, shortly before its exp (only with getToken: a fixed token cannot be renewed). */

@@ -1,0 +1,365 @@
+"""The browser client library (public_html/js/client/) in Chromium against the real daemon and simulator.
+
+A bare test page imports the client from public_html (served as Apache would) and records what its handlers
+get in ``window.seen``; Chromium's own WebSocket frame events show what went over the wire. Connections are cut
+by a TCP proxy between Chromium and the daemon, so the daemon (and its journal) stays up while the client is
+away; a restart goes through the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, WebSocket
+
+from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, PUBLIC_HTML, free_port, static_server
+from tests.support.relay import TOKEN, relay_config, running, wait_until
+
+pytestmark = [
+    pytest.mark.browser,
+    BROWSER_LOOP,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (/usr/bin/chromium or chromium on PATH)"),
+]
+
+DATA = "/v2/iex"
+UI = 10.0  # seconds for what the page must reach: generous, the machine is shared
+
+HARNESS = """<!doctype html><meta charset="utf-8"><title>client test</title><link rel="icon" href="data:,">
+<script type="module">
+  import * as client from '/js/client/index.js';
+  window.client = client;
+  window.seen = [];
+  window.states = [];
+  window.ready = true;
+</script>"""
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback: ``cut()`` drops every connection through it and refuses new ones until
+    ``restore()``, as a network outage would, while the daemon behind it keeps running."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.accepted = 0
+        self._open = True
+        self._pairs: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self._open = False
+        for writer in list(self._pairs):
+            writer.transport.abort()
+        self._pairs.clear()
+
+    def restore(self) -> None:
+        self._open = True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._open:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.accepted += 1
+        self._pairs.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._pairs.difference_update((writer, up_writer))
+
+
+class Frames:
+    """The JSON messages Chromium sent and received on the page's WebSockets (batches unpacked)."""
+
+    def __init__(self, page: Page) -> None:
+        self.sockets = 0
+        self.sent: list[dict[str, Any]] = []
+        self.received: list[dict[str, Any]] = []
+        page.on("websocket", self._on_socket)
+
+    def _on_socket(self, ws: WebSocket) -> None:
+        self.sockets += 1
+        ws.on("framesent", lambda payload: self.sent.extend(_messages(payload)))
+        ws.on("framereceived", lambda payload: self.received.extend(_messages(payload)))
+
+    def sent_actions(self, action: str, **match: Any) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m.get("action") == action and all(m.get(k) == v for k, v in match.items())]
+
+
+def _messages(payload: str | bytes) -> list[dict[str, Any]]:
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        return []
+    return [m for m in (parsed if isinstance(parsed, list) else [parsed]) if isinstance(m, dict)]
+
+
+def site(root: Path, files: dict[str, str]) -> Path:
+    """A directory with public_html's js/ (a symlink) and ``files`` beside it."""
+    root.mkdir(exist_ok=True)
+    (root / "js").symlink_to(PUBLIC_HTML / "js")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+@contextlib.asynccontextmanager
+async def harness(page: Page, root: Path) -> AsyncIterator[Frames]:
+    """The bare page, served with public_html's js/ from a static server of ``root``, the client imported;
+    yields its frame log. (A page Playwright fulfils itself has no address, so Chromium's local-network check
+    would refuse its sockets to loopback.)"""
+    frames = Frames(page)
+    with static_server(site(root, {"client-test.html": HARNESS})) as http_port:
+        await page.goto(f"http://127.0.0.1:{http_port}/client-test.html")
+        await page.wait_for_function("window.ready === true", timeout=UI * 1000)
+        yield frames
+
+
+async def seen(page: Page) -> list[dict[str, Any]]:
+    return await page.evaluate("window.seen")
+
+
+async def wait_seen(page: Page, predicate: str, what: str) -> None:
+    """Waits until ``predicate`` (JS over ``seen``) holds in the page."""
+    await page.wait_for_function(f"(seen => {predicate})(window.seen)", timeout=UI * 1000, polling=50)
+
+
+async def upstream_ready(app) -> None:
+    await wait_until(lambda: app.relay.sources.default.upstream.connected, 10, "market-data upstream connected")
+
+
+async def orders_ready(app) -> None:
+    await wait_until(lambda: app.relay.sources.default.upstream.connected and app.tradings["default"].connected,
+                     10, "both upstreams up")
+
+
+def journal_last_id(app) -> int:
+    return app.accounts.orders["default"].journal.last_id() or 0
+
+
+# --- pure parts --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_backoff_full_jitter_and_bounded_recent_ids(tmp_path, watch):
+    """Reconnect delays fill the whole window under a doubling ceiling (capped at 30 s, never under the floor);
+    the ids kept for dropping repeats stay at their capacity, forgetting the oldest first."""
+    page = watch.page
+    async with harness(page, tmp_path / "www"):
+        result = await page.evaluate("""async () => {
+          const b = await import('/js/client/backoff.js');
+          const { RecentIds } = await import('/js/client/recent.js');
+          const ceilings = [0, 1, 2, 3, 4, 5, 10, 50].map((n) => b.backoffCeiling(n));
+          const lowest = [0, 3, 50].map((n) => b.backoffDelay(n, () => 0));
+          const highest = [0, 3, 50].map((n) => b.backoffDelay(n, () => 0.999999));
+          const middle = b.backoffDelay(4, () => 0.5);
+          const recent = new RecentIds(3);
+          const firsts = ['a', 'b', 'a', 'c', 'd'].map((k) => recent.add(k));
+          return { ceilings, lowest, highest, middle, firsts, size: recent.size, aAgain: recent.add('a'),
+                   dAgain: recent.add('d'), floor: b.FLOOR_MS };
+        }""")
+    assert result["ceilings"] == [2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000]
+    assert result["lowest"] == [result["floor"]] * 3
+    assert result["highest"] == [2000, 16000, 30000]
+    assert result["middle"] == 15000
+    assert result["firsts"] == [True, True, False, True, True]
+    assert result["size"] == 3
+    assert result["aAgain"] is True, "the oldest key was evicted when the fourth came"
+    assert result["dAgain"] is False
+    await watch.finish()
+
+
+# --- market data ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_one_socket_for_every_subscriber_and_refcounted_unsubscribe(sim, tmp_path, watch):
+    """Two subscribers of AAPL through TradeStream.shared(): one socket, one subscribe, each gets every trade
+    once; the first leaving sends nothing, the last leaving unsubscribes and the relay releases AAPL."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app, harness(page, tmp_path / "www") as frames:
+        await upstream_ready(app)
+        await page.evaluate("""(url) => {
+          const { TradeStream } = window.client;
+          const first = TradeStream.shared({ url });
+          window.offA = first.subscribe(['AAPL'], { channels: ['trades'],
+            onMessage: (m) => m.type === 'trade' && seen.push({ who: 'a', price: m.data.price }) });
+          window.offB = TradeStream.shared().subscribe(['AAPL'], { channels: ['trades'],
+            onMessage: (m) => m.type === 'trade' && seen.push({ who: 'b', price: m.data.price }) });
+          window.same = TradeStream.shared() === first;
+        }""", f"ws://127.0.0.1:{app.port}/")
+        assert await page.evaluate("window.same") is True
+        await wait_until(lambda: ("trades", "AAPL") in app.relay.hub.holders, UI, "AAPL held by the relay")
+        await wait_until(lambda: "AAPL" in sim.subscriptions(DATA)["trades"], UI, "AAPL subscribed upstream")
+        sim.inject_trade("AAPL", price=101.5, size=1)
+        await wait_seen(page, "seen.length === 2", "the trade at both subscribers")
+        assert sorted(s["who"] for s in await seen(page)) == ["a", "b"]
+        assert frames.sockets == 1
+        assert len(frames.sent_actions("subscribe", symbols=["AAPL"])) == 1
+
+        await page.evaluate("window.offA()")
+        sim.inject_trade("AAPL", price=102.0, size=1)
+        await wait_seen(page, "seen.length === 3", "the second trade at the remaining subscriber")
+        assert (await seen(page))[-1] == {"who": "b", "price": 102.0}
+        assert frames.sent_actions("unsubscribe") == []
+        assert ("trades", "AAPL") in app.relay.hub.holders
+
+        await page.evaluate("window.offB()")
+        await wait_until(lambda: ("trades", "AAPL") not in app.relay.hub.holders, UI, "relay released AAPL")
+        assert frames.sent_actions("unsubscribe") == [
+            {"action": "unsubscribe", "symbols": ["AAPL"], "channels": ["trades"]}]
+        assert frames.sockets == 1
+        await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_reconnects_after_the_daemon_restarts_and_subscribes_again(sim, tmp_path, watch):
+    """The daemon stops: the client reports not connected (with why) and keeps retrying; back on the same port,
+    it is connected again, subscribes what is held once more and trades reach the same handler."""
+    page = watch.page
+    port = free_port()
+    cfg = relay_config(sim, tmp_path, port=port)
+    watch.allow_ws_failures(f"ws://127.0.0.1:{port}/")
+    async with harness(page, tmp_path / "www") as frames:
+        async with running(cfg) as app:
+            await upstream_ready(app)
+            await page.evaluate("""(url) => {
+              const stream = window.client.TradeStream.shared({ url });
+              stream.on('state', (s) => states.push({ connected: s.connected, state: s.state, error: s.error }));
+              stream.subscribe(['MSFT'], { channels: ['trades'],
+                onMessage: (m) => m.type === 'trade' && seen.push(m.data.price) });
+            }""", f"ws://127.0.0.1:{port}/")
+            await wait_until(lambda: "MSFT" in sim.subscriptions(DATA)["trades"], UI, "MSFT subscribed upstream")
+            sim.inject_trade("MSFT", price=420.5, size=1)
+            await wait_seen(page, "seen.length === 1", "the first trade")
+
+        await page.wait_for_function("states.some((s) => s.state === 'reconnecting' && !s.connected && s.error)",
+                                     timeout=UI * 1000)
+        await wait_until(watch.allowed_seen, UI, "a refused reconnect attempt while the daemon is down")
+        async with running(cfg) as app2:
+            await upstream_ready(app2)
+            await page.wait_for_function("window.client.TradeStream.shared().connected", timeout=40_000)
+            await wait_until(lambda: "MSFT" in sim.subscriptions(DATA)["trades"], UI, "MSFT subscribed again")
+            await wait_until(lambda: ("trades", "MSFT") in app2.relay.hub.holders, UI, "held by the new daemon")
+            sim.inject_trade("MSFT", price=421.0, size=1)
+            await wait_seen(page, "seen.length === 2", "a trade after the restart")
+        assert await seen(page) == [420.5, 421.0]
+        assert len(frames.sent_actions("subscribe", symbols=["MSFT"])) == 2, "once per connection"
+        assert frames.sockets >= 2
+        states = await page.evaluate("states")
+        assert [s["connected"] for s in states if s["state"] == "live"] == [True, True]
+        await watch.finish()
+
+
+# --- orders ------------------------------------------------------------------------------------------------
+
+ORDERS_PAGE = """([url, token, fixedSince]) => {
+  const { TradeStream, OrderCursor } = window.client;
+  // fixedSince: a resume point that never moves on, so every reconnect replays from there
+  const orderCursor = fixedSince === null ? new OrderCursor()
+    : { get: () => fixedSince, record: () => {}, clear: () => {} };
+  const stream = new TradeStream({ url, token, orderCursor });
+  window.stream = stream;
+  stream.orders((m) => {
+    if (m.type === 'order_update') seen.push({ id: m.id, event: m.event });
+    if (m.type === 'orders_snapshot') seen.push({ snapshot: m.epoch });
+  });
+}"""
+
+
+def updates(messages: list[dict[str, Any]]) -> list[int]:
+    return [m["id"] for m in messages if "id" in m]
+
+
+async def fill(sim, qty: int, price: float) -> None:
+    sim.fill_order(sim.submit_order("AAPL", "buy", qty)["id"], price=price)
+
+
+@pytest.mark.timeout(90)
+async def test_orders_resume_by_id_with_no_gap_and_no_duplicate(sim, tmp_path, watch):
+    """Events journaled while the client is cut off come back on reconnect, resumed after the last id it saw
+    ("<epoch>-<id>"), then live ones follow: every id exactly once, in order, none missing."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+            harness(page, tmp_path / "www") as frames:
+        await orders_ready(app)
+        watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
+        await page.evaluate(ORDERS_PAGE, [f"ws://127.0.0.1:{proxy.port}/", TOKEN, None])
+        await wait_seen(page, "seen.some((m) => m.snapshot)", "the orders snapshot")
+        await fill(sim, 1, 100.0)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 2", "new and fill")
+        epoch = app.accounts.orders["default"].epoch
+
+        proxy.cut()
+        await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
+        await fill(sim, 2, 101.0)  # journaled while the client is away
+        await wait_until(lambda: journal_last_id(app) == 4, UI, "the missed events journaled")
+        proxy.restore()
+        await page.wait_for_function("window.stream.connected", timeout=40_000)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 4", "the missed events replayed")
+        await fill(sim, 3, 102.0)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 6", "live events after the replay")
+
+        assert updates(await seen(page)) == [1, 2, 3, 4, 5, 6]
+        resumes = frames.sent_actions("subscribe", channel="orders")
+        assert [m.get("since") for m in resumes] == [None, f"{epoch}-2"]
+        assert proxy.accepted == 2
+        await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_a_replay_overlapping_what_was_delivered_reaches_the_handlers_once(sim, tmp_path, watch):
+    """A resume point behind what the client already delivered (here: one that never moves) makes the relay
+    replay events the client has seen: they arrive on the wire a second time and are dropped by id."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+            harness(page, tmp_path / "www") as frames:
+        await orders_ready(app)
+        watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
+        epoch = app.accounts.orders["default"].epoch
+        await page.evaluate(ORDERS_PAGE, [f"ws://127.0.0.1:{proxy.port}/", TOKEN, f"{epoch}-0"])
+        await wait_seen(page, "seen.some((m) => m.snapshot)", "the orders snapshot")
+        await fill(sim, 1, 100.0)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 2", "new and fill")
+
+        proxy.cut()
+        await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
+        await fill(sim, 2, 101.0)
+        await wait_until(lambda: journal_last_id(app) == 4, UI, "the missed events journaled")
+        proxy.restore()
+        await page.wait_for_function("window.stream.connected", timeout=40_000)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 4", "the missed events")
+        await fill(sim, 3, 102.0)
+        await wait_seen(page, "seen.filter((m) => m.id).length === 6", "live events")
+
+        on_wire = [m["id"] for m in frames.received if m.get("type") == "order_update"]
+        assert on_wire.count(1) == 2 and on_wire.count(2) == 2, f"the replay repeated 1 and 2: {on_wire}"
+        assert updates(await seen(page)) == [1, 2, 3, 4, 5, 6]
+        await watch.finish()
