@@ -1,0 +1,70 @@
+"""The React hooks (public_html/js/client/react.js) in Chromium: README's React example, tests/js/react/app.jsx,
+bundled with esbuild against React 19 and against React 18 (installed side by side in tests/js as the aliases
+react18 and react-dom18), renders useMarketStream(['AAPL','MSFT']) with live prices from the real daemon."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from playwright.async_api import expect
+
+from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, static_server
+from tests.support.relay import relay_config, running, wait_until
+
+JS = Path(__file__).resolve().parents[1] / "js"
+ESBUILD = JS / "node_modules" / ".bin" / "esbuild"
+EXAMPLE = JS / "react"
+
+pytestmark = [
+    pytest.mark.browser,
+    BROWSER_LOOP,
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (/usr/bin/chromium or chromium on PATH)"),
+    pytest.mark.skipif(not ESBUILD.exists() or not (JS / "node_modules" / "react18").is_dir(),
+                       reason="React and esbuild not installed in tests/js (tests/run.sh runs npm install there)"),
+]
+
+DATA = "/v2/iex"
+UI = 10_000  # ms
+# The React each build uses: esbuild's aliases reach imports inside node_modules too, so react-dom18 gets react18.
+REACTS = {"19": [], "18": ["--alias:react=react18", "--alias:react-dom=react-dom18"]}
+
+
+def build(out: Path, major: str) -> Path:
+    """The example bundled for React `major` into `out` beside its index.html (what a developer's build makes)."""
+    out.mkdir()
+    subprocess.run([str(ESBUILD), str(EXAMPLE / "app.jsx"), "--bundle", "--format=esm", f"--outfile={out / 'app.js'}",
+                    "--define:process.env.NODE_ENV=\"production\"", "--log-level=warning", *REACTS[major]],
+                   check=True, cwd=JS, timeout=60, capture_output=True)
+    shutil.copy(EXAMPLE / "index.html", out / "index.html")
+    return out
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("major", sorted(REACTS))
+async def test_use_market_stream_renders_live_prices(major, sim, tmp_path, watch):
+    """The page shows LIVE, the snapshot's last price before any new trade, then each trade's price and the
+    quote's bid and ask, for both symbols, under the React version it was built with."""
+    page = watch.page
+    sim.inject_trade("MSFT", price=410.25, size=5)  # the snapshot's latest trade
+    site = build(tmp_path / f"react{major}", major)
+    async with running(relay_config(sim, tmp_path)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, 10, "market-data upstream")
+        with static_server(site) as http_port:
+            await page.goto(f"http://127.0.0.1:{http_port}/index.html?ws=ws://127.0.0.1:{app.port}/")
+            await expect(page.locator("#react-version")).to_contain_text(f"React {major}.", timeout=UI)
+            await expect(page.locator("#status")).to_have_text("LIVE", timeout=UI)
+            msft = page.locator('tr[data-symbol="MSFT"]')
+            aapl = page.locator('tr[data-symbol="AAPL"]')
+            await expect(msft.locator(".price")).to_have_text("410.25", timeout=UI)
+            await wait_until(lambda: {"AAPL", "MSFT"} <= set(sim.subscriptions(DATA)["quotes"]), 10, "quotes held")
+            sim.inject_trade("AAPL", price=187.5, size=10)
+            await expect(aapl.locator(".price")).to_have_text("187.50", timeout=UI)
+            sim.inject_trade("MSFT", price=411.0, size=1)
+            await expect(msft.locator(".price")).to_have_text("411.00", timeout=UI)
+            sim.inject_quote("AAPL", bid=187.4, ask=187.6)
+            await expect(aapl.locator(".bid")).to_have_text("187.40", timeout=UI)
+            await expect(aapl.locator(".ask")).to_have_text("187.60")
+            await watch.finish()
