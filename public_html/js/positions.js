@@ -36,7 +36,7 @@ export class PositionsTable {
     this.#table.hidden = false;
   }
 
-  /** A position_update message; realized_pl (a decimal string) is set when its fill closed or reduced it. */
+  /** A position_update message; realized_pl (a number, like unrealized_pl) is set when its fill closed or reduced it. */
   update(message) {
     const section = this.#section(message.account ?? '');
     const realized = Number(message.realized_pl);

@@ -70,14 +70,14 @@ async def test_a_reducing_then_a_closing_fill_carry_their_realized_pl_to_websock
 
     filled(sim, "AAPL", "sell", "4", "110.25")
     ws, sse = await followers.next_update("AAPL")
-    assert (ws["qty"], ws["avg_entry_price"], ws["realized_pl"]) == ("6", "100", "41")
-    assert (sse["qty"], sse["avgEntryPrice"], sse["realizedPl"], sse["account"]) == ("6", "100", "41", "default")
+    assert (ws["qty"], ws["avg_entry_price"], ws["realized_pl"]) == ("6", "100", 41.0)
+    assert (sse["qty"], sse["avgEntryPrice"], sse["realizedPl"], sse["account"]) == ("6", "100", 41.0, "default")
     assert sim_position(sim, "AAPL")["avg_entry_price"] == "100"  # Alpaca keeps the entry on a reduction
 
     filled(sim, "AAPL", "sell", "6", "95.5")
     ws, sse = await followers.next_update("AAPL")
-    assert (ws["qty"], ws["realized_pl"], ws["portfolio"]["positions"]) == ("0", "-27", 0)
-    assert (sse["qty"], sse["realizedPl"]) == ("0", "-27")
+    assert (ws["qty"], ws["realized_pl"], ws["portfolio"]["positions"]) == ("0", -27.0, 0)
+    assert (sse["qty"], sse["realizedPl"]) == ("0", -27.0)
     assert sim_position(sim, "AAPL") is None
 
 
@@ -86,9 +86,9 @@ async def test_partial_fills_of_fractional_quantities_each_realize_their_own_par
     await followers.next_update("TSLA")
     filled(sim, "TSLA", "sell", "2.5", "210.1", partial="0.75")
     ws, sse = await followers.next_update("TSLA")
-    assert (ws["qty"], ws["realized_pl"], sse["realizedPl"]) == ("1.75", "7.575", "7.575")
+    assert (ws["qty"], ws["realized_pl"], sse["realizedPl"]) == ("1.75", 7.58, 7.58)
     ws, sse = await followers.next_update("TSLA")
-    assert (ws["qty"], ws["realized_pl"], sse["qty"], sse["realizedPl"]) == ("0", "17.675", "0", "17.675")
+    assert (ws["qty"], ws["realized_pl"], sse["qty"], sse["realizedPl"]) == ("0", 17.68, "0", 17.68)
 
 
 async def test_a_fill_crossing_zero_realizes_on_the_held_part_and_opens_a_short_at_the_fill(sim, followers):
@@ -96,12 +96,12 @@ async def test_a_fill_crossing_zero_realizes_on_the_held_part_and_opens_a_short_
     await followers.next_update("MSFT")
     filled(sim, "MSFT", "sell", "150", "60")
     ws, sse = await followers.next_update("MSFT")
-    assert (ws["qty"], ws["side"], ws["avg_entry_price"], ws["realized_pl"]) == ("-50", "short", "60", "1000")
-    assert (sse["qty"], sse["side"], sse["avgEntryPrice"], sse["realizedPl"]) == ("-50", "short", "60", "1000")
+    assert (ws["qty"], ws["side"], ws["avg_entry_price"], ws["realized_pl"]) == ("-50", "short", "60", 1000.0)
+    assert (sse["qty"], sse["side"], sse["avgEntryPrice"], sse["realizedPl"]) == ("-50", "short", "60", 1000.0)
     assert (sim_position(sim, "MSFT")["qty"], sim_position(sim, "MSFT")["avg_entry_price"]) == ("-50", "60")
     filled(sim, "MSFT", "buy", "50", "55")
     ws, sse = await followers.next_update("MSFT")
-    assert (ws["qty"], ws["realized_pl"], sse["realizedPl"]) == ("0", "250", "250")
+    assert (ws["qty"], ws["realized_pl"], sse["realizedPl"]) == ("0", 250.0, 250.0)
 
 
 async def test_a_replayed_fill_is_not_counted_twice(sim, followers):
@@ -109,7 +109,7 @@ async def test_a_replayed_fill_is_not_counted_twice(sim, followers):
     await followers.next_update("NVDA")
     filled(sim, "NVDA", "sell", "4", "110")
     ws, sse = await followers.next_update("NVDA")
-    assert (ws["realized_pl"], sse["realizedPl"]) == ("40", "40")
+    assert (ws["realized_pl"], sse["realizedPl"]) == (40.0, 40.0)
     fill = [m for m in followers.ws.of_type("order_update") if m["event"] == "fill"][-1]  # came before its update
     assert fill["data"]["side"] == "sell"
     event = alpaca_fields(fill["data"])
@@ -122,5 +122,5 @@ async def test_a_replayed_fill_is_not_counted_twice(sim, followers):
                               == "replayed-1")
     filled(sim, "NVDA", "sell", "6", "90")
     ws, sse = await followers.next_update("NVDA")  # the next update is the closing fill's: none came between
-    assert (ws["qty"], ws["realized_pl"], sse["qty"], sse["realizedPl"]) == ("0", "-60", "0", "-60")
+    assert (ws["qty"], ws["realized_pl"], sse["qty"], sse["realizedPl"]) == ("0", -60.0, "0", -60.0)
     assert followers.ws.of_type("order_update")[-1]["data"]["position_qty"] == "0"

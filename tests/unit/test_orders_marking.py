@@ -149,12 +149,12 @@ def test_reducing_and_closing_fills_carry_their_realized_pl_and_other_updates_no
     subscribers.add(client)
     marker.sync()
     marker.apply_fill(order_fill("o1", "sell", "4", "110.25", "4", "6"))
-    assert (seen[-1]["qty"], seen[-1]["avg_entry_price"], seen[-1]["realized_pl"]) == ("6", "100", "41")
+    assert (seen[-1]["qty"], seen[-1]["avg_entry_price"], seen[-1]["realized_pl"]) == ("6", "100", 41.0)
     clock.now += POSITION_INTERVAL
     marker.on_trades([{"T": "t", "S": "AAPL", "p": 111}])
     assert seen[-1]["current_price"] == 111.0 and seen[-1]["realized_pl"] is None  # a price move realizes nothing
     marker.apply_fill(order_fill("o1", "sell", "6", "99.5", "10", "0"))
-    assert (seen[-1]["qty"], seen[-1]["realized_pl"], seen[-1]["portfolio"]["positions"]) == ("0", "-3", 0)
+    assert (seen[-1]["qty"], seen[-1]["realized_pl"], seen[-1]["portfolio"]["positions"]) == ("0", -3.0, 0)
     assert updates(client) == seen
 
 
@@ -164,7 +164,7 @@ def test_a_replayed_fill_is_neither_applied_nor_pushed_again():
     reducing = order_fill("o1", "sell", "4", "110", "4", "6")
     marker.apply_fill(reducing)
     marker.apply_fill(dict(reducing, position_qty=None))  # the same fill again, as a derived event without it
-    assert [m["realized_pl"] for m in seen] == ["40"] and marker.positions.by_symbol["AAPL"].qty == 6
+    assert [m["realized_pl"] for m in seen] == [40.0] and marker.positions.by_symbol["AAPL"].qty == 6
 
 
 def test_an_opening_fill_reports_no_realized_pl():

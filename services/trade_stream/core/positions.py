@@ -9,7 +9,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 ZERO = Decimal(0)
-PL_PLACES = Decimal("1e-10")  # the precision of Alpaca's P&L strings (a position's ``unrealized_pl``)
 FILLED_ORDERS = 10_000  # orders whose cumulative fill is remembered, so a replayed fill is not applied twice
 
 
@@ -70,11 +69,6 @@ def fill_effect(held: Decimal, avg_entry: Decimal, signed_qty: Decimal, price: D
     else:
         avg = avg_entry
     return FillEffect(new, avg, closed, realized)
-
-
-def pl_text(d: Decimal) -> str:
-    """A P&L amount as Alpaca writes one: a decimal string to 10 places at most, trailing zeros dropped."""
-    return text(d.quantize(PL_PLACES))
 
 
 @dataclass

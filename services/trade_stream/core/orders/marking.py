@@ -18,7 +18,7 @@ from typing import Any
 
 from trade_stream.core.fanout import Client, Codec, send_each
 from trade_stream.core.framing import text_frame
-from trade_stream.core.positions import Positions, dec, pl_text
+from trade_stream.core.positions import Positions, dec, num
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.upstream import MarketUpstream
@@ -127,7 +127,7 @@ class PositionMarker:
             self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
         view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
                                           "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
-        realized = None if realized_pl is None else pl_text(realized_pl)
+        realized = None if realized_pl is None else num(realized_pl, 2)  # in cents, as unrealized_pl
         msg = {"type": "position_update", **view, "realized_pl": realized, "portfolio": self.positions.portfolio(),
                "account": self.account}
         frame = text_frame(encode(msg))

@@ -5,7 +5,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from trade_stream.core.positions import FILLED_ORDERS, Positions, fill_effect, pl_text
+from trade_stream.core.positions import FILLED_ORDERS, Positions, fill_effect
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -40,7 +40,6 @@ def test_fractional_quantities_are_exact():
     qty, avg, closed, realized = effect("0.75", "60000.10", "-0.3333", "61000.35")
     assert (qty, avg, closed) == (D("0.4167"), D("60000.10"), D("0.3333"))
     assert realized == D("0.3333") * D("1000.25") == D("333.383325")
-    assert pl_text(realized) == "333.383325"
 
 
 def test_alpacas_position_after_the_event_bounds_what_was_closed():
@@ -88,7 +87,3 @@ def test_a_fill_that_opens_or_adds_reports_no_realized_pl():
     at_cost = p.apply_fill("X", "sell", D(5), D(105), D(15))
     assert at_cost is not None and at_cost.realized_pl == D(0)  # closed at cost: realized, and zero
 
-
-def test_pl_strings_are_alpacas():
-    assert pl_text(D("200.000")) == "200" and pl_text(D("-0.5")) == "-0.5"
-    assert pl_text(D(1) / D(3)) == "0.3333333333" and pl_text(D("-0")) == "0"
