@@ -44,7 +44,8 @@ export class OrdersPanel {
       form: $('token-form'), input: $('token-input'), forget: $('token-forget'), state: $('token-state'),
       empty: $('orders-empty'), list: $('orders-list'),
     };
-    this.#positions = new PositionsTable($('positions-table'), $('portfolio-value'), $('portfolio-pl'));
+    this.#positions = new PositionsTable($('positions-table'), $('portfolio-value'), $('portfolio-pl'),
+      $('portfolio-realized'));
     this.#els.form.addEventListener('submit', (event) => {
       event.preventDefault();
       this.useToken(this.#els.input.value);
