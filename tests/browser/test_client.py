@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, WebSocket
+from playwright.async_api import Page, WebSocket, expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, PUBLIC_HTML, free_port, static_server
+from tests.support.docs import blocks
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 
 pytestmark = [
@@ -28,6 +29,7 @@ pytestmark = [
 ]
 
 DATA = "/v2/iex"
+README = "README.md"
 UI = 10.0  # seconds for what the page must reach: generous, the machine is shared
 
 HARNESS = """<!doctype html><meta charset="utf-8"><title>client test</title><link rel="icon" href="data:,">
@@ -162,6 +164,12 @@ async def orders_ready(app) -> None:
 
 def journal_last_id(app) -> int:
     return app.accounts.orders["default"].journal.last_id() or 0
+
+
+def doc_block(doc: str, block_id: str) -> str:
+    """The text of the fenced block of ``doc`` marked ``block_id`` (any language)."""
+    [text] = [b.text for b in blocks(doc) if b.id == block_id]
+    return text
 
 
 # --- pure parts --------------------------------------------------------------------------------------------
@@ -362,4 +370,30 @@ async def test_a_replay_overlapping_what_was_delivered_reaches_the_handlers_once
         on_wire = [m["id"] for m in frames.received if m.get("type") == "order_update"]
         assert on_wire.count(1) == 2 and on_wire.count(2) == 2, f"the replay repeated 1 and 2: {on_wire}"
         assert updates(await seen(page)) == [1, 2, 3, 4, 5, 6]
+        await watch.finish()
+
+
+# --- README's example ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_readme_example_page_shows_live_prices(sim, tmp_path, watch):
+    """README's example is public_html/examples/prices.html as it is; served by the daemon, it shows LIVE, the
+    snapshot's price, then trades and quotes as they come."""
+    example = PUBLIC_HTML / "examples" / "prices.html"
+    assert doc_block(README, "client-example-page") == example.read_text()
+    page = watch.page
+    sim.inject_trade("AAPL", price=186.75, size=3)  # the snapshot's latest trade
+    async with running(relay_config(sim, tmp_path)) as app:
+        await upstream_ready(app)
+        await page.goto(f"http://127.0.0.1:{app.port}/examples/prices.html")
+        await expect(page.locator("#status")).to_have_text("LIVE", timeout=UI * 1000)
+        aapl, msft = page.locator('tr[data-symbol="AAPL"]'), page.locator('tr[data-symbol="MSFT"]')
+        await expect(aapl.locator(".price")).to_have_text("186.75", timeout=UI * 1000)
+        await wait_until(lambda: {"AAPL", "MSFT"} <= set(sim.subscriptions(DATA)["quotes"]), UI, "quotes held")
+        sim.inject_trade("MSFT", price=415.5, size=1)
+        await expect(msft.locator(".price")).to_have_text("415.50", timeout=UI * 1000)
+        sim.inject_quote("MSFT", bid=415.4, ask=415.6)
+        await expect(msft.locator(".bid")).to_have_text("415.40", timeout=UI * 1000)
+        await expect(msft.locator(".ask")).to_have_text("415.60")
         await watch.finish()

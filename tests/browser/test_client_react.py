@@ -12,6 +12,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, static_server
+from tests.support.docs import blocks
 from tests.support.relay import relay_config, running, wait_until
 
 JS = Path(__file__).resolve().parents[1] / "js"
@@ -27,9 +28,16 @@ pytestmark = [
 ]
 
 DATA = "/v2/iex"
+README = "README.md"
 UI = 10_000  # ms
 # The React each build uses: esbuild's aliases reach imports inside node_modules too, so react-dom18 gets react18.
 REACTS = {"19": [], "18": ["--alias:react=react18", "--alias:react-dom=react-dom18"]}
+
+
+@pytest.mark.timeout(30)
+async def test_readme_shows_the_example_as_it_is():
+    [text] = [b.text for b in blocks(README) if b.id == "client-example-react"]
+    assert text == (EXAMPLE / "app.jsx").read_text()
 
 
 def build(out: Path, major: str) -> Path:
