@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from playwright.async_api import Page, WebSocket, expect
 
@@ -396,4 +398,83 @@ async def test_readme_example_page_shows_live_prices(sim, tmp_path, watch):
         sim.inject_quote("MSFT", bid=415.4, ask=415.6)
         await expect(msft.locator(".bid")).to_have_text("415.40", timeout=UI * 1000)
         await expect(msft.locator(".ask")).to_have_text("415.60")
+        await watch.finish()
+
+
+# --- token refresh -----------------------------------------------------------------------------------------
+
+JWT_SECRET = "jwt-secret-for-client-tests-0123456789"
+
+TOKEN_PAGE = """([url, refreshAhead]) => {
+  const stream = new window.client.TradeStream({ url, refreshAhead, getToken: () => window.mintToken() });
+  window.stream = stream;
+  stream.orders((m) => m.type === 'order_update' && seen.push({ id: m.id, event: m.event }));
+}"""
+
+
+class Minter:
+    """JWTs for the page's getToken: the first lives `first_lifetime` seconds, the later ones five minutes."""
+
+    def __init__(self, first_lifetime: float) -> None:
+        self.first_lifetime = first_lifetime
+        self.expiries: list[float] = []
+
+    def __call__(self) -> str:
+        lifetime = self.first_lifetime if not self.expiries else 300.0
+        self.expiries.append(time.time() + lifetime)
+        return jwt.encode({"sub": "carol", "accounts": ["default"], "exp": self.expiries[-1]}, JWT_SECRET,
+                          algorithm="HS256")
+
+
+@pytest.mark.timeout(90)
+async def test_an_expired_jwt_is_replaced_through_get_token_and_orders_resume(sim, tmp_path, watch):
+    """Without refreshing ahead, the relay ends the orders stream with token_expired: the client asks getToken
+    for a fresh JWT, authenticates again and resubscribes after the last id it saw, so nothing is lost."""
+    page = watch.page
+    minter = Minter(first_lifetime=3.0)
+    async with running(relay_config(sim, tmp_path, jwt_secret=JWT_SECRET)) as app, \
+            harness(page, tmp_path / "www") as frames:
+        await orders_ready(app)
+        await page.expose_function("mintToken", minter)
+        await page.evaluate(TOKEN_PAGE, [f"ws://127.0.0.1:{app.port}/", 0])
+        await wait_until(lambda: frames.sent_actions("subscribe", channel="orders"), UI, "orders subscribed")
+        await fill(sim, 1, 100.0)
+        await wait_seen(page, "seen.length === 2", "new and fill")
+        await wait_until(lambda: any(m.get("code") == "token_expired" for m in frames.received), UI,
+                         "the relay's token_expired")
+        await wait_until(lambda: len(frames.sent_actions("subscribe", channel="orders")) == 2, UI,
+                         "orders subscribed again")
+        await fill(sim, 2, 101.0)
+        await wait_seen(page, "seen.length === 4", "the events after the refresh")
+        assert updates(await seen(page)) == [1, 2, 3, 4]
+        assert len(minter.expiries) == 2
+        assert len(frames.sent_actions("auth")) == 2
+        epoch = app.accounts.orders["default"].epoch
+        assert frames.sent_actions("subscribe", channel="orders")[1]["since"] == f"{epoch}-2"
+        assert await page.evaluate("window.stream.auth.state") == "authenticated"
+        await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_a_jwt_is_refreshed_before_it_expires_and_the_orders_stream_stays(sim, tmp_path, watch):
+    """With a JWT shorter than twice the refresh lead, getToken is asked halfway to its exp; the fresh token
+    keeps the orders stream open: no token_expired, no second subscribe, and events keep coming after the first
+    token's exp has passed."""
+    page = watch.page
+    minter = Minter(first_lifetime=10.0)
+    async with running(relay_config(sim, tmp_path, jwt_secret=JWT_SECRET)) as app, \
+            harness(page, tmp_path / "www") as frames:
+        await orders_ready(app)
+        await page.expose_function("mintToken", minter)
+        await page.evaluate(TOKEN_PAGE, [f"ws://127.0.0.1:{app.port}/", 60_000])
+        await wait_until(lambda: frames.sent_actions("subscribe", channel="orders"), UI, "orders subscribed")
+        await wait_until(lambda: len(minter.expiries) == 2, 30, "getToken asked again before the exp")
+        first_exp = minter.expiries[0]
+        await wait_until(lambda: time.time() > first_exp + 1, 30, "the first token's exp passed")
+        await fill(sim, 1, 100.0)
+        await wait_seen(page, "seen.length === 2", "events after the first token's exp")
+        assert not any(m.get("code") == "token_expired" for m in frames.received)
+        assert len(frames.sent_actions("subscribe", channel="orders")) == 1
+        assert len(frames.sent_actions("auth")) == 2
+        assert updates(await seen(page)) == [1, 2]
         await watch.finish()

@@ -15,8 +15,10 @@ export { OrderCursor, memoryStore } from './cursor.js';
 const RATE_LIMIT_RETRY_MS = 2_000;
 const RATE_LIMIT_RETRIES = 5;
 const THROTTLE_RETRY_S = 60;
-// A JWT is refreshed this long before its `exp`: sending the fresh one in time keeps the orders stream open.
-const REFRESH_BEFORE_EXPIRY_MS = 60_000;
+// A JWT is refreshed this long before its `exp` (a short-lived one halfway through what is left): the fresh
+// one, sent in time, keeps the orders stream open without a gap.
+const REFRESH_AHEAD_MS = 60_000;
+const MIN_REFRESH_MS = 1_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 // The subscription channel a market message belongs to.
 const CHANNEL_OF = {
@@ -76,6 +78,7 @@ export class TradeStream {
   #authTimer = 0;
   #refreshTimer = 0;
   #authRound = 0;
+  #refreshAhead;
 
   /**
    * url: the relay's ws:// or wss:// URL. token: a users-file token, TRADE_STREAM_TOKEN or a JWT; getToken():
@@ -83,12 +86,14 @@ export class TradeStream {
    * its `exp`). cookie: true when the handshake itself authenticates (a proxy in front of the relay checks the
    * page's session cookie): no auth message is sent. batch: market messages as arrays (fewer frames on a busy
    * feed; the client unpacks them). orderCursor: where the orders resume point is kept (memory by default).
-   * connect: false to wait for connect().
+   * refreshAhead: how long before a JWT's exp getToken is asked again (0: only once the relay says it
+   * expired). connect: false to wait for connect().
    */
   constructor({
     url, token = null, getToken = null, cookie = false, batch = true, orderCursor = new OrderCursor(),
-    recentIds = 5_000, connect = true,
+    recentIds = 5_000, refreshAhead = REFRESH_AHEAD_MS, connect = true,
   } = {}) {
+    this.#refreshAhead = refreshAhead;
     this.#url = url ?? null;
     this.#token = cleanToken(token);
     this.#getToken = typeof getToken === 'function' ? getToken : null;
@@ -632,8 +637,9 @@ export class TradeStream {
   #scheduleRefresh() {
     clearTimeout(this.#refreshTimer);
     const exp = jwtExpiry(this.#token);
-    if (!this.#getToken || exp === null) return;
-    const wait = Math.max(0, exp - Date.now() - REFRESH_BEFORE_EXPIRY_MS);
+    if (!this.#getToken || exp === null || !(this.#refreshAhead > 0)) return;
+    const left = exp - Date.now();
+    const wait = Math.max(MIN_REFRESH_MS, left > 2 * this.#refreshAhead ? left - this.#refreshAhead : left / 2);
     if (wait > MAX_TIMER_MS) return;
     this.#refreshTimer = setTimeout(() => {
       if (this.connected) this.#authenticate();
