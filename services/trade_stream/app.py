@@ -150,7 +150,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if webhooks is not None:
         registry.register(webhooks.collector())
     origins = OriginPolicy(cfg.allowed_origins)
-    cors = Cors(origins).headers
+    cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
     web = Web(StaticFiles(cfg.public_dir), [

@@ -35,6 +35,18 @@ def test_bearer_token_is_read_from_authorization_only_with_the_bearer_scheme():
     assert get("/").bearer() == ""
 
 
+def test_cors_with_the_cookie_on_grants_credentials_to_named_origins_never_through_the_wildcard():
+    cors = Cors(OriginPolicy(("https://ok.example", "*")), credentials=True)
+    assert cors.headers(get("/", Origin="https://ok.example")) == {
+        "Access-Control-Allow-Origin": "https://ok.example", "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin"}
+    assert cors.headers(get("/", Origin="https://other.example")) == {
+        "Access-Control-Allow-Origin": "https://other.example", "Vary": "Origin"}
+    assert cors.headers(get("/")) == {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
+    off = Cors(OriginPolicy(("https://ok.example",)))  # no cookie configured: no credentials granted
+    assert "Access-Control-Allow-Credentials" not in off.headers(get("/", Origin="https://ok.example"))
+
+
 def test_router_finds_exact_paths_first_then_prefixes_and_only_under_them():
     exact, under = Route("/api/x/read", lambda r: 1), Route("/api/x", lambda r: 2, methods=None, prefix=True)
     router = Router([under, exact])

@@ -67,7 +67,7 @@ class SseServer:
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
         self.stats = stats
-        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client)
+        self.shared = Shared(cfg, stats, Cors(origins, credentials=bool(cfg.auth_cookie)), cfg.max_symbols_per_client)
         self.sent: Counter[str] = self.shared.sent
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
