@@ -32,6 +32,7 @@ from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
@@ -150,7 +151,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if webhooks is not None:
         registry.register(webhooks.collector())
     origins = OriginPolicy(cfg.allowed_origins)
-    cors = Cors(origins).headers
+    cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
+    credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
     web = Web(StaticFiles(cfg.public_dir), [
@@ -161,11 +163,13 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route("/api/page-info", page.info),
         Route("/api/bars", lambda r: history.bars_route(r, cors(r))),
         Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
-        Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
-        Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
+        Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
+        Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
+              prefix=True),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
-    ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes())
+    ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
+                  credentials=credentials)
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 import socket
 import sys
@@ -115,6 +116,7 @@ class Config:
     jwt_issuer: str = ""
     jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
+    auth_cookie: str = ""
     redis_url: str = ""
     node_id: str = ""
     redis_prefix: str = "trade-stream"
@@ -300,6 +302,18 @@ def _readable_file(raw: str) -> str:
     return value
 
 
+# RFC 6265's cookie-name is RFC 7230's token: visible ASCII without separators, at least one character.
+COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _cookie_name(raw: str) -> str:
+    value = raw.strip()
+    if not COOKIE_NAME_RE.fullmatch(value):
+        raise ValueError("must be a cookie name (RFC 6265): letters, digits and !#$%&'*+-.^_`|~, no spaces, "
+                         "'=', ';', ',' or quotes, e.g. session")
+    return value
+
+
 def _name(raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 100 or any(c.isspace() or c in ":*?[]" for c in value):
@@ -435,6 +449,10 @@ SETTINGS: tuple[Setting, ...] = (
             "refused; 0 = no limit (default 86400, one day)"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
+    Setting("auth_cookie", "TRADE_STREAM_AUTH_COOKIE", "--auth-cookie", _cookie_name,
+            "name of your web app's session cookie holding a user's credential (a JWT or users-file token), read "
+            "on SSE, the browser WebSocket and REST beside Authorization and ?token=; default none (cookies are "
+            "not read)"),
     Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
             "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "

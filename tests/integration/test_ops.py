@@ -572,6 +572,17 @@ def test_a_write_delay_out_of_range_stops_the_daemon_with_one_line_naming_it(tmp
 
 
 @pytest.mark.timeout(60)
+def test_a_cookie_name_that_is_not_an_rfc_6265_token_stops_the_daemon_with_one_line(tmp_path):
+    env_file = empty_env_file(tmp_path)
+    for args, env in (([], {"TRADE_STREAM_AUTH_COOKIE": "my session"}), (["--auth-cookie", "a;b"], {}),
+                      (["--auth-cookie", 'sid"'], {})):
+        bad = run([str(TS), "--demo", *args, "--env-file", env_file], cwd=tmp_path, env=clean_env(tmp_path, **env))
+        assert bad.returncode == 2 and bad.stdout == ""
+        line = assert_one_line(bad.stderr)
+        assert ("--auth-cookie" if args else "TRADE_STREAM_AUTH_COOKIE") in line and "RFC 6265" in line, line
+
+
+@pytest.mark.timeout(60)
 def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
     env_file = empty_env_file(tmp_path)
 

@@ -1,8 +1,9 @@
 """The browser-facing WebSocket server (and plain HTTP on the same port).
 
-``process_request`` is the gate: plain HTTP goes to ``web``; WebSocket upgrades are checked for origin and
-connection limits before the handshake. Each accepted connection gets a ``BrowserSession`` that parses actions
-and answers them; market data reaches it through the router, never through this module.
+``process_request`` is the gate: plain HTTP goes to ``web``; WebSocket upgrades are checked for origin (and,
+when they carry the session cookie, for an origin that may use it) and connection limits before the handshake.
+Each accepted connection gets a ``BrowserSession`` that parses actions and answers them; market data reaches it
+through the router, never through this module.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from trade_stream.core.limits import Admission, TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
@@ -62,8 +64,9 @@ class Connection(BodyConnection, WatchedConnection):
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
-                 endpoints: dict[str, Endpoint] | None = None) -> None:
+                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None) -> None:
         self.cfg = cfg
+        self.credentials = credentials or RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.relay = relay
         self.web = web
         self.origins = origins
@@ -137,6 +140,10 @@ class WsServer:
             return to_websockets(error(403, refusal_message(origin, self.cfg.allowed_origins),
                                        {"X-Trade-Stream-Refused": "origin"}))
         ip = _ip(conn)
+        hijack = self.credentials.cookie_refusal(request_of(request, ip))
+        if hijack is not None:  # another site's page, the visitor's cookie attached by the browser
+            log.warning("cookie_origin_refused origin=%r ip=%s path=%s", origin, ip, request.path.split("?", 1)[0])
+            return to_websockets(error(403, hijack, {"X-Trade-Stream-Refused": "cookie-origin"}))
         refusal = self.admission.refuse(ip, len(self.relay.clients), time.monotonic())
         if refusal is None:
             return None
@@ -211,8 +218,27 @@ class BrowserSession:
     async def run(self) -> None:
         client = self.client
         client.send_message(self.server.welcome())
+        request = client.conn.request
+        if request is not None:
+            self.cookie_auth(self.server.credentials.from_cookie(request_of(request, client.ip)))
         async for raw in client.conn:
             self.handle(raw)
+
+    def cookie_auth(self, credential: str) -> None:
+        """The handshake's session cookie authenticates the connection at once, as an ``auth`` action would:
+        ``authenticated`` or the error, each marked ``"via":"cookie"`` (a wrong cookie leaves the connection for
+        public data, and counts as a failed credential). A later ``auth`` action replaces the cookie's user,
+        which is the precedence HTTP has too: what the client sends explicitly wins over what the browser
+        attached."""
+        private = self.server.private
+        if not credential or private is None:
+            return
+        err = private.authenticate(self.client, credential)
+        if err is None:
+            self.client.send_message({"type": "authenticated", "via": "cookie"})
+            return
+        self.server.stats.client_errors += 1
+        self.client.send_message({**err.to_message(), "via": "cookie"})
 
     def handle(self, raw: str | bytes) -> None:
         if not self.bucket.take(time.monotonic()):

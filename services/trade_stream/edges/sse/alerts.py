@@ -12,6 +12,7 @@ from trade_stream.core import event_ids
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.protocol import encode
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id
@@ -32,8 +33,9 @@ class AlertState:
 class AlertsStream(Stream[AlertState]):
     kind = "alerts"
 
-    def __init__(self, identity: Credentials | None, codec: SseCodec) -> None:
+    def __init__(self, identity: Credentials | None, codec: SseCodec, credentials: RequestCredentials) -> None:
         self.identity = identity
+        self.credentials = credentials
         self.codec = codec
         self.notifier: TradeNotifier | None = None  # set by ``serve_from``: without it, 404
         self.clients: dict[SseClient, User] = {}
@@ -46,7 +48,7 @@ class AlertsStream(Stream[AlertState]):
     def accept(self, request: Request) -> Response | AlertState:
         if self.notifier is None:
             return error(404, "notifications are off")
-        user = authorize(self.identity, request)
+        user = authorize(self.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         state = AlertState(user)

@@ -19,6 +19,7 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, Resume
 from trade_stream.core.protocol import encode
 from trade_stream.core.users import User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id, raw_last_event_id
@@ -134,9 +135,11 @@ class OrderFanout:
 class OrdersStream(Stream[OrderState]):
     """One of the three private kinds (``orders``, ``positions``, ``trading``) over the shared fan-out."""
 
-    def __init__(self, kind: str, accounts: Accounts | None, fanout: OrderFanout | None, codec: SseCodec) -> None:
+    def __init__(self, kind: str, accounts: Accounts | None, fanout: OrderFanout | None, codec: SseCodec,
+                 credentials: RequestCredentials) -> None:
         self.kind = kind
         self.accounts = accounts
+        self.credentials = credentials
         self.fanout = fanout
         self.codec = codec  # unused by these streams' writes, but every SseClient has one
 
@@ -144,7 +147,7 @@ class OrdersStream(Stream[OrderState]):
         accounts = self.accounts
         if accounts is None:  # no private streams on this relay: the answer of a stream nobody may read
             return error(404, f"no such path {request.path}")
-        user = authorize(accounts.identity, request)
+        user = authorize(accounts.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         names = accounts.visible(user)

@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
-from trade_stream.edges.http.responses import Response, error, json
+from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel
 from trade_stream.edges.sse.client import SseClient
 
@@ -67,22 +67,11 @@ class Stream(Generic[S]):
             self.release(client, state)
 
 
-def authorize(identity: Credentials | None, request: Request) -> User | Response:
-    """The credential check of the private streams (edges/identity.py): the user, or the 401/429 to answer."""
-    token = stream_token(request)
-    found = identity.resolve(token, request.ip) if (identity is not None and token) else None
-    if isinstance(found, AuthThrottled):
-        return error(429, found.message, {"Retry-After": str(found.retry_after)})
-    if not isinstance(found, User):
-        message = found.message if found is not None else "private streams need a token (Authorization: Bearer …)"
-        return json(401, {"error": "Unauthorized", "message": message}, {"WWW-Authenticate": "Bearer"})
-    return found
-
-
-def stream_token(request: Request) -> str:
-    """``Authorization: Bearer <token>``, else ``?token=`` (EventSource cannot set headers)."""
-    auth = request.headers.get("authorization", "")
-    return auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+def authorize(identity: Credentials | None, credentials: RequestCredentials, request: Request) -> User | Response:
+    """The credential check of the private streams (edges/http/credentials.py: the header, ``?token=``, the
+    session cookie): the user, or the 401/403/429 to answer."""
+    found = credentials.user(identity, request, query=True)
+    return found if isinstance(found, User) else refusal(found)
 
 
 def admit(identity: Credentials, user: User, holder: object) -> Response | None:
