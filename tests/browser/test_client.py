@@ -478,3 +478,39 @@ async def test_a_jwt_is_refreshed_before_it_expires_and_the_orders_stream_stays(
         assert len(frames.sent_actions("auth")) == 2
         assert updates(await seen(page)) == [1, 2]
         await watch.finish()
+
+
+@pytest.mark.timeout(90)
+async def test_a_session_cookie_authenticates_and_an_expired_one_is_presented_again(sim, tmp_path, watch):
+    """cookie: true sends no token: the relay authenticates the handshake from the web app's session cookie and
+    the orders stream opens. When the cookie's JWT expires, the client reconnects, so the cookie the app has
+    refreshed meanwhile is presented, and the orders stream resumes after the last id it saw."""
+    page = watch.page
+    minter = Minter(first_lifetime=4.0)
+    cfg = relay_config(sim, tmp_path, jwt_secret=JWT_SECRET, auth_cookie="ts_session")
+    async with running(cfg) as app, harness(page, tmp_path / "www") as frames:
+        await orders_ready(app)
+        relay = f"http://127.0.0.1:{app.port}"
+        await page.context.add_cookies([{"name": "ts_session", "value": minter(), "url": relay}])
+        await page.evaluate("""(url) => {
+          const stream = new window.client.TradeStream({ url, cookie: true });
+          window.stream = stream;
+          stream.orders((m) => m.type === 'order_update' && seen.push({ id: m.id, event: m.event }));
+        }""", f"ws://127.0.0.1:{app.port}/")
+        await wait_until(lambda: frames.sent_actions("subscribe", channel="orders"), UI, "orders subscribed")
+        await fill(sim, 1, 100.0)
+        await wait_seen(page, "seen.length === 2", "new and fill")
+        await page.context.add_cookies([{"name": "ts_session", "value": minter(), "url": relay}])  # refreshed
+        await wait_until(lambda: any(m.get("code") == "token_expired" for m in frames.received), UI,
+                         "the first cookie's token_expired")
+        await wait_until(lambda: len(frames.sent_actions("subscribe", channel="orders")) == 2, 40,
+                         "orders subscribed again on a new connection")
+        await fill(sim, 2, 101.0)
+        await wait_seen(page, "seen.length === 4", "events on the new connection")
+        epoch = app.accounts.orders["default"].epoch
+        assert frames.sent_actions("subscribe", channel="orders")[1]["since"] == f"{epoch}-2"
+        assert updates(await seen(page)) == [1, 2, 3, 4]
+        assert frames.sent_actions("auth") == []
+        assert frames.sockets == 2
+        assert [m.get("via") for m in frames.received if m.get("type") == "authenticated"] == ["cookie", "cookie"]
+        await watch.finish()

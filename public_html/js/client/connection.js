@@ -50,6 +50,11 @@ export class Connection {
     this.#connect();
   }
 
+  /** Drops the socket and connects again after the usual backoff (a new handshake, e.g. with a new cookie). */
+  reconnect(reason) {
+    if (this.#ws) this.#drop(reason);
+  }
+
   /** Closes the socket for good: no reconnect follows. */
   close() {
     this.#started = false;

@@ -83,8 +83,10 @@ export class TradeStream {
   /**
    * url: the relay's ws:// or wss:// URL. token: a users-file token, TRADE_STREAM_TOKEN or a JWT; getToken():
    * a promise of a token, asked on every connect and when the relay says the JWT expired (and shortly before
-   * its `exp`). cookie: true when the handshake itself authenticates (a proxy in front of the relay checks the
-   * page's session cookie): no auth message is sent. batch: market messages as arrays (fewer frames on a busy
+   * its `exp`). cookie: true when the relay reads the user from the web app's session cookie, which the
+   * browser sends with the handshake (TRADE_STREAM_AUTH_COOKIE): no auth message is sent, and when the relay
+   * says the cookie's JWT expired the client reconnects, so the cookie the app has refreshed is presented;
+   * an explicit token wins over the cookie. batch: market messages as arrays (fewer frames on a busy
    * feed; the client unpacks them). orderCursor: where the orders resume point is kept (memory by default).
    * refreshAhead: how long before a JWT's exp getToken is asked again (0: only once the relay says it
    * expired). connect: false to wait for connect().
@@ -320,10 +322,13 @@ export class TradeStream {
       for (const channel of again) held.get(channel).retries = 0;
       if (again.length) this.#sendSymbol(symbol, again);
     }
-    if (this.#cookie && !this.#token && !this.#getToken) {
-      this.#settlePrivate();
-    } else if (this.#hasCredentials()) {
+    if (this.#token || this.#getToken) {
       this.#authenticate();
+    } else if (this.#cookie) {
+      // The relay checks the handshake's cookie and answers right after the welcome: orders wait for its
+      // `authenticated`; channels can go now, as the relay has decided before it reads them.
+      this.#setAuth('pending');
+      this.#settlePrivate();
     } else {
       this.#settlePrivate();
     }
@@ -488,10 +493,17 @@ export class TradeStream {
       for (const sub of entry.subs) call(sub.onMessage, error);
       return true;
     }
+    if (error.via === 'cookie' && (this.#token || this.#getToken)) return true; // our own token decides
     if (error.code === 'token_expired') {
       this.#orders.onWire = false; // the relay ended the private subscriptions
-      if (this.#getToken) this.#authenticate();
-      else this.#setAuth('expired', error.message);
+      if (this.#getToken) {
+        this.#authenticate();
+      } else if (this.#cookieOnly()) { // a new handshake carries the cookie the app has refreshed meanwhile
+        this.#setAuth('expired', error.message);
+        this.#connection?.reconnect('the session cookie expired');
+      } else {
+        this.#setAuth('expired', error.message);
+      }
       return true;
     }
     if (error.code === 'rate_limited' && this.#auth.state === 'pending') {
@@ -545,7 +557,11 @@ export class TradeStream {
   }
 
   #mayOpenOrders() {
-    return this.#auth.state === 'authenticated' || (this.#cookie && !this.#token && !this.#getToken);
+    return this.#auth.state === 'authenticated';
+  }
+
+  #cookieOnly() {
+    return this.#cookie && !this.#token && !this.#getToken;
   }
 
   async #authenticate() {
