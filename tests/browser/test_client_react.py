@@ -12,8 +12,9 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, static_server
+from tests.browser.test_client import Frames, fill, orders_ready
 from tests.support.docs import blocks
-from tests.support.relay import relay_config, running, wait_until
+from tests.support.relay import TOKEN, relay_config, running, wait_until
 
 JS = Path(__file__).resolve().parents[1] / "js"
 ESBUILD = JS / "node_modules" / ".bin" / "esbuild"
@@ -40,13 +41,15 @@ async def test_readme_shows_the_example_as_it_is():
     assert text == (EXAMPLE / "app.jsx").read_text()
 
 
-def build(out: Path, major: str) -> Path:
-    """The example bundled for React `major` into `out` beside its index.html (what a developer's build makes)."""
+def build(out: Path, major: str, app: str = "app", html: str = "index.html") -> Path:
+    """tests/js/react/<app>.jsx bundled for React `major` into `out` beside its page (what a developer's build
+    makes)."""
     out.mkdir()
-    subprocess.run([str(ESBUILD), str(EXAMPLE / "app.jsx"), "--bundle", "--format=esm", f"--outfile={out / 'app.js'}",
-                    "--define:process.env.NODE_ENV=\"production\"", "--log-level=warning", *REACTS[major]],
+    subprocess.run([str(ESBUILD), str(EXAMPLE / f"{app}.jsx"), "--bundle", "--format=esm",
+                    f"--outfile={out / f'{app}.js'}", "--define:process.env.NODE_ENV=\"production\"",
+                    "--log-level=warning", *REACTS[major]],
                    check=True, cwd=JS, timeout=60, capture_output=True)
-    shutil.copy(EXAMPLE / "index.html", out / "index.html")
+    shutil.copy(EXAMPLE / html, out / html)
     return out
 
 
@@ -75,4 +78,33 @@ async def test_use_market_stream_renders_live_prices(major, sim, tmp_path, watch
             sim.inject_quote("AAPL", bid=187.4, ask=187.6)
             await expect(aapl.locator(".bid")).to_have_text("187.40", timeout=UI)
             await expect(aapl.locator(".ask")).to_have_text("187.60")
+            await watch.finish()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("major", sorted(REACTS))
+async def test_use_orders_and_use_positions_share_one_orders_subscription(major, sim, tmp_path, watch):
+    """useOrders and usePositions in two components, and useMarketStream on the positions' symbols: one socket,
+    one orders subscribe; a fill shows as the order's latest state and as the position, whose price is live."""
+    page = watch.page
+    frames = Frames(page)
+    site = build(tmp_path / f"react{major}", major, "orders-app", "orders.html")
+    async with running(relay_config(sim, tmp_path)) as app:
+        await orders_ready(app)
+        with static_server(site) as http_port:
+            await page.goto(f"http://127.0.0.1:{http_port}/orders.html?ws=ws://127.0.0.1:{app.port}/&token={TOKEN}")
+            await expect(page.locator("#orders")).to_have_attribute("data-authenticated", "true", timeout=UI)
+            await wait_until(lambda: frames.sent_actions("subscribe", channel="orders"), 10, "orders subscribed")
+            await fill(sim, 10, 100.5)
+            order = page.locator("#orders .order")
+            await expect(order).to_have_count(1, timeout=UI)
+            await expect(order).to_have_attribute("data-status", "filled", timeout=UI)
+            await expect(page.locator("#orders")).to_have_attribute("data-events", "2")
+            position = page.locator('#positions tr[data-symbol="AAPL"]')
+            await expect(position.locator(".qty")).to_have_text("10", timeout=UI)
+            await wait_until(lambda: "AAPL" in sim.subscriptions(DATA)["trades"], 10, "the position's symbol held")
+            sim.inject_trade("AAPL", price=101.25, size=1)
+            await expect(position.locator(".last")).to_have_text("101.25", timeout=UI)
+            assert len(frames.sent_actions("subscribe", channel="orders")) == 1
+            assert frames.sockets == 1
             await watch.finish()
