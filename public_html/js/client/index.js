@@ -26,6 +26,9 @@ const CHANNEL_OF = {
   quote: 'quotes', bar: 'bars', orderbook: 'orderbooks', news: 'news',
 };
 const ORDER_TYPES = new Set(['orders_snapshot', 'orders_reset', 'order_update', 'position_update']);
+// The relay's refusals of a channel subscribe. They name the channel in their message only (no field), so
+// they are matched to the channel subscribes that are waiting for an answer by that name.
+const CHANNEL_ERRORS = new Set(['unauthorized', 'invalid_channel', 'already_subscribed', 'channel_limit']);
 // Kept per held symbol for a subscriber that joins after them: its price shows at once, as the first one's did.
 const REPLAYED = new Set(['snapshot', 'trade', 'quote']);
 // The order updates kept since each account's snapshot, for an orders subscriber that joins later.
@@ -291,8 +294,9 @@ export class TradeStream {
   #onState(report) {
     const connected = report.state === 'live';
     const error = connected ? this.#authError() : (report.reason ?? null);
+    const wasConnected = this.#report.connected;
     this.#report = { ...report, connected, error };
-    if (!connected) this.#goOffline();
+    if (wasConnected && !connected) this.#goOffline(); // before the first welcome everything is offline already
     this.#emit('state', this.#report);
   }
 
@@ -348,7 +352,7 @@ export class TradeStream {
       this.#onWelcome();
       return true;
     }
-    if (type in CHANNEL_OF) return this.#marketMessage(message);
+    if (Object.hasOwn(CHANNEL_OF, type)) return this.#marketMessage(message);
     if (ORDER_TYPES.has(type)) return this.#orderMessage(message);
     switch (type) {
       case 'event':
@@ -392,7 +396,7 @@ export class TradeStream {
         if (!entry || --entry.count > 0) continue;
         clearTimeout(entry.timer);
         held.delete(channel);
-        if (entry.status !== 'rejected' && entry.status !== 'offline') gone.push(channel);
+        if (entry.status === 'pending' || entry.status === 'subscribed') gone.push(channel); // held by the relay
       }
       if (!held.size) {
         this.#symbols.delete(symbol);
@@ -487,15 +491,22 @@ export class TradeStream {
 
   #error(error) {
     if (error.symbol) return this.#symbolError(error);
-    if (error.channel && error.channel !== 'orders' && this.#channels.has(error.channel)) {
-      const entry = this.#channels.get(error.channel);
-      if (error.code === 'unauthorized' || entry.status === 'pending') entry.status = 'rejected';
-      for (const sub of entry.subs) call(sub.onMessage, error);
+    const channel = this.#channelOfError(error);
+    if (channel) {
+      const entry = this.#channels.get(channel);
+      // already subscribed: the relay kept it (a public channel across a token's expiry), so it is held
+      entry.status = error.code === 'already_subscribed' ? 'subscribed' : 'rejected';
+      for (const sub of entry.subs) call(sub.onMessage, { ...error, channel });
       return true;
     }
     if (error.via === 'cookie' && (this.#token || this.#getToken)) return true; // our own token decides
     if (error.code === 'token_expired') {
-      this.#orders.onWire = false; // the relay ended the private subscriptions
+      // The relay ended the private subscriptions: orders, and the channels that are not public (which ones
+      // are is the relay's setting, so every channel is asked for again; the public ones answer
+      // already_subscribed).
+      this.#orders.onWire = false;
+      this.#privateReady = false;
+      for (const entry of this.#channels.values()) if (entry.status !== 'rejected') entry.status = 'offline';
       if (this.#getToken) {
         this.#authenticate();
       } else if (this.#cookieOnly()) { // a new handshake carries the cookie the app has refreshed meanwhile
@@ -523,6 +534,16 @@ export class TradeStream {
       return true;
     }
     return false;
+  }
+
+  /** The held channel a channel-subscribe refusal is about: named by the error, or in its message. */
+  #channelOfError(error) {
+    if (error.channel && error.channel !== 'orders') return this.#channels.has(error.channel) ? error.channel : null;
+    if (!CHANNEL_ERRORS.has(error.code)) return null;
+    const pending = [...this.#channels].filter(([, entry]) => entry.status === 'pending').map(([name]) => name);
+    const words = new Set(String(error.message ?? '').split(/[\s'",]+/).map((word) => word.replace(/:$/, '')));
+    const named = pending.filter((name) => words.has(name));
+    return named[0] ?? (error.code === 'channel_limit' ? (pending[0] ?? null) : null);
   }
 
   /** An error about a symbol we asked for: a rate limit is retried a few times, anything else rejects it. */
