@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 from playwright.async_api import Page, WebSocket, expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, PUBLIC_HTML, free_port, static_server
 from tests.support.docs import blocks
 from tests.support.relay import TOKEN, relay_config, running, wait_until
+from trade_stream.config import Config
 
 pytestmark = [
     pytest.mark.browser,
@@ -513,4 +517,95 @@ async def test_a_session_cookie_authenticates_and_an_expired_one_is_presented_ag
         assert frames.sent_actions("auth") == []
         assert frames.sockets == 2
         assert [m.get("via") for m in frames.received if m.get("type") == "authenticated"] == ["cookie", "cookie"]
+        await watch.finish()
+
+
+# --- app channels ------------------------------------------------------------------------------------------
+
+PUBLISH_KEY = "publish-key-for-client-tests"
+CHANNELS_ON = "publish_key" in {f.name for f in dataclasses.fields(Config)}
+needs_channels = pytest.mark.skipif(not CHANNELS_ON, reason="the relay has no app channels on this branch")
+
+CHANNEL_PAGE = """([url, token]) => {
+  const { TradeStream } = window.client;
+  const stream = new TradeStream({ url, token });
+  window.stream = stream;
+  const record = (who) => (m) => seen.push({ who, type: m.type, id: m.id ?? null, code: m.code ?? null,
+                                             channel: m.channel ?? null, n: m.data?.n ?? null });
+  window.offA = stream.channel('strategies:abc', record('a'));
+  window.offB = stream.channel('strategies:abc', record('b'));
+  if (token === null) stream.channel('alerts', record('anonymous'));
+}"""
+
+
+def publish(port: int, n: int) -> str:
+    body = orjson.dumps({"channel": "strategies:abc", "event": "strategy:update", "data": {"n": n}})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/publish", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {PUBLISH_KEY}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return orjson.loads(resp.read())["id"]
+
+
+def events_of(messages: list[dict[str, Any]], who: str) -> list[int]:
+    return [m["n"] for m in messages if m["who"] == who and m["type"] == "event"]
+
+
+@needs_channels
+@pytest.mark.timeout(90)
+async def test_a_channel_is_held_once_and_resumes_after_a_cut_with_no_gap_and_no_duplicate(sim, tmp_path, watch):
+    """Two handlers of strategies:abc: one subscribe. Events published while the client is cut off come back on
+    reconnect from `since` = the last id delivered, then live ones follow: each event once, in order, at both
+    handlers; the first leaving sends nothing, the last one unsubscribes."""
+    page = watch.page
+    cfg = relay_config(sim, tmp_path, publish_key=PUBLISH_KEY)
+    async with running(cfg) as app, CuttableProxy(app.port) as proxy, harness(page, tmp_path / "www") as frames:
+        await upstream_ready(app)
+        watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
+        await page.evaluate(CHANNEL_PAGE, [f"ws://127.0.0.1:{proxy.port}/", TOKEN])
+        await wait_seen(page, "seen.some((m) => m.type === 'subscribed')", "the channel subscribed")
+        ids = [await asyncio.to_thread(publish, app.port, n) for n in (1, 2)]
+        await wait_seen(page, "seen.filter((m) => m.type === 'event').length === 4", "two events at two handlers")
+
+        proxy.cut()
+        await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
+        for n in (3, 4):
+            await asyncio.to_thread(publish, app.port, n)  # while the client is away
+        proxy.restore()
+        await page.wait_for_function("window.stream.connected", timeout=40_000)
+        await wait_seen(page, "seen.filter((m) => m.type === 'event').length === 8", "the missed events")
+        await asyncio.to_thread(publish, app.port, 5)
+        await wait_seen(page, "seen.filter((m) => m.type === 'event').length === 10", "a live event")
+
+        messages = await seen(page)
+        assert events_of(messages, "a") == events_of(messages, "b") == [1, 2, 3, 4, 5]
+        subscribes = frames.sent_actions("subscribe", channel="strategies:abc")
+        assert [m.get("since") for m in subscribes] == [None, ids[1]]
+
+        await page.evaluate("window.offA()")
+        assert frames.sent_actions("unsubscribe", channel="strategies:abc") == []
+        await page.evaluate("window.offB()")
+        await wait_until(lambda: frames.sent_actions("unsubscribe", channel="strategies:abc"), UI, "unsubscribe")
+        await watch.finish()
+
+
+@needs_channels
+@pytest.mark.timeout(60)
+async def test_a_channel_refused_to_an_anonymous_client_reaches_its_handler(sim, tmp_path, watch):
+    """Without a login, a channel that is not public is refused with unauthorized: the refusal names the
+    channel only in its message, and reaches that channel's handlers (not the page's error listeners)."""
+    page = watch.page
+    cfg = relay_config(sim, tmp_path, publish_key=PUBLISH_KEY, public_channels=("strategies:*",))
+    async with running(cfg) as app, harness(page, tmp_path / "www"):
+        await upstream_ready(app)
+        await page.evaluate("window.stray = []")
+        await page.evaluate(CHANNEL_PAGE, [f"ws://127.0.0.1:{app.port}/", None])
+        await page.evaluate("window.stream.on('error', (e) => stray.push(e))")
+        await wait_seen(page, "seen.some((m) => m.who === 'anonymous' && m.type === 'error')", "the refusal")
+        await wait_seen(page, "seen.some((m) => m.who === 'a' && m.type === 'subscribed')", "the public one")
+        refusal = next(m for m in await seen(page) if m["who"] == "anonymous")
+        assert refusal["code"] == "unauthorized" and refusal["channel"] == "alerts"
+        await asyncio.to_thread(publish, app.port, 1)
+        await wait_seen(page, "seen.filter((m) => m.type === 'event').length === 2", "the public channel's event")
+        assert await page.evaluate("stray") == []
         await watch.finish()
