@@ -4,6 +4,7 @@ react18 and react-dom18), renders useMarketStream(['AAPL','MSFT']) with live pri
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, static_server
-from tests.browser.test_client import Frames, fill, orders_ready
+from tests.browser.test_client import PUBLISH_KEY, Frames, fill, needs_channels, orders_ready, publish
 from tests.support.docs import blocks
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 
@@ -107,4 +108,26 @@ async def test_use_orders_and_use_positions_share_one_orders_subscription(major,
             await expect(position.locator(".last")).to_have_text("101.25", timeout=UI)
             assert len(frames.sent_actions("subscribe", channel="orders")) == 1
             assert frames.sockets == 1
+            await watch.finish()
+
+
+@needs_channels
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("major", sorted(REACTS))
+async def test_use_channel_keeps_the_newest_events(major, sim, tmp_path, watch):
+    """useChannel('strategies:abc', {limit: 3}): each published event renders, newest first, at most three kept,
+    `last` the newest."""
+    page = watch.page
+    site = build(tmp_path / f"react{major}", major, "channel-app", "channel.html")
+    async with running(relay_config(sim, tmp_path, publish_key=PUBLISH_KEY)) as app:
+        await wait_until(lambda: app.relay.sources.default.upstream.connected, 10, "market-data upstream")
+        with static_server(site) as http_port:
+            await page.goto(f"http://127.0.0.1:{http_port}/channel.html?ws=ws://127.0.0.1:{app.port}/&token={TOKEN}")
+            await wait_until(lambda: app.relay.channels.subs.get("strategies:abc"), 10, "the channel held")
+            strategy = page.locator("#strategy")
+            for n in range(1, 6):
+                await asyncio.to_thread(publish, app.port, n)
+                await expect(strategy).to_have_attribute("data-last", str(n), timeout=UI)
+            await expect(strategy.locator(".event")).to_have_text(["5", "4", "3"])
+            await expect(strategy).to_have_attribute("data-error", "")
             await watch.finish()
