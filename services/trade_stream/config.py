@@ -33,6 +33,7 @@ CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1
 OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
 BROKER_STREAMS = ("trades", "accounts", "activities", "nta")  # Broker API event streams (upstream/broker_events.py)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONNECTION_LIMIT_POLICIES = ("close_oldest", "refuse")  # what a user's connection over the limit does
 
 
 class ConfigError(ValueError):
@@ -115,6 +116,7 @@ class Config:
     jwt_issuer: str = ""
     jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
+    connection_limit_policy: str = "close_oldest"
     redis_url: str = ""
     node_id: str = ""
     redis_prefix: str = "trade-stream"
@@ -435,6 +437,10 @@ SETTINGS: tuple[Setting, ...] = (
             "refused; 0 = no limit (default 86400, one day)"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
+    Setting("connection_limit_policy", "TRADE_STREAM_CONNECTION_LIMIT_POLICY", "--connection-limit-policy",
+            _choice(CONNECTION_LIMIT_POLICIES), "what one more private connection of a user at the limit does: "
+            "close_oldest (the user's oldest gets a connection_limit warning and is closed; the new one is let in) "
+            "or refuse (the new one gets too_many_connections, SSE 429) (default close_oldest)"),
     Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
             "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "

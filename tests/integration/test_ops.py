@@ -677,6 +677,15 @@ def test_configured_files_that_are_missing_or_unreadable_stop_the_start_with_one
 
 
 @pytest.mark.timeout(60)
+def test_an_unknown_connection_limit_policy_stops_the_start_with_one_line_naming_both(tmp_path):
+    result = run([str(TS), "--demo", "--port", "0", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                 env=clean_env(tmp_path, TRADE_STREAM_CONNECTION_LIMIT_POLICY="close_newest"))
+    assert result.returncode == 2 and "listening" not in result.stdout
+    assert assert_one_line(result.stderr) == ("trade-stream: TRADE_STREAM_CONNECTION_LIMIT_POLICY='close_newest': "
+                                              "must be one of close_oldest, refuse")
+
+
+@pytest.mark.timeout(60)
 def test_env_file_dev_null_is_an_empty_file_and_a_missing_one_says_no_such_file(tmp_path):
     empty = run([str(TS), "--env-file", "/dev/null", "--port", "abc"], cwd=tmp_path, env=clean_env(tmp_path))
     assert empty.returncode == 2 and assert_one_line(empty.stderr).startswith("trade-stream: --port='abc': ")
