@@ -421,8 +421,10 @@ class App:
             self.parts.ws.reload_limits(cfg)
             if self.parts.sse is not None:
                 self.parts.sse.reload_limits(cfg)
-        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
-                 cfg.max_connections, cfg.max_connections_per_ip)
+            self.parts.identity.sessions.reload(cfg.max_connections_per_user, cfg.connection_limit_policy)
+        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d max_connections_per_user=%d "
+                 "connection_limit_policy=%s", cfg.log_level, cfg.max_connections, cfg.max_connections_per_ip,
+                 cfg.max_connections_per_user, cfg.connection_limit_policy)
 
     async def run_until_signalled(self, reread: Callable[[], Config] | None = None) -> None:
         loop = asyncio.get_running_loop()
