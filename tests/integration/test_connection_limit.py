@@ -154,6 +154,23 @@ async def test_an_alpaca_trading_stream_as_the_oldest_gets_alpacas_error_shape_t
         assert app.identity.sessions.counts() == [LIMIT]
 
 
+async def test_alpacas_events_api_as_the_oldest_ends_with_a_comment_not_an_event(app):
+    """``/v2/events/trades`` speaks Alpaca's wire format, where every ``data:`` line is one of Alpaca's events: the
+    warning is a comment there, which its clients skip, then the stream ends."""
+    async with contextlib.AsyncExitStack() as stack:
+        oldest = await stack.enter_async_context(sse_get(app.sse.port, "/v2/events/trades", AUTH))
+        assert oldest.status == 200
+        await wait_until(lambda: app.identity.sessions.counts() == [1], what="the events stream counted")
+        for _ in range(LIMIT):
+            await browser(stack, app.port)
+        comment = await oldest.next(comments=True)
+        assert comment.comment is not None and comment.comment.startswith("warning connection_limit ")
+        assert "TRADE_STREAM_MAX_CONNECTIONS_PER_USER" in comment.comment
+        await ended(oldest)
+        assert oldest.events == [comment]  # no event, only the comment
+        assert app.identity.sessions.counts() == [LIMIT]
+
+
 async def test_a_stalled_oldest_client_does_not_hold_up_the_new_one_and_is_aborted(sim, tmp_path):
     """The oldest has stopped reading with frames backed up in the daemon: its close handshake cannot finish. The
     new connection is admitted while the stalled one is still there, and the stalled one is dropped once the
