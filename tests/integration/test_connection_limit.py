@@ -154,9 +154,10 @@ async def test_an_alpaca_trading_stream_as_the_oldest_gets_alpacas_error_shape_t
         assert app.identity.sessions.counts() == [LIMIT]
 
 
-async def test_alpacas_events_api_as_the_oldest_ends_with_a_comment_not_an_event(app):
+async def test_alpacas_events_api_as_the_oldest_ends_with_a_comment_not_an_event(app, caplog):
     """``/v2/events/trades`` speaks Alpaca's wire format, where every ``data:`` line is one of Alpaca's events: the
     warning is a comment there, which its clients skip, then the stream ends."""
+    caplog.set_level(logging.WARNING, logger="trade_stream.edges.identity")
     async with contextlib.AsyncExitStack() as stack:
         oldest = await stack.enter_async_context(sse_get(app.sse.port, "/v2/events/trades", AUTH))
         assert oldest.status == 200
@@ -168,6 +169,7 @@ async def test_alpacas_events_api_as_the_oldest_ends_with_a_comment_not_an_event
         assert "TRADE_STREAM_MAX_CONNECTIONS_PER_USER" in comment.comment
         await ended(oldest)
         assert oldest.events == [comment]  # no event, only the comment
+        assert [line.split()[2] for line in closed_oldest_lines(caplog)] == ["kind=sse-events-trades"]
         assert app.identity.sessions.counts() == [LIMIT]
 
 

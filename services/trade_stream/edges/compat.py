@@ -435,8 +435,8 @@ class TradingSession:
 
     def _displace(self, message: str) -> None:
         """A newer connection of this user took its place (its slot is freed already): no more events, Alpaca's
-        error shape with the reason, then the connection closes in the background (an SDK that reconnects gets
-        the same answer as any connection over the limit)."""
+        error shape with the reason, then the connection closes in the background; an auth or listen sent
+        meanwhile is refused."""
         self.listening = False
         self.displaced = True
         self.error(f"connection limit: {message}")

@@ -182,7 +182,8 @@ class EventsApi:
 
     def admit(self, state: EventsState, request: Request) -> Response | None:
         assert self.accounts is not None  # a user was found
-        return admit(self.accounts.identity, state, request, state.stream)
+        kind = state.stream if state.stream == "broker" else f"events-{state.stream}"  # as the stream's kind
+        return admit(self.accounts.identity, state, request, kind)
 
     def release(self, client: SseClient, state: EventsState) -> None:
         self.live.pop(client, None)
