@@ -13,11 +13,14 @@ const EXPLANATION = {
   pending: 'Checking the token…',
   rejected: 'The token was rejected. Enter the token printed by trade-stream at start.',
   throttled: 'Too many failed token attempts from this address: the daemon will accept a try again shortly.',
+  // Not retried by itself (nor by the client): two pages doing that would take each other's place for ever.
+  displaced: 'A newer connection with this token took this page\'s place (the daemon allows each user a few '
+    + 'connections): order updates stopped here. Enter the token again to have them here.',
   authenticated: 'No orders yet.',
 };
 const TOKEN_STATE_TEXT = {
   none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', throttled: 'throttled',
-  authenticated: 'authenticated',
+  displaced: 'replaced', authenticated: 'authenticated',
 };
 
 // Colour family of an order event, or of an order status for snapshot rows.
@@ -64,6 +67,9 @@ export class OrdersPanel {
       case 'pending':
       case 'authenticated':
         this.#setState(state);
+        break;
+      case 'displaced': // not retried by the client: the token entered again takes the place back
+        this.#setState('displaced', message);
         break;
       case 'throttled':
         this.#setState('throttled', message);

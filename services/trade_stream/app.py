@@ -132,7 +132,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file, cfg.jwt_secret,
                         cfg.jwt_public_key, cfg.max_connections_per_user, broker=bool(cfg.broker_api_key),
                         jwt_audience=cfg.jwt_audience, jwt_issuer=cfg.jwt_issuer,
-                        jwt_max_lifetime=cfg.jwt_max_lifetime)
+                        jwt_max_lifetime=cfg.jwt_max_lifetime, connection_limit_policy=cfg.connection_limit_policy)
     # Each account's order log is opened (registered with the engine) here: the engine's connect loads them.
     built = {spec.name: build_account(cfg, stats, relay, spec) for spec in cfg.account_specs()}
     tradings = {name: trading for name, (_, trading) in built.items()}
@@ -170,6 +170,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
                   credentials=credentials)
+    accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
@@ -424,8 +425,10 @@ class App:
             self.parts.ws.reload_limits(cfg)
             if self.parts.sse is not None:
                 self.parts.sse.reload_limits(cfg)
-        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
-                 cfg.max_connections, cfg.max_connections_per_ip)
+            self.parts.identity.sessions.reload(cfg.max_connections_per_user, cfg.connection_limit_policy)
+        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d max_connections_per_user=%d "
+                 "connection_limit_policy=%s", cfg.log_level, cfg.max_connections, cfg.max_connections_per_ip,
+                 cfg.max_connections_per_user, cfg.connection_limit_policy)
 
     async def run_until_signalled(self, reread: Callable[[], Config] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -34,6 +34,7 @@ CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1
 OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
 BROKER_STREAMS = ("trades", "accounts", "activities", "nta")  # Broker API event streams (upstream/broker_events.py)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONNECTION_LIMIT_POLICIES = ("close_oldest", "refuse")  # what a user's connection over the limit does
 
 
 class ConfigError(ValueError):
@@ -117,6 +118,7 @@ class Config:
     jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
     auth_cookie: str = ""
+    connection_limit_policy: str = "close_oldest"
     redis_url: str = ""
     node_id: str = ""
     redis_prefix: str = "trade-stream"
@@ -453,6 +455,10 @@ SETTINGS: tuple[Setting, ...] = (
             "name of your web app's session cookie holding a user's credential (a JWT or users-file token), read "
             "on SSE, the browser WebSocket and REST beside Authorization and ?token=; default none (cookies are "
             "not read)"),
+    Setting("connection_limit_policy", "TRADE_STREAM_CONNECTION_LIMIT_POLICY", "--connection-limit-policy",
+            _choice(CONNECTION_LIMIT_POLICIES), "what one more private connection of a user at the limit does: "
+            "close_oldest (the user's oldest gets a connection_limit warning and is closed; the new one is let in) "
+            "or refuse (the new one gets too_many_connections, SSE 429) (default close_oldest)"),
     Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
             "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "

@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, eastern_time, free_port, static_server
-from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
+from tests.support.relay import FAST, TOKEN, Browser, relay_config, running, wait_until
 from trade_stream.config import Config
 
 pytestmark = [
@@ -299,6 +299,36 @@ async def test_orders_with_typed_token(sim, tmp_path, watch):
         await page.locator("#token-form button[type=submit]").click()
         await expect(page.locator("#token-input")).to_have_value("")
         await _orders_flow(sim, app, page)
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_a_page_whose_place_a_newer_connection_took_says_so_and_waits_for_the_user(sim, tmp_path, watch):
+    """One private connection per user: a newer one closes the page's with the connection_limit warning. The page
+    says so and reconnects for market data, but does not send its token again by itself (two pages doing that
+    would take each other's place for ever); the token entered again takes the place back."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path, max_connections_per_user=1)) as app:
+        await _orders_app_ready(app)
+        await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
+        await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+        first = set(app.relay.clients)
+        async with Browser.connect(app.port) as other:
+            await other.send({"action": "auth", "token": TOKEN})
+            await other.expect("authenticated")
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "displaced", timeout=UI)
+            await expect(page.locator("#orders-empty")).to_contain_text("took this page's place")
+            await wait_until(lambda: len(app.relay.clients) == 2 and not first & set(app.relay.clients), 15,
+                             "the page reconnected")
+            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
+            await other.drain(0.5)
+            assert not other.of_type("warning"), "the page sent its token again by itself"
+            assert app.identity.sessions.counts() == [1]
+            await watch.screenshot()
+            await page.locator("#token-input").fill(TOKEN)
+            await page.locator("#token-form button[type=submit]").click()
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+            assert (await other.expect("warning"))["code"] == "connection_limit"
         await watch.finish()
 
 

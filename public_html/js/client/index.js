@@ -43,6 +43,9 @@ const MAX_REPLAYED_UPDATES = 200;
  *   rejected       the relay refused the token (it is dropped: set another with setToken)
  *   throttled      too many failed tries from this address: retried after `retryAfter` seconds
  *   expired        the JWT expired and there is no getToken to ask for a fresh one
+ *   displaced      a newer connection of the same user took this one's place (the relay's per-user limit):
+ *                  the client reconnects for public data but does not authenticate again by itself, since two
+ *                  clients doing that would take each other's place for ever; setToken takes the place back
  */
 export class TradeStream {
   static #shared = null;
@@ -314,9 +317,8 @@ export class TradeStream {
       if (changed.length) this.#setSymbolStatus(symbol, changed, 'offline', 'offline');
     }
     for (const entry of this.#channels.values()) if (entry.status !== 'rejected') entry.status = 'offline';
-    if (this.#hasCredentials() && this.#auth.state !== 'rejected' && this.#auth.state !== 'waiting') {
-      this.#setAuth('waiting');
-    }
+    const settled = ['rejected', 'displaced', 'waiting'].includes(this.#auth.state);
+    if (this.#hasCredentials() && !settled) this.#setAuth('waiting');
   }
 
   #onWelcome() {
@@ -326,7 +328,9 @@ export class TradeStream {
       for (const channel of again) held.get(channel).retries = 0;
       if (again.length) this.#sendSymbol(symbol, again);
     }
-    if (this.#token || this.#getToken) {
+    if (this.#auth.state === 'displaced') {
+      this.#settlePrivate(); // public channels only, until setToken
+    } else if (this.#token || this.#getToken) {
       this.#authenticate();
     } else if (this.#cookie) {
       // The relay checks the handshake's cookie and answers right after the welcome: orders wait for its
@@ -366,6 +370,12 @@ export class TradeStream {
         return true;
       case 'error':
         return this.#error(message);
+      case 'warning':
+        if (message.code !== 'connection_limit') return false;
+        this.#orders.onWire = false; // the relay ends this connection's private subscriptions and closes it
+        clearTimeout(this.#refreshTimer);
+        this.#setAuth('displaced', message.message ?? '');
+        return true;
       default:
         return false;
     }
@@ -697,7 +707,7 @@ export class TradeStream {
 
   #authError() {
     const { state, message } = this.#auth;
-    return state === 'rejected' || state === 'expired' || state === 'throttled' ? (message || state) : null;
+    return ['rejected', 'expired', 'throttled', 'displaced'].includes(state) ? (message || state) : null;
   }
 
   // --- app channels -----------------------------------------------------------------------------------------

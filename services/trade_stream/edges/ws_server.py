@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from trade_stream import __version__
 from trade_stream.config import Config
-from trade_stream.core import protocol
+from trade_stream.core import fanout, protocol
 from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import BROWSER, BROWSER_BATCH
 from trade_stream.core.limits import Admission, TokenBucket
@@ -189,6 +189,19 @@ class WsServer:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def hang_up(self, client: fanout.Client, code: int, reason: str) -> None:
+        """Close ``client`` in the background with ``code`` and ``reason``, after what is queued for it. The caller
+        never waits on the socket; a close handshake not done within the grace (a client that stopped reading)
+        ends with an abort."""
+        if isinstance(client, Client):
+            self.spawn(self._close(client, code, reason))
+
+    async def _close(self, client: Client, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(client.close(code, reason), self.cfg.timings.shutdown_grace)
+        except TimeoutError:
+            client.abort()
 
     def _cut_off(self, client: Client) -> None:
         self.relay.remove(client)

@@ -18,7 +18,7 @@ from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.views import alert_event
 from trade_stream.edges.sse.wire import event_bytes
 
@@ -26,8 +26,8 @@ ALERT_REPLAY_LIMIT = 1000  # notifications replayed after Last-Event-ID; further
 
 
 @dataclass(eq=False)
-class AlertState:
-    user: User
+class AlertState(Seated):
+    """One alerts stream: its user (``Seated``) and nothing more."""
 
 
 class AlertsStream(Stream[AlertState]):
@@ -53,7 +53,7 @@ class AlertsStream(Stream[AlertState]):
             return user
         state = AlertState(user)
         assert self.identity is not None  # authorize found a user
-        refused = admit(self.identity, user, state)
+        refused = admit(self.identity, state, request, self.kind)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: AlertState) -> SseClient:

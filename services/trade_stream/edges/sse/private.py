@@ -25,17 +25,16 @@ from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.views import order_event, order_events, position_view
 from trade_stream.edges.sse.wire import event_bytes
 
 
 @dataclass(eq=False)
-class OrderState:
+class OrderState(Seated):
     """One private order stream: its user, the accounts it follows and its position in each journal, so every
     event's id says where the client is in all of them (event_ids.py, compound ids)."""
 
-    user: User
     names: list[str]
     positions: dict[str, str] = field(default_factory=dict)  # account -> "<epoch>-<n>"
     kind: str = "orders"  # "orders", "positions" or "trading" (both)
@@ -154,7 +153,7 @@ class OrdersStream(Stream[OrderState]):
         if not names:
             return error(403, f"user {user.name} may see no account")
         state = OrderState(user, names, kind=self.kind, legacy=request.query.get("format") == "legacy")
-        refused = admit(accounts.identity, user, state)
+        refused = admit(accounts.identity, state, request, self.kind)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: OrderState) -> SseClient:
