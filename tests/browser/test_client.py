@@ -292,6 +292,40 @@ async def test_reconnects_after_the_daemon_restarts_and_subscribes_again(sim, tm
         await watch.finish()
 
 
+@pytest.mark.timeout(60)
+async def test_a_refused_symbol_reaches_its_subscriber_and_is_not_asked_again_after_a_reconnect(sim, tmp_path, watch):
+    """The relay refuses a symbol: its subscriber's onStatus says rejected with the relay's reason (the page's
+    error listeners get nothing), and after a reconnect only the symbols still wanted are subscribed again."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+            harness(page, tmp_path / "www") as frames:
+        await upstream_ready(app)
+        watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
+        await page.evaluate("""(url) => {
+          const stream = new window.client.TradeStream({ url });
+          window.stream = stream;
+          window.stray = [];
+          stream.on('error', (e) => stray.push(e));
+          const onStatus = (symbol, status, detail) => seen.push({ symbol, status, detail });
+          stream.subscribe(['BAD SYMBOL!', 'NVDA'], { channels: ['trades'], onStatus });
+        }""", f"ws://127.0.0.1:{proxy.port}/")
+        await wait_seen(page, "seen.some((m) => m.status === 'rejected')", "the refusal")
+        await wait_seen(page, "seen.some((m) => m.symbol === 'NVDA' && m.status === 'subscribed')", "NVDA held")
+        rejected = next(m for m in await seen(page) if m["status"] == "rejected")
+        assert rejected["symbol"] == "BAD SYMBOL!" and rejected["detail"]
+        assert await page.evaluate("stray") == []
+
+        proxy.cut()
+        await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
+        proxy.restore()
+        await page.wait_for_function("window.stream.connected", timeout=40_000)
+        await wait_until(lambda: len(frames.sent_actions("subscribe", symbols=["NVDA"])) == 2, UI, "NVDA again")
+        await wait_seen(page, "seen.filter((m) => m.symbol === 'NVDA' && m.status === 'subscribed').length === 2",
+                        "NVDA confirmed on the new connection")
+        assert len(frames.sent_actions("subscribe", symbols=["BAD SYMBOL!"])) == 1
+        await watch.finish()
+
+
 # --- orders ------------------------------------------------------------------------------------------------
 
 ORDERS_PAGE = """([url, token, fixedSince]) => {
