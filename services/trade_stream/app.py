@@ -194,7 +194,8 @@ def build_engine(cfg: Config, on_leader: Callable[[bool], None], handler: NodeHa
     from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
 
     return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
-                       max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days, on_leader=on_leader)
+                       max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days, on_leader=on_leader,
+                       channel_history=cfg.channel_history, channel_ttl=cfg.channel_history_ttl)
 
 
 def build_sources(cfg: Config, stats: Stats, hub: Hub, on_state: FeedState, engine: UpstreamSide) -> Sources:
