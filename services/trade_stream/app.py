@@ -260,6 +260,7 @@ def wire_events(parts: Components) -> None:
     Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
     WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
     accounts, notifier, sse, broker = parts.accounts, parts.notifier, parts.sse, parts.broker
+    accounts.expiry_listeners.append(parts.relay.channels.logged_out)  # an expired login keeps no app channel
     for orders in accounts:
         # The notification is derived first, then the SSE streams get the event.
         orders.listeners.append(partial(notifier.on_entry, orders=orders))

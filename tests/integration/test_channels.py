@@ -3,6 +3,7 @@ user scoping, batches, every refusal, replay by ``since`` and resets, access rul
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -232,3 +233,44 @@ async def test_market_subscriptions_keep_working_beside_channels(app):
         await b.expect(lambda m: m.get("type") == "subscribed" and m.get("symbol") == "AAPL")
         await b.send({"action": "subscribe", "channel": "orders"})
         await b.expect(lambda m: m.get("type") == "subscribed" and m.get("channel") == "orders")
+
+
+JWT_SECRET = "jwt-secret-for-channel-tests-0123456789"
+
+
+def mint(claims: dict[str, Any]) -> str:
+    import jwt
+
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+async def test_a_jwt_channels_claim_narrows_and_an_expired_login_keeps_only_public_channels(sim, tmp_path):
+    async with daemon(sim, tmp_path, jwt_secret=JWT_SECRET, public_channels=("app:status",)) as app:
+        async with browser(app.port) as b:
+            soon = int(time.time()) + 2
+            await b.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["default"], "exp": soon,
+                                                           "channels": ["app:*"]})})
+            await b.expect("authenticated")
+            await b.send({"action": "subscribe", "channel": "alerts"})
+            assert (await b.expect("error"))["code"] == "unauthorized"  # outside the claim's globs
+            await subscribe(b, "app:private")
+            await subscribe(b, "app:status")
+            await publish(app.port, {"channel": "app:status", "event": "yours", "data": {}, "users": ["erin"]})
+            await b.expect(lambda m: m.get("event") == "yours")
+            await b.expect(lambda m: m.get("code") == "token_expired", timeout=10)
+            await publish(app.port, [{"channel": "app:private", "event": "gone", "data": {}},
+                                     {"channel": "app:status", "event": "yours", "data": {}, "users": ["erin"]},
+                                     {"channel": "app:status", "event": "public", "data": {}}])
+            await b.expect(lambda m: m.get("event") == "public")
+            assert [e["event"] for e in events(b)] == ["yours", "public"]
+            assert app.relay.channels.channels_of(b_holder(app)) == {"app:status"}
+        bad = mint({"sub": "erin", "accounts": ["default"], "exp": int(time.time()) + 60, "channels": "app:*"})
+        async with browser(app.port) as b:
+            await b.send({"action": "auth", "token": bad})
+            assert "channels" in (await b.expect("error"))["message"]
+
+
+def b_holder(app):
+    """The one WebSocket client of the daemon."""
+    (client,) = app.relay.clients
+    return client
