@@ -3,6 +3,10 @@ user scoping, batches, every refusal, replay by ``since`` and resets, access rul
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -274,3 +278,65 @@ def b_holder(app):
     """The one WebSocket client of the daemon."""
     (client,) = app.relay.clients
     return client
+
+
+async def cli(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "trade_stream", "publish", "--env-file", "/dev/null", *args],
+        capture_output=True, text=True, timeout=30, cwd=cwd,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **(env or {})})
+
+
+async def test_the_publish_command(app, tmp_path):
+    url = f"http://127.0.0.1:{app.port}"
+    async with browser(app.port, "alice", "agent-status") as alice, browser(app.port, "bob", "agent-status") as bob:
+        done = await cli("--url", url, "--channel", "agent-status", "--event", "agent:up", "--data", '{"cpu": 3}',
+                         env={"TRADE_STREAM_PUBLISH_KEY": KEY})
+        assert done.returncode == 0, done.stderr
+        got = await alice.expect("event")
+        assert got["id"] == done.stdout.strip() and got["data"] == {"cpu": 3} and got["event"] == "agent:up"
+        mine = await cli("--url", url, "--key", KEY, "--channel", "agent-status", "--event", "mine", "--user",
+                         "alice")
+        assert mine.returncode == 0, mine.stderr
+        await alice.expect(lambda m: m.get("event") == "mine")
+        env_file = tmp_path / "publish.env"  # the port and the key from a .env file, as the daemon reads them
+        env_file.write_text(f"TRADE_STREAM_PORT={app.port}\nTRADE_STREAM_PUBLISH_KEY={KEY}\n")
+        fence = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "trade_stream", "publish", "--env-file", str(env_file),
+                             "--channel", "agent-status", "--event", "fence"],
+            capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+        assert fence.returncode == 0, fence.stderr
+        await bob.expect(lambda m: m.get("event") == "fence")
+        assert [e["event"] for e in events(bob)] == ["agent:up", "fence"]
+    failures = [
+        (await cli("--url", url, "--key", "wrong", "--channel", "alerts", "--event", "e"), 1, "401 wrong publish key"),
+        (await cli("--url", url, "--key", KEY, "--channel", "nope", "--event", "e"), 1, "400 unknown channel"),
+        (await cli("--url", url, "--key", KEY, "--channel", "alerts", "--event", "e", "--data", "{x"), 2,
+         "--data is not JSON"),
+        (await cli("--url", url, "--channel", "alerts", "--event", "e"), 2, "TRADE_STREAM_PUBLISH_KEY"),
+        (await cli("--url", f"http://127.0.0.1:{free_port()}", "--key", KEY, "--channel", "alerts", "--event", "e"),
+         1, "cannot reach"),
+    ]
+    for done, code, words in failures:
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == code and len(lines) == 1 and words in lines[0], (code, done.stderr)
+        assert lines[0].startswith("trade-stream publish: ")
+
+
+def test_user_add_with_channels_writes_them_and_list_shows_them(tmp_path, capsys):
+    from trade_stream.edges import identity
+    from trade_stream.records.users import load_users
+
+    path = str(tmp_path / "users.toml")
+    assert identity.main(["--users-file", path, "add", "dora", "--accounts", "*", "--channels",
+                          "strategies:*, alerts"]) == 0
+    assert identity.main(["--users-file", path, "add", "eve", "--accounts", "*"]) == 0
+    assert identity.main(["--users-file", path, "add", "fay", "--accounts", "*", "--channels", "a b"]) == 2
+    users = {u.name: u for u in load_users(path)}
+    assert users["dora"].channels == ("strategies:*", "alerts") and users["eve"].channels is None
+    capsys.readouterr()
+    assert identity.main(["--users-file", path, "list"]) == 0
+    listed = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert listed == {"dora": "accounts=*\tadmin=no\tchannels=strategies:*,alerts", "eve": "accounts=*\tadmin=no"}
+    identity.main(["--users-file", path, "remove", "eve"])  # a rewrite keeps the others' channels
+    assert [u.channels for u in load_users(path)] == [("strategies:*", "alerts")]
