@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -340,3 +341,42 @@ def test_user_add_with_channels_writes_them_and_list_shows_them(tmp_path, capsys
     assert listed == {"dora": "accounts=*\tadmin=no\tchannels=strategies:*,alerts", "eve": "accounts=*\tadmin=no"}
     identity.main(["--users-file", path, "remove", "eve"])  # a rewrite keeps the others' channels
     assert [u.channels for u in load_users(path)] == [("strategies:*", "alerts")]
+
+
+README = "README.md"
+
+
+def doc_block(doc: str, block_id: str) -> str:
+    """A marked block of any language (the Python and JavaScript examples)."""
+    from tests.support.docs import blocks
+
+    (found,) = [b.text for b in blocks(doc) if b.id == block_id]
+    return found
+
+
+async def test_the_readme_publish_examples_run_as_written(app):
+    from tests.support.docs import block, commands
+
+    port = str(app.port)
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TRADE_STREAM_PUBLISH_KEY": KEY,
+           "TRADE_STREAM_PORT": port, "HOME": os.environ.get("HOME", "/tmp")}
+    async with browser(app.port, "alice", "strategies:abc") as alice:
+        await subscribe(alice, "alerts")
+        ran = []
+        for command in commands(block(README, "publish-cli")):
+            ran.append(await asyncio.to_thread(subprocess.run, ["bash", "-c", command.replace("8765", port)],
+                                               capture_output=True, text=True, timeout=30, env=env))
+        python = doc_block(README, "publish-python").replace("8765", port)
+        ran.append(await asyncio.to_thread(subprocess.run, [sys.executable, "-c", python], capture_output=True,
+                                           text=True, timeout=30, env=env))
+        js = doc_block(README, "publish-js").replace("8765", port)
+        ran.append(await asyncio.to_thread(subprocess.run, ["node", "--input-type=module", "-e", js],
+                                           capture_output=True, text=True, timeout=30, env=env))
+        for done in ran:
+            assert done.returncode == 0, done.stderr
+        await alice.expect(lambda m: m.get("event") == "alert:new")
+        got = [(e["channel"], e["event"]) for e in events(alice)]
+        assert got == [("strategies:abc", "strategy:update"), ("alerts", "margin"),
+                       ("strategies:abc", "strategy:update"), ("alerts", "alert:new")]
+        ids = [e["id"] for e in events(alice)]
+        assert ran[0].stdout.strip() == ids[0] and ran[2].stdout.strip() == ids[2] and ran[3].stdout.strip() == ids[3]
