@@ -71,15 +71,19 @@ class Subscriber(asyncio.Protocol):
         self.channel = channel
         self.tally = tally
         self.ready = asyncio.Event()
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # uvloop's transports are not instances of asyncio's classes
         self._buf = b""
         self._open = False
 
+    def protocol(self) -> Subscriber:
+        """The protocol factory ``create_connection`` calls: this client itself."""
+        return self
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+        self.transport = transport
         key = base64.b64encode(secrets.token_bytes(16))
         self.transport.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                             b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
     def data_received(self, data: bytes) -> None:
         data = self._buf + data
@@ -91,7 +95,6 @@ class Subscriber(asyncio.Protocol):
             if not data.startswith(b"HTTP/1.1 101"):
                 raise RuntimeError(f"the handshake was refused: {data[:80]!r}")
             self._open, data = True, data[end + 4:]
-            assert self.transport is not None
             self.transport.write(masked(json.dumps({"action": "subscribe", "channel": self.channel}).encode()))
         if not self.ready.is_set() and b'"subscribed"' in data:
             self.ready.set()
@@ -181,7 +184,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             subs = [Subscriber(channels[i % len(channels)], tally) for i in range(args.clients)]
             for i in range(0, len(subs), 100):  # connect in waves, as browsers arrive
                 wave = subs[i:i + 100]
-                await asyncio.gather(*(loop.create_connection(lambda s=s: s, "127.0.0.1", port) for s in wave))
+                await asyncio.gather(*(loop.create_connection(s.protocol, "127.0.0.1", port) for s in wave))
                 await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in wave)), 60)
             per_channel = [sum(1 for i in range(args.clients) if i % len(channels) == c) for c in range(len(channels))]
             relay_cpu, own_cpu = cpu_seconds(relay.pid), cpu_seconds(os.getpid())
