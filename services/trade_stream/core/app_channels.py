@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trade_stream.core import event_ids
-from trade_stream.core.channels import CHANNEL_RULE, Access, ChannelEvent, Reset, check_channel
+from trade_stream.core.channels import CHANNEL_RULE, Access, ChannelEvent, Reset, addressed_to, check_channel
 from trade_stream.core.engine import ChannelsUnavailable
 from trade_stream.core.framing import text_frame
 from trade_stream.core.protocol import ClientError, encode
@@ -68,7 +68,7 @@ class _Sub:
     user: str | None
     codec: ChannelCodec
     pending: list[ChannelEvent] | None = None  # live events while the history read runs
-    overflowed: bool = False
+    lost: bool = False  # events were lost while it resumed (too many came, or the node missed some): a reset
 
 
 class AppChannels:
@@ -149,9 +149,9 @@ class AppChannels:
                 if len(sub.pending) < MAX_PENDING:
                     sub.pending.append(event)
                 else:
-                    sub.overflowed = True
+                    sub.lost = True
                 continue
-            if users is not None and sub.user not in users:
+            if users is not None and sub.user not in users:  # addressed_to, inline on the hot path
                 continue
             groups.setdefault(sub.codec, []).append(holder)
         for codec, group in groups.items():  # built before any send: a send that cuts a client off is safe
@@ -164,7 +164,7 @@ class AppChannels:
         groups: dict[ChannelCodec, list[Any]] = {}
         for holder, sub in self.subs.get(channel, {}).items():
             if sub.pending is not None:
-                sub.overflowed = True
+                sub.lost = True
             else:
                 groups.setdefault(sub.codec, []).append(holder)
         for codec, group in groups.items():
@@ -177,19 +177,22 @@ class AppChannels:
         except ChannelsUnavailable as exc:
             log.warning("channel_history_unavailable channel=%s error=%s", channel, exc)
             found = Reset(channel, "history unavailable")
+        except Exception:  # never leave a subscriber waiting for a replay that will not come
+            log.exception("channel_history_failed channel=%s", channel)
+            found = Reset(channel, "history failed")
         if self.subs.get(channel, {}).get(holder) is not sub:
             return  # unsubscribed (or gone) meanwhile
         pending, sub.pending = sub.pending or [], None
-        if sub.overflowed or isinstance(found, Reset):
+        if sub.lost or isinstance(found, Reset):
             # A reset tells the client to refetch; live events go on from here (all of those that came
-            # meanwhile, unless too many came: then from the next one).
+            # meanwhile, unless some were lost: then from the next one).
             holder.send(sub.codec.reset(channel), 0)
-            send = [] if sub.overflowed else pending
+            send = [] if sub.lost else pending
         else:
             last = event_ids.parse_stream_id(found[-1].id if found else since)
             send = [*found, *(e for e in pending if _after(e, last))]
         for event in send:
-            if event.users is None or sub.user in event.users:
+            if addressed_to(event.users, sub.user):
                 self.delivered += 1
                 holder.send(sub.codec.event(event), 1)
 

@@ -28,7 +28,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -167,21 +167,29 @@ def matches(globs: Sequence[str], channel: str) -> bool:
     return any(fnmatch.fnmatchcase(channel, g) for g in globs)
 
 
+class Viewer(Protocol):
+    """Who subscribes, as access sees it (core.users.User)."""
+
+    @property
+    def admin(self) -> bool: ...
+
+    @property
+    def channels(self) -> tuple[str, ...] | None: ...  # globs it may subscribe to; None: every channel
+
+
 @dataclass(frozen=True)
 class Access:
     """Channel access: ``public`` globs anonymous clients may subscribe to (default none)."""
 
     public: tuple[str, ...] = ()
 
-    def may_subscribe(self, user: Any, channel: str) -> bool:
-        """``user``: a core.users.User (its ``channels`` globs, None for every channel; ``admin``), or None for
-        a client that has not authenticated."""
+    def may_subscribe(self, user: Viewer | None, channel: str) -> bool:
+        """``user`` None: a client that has not authenticated."""
         if user is None:
             return matches(self.public, channel)
         if user.admin:
             return True
-        globs = getattr(user, "channels", None)
-        return globs is None or matches(globs, channel)
+        return user.channels is None or matches(user.channels, channel)
 
 
 def addressed_to(users: frozenset[str] | None, name: str | None) -> bool:
