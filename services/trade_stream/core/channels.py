@@ -26,7 +26,7 @@ import collections
 import fnmatch
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -230,10 +230,14 @@ def replay(channel: str, events: Sequence[ChannelEvent], since: str, limit: int,
 class Rings:
     """Every channel's retained events in one process (the memory engine's history): at most ``history`` events
     per channel, none older than ``ttl_ms``, and at most ``max_channels`` channels; a new channel past that
-    evicts the one published to longest ago (its resume ids then get a reset, as any trimmed id does)."""
+    evicts the one published to longest ago that nobody here holds (``held``: the channels with subscribers),
+    or the one published to longest ago when every one is held. An evicted channel's resume ids get a reset,
+    as any trimmed id does."""
 
-    def __init__(self, history: int, ttl_ms: int, max_channels: int) -> None:
+    def __init__(self, history: int, ttl_ms: int, max_channels: int,
+                 held: Callable[[], Collection[str]] = frozenset) -> None:
         self.history, self.ttl_ms, self.max_channels = history, ttl_ms, max_channels
+        self.held = held
         self.channels: dict[str, collections.deque[ChannelEvent]] = {}  # insertion order: least recent first
         self._last: dict[str, tuple[int, int]] = {}  # the last id issued per channel, kept while it is held
 
@@ -242,9 +246,10 @@ class Rings:
         if ring is None:
             ring = collections.deque(maxlen=self.history)
             if len(self.channels) >= self.max_channels:
-                oldest = next(iter(self.channels))
-                del self.channels[oldest]
-                self._last.pop(oldest, None)
+                held = self.held()
+                victim = next((c for c in self.channels if c not in held), next(iter(self.channels)))
+                del self.channels[victim]
+                self._last.pop(victim, None)
         self.channels[pub.channel] = ring  # most recently published last
         key = event_ids.next_stream_id(self._last.get(pub.channel), now_ms)
         self._last[pub.channel] = key
