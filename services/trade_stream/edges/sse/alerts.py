@@ -12,12 +12,13 @@ from trade_stream.core import event_ids
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.protocol import encode
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.views import alert_event
 from trade_stream.edges.sse.wire import event_bytes
 
@@ -25,15 +26,16 @@ ALERT_REPLAY_LIMIT = 1000  # notifications replayed after Last-Event-ID; further
 
 
 @dataclass(eq=False)
-class AlertState:
-    user: User
+class AlertState(Seated):
+    """One alerts stream: its user (``Seated``) and nothing more."""
 
 
 class AlertsStream(Stream[AlertState]):
     kind = "alerts"
 
-    def __init__(self, identity: Credentials | None, codec: SseCodec) -> None:
+    def __init__(self, identity: Credentials | None, codec: SseCodec, credentials: RequestCredentials) -> None:
         self.identity = identity
+        self.credentials = credentials
         self.codec = codec
         self.notifier: TradeNotifier | None = None  # set by ``serve_from``: without it, 404
         self.clients: dict[SseClient, User] = {}
@@ -46,12 +48,12 @@ class AlertsStream(Stream[AlertState]):
     def accept(self, request: Request) -> Response | AlertState:
         if self.notifier is None:
             return error(404, "notifications are off")
-        user = authorize(self.identity, request)
+        user = authorize(self.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         state = AlertState(user)
         assert self.identity is not None  # authorize found a user
-        refused = admit(self.identity, user, state)
+        refused = admit(self.identity, state, request, self.kind)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: AlertState) -> SseClient:

@@ -28,6 +28,7 @@ from trade_stream.core.limits import Admission
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.users import User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
 from trade_stream.edges.http.routes import Route, Router
@@ -47,7 +48,7 @@ from trade_stream.edges.sse.codecs import PriceCodec, SseCodec
 from trade_stream.edges.sse.events import EventsApi
 from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
-from trade_stream.edges.sse.streams import Opened, Stream, stream_token
+from trade_stream.edges.sse.streams import Opened, Stream
 from trade_stream.edges.sse.wire import Ring
 from trade_stream.edges.transport import watch_stalls
 from trade_stream.ops.supervisor import Supervise
@@ -70,7 +71,8 @@ class SseServer:
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
         self.stats = stats
-        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client)
+        self.shared = Shared(cfg, stats, Cors(origins, credentials=bool(cfg.auth_cookie)), cfg.max_symbols_per_client)
+        self.credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.sent: Counter[str] = self.shared.sent
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
@@ -86,9 +88,9 @@ class SseServer:
         trades = TradesStream(relay, self.shared, holds, self.codec, self.clients)
         prices = PricesStream(relay, self.shared, holds, self.price_codec, self.clients, snapshots)
         self.fanout = fanout = OrderFanout(accounts) if accounts is not None else None
-        private = {kind: OrdersStream(kind, accounts, fanout, self.codec) for kind in ("orders", "positions",
-                                                                                      "trading")}
-        self.alerts = AlertsStream(accounts.identity if accounts is not None else None, self.codec)
+        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, self.credentials)
+                   for kind in ("orders", "positions", "trading")}
+        self.alerts = AlertsStream(accounts.identity if accounts is not None else None, self.codec, self.credentials)
         self.events_api = EventsApi(accounts, broker, self.shared, self.codec)
         self.router = Router([
             Route("/api/stream/status", lambda r: json(200, self.status())),
@@ -222,8 +224,8 @@ class SseServer:
         TRADE_STREAM_TOKEN): who is connected is nobody else's business."""
         per_user = Counter([*(s.user.name for s in self.order_clients.values()),
                             *(u.name for u in self.alert_clients.values())])
-        token = stream_token(request)
-        found = self.accounts.identity.resolve(token, request.ip) if (self.accounts is not None and token) else None
+        found = self.credentials.user(self.accounts.identity if self.accounts is not None else None, request,
+                                      query=True)
         admin = isinstance(found, User) and found.admin
         connections = Counter(c.kind for c in self._streams())
         return {
