@@ -44,6 +44,7 @@ class Accounts:
         self._subscribed: set[Client] = set()
         self._expiry: dict[Client, asyncio.TimerHandle] = {}
         self.broker: Any = None  # Broker API mode: core/broker.BrokerEvents, routed by Alpaca account id
+        self.expiry_listeners: list[Callable[[Client], None]] = []  # told when a client's token expired
         # Closes a client's socket in the background with a close code and reason (the WebSocket server's).
         self.hang_up: Callable[[Client, int, str], None] | None = None
         self._displaced: set[Client] = set()  # closed for a newer connection of their user, not yet gone
@@ -170,6 +171,8 @@ class Accounts:
         self._expiry.pop(client, None)
         log.info("token_expired user=%s ip=%s", user.name, client.ip)
         self.forget(client)
+        for listener in self.expiry_listeners:
+            listener(client)
         client.send_message(ClientError(
             "token_expired", "your token expired: private subscriptions ended; send "
             '{"action":"auth","token":…} with a fresh one, then subscribe again').to_message())
