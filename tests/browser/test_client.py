@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 import urllib.request
@@ -26,7 +25,6 @@ from playwright.async_api import Page, WebSocket, expect
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, PUBLIC_HTML, free_port, static_server
 from tests.support.docs import blocks
 from tests.support.relay import TOKEN, relay_config, running, wait_until
-from trade_stream.config import Config
 
 pytestmark = [
     pytest.mark.browser,
@@ -557,8 +555,6 @@ async def test_a_session_cookie_authenticates_and_an_expired_one_is_presented_ag
 # --- app channels ------------------------------------------------------------------------------------------
 
 PUBLISH_KEY = "publish-key-for-client-tests"
-CHANNELS_ON = "publish_key" in {f.name for f in dataclasses.fields(Config)}
-needs_channels = pytest.mark.skipif(not CHANNELS_ON, reason="the relay has no app channels on this branch")
 
 CHANNEL_PAGE = """([url, token]) => {
   const { TradeStream } = window.client;
@@ -585,7 +581,6 @@ def events_of(messages: list[dict[str, Any]], who: str) -> list[int]:
     return [m["n"] for m in messages if m["who"] == who and m["type"] == "event"]
 
 
-@needs_channels
 @pytest.mark.timeout(90)
 async def test_a_channel_is_held_once_and_resumes_after_a_cut_with_no_gap_and_no_duplicate(sim, tmp_path, watch):
     """Two handlers of strategies:abc: one subscribe. Events published while the client is cut off come back on
@@ -623,7 +618,6 @@ async def test_a_channel_is_held_once_and_resumes_after_a_cut_with_no_gap_and_no
         await watch.finish()
 
 
-@needs_channels
 @pytest.mark.timeout(60)
 async def test_a_channel_refused_to_an_anonymous_client_reaches_its_handler(sim, tmp_path, watch):
     """Without a login, a channel that is not public is refused with unauthorized: the refusal names the

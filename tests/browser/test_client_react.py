@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, static_server
-from tests.browser.test_client import PUBLISH_KEY, Frames, fill, needs_channels, orders_ready, publish
+from tests.browser.test_client import PUBLISH_KEY, Frames, fill, orders_ready, publish
 from tests.support.docs import blocks
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 
@@ -111,7 +111,6 @@ async def test_use_orders_and_use_positions_share_one_orders_subscription(major,
             await watch.finish()
 
 
-@needs_channels
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("major", sorted(REACTS))
 async def test_use_channel_keeps_the_newest_events(major, sim, tmp_path, watch):
