@@ -1,5 +1,5 @@
-// Wiring: builds the page's parts, connects them to the WebSocket and routes its messages.
-import { Connection } from './connection.js';
+// Wiring: builds the page's parts on one TradeStream client and routes the messages no subscription takes.
+import { TradeStream } from './client/index.js';
 import { Detail } from './detail.js';
 import { diagnose } from './diagnose.js';
 import { Header } from './header.js';
@@ -12,7 +12,7 @@ import { bindSymbolForm } from './symbol-form.js';
 import { takeInitialSymbols } from './symbols.js';
 import { bindTheme } from './theme.js';
 import { Toasts } from './toasts.js';
-import { takeTokenFromFragment } from './token.js';
+import { lastOrderEvent, takeTokenFromFragment, tokenStore } from './token.js';
 import { Watchlist } from './watchlist.js';
 import { bindWatchlistPicker } from './watchlist-picker.js';
 import { Watchlists } from './watchlists.js';
@@ -37,7 +37,16 @@ try {
 header.showUrl(wsUrl ?? 'no usable WebSocket URL');
 const apiBase = wsUrl ? httpBase(wsUrl) : null;
 
-const connection = new Connection(wsUrl, { onState: showConnectionState, onMessage: route });
+// Market messages as one JSON array per upstream batch (the client's default): a busy feed then costs the page a
+// few dozen WebSocket messages a second instead of one per trade and quote (each is a task on the main thread).
+const stream = new TradeStream({ url: wsUrl, token: tokenStore.get(), orderCursor: lastOrderEvent, connect: false });
+stream.on('state', showConnectionState);
+stream.on('welcome', welcome);
+stream.on('message', route);
+stream.on('error', (error) => toasts.show(describeError(error)));
+stream.on('auth', ({ state, message }) => {
+  if (state === 'expired') toasts.show(describeError({ code: 'token_expired', message }));
+});
 const symbolInput = $('symbol-input');
 const lists = new Watchlists();
 const detail = new Detail(document);
@@ -46,8 +55,8 @@ const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
   onRemove: (symbol) => removeSymbol(symbol),
   onReorder: (symbols) => market.reorder(symbols),
 });
-const market = new Market({ connection, watchlist, detail, lists, apiBase });
-const orders = new OrdersPanel(connection, document);
+const market = new Market({ stream, watchlist, detail, lists, apiBase });
+const orders = new OrdersPanel(stream, document);
 const bell = new NotificationBell(document, apiBase);
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
@@ -80,7 +89,7 @@ let upstreamState = null;
 let lastOutage = null; // the stock stream's last failure while it stays down
 let diagnosing = false;
 
-if (wsUrl) connection.start();
+if (wsUrl) stream.connect();
 else showConnectionState({ state: 'disconnected', reason: 'no usable WebSocket URL' });
 refreshClock();
 setInterval(refreshClock, CLOCK_EVERY_MS);
@@ -100,7 +109,6 @@ function showConnectionState(report) {
   header.showUpstream(null);
   upstreamState = null;
   market.markOffline();
-  orders.markOffline();
   refreshStale();
   if (report.state === 'reconnecting') explainFailure(report);
 }
@@ -110,7 +118,7 @@ async function explainFailure(report) {
   diagnosing = true;
   try {
     const found = await diagnose(apiBase);
-    if (connection.isLive) return;
+    if (stream.connected) return;
     const retry = report.seconds ? ` Retrying automatically.` : '';
     header.showProblem(`${found.text}${found.kind === 'origin' ? '' : retry}`, found.kind);
   } finally {
@@ -124,7 +132,7 @@ async function explainFailure(report) {
  * own Alpaca connection and keep ticking.
  */
 function refreshStale() {
-  const relayLive = connection.isLive;
+  const relayLive = stream.connected;
   const up = upstreamState;
   const stocksDown = relayLive && up != null && up.state !== 'connected';
   // Each retry passes through "connecting" without an error: the last refusal stays the explanation meanwhile.
@@ -174,46 +182,37 @@ async function refreshClock() {
   }
 }
 
+function welcome(message) {
+  header.showProblem(null);
+  header.showDemo(message.demo === true);
+  if (config.instance && message.instance && config.instance !== message.instance) {
+    header.showProblem(`Connected to a different trade-stream daemon (instance ${message.instance}) than the `
+      + `one that served this page (${config.instance}): check ?ws= in the address.`, 'other-daemon');
+  }
+  if (everLive) market.markGap('relay reconnected');
+  everLive = true;
+  showUpstream(message.upstream ?? null);
+  market.onReconnected();
+  if (message.demo === true && lists.fresh && !market.symbols().length) {
+    lists.fresh = false;
+    market.open(DEMO_SYMBOLS);
+  }
+  refreshClock();
+}
+
 function route(message) {
   switch (message.type) {
-    case 'welcome': {
-      header.showProblem(null);
-      header.showDemo(message.demo === true);
-      // Market messages as one JSON array per upstream batch: a busy feed then costs the page a few dozen
-      // WebSocket messages a second instead of one per trade and quote (each is a task on the main thread).
-      connection.send({ action: 'options', batch: true });
-      if (config.instance && message.instance && config.instance !== message.instance) {
-        header.showProblem(`Connected to a different trade-stream daemon (instance ${message.instance}) than the `
-          + `one that served this page (${config.instance}): check ?ws= in the address.`, 'other-daemon');
-      }
-      if (everLive) market.markGap('relay reconnected');
-      everLive = true;
-      showUpstream(message.upstream ?? null);
-      market.resubscribeAll();
-      if (message.demo === true && lists.fresh && !market.symbols().length) {
-        lists.fresh = false;
-        market.open(DEMO_SYMBOLS);
-      }
-      orders.onLive();
-      refreshClock();
-      break;
-    }
     case 'status':
       showUpstream(message.upstream ?? null);
-      break;
-    case 'pong':
-    case 'options':
       break;
     case 'notification':
     case 'notifications_read':
       bell.handleMessage(message);
       break;
-    case 'error':
-      if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));
+    case 'orders_snapshot': // what was missed while the page was closed
+      bell.refresh();
       break;
     default:
-      if (message.type === 'orders_snapshot') bell.refresh(); // what was missed while the page was closed
-      if (!market.handleMessage(message)) orders.handleMessage(message);
   }
 }
 

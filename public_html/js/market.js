@@ -1,12 +1,19 @@
-// Market data: which symbols are on the watchlist, their subscriptions (trades, quotes and bars), backfilled
-// bars, and messages routed to their tickers. Rendering happens once per animation frame for whatever changed.
+// Market data: which symbols are on the watchlist, their subscriptions (trades, quotes and bars, held through
+// the TradeStream client), backfilled bars, and messages routed to their tickers. Rendering happens once per
+// animation frame for whatever changed.
 import { FrameQueue } from './frame-queue.js';
 import { marketNow } from './market-clock.js';
 import { Ticker } from './ticker.js';
 
 const CHANNELS = ['trades', 'quotes', 'bars'];
-const RATE_LIMIT_RETRY_MS = 2_000;
-const RATE_LIMIT_RETRIES = 5;
+const RENDERED = new Set(['trade', 'quote', 'bar']); // with snapshots; corrections and cancels are not shown
+// A row's status and its text for each state of its subscription in the client.
+const STATUS = {
+  offline: ['offline', 'offline'],
+  pending: ['pending', 'subscribing…'],
+  retrying: ['pending', 'rate limited, retrying…'],
+  subscribed: ['subscribed', ''],
+};
 // The chart reaches back to the last session before today: over a weekend, a holiday or both (Christmas on a
 // Friday: Monday's pre-market follows Thursday's close). The daemon returns the latest 1000 minute bars of the
 // window, so a longer reach costs nothing on a normal weekday.
@@ -22,23 +29,25 @@ const RENDER_EVERY_MS = 100;
 
 export class Market {
   #tickers = new Map();
-  #connection;
+  #subscriptions = new Map(); // symbol -> the function that releases its subscription
+  #stream;
   #watchlist;
   #detail;
   #lists;
   #apiBase;
   #onChange;
   #queue = new FrameQueue((messages) => this.#apply(messages), { minIntervalMs: RENDER_EVERY_MS });
-  #retries = new Map();
   #backfilled = new Set();
   #seeded = new Set(); // symbols whose last hour is fetched or queued (the cache: not fetched again on re-add)
   #seedQueue = [];
   #seeding = 0;
   #newsSymbol = null; // the selected stock symbol, whose headlines we ask for ({"channel":"news"})
+  #newsRelease = null;
 
-  /** apiBase: URL of the daemon's HTTP side (for /api/bars), or null. onChange(): after each render. */
-  constructor({ connection, watchlist, detail, lists, apiBase, onChange }) {
-    this.#connection = connection;
+  /** stream: the TradeStream. apiBase: URL of the daemon's HTTP side (for /api/bars), or null. onChange():
+   * after each render. */
+  constructor({ stream, watchlist, detail, lists, apiBase, onChange }) {
+    this.#stream = stream;
     this.#watchlist = watchlist;
     this.#detail = detail;
     this.#lists = lists;
@@ -77,12 +86,10 @@ export class Market {
   close(symbol) {
     const ticker = this.#tickers.get(symbol);
     if (!ticker) return null;
-    if (ticker.status !== 'rejected') {
-      this.#connection.send({ action: 'unsubscribe', symbols: [symbol], channels: CHANNELS });
-    }
+    this.#subscriptions.get(symbol)?.();
+    this.#subscriptions.delete(symbol);
     const next = this.#watchlist.remove(symbol);
     this.#tickers.delete(symbol);
-    this.#retries.delete(symbol);
     this.#backfilled.delete(symbol);
     this.#seeded.delete(symbol);
     this.#save();
@@ -105,28 +112,31 @@ export class Market {
   }
 
   /** Headlines for the selected stock only: one news subscription at a time, moved along with the selection. */
-  #followNews(symbol, resend = false) {
-    if (symbol === this.#newsSymbol && !resend) return;
-    const live = this.#connection.isLive;
-    if (this.#newsSymbol && live && !resend) {
-      this.#connection.send({ action: 'unsubscribe', channel: 'news', symbols: [this.#newsSymbol] });
-    }
+  #followNews(symbol) {
+    if (symbol === this.#newsSymbol) return;
+    this.#newsRelease?.();
     this.#newsSymbol = symbol;
-    if (symbol && live) this.#connection.send({ action: 'subscribe', channel: 'news', symbols: [symbol] });
+    this.#newsRelease = symbol
+      ? this.#stream.subscribe([symbol], { channels: ['news'], onMessage: (message) => this.#showNews(message) })
+      : null;
+  }
+
+  #showNews(message) {
+    for (const symbol of message.data?.symbols ?? []) {
+      const ticker = this.#tickers.get(symbol);
+      if (ticker) ticker.headline = message.data;
+    }
+    if ((message.data?.symbols ?? []).includes(this.#detail.symbol)) this.#detail.render();
   }
 
   reorder(symbols) {
     this.#save(symbols);
   }
 
-  /** After the welcome: (re)subscribe every row that was not rejected. */
-  resubscribeAll() {
+  /** After the welcome (the client has subscribed every row again): the chart's history is fetched again. */
+  onReconnected() {
     this.#backfilled.clear();
-    for (const ticker of this.#tickers.values()) {
-      if (ticker.status !== 'rejected') this.#subscribe(ticker);
-    }
     if (this.#detail.symbol) this.#backfill(this.#tickers.get(this.#detail.symbol));
-    this.#followNews(this.#newsSymbol, true);
   }
 
   markOffline() {
@@ -144,76 +154,31 @@ export class Market {
     this.#renderAll();
   }
 
-  /** True when the message was about market data. */
-  handleMessage(message) {
-    switch (message.type) {
-      case 'trade':
-      case 'quote':
-      case 'bar':
-        if (this.#tickers.has(message.symbol)) this.#queue.push(message);
-        return true;
-      case 'snapshot':
-        if (message.data) this.#queue.push(message);
-        return true;
-      case 'correction':
-      case 'cancel_error':
-        return true;
-      case 'news':
-        for (const symbol of message.data?.symbols ?? []) {
-          const ticker = this.#tickers.get(symbol);
-          if (ticker) ticker.headline = message.data;
-        }
-        if ((message.data?.symbols ?? []).includes(this.#detail.symbol)) this.#detail.render();
-        return true;
-      case 'subscribed':
-      case 'unsubscribed':
-        if (message.channels?.length === 1 && message.channels[0] === 'news') return true; // our headlines
-        if (message.type === 'unsubscribed') {
-          for (const symbol of symbolsOf(message)) this.#forcedOff(symbol);
-          return symbolsOf(message).length > 0;
-        }
-        for (const symbol of symbolsOf(message)) this.#confirm(symbol);
-        return symbolsOf(message).length > 0;
-      default:
-        return false;
-    }
-  }
-
-  /** True when the error answered one of our pending subscribes (the row then shows it). */
-  handleError(error) {
-    const ticker = error.symbol && this.#tickers.get(error.symbol);
-    if (!ticker || ticker.status !== 'pending') return false;
-    const retries = this.#retries.get(ticker.symbol) ?? 0;
-    if (error.code === 'rate_limited' && retries < RATE_LIMIT_RETRIES) {
-      this.#retries.set(ticker.symbol, retries + 1);
-      this.#setStatus(ticker, 'pending', 'rate limited, retrying…');
-      setTimeout(() => {
-        if (this.#tickers.get(ticker.symbol) === ticker && ticker.status === 'pending') this.#subscribe(ticker);
-      }, RATE_LIMIT_RETRY_MS);
-      return true;
-    }
-    this.#setStatus(ticker, 'rejected', error.message || error.code || 'subscription rejected');
-    this.#save();
-    return true;
-  }
-
   #subscribe(ticker) {
-    const live = this.#connection.isLive;
-    this.#setStatus(ticker, live ? 'pending' : 'offline', live ? 'subscribing…' : 'offline');
-    if (live) this.#connection.send({ action: 'subscribe', symbols: [ticker.symbol], channels: CHANNELS });
+    this.#subscriptions.get(ticker.symbol)?.();
+    this.#subscriptions.set(ticker.symbol, this.#stream.subscribe([ticker.symbol], {
+      channels: CHANNELS,
+      onMessage: (message) => this.#receive(message),
+      onStatus: (symbol, status, detail) => this.#showSubscription(ticker, status, detail),
+    }));
   }
 
-  #confirm(symbol) {
-    const ticker = this.#tickers.get(symbol);
-    if (!ticker || ticker.status === 'rejected') return;
-    this.#setStatus(ticker, 'subscribed', '');
-    this.#retries.delete(symbol);
+  #receive(message) {
+    const { type } = message;
+    const shown = type === 'snapshot' ? message.data : RENDERED.has(type) && this.#tickers.has(message.symbol);
+    if (shown) this.#queue.push(message);
   }
 
-  // An unsubscribe we did not ask for (ours remove the row first).
-  #forcedOff(symbol) {
-    const ticker = this.#tickers.get(symbol);
-    if (ticker?.status === 'subscribed') this.#setStatus(ticker, 'rejected', 'unsubscribed by the server');
+  #showSubscription(ticker, status, detail) {
+    if (this.#tickers.get(ticker.symbol) !== ticker) return;
+    if (status === 'rejected') {
+      this.#setStatus(ticker, 'rejected', detail);
+      this.#save();
+    } else if (status === 'unsubscribed') { // an unsubscribe we did not ask for (ours remove the row first)
+      if (ticker.status === 'subscribed') this.#setStatus(ticker, 'rejected', detail);
+    } else if (ticker.status !== 'rejected' || status === 'pending') {
+      this.#setStatus(ticker, ...STATUS[status]);
+    }
   }
 
   #setStatus(ticker, status, text) {
@@ -306,9 +271,4 @@ export class Market {
     if (changed.has(this.#detail.symbol)) this.#detail.render();
     this.#onChange();
   }
-}
-
-function symbolsOf(message) {
-  if (Array.isArray(message.symbols)) return message.symbols;
-  return message.symbol ? [message.symbol] : [];
 }

@@ -1,4 +1,5 @@
-// The private orders panel: token handling, auth and the orders channel, and the order-update list.
+// The private orders panel: the token form, the auth state the TradeStream client reports, and the order
+// updates and positions of its orders stream (which resumes and drops repeats by itself).
 import { el } from './dom.js';
 import { formatEasternTime, formatPrice, formatQuantity } from './format.js';
 import { PositionsTable } from './positions.js';
@@ -12,12 +13,11 @@ const EXPLANATION = {
   pending: 'Checking the token…',
   rejected: 'The token was rejected. Enter the token printed by trade-stream at start.',
   throttled: 'Too many failed token attempts from this address: the daemon will accept a try again shortly.',
-  // Not retried by itself: two pages doing that would take each other's place for ever.
+  // Not retried by itself (nor by the client): two pages doing that would take each other's place for ever.
   displaced: 'A newer connection with this token took this page\'s place (the daemon allows each user a few '
     + 'connections): order updates stopped here. Enter the token again to have them here.',
   authenticated: 'No orders yet.',
 };
-const THROTTLE_RETRY_S = 60;
 const TOKEN_STATE_TEXT = {
   none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', throttled: 'throttled',
   displaced: 'replaced', authenticated: 'authenticated',
@@ -33,17 +33,15 @@ const TONES = {
 };
 
 export class OrdersPanel {
-  #connection;
+  #stream;
   #els;
   #positions;
   #token = tokenStore.get();
   #state = 'none';
-  #seen = new Set();
-  #epochs = new Map(); // account -> its order journal's epoch, from orders_snapshot: resume points carry it
-  #retryTimer = 0;
 
-  constructor(connection, document) {
-    this.#connection = connection;
+  /** stream: the TradeStream, made with the stored token (tokenStore) and lastOrderEvent as its cursor. */
+  constructor(stream, document) {
+    this.#stream = stream;
     const $ = (id) => document.getElementById(id);
     this.#els = {
       form: $('token-form'), input: $('token-input'), forget: $('token-forget'), state: $('token-state'),
@@ -57,68 +55,48 @@ export class OrdersPanel {
     });
     this.#els.forget.addEventListener('click', () => this.#forget());
     this.#setState(this.#token ? 'waiting' : 'none');
+    stream.on('auth', (auth) => this.#showAuth(auth));
+    stream.orders((message) => this.#handleMessage(message));
   }
 
-  /** The connection was welcomed: authenticate if we have a token. */
-  onLive() {
-    if (!this.#token || this.#state === 'displaced') return;
-    this.#setState('pending');
-    this.#connection.send({ action: 'auth', token: this.#token });
-  }
-
-  markOffline() {
-    if (this.#token && this.#state !== 'rejected' && this.#state !== 'displaced') this.#setState('waiting');
-  }
-
-  /** True when the message was about orders. */
-  handleMessage(message) {
-    switch (message.type) {
+  #showAuth({ state, message, retryAfter }) {
+    switch (state) {
+      case 'waiting':
+        if (this.#token && this.#state !== 'rejected') this.#setState('waiting');
+        break;
+      case 'pending':
       case 'authenticated':
-        this.#setState('authenticated');
-        this.#subscribeOrders();
-        return true;
-      case 'subscribed':
-      case 'unsubscribed':
-        return message.channel === 'orders';
+        this.#setState(state);
+        break;
+      case 'displaced': // not retried by the client: the token entered again takes the place back
+        this.#setState('displaced', message);
+        break;
+      case 'throttled':
+        this.#setState('throttled', message);
+        this.#els.empty.textContent = `${EXPLANATION.throttled} Retrying in ${retryAfter} s.`;
+        break;
+      case 'rejected':
+        tokenStore.clear();
+        this.#token = null;
+        this.#setState('rejected', message);
+        break;
+      default: // none: the token was forgotten; expired: the page's toast says so
+    }
+  }
+
+  #handleMessage(message) {
+    switch (message.type) {
       case 'orders_snapshot': // one per account the user sees, each naming it
-        this.#epochs.set(message.account ?? '', message.epoch ?? null);
         this.#showSnapshot(message);
-        return true;
-      case 'orders_reset':
-        if (message.epoch) this.#epochs.set(message.account ?? '', message.epoch);
-        return true;
+        break;
       case 'order_update':
         this.#showUpdate(message);
-        return true;
+        break;
       case 'position_update':
         this.#positions.update(message);
-        return true;
-      case 'warning': // a newer connection of this user took this one's place; the daemon closes this one
-        if (message.code !== 'connection_limit') return false;
-        this.#setState('displaced', message.message);
-        return true;
-      default:
-        return false;
+        break;
+      default: // subscribed, orders_reset: nothing to show
     }
-  }
-
-  /** True when the error was the token being refused (or its check throttled). */
-  handleError(error) {
-    if (error.code === 'rate_limited' && !error.symbol && this.#state === 'pending') {
-      const seconds = Number(error.retry_after) > 0 ? Number(error.retry_after) : THROTTLE_RETRY_S;
-      this.#setState('throttled', error.message);
-      this.#els.empty.textContent = `${EXPLANATION.throttled} Retrying in ${seconds} s.`;
-      clearTimeout(this.#retryTimer);
-      this.#retryTimer = setTimeout(() => {
-        if (this.#state === 'throttled' && this.#connection.isLive) this.onLive();
-      }, seconds * 1000);
-      return true;
-    }
-    if (error.code !== 'unauthorized') return false;
-    tokenStore.clear();
-    this.#token = null;
-    this.#setState('rejected', error.message);
-    return true;
   }
 
   /** A token typed in, or taken from the page address. */
@@ -129,23 +107,17 @@ export class OrdersPanel {
     if (token !== this.#token) this.#clearLists();
     this.#token = token;
     tokenStore.set(token);
-    this.#setState('waiting'); // a displaced page takes its place back: the user asked for it
-    if (this.#connection.isLive) this.onLive();
+    this.#stream.setToken(token);
   }
 
   #forget() {
-    if (this.#state === 'authenticated') this.#connection.send({ action: 'unsubscribe', channel: 'orders' });
     tokenStore.clear();
     lastOrderEvent.clear();
     this.#token = null;
+    this.#stream.setToken(null);
     this.#clearLists();
     this.#setState('none');
     this.#els.input.focus();
-  }
-
-  #subscribeOrders() {
-    const since = lastOrderEvent.get();
-    this.#connection.send({ action: 'subscribe', channel: 'orders', ...(since === null ? {} : { since }) });
   }
 
   #showSnapshot({ orders = [], positions = [], portfolio, account = '' }) {
@@ -160,10 +132,6 @@ export class OrdersPanel {
 
   #showUpdate({ id, event, data = {}, reconciled, account = '' }) {
     const order = data.order ?? {};
-    const key = `${account}:${id}:${order.id}:${event}`;
-    if (this.#seen.has(key)) return;
-    this.#seen.add(key);
-    lastOrderEvent.record(id, this.#epochs.get(account) ?? null, account);
     this.#els.list.prepend(orderRow(order, { id, event, data, reconciled, account }));
     while (this.#els.list.children.length > MAX_ORDER_ROWS) this.#els.list.lastElementChild.remove();
     this.#refreshEmpty();
@@ -171,7 +139,6 @@ export class OrdersPanel {
 
   #clearLists() {
     this.#els.list.replaceChildren();
-    this.#seen.clear();
     this.#positions.clear();
   }
 

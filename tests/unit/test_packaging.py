@@ -21,7 +21,8 @@ def wheel_names(tmp_path_factory):
 
 @pytest.mark.timeout(120)
 def test_wheel_ships_the_page(wheel_names):
-    for page_file in ("index.html", "style.css", "config.js", "favicon.svg", "js/app.js"):
+    for page_file in ("index.html", "style.css", "config.js", "favicon.svg", "js/app.js", "js/client/index.js",
+                      "js/client/react.js", "examples/prices.html"):
         assert any(n.endswith(f".data/data/share/trade-stream/public_html/{page_file}") for n in wheel_names), page_file
 
 

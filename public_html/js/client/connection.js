@@ -3,7 +3,7 @@
 //   connecting    socket opening, or open but the welcome has not arrived
 //   live          socket open and welcomed
 //   reconnecting  waiting `seconds` before the next attempt
-//   disconnected  not trying (the URL is unusable)
+//   disconnected  not trying (the URL is unusable, or close() was called)
 import { backoffDelay } from './backoff.js';
 
 const PING_EVERY_MS = 15_000;
@@ -27,6 +27,10 @@ export class Connection {
   #lastPingAt = 0;
   #unansweredPingAt = 0;
   #timers = { heartbeat: 0, welcome: 0, retry: 0, countdown: 0 };
+  #started = false;
+  #onOnline = () => {
+    if (this.#state === 'reconnecting') this.#connect();
+  };
 
   /** onState({ state, seconds?, reason? }); onMessage(message) once per message, batches unpacked. */
   constructor(url, { onState, onMessage }) {
@@ -40,10 +44,30 @@ export class Connection {
   }
 
   start() {
-    window.addEventListener('online', () => {
-      if (this.#state === 'reconnecting') this.#connect();
-    });
+    if (this.#started) return;
+    this.#started = true;
+    globalThis.addEventListener?.('online', this.#onOnline);
     this.#connect();
+  }
+
+  /** Drops the socket and connects again after the usual backoff (a new handshake, e.g. with a new cookie). */
+  reconnect(reason) {
+    if (this.#ws) this.#drop(reason);
+  }
+
+  /** Closes the socket for good: no reconnect follows. */
+  close() {
+    this.#started = false;
+    globalThis.removeEventListener?.('online', this.#onOnline);
+    this.#clearTimers();
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      if (ws.readyState === WebSocket.OPEN) ws.close();
+      else if (ws.readyState === WebSocket.CONNECTING) ws.onopen = () => ws.close();
+    }
+    this.#setState({ state: 'disconnected', reason: 'closed' });
   }
 
   /** Sends a JSON message; false when the socket is not open. */
