@@ -22,7 +22,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
-from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
+from trade_stream.core.engine import ChannelBus, Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
@@ -32,6 +32,7 @@ from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
@@ -41,6 +42,8 @@ from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.publish_api import PATH as PUBLISH_PATH
+from trade_stream.edges.publish_api import PublishApi
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
@@ -163,21 +166,31 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
         Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
+        Route(PUBLISH_PATH, publish_api(cfg, relay.engine, identity, cors), methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes())
-    sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
-           if cfg.sse_port else None)
+    # The side-port writes the CORS headers of every answer itself.
+    sse_routes = (Route(PUBLISH_PATH, publish_api(cfg, relay.engine, identity, lambda r: {}), methods=None),)
+    sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker,
+                     routes=sse_routes) if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
                        page, snapshots, ws, sse)
     wire_events(parts)
     return parts
 
 
+def publish_api(cfg: Config, bus: ChannelBus, identity: Identity,
+                cors: Callable[[Request], dict[str, str]]) -> PublishApi:
+    """``POST /api/publish`` for one port (both ports take it, on every node)."""
+    return PublishApi(bus, cfg.publish_key, identity.resolve, cors, cfg.publish_max_bytes)
+
+
 def build_engine(cfg: Config, on_leader: Callable[[bool], None], handler: NodeHandler) -> Engine:
     """One process (no Redis), or a node of a cluster sharing TRADE_STREAM_REDIS_URL."""
     if not cfg.redis_url:
-        return MemoryEngine(handler, cfg.node_id, on_leader=on_leader)
+        return MemoryEngine(handler, cfg.node_id, on_leader=on_leader, channel_history=cfg.channel_history,
+                            channel_ttl=cfg.channel_history_ttl, max_channels=cfg.max_channels)
     from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
 
     return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,

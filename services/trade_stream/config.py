@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from trade_stream.records.redis_url import is_sentinel, parse_sentinel
+from trade_stream.records.users import GLOB_RE as CHANNEL_GLOB_RE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The page: the repo's copy when running from a checkout, else the copy a normal `pip install` puts in the prefix.
@@ -120,6 +121,13 @@ class Config:
     redis_url: str = ""
     node_id: str = ""
     redis_prefix: str = "trade-stream"
+    publish_key: str = ""
+    publish_max_bytes: int = 64 * 1024
+    channel_history: int = 100
+    channel_history_ttl: float = 300.0
+    max_channels: int = 10_000
+    max_channels_per_client: int = 100
+    public_channels: tuple[str, ...] = ()
     cluster_lease: float = 5.0
     broker_api_key: str = ""
     broker_secret_key: str = ""
@@ -140,7 +148,8 @@ class Config:
         out["webhooks"] = ",".join(t.name for t in self.webhooks)  # names only: targets carry secrets
         out["accounts"] = ",".join(a.name for a in self.account_specs())  # names only: accounts carry keys
         out["broker_streams"] = ",".join(self.broker_streams)
-        for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key"):
+        out["public_channels"] = ",".join(self.public_channels)
+        for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key", "publish_key"):
             out[name] = mask(out[name])
         out["redis_url"] = mask_url(self.redis_url)
         return out
@@ -256,6 +265,15 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and (urlsplit(origin).scheme not in ("http", "https") or not urlsplit(origin).netloc):
             raise ValueError(f"{origin!r} is not an origin like https://example.com or *")
     return items
+
+
+def _channel_globs(raw: str) -> tuple[str, ...]:
+    globs = tuple(dict.fromkeys(g.strip() for g in raw.split(",") if g.strip()))
+    wrong = next((g for g in globs if not CHANNEL_GLOB_RE.fullmatch(g)), None)
+    if wrong is not None:
+        raise ValueError(f"{wrong[:40]!r} is not a channel glob: give a comma list such as app:*,alerts "
+                         "(A-Z a-z 0-9 _ . : - and the wildcards * ?)")
+    return globs
 
 
 def _broker_streams(raw: str) -> tuple[str, ...]:
@@ -453,6 +471,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("redis_prefix", "TRADE_STREAM_REDIS_PREFIX", "--redis-prefix", _name,
             "prefix of every Redis key and channel, so several clusters (paper, live) share one Redis "
             "(default trade-stream)"),
+    Setting("publish_key", "TRADE_STREAM_PUBLISH_KEY", "--publish-key", _text,
+            "app channels: the key POST /api/publish takes as Authorization: Bearer <key> (unset: only admin "
+            "users may publish)", True),
+    Setting("publish_max_bytes", "TRADE_STREAM_PUBLISH_MAX_BYTES", "--publish-max-bytes",
+            _int_range(1024, 1024 * 1024), "app channels: the largest POST /api/publish body in bytes, a larger "
+            "one is answered 413 (default 65536)"),
+    Setting("channel_history", "TRADE_STREAM_CHANNEL_HISTORY", "--channel-history", _int_range(1, 100_000),
+            "app channels: events each channel keeps for clients resuming with since / Last-Event-ID (default "
+            "100)"),
+    Setting("channel_history_ttl", "TRADE_STREAM_CHANNEL_HISTORY_TTL", "--channel-history-ttl", _float_min(1),
+            "app channels: seconds a channel's events are kept for resuming; an older id gets a reset "
+            "(default 300)"),
+    Setting("max_channels", "TRADE_STREAM_MAX_CHANNELS", "--max-channels", _int_range(1, 10_000_000),
+            "app channels: channels one process keeps history for; past that the channel published to longest "
+            "ago is forgotten (default 10000; with Redis, each channel is a Stream)"),
+    Setting("max_channels_per_client", "TRADE_STREAM_MAX_CHANNELS_PER_CLIENT", "--max-channels-per-client",
+            _int_range(1, 10_000), "app channels: channels one connection may subscribe to (default 100)"),
+    Setting("public_channels", "TRADE_STREAM_PUBLIC_CHANNELS", "--public-channels", _channel_globs,
+            "app channels anonymous clients may subscribe to, a comma list of globs such as app:status,alerts "
+            "(default none: every channel needs a login)"),
     Setting("cluster_lease", "TRADE_STREAM_CLUSTER_LEASE", "--cluster-lease", _float_min(0.5),
             "cluster mode: seconds of the leader's lease; a dead leader is replaced after about twice this plus "
             "a second, a stopped one at once (default 5)"),

@@ -13,10 +13,13 @@ nodes share one Redis).
   the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
 - ``DeliveryLedger``: ``settle`` a webhook delivery's outcome, ask which were ``settled`` (by any node).
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
+- ``ChannelBus``: app channels (core/channels.py). ``publish_channels`` records publications (from any node) and
+  hands each, as a ``ChannelEvent``, to ``ChannelHandler.on_channel_event`` on every node, exactly once per
+  node, in publish order per channel; ``channel_history`` reads a channel's retained events after an id.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all six plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all seven plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 
@@ -51,6 +55,11 @@ Supervise = Callable[[str, Callable[[], Coroutine[Any, Any, Any]]], Any]
 
 class EngineUnavailable(Exception):
     """The cluster store cannot be reached at start: a configuration error (exit 2, one line)."""
+
+
+class ChannelsUnavailable(Exception):
+    """A publication could not be recorded (the cluster store is down): nothing of the batch was published
+    unless its ids were returned. The message is one line, for the publisher (503: retry)."""
 
 
 class Stream(Protocol):
@@ -88,7 +97,22 @@ class LocalInterest(Protocol):
         """Send ``change`` to this node's upstream connections; True when ``on_done`` will get their answer."""
 
 
-class NodeHandler(MarketHandler, LocalInterest, Protocol):
+class ChannelHandler(Protocol):
+    """Where app-channel events are delivered on this node."""
+
+    def on_channel_event(self, event: ChannelEvent) -> None:
+        """One event, published on any node: called once per event on each node, in publish order per channel,
+        never awaited."""
+
+    def local_channels(self) -> set[str]:
+        """The channels this node's clients are subscribed to."""
+
+    def on_channel_gap(self, channel: str) -> None:
+        """Events of ``channel`` were lost to this node (trimmed while it was cut off from the cluster store):
+        its subscribers get a reset."""
+
+
+class NodeHandler(MarketHandler, LocalInterest, ChannelHandler, Protocol):
     """Everything an engine calls back into on this node: given to the engine when it is built."""
 
 
@@ -182,6 +206,20 @@ class ClusterView(Protocol):
         """Numbers for Prometheus: leader, nodes, leader_changes (Redis: published, received, rtt_seconds)."""
 
 
+class ChannelBus(Protocol):
+    """App channels for the cluster: a publish on any node reaches every node, and each channel keeps its recent
+    events (a count and an age) so a client resumes from the last id it saw."""
+
+    async def publish_channels(self, pubs: list[Publication]) -> list[str]:
+        """Record ``pubs`` in order and deliver each to every node; their ids, in order. Raises
+        ``ChannelsUnavailable`` when they could not be recorded."""
+
+    async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
+        """The retained events of ``channel`` after ``since`` (at most ``limit``, oldest first), or a ``Reset``
+        when ``since`` is not a retained id younger than the history's age (core/channels.replay). Raises
+        ``ChannelsUnavailable`` when the history cannot be read."""
+
+
 class UpstreamSide(Leadership, Interest, MarketBus, Protocol):
     """What the upstream connections use: run while this node leads, hold what the cluster holds, hand on
     batches, refusals and state."""
@@ -191,7 +229,7 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
     """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, Protocol):
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, ChannelBus, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

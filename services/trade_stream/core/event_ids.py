@@ -153,3 +153,33 @@ def new_ulid(seconds: float | None = None) -> str:
 
 def rfc3339_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- app channels: Redis Stream entry ids -----------------------------------------------------------------------
+#
+# Both engines give channel events ids of the shape Redis gives a Stream entry, ``<ms>-<seq>``: the millisecond
+# it was recorded in and a sequence within that millisecond, increasing per channel. Compared as (ms, seq).
+
+_STREAM_ID = re.compile(r"([0-9]{1,15})-([0-9]{1,19})")
+
+
+def parse_stream_id(raw: object) -> tuple[int, int] | None:
+    """``(ms, seq)`` of a ``<ms>-<seq>`` id; None for anything else (an id we cannot have issued: a reset)."""
+    if not isinstance(raw, str):
+        return None
+    found = _STREAM_ID.fullmatch(raw)
+    if found is None or int(found.group(2)) > MAX_ID:
+        return None
+    return int(found.group(1)), int(found.group(2))
+
+
+def stream_id(ms: int, seq: int) -> str:
+    return f"{ms}-{seq}"
+
+
+def next_stream_id(last: tuple[int, int] | None, now_ms: int) -> tuple[int, int]:
+    """The id after ``last`` at ``now_ms``, as Redis picks one for ``XADD *``: never going back when the clock
+    does."""
+    if last is None or now_ms > last[0]:
+        return now_ms, 0
+    return last[0], last[1] + 1

@@ -1,9 +1,10 @@
 """The browser client protocol: parsing what clients send, formatting what they receive. Pure, no sockets.
 
 Client → server actions (JSON objects): subscribe / unsubscribe (``symbol`` or ``symbols``, optional
-``channels``; or ``channel: "orders"``; or ``channel: "news"`` with symbols or ``["*"]``), ping, auth,
-options. Every rejected request gets
-``{"type":"error","code":…,"message":…}`` naming what was wrong; nothing here ever raises on bad input.
+``channels``; or ``channel: "orders"``; or ``channel: "news"`` with symbols or ``["*"]``; or an app channel,
+``channel: "strategies:abc"`` with an optional ``since``, see core/channels.py), ping, auth, options. Every
+rejected request gets ``{"type":"error","code":…,"message":…}`` naming what was wrong; nothing here ever raises
+on bad input.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from trade_stream.core import event_ids
+from trade_stream.core.channels import CHANNEL_RULE, check_channel
 
 # Alpaca's stock symbols (services/PROTOCOL.md §1): a letter first, then letters, digits and the class/suffix
 # separators "." "/" "-". Anything else Alpaca refuses with 400 for the whole subscribe, so it is refused here.
@@ -78,6 +80,17 @@ class UnsubscribeOrders:
 
 
 @dataclass(frozen=True)
+class SubscribeChannel:
+    channel: str  # an app channel (core/channels.py)
+    since: str | None  # the last event id seen: replay what follows, or a reset
+
+
+@dataclass(frozen=True)
+class UnsubscribeChannel:
+    channel: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
@@ -92,7 +105,8 @@ class Options:
     batch: bool
 
 
-Action = Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | Ping | Auth | Options
+Action = (Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | SubscribeChannel | UnsubscribeChannel
+          | Ping | Auth | Options)
 
 
 def parse(raw: str | bytes) -> Action | ClientError:
@@ -113,15 +127,18 @@ def parse(raw: str | bytes) -> Action | ClientError:
     return handler(msg)
 
 
-def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | ClientError:
+def _subscription(msg: dict[str, Any]) -> Action | ClientError:
     subscribing = msg["action"] == "subscribe"
     channel = msg.get("channel")
     if channel == NEWS_CHANNEL:
         return _news(msg, subscribing)
     if channel is not None:
+        app_channel = check_channel(channel)
+        if app_channel is not None:
+            return _app_channel(msg, app_channel, subscribing)
         if channel not in PRIVATE_CHANNELS:
-            return ClientError("invalid_channel", f'"channel" must be "orders" or "news"; for market data use '
-                               f'"channels": {list(MARKET_CHANNELS)}')
+            return ClientError("invalid_channel", f'"channel" must be "orders", "news" or an app channel ('
+                               f'{CHANNEL_RULE}); for market data use "channels": {list(MARKET_CHANNELS)}')
         if not subscribing:
             return UnsubscribeOrders()
         since = msg.get("since")
@@ -146,6 +163,15 @@ def _subscription(msg: dict[str, Any]) -> Subscribe | Unsubscribe | SubscribeOrd
                            stocks[0])
     kind = Subscribe if subscribing else Unsubscribe
     return kind(symbols, channels)
+
+
+def _app_channel(msg: dict[str, Any], channel: str, subscribing: bool) -> Action | ClientError:
+    if not subscribing:
+        return UnsubscribeChannel(channel)
+    since = msg.get("since")
+    if since is not None and not isinstance(since, str):
+        return ClientError("bad_type", '"since" must be the id of the last event seen, a string "<ms>-<seq>"')
+    return SubscribeChannel(channel, since or None)
 
 
 def _news(msg: dict[str, Any], subscribing: bool) -> Subscribe | Unsubscribe | ClientError:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any, Generic
 
 from trade_stream.config import Config
+from trade_stream.core.app_channels import AppChannels
+from trade_stream.core.channels import Access, ChannelEvent
 from trade_stream.core.engine import Done, EngineFactory
 from trade_stream.core.fanout import Client, Holder, broadcast
 from trade_stream.core.hub import Change, Hub, Key, SymbolLimit
@@ -42,6 +44,9 @@ class Relay(Generic[U_co]):
         # The engine carries interest, market data and upstream state across nodes (core/engine.py), and calls
         # back into this node through its handler; with the memory engine, upstream batches go straight to it.
         self.engine = engine = build_engine(_Node(self))
+        # App channels (core/app_channels.py): this node's subscribers; events come from the engine's ChannelBus.
+        self.channels = AppChannels(engine.channel_history, Access(cfg.public_channels), cfg.max_channels_per_client,
+                                    cfg.channel_history)
         # One upstream connection per Alpaca source in use, run by whichever node holds Alpaca; the default stock
         # feed is ``sources.default``. The relay's hub, its state callback and the engine go into it as it is built.
         self.sources: U_co = build_upstream(self.hub, self._source_state, engine)
@@ -60,6 +65,7 @@ class Relay(Generic[U_co]):
     def remove(self, client: Client) -> None:
         self.clients.discard(client)
         self._client_changes.pop(client, None)
+        self.channels.drop(client)
         self._apply(self.hub.drop(client, time.monotonic()))
 
     def subscribe(self, client: Holder, keys: list[Key], reply: Reply, *, private: bool = False,
@@ -130,6 +136,7 @@ class Relay(Generic[U_co]):
         if self._linger_timer:
             self._linger_timer.cancel()
             self._linger_timer = None
+        self.channels.close()
 
     def _rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
         """Alpaca refused these keys (found by splitting a refused subscribe): drop them, tell their holders."""
@@ -267,6 +274,15 @@ class _Node:
 
     def on_rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
         self.relay._rejected(keys, code, msg)
+
+    def on_channel_event(self, event: ChannelEvent) -> None:
+        self.relay.channels.deliver(event)
+
+    def local_channels(self) -> set[str]:
+        return set(self.relay.channels.subs)
+
+    def on_channel_gap(self, channel: str) -> None:
+        self.relay.channels.gap(channel)
 
 
 def _upstream_refused(code: int | None, msg: str, symbol: str | None) -> ClientError:

@@ -21,6 +21,7 @@ class User:
     admin: bool = False
     expires_at: float | None = None  # wall-clock seconds (a JWT's exp); None: never
     kind: str = "token"  # "users_file", "jwt" or "token"
+    channels: tuple[str, ...] | None = None  # app-channel globs it may subscribe to (core/channels); None: all
 
     def sees(self, account: str) -> bool:
         return self.accounts is None or account in self.accounts

@@ -8,7 +8,7 @@ JSON API on the main port (``POST /api/notifications/trades/read``) needs a body
 reads the first request's head itself; when it declares a small body, the body is read, kept as
 ``request_body``, and the head is passed on without its ``Content-Length`` line, so websockets sees a body-less
 request and ``process_request`` finds the body on the connection. Everything after the first request (a
-WebSocket's frames) goes straight through, untouched. A body over ``MAX_BODY`` is not read: ``body_error`` is
+WebSocket's frames) goes straight through, untouched. A body over ``max_body`` is not read: ``body_error`` is
 413 and the route answers that. Browsers and curl send ``Content-Length`` for a fixed body.
 
 websockets also closes the connection without a word when it cannot parse a request head (a control character
@@ -35,6 +35,7 @@ LENGTH_RE = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([^\r\n]*)", re.IGNOREC
 
 
 class BodyConnection(ServerConnection):
+    max_body = MAX_BODY  # a server may take larger bodies (POST /api/publish): a subclass with its own
     request_body: bytes | None = None  # the first request's body, when it had one
     body_error: int | None = None  # 413 (too large) or 400 (unreadable Content-Length)
 
@@ -67,7 +68,7 @@ class BodyConnection(ServerConnection):
         size = int(next(iter(values)))
         if size == 0:
             return self._pass(head + rest)
-        if size > MAX_BODY:
+        if size > self.max_body:
             return self._strip(head, 413)
         if len(rest) < size:
             return  # wait for the rest of the body

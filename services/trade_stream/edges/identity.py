@@ -13,8 +13,10 @@ Three kinds of credential, checked in this order:
    previous users stay);
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
    with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
-   ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
-   its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
+   An optional ``channels`` claim (a list of globs) narrows the app channels the user may subscribe to, as the
+   users file's ``channels`` field does. ``alg: none``, any other algorithm, a bad signature, an expired or
+   account-less token are refused, each with its own message. ``exp`` must be a JSON number (PyJWT alone also
+   takes a numeric string) no further ahead than
    ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
    must match ``TRADE_STREAM_JWT_AUDIENCE`` / ``_ISSUER`` when those are set;
 3. ``TRADE_STREAM_TOKEN``: the single-user shortcut, user ``default``, every account, admin.
@@ -46,6 +48,7 @@ from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import User
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
+    GLOB_RE,
     NAME_RE,
     TOKEN_ID_END,
     TOKEN_ID_RE,
@@ -108,7 +111,9 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
         accounts = ", ".join(f'"{a}"' for a in u.accounts)
         lines += ["[[user]]", f'name = "{u.name}"', *([f'token_id = "{u.token_id}"'] if u.token_id else []),
                   f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
-                  f"admin = {'true' if u.admin else 'false'}", ""]
+                  f"admin = {'true' if u.admin else 'false'}",
+                  *([f"channels = [{', '.join(f'{chr(34)}{c}{chr(34)}' for c in u.channels)}]"]
+                    if u.channels is not None else []), ""]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -193,7 +198,7 @@ class Identity:
             self.token_hashes += 1
             if token_matches(credential, record.token_hash):
                 accounts = None if "*" in record.accounts else frozenset(record.accounts)
-                return User(record.name, accounts, record.admin, None, "users_file")
+                return User(record.name, accounts, record.admin, None, "users_file", record.channels)
         jwt_error = None
         if credential.count(".") == 2 and (self.jwt_secret or self.public_key is not None):
             user = self._jwt(credential)
@@ -254,7 +259,12 @@ class Identity:
             log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
                         sub, ",".join(new)[:200], ",".join(self.accounts))
         known = frozenset(a for a in accounts if self.known(a))
-        return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
+        channels = claims.get("channels")
+        if channels is not None and (not isinstance(channels, list)
+                                     or not all(isinstance(c, str) and GLOB_RE.fullmatch(c) for c in channels)):
+            return "JWT channels must be a list of channel globs such as [\"strategies:*\"]"
+        return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt",
+                    tuple(channels) if channels is not None else None)
 
     def known(self, account: str) -> bool:
         return account in self.accounts or (self.broker and BROKER_ACCOUNT_RE.fullmatch(account) is not None)

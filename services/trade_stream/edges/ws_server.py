@@ -22,12 +22,14 @@ from websockets.http11 import Request, Response
 from trade_stream import __version__
 from trade_stream.config import Config
 from trade_stream.core import protocol
+from trade_stream.core.app_channels import BROWSER_CHANNELS
 from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import BROWSER, BROWSER_BATCH
 from trade_stream.core.limits import Admission, TokenBucket
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.users import User
 from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
@@ -48,6 +50,7 @@ class PrivateStreams(Protocol):
     def subscribe(self, client: Client, since: EventId | dict[str, EventId] | None) -> ClientError | None: ...
     def unsubscribe(self, client: Client) -> None: ...
     def forget(self, client: Client) -> None: ...
+    def user_of(self, client: Any) -> User | None: ...
 
 
 # An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
@@ -79,6 +82,9 @@ class WsServer:
                                       cfg.max_connect_rate_per_ip)
         self._limits = cfg
         self.instance = ""  # set by app.py once the port is known (page.instance_id)
+        # Bodies up to the publish API's limit (the other routes' bodies are small and checked by them).
+        self._connection = type("Connection", (Connection,), {"max_body": max(Connection.max_body,
+                                                                               cfg.publish_max_bytes)})
 
     @property
     def port(self) -> int:
@@ -103,7 +109,7 @@ class WsServer:
             self._handler, self.cfg.host, self.cfg.port, process_request=self._process_request,
             compression=None, max_size=self.cfg.max_message_bytes, ping_interval=ping, ping_timeout=ping,
             close_timeout=self.cfg.timings.shutdown_grace, server_header=f"trade-stream/{__version__}",
-            create_connection=Connection,
+            create_connection=self._connection,
         )
 
     async def close(self) -> None:
@@ -242,6 +248,22 @@ class BrowserSession:
             case protocol.UnsubscribeOrders():
                 self.private_call(lambda p: p.unsubscribe(self.client), {"type": "unsubscribed",
                                                                           "channel": "orders"})
+            case protocol.SubscribeChannel():
+                self.subscribe_channel(action)
+            case protocol.UnsubscribeChannel():
+                self.server.relay.channels.unsubscribe(self.client, action.channel)
+                self.client.send_message({"type": "unsubscribed", "channel": action.channel})
+
+    def subscribe_channel(self, action: protocol.SubscribeChannel) -> None:
+        """An app channel (core/app_channels.py): acknowledged before what ``since`` replays."""
+        private = self.server.private
+        user = private.user_of(self.client) if private is not None else None
+        err = self.server.relay.channels.subscribe(self.client, action.channel, user, BROWSER_CHANNELS,
+                                                   action.since)
+        if err is not None:
+            self.reply_error(err)
+            return
+        self.client.send_message({"type": "subscribed", "channel": action.channel})
 
     def subscribe(self, action: protocol.Subscribe) -> None:
         relay, client = self.server.relay, self.client

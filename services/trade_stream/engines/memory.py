@@ -1,6 +1,7 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
 to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
-the SQLite journal in the state directory.
+the SQLite journal in the state directory. App channels keep their history in bounded rings
+(core/channels.Rings) and a publication reaches the node's handler before ``publish_channels`` returns.
 
 The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
 callables, taken once when the engine is built."""
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.channels import ChannelEvent, Publication, Reset, Rings
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
@@ -28,7 +31,8 @@ class MemoryEngine:
     refused: Callable[[list[Key], int | None, str], None]
 
     def __init__(self, handler: NodeHandler, node_id: str = "",
-                 on_leader: Callable[[bool], None] = lambda leading: None) -> None:
+                 on_leader: Callable[[bool], None] = lambda leading: None, *, channel_history: int = 100,
+                 channel_ttl: float = 300.0, max_channels: int = 10_000) -> None:
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.handler = handler
         self.on_leader = on_leader
@@ -38,6 +42,8 @@ class MemoryEngine:
         self.upstream_wanted = handler.local_wanted
         self.refused = handler.on_rejected
         self._request = handler.upstream_request
+        self.rings = Rings(channel_history, int(channel_ttl * 1000), max_channels)
+        self.channel_published = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -72,6 +78,21 @@ class MemoryEngine:
 
     async def settled(self, delivery_ids: list[str]) -> dict[str, str]:
         return {}
+
+    # --- app channels ---------------------------------------------------------------------------------------
+
+    async def publish_channels(self, pubs: list[Publication]) -> list[str]:
+        now_ms = int(time.time() * 1000)
+        ids = []
+        for pub in pubs:
+            event = self.rings.append(pub, now_ms)
+            ids.append(event.id)
+            self.handler.on_channel_event(event)
+        self.channel_published += len(ids)
+        return ids
+
+    async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
+        return self.rings.since(channel, since, limit, int(time.time() * 1000))
 
     # --- order log and status -----------------------------------------------------------------------------
 

@@ -64,7 +64,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from trade_stream.config import mask_url
-from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
+from trade_stream.core.channels import ChannelEvent, Publication, Reset
+from trade_stream.core.engine import (
+    ChannelsUnavailable,
+    ClusterProbe,
+    Done,
+    EngineUnavailable,
+    NodeHandler,
+    OrderLog,
+    Stream,
+    Supervise,
+)
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.redis_orders import RedisOrderLogs
@@ -651,6 +661,14 @@ class RedisEngine:
         return {d: o.decode() for d, o in zip(delivery_ids, outcomes, strict=True) if o is not None}
 
     # --- order log and status -----------------------------------------------------------------------------
+
+    # --- app channels -------------------------------------------------------------------------------------
+
+    async def publish_channels(self, pubs: list[Publication]) -> list[str]:
+        raise ChannelsUnavailable("app channels are not shared through Redis yet")
+
+    async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
+        raise ChannelsUnavailable("app channels are not shared through Redis yet")
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return self.order_logs.open_order_log(path, retention_days)

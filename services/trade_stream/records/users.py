@@ -1,7 +1,9 @@
 """The users file (``TRADE_STREAM_USERS_FILE``, TOML) and the JWT public key file, as plain records.
 
 Each ``[[user]]`` has a ``name``, the ``token_hash`` (``sha256:<salt>:<digest>``, never the token), the
-``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all) and ``admin``.
+``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all), ``admin``, and
+optionally ``channels``: the app channels it may subscribe to, as globs (``["strategies:*", "alerts"]``; absent:
+every channel).
 config checks both files once at start (a mistake is one ``ValueError`` line, exit status 2); edges.identity
 re-reads the users file while running and checks credentials against it. Stdlib, plus cryptography for the key.
 """
@@ -17,7 +19,8 @@ from typing import Any
 from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin"}
+USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin", "channels"}
+GLOB_RE = re.compile(r"[A-Za-z0-9_.:*?-]{1,80}")  # as core/channels.check_globs
 TOKEN_PREFIX = "tsu_"
 TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
 TOKEN_ID_END = len(TOKEN_PREFIX) + 16  # where the id ends and the "_" before the secret stands
@@ -31,6 +34,7 @@ class UserRecord:
     accounts: tuple[str, ...]  # ("*",): every account
     admin: bool = False
     token_id: str = ""  # "": a token from before token ids (checked by trying each such user)
+    channels: tuple[str, ...] | None = None  # app-channel globs; None: every channel
 
 
 def load_users(path: str) -> tuple[UserRecord, ...]:
@@ -65,7 +69,12 @@ def _user(item: Any) -> UserRecord:
     admin = item.get("admin", False)
     if not isinstance(admin, bool):
         raise ValueError("admin must be true or false")
-    return UserRecord(name, stored, tuple(accounts), admin, token_id)
+    channels = item.get("channels")
+    if channels is not None and (not isinstance(channels, list)
+                                 or not all(isinstance(c, str) and GLOB_RE.fullmatch(c) for c in channels)):
+        raise ValueError('channels must be a list of channel globs such as ["strategies:*", "alerts"]')
+    return UserRecord(name, stored, tuple(accounts), admin, token_id,
+                      tuple(channels) if channels is not None else None)
 
 
 def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -59,10 +60,13 @@ class Shared:
         self.writes = Writes(self.stats, self.cfg.write_delay_ms / 1000)
 
 
-async def read_request(conn: h11.Connection, reader: asyncio.StreamReader, ip: str) -> Request | None:
-    """The request with its whole (ignored) body read, or None when the client left first. A header sent twice
-    keeps its last value."""
+async def read_request(conn: h11.Connection, reader: asyncio.StreamReader, ip: str,
+                       max_body: int = 0) -> Request | None:
+    """The request with its whole body read, or None when the client left first. A header sent twice keeps its
+    last value. A body of at most ``max_body`` bytes is kept (``POST /api/publish``); a larger one is not
+    read on (``body_error`` 413), any other is read and dropped."""
     request = None
+    body = bytearray()
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -75,8 +79,12 @@ async def read_request(conn: h11.Connection, reader: asyncio.StreamReader, ip: s
             target = urlsplit(event.target.decode("latin-1"))
             headers = Headers((k.decode(), v.decode("latin-1")) for k, v in event.headers)
             request = Request(event.method.decode(), target.path, headers, query_of(target.query), ip)
+        elif isinstance(event, h11.Data) and max_body:
+            body += event.data
+            if len(body) > max_body and request is not None:
+                return dataclasses.replace(request, body_error=413)
         elif isinstance(event, h11.EndOfMessage):
-            return request
+            return dataclasses.replace(request, body=bytes(body)) if body and request is not None else request
         elif isinstance(event, h11.ConnectionClosed):
             return None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections import Counter
@@ -61,8 +62,10 @@ STREAM_ALLOW = "GET, OPTIONS"
 class SseServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], accounts: Accounts | None, origins: OriginPolicy,
                  stats: Stats, status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
-                 broker: BrokerEvents | None = None) -> None:
+                 broker: BrokerEvents | None = None, routes: tuple[Route, ...] = ()) -> None:
+        """``routes``: more routes the wiring declares on this port (``POST /api/publish``)."""
         self.cfg = cfg
+        self.max_body = cfg.publish_max_bytes if routes else 0  # request bodies are read for those routes only
         self.relay = relay
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
@@ -95,6 +98,7 @@ class SseServer:
             *(Route(f"/api/stream/{kind}", stream, methods=("GET",)) for kind, stream in private.items()),
             Route("/api/stream/alerts", self.alerts, methods=("GET",)),
             *self.events_api.routes(),
+            *routes,
         ])
         # What this port serves from the order side (``fanout``: order events, positions and resets per account;
         # ``events_api``: order events or the Broker journal; ``alerts``: notifications) is subscribed by the
@@ -152,7 +156,7 @@ class SseServer:
         ip = str(peer[0]) if peer else "?"
         conn = h11.Connection(h11.SERVER)
         try:
-            request = await asyncio.wait_for(read_request(conn, reader, ip), REQUEST_TIMEOUT)
+            request = await asyncio.wait_for(read_request(conn, reader, ip, self.max_body), REQUEST_TIMEOUT)
             if request is not None:
                 await self._serve(Channel(conn, request, reader, writer, self.shared))
         except h11.RemoteProtocolError as exc:  # malformed request (a NUL in the target, huge headers, …)
@@ -177,9 +181,12 @@ class SseServer:
         route = self.router.find(request.path)
         if route is None:
             return channel.respond(error(404, f"no such path {request.path}"))
+        if route.methods is None:  # a resource answering its own preflight and 405s (POST /api/publish)
+            answer = route.handler(request)
+            return channel.respond(await answer if inspect.isawaitable(answer) else answer)
         if request.method == "OPTIONS":
             return channel.respond(Response(204, headers=PREFLIGHT))
-        if route.methods is None or request.method not in route.methods:
+        if request.method not in route.methods:
             return channel.respond(error(405, f"{request.method} not allowed", {"Allow": STREAM_ALLOW}))
         if not isinstance(route.handler, Stream):
             return channel.respond(route.handler(request))

@@ -1,0 +1,234 @@
+"""App channels end to end on one process: POST /api/publish on both ports → browser WebSocket subscribers, with
+user scoping, batches, every refusal, replay by ``since`` and resets, access rules. Real daemon, real sockets."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.relay import Browser, free_port, relay_config, running, wait_until
+from trade_stream.edges.identity import UserRecord, hash_token, new_token, write_users
+
+pytestmark = pytest.mark.timeout(60)
+KEY = "publish-key-0123456789abcdef"
+TOKENS = {name: new_token() for name in ("alice", "bob", "carol", "root")}
+
+
+def tok(name: str) -> str:
+    return TOKENS[name][1]
+
+
+def users_file(path) -> str:
+    records = [
+        UserRecord("alice", hash_token(tok("alice")), ("*",), False, TOKENS["alice"][0]),
+        UserRecord("bob", hash_token(tok("bob")), ("*",), False, TOKENS["bob"][0]),
+        UserRecord("carol", hash_token(tok("carol")), ("*",), False, TOKENS["carol"][0], ("app:*",)),
+        UserRecord("root", hash_token(tok("root")), ("*",), True, TOKENS["root"][0]),
+    ]
+    write_users(str(path), records)
+    return str(path)
+
+
+@asynccontextmanager
+async def daemon(sim, tmp_path, **overrides: Any):
+    cfg = relay_config(sim, tmp_path, sse_port=free_port(), publish_key=KEY,
+                       users_file=users_file(tmp_path / "users.toml"), **overrides)
+    async with running(cfg) as app:
+        yield app
+
+
+@pytest.fixture
+async def app(sim, tmp_path):
+    async with daemon(sim, tmp_path) as a:
+        yield a
+
+
+async def publish(port: int, body: Any, key: str | None = KEY, raw: bytes | None = None,
+                  headers: dict[str, str] | None = None) -> httpx.Response:
+    sent = {"Authorization": f"Bearer {key}"} if key else {}
+    sent.update(headers or {})
+    async with httpx.AsyncClient(timeout=5) as client:
+        if raw is not None:
+            return await client.post(f"http://127.0.0.1:{port}/api/publish", content=raw, headers=sent)
+        return await client.post(f"http://127.0.0.1:{port}/api/publish", json=body, headers=sent)
+
+
+@asynccontextmanager
+async def browser(port: int, user: str | None = None, channel: str | None = None, since: str | None = None):
+    async with Browser.connect(port) as b:
+        await b.expect("welcome")
+        if user is not None:
+            await b.send({"action": "auth", "token": tok(user)})
+            await b.expect("authenticated")
+        if channel is not None:
+            await subscribe(b, channel, since)
+        yield b
+
+
+async def subscribe(b: Browser, channel: str, since: str | None = None) -> None:
+    msg: dict[str, Any] = {"action": "subscribe", "channel": channel}
+    if since is not None:
+        msg["since"] = since
+    await b.send(msg)
+    await b.expect(lambda m: m.get("type") == "subscribed" and m.get("channel") == channel)
+
+
+def events(b: Browser, channel: str | None = None) -> list[dict[str, Any]]:
+    return [m for m in b.seen if m.get("type") == "event" and (channel is None or m["channel"] == channel)]
+
+
+async def test_publish_on_either_port_reaches_a_websocket_subscriber(app):
+    async with browser(app.port, "alice", "strategies:abc") as b:
+        resp = await publish(app.port, {"channel": "strategies:abc", "event": "strategy:update",
+                                        "data": {"pnl": 12.5}})
+        assert resp.status_code == 200
+        first = resp.json()["id"]
+        got = await b.expect("event")
+        assert got == {"type": "event", "channel": "strategies:abc", "event": "strategy:update", "id": first,
+                       "data": {"pnl": 12.5}}
+        resp = await publish(app.sse.port, {"channel": "strategies:abc", "event": "strategy:update", "data": {}})
+        assert resp.status_code == 200
+        got = await b.expect("event")
+        assert got["id"] == resp.json()["id"] and got["id"] != first
+        await b.send({"action": "unsubscribe", "channel": "strategies:abc"})
+        await b.expect(lambda m: m.get("type") == "unsubscribed" and m.get("channel") == "strategies:abc")
+        await publish(app.port, {"channel": "strategies:abc", "event": "after", "data": {}})
+        await subscribe(b, "alerts")  # a fence: anything sent before this reply would be here by now
+        assert [e["event"] for e in events(b)] == ["strategy:update", "strategy:update"]
+    await wait_until(lambda: not app.relay.channels.subs, what="the disconnect to drop every subscription")
+
+
+async def test_an_addressed_event_reaches_only_its_users(app):
+    async with browser(app.port, "alice", "alerts") as alice, browser(app.port, "bob", "alerts") as bob, \
+            browser(app.port, "root", "alerts") as root:
+        assert (await publish(app.port, {"channel": "alerts", "event": "margin", "data": {"for": "alice"},
+                                         "users": ["alice"]})).status_code == 200
+        assert (await publish(app.sse.port, {"channel": "alerts", "event": "margin", "data": {"for": "bob"},
+                                             "users": ["bob"]})).status_code == 200
+        await publish(app.port, {"channel": "alerts", "event": "everyone", "data": {}})
+        for b in (alice, bob, root):
+            await b.expect(lambda m: m.get("event") == "everyone")
+        assert [e["data"] for e in events(alice)] == [{"for": "alice"}, {}]
+        assert [e["data"] for e in events(bob)] == [{"for": "bob"}, {}]
+        assert [e["data"] for e in events(root)] == [{}]  # an admin sees every channel, not others' events
+
+
+async def test_a_batch_is_published_in_order(app):
+    async with browser(app.port, "alice", "app:dash") as b:
+        batch = [{"channel": "app:dash", "event": "tick", "data": {"n": n}} for n in range(50)]
+        resp = await publish(app.port, batch)
+        assert resp.status_code == 200
+        ids = resp.json()["ids"]
+        assert len(ids) == 50 and len(set(ids)) == 50
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+        await b.expect(lambda m: m.get("data") == {"n": 49})
+        assert [(e["id"], e["data"]["n"]) for e in events(b)] == list(zip(ids, range(50), strict=True))
+
+
+@pytest.mark.parametrize("port", ["main", "sse"])
+async def test_every_refusal_has_its_status_and_one_line(app, port):
+    p = app.port if port == "main" else app.sse.port
+    good = {"channel": "app:x", "event": "e", "data": {}}
+    cases = [
+        (await publish(p, None, raw=b"{not json"), 400, "not JSON"),
+        (await publish(p, {"channel": "nope", "event": "e", "data": {}}), 400, "unknown channel"),
+        (await publish(p, {"channel": "app:" + "x" * 65, "event": "e"}), 400, "unknown channel"),
+        (await publish(p, {"channel": "app:x", "data": {}}), 400, '"event" is missing'),
+        (await publish(p, {"channel": "app:x", "event": "e", "data": [1]}), 400, '"data" must be'),
+        (await publish(p, [good, {"channel": "app:x"}]), 400, "event 1:"),
+        (await publish(p, {**good, "users": []}), 400, '"users"'),
+        (await publish(p, None, raw=b'{"channel": "app:x", "event": "e", "data": {"pad": "'
+                       + b"x" * 70_000 + b'"}}'), 413, "TRADE_STREAM_PUBLISH_MAX_BYTES"),
+        (await publish(p, good, key="wrong-key"), 401, "wrong publish key"),
+        (await publish(p, good, key=None), 401, "missing Authorization"),
+        (await publish(p, good, key=tok("alice")), 403, "not an admin"),
+    ]
+    for resp, status, words in cases:
+        assert resp.status_code == status, resp.text
+        message = resp.json()["message"]
+        assert words in message and "\n" not in message
+    assert (await publish(p, good, key=tok("root"))).status_code == 200  # an admin user may publish
+    async with httpx.AsyncClient(timeout=5) as client:
+        got = await client.get(f"http://127.0.0.1:{p}/api/publish")
+        assert got.status_code == 405
+
+
+async def test_a_key_presented_wrong_again_and_again_is_throttled(app):
+    statuses = [(await publish(app.port, {"channel": "alerts", "event": "e"}, key="stale-key")).status_code
+                for _ in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    resp = await publish(app.sse.port, {"channel": "alerts", "event": "e"}, key="stale-key")
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
+    assert (await publish(app.port, {"channel": "alerts", "event": "e"})).status_code == 200  # the right key
+
+
+async def test_since_replays_without_gap_and_resets_when_too_old(sim, tmp_path):
+    async with daemon(sim, tmp_path, channel_history=5) as app:
+        ids = (await publish(app.port, [{"channel": "app:r", "event": "n", "data": {"n": n}}
+                                        for n in range(8)])).json()["ids"]
+        async with browser(app.port, "alice", "app:r", since=ids[4]) as b:
+            await b.expect(lambda m: m.get("data") == {"n": 7})
+            live = (await publish(app.port, {"channel": "app:r", "event": "n", "data": {"n": 8}})).json()["id"]
+            await b.expect(lambda m: m.get("id") == live)
+            assert [e["data"]["n"] for e in events(b)] == [5, 6, 7, 8]
+            assert not b.of_type("reset")
+        for since in (ids[1], "1-0", "garbled", ids[-1] + "0"):  # trimmed, too old, not an id, never issued
+            async with browser(app.port, "alice", "app:r", since=since) as b:
+                await b.expect(lambda m: m.get("type") == "reset" and m.get("channel") == "app:r")
+                live = (await publish(app.port, {"channel": "app:r", "event": "n", "data": {}})).json()["id"]
+                await b.expect(lambda m, live=live: m.get("id") == live)
+                assert [e["id"] for e in events(b)] == [live]
+        async with browser(app.port, "alice", "app:r", since=live) as b:  # up to date: nothing to replay
+            nxt = (await publish(app.port, {"channel": "app:r", "event": "n", "data": {}})).json()["id"]
+            await b.expect(lambda m: m.get("id") == nxt)
+            assert [e["id"] for e in events(b)] == [nxt] and not b.of_type("reset")
+
+
+async def test_replay_keeps_addressed_events_to_their_users(app):
+    first = (await publish(app.port, {"channel": "alerts", "event": "start", "data": {}})).json()["id"]
+    await publish(app.port, [{"channel": "alerts", "event": "x", "data": {"for": u}, "users": [u]}
+                             for u in ("alice", "bob", "alice")])
+    for user, want in (("alice", ["alice", "alice"]), ("bob", ["bob"])):
+        async with browser(app.port, user, "alerts", since=first) as b:
+            fence = (await publish(app.port, {"channel": "alerts", "event": "fence", "data": {}})).json()["id"]
+            await b.expect(lambda m, f=fence: m.get("id") == f)
+            assert [e["data"].get("for") for e in events(b) if e["event"] == "x"] == want
+
+
+async def test_channel_access_rules(sim, tmp_path):
+    async with daemon(sim, tmp_path, public_channels=("app:status",)) as app:
+        async with browser(app.port) as anon:
+            await anon.send({"action": "subscribe", "channel": "strategies:abc"})
+            err = await anon.expect("error")
+            assert err["code"] == "unauthorized"
+            await subscribe(anon, "app:status")  # public: no login needed
+            await anon.send({"action": "subscribe", "channel": "app:bad name"})
+            assert (await anon.expect("error"))["code"] == "invalid_channel"
+            await publish(app.port, {"channel": "app:status", "event": "up", "data": {}})
+            await anon.expect("event")
+            await publish(app.port, {"channel": "app:status", "event": "mine", "data": {}, "users": ["alice"]})
+            await publish(app.port, {"channel": "app:status", "event": "fence", "data": {}})
+            await anon.expect(lambda m: m.get("event") == "fence")
+            assert [e["event"] for e in events(anon)] == ["up", "fence"]  # an addressed event needs its user
+        async with browser(app.port, "carol") as carol:  # channels = ["app:*"]
+            await subscribe(carol, "app:anything")
+            await carol.send({"action": "subscribe", "channel": "strategies:abc"})
+            assert (await carol.expect("error"))["code"] == "unauthorized"
+        async with browser(app.port, "alice") as alice:  # no channels field: every channel
+            await subscribe(alice, "strategies:abc")
+            await alice.send({"action": "subscribe", "channel": "strategies:abc"})
+            assert (await alice.expect("error"))["code"] == "already_subscribed"
+    async with daemon(sim, tmp_path) as app, browser(app.port) as anon:  # no public channels by default
+        await anon.send({"action": "subscribe", "channel": "app:status"})
+        assert (await anon.expect("error"))["code"] == "unauthorized"
+
+
+async def test_market_subscriptions_keep_working_beside_channels(app):
+    async with browser(app.port, "alice", "app:x") as b:
+        await b.send({"action": "subscribe", "symbols": ["AAPL"], "channels": ["trades"]})
+        await b.expect(lambda m: m.get("type") == "subscribed" and m.get("symbol") == "AAPL")
+        await b.send({"action": "subscribe", "channel": "orders"})
+        await b.expect(lambda m: m.get("type") == "subscribed" and m.get("channel") == "orders")
