@@ -252,6 +252,14 @@ class Rings:
         self._trim(ring, now_ms)
         return replay(channel, ring, since, limit, now_ms, self.ttl_ms)
 
+    def tail(self, channel: str, limit: int, now_ms: int) -> list[ChannelEvent]:
+        """The newest ``limit`` retained events of ``channel``, oldest first."""
+        ring = self.channels.get(channel)
+        if ring is None:
+            return []
+        self._trim(ring, now_ms)
+        return list(ring)[-limit:] if limit > 0 else []
+
     def _trim(self, ring: collections.deque[ChannelEvent], now_ms: int) -> None:
         floor = now_ms - self.ttl_ms
         while ring and (event_ids.parse_stream_id(ring[0].id) or (0, 0))[0] < floor:

@@ -670,6 +670,9 @@ class RedisEngine:
     async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
         raise ChannelsUnavailable("app channels are not shared through Redis yet")
 
+    async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
+        raise ChannelsUnavailable("app channels are not shared through Redis yet")
+
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return self.order_logs.open_order_log(path, retention_days)
 
