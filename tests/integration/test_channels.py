@@ -102,13 +102,13 @@ async def test_publish_on_either_port_reaches_a_websocket_subscriber(app):
 
 
 async def test_an_addressed_event_reaches_only_its_users(app):
-    async with browser(app.port, "alice", "alerts") as alice, browser(app.port, "bob", "alerts") as bob, \
-            browser(app.port, "root", "alerts") as root:
-        assert (await publish(app.port, {"channel": "alerts", "event": "margin", "data": {"for": "alice"},
+    async with browser(app.port, "alice", "agent-status") as alice, browser(app.port, "bob", "agent-status") as bob, \
+            browser(app.port, "root", "agent-status") as root:
+        assert (await publish(app.port, {"channel": "agent-status", "event": "margin", "data": {"for": "alice"},
                                          "users": ["alice"]})).status_code == 200
-        assert (await publish(app.sse.port, {"channel": "alerts", "event": "margin", "data": {"for": "bob"},
+        assert (await publish(app.sse.port, {"channel": "agent-status", "event": "margin", "data": {"for": "bob"},
                                              "users": ["bob"]})).status_code == 200
-        await publish(app.port, {"channel": "alerts", "event": "everyone", "data": {}})
+        await publish(app.port, {"channel": "agent-status", "event": "everyone", "data": {}})
         for b in (alice, bob, root):
             await b.expect(lambda m: m.get("event") == "everyone")
         assert [e["data"] for e in events(alice)] == [{"for": "alice"}, {}]
@@ -157,12 +157,12 @@ async def test_every_refusal_has_its_status_and_one_line(app, port):
 
 
 async def test_a_key_presented_wrong_again_and_again_is_throttled(app):
-    statuses = [(await publish(app.port, {"channel": "alerts", "event": "e"}, key="stale-key")).status_code
+    statuses = [(await publish(app.port, {"channel": "agent-status", "event": "e"}, key="stale-key")).status_code
                 for _ in range(12)]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
-    resp = await publish(app.sse.port, {"channel": "alerts", "event": "e"}, key="stale-key")
+    resp = await publish(app.sse.port, {"channel": "agent-status", "event": "e"}, key="stale-key")
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
-    assert (await publish(app.port, {"channel": "alerts", "event": "e"})).status_code == 200  # the right key
+    assert (await publish(app.port, {"channel": "agent-status", "event": "e"})).status_code == 200  # the right key
 
 
 async def test_since_replays_without_gap_and_resets_when_too_old(sim, tmp_path):
@@ -188,12 +188,12 @@ async def test_since_replays_without_gap_and_resets_when_too_old(sim, tmp_path):
 
 
 async def test_replay_keeps_addressed_events_to_their_users(app):
-    first = (await publish(app.port, {"channel": "alerts", "event": "start", "data": {}})).json()["id"]
-    await publish(app.port, [{"channel": "alerts", "event": "x", "data": {"for": u}, "users": [u]}
+    first = (await publish(app.port, {"channel": "agent-status", "event": "start", "data": {}})).json()["id"]
+    await publish(app.port, [{"channel": "agent-status", "event": "x", "data": {"for": u}, "users": [u]}
                              for u in ("alice", "bob", "alice")])
     for user, want in (("alice", ["alice", "alice"]), ("bob", ["bob"])):
-        async with browser(app.port, user, "alerts", since=first) as b:
-            fence = (await publish(app.port, {"channel": "alerts", "event": "fence", "data": {}})).json()["id"]
+        async with browser(app.port, user, "agent-status", since=first) as b:
+            fence = (await publish(app.port, {"channel": "agent-status", "event": "fence", "data": {}})).json()["id"]
             await b.expect(lambda m, f=fence: m.get("id") == f)
             assert [e["data"].get("for") for e in events(b) if e["event"] == "x"] == want
 
