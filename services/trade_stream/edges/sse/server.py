@@ -4,8 +4,10 @@ that only listen.
 This module is the server and nothing else: it reads each request with h11 (channel.py), admits the connection
 (per-address limits, the same ``Admission`` as the main port), and dispatches on one route table declared at
 construction: two JSON routes (status, metrics) and the stream kinds — market (market.py), private
-(private.py), alerts (alerts.py) and the events API (events.py) — each run through the one stream template
-(streams.py). The wire format is in wire.py, the codecs in codecs.py.
+(private.py), alerts (alerts.py), app channels (channel_streams.py) and the events API (events.py) — each run
+through the one stream template (streams.py). The wire format is in wire.py, the codecs in codecs.py. It also
+keeps the per-user event buffers of the streams that have one (core/user_buffer.py), dropped by a supervised
+sweep.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.limits import Admission
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
@@ -42,6 +45,7 @@ from trade_stream.edges.sse.channel import (
     parse_throttle,
     read_request,
 )
+from trade_stream.edges.sse.channel_streams import STRATEGIES, ChannelStream, strategy_channel
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import PriceCodec, SseCodec
 from trade_stream.edges.sse.events import EventsApi
@@ -86,9 +90,16 @@ class SseServer:
         trades = TradesStream(relay, self.shared, holds, self.codec, self.clients)
         prices = PricesStream(relay, self.shared, holds, self.price_codec, self.clients, snapshots)
         self.fanout = fanout = OrderFanout(accounts) if accounts is not None else None
-        private = {kind: OrdersStream(kind, accounts, fanout, self.codec) for kind in ("orders", "positions",
-                                                                                      "trading")}
-        self.alerts = AlertsStream(accounts.identity if accounts is not None else None, self.codec)
+        hub, tail = relay.channels, relay.engine.channel_tail  # app channels (core/app_channels.py)
+        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, hub, tail)
+                   for kind in ("orders", "positions", "trading")}
+        identity = accounts.identity if accounts is not None else None
+        self.buffers = UserBuffers(cfg.sse_user_buffer, cfg.sse_user_buffer_ttl)
+        self.alerts = AlertsStream(identity, self.codec, hub, tail, self.buffers)
+        self.strategies = ChannelStream("strategies", strategy_channel, identity, hub, tail, self.buffers,
+                                        self.codec, must_exist=True)
+        self.ai_decisions = ChannelStream("ai-decisions", lambda r: "ai-decisions", identity, hub, tail,
+                                          self.buffers, self.codec)
         self.events_api = EventsApi(accounts, broker, self.shared, self.codec)
         self.router = Router([
             Route("/api/stream/status", lambda r: json(200, self.status())),
@@ -97,6 +108,8 @@ class SseServer:
             Route("/api/stream/prices", prices, methods=("GET",)),
             *(Route(f"/api/stream/{kind}", stream, methods=("GET",)) for kind, stream in private.items()),
             Route("/api/stream/alerts", self.alerts, methods=("GET",)),
+            Route(STRATEGIES, self.strategies, methods=("GET",), prefix=True),
+            Route("/api/stream/ai-decisions", self.ai_decisions, methods=("GET",)),
             *self.events_api.routes(),
             *routes,
         ])
@@ -123,7 +136,8 @@ class SseServer:
         self.shared.max_symbols_per_client = cfg.max_symbols_per_client
 
     def _streams(self) -> list[SseClient]:
-        return [*self.clients, *self.order_clients, *self.alert_clients]
+        return [*self.clients, *self.order_clients, *self.alert_clients, *self.strategies.clients,
+                *self.ai_decisions.clients]
 
     async def start(self, supervise: Supervise | None = None) -> None:
         """Listen; the stall sweep runs under ``supervise`` (restarted on any exception, in health and metrics)."""
@@ -133,7 +147,19 @@ class SseServer:
                 return watch_stalls(self.shared.writes, self.cfg.stall_timeout)
 
             self._handlers.add(supervise("stall-sweep-sse", sweep) if supervise else asyncio.create_task(sweep()))
+        if self.buffers.size:
+            self._handlers.add(supervise("sse-user-buffers", self.sweep_buffers) if supervise
+                               else asyncio.create_task(self.sweep_buffers()))
         log.info("sse_listening port=%d", self.port)
+
+    async def sweep_buffers(self) -> None:
+        """Drop each user's buffer ``TRADE_STREAM_SSE_USER_BUFFER_TTL`` after their last connection to its stream
+        closed, checking a few times per that interval (at most every 30 s)."""
+        every = min(30.0, self.buffers.linger / 4)
+        while True:
+            await asyncio.sleep(every)
+            for (user, stream), events in self.buffers.sweep(time.monotonic()):
+                log.info("sse_user_buffer_dropped user=%s stream=%s events=%d", user, stream, events)
 
     async def close(self) -> None:
         if self.server is None:
@@ -221,17 +247,21 @@ class SseServer:
         """Public counts. Per-user counts are anonymous unless the caller is an admin user (or holds
         TRADE_STREAM_TOKEN): who is connected is nobody else's business."""
         per_user = Counter([*(s.user.name for s in self.order_clients.values()),
-                            *(u.name for u in self.alert_clients.values())])
+                            *(u.name for u in self.alert_clients.values()),
+                            *(s.user.name for s in self.strategies.clients.values()),
+                            *(s.user.name for s in self.ai_decisions.clients.values())])
         token = stream_token(request)
         found = self.accounts.identity.resolve(token, request.ip) if (self.accounts is not None and token) else None
         admin = isinstance(found, User) and found.admin
         connections = Counter(c.kind for c in self._streams())
         return {
             "connections": {k: connections.get(k, 0) for k in ("trades", "prices", "orders", "positions",
-                                                               "trading", "alerts")},
+                                                               "trading", "alerts", "strategies",
+                                                               "ai-decisions")},
             "users": dict(sorted(per_user.items())) if admin else sorted(per_user.values(), reverse=True),
             "events_sent": dict(sorted(self.sent.items())),
             "replay_buffers": {"trades": len(self.ring.events), "prices": len(self.price_ring.events),
                                "prices_coalescing": len(self.price_codec.pending),
-                               "orders": "the order journal (TRADE_STREAM_JOURNAL_RETENTION_DAYS)"},
+                               "orders": "the order journal (TRADE_STREAM_JOURNAL_RETENTION_DAYS)",
+                               "user_buffers": len(self.buffers.buffers)},
         }
