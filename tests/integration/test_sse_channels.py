@@ -1,7 +1,7 @@
 """App channels on the SSE side-port over real sockets (daemon + simulator): /api/stream/strategies/{id},
 /api/stream/ai-decisions, app alerts and agent-status on /api/stream/alerts and /api/stream/trading; user scoping
 on every path, Last-Event-ID replay and reset, compound ids, the per-user buffer and its cleanup, error alerts
-past ``throttle_ms``."""
+past ``throttle_ms``, and POST /api/stream/test on both ports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.relay import free_port, http_get, relay_config, running, wait_until
+from tests.support.relay import Browser, free_port, http_get, relay_config, running, wait_until
 from tests.support.sse import sse_get
 from trade_stream.core.event_ids import channel_positions, is_compound, parse_compound
 from trade_stream.edges.identity import UserRecord, hash_token, new_token, write_users
@@ -315,3 +315,34 @@ async def test_an_alert_must_have_the_alert_shape(app):
         resp = await post(app.port, "/api/publish", {"channel": "alerts", "event": "alert:new", "data": data})
         assert resp.status_code == 400, data
         assert "alertId" in resp.json()["message"] or "level" in resp.json()["message"]
+
+
+async def test_post_stream_test_reaches_every_open_stream_of_every_user_on_both_ports(app):
+    await publish(app, "strategies:s1", "strategy:update", {})
+    port = app.sse.port
+    async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as a1, \
+            sse_get(port, "/api/stream/alerts", auth("alice")) as a2, \
+            sse_get(port, "/api/stream/strategies/s1", auth("bob")) as b1, \
+            sse_get(port, "/api/stream/trading", auth("bob")) as b2, \
+            Browser.connect(app.port) as ws:
+        await ws.expect("welcome")
+        streams = (a1, a2, b1, b2)
+        for r in streams:
+            await r.until("connected")
+        for target in (app.port, port):
+            resp = await post(target, "/api/stream/test", token=tok("root"))
+            assert resp.status_code == 200
+            assert resp.json() == {"sent": 5, "sse": 4, "websocket": 1}
+            for r in streams:
+                got = await r.until("test")
+                assert got.id is None and set(got.json()) == {"message", "timestamp"}
+            msg = await ws.expect("test")
+            assert set(msg) == {"type", "message", "timestamp"}
+        resp = await post(port, "/api/stream/test", token=KEY)  # the publish key may too
+        assert resp.status_code == 200 and resp.json()["sse"] == 4
+        for target in (app.port, port):
+            assert (await post(target, "/api/stream/test", token=tok("alice"))).status_code == 403
+            assert (await post(target, "/api/stream/test", token=None)).status_code == 401
+        for r in streams:
+            await quiet(r, 0.3)
+            assert len(named(r, "test")) == 3  # the refused ones sent nothing

@@ -7,7 +7,7 @@ construction: two JSON routes (status, metrics) and the stream kinds — market 
 (private.py), alerts (alerts.py), app channels (channel_streams.py) and the events API (events.py) — each run
 through the one stream template (streams.py). The wire format is in wire.py, the codecs in codecs.py. It also
 keeps the per-user event buffers of the streams that have one (core/user_buffer.py), dropped by a supervised
-sweep.
+sweep, and writes the ``test`` event of ``POST /api/stream/test`` (stream_test.py) to every open stream.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.limits import Admission
+from trade_stream.core.protocol import encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.user_buffer import UserBuffers
@@ -52,7 +53,9 @@ from trade_stream.edges.sse.events import EventsApi
 from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream, stream_token
-from trade_stream.edges.sse.wire import Ring
+from trade_stream.edges.sse.wire import Ring, event_bytes
+from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
+from trade_stream.edges.stream_test import StreamTest
 from trade_stream.edges.transport import watch_stalls
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
@@ -66,8 +69,10 @@ STREAM_ALLOW = "GET, OPTIONS"
 class SseServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], accounts: Accounts | None, origins: OriginPolicy,
                  stats: Stats, status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
-                 broker: BrokerEvents | None = None, routes: tuple[Route, ...] = ()) -> None:
-        """``routes``: more routes the wiring declares on this port (``POST /api/publish``)."""
+                 broker: BrokerEvents | None = None, routes: tuple[Route, ...] = (),
+                 test_auth: Callable[[Request, dict[str, str]], Response | None] | None = None) -> None:
+        """``routes``: more routes the wiring declares on this port (``POST /api/publish``); ``test_auth``: who
+        may ``POST /api/stream/test`` (the publish API's check; None: nobody, the route answers 404)."""
         self.cfg = cfg
         self.max_body = cfg.publish_max_bytes if routes else 0  # request bodies are read for those routes only
         self.relay = relay
@@ -112,6 +117,8 @@ class SseServer:
             Route("/api/stream/ai-decisions", self.ai_decisions, methods=("GET",)),
             *self.events_api.routes(),
             *routes,
+            *([Route(STREAM_TEST_PATH, StreamTest(test_auth, self.send_test, lambda: relay.clients, lambda r: {}),
+                     methods=None)] if test_auth is not None else []),
         ])
         # What this port serves from the order side (``fanout``: order events, positions and resets per account;
         # ``events_api``: order events or the Broker journal; ``alerts``: notifications) is subscribed by the
@@ -138,6 +145,12 @@ class SseServer:
     def _streams(self) -> list[SseClient]:
         return [*self.clients, *self.order_clients, *self.alert_clients, *self.strategies.clients,
                 *self.ai_decisions.clients]
+
+    def send_test(self, message: str, timestamp: str) -> int:
+        """``event: test`` (no id: it is no source's event, so it leaves every client's Last-Event-ID alone) on
+        every open stream of the port: how many got it."""
+        ev = event_bytes("test", encode({"message": message, "timestamp": timestamp}))
+        return sum(1 for client in [*self._streams(), *self.events_api.live] if client.write(ev, 1))
 
     async def start(self, supervise: Supervise | None = None) -> None:
         """Listen; the stall sweep runs under ``supervise`` (restarted on any exception, in health and metrics)."""
