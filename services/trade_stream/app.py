@@ -200,7 +200,8 @@ def build_engine(cfg: Config, on_leader: Callable[[bool], None], handler: NodeHa
     from trade_stream.engines.redis import RedisEngine  # cluster mode only: one process never imports redis
 
     return RedisEngine(handler, cfg.redis_url, cfg.node_id, cfg.redis_prefix, lease=cfg.cluster_lease,
-                       max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days, on_leader=on_leader)
+                       max_symbols=cfg.max_symbols, retention_days=cfg.journal_retention_days, on_leader=on_leader,
+                       channel_history=cfg.channel_history, channel_ttl=cfg.channel_history_ttl)
 
 
 def build_sources(cfg: Config, stats: Stats, hub: Hub, on_state: FeedState, engine: UpstreamSide) -> Sources:
@@ -265,6 +266,7 @@ def wire_events(parts: Components) -> None:
     Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
     WebSocket client's (``Orders.subscribers``) and an Alpaca-compatible trading session's (edges/compat)."""
     accounts, notifier, sse, broker = parts.accounts, parts.notifier, parts.sse, parts.broker
+    accounts.expiry_listeners.append(parts.relay.channels.logged_out)  # an expired login keeps no app channel
     for orders in accounts:
         # The notification is derived first, then the SSE streams get the event.
         orders.listeners.append(partial(notifier.on_entry, orders=orders))

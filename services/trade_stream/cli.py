@@ -1,4 +1,5 @@
-"""Command line: ``trade-stream [options]`` runs the relay; ``simulate``, ``check`` and ``bench`` are tools."""
+"""Command line: ``trade-stream [options]`` runs the relay; ``simulate``, ``check``, ``bench``, ``webhook``, ``user``
+and ``publish`` are tools."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SUBCOMMANDS = {
     "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
     "webhook": "`webhook test NAME`: send a test event to a webhook target and print the answer",
     "user": "`user add NAME --accounts a,b`, `user list`, `user remove NAME`: the users file",
+    "publish": "`publish --channel C --event E --data JSON`: publish one event to an app channel",
 }
 DESCRIPTION = """Relay one Alpaca market-data and trading stream to many browser clients.
 
@@ -82,6 +84,10 @@ def tool(name: str) -> Callable[[list[str]], int]:
         from trade_stream.edges import identity
 
         return identity.main
+    if name == "publish":
+        from trade_stream.edges import publish_api
+
+        return publish_api.main
     from trade_stream.bench import cli as bench
 
     return bench.main

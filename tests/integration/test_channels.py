@@ -3,7 +3,13 @@ user scoping, batches, every refusal, replay by ``since`` and resets, access rul
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -232,3 +238,145 @@ async def test_market_subscriptions_keep_working_beside_channels(app):
         await b.expect(lambda m: m.get("type") == "subscribed" and m.get("symbol") == "AAPL")
         await b.send({"action": "subscribe", "channel": "orders"})
         await b.expect(lambda m: m.get("type") == "subscribed" and m.get("channel") == "orders")
+
+
+JWT_SECRET = "jwt-secret-for-channel-tests-0123456789"
+
+
+def mint(claims: dict[str, Any]) -> str:
+    import jwt
+
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+async def test_a_jwt_channels_claim_narrows_and_an_expired_login_keeps_only_public_channels(sim, tmp_path):
+    async with daemon(sim, tmp_path, jwt_secret=JWT_SECRET, public_channels=("app:status",)) as app:
+        async with browser(app.port) as b:
+            soon = int(time.time()) + 2
+            await b.send({"action": "auth", "token": mint({"sub": "erin", "accounts": ["default"], "exp": soon,
+                                                           "channels": ["app:*"]})})
+            await b.expect("authenticated")
+            await b.send({"action": "subscribe", "channel": "alerts"})
+            assert (await b.expect("error"))["code"] == "unauthorized"  # outside the claim's globs
+            await subscribe(b, "app:private")
+            await subscribe(b, "app:status")
+            await publish(app.port, {"channel": "app:status", "event": "yours", "data": {}, "users": ["erin"]})
+            await b.expect(lambda m: m.get("event") == "yours")
+            await b.expect(lambda m: m.get("code") == "token_expired", timeout=10)
+            await publish(app.port, [{"channel": "app:private", "event": "gone", "data": {}},
+                                     {"channel": "app:status", "event": "yours", "data": {}, "users": ["erin"]},
+                                     {"channel": "app:status", "event": "public", "data": {}}])
+            await b.expect(lambda m: m.get("event") == "public")
+            assert [e["event"] for e in events(b)] == ["yours", "public"]
+            assert app.relay.channels.channels_of(b_holder(app)) == {"app:status"}
+        bad = mint({"sub": "erin", "accounts": ["default"], "exp": int(time.time()) + 60, "channels": "app:*"})
+        async with browser(app.port) as b:
+            await b.send({"action": "auth", "token": bad})
+            assert "channels" in (await b.expect("error"))["message"]
+
+
+def b_holder(app):
+    """The one WebSocket client of the daemon."""
+    (client,) = app.relay.clients
+    return client
+
+
+async def cli(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "trade_stream", "publish", "--env-file", "/dev/null", *args],
+        capture_output=True, text=True, timeout=30, cwd=cwd,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **(env or {})})
+
+
+async def test_the_publish_command(app, tmp_path):
+    url = f"http://127.0.0.1:{app.port}"
+    async with browser(app.port, "alice", "agent-status") as alice, browser(app.port, "bob", "agent-status") as bob:
+        done = await cli("--url", url, "--channel", "agent-status", "--event", "agent:up", "--data", '{"cpu": 3}',
+                         env={"TRADE_STREAM_PUBLISH_KEY": KEY})
+        assert done.returncode == 0, done.stderr
+        got = await alice.expect("event")
+        assert got["id"] == done.stdout.strip() and got["data"] == {"cpu": 3} and got["event"] == "agent:up"
+        mine = await cli("--url", url, "--key", KEY, "--channel", "agent-status", "--event", "mine", "--user",
+                         "alice")
+        assert mine.returncode == 0, mine.stderr
+        await alice.expect(lambda m: m.get("event") == "mine")
+        env_file = tmp_path / "publish.env"  # the port and the key from a .env file, as the daemon reads them
+        env_file.write_text(f"TRADE_STREAM_PORT={app.port}\nTRADE_STREAM_PUBLISH_KEY={KEY}\n")
+        fence = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "trade_stream", "publish", "--env-file", str(env_file),
+                             "--channel", "agent-status", "--event", "fence"],
+            capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+        assert fence.returncode == 0, fence.stderr
+        await bob.expect(lambda m: m.get("event") == "fence")
+        assert [e["event"] for e in events(bob)] == ["agent:up", "fence"]
+    failures = [
+        (await cli("--url", url, "--key", "wrong", "--channel", "alerts", "--event", "e"), 1, "401 wrong publish key"),
+        (await cli("--url", url, "--key", KEY, "--channel", "nope", "--event", "e"), 1, "400 unknown channel"),
+        (await cli("--url", url, "--key", KEY, "--channel", "alerts", "--event", "e", "--data", "{x"), 2,
+         "--data is not JSON"),
+        (await cli("--url", url, "--channel", "alerts", "--event", "e"), 2, "TRADE_STREAM_PUBLISH_KEY"),
+        (await cli("--url", f"http://127.0.0.1:{free_port()}", "--key", KEY, "--channel", "alerts", "--event", "e"),
+         1, "cannot reach"),
+    ]
+    for done, code, words in failures:
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == code and len(lines) == 1 and words in lines[0], (code, done.stderr)
+        assert lines[0].startswith("trade-stream publish: ")
+
+
+def test_user_add_with_channels_writes_them_and_list_shows_them(tmp_path, capsys):
+    from trade_stream.edges import identity
+    from trade_stream.records.users import load_users
+
+    path = str(tmp_path / "users.toml")
+    assert identity.main(["--users-file", path, "add", "dora", "--accounts", "*", "--channels",
+                          "strategies:*, alerts"]) == 0
+    assert identity.main(["--users-file", path, "add", "eve", "--accounts", "*"]) == 0
+    assert identity.main(["--users-file", path, "add", "fay", "--accounts", "*", "--channels", "a b"]) == 2
+    users = {u.name: u for u in load_users(path)}
+    assert users["dora"].channels == ("strategies:*", "alerts") and users["eve"].channels is None
+    capsys.readouterr()
+    assert identity.main(["--users-file", path, "list"]) == 0
+    listed = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert listed == {"dora": "accounts=*\tadmin=no\tchannels=strategies:*,alerts", "eve": "accounts=*\tadmin=no"}
+    identity.main(["--users-file", path, "remove", "eve"])  # a rewrite keeps the others' channels
+    assert [u.channels for u in load_users(path)] == [("strategies:*", "alerts")]
+
+
+README = "README.md"
+
+
+def doc_block(doc: str, block_id: str) -> str:
+    """A marked block of any language (the Python and JavaScript examples)."""
+    from tests.support.docs import blocks
+
+    (found,) = [b.text for b in blocks(doc) if b.id == block_id]
+    return found
+
+
+async def test_the_readme_publish_examples_run_as_written(app):
+    from tests.support.docs import block, commands
+
+    port = str(app.port)
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TRADE_STREAM_PUBLISH_KEY": KEY,
+           "TRADE_STREAM_PORT": port, "HOME": os.environ.get("HOME", "/tmp")}
+    async with browser(app.port, "alice", "strategies:abc") as alice:
+        await subscribe(alice, "alerts")
+        ran = []
+        for command in commands(block(README, "publish-cli")):
+            ran.append(await asyncio.to_thread(subprocess.run, ["bash", "-c", command.replace("8765", port)],
+                                               capture_output=True, text=True, timeout=30, env=env))
+        python = doc_block(README, "publish-python").replace("8765", port)
+        ran.append(await asyncio.to_thread(subprocess.run, [sys.executable, "-c", python], capture_output=True,
+                                           text=True, timeout=30, env=env))
+        js = doc_block(README, "publish-js").replace("8765", port)
+        ran.append(await asyncio.to_thread(subprocess.run, ["node", "--input-type=module", "-e", js],
+                                           capture_output=True, text=True, timeout=30, env=env))
+        for done in ran:
+            assert done.returncode == 0, done.stderr
+        await alice.expect(lambda m: m.get("event") == "alert:new")
+        got = [(e["channel"], e["event"]) for e in events(alice)]
+        assert got == [("strategies:abc", "strategy:update"), ("alerts", "margin"),
+                       ("strategies:abc", "strategy:update"), ("alerts", "alert:new")]
+        ids = [e["id"] for e in events(alice)]
+        assert ran[0].stdout.strip() == ids[0] and ran[2].stdout.strip() == ids[2] and ran[3].stdout.strip() == ids[3]

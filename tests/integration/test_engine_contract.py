@@ -1,6 +1,7 @@
 """One behaviour suite for every engine (core/engine.py), run against the memory engine and against Redis engines
 sharing a real ``redis-server``: leadership and fencing, interest, refusals, the market bus per source, the
-shared upstream state, the order log's dedupe, ids and epoch, and the settled webhook deliveries.
+shared upstream state, the order log's dedupe, ids and epoch, the settled webhook deliveries, and app channels
+(every node gets each event once, in order; history and resets).
 
 Each test is written for a cluster of ``size`` nodes: the memory engine is a cluster of one (the process is the
 whole cluster), Redis runs two. Engines get a recording ``NodeHandler`` as the relay would give them; nothing of
@@ -22,12 +23,14 @@ import pytest
 
 from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.relay import wait_until
+from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.engine import Done, Engine, OrderLog
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 
 pytestmark = pytest.mark.timeout(60)
 LEASE = 1.0
+HISTORY = 20  # app-channel events each channel keeps
 ORDER = {"id": "order-1", "symbol": "AAPL", "status": "filled", "filled_qty": "1"}
 FILL = {"event": "fill", "order": ORDER, "execution_id": "x-1", "qty": "1"}
 NEW = {"event": "new", "order": {**ORDER, "id": "order-2", "status": "new", "filled_qty": "0"},
@@ -45,6 +48,9 @@ class Node:
         self.source_data: list[tuple[str, dict[str, Any]]] = []
         self.statuses: list[tuple[dict[str, Any], bool]] = []
         self.rejected: list[tuple[tuple[Key, ...], int | None, str]] = []
+        self.channel_events: list[ChannelEvent] = []
+        self.channels: set[str] = set()  # the app channels this node's clients hold
+        self.gaps: list[str] = []
 
     def local_wanted(self) -> set[Key]:
         return set(self.wanted)
@@ -64,6 +70,18 @@ class Node:
 
     def on_rejected(self, keys: list[Key], code: int | None, msg: str) -> None:
         self.rejected.append((tuple(keys), code, msg))
+
+    def on_channel_event(self, event: ChannelEvent) -> None:
+        self.channel_events.append(event)
+
+    def local_channels(self) -> set[str]:
+        return set(self.channels)
+
+    def on_channel_gap(self, channel: str) -> None:
+        self.gaps.append(channel)
+
+    def of_channel(self, channel: str) -> list[ChannelEvent]:
+        return [e for e in self.channel_events if e.channel == channel]
 
 
 class Stream:
@@ -161,7 +179,7 @@ class MemoryHarness(Harness):
     def build(self, node: Node, name: str, on_leader: Callable[[bool], None]) -> Engine:
         from trade_stream.engines.memory import MemoryEngine
 
-        return MemoryEngine(node, name, on_leader=on_leader)
+        return MemoryEngine(node, name, on_leader=on_leader, channel_history=HISTORY)
 
     async def lose_order_log(self) -> None:
         for member in self.members:
@@ -189,7 +207,8 @@ class RedisHarness(Harness):
     def build(self, node: Node, name: str, on_leader: Callable[[bool], None]) -> Engine:
         from trade_stream.engines.redis import RedisEngine
 
-        return RedisEngine(node, self.server.url, name, self.prefix, lease=LEASE, on_leader=on_leader)
+        return RedisEngine(node, self.server.url, name, self.prefix, lease=LEASE, on_leader=on_leader,
+                           channel_history=HISTORY)
 
     async def lose_order_log(self) -> None:
         """As a Redis restarted without persistence does to the log: its keys are gone."""
@@ -481,3 +500,101 @@ async def test_the_probe_sees_the_leader_and_the_nodes_the_engines_wrote(cluster
     assert (seen.leader, seen.nodes) == (leader.name, sorted(m.name for m in members))
     with pytest.raises(RedisConnectionError):  # nothing listens there
         await probe("redis://127.0.0.1:1/0", cluster.prefix, 1.0)
+
+
+# --- app channels ---------------------------------------------------------------------------------------------
+
+
+def pub(channel: str, n: int, users: frozenset[str] | None = None) -> Publication:
+    return Publication(channel, "tick", {"n": n}, users)
+
+
+async def reached(members: list[Member], channel: str) -> None:
+    """Publish until every node hears the channel: a node's pub/sub subscription is in place once it does."""
+    for _ in range(200):
+        await members[0].engine.publish_channels([pub(channel, -1)])
+        with contextlib.suppress(AssertionError):
+            await wait_until(lambda: all(m.node.of_channel(channel) for m in members), timeout=0.1,
+                             what="every node on the channel")
+            return
+    raise AssertionError("a node never heard the channel")
+
+
+def ordered(ids: list[str]) -> bool:
+    keys = [tuple(map(int, i.split("-"))) for i in ids]
+    return keys == sorted(set(keys))
+
+
+async def test_a_channel_event_reaches_every_node_once_in_publish_order(cluster):
+    members = await cluster.start()
+    await reached(members, "app:burst")
+    ids: list[str] = []
+    for n in range(200):  # from every node in turn, one or several per call
+        member = members[n % len(members)]
+        ids += await member.engine.publish_channels([pub("app:burst", n)] if n % 3 else
+                                                    [pub("app:burst", n), pub("app:other", n)])
+    assert len(ids) == 200 + 67
+    for member in members:
+        await wait_until(lambda m=member: len([e for e in m.node.of_channel("app:burst") if e.data["n"] >= 0]) == 200,
+                         timeout=10, what=f"{member.name}: the burst")
+        got = [e for e in member.node.of_channel("app:burst") if e.data["n"] >= 0]
+        assert [e.data["n"] for e in got] == list(range(200))
+        assert ordered([e.id for e in member.node.of_channel("app:burst")])
+        assert len(member.node.of_channel("app:other")) == 67
+
+
+async def test_channel_history_after_an_id_and_the_resets(cluster):
+    members = await cluster.start()
+    first, last = members[0].engine, members[-1].engine  # history written on one node, read on another
+    ids = await first.publish_channels([pub("app:h", n, frozenset({"alice"}) if n == 12 else None)
+                                        for n in range(HISTORY + 5)])
+    assert ordered(ids) and len(ids) == HISTORY + 5
+    after = await last.channel_history("app:h", ids[10], 100)
+    assert not isinstance(after, Reset)
+    assert [e.data["n"] for e in after] == list(range(11, HISTORY + 5))
+    assert [e.id for e in after] == ids[11:]
+    assert [e.users for e in after if e.data["n"] == 12] == [frozenset({"alice"})]  # the addressees are kept
+    assert await last.channel_history("app:h", ids[-1], 100) == []
+    limited = await last.channel_history("app:h", ids[10], 5)
+    assert isinstance(limited, Reset)  # more missed than the limit
+    for since in (ids[2], "1-0", "garbled", ids[-1] + "7", "0-0"):  # trimmed, too old, not an id, never issued
+        assert isinstance(await last.channel_history("app:h", since, 100), Reset), since
+    assert isinstance(await last.channel_history("app:nothing-here", ids[-1], 100), Reset)
+
+
+async def test_a_node_cut_off_fills_the_gap_once_in_order_or_resets(cluster, tmp_path):
+    """A node whose pub/sub connection drops reads what its held channels missed from the Streams when it is
+    back: each event once, in order, before newer ones; when the missed events were trimmed, it says so first."""
+    several_nodes(cluster, "no other node can be cut off from its store")
+    from tests.support.redis_server import Proxy
+    from trade_stream.engines.redis import RedisEngine
+
+    assert isinstance(cluster, RedisHarness)
+    members = await cluster.start()
+    proxy = Proxy(cluster.server.port)
+    await proxy.start()
+    node = Node()
+    node.channels = {"app:g"}
+    cut_off = RedisEngine(node, proxy.url, "cut-off", cluster.prefix, lease=LEASE, channel_history=HISTORY)
+    try:
+        await cut_off.connect()
+        await cut_off.start(cluster.supervise)
+        await reached([*members, Member("cut-off", cut_off, node, members[0].log, members[0].journal)], "app:g")
+        publisher = members[0].engine
+        for round_, missed in enumerate((10, HISTORY + 5)):
+            proxy.cut()
+            await wait_until(lambda: not cut_off.redis_up, what="the node sees Redis down")
+            await publisher.publish_channels([pub("app:g", 1000 * round_ + n) for n in range(missed)])
+            proxy.heal()
+            await wait_until(lambda r=round_, m=missed: node.channel_events[-1].data["n"] == 1000 * r + m - 1,
+                             timeout=15, what="the missed events")
+            newer = await publisher.publish_channels([pub("app:g", 1000 * round_ + 999)])
+            await wait_until(lambda i=newer[0]: node.channel_events[-1].id == i, timeout=15, what="the newer event")
+        got = [e.data["n"] for e in node.of_channel("app:g") if e.data["n"] >= 0]
+        trimmed = list(range(1000 + HISTORY + 5 - HISTORY, 1000 + HISTORY + 5))  # what the Stream still held
+        assert got == [*range(10), 999, *trimmed, 1999]
+        assert node.gaps == ["app:g"]  # the second cut lost events: the node was told, once
+        assert ordered([e.id for e in node.of_channel("app:g")])
+    finally:
+        await cut_off.stop()
+        await proxy.close()

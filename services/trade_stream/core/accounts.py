@@ -36,6 +36,7 @@ class Accounts:
         self._subscribed: set[Client] = set()
         self._expiry: dict[Client, asyncio.TimerHandle] = {}
         self.broker: Any = None  # Broker API mode: core/broker.BrokerEvents, routed by Alpaca account id
+        self.expiry_listeners: list[Callable[[Client], None]] = []  # told when a client's token expired
 
     def __iter__(self) -> Iterator[Orders]:
         return iter(self.orders.values())
@@ -145,6 +146,8 @@ class Accounts:
         self._expiry.pop(client, None)
         log.info("token_expired user=%s ip=%s", user.name, client.ip)
         self.forget(client)
+        for listener in self.expiry_listeners:
+            listener(client)
         client.send_message(ClientError(
             "token_expired", "your token expired: private subscriptions ended; send "
             '{"action":"auth","token":…} with a fresh one, then subscribe again').to_message())

@@ -12,7 +12,8 @@ How an edge uses it (the browser WebSocket in edges/ws_server.py; the SSE side-p
    ``reset`` when it cannot be replayed without a gap, follows that, then live events, with no gap and no
    duplicate between the two.
 2. ``channels.unsubscribe(holder, channel)`` for one channel; ``channels.drop(holder)`` when the client goes
-   (Relay.remove calls it for the WebSocket side).
+   (Relay.remove calls it for the WebSocket side); ``channels.logged_out(holder)`` when its login ends (a JWT
+   expired: the wiring tells it for WebSocket clients).
 3. The engine hands every event of the cluster to ``deliver`` (through the relay's NodeHandler); an event with
    ``users`` reaches only the holders of those users. ``gap`` resets a channel's subscribers when this node
    missed some of its events.
@@ -126,6 +127,15 @@ class AppChannels:
         """The client left: every channel it held."""
         for channel in list(self._of.get(holder, ())):
             self.unsubscribe(holder, channel)
+
+    def logged_out(self, holder: Hashable) -> None:
+        """The holder's login ended (its token expired): it keeps only the channels open to anonymous clients,
+        and no longer gets events addressed to the user it was."""
+        for channel in list(self._of.get(holder, ())):
+            if self.access.may_subscribe(None, channel):
+                self.subs[channel][holder].user = None
+            else:
+                self.unsubscribe(holder, channel)
 
     def deliver(self, event: ChannelEvent) -> None:
         """One event from the engine: to each subscriber it is addressed to, encoded once per codec."""

@@ -358,6 +358,8 @@ def main(argv: list[str]) -> int:
     add.add_argument("name")
     add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
+    add.add_argument("--channels", help="comma list of the app channels (globs) it may subscribe to, e.g. "
+                     "strategies:*,alerts (default every channel)")
     sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
     remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
@@ -377,7 +379,8 @@ def main(argv: list[str]) -> int:
         return fail(f"TRADE_STREAM_USERS_FILE={path}: {exc}")
     if args.command == "list":
         for u in users:
-            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
+            shown = "" if u.channels is None else f"\tchannels={','.join(u.channels)}"
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}{shown}")
         return 0
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
@@ -404,8 +407,14 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         where = f"the accounts file {accounts_file}" if accounts_file else "the one account (no accounts file)"
         return fail(f"{exc}; checked against {where}; nothing written")
+    channels = None
+    if args.channels is not None:
+        channels = tuple(dict.fromkeys(c.strip() for c in args.channels.split(",") if c.strip()))
+        wrong = next((c for c in channels if not GLOB_RE.fullmatch(c)), None)
+        if wrong is not None or not channels:
+            return fail(f"--channels {args.channels!r}: give a comma list of channel globs such as strategies:*,alerts")
     token_id, token = new_token()
-    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id)])
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id, channels)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
 

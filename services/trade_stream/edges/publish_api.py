@@ -95,3 +95,70 @@ class PublishApi:
             return error(503, f"cannot publish now ({exc}); retry", {**headers, "Retry-After": "1"})
         self.published += len(ids)
         return json(200, {"ids": ids} if batch else {"id": ids[0]}, headers)
+
+
+# --- `trade-stream publish` ------------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    """``trade-stream publish --channel C --event E [--data JSON] [--user NAME]…``: one event through the
+    daemon's ``POST /api/publish``; prints its id. Exit 1 when the daemon refused it or could not be reached,
+    2 for a mistake on the command line."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+
+    import httpx
+    import orjson
+    from dotenv import dotenv_values
+
+    from trade_stream import config
+
+    def fail(message: str, code: int) -> int:
+        print(f"trade-stream publish: {message}", file=sys.stderr)
+        return code
+
+    parser = argparse.ArgumentParser(prog="trade-stream publish", description="Publish one event to an app "
+                                     "channel through a running daemon (POST /api/publish).")
+    parser.add_argument("--channel", required=True, help="strategies:<id>, app:<name>, ai-decisions, alerts or "
+                        "agent-status")
+    parser.add_argument("--event", required=True, help="the event name, e.g. strategy:update")
+    parser.add_argument("--data", default="{}", help="the event's data, a JSON object (default {})")
+    parser.add_argument("--user", action="append", dest="users", metavar="NAME",
+                        help="address the event to this user only (repeat for several; default everyone on the "
+                             "channel)")
+    parser.add_argument("--url", help="the daemon (default http://127.0.0.1:TRADE_STREAM_PORT)")
+    parser.add_argument("--key", help="the publish key (default TRADE_STREAM_PUBLISH_KEY)")
+    parser.add_argument("--env-file", metavar="PATH", help=".env file to read (default .env in the working "
+                        "directory, then the repo root)")
+    args = parser.parse_args(argv)
+    try:
+        env_file = config.find_env_file(args.env_file, Path.cwd())
+    except config.ConfigError as exc:
+        return fail(str(exc), 2)
+    merged = {**(dotenv_values(env_file) if env_file else {}), **os.environ}
+    key = args.key or merged.get("TRADE_STREAM_PUBLISH_KEY") or ""
+    if not key:
+        return fail("no publish key: set TRADE_STREAM_PUBLISH_KEY (environment or .env) or pass --key", 2)
+    try:
+        data = orjson.loads(args.data)
+    except orjson.JSONDecodeError:
+        return fail(f"--data is not JSON: {args.data[:80]!r}", 2)
+    url = args.url or f"http://127.0.0.1:{merged.get('TRADE_STREAM_PORT') or config.Config.port}"
+    body: dict[str, object] = {"channel": args.channel, "event": args.event, "data": data}
+    if args.users:
+        body["users"] = args.users
+    try:
+        resp = httpx.post(url.rstrip("/") + PATH, content=orjson.dumps(body), timeout=10,
+                          headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    except httpx.HTTPError as exc:
+        return fail(f"cannot reach {url} ({type(exc).__name__}: {exc}); is the daemon running? (--url)", 1)
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = {}
+    if resp.status_code != 200:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        return fail(f"{resp.status_code} {message or resp.reason_phrase}", 1)
+    print(answer["id"])
+    return 0

@@ -106,4 +106,4 @@ class MemoryEngine:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}
 
     def metrics(self) -> dict[str, float]:
-        return {"leader": 1, "nodes": 1, "leader_changes": 0}
+        return {"leader": 1, "nodes": 1, "leader_changes": 0, "channel_published": self.channel_published}

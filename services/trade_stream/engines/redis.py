@@ -27,6 +27,8 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 - ``P:webhooks:settled:<delivery id>`` — a webhook delivery's outcome (``delivered``, ``failed``), set by the
   leader that sent it, kept a week (far longer than a delivery is retried): every node queues every delivery, and
   a follower lets go of the settled ones while the next leader skips them.
+- App channels: ``P:ch:<channel>`` (a Stream per channel) and ``P:chan`` (pub/sub for every event); see
+  redis_channels.py.
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -66,7 +68,6 @@ from redis.exceptions import RedisError
 from trade_stream.config import mask_url
 from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.engine import (
-    ChannelsUnavailable,
     ClusterProbe,
     Done,
     EngineUnavailable,
@@ -77,6 +78,7 @@ from trade_stream.core.engine import (
 )
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
+from trade_stream.engines.redis_channels import RedisChannels
 from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_url import client
 from trade_stream.records.redis_url import is_sentinel
@@ -189,7 +191,8 @@ class RedisEngine:
 
     def __init__(self, handler: NodeHandler, url: str, node_id: str, prefix: str, *, lease: float = 5.0,
                  max_symbols: int = 0, retention_days: float = 7.0,
-                 on_leader: Callable[[bool], None] = lambda leading: None) -> None:
+                 on_leader: Callable[[bool], None] = lambda leading: None, channel_history: int = 100,
+                 channel_ttl: float = 300.0) -> None:
         self.handler = handler
         self.on_leader = on_leader
         self.url = url
@@ -205,6 +208,9 @@ class RedisEngine:
         # Order events count as written once a replica has them too, behind Sentinel.
         self.order_logs = RedisOrderLogs(self.r, prefix, retention_days, self.retry, replicated=is_sentinel(url))
         self.keys = keys = Keys(prefix)
+        self.channels = RedisChannels(self.r, prefix, handler, history=channel_history, ttl=channel_ttl,
+                                      timeout=timeout, failed=self._redis_failed, errors=ERRORS)
+        self._chan_bytes = self.channels.pubsub_bytes
         self.k_leader, self.k_nodes, self.k_ctl = keys.leader, keys.nodes, keys.ctl
         self.k_handover = keys.handover
         self.k_upstream = keys.upstream
@@ -578,9 +584,10 @@ class RedisEngine:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             self._channels = set()
             try:
-                await pubsub.subscribe(self.k_ctl)
+                await pubsub.subscribe(self.k_ctl, self.channels.pubsub_key)
                 self._pubsub = pubsub
                 await self._sync_channels()
+                await self.channels.fill_gaps()  # what the app channels held here missed while cut off
                 was_down = not self.redis_up
                 self._redis_ok()
                 if was_down or self._written is None:
@@ -603,6 +610,9 @@ class RedisEngine:
             self.handler.on_status(orjson.loads(shared), mirror=True)
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._chan_bytes:
+            self.channels.on_message(data)
+            return
         if channel.startswith(self._md_bytes):
             self.received += 1
             batch = orjson.loads(data)
@@ -660,15 +670,17 @@ class RedisEngine:
             return {}
         return {d: o.decode() for d, o in zip(delivery_ids, outcomes, strict=True) if o is not None}
 
-    # --- order log and status -----------------------------------------------------------------------------
-
     # --- app channels -------------------------------------------------------------------------------------
 
     async def publish_channels(self, pubs: list[Publication]) -> list[str]:
-        raise ChannelsUnavailable("app channels are not shared through Redis yet")
+        ids = await self.channels.publish(pubs)
+        self._redis_ok()
+        return ids
 
     async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
-        raise ChannelsUnavailable("app channels are not shared through Redis yet")
+        return await self.channels.history_after(channel, since, limit)
+
+    # --- order log and status -----------------------------------------------------------------------------
 
     async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
         raise ChannelsUnavailable("app channels are not shared through Redis yet")
@@ -683,4 +695,5 @@ class RedisEngine:
     def metrics(self) -> dict[str, float]:
         return {"leader": int(self._leading), "nodes": len(self.nodes), "leader_changes": self.leader_changes,
                 "published": self.published, "received": self.received,
+                "channel_published": self.channels.published, "channel_received": self.channels.received,
                 "rtt_seconds": -1 if self.rtt is None else self.rtt}

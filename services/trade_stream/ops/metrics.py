@@ -96,6 +96,10 @@ class RelayCollector:
              CounterMetricFamily),
             ("rtt_seconds", "trade_stream_cluster_redis_rtt_seconds", "Last Redis round trip (-1 = none yet)",
              GaugeMetricFamily),
+            ("channel_published", "trade_stream_channel_published", "App-channel events published on this node",
+             CounterMetricFamily),
+            ("channel_received", "trade_stream_channel_received", "App-channel events received from Redis",
+             CounterMetricFamily),
         ):
             if key in cluster:
                 yield kind(name, doc, value=cluster[key])
