@@ -680,10 +680,10 @@ class RedisEngine:
     async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
         return await self.channels.history_after(channel, since, limit)
 
-    # --- order log and status -----------------------------------------------------------------------------
-
     async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
-        raise ChannelsUnavailable("app channels are not shared through Redis yet")
+        return await self.channels.tail(channel, limit)
+
+    # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return self.order_logs.open_order_log(path, retention_days)
