@@ -275,6 +275,36 @@ async def test_a_new_connection_without_an_id_gets_its_users_buffer_first_then_l
         assert not named(r, "ai:decision", "strategy:update")
 
 
+async def test_an_event_two_tabs_got_is_buffered_once_and_no_position_names_anothers_event(app):
+    port = app.sse.port
+    await publish(app, "agent-status", "agent:status", {"state": "up"})
+    async with sse_get(port, "/api/stream/alerts", auth("alice")) as tab1, \
+            sse_get(port, "/api/stream/alerts?throttle_ms=1000", auth("alice")) as tab2:
+        for tab in (tab1, tab2):
+            await tab.until("connected")
+        await wait_until(lambda: len(app.relay.channels.subs.get("alerts", {})) == 2, what="both tabs")
+        busy = await publish(app, "agent-status", "agent:status", {"state": "busy"})
+        for tab in (tab1, tab2):
+            assert (await tab.until("agent:status")).json()["state"] == "busy"  # tab2: the first of its window
+        for n in range(2):  # tab1 writes them at once, tab2 when its window ends: after tab1 recorded both
+            await publish(app, "alerts", "alert:new", alert(n))
+        for tab in (tab1, tab2):
+            got = [await tab.until("alert:new") for _ in range(2)]
+            assert [e.json()["alertId"] for e in got] == ["a0", "a1"]
+            assert channel_positions(got[-1].id)["agent-status"] == busy
+        assert app.sse.buffers.held(("alice", "alerts")) == 3  # busy, a0, a1: once each
+    await publish(app, "agent-status", "agent:status", {"state": "bob's"}, users=["bob"])
+    async with sse_get(port, "/api/stream/alerts", auth("alice")) as tab3:
+        replayed = [await tab3.next() for _ in range(5)][2:]  # after retry and connected
+        assert [(e.event, body(e).get("alertId", body(e).get("state"))) for e in replayed] == \
+            [("agent:status", "busy"), ("alert:new", "a0"), ("alert:new", "a1")]
+        await wait_until(lambda: len(app.relay.channels.subs.get("alerts", {})) == 1, what="tab3 followed")
+        await publish(app, "alerts", "alert:new", alert(2))
+        live = await tab3.until("alert:new")
+        assert live.json()["alertId"] == "a2"
+        assert channel_positions(live.id)["agent-status"] == busy  # not bob's event, the newest alice may see
+
+
 async def test_a_users_buffer_is_dropped_after_the_setting_once_their_last_connection_closed(sim, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="trade_stream.edges.sse")
     async with daemon(sim, tmp_path, sse_user_buffer=2, sse_user_buffer_ttl=0.3) as app:

@@ -4,7 +4,9 @@ user's next connection to it that names no id. Pure: the caller passes the clock
 A buffer is keyed by (user, stream): a stream is what a connection asked for (``alerts``, ``ai-decisions``,
 ``strategies:abc``), so a user's tab on one strategy never replays another strategy's events. It holds the
 encoded events themselves (bytes, with their ids), at most ``size`` of them, the oldest evicted first, and an
-event sent to two tabs of the same user is recorded once (by its id). A buffer lives while the user has a
+event sent to two tabs of the same user is recorded once: by its key, the event's identity in its source
+(``@alerts:<ms>-<seq>``, ``notifications:<n>``), not the id it carried, which on a stream of several sources
+says where that tab was and so differs between tabs. A buffer lives while the user has a
 connection on that stream and for ``linger`` seconds after the last one closed; ``sweep`` drops those past it
 (the caller logs each). So the table holds the buffers of open connections, bounded by the connection limits,
 plus those of the last ``linger`` seconds, and never more than ``max_buffers`` in all: past that the buffer whose
@@ -13,7 +15,6 @@ user left longest ago goes first, and when every buffer has a connection, a new 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ MAX_BUFFERS = 10_000
 
 @dataclass
 class Buffer:
-    events: deque[tuple[str, bytes]]  # (event id, encoded event), oldest first
+    events: dict[str, bytes] = field(default_factory=dict)  # key -> encoded event, oldest first
     holders: set[Hashable] = field(default_factory=set)  # the user's open connections on this stream
     idle_since: float | None = None  # when the last connection closed; None while one is open
 
@@ -49,10 +50,10 @@ class UserBuffers:
         if buf is None:
             if len(self.buffers) >= self.max_buffers and not self._evict_idle():
                 return []  # every buffer has a connection: this one goes without
-            buf = self.buffers[owner] = Buffer(deque(maxlen=self.size))
+            buf = self.buffers[owner] = Buffer()
         buf.holders.add(holder)
         buf.idle_since = None
-        return [ev for _, ev in buf.events]
+        return list(buf.events.values())
 
     def closed(self, owner: Owner, holder: Hashable, now: float) -> None:
         buf = self.buffers.get(owner)
@@ -62,12 +63,15 @@ class UserBuffers:
         if not buf.holders:
             buf.idle_since = now
 
-    def record(self, owner: Owner, event_id: str, event: bytes) -> None:
-        """An event sent to one of ``owner``'s connections; the same id again (another tab) is not kept twice."""
+    def record(self, owner: Owner, key: str, event: bytes) -> None:
+        """An event sent to one of ``owner``'s connections; the same key again (another tab, maybe later under
+        ``throttle_ms``) is not kept twice."""
         buf = self.buffers.get(owner)
-        if buf is None or (buf.events and buf.events[-1][0] == event_id):
+        if buf is None or key in buf.events:
             return
-        buf.events.append((event_id, event))
+        buf.events[key] = event
+        if len(buf.events) > self.size:
+            del buf.events[next(iter(buf.events))]
 
     def sweep(self, now: float) -> list[tuple[Owner, int]]:
         """Drop every buffer whose user left ``linger`` seconds ago or more: (owner, events dropped) of each."""

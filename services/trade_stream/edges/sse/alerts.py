@@ -99,7 +99,8 @@ class AlertsStream(Stream[AlertState]):
                     return sender.write(channel_reset(built.channel))
                 eid = state.event_id()
                 urgent = built.channel == "alerts" and built.event.data.get("level") == "error"
-                ok = sender.write(built_event(built, eid or built.event.id), eid, urgent)
+                ok = sender.write(built_event(built, eid or built.event.id),
+                                  f"{event_ids.channel_part(built.channel)}:{built.event.id}", urgent)
                 if urgent:
                     log.info("alert_delivered level=error alert_id=%s user=%s ip=%s delivered=%s",
                              built.event.data.get("alertId"), state.user.name, client.ip, ok)
@@ -180,7 +181,8 @@ class AlertsStream(Stream[AlertState]):
         if note.get("id") is not None:
             state.note = str(note["id"])
         eid = state.event_id() if note.get("id") is not None else None
-        state.sender.write(event_bytes("alert:new", data if data is not None else encode(note), eid), eid)
+        state.sender.write(event_bytes("alert:new", data if data is not None else encode(note), eid),
+                           f"{NOTIFICATIONS}:{note['id']}" if eid is not None else None)
 
     def on_alert(self, msg: dict[str, Any]) -> None:
         note = msg["data"]

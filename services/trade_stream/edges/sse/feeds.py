@@ -8,8 +8,8 @@ the side-port: each event's data, plus ``channel``, is encoded once for every SS
 On a stream with several sources (/api/stream/alerts, /api/stream/trading) every channel has a position from the
 start, so a resume never has to guess:
 
-- a connection that names no id starts each channel at its newest retained event (its live events follow,
-  nothing before), or at ``FIRST`` when the channel holds none;
+- a connection that names no id starts each channel at the newest retained event its user may see (what
+  follows comes, nothing before), or at ``FIRST`` when the channel holds none;
 - a position resumes after that event (the hub replays what follows, or sends a reset when the history no
   longer holds it);
 - ``FIRST`` means the client has seen none of the channel's events: it replays every event the channel still
@@ -126,15 +126,17 @@ class ChannelFeed:
             self.positions[event_ids.channel_part(channel)] = position
             return Plan(channel, [], position)
         try:
-            events = await self.tail(channel, 1 if position is None else self.history_limit)
+            events = await self.tail(channel, self.history_limit)
         except ChannelsUnavailable as exc:
             log.warning("channel_history_unavailable channel=%s error=%s", channel, exc)
             return Plan(channel, [], None, reset=position == FIRST)
-        since = events[-1].id if events else None
+        mine = [e for e in events if addressed_to(e.users, self.user.name)]
         if position is None:
+            # The newest event this user may see: a position is never the id of someone else's event.
+            since = mine[-1].id if mine else None
             self.positions[event_ids.channel_part(channel)] = since or FIRST
             return Plan(channel, [], since)
-        return Plan(channel, [e for e in events if addressed_to(e.users, self.user.name)], since)
+        return Plan(channel, mine, events[-1].id if events else None)
 
     def start(self, plan: Plan) -> bool:
         """What ``plan`` replays from the start of the history, then the channel from ``plan.since`` on."""

@@ -22,23 +22,24 @@ class Sender:
         self.buffers = buffers
         self.owner = owner
         self.window = client.throttle
-        self.held: list[tuple[bytes, str | None]] = []
+        self.held: list[tuple[bytes, str | None]] = []  # (event, its buffer key)
         self._last_sent = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
 
-    def write(self, event: bytes, event_id: str | None = None, urgent: bool = False) -> bool:
-        """Queue one event (``event_id``: the id it carries, None for one that is not a stream event such as a
-        reset). False when the client is gone."""
+    def write(self, event: bytes, key: str | None = None, urgent: bool = False) -> bool:
+        """Queue one event. ``key`` is its identity in its source, for the user's buffer (core/user_buffer.py);
+        None for one that is not a source's event (a reset, ``alert:read``), which no buffer keeps. False when
+        the client is gone."""
         if self.client.closed:
             return False
         now = time.monotonic()
         if self.window and not urgent and (self.held or now - self._last_sent < self.window):
-            self.held.append((event, event_id))
+            self.held.append((event, key))
             if self._timer is None:
                 delay = max(0.0, self._last_sent + self.window - now)
                 self._timer = asyncio.get_running_loop().call_later(delay, self.flush)
             return True
-        self.held.append((event, event_id))
+        self.held.append((event, key))
         return self.flush()
 
     def flush(self) -> bool:
@@ -51,9 +52,9 @@ class Sender:
             return not self.client.closed
         self._last_sent = time.monotonic()
         if self.buffers is not None and self.owner is not None:
-            for event, event_id in held:
-                if event_id is not None:
-                    self.buffers.record(self.owner, event_id, event)
+            for event, key in held:
+                if key is not None:
+                    self.buffers.record(self.owner, key, event)
         return self.client.write(b"".join(e for e, _ in held), sum(1 for _, i in held if i is not None))
 
     def close(self) -> None:

@@ -148,9 +148,11 @@ class SseServer:
 
     def send_test(self, message: str, timestamp: str) -> int:
         """``event: test`` (no id: it is no source's event, so it leaves every client's Last-Event-ID alone) on
-        every open stream of the port: how many got it."""
+        every open stream of the SSE API: how many got it. The Alpaca-style events API streams are left alone:
+        their clients are Alpaca's SDKs, which know no such event."""
         ev = event_bytes("test", encode({"message": message, "timestamp": timestamp}))
-        return sum(1 for client in [*self._streams(), *self.events_api.live] if client.write(ev, 1))
+        broker = [c for c, (stream, _, _) in self.events_api.live.items() if stream == "broker"]
+        return sum(1 for client in [*self._streams(), *broker] if client.write(ev, 1))
 
     async def start(self, supervise: Supervise | None = None) -> None:
         """Listen; the stall sweep runs under ``supervise`` (restarted on any exception, in health and metrics)."""
