@@ -376,3 +376,41 @@ async def test_post_stream_test_reaches_every_open_stream_of_every_user_on_both_
         for r in streams:
             await quiet(r, 0.3)
             assert len(named(r, "test")) == 3  # the refused ones sent nothing
+
+
+async def test_a_channel_position_past_the_history_on_alerts_is_a_reset_then_live(sim, tmp_path):
+    async with daemon(sim, tmp_path, channel_history=2) as app:
+        port = app.sse.port
+        async with sse_get(port, "/api/stream/alerts", auth("alice")) as r:
+            await r.until("connected")
+            await wait_until(lambda: len(app.relay.channels.subs.get("alerts", {})) == 1, what="alerts followed")
+            await publish(app, "alerts", "alert:new", alert(0))
+            seen = await r.until("alert:new")
+        for n in range(1, 4):  # while away: three more, so the history of 2 no longer holds a0
+            await publish(app, "alerts", "alert:new", alert(n))
+        async with sse_get(port, "/api/stream/alerts", auth("alice", **{"Last-Event-ID": seen.id})) as r:
+            reset = await r.until("reset")
+            assert reset.json()["channel"] == "alerts" and reset.id is None
+            await publish(app, "alerts", "alert:new", alert(9))
+            live = await r.until("alert:new")
+            assert live.json()["alertId"] == "a9" and channel_positions(live.id)["alerts"] != \
+                channel_positions(seen.id)["alerts"]
+            await quiet(r)
+            assert [body(e).get("alertId") for e in named(r, "alert:new")] == ["a9"]  # nothing replayed past a reset
+
+
+async def test_channel_streams_take_gzip_and_the_per_user_connection_limit(sim, tmp_path):
+    async with daemon(sim, tmp_path, max_connections_per_user=1) as app:
+        port = app.sse.port
+        async with sse_get(port, "/api/stream/ai-decisions", auth("alice", **{"Accept-Encoding": "gzip"})) as r:
+            assert r.status == 200 and r.headers["content-encoding"] == "gzip"
+            await r.until("connected")
+            async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as second:
+                assert second.status == 429 and second.headers["retry-after"]
+            async with sse_get(port, "/api/stream/ai-decisions", auth("bob")) as bob:
+                assert bob.status == 200  # the limit is per user
+            sent = await publish(app, "ai-decisions", "ai:decision", {"n": 1})
+            assert (await r.until("ai:decision")).id == sent  # arrives alone, decompressible
+        await wait_until(lambda: not app.sse.ai_decisions.clients, what="the stream released")
+        async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as again:
+            assert again.status == 200  # its slot was given back
