@@ -414,3 +414,36 @@ async def test_channel_streams_take_gzip_and_the_per_user_connection_limit(sim, 
         await wait_until(lambda: not app.sse.ai_decisions.clients, what="the stream released")
         async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as again:
             assert again.status == 200  # its slot was given back
+
+
+async def test_every_id_on_trading_names_the_journal_even_when_a_channel_replays_first(sim, app):
+    status = await publish(app, "agent-status", "agent:status", {"state": "up"})
+    sim.submit_order("AAPL", "buy", 1)
+    await wait_until(lambda: app.stats.order_events >= 1, what="the order journaled")
+    epoch = app.accounts.orders["default"].epoch
+    # A plain journal id names no channel: agent-status replays from its history, before the journal's events.
+    async with sse_get(app.sse.port, "/api/stream/trading", auth("alice", **{"Last-Event-ID": f"{epoch}-0"})) as r:
+        replayed = await r.until("agent:status")
+        assert channel_positions(replayed.id) == {"agent-status": status}
+        assert {k: (v.epoch, v.n) for k, v in parse_compound(replayed.id).items()} == {"default": (epoch, 0)}
+        order = await r.until("order:update")
+        assert parse_compound(order.id)["default"].n == 1 and channel_positions(order.id) == {"agent-status": status}
+
+
+async def test_a_compound_id_without_notifications_replays_the_users_notifications(sim, app):
+    """A client that connected while the notification store was down holds ids naming only the channels."""
+    async with sse_get(app.sse.port, "/api/stream/alerts", auth("alice")) as r:
+        await r.until("connected")
+        await wait_until(lambda: len(app.relay.channels.subs.get("agent-status", {})) == 1, what="followed")
+        await publish(app, "agent-status", "agent:status", {"state": "up"})
+        seen = await r.until("agent:status")
+    only_channels = f"@agent-status:{channel_positions(seen.id)['agent-status']}"
+    order = sim.submit_order("AAPL", "buy", 1)  # while away
+    sim.fill_order(order["id"], price=10)
+    await wait_until(lambda: (app.parts.notifier.last_id() or 0) >= 2, what="two notifications")
+    async with sse_get(app.sse.port, "/api/stream/alerts", auth("alice", **{"Last-Event-ID": only_channels})) as r:
+        got = [await r.until("alert:new") for _ in range(2)]
+        assert [e.json()["type"] for e in got] == ["order_accepted", "order_filled"]
+        assert parse_compound(got[-1].id)["notifications"].n == got[-1].json()["id"]
+        await quiet(r)
+        assert not named(r, "agent:status", "reset")  # the channel resumed after what it had seen

@@ -112,8 +112,10 @@ class AlertsStream(Stream[AlertState]):
     async def hold(self, channel: Channel, client: SseClient, state: AlertState) -> bool:
         assert self.notifier is not None and state.sender is not None
         raw = raw_last_event_id(channel.request)
-        last = event_ids.parse_compound(raw).get(NOTIFICATIONS) if event_ids.is_compound(raw) \
-            else event_ids.parse(raw)
+        # A compound id without notifications: the client has seen none of them (the store was empty or down
+        # when it connected), so every one of the user's is new to it.
+        last = event_ids.parse_compound(raw).get(NOTIFICATIONS, event_ids.EventId(0)) \
+            if event_ids.is_compound(raw) else event_ids.parse(raw)
         feed, plans = state.feed, []
         if feed is not None:
             positions = event_ids.channel_positions(raw)

@@ -193,6 +193,13 @@ class OrdersStream(Stream[OrderState]):
         raw = raw_last_event_id(channel.request)
         last = event_ids.parse_compound(raw) if raw and event_ids.is_compound(raw) else last_event_id(channel.request)
         sinces = split_since(last, names, lambda n: accounts.orders[n].epoch)
+        # Where each journal starts, before anything is written: every event's id then names every account.
+        plans = {name: accounts.orders[name].plan(sinces.get(name) if state.wants_orders else None)
+                 for name in names}
+        for name, plan in plans.items():
+            epoch = accounts.orders[name].epoch
+            if epoch and plan.start is not None:
+                state.positions[name] = event_ids.cursor(epoch, plan.start)
         feed = state.feed
         if feed is not None and feed.may_follow("agent-status"):
             status = await feed.prepare("agent-status", event_ids.channel_positions(raw).get(
@@ -201,10 +208,7 @@ class OrdersStream(Stream[OrderState]):
                 return False
             feed.start(status)  # its events interleave with the replay below, each id where the client is then
         for name in names:
-            orders = accounts.orders[name]
-            plan = orders.plan(sinces.get(name) if state.wants_orders else None)
-            if orders.epoch and plan.start is not None:
-                state.positions[name] = event_ids.cursor(orders.epoch, plan.start)
+            orders, plan = accounts.orders[name], plans[name]
             if state.wants_orders:
                 await self.replay_account(client, state, orders, plan, sinces.get(name))
             else:
