@@ -29,10 +29,9 @@ from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, raw_last_event_id
-from trade_stream.edges.sse.channel_streams import built_event, channel_reset
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.feeds import FIRST, Built, ChannelFeed, Tail
+from trade_stream.edges.sse.feeds import FIRST, Built, ChannelFeed, Tail, built_event, channel_reset
 from trade_stream.edges.sse.sender import Sender
 from trade_stream.edges.sse.streams import Stream, admit, authorize
 from trade_stream.edges.sse.wire import event_bytes

@@ -14,7 +14,6 @@ same answer, so whether a strategy exists does not leak.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from dataclasses import dataclass, field
 from trade_stream.core.app_channels import AppChannels
 from trade_stream.core.channels import addressed_to, check_channel
 from trade_stream.core.engine import ChannelsUnavailable
-from trade_stream.core.protocol import encode
 from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.request import Request
@@ -30,25 +28,12 @@ from trade_stream.edges.http.responses import Response, error, json
 from trade_stream.edges.sse.channel import Channel, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.feeds import Built, ChannelFeed, Tail
+from trade_stream.edges.sse.feeds import Built, ChannelFeed, Tail, built_event, channel_reset
 from trade_stream.edges.sse.sender import Sender
 from trade_stream.edges.sse.streams import Stream, admit, authorize
-from trade_stream.edges.sse.wire import event_bytes
-
-log = logging.getLogger("trade_stream.edges.sse")
 
 STRATEGIES = "/api/stream/strategies"
 STRATEGY_NOT_FOUND = json(404, {"error": "Not Found", "message": "Strategy not found", "statusCode": 404})
-
-
-def channel_reset(channel: str, reason: str = "the channel's history no longer holds that id; refetch state"
-                  ) -> bytes:
-    return event_bytes("reset", encode({"reason": reason, "channel": channel}))
-
-
-def built_event(built: Built, event_id: str) -> bytes:
-    assert built.event is not None
-    return event_bytes(built.event.event, built.data, event_id)
 
 
 @dataclass(eq=False)
@@ -65,6 +50,9 @@ class ChannelState:
 
 
 class ChannelStream(Stream[ChannelState]):
+    """One app channel as a stream kind: which channel a request names (``channel_of``; None is a 404), and
+    whether it must hold an event the user may see first (``must_exist``, the strategies)."""
+
     def __init__(self, kind: str, channel_of: Callable[[Request], str | None], identity: Credentials | None,
                  hub: AppChannels, tail: Tail, buffers: UserBuffers, codec: SseCodec,
                  must_exist: bool = False) -> None:

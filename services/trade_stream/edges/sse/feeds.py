@@ -32,6 +32,7 @@ from trade_stream.core.channels import ChannelEvent, addressed_to
 from trade_stream.core.engine import ChannelsUnavailable
 from trade_stream.core.protocol import encode
 from trade_stream.core.users import User
+from trade_stream.edges.sse.wire import event_bytes
 
 log = logging.getLogger("trade_stream.edges.sse")
 
@@ -57,6 +58,18 @@ class SseChannelCodec:
 
 
 SSE_CHANNELS = SseChannelCodec()
+
+
+def built_event(built: Built, event_id: str) -> bytes:
+    """A channel event as the stream writes it: ``event_id`` is the one the stream gives it (the event's own on
+    a one-channel stream, the compound id on one of several sources)."""
+    assert built.event is not None
+    return event_bytes(built.event.event, built.data, event_id)
+
+
+def channel_reset(channel: str, reason: str = "the channel's history no longer holds that id; refetch state"
+                  ) -> bytes:
+    return event_bytes("reset", encode({"reason": reason, "channel": channel}))
 
 
 @dataclass(eq=False)
