@@ -380,3 +380,30 @@ async def test_the_readme_publish_examples_run_as_written(app):
                        ("strategies:abc", "strategy:update"), ("alerts", "alert:new")]
         ids = [e["id"] for e in events(alice)]
         assert ran[0].stdout.strip() == ids[0] and ran[2].stdout.strip() == ids[2] and ran[3].stdout.strip() == ids[3]
+
+
+async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
+    caplog.set_level("INFO")
+    async with daemon(sim, tmp_path, allowed_origins=("https://app.example",), max_channels_per_client=2) as app:
+        origin = {"Origin": "https://app.example"}
+        async with httpx.AsyncClient(timeout=5) as client:
+            for port in (app.port, app.sse.port):
+                pre = await client.options(f"http://127.0.0.1:{port}/api/publish",
+                                           headers={**origin, "Access-Control-Request-Method": "POST"})
+                assert pre.status_code == 204 and "POST" in pre.headers["Access-Control-Allow-Methods"]
+                assert pre.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
+                done = await publish(port, {"channel": "alerts", "event": "e"}, headers=origin)
+                assert done.status_code == 200
+                assert done.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
+            metrics = (await client.get(f"http://127.0.0.1:{app.port}/metrics")).text
+            status = (await client.get(f"http://127.0.0.1:{app.port}/api/stream/status")).text
+        assert "trade_stream_channel_published_total 2.0" in metrics
+        assert KEY not in status and KEY not in caplog.text and KEY[-4:] in str(app.cfg.public_view())
+        async with browser(app.port, "alice") as b:  # at most 2 channels per connection
+            await subscribe(b, "app:one")
+            await subscribe(b, "app:two")
+            await b.send({"action": "subscribe", "channel": "app:three"})
+            assert (await b.expect("error"))["code"] == "channel_limit"
+            await b.send({"action": "unsubscribe", "channel": "app:one"})
+            await b.expect("unsubscribed")
+            await subscribe(b, "app:three")

@@ -172,3 +172,30 @@ async def test_a_reset_resume_still_gets_the_live_events_that_came_meanwhile():
     assert holder.got == ["reset", "5-0"]
     hub.drop(holder)
     assert not hub.subs and not hub.channels_of(holder)
+
+
+def test_channel_settings_are_checked_at_start(tmp_path):
+    """A bad channel setting stops the start with one line naming it (exit 2 in the daemon)."""
+    import argparse
+
+    from trade_stream import config
+
+    def load(**env: str) -> config.Config:
+        return config.load(argparse.Namespace(env_file="/dev/null"), {"ALPACA_API_KEY": "k", "ALPACA_SECRET_KEY": "s",
+                                                                      **env}, tmp_path)
+
+    assert load(TRADE_STREAM_PUBLIC_CHANNELS="app:status, alerts").public_channels == ("app:status", "alerts")
+    for env, words in ((("TRADE_STREAM_PUBLIC_CHANNELS", "app:a b"), "is not a channel glob"),
+                       (("TRADE_STREAM_PUBLISH_MAX_BYTES", "100"), "between 1024 and 1048576"),
+                       (("TRADE_STREAM_CHANNEL_HISTORY", "0"), "between 1 and 100000"),
+                       (("TRADE_STREAM_CHANNEL_HISTORY_TTL", "0"), ">= 1")):
+        with pytest.raises(config.ConfigError) as err:
+            load(**dict([env]))
+        assert str(err.value).startswith(env[0]) and words in str(err.value) and "\n" not in str(err.value)
+    users = tmp_path / "users.toml"
+    users.write_text('[[user]]\nname = "a"\ntoken_hash = "sha256:' + "0" * 32 + ":" + "0" * 64
+                     + '"\naccounts = ["*"]\nchannels = "app:*"\n')
+    with pytest.raises(config.ConfigError) as err:
+        load(TRADE_STREAM_USERS_FILE=str(users))
+    assert "channels must be a list of channel globs" in str(err.value)
+    assert config.mask(load(TRADE_STREAM_PUBLISH_KEY="secret-key-1234").publish_key) == "****1234"
