@@ -392,7 +392,7 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
                                            headers={**origin, "Access-Control-Request-Method": "POST"})
                 assert pre.status_code == 204 and "POST" in pre.headers["Access-Control-Allow-Methods"]
                 assert pre.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
-                done = await publish(port, {"channel": "alerts", "event": "e"}, headers=origin)
+                done = await publish(port, {"channel": "agent-status", "event": "e"}, headers=origin)
                 assert done.status_code == 200
                 assert done.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
             metrics = (await client.get(f"http://127.0.0.1:{app.port}/metrics")).text
