@@ -407,3 +407,20 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
             await b.send({"action": "unsubscribe", "channel": "app:one"})
             await b.expect("unsubscribed")
             await subscribe(b, "app:three")
+
+
+async def test_another_login_on_the_connection_keeps_what_the_new_user_may_see(app):
+    async with browser(app.port, "alice") as b:
+        await subscribe(b, "alerts")
+        await subscribe(b, "app:x")
+        await b.send({"action": "auth", "token": tok("carol")})  # channels = ["app:*"]
+        await b.expect("authenticated")
+        await publish(app.port, [{"channel": "alerts", "event": "gone", "data": {}},
+                                 {"channel": "app:x", "event": "for-alice", "data": {}, "users": ["alice"]},
+                                 {"channel": "app:x", "event": "for-carol", "data": {}, "users": ["carol"]}])
+        await b.expect(lambda m: m.get("event") == "for-carol")
+        assert [e["event"] for e in events(b)] == ["for-carol"]
+        assert app.relay.channels.channels_of(b_holder(app)) == {"app:x"}
+        await b.send({"action": "auth", "token": "wrong"})  # a failed login changes nothing
+        await b.expect("error")
+        assert app.relay.channels.channels_of(b_holder(app)) == {"app:x"}

@@ -85,6 +85,17 @@ def test_rings_keep_a_count_an_age_and_a_bounded_table():
     assert set(rings.channels) == {"app:a", "app:c"}  # app:b, published to longest ago, went
 
 
+def test_a_full_table_evicts_a_channel_nobody_holds_first():
+    held = {"app:a"}
+    rings = Rings(history=3, ttl_ms=10_000, max_channels=2, held=lambda: held)
+    for n, channel in enumerate(("app:a", "app:b", "app:c")):  # app:a is the oldest, but held
+        rings.append(Publication(channel, "e", {}), 1000 + n)
+    assert set(rings.channels) == {"app:a", "app:c"}
+    held.update({"app:c"})
+    rings.append(Publication("app:d", "e", {}), 2000)  # every one held: the oldest goes
+    assert set(rings.channels) == {"app:c", "app:d"}
+
+
 def test_replay_bounds():
     events = [ChannelEvent("app:x", f"{1000 + n}-0", "e", {"n": n}) for n in range(10)]
     assert [e.data["n"] for e in replay("app:x", events, "1005-0", 4, 2000, 5000)] == [6, 7, 8, 9]  # type: ignore

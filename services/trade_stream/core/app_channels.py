@@ -12,8 +12,9 @@ How an edge uses it (the browser WebSocket in edges/ws_server.py; the SSE side-p
    ``reset`` when it cannot be replayed without a gap, follows that, then live events, with no gap and no
    duplicate between the two.
 2. ``channels.unsubscribe(holder, channel)`` for one channel; ``channels.drop(holder)`` when the client goes
-   (Relay.remove calls it for the WebSocket side); ``channels.logged_out(holder)`` when its login ends (a JWT
-   expired: the wiring tells it for WebSocket clients).
+   (Relay.remove calls it for the WebSocket side); ``channels.logged_in(holder, user)`` when the connection
+   authenticates again, and ``channels.logged_out(holder)`` when its login ends (a JWT expired: the wiring
+   tells it for WebSocket clients).
 3. The engine hands every event of the cluster to ``deliver`` (through the relay's NodeHandler); an event with
    ``users`` reaches only the holders of those users. ``gap`` resets a channel's subscribers when this node
    missed some of its events.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trade_stream.core import event_ids
-from trade_stream.core.channels import CHANNEL_RULE, Access, ChannelEvent, Reset, check_channel
+from trade_stream.core.channels import CHANNEL_RULE, Access, ChannelEvent, Reset, addressed_to, check_channel
 from trade_stream.core.engine import ChannelsUnavailable
 from trade_stream.core.framing import text_frame
 from trade_stream.core.protocol import ClientError, encode
@@ -68,7 +69,7 @@ class _Sub:
     user: str | None
     codec: ChannelCodec
     pending: list[ChannelEvent] | None = None  # live events while the history read runs
-    overflowed: bool = False
+    lost: bool = False  # events were lost while it resumed (too many came, or the node missed some): a reset
 
 
 class AppChannels:
@@ -128,14 +129,19 @@ class AppChannels:
         for channel in list(self._of.get(holder, ())):
             self.unsubscribe(holder, channel)
 
+    def logged_in(self, holder: Hashable, user: User | None) -> None:
+        """The holder is ``user`` now (another login on the same connection; None: its login ended): it keeps the
+        channels that user may subscribe to, and events addressed to users reach it as that user."""
+        for channel in list(self._of.get(holder, ())):
+            if self.access.may_subscribe(user, channel):
+                self.subs[channel][holder].user = user.name if user is not None else None
+            else:
+                self.unsubscribe(holder, channel)
+
     def logged_out(self, holder: Hashable) -> None:
         """The holder's login ended (its token expired): it keeps only the channels open to anonymous clients,
         and no longer gets events addressed to the user it was."""
-        for channel in list(self._of.get(holder, ())):
-            if self.access.may_subscribe(None, channel):
-                self.subs[channel][holder].user = None
-            else:
-                self.unsubscribe(holder, channel)
+        self.logged_in(holder, None)
 
     def deliver(self, event: ChannelEvent) -> None:
         """One event from the engine: to each subscriber it is addressed to, encoded once per codec."""
@@ -149,9 +155,9 @@ class AppChannels:
                 if len(sub.pending) < MAX_PENDING:
                     sub.pending.append(event)
                 else:
-                    sub.overflowed = True
+                    sub.lost = True
                 continue
-            if users is not None and sub.user not in users:
+            if users is not None and sub.user not in users:  # addressed_to, inline on the hot path
                 continue
             groups.setdefault(sub.codec, []).append(holder)
         for codec, group in groups.items():  # built before any send: a send that cuts a client off is safe
@@ -164,7 +170,7 @@ class AppChannels:
         groups: dict[ChannelCodec, list[Any]] = {}
         for holder, sub in self.subs.get(channel, {}).items():
             if sub.pending is not None:
-                sub.overflowed = True
+                sub.lost = True
             else:
                 groups.setdefault(sub.codec, []).append(holder)
         for codec, group in groups.items():
@@ -177,19 +183,22 @@ class AppChannels:
         except ChannelsUnavailable as exc:
             log.warning("channel_history_unavailable channel=%s error=%s", channel, exc)
             found = Reset(channel, "history unavailable")
+        except Exception:  # never leave a subscriber waiting for a replay that will not come
+            log.exception("channel_history_failed channel=%s", channel)
+            found = Reset(channel, "history failed")
         if self.subs.get(channel, {}).get(holder) is not sub:
             return  # unsubscribed (or gone) meanwhile
         pending, sub.pending = sub.pending or [], None
-        if sub.overflowed or isinstance(found, Reset):
+        if sub.lost or isinstance(found, Reset):
             # A reset tells the client to refetch; live events go on from here (all of those that came
-            # meanwhile, unless too many came: then from the next one).
+            # meanwhile, unless some were lost: then from the next one).
             holder.send(sub.codec.reset(channel), 0)
-            send = [] if sub.overflowed else pending
+            send = [] if sub.lost else pending
         else:
             last = event_ids.parse_stream_id(found[-1].id if found else since)
             send = [*found, *(e for e in pending if _after(e, last))]
         for event in send:
-            if event.users is None or sub.user in event.users:
+            if addressed_to(event.users, sub.user):
                 self.delivered += 1
                 holder.send(sub.codec.event(event), 1)
 

@@ -26,10 +26,10 @@ import collections
 import fnmatch
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -194,21 +194,29 @@ def matches(globs: Sequence[str], channel: str) -> bool:
     return any(fnmatch.fnmatchcase(channel, g) for g in globs)
 
 
+class Viewer(Protocol):
+    """Who subscribes, as access sees it (core.users.User)."""
+
+    @property
+    def admin(self) -> bool: ...
+
+    @property
+    def channels(self) -> tuple[str, ...] | None: ...  # globs it may subscribe to; None: every channel
+
+
 @dataclass(frozen=True)
 class Access:
     """Channel access: ``public`` globs anonymous clients may subscribe to (default none)."""
 
     public: tuple[str, ...] = ()
 
-    def may_subscribe(self, user: Any, channel: str) -> bool:
-        """``user``: a core.users.User (its ``channels`` globs, None for every channel; ``admin``), or None for
-        a client that has not authenticated."""
+    def may_subscribe(self, user: Viewer | None, channel: str) -> bool:
+        """``user`` None: a client that has not authenticated."""
         if user is None:
             return matches(self.public, channel)
         if user.admin:
             return True
-        globs = getattr(user, "channels", None)
-        return globs is None or matches(globs, channel)
+        return user.channels is None or matches(user.channels, channel)
 
 
 def addressed_to(users: frozenset[str] | None, name: str | None) -> bool:
@@ -249,10 +257,14 @@ def replay(channel: str, events: Sequence[ChannelEvent], since: str, limit: int,
 class Rings:
     """Every channel's retained events in one process (the memory engine's history): at most ``history`` events
     per channel, none older than ``ttl_ms``, and at most ``max_channels`` channels; a new channel past that
-    evicts the one published to longest ago (its resume ids then get a reset, as any trimmed id does)."""
+    evicts the one published to longest ago that nobody here holds (``held``: the channels with subscribers),
+    or the one published to longest ago when every one is held. An evicted channel's resume ids get a reset,
+    as any trimmed id does."""
 
-    def __init__(self, history: int, ttl_ms: int, max_channels: int) -> None:
+    def __init__(self, history: int, ttl_ms: int, max_channels: int,
+                 held: Callable[[], Collection[str]] = frozenset) -> None:
         self.history, self.ttl_ms, self.max_channels = history, ttl_ms, max_channels
+        self.held = held
         self.channels: dict[str, collections.deque[ChannelEvent]] = {}  # insertion order: least recent first
         self._last: dict[str, tuple[int, int]] = {}  # the last id issued per channel, kept while it is held
 
@@ -261,9 +273,10 @@ class Rings:
         if ring is None:
             ring = collections.deque(maxlen=self.history)
             if len(self.channels) >= self.max_channels:
-                oldest = next(iter(self.channels))
-                del self.channels[oldest]
-                self._last.pop(oldest, None)
+                held = self.held()
+                victim = next((c for c in self.channels if c not in held), next(iter(self.channels)))
+                del self.channels[victim]
+                self._last.pop(victim, None)
         self.channels[pub.channel] = ring  # most recently published last
         key = event_ids.next_stream_id(self._last.get(pub.channel), now_ms)
         self._last[pub.channel] = key

@@ -58,8 +58,9 @@ class EngineUnavailable(Exception):
 
 
 class ChannelsUnavailable(Exception):
-    """A publication could not be recorded (the cluster store is down): nothing of the batch was published
-    unless its ids were returned. The message is one line, for the publisher (503: retry)."""
+    """A publication could not be recorded (the cluster store is down). When the store's answer was lost rather
+    than its request, the batch may have been recorded all the same: a publisher's retry can repeat it. The
+    message is one line, for the publisher (503: retry)."""
 
 
 class Stream(Protocol):

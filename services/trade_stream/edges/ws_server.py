@@ -243,6 +243,9 @@ class BrowserSession:
                 self.client.send_message({"type": "options", "batch": action.batch})
             case protocol.Auth():
                 self.private_call(lambda p: p.authenticate(self.client, action.token), {"type": "authenticated"})
+                if self.server.private is not None and self.server.relay.channels.channels_of(self.client):
+                    # app channels held before: kept as far as the user now authenticated may see them
+                    self.server.relay.channels.logged_in(self.client, self.server.private.user_of(self.client))
             case protocol.SubscribeOrders():
                 self.private_call(lambda p: p.subscribe(self.client, action.since), None)
             case protocol.UnsubscribeOrders():

@@ -42,7 +42,7 @@ class MemoryEngine:
         self.upstream_wanted = handler.local_wanted
         self.refused = handler.on_rejected
         self._request = handler.upstream_request
-        self.rings = Rings(channel_history, int(channel_ttl * 1000), max_channels)
+        self.rings = Rings(channel_history, int(channel_ttl * 1000), max_channels, held=handler.local_channels)
         self.channel_published = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------------

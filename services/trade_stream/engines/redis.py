@@ -147,6 +147,16 @@ class Keys:
         return f"{self.prefix}:upstream"
 
     @property
+    def channel_streams(self) -> str:
+        """The prefix of the app channels' Streams: ``ch:`` + the channel name."""
+        return f"{self.prefix}:ch:"
+
+    @property
+    def channel_events(self) -> str:
+        """The pub/sub channel every app-channel event is published on."""
+        return f"{self.prefix}:chan"
+
+    @property
     def md(self) -> str:
         """The prefix of the market-data channels: ``md`` + ``<channel>:<symbol>``."""
         return f"{self.prefix}:md:"
@@ -208,8 +218,9 @@ class RedisEngine:
         # Order events count as written once a replica has them too, behind Sentinel.
         self.order_logs = RedisOrderLogs(self.r, prefix, retention_days, self.retry, replicated=is_sentinel(url))
         self.keys = keys = Keys(prefix)
-        self.channels = RedisChannels(self.r, prefix, handler, history=channel_history, ttl=channel_ttl,
-                                      timeout=timeout, failed=self._redis_failed, errors=ERRORS)
+        self.channels = RedisChannels(self.r, keys.channel_streams, keys.channel_events, handler,
+                                      history=channel_history, ttl=channel_ttl, timeout=timeout,
+                                      failed=self._redis_failed, errors=ERRORS)
         self._chan_bytes = self.channels.pubsub_bytes
         self.k_leader, self.k_nodes, self.k_ctl = keys.leader, keys.nodes, keys.ctl
         self.k_handover = keys.handover

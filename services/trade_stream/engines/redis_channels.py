@@ -47,17 +47,20 @@ MAX_REMEMBERED = 100_000  # channels whose last delivered id a node keeps (least
 
 
 class RedisChannels:
-    def __init__(self, r: Any, prefix: str, handler: ChannelHandler, *, history: int, ttl: float, timeout: float,
-                 failed: Callable[[BaseException], None], errors: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, r: Any, streams: str, pubsub_key: str, handler: ChannelHandler, *, history: int,
+                 ttl: float, timeout: float, failed: Callable[[BaseException], None],
+                 errors: tuple[type[BaseException], ...]) -> None:
+        """``streams``: the prefix of the channels' Stream keys; ``pubsub_key``: the channel events go out on
+        (both spelled by redis.Keys)."""
         self.r = r
-        self.prefix = prefix
+        self.streams = streams
         self.handler = handler
         self.history = history
         self.ttl_ms = int(ttl * 1000)
         self.timeout = timeout
         self.failed = failed
         self.errors = errors
-        self.pubsub_key = f"{prefix}:chan"
+        self.pubsub_key = pubsub_key
         self.pubsub_bytes = self.pubsub_key.encode()
         self._publish = r.register_script(PUBLISH)
         self.last: dict[str, tuple[int, int]] = {}  # the last id delivered per channel, least recent first
@@ -65,7 +68,7 @@ class RedisChannels:
         self.received = 0
 
     def stream(self, channel: str) -> str:
-        return f"{self.prefix}:ch:{channel}"
+        return self.streams + channel
 
     async def publish(self, pubs: list[Publication]) -> list[str]:
         keys = [*(self.stream(p.channel) for p in pubs), self.pubsub_key]
