@@ -411,11 +411,11 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
 
 async def test_another_login_on_the_connection_keeps_what_the_new_user_may_see(app):
     async with browser(app.port, "alice") as b:
-        await subscribe(b, "alerts")
+        await subscribe(b, "agent-status")
         await subscribe(b, "app:x")
         await b.send({"action": "auth", "token": tok("carol")})  # channels = ["app:*"]
         await b.expect("authenticated")
-        await publish(app.port, [{"channel": "alerts", "event": "gone", "data": {}},
+        await publish(app.port, [{"channel": "agent-status", "event": "gone", "data": {}},
                                  {"channel": "app:x", "event": "for-alice", "data": {}, "users": ["alice"]},
                                  {"channel": "app:x", "event": "for-carol", "data": {}, "users": ["carol"]}])
         await b.expect(lambda m: m.get("event") == "for-carol")
