@@ -12,12 +12,15 @@ const EXPLANATION = {
   pending: 'Checking the token…',
   rejected: 'The token was rejected. Enter the token printed by trade-stream at start.',
   throttled: 'Too many failed token attempts from this address: the daemon will accept a try again shortly.',
+  // Not retried by itself: two pages doing that would take each other's place for ever.
+  displaced: 'A newer connection with this token took this page\'s place (the daemon allows each user a few '
+    + 'connections): order updates stopped here. Enter the token again to have them here.',
   authenticated: 'No orders yet.',
 };
 const THROTTLE_RETRY_S = 60;
 const TOKEN_STATE_TEXT = {
   none: '', waiting: '', pending: 'checking…', rejected: 'token rejected', throttled: 'throttled',
-  authenticated: 'authenticated',
+  displaced: 'replaced', authenticated: 'authenticated',
 };
 
 // Colour family of an order event, or of an order status for snapshot rows.
@@ -46,7 +49,8 @@ export class OrdersPanel {
       form: $('token-form'), input: $('token-input'), forget: $('token-forget'), state: $('token-state'),
       empty: $('orders-empty'), list: $('orders-list'),
     };
-    this.#positions = new PositionsTable($('positions-table'), $('portfolio-value'), $('portfolio-pl'));
+    this.#positions = new PositionsTable($('positions-table'), $('portfolio-value'), $('portfolio-pl'),
+      $('portfolio-realized'));
     this.#els.form.addEventListener('submit', (event) => {
       event.preventDefault();
       this.useToken(this.#els.input.value);
@@ -57,13 +61,13 @@ export class OrdersPanel {
 
   /** The connection was welcomed: authenticate if we have a token. */
   onLive() {
-    if (!this.#token) return;
+    if (!this.#token || this.#state === 'displaced') return;
     this.#setState('pending');
     this.#connection.send({ action: 'auth', token: this.#token });
   }
 
   markOffline() {
-    if (this.#token && this.#state !== 'rejected') this.#setState('waiting');
+    if (this.#token && this.#state !== 'rejected' && this.#state !== 'displaced') this.#setState('waiting');
   }
 
   /** True when the message was about orders. */
@@ -88,6 +92,10 @@ export class OrdersPanel {
         return true;
       case 'position_update':
         this.#positions.update(message);
+        return true;
+      case 'warning': // a newer connection of this user took this one's place; the daemon closes this one
+        if (message.code !== 'connection_limit') return false;
+        this.#setState('displaced', message.message);
         return true;
       default:
         return false;
@@ -121,8 +129,8 @@ export class OrdersPanel {
     if (token !== this.#token) this.#clearLists();
     this.#token = token;
     tokenStore.set(token);
+    this.#setState('waiting'); // a displaced page takes its place back: the user asked for it
     if (this.#connection.isLive) this.onLive();
-    else this.#setState('waiting');
   }
 
   #forget() {

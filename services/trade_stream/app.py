@@ -32,6 +32,7 @@ from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.history import History
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
@@ -136,7 +137,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     identity = Identity(cfg.token, [a.name for a in cfg.account_specs()], cfg.users_file, cfg.jwt_secret,
                         cfg.jwt_public_key, cfg.max_connections_per_user, broker=bool(cfg.broker_api_key),
                         jwt_audience=cfg.jwt_audience, jwt_issuer=cfg.jwt_issuer,
-                        jwt_max_lifetime=cfg.jwt_max_lifetime)
+                        jwt_max_lifetime=cfg.jwt_max_lifetime, connection_limit_policy=cfg.connection_limit_policy)
     # Each account's order log is opened (registered with the engine) here: the engine's connect loads them.
     built = {spec.name: build_account(cfg, stats, relay, spec) for spec in cfg.account_specs()}
     tradings = {name: trading for name, (_, trading) in built.items()}
@@ -155,7 +156,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if webhooks is not None:
         registry.register(webhooks.collector())
     origins = OriginPolicy(cfg.allowed_origins)
-    cors = Cors(origins).headers
+    cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
+    credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     publish = publish_api(cfg, relay.engine, identity, cors)
     # The side-port writes the CORS headers of every answer itself.
@@ -172,14 +174,17 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route("/api/page-info", page.info),
         Route("/api/bars", lambda r: history.bars_route(r, cors(r))),
         Route("/api/clock", lambda r: history.clock_route(r, cors(r))),
-        Route(ORDERS_PATH, OrdersApi(accounts, identity.resolve, cors)),
-        Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity.resolve, cors), methods=None, prefix=True),
+        Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
+        Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
+              prefix=True),
         Route(PUBLISH_PATH, publish, methods=None),
         Route(STREAM_TEST_PATH, StreamTest(publish.authorize, sse.send_test if sse is not None else None,
                                            lambda: relay.clients, cors), methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
-    ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes())
+    ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
+                  credentials=credentials)
+    accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
                        page, snapshots, ws, sse)
     wire_events(parts)
@@ -441,8 +446,10 @@ class App:
             self.parts.ws.reload_limits(cfg)
             if self.parts.sse is not None:
                 self.parts.sse.reload_limits(cfg)
-        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d", cfg.log_level,
-                 cfg.max_connections, cfg.max_connections_per_ip)
+            self.parts.identity.sessions.reload(cfg.max_connections_per_user, cfg.connection_limit_policy)
+        log.info("reloaded log_level=%s max_connections=%d max_connections_per_ip=%d max_connections_per_user=%d "
+                 "connection_limit_policy=%s", cfg.log_level, cfg.max_connections, cfg.max_connections_per_ip,
+                 cfg.max_connections_per_user, cfg.connection_limit_policy)
 
     async def run_until_signalled(self, reread: Callable[[], Config] | None = None) -> None:
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 import socket
 import sys
@@ -34,6 +35,7 @@ CRYPTO_LOCATIONS = ("us", "us-1", "eu-1")  # Alpaca US, Kraken US, Kraken EU (v1
 OPTIONS_FEEDS = ("indicative", "opra")  # v1beta1/{feed}: indicative (free, delayed-ish) or OPRA (paid)
 BROKER_STREAMS = ("trades", "accounts", "activities", "nta")  # Broker API event streams (upstream/broker_events.py)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+CONNECTION_LIMIT_POLICIES = ("close_oldest", "refuse")  # what a user's connection over the limit does
 
 
 class ConfigError(ValueError):
@@ -118,6 +120,8 @@ class Config:
     jwt_issuer: str = ""
     jwt_max_lifetime: int = 86400
     max_connections_per_user: int = 10
+    auth_cookie: str = ""
+    connection_limit_policy: str = "close_oldest"
     redis_url: str = ""
     node_id: str = ""
     redis_prefix: str = "trade-stream"
@@ -320,6 +324,18 @@ def _readable_file(raw: str) -> str:
     return value
 
 
+# RFC 6265's cookie-name is RFC 7230's token: visible ASCII without separators, at least one character.
+COOKIE_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _cookie_name(raw: str) -> str:
+    value = raw.strip()
+    if not COOKIE_NAME_RE.fullmatch(value):
+        raise ValueError("must be a cookie name (RFC 6265): letters, digits and !#$%&'*+-.^_`|~, no spaces, "
+                         "'=', ';', ',' or quotes, e.g. session")
+    return value
+
+
 def _name(raw: str) -> str:
     value = raw.strip()
     if not value or len(value) > 100 or any(c.isspace() or c in ":*?[]" for c in value):
@@ -461,6 +477,14 @@ SETTINGS: tuple[Setting, ...] = (
             "refused; 0 = no limit (default 86400, one day)"),
     Setting("max_connections_per_user", "TRADE_STREAM_MAX_CONNECTIONS_PER_USER", "--max-connections-per-user",
             _int_range(1, 1_000_000), "private connections (WebSocket, SSE, /stream) one user may hold (default 10)"),
+    Setting("auth_cookie", "TRADE_STREAM_AUTH_COOKIE", "--auth-cookie", _cookie_name,
+            "name of your web app's session cookie holding a user's credential (a JWT or users-file token), read "
+            "on SSE, the browser WebSocket and REST beside Authorization and ?token=; default none (cookies are "
+            "not read)"),
+    Setting("connection_limit_policy", "TRADE_STREAM_CONNECTION_LIMIT_POLICY", "--connection-limit-policy",
+            _choice(CONNECTION_LIMIT_POLICIES), "what one more private connection of a user at the limit does: "
+            "close_oldest (the user's oldest gets a connection_limit warning and is closed; the new one is let in) "
+            "or refuse (the new one gets too_many_connections, SSE 429) (default close_oldest)"),
     Setting("redis_url", "TRADE_STREAM_REDIS_URL", "--redis-url", _redis_url,
             "cluster mode: Redis (or Valkey) shared by every node, e.g. redis://host:6379/0 (rediss:// for TLS, "
             "?ssl_ca_certs=/path/ca.pem for a private CA, redis://:password@host), or the master of a Sentinel "

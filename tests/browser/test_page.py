@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, eastern_time, free_port, static_server
-from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
+from tests.support.relay import FAST, TOKEN, Browser, relay_config, running, wait_until
 from trade_stream.config import Config
 
 pytestmark = [
@@ -244,6 +244,50 @@ async def test_orders_with_token_in_the_fragment(sim, tmp_path, watch):
 
 
 @pytest.mark.timeout(60)
+async def test_positions_show_what_fills_realized_and_keep_a_closed_row(sim, tmp_path, watch):
+    """A reducing fill shows its realized P&L on the row, a closing one leaves a "closed" row with the sum (and the
+    footer's), both in the P&L column's width; the figures outlive a daemon restart's fresh snapshot."""
+    page = watch.page
+    port = free_port()
+    cfg = relay_config(sim, tmp_path, port=port)
+    row = page.locator('#positions-table tr.position[data-symbol="AAPL"]')
+    async with running(cfg) as app:
+        await _orders_app_ready(app)
+        await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
+        await expect(page.locator("#positions-table")).to_be_visible(timeout=UI)
+        sim.fill_order(sim.submit_order("AAPL", "buy", 10)["id"], price=100)
+        await expect(row.locator(".qty")).to_have_text("10", timeout=UI)
+        await expect(row.locator(".realized")).to_have_count(0)  # an opening fill realizes nothing
+        await expect(page.locator("#portfolio-realized")).to_be_hidden()
+        sim.fill_order(sim.submit_order("AAPL", "sell", 4)["id"], price=110.25)
+        await expect(row.locator(".qty")).to_have_text("6", timeout=UI)
+        await expect(row.locator(".realized")).to_have_text("Rlzd +41.00")
+        await expect(row.locator(".realized")).to_have_class(has_class("up"))
+        await expect(row.locator(".avg-entry")).to_have_text("100.00")
+        sim.fill_order(sim.submit_order("AAPL", "sell", 6)["id"], price=95.5)
+        await expect(row).to_have_class(has_class("closed"), timeout=UI)
+        await expect(row.locator(".qty")).to_have_text("0")
+        await expect(row.locator(".realized")).to_have_text("Rlzd +14.00")  # +41 then -27
+        await expect(page.locator("#portfolio-realized")).to_have_text("realized +14.00")
+        assert await page.evaluate("() => { const t = document.querySelector('#positions-table'); "
+                                   "return t.scrollWidth <= t.parentElement.clientWidth + 1; }")
+        box, qty = await row.locator(".realized").bounding_box(), await row.locator(".qty").bounding_box()
+        assert box["x"] > qty["x"] + qty["width"], "the figure sits in the P&L column, not under the others"
+
+    watch.allow_ws_failures(ws_url(port))
+    await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting", timeout=UI)
+    async with running(cfg) as app:
+        await _orders_app_ready(app)
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
+        await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+        sim.fill_order(sim.submit_order("MSFT", "buy", 1)["id"], price=50)  # after the new snapshot
+        await expect(page.locator('#positions-table tr.position[data-symbol="MSFT"]')).to_have_count(1, timeout=UI)
+        await expect(row).to_have_class(has_class("closed"))
+        await expect(row.locator(".realized")).to_have_text("Rlzd +14.00")
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
 async def test_orders_with_typed_token(sim, tmp_path, watch):
     """A token typed into #token-input works the same way."""
     page = watch.page
@@ -255,6 +299,36 @@ async def test_orders_with_typed_token(sim, tmp_path, watch):
         await page.locator("#token-form button[type=submit]").click()
         await expect(page.locator("#token-input")).to_have_value("")
         await _orders_flow(sim, app, page)
+        await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_a_page_whose_place_a_newer_connection_took_says_so_and_waits_for_the_user(sim, tmp_path, watch):
+    """One private connection per user: a newer one closes the page's with the connection_limit warning. The page
+    says so and reconnects for market data, but does not send its token again by itself (two pages doing that
+    would take each other's place for ever); the token entered again takes the place back."""
+    page = watch.page
+    async with running(relay_config(sim, tmp_path, max_connections_per_user=1)) as app:
+        await _orders_app_ready(app)
+        await page.goto(page_url(app.port, app.port, fragment=f"token={TOKEN}"))
+        await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+        first = set(app.relay.clients)
+        async with Browser.connect(app.port) as other:
+            await other.send({"action": "auth", "token": TOKEN})
+            await other.expect("authenticated")
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "displaced", timeout=UI)
+            await expect(page.locator("#orders-empty")).to_contain_text("took this page's place")
+            await wait_until(lambda: len(app.relay.clients) == 2 and not first & set(app.relay.clients), 15,
+                             "the page reconnected")
+            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "live", timeout=UI)
+            await other.drain(0.5)
+            assert not other.of_type("warning"), "the page sent its token again by itself"
+            assert app.identity.sessions.counts() == [1]
+            await watch.screenshot()
+            await page.locator("#token-input").fill(TOKEN)
+            await page.locator("#token-form button[type=submit]").click()
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+            assert (await other.expect("warning"))["code"] == "connection_limit"
         await watch.finish()
 
 

@@ -46,17 +46,30 @@ def accounts_file(sim, tmp_path):
     return account_specs.load(str(path), {})
 
 
-@pytest.fixture
-async def app2(sim2, tmp_path):
+@contextlib.asynccontextmanager
+async def two_accounts(sim2, tmp_path, **overrides):
     users = tmp_path / "users.toml"
     write_users(str(users), [UserRecord(n, hash_token(t), tuple(a)) for n, (t, a) in USERS.items()])
     cfg = relay_config(sim2, tmp_path / "state", sse_port=free_port(), accounts=accounts_file(sim2, tmp_path),
                        users_file=str(users), jwt_secret=JWT_SECRET, api_key=KEYS["paper"][0],
-                       secret_key=KEYS["paper"][1], timings=FAST)
+                       secret_key=KEYS["paper"][1], timings=FAST, **overrides)
     async with running(cfg) as a:
         await wait_until(lambda: a.relay.sources.default.upstream.connected
                                  and all(t.connected for t in a.tradings.values()),
                          what="every stream up")
+        yield a
+
+
+@pytest.fixture
+async def app2(sim2, tmp_path):
+    async with two_accounts(sim2, tmp_path) as a:
+        yield a
+
+
+@pytest.fixture
+async def app2_refusing(sim2, tmp_path):
+    """``app2`` with TRADE_STREAM_CONNECTION_LIMIT_POLICY=refuse."""
+    async with two_accounts(sim2, tmp_path, connection_limit_policy="refuse") as a:
         yield a
 
 
@@ -256,7 +269,8 @@ async def test_jwt_expiry_ends_the_stream_and_a_refresh_keeps_it_without_a_gap(s
         assert not c.of_type("order_update")
 
 
-async def test_eleventh_connection_of_one_user_is_refused_others_unaffected(app2):
+async def test_under_refuse_the_eleventh_connection_of_one_user_is_refused_others_unaffected(app2_refusing):
+    app2 = app2_refusing
     token = USERS["alice"][0]
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(10):
@@ -268,6 +282,31 @@ async def test_eleventh_connection_of_one_user_is_refused_others_unaffected(app2
         async with sse_get(app2.sse.port, "/api/stream/orders", {"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 429
         assert (await ws_auth(app2, USERS["bob"][0]))["type"] == "authenticated"
+        await c.drain(0.2)
+        assert not c.of_type("warning")  # nobody was closed for the refused ones
+
+
+async def test_by_default_the_eleventh_connection_of_one_user_closes_that_users_oldest_only(app2):
+    """The default policy, close_oldest, counts per user: alice's eleventh closes alice's oldest; bob, who opened
+    his connection before all of alice's, keeps it."""
+    alice, bob = USERS["alice"][0], USERS["bob"][0]
+    async with contextlib.AsyncExitStack() as stack:
+        bobs = await stack.enter_async_context(Browser.connect(app2.port))
+        await bobs.send({"action": "auth", "token": bob})
+        await bobs.expect("authenticated")
+        alices = []
+        for _ in range(11):
+            c = await stack.enter_async_context(Browser.connect(app2.port))
+            await c.send({"action": "auth", "token": alice})
+            await c.expect("authenticated")
+            alices.append(c)
+        warning = await alices[0].expect("warning")
+        assert warning["code"] == "connection_limit" and "TRADE_STREAM_MAX_CONNECTIONS_PER_USER" in warning["message"]
+        for c in [bobs, *alices[1:]]:
+            await c.send({"action": "ping"})
+            await c.expect("pong")
+            assert not c.of_type("warning")
+        assert app2.identity.sessions.counts() == [10, 1]
 
 
 async def test_ten_wrong_tokens_then_the_right_one_is_accepted(app2):

@@ -424,3 +424,13 @@ async def test_another_login_on_the_connection_keeps_what_the_new_user_may_see(a
         await b.send({"action": "auth", "token": "wrong"})  # a failed login changes nothing
         await b.expect("error")
         assert app.relay.channels.channels_of(b_holder(app)) == {"app:x"}
+
+
+async def test_the_session_cookie_does_not_publish(sim, tmp_path):
+    """An admin's session cookie, which any site's page can make the browser send, is no publish credential."""
+    async with daemon(sim, tmp_path, auth_cookie="ts_session") as app:
+        for port in (app.port, app.sse.port):
+            resp = await publish(port, {"channel": "agent-status", "event": "e"}, key=None,
+                                 headers={"Cookie": f"ts_session={tok('root')}"})
+            assert resp.status_code == 401, resp.text
+        assert (await publish(app.port, {"channel": "agent-status", "event": "e"}, key=tok("root"))).status_code == 200

@@ -171,6 +171,26 @@ async def test_cluster_symbol_cap_is_cluster_wide_and_refusals_reach_the_asking_
         assert sim.session_refusals == 0
 
 
+async def test_the_per_user_limit_counts_per_node_and_closes_the_oldest_on_the_node_reached(sim, tmp_path,
+                                                                                              redis_server):
+    """Each node counts its own connections of a user: with a limit of 2, two on node0 and two on node1 all stay;
+    a third on node1 closes node1's oldest, and node0's are untouched, older though they are."""
+    async with cluster(sim, tmp_path, [redis_server.url] * 2, max_connections_per_user=2) as apps, \
+            contextlib.AsyncExitStack() as stack:
+        conns: list[list[Browser]] = [[], []]
+        for node in (0, 0, 1, 1, 1):
+            c = await stack.enter_async_context(Browser.connect(apps[node].port))
+            await c.send({"action": "auth", "token": TOKEN})
+            await c.expect("authenticated")
+            conns[node].append(c)
+        assert (await conns[1][0].expect("warning"))["code"] == "connection_limit"
+        for c in [*conns[0], *conns[1][1:]]:
+            await c.send({"action": "ping"})
+            await c.expect("pong")
+            assert not c.of_type("warning")
+        assert [a.identity.sessions.counts() for a in apps] == [[2], [2]]
+
+
 async def test_a_node_cut_off_from_redis_and_a_redis_restart(sim, tmp_path, redis_server):
     proxy = Proxy(redis_server.port)
     await proxy.start()

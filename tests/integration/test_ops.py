@@ -430,6 +430,52 @@ def test_sighup_reloads_env_file_and_keeps_clients(tmp_path, procs):
     assert code == 0, proc.tail()
 
 
+@pytest.mark.timeout(60)
+def test_sighup_applies_the_per_user_limit_and_its_policy(tmp_path, procs):
+    """Started with 2 per user and refuse: a third private connection is refused. After SIGHUP with 1 and
+    close_oldest the connections stay; the next one is let in and closes the user's oldest with the warning."""
+    token = "sighup-token-0123456789"
+    env_file = tmp_path / "trade-stream.env"
+    env_file.write_text(f"TRADE_STREAM_TOKEN={token}\nTRADE_STREAM_MAX_CONNECTIONS_PER_USER=2\n"
+                        "TRADE_STREAM_CONNECTION_LIMIT_POLICY=refuse\n")
+    proc = start(procs, [str(TS), "--demo", "--port", "0", "--env-file", str(env_file)], cwd=tmp_path,
+                 env=clean_env(tmp_path))
+    port = proc.port()
+
+    def auth(ws: ClientConnection) -> dict[str, Any]:
+        recv_until(ws, lambda m: m.get("type") == "welcome")
+        ws.send(orjson.dumps({"action": "auth", "token": token}).decode())
+        return recv_until(ws, lambda m: m.get("type") in ("authenticated", "error"))
+
+    with ws_connect(port) as first, ws_connect(port) as second:
+        assert auth(first)["type"] == auth(second)["type"] == "authenticated"
+        with ws_connect(port) as third:
+            assert auth(third).get("code") == "too_many_connections"
+        env_file.write_text(f"TRADE_STREAM_TOKEN={token}\nTRADE_STREAM_MAX_CONNECTIONS_PER_USER=1\n"
+                            "TRADE_STREAM_CONNECTION_LIMIT_POLICY=close_oldest\n")
+        mark = len(proc.lines["stderr"])
+        proc.popen.send_signal(signal.SIGHUP)
+        proc.wait_for(r"event=reloaded .*max_connections_per_user=1 connection_limit_policy=close_oldest", start=mark)
+        for ws in (first, second):  # nobody is closed by the reload itself
+            ws.send(orjson.dumps({"action": "ping"}).decode())
+            recv_until(ws, lambda m: m.get("type") == "pong")
+        with ws_connect(port) as newest:
+            assert auth(newest)["type"] == "authenticated"
+            for ws in (first, second):  # both: one is the limit now
+                warning = recv_until(ws, lambda m: m.get("type") == "warning")
+                assert warning["code"] == "connection_limit", warning
+                with pytest.raises(ConnectionClosed) as closed:
+                    recv_until(ws, lambda m: False)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            proc.wait_for(r"event=user_connection_closed_oldest user=default kind=websocket ip=127\.0\.0\.1 ",
+                          start=mark)
+            newest.send(orjson.dumps({"action": "ping"}).decode())
+            recv_until(newest, lambda m: m.get("type") == "pong")
+
+    code, _ = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.tail()
+
+
 # -- 5. trade-stream check ---------------------------------------------------------------------------------------
 
 
@@ -572,6 +618,17 @@ def test_a_write_delay_out_of_range_stops_the_daemon_with_one_line_naming_it(tmp
 
 
 @pytest.mark.timeout(60)
+def test_a_cookie_name_that_is_not_an_rfc_6265_token_stops_the_daemon_with_one_line(tmp_path):
+    env_file = empty_env_file(tmp_path)
+    for args, env in (([], {"TRADE_STREAM_AUTH_COOKIE": "my session"}), (["--auth-cookie", "a;b"], {}),
+                      (["--auth-cookie", 'sid"'], {})):
+        bad = run([str(TS), "--demo", *args, "--env-file", env_file], cwd=tmp_path, env=clean_env(tmp_path, **env))
+        assert bad.returncode == 2 and bad.stdout == ""
+        line = assert_one_line(bad.stderr)
+        assert ("--auth-cookie" if args else "TRADE_STREAM_AUTH_COOKIE") in line and "RFC 6265" in line, line
+
+
+@pytest.mark.timeout(60)
 def test_missing_credentials_bad_values_help_and_env_sample(tmp_path):
     env_file = empty_env_file(tmp_path)
 
@@ -674,6 +731,15 @@ def test_configured_files_that_are_missing_or_unreadable_stop_the_start_with_one
             named = line.replace(f"{env}='{path}'", f"{env}={path}")  # the value quoted or not
             assert result.returncode == 2 and named.startswith(f"trade-stream: {env}={path}: ") and why in line, line
             assert "listening" not in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_connection_limit_policy_stops_the_start_with_one_line_naming_both(tmp_path):
+    result = run([str(TS), "--demo", "--port", "0", "--env-file", empty_env_file(tmp_path)], cwd=tmp_path,
+                 env=clean_env(tmp_path, TRADE_STREAM_CONNECTION_LIMIT_POLICY="close_newest"))
+    assert result.returncode == 2 and "listening" not in result.stdout
+    assert assert_one_line(result.stderr) == ("trade-stream: TRADE_STREAM_CONNECTION_LIMIT_POLICY='close_newest': "
+                                              "must be one of close_oldest, refuse")
 
 
 @pytest.mark.timeout(60)

@@ -400,7 +400,7 @@ async def test_a_channel_position_past_the_history_on_alerts_is_a_reset_then_liv
 
 
 async def test_channel_streams_take_gzip_and_the_per_user_connection_limit(sim, tmp_path):
-    async with daemon(sim, tmp_path, max_connections_per_user=1) as app:
+    async with daemon(sim, tmp_path, max_connections_per_user=1, connection_limit_policy="refuse") as app:
         port = app.sse.port
         async with sse_get(port, "/api/stream/ai-decisions", auth("alice", **{"Accept-Encoding": "gzip"})) as r:
             assert r.status == 200 and r.headers["content-encoding"] == "gzip"
@@ -414,6 +414,23 @@ async def test_channel_streams_take_gzip_and_the_per_user_connection_limit(sim, 
         await wait_until(lambda: not app.sse.ai_decisions.clients, what="the stream released")
         async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as again:
             assert again.status == 200  # its slot was given back
+
+
+async def test_a_newer_connection_of_the_user_closes_the_oldest_channel_stream(sim, tmp_path):
+    async with daemon(sim, tmp_path, max_connections_per_user=1) as app:  # close_oldest, the default
+        await publish(app, "strategies:s1", "strategy:update", {})
+        port = app.sse.port
+        async with sse_get(port, "/api/stream/strategies/s1", auth("alice")) as old:
+            await old.until("connected")
+            async with sse_get(port, "/api/stream/ai-decisions", auth("alice")) as new:
+                assert new.status == 200
+                warning = await old.until("warning")
+                assert warning.json()["code"] == "connection_limit"
+                with pytest.raises(EOFError):
+                    await old.next()
+                await wait_until(lambda: not app.sse.strategies.clients, what="the old stream released")
+                sent = await publish(app, "ai-decisions", "ai:decision", {"n": 1})
+                assert (await new.until("ai:decision")).id == sent
 
 
 async def test_every_id_on_trading_names_the_journal_even_when_a_channel_replays_first(sim, app):

@@ -93,14 +93,20 @@ class SseResponse:
 
 
 @asynccontextmanager
-async def sse_get(port: int, target: str, headers: dict[str, str] | None = None, method: str = "GET", sock=None):
+async def sse_get(port: int, target: str, headers: dict[str, str] | list[tuple[str, str]] | None = None,
+                  method: str = "GET", sock=None, body: bytes = b""):
+    """One request over a fresh connection (``headers`` as pairs when one is sent twice), its answer's head read
+    and, when it has a Content-Length, its body; a stream is read on from the response."""
     if sock is not None:
         reader, writer = await asyncio.open_connection(sock=sock)
     else:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    lines += [f"{k}: {v}" for k, v in pairs]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     parsed = {}

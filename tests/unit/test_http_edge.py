@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trade_stream.core.event_ids import EventId, is_compound, parse_compound
+from trade_stream.edges.http.credentials import Presented, RequestCredentials, cookie_values
 from trade_stream.edges.http.request import Headers, Request, query_of
 from trade_stream.edges.http.responses import Cors, error, json
 from trade_stream.edges.http.routes import Route, Router
@@ -33,6 +34,44 @@ def test_bearer_token_is_read_from_authorization_only_with_the_bearer_scheme():
     assert Request("GET", "/", Headers([("Authorization", "bEaReR tok")])).bearer() == "tok"
     assert Request("GET", "/", Headers([("Authorization", "Basic dG9r")])).bearer() == ""
     assert get("/").bearer() == ""
+
+
+def test_a_cookie_is_found_among_others_quoted_or_split_over_several_headers_and_its_first_value_wins():
+    assert cookie_values(["a=1; ts=tok; b=2"], "ts") == ["tok"]
+    assert cookie_values(['a=1', 'ts="q tok"'], "ts") == ["q tok"]
+    assert cookie_values(["ts=first; ts=second"], "ts") == ["first", "second"]
+    # names that Set-Cookie syntax reserves, an unparsable pair before ours, a prefix of our name, an empty one
+    assert cookie_values(['path=/; x="unclosed; ts_x=no; ts=; ts =yes'], "ts") == ["yes"]
+    assert cookie_values(["tsx=no; ats=no"], "ts") == []
+    assert Request("GET", "/", Headers([("Cookie", "a=1"), ("cookie", "ts=t")])).header_values("COOKIE") == [
+        "a=1", "ts=t"]
+
+
+def test_the_explicit_credential_comes_before_the_cookie_and_a_foreign_page_cannot_use_the_cookie():
+    creds = RequestCredentials("ts", OriginPolicy(("https://app.example", "*")))
+    both = [("Cookie", "ts=from-cookie")]
+    assert creds.presented(get("/", Cookie="ts=c")) == Presented("c", "cookie")
+    assert creds.presented(Request("GET", "/", Headers([*both, ("Authorization", "Bearer h")]))) == \
+        Presented("h", "bearer")
+    assert creds.presented(Request("GET", "/", Headers(both), {"token": "q"}), query=True) == Presented("q", "query")
+    assert creds.presented(Request("GET", "/", Headers(both), {"token": "q"})) == Presented("from-cookie", "cookie")
+    foreign = creds.presented(Request("GET", "/", Headers([*both, ("Origin", "https://evil.example")])))
+    assert not isinstance(foreign, Presented) and foreign.code == "forbidden_origin"
+    assert creds.presented(Request("GET", "/", Headers([*both, ("Origin", "https://app.example")]))).source == \
+        "cookie"
+    assert RequestCredentials("", OriginPolicy(())).presented(get("/", Cookie="ts=c")) == Presented()
+
+
+def test_cors_with_the_cookie_on_grants_credentials_to_named_origins_never_through_the_wildcard():
+    cors = Cors(OriginPolicy(("https://ok.example", "*")), credentials=True)
+    assert cors.headers(get("/", Origin="https://ok.example")) == {
+        "Access-Control-Allow-Origin": "https://ok.example", "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin"}
+    assert cors.headers(get("/", Origin="https://other.example")) == {
+        "Access-Control-Allow-Origin": "https://other.example", "Vary": "Origin"}
+    assert cors.headers(get("/")) == {"Access-Control-Allow-Origin": "*", "Vary": "Origin"}
+    off = Cors(OriginPolicy(("https://ok.example",)))  # no cookie configured: no credentials granted
+    assert "Access-Control-Allow-Credentials" not in off.headers(get("/", Origin="https://ok.example"))
 
 
 def test_router_finds_exact_paths_first_then_prefixes_and_only_under_them():
@@ -118,7 +157,7 @@ class FakeAccounts:
 
 def test_several_accounts_merge_into_one_page_with_a_compound_cursor_and_each_reset_named():
     api = OrdersApi(FakeAccounts(FakeOrders("a", [1, 2]), FakeOrders("b", [5], reset="epoch changed")),
-                    lambda token, ip: None, lambda r: {})
+                    None, None, lambda r: {})  # merged() reads no credential
     status, body = api.merged(["a", "b"], "")
     assert status == 200
     assert [(e["account"], e["n"]) for e in body["events"]] == [("a", 1), ("a", 2), ("b", 5)]

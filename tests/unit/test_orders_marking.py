@@ -136,3 +136,38 @@ def test_a_fill_without_price_or_quantity_changes_nothing():
     marker, _, _, _, seen = setup([])
     marker.apply_fill({"event": "fill", "order": {"symbol": "AAPL", "side": "buy"}, "qty": "1"})
     assert seen == [] and marker.positions.by_symbol == {}
+
+
+def order_fill(order_id: str, side: str, qty: str, price: str, filled: str, position_qty: str) -> dict:
+    return {"event": "fill", "qty": qty, "price": price, "position_qty": position_qty,
+            "order": {"id": order_id, "symbol": "AAPL", "side": side, "filled_qty": filled}}
+
+
+def test_reducing_and_closing_fills_carry_their_realized_pl_and_other_updates_none():
+    marker, _, clock, subscribers, seen = setup([{"symbol": "AAPL", "qty": "10", "avg_entry_price": "100"}])
+    client = FakeClient()
+    subscribers.add(client)
+    marker.sync()
+    marker.apply_fill(order_fill("o1", "sell", "4", "110.25", "4", "6"))
+    assert (seen[-1]["qty"], seen[-1]["avg_entry_price"], seen[-1]["realized_pl"]) == ("6", "100", 41.0)
+    clock.now += POSITION_INTERVAL
+    marker.on_trades([{"T": "t", "S": "AAPL", "p": 111}])
+    assert seen[-1]["current_price"] == 111.0 and seen[-1]["realized_pl"] is None  # a price move realizes nothing
+    marker.apply_fill(order_fill("o1", "sell", "6", "99.5", "10", "0"))
+    assert (seen[-1]["qty"], seen[-1]["realized_pl"], seen[-1]["portfolio"]["positions"]) == ("0", -3.0, 0)
+    assert updates(client) == seen
+
+
+def test_a_replayed_fill_is_neither_applied_nor_pushed_again():
+    marker, _, _, subscribers, seen = setup([{"symbol": "AAPL", "qty": "10", "avg_entry_price": "100"}])
+    subscribers.add(FakeClient())
+    reducing = order_fill("o1", "sell", "4", "110", "4", "6")
+    marker.apply_fill(reducing)
+    marker.apply_fill(dict(reducing, position_qty=None))  # the same fill again, as a derived event without it
+    assert [m["realized_pl"] for m in seen] == [40.0] and marker.positions.by_symbol["AAPL"].qty == 6
+
+
+def test_an_opening_fill_reports_no_realized_pl():
+    marker, _, _, _, seen = setup([])
+    marker.apply_fill(order_fill("o1", "buy", "3", "50", "3", "3"))
+    assert seen[-1]["qty"] == "3" and seen[-1]["realized_pl"] is None

@@ -6,6 +6,10 @@ holds one per account and does the scoping at the edge: a WebSocket client authe
 accounts that user sees, so every event it gets (``order_update``, ``position_update``, ``orders_snapshot``,
 notifications) is one of theirs by construction, with no filtering on the hot path.
 
+A user's connections are counted (``Credentials.sessions``) from the ``auth`` that makes one private: when a newer
+one takes the place of this one, its private streams end, it gets ``{"type":"warning","code":"connection_limit"}``
+and the edge that owns its socket closes it (``hang_up``, set by the wiring), never awaited here.
+
 A JWT carries its expiry: when it passes, the client's private subscriptions end with ``token_expired``. A
 client that sends a fresh token before that (``{"action":"auth","token":…}``) just moves the deadline: its
 subscriptions stay, so the stream has no gap.
@@ -17,15 +21,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import Client
 from trade_stream.core.orders import Orders
 from trade_stream.core.protocol import ClientError
-from trade_stream.core.users import Credentials, User
+from trade_stream.core.users import Credentials, Seat, User
 
 log = logging.getLogger("trade_stream.core.accounts")
+
+LIMIT_CLOSE_CODE = 1008  # policy violation: the user's connection limit
+LIMIT_CLOSE_REASON = "connection limit: a newer connection of this user took its place"
 
 
 class Accounts:
@@ -37,6 +45,9 @@ class Accounts:
         self._expiry: dict[Client, asyncio.TimerHandle] = {}
         self.broker: Any = None  # Broker API mode: core/broker.BrokerEvents, routed by Alpaca account id
         self.expiry_listeners: list[Callable[[Client], None]] = []  # told when a client's token expired
+        # Closes a client's socket in the background with a close code and reason (the WebSocket server's).
+        self.hang_up: Callable[[Client, int, str], None] | None = None
+        self._displaced: set[Client] = set()  # closed for a newer connection of their user, not yet gone
 
     def __iter__(self) -> Iterator[Orders]:
         return iter(self.orders.values())
@@ -56,12 +67,16 @@ class Accounts:
     # --- the WebSocket side's PrivateStreams ------------------------------------------------------------
 
     def authenticate(self, client: Client, token: str) -> ClientError | None:
+        if client in self._displaced:
+            return ClientError("connection_limit", "this connection is closing: a newer connection of its user "
+                                                   "took its place")
         found = self.identity.resolve(token, client.ip)
         if isinstance(found, ClientError):
             return found
         old = self.users.get(client)
         if old is None or old.name != found.name:
-            refused = self.identity.sessions.admit(found.name, client)
+            refused = self.identity.sessions.admit(found.name, client,
+                                                   Seat("websocket", client.ip, partial(self._displace, client)))
             if refused is not None:
                 return refused
             if old is not None:
@@ -119,7 +134,17 @@ class Accounts:
         for orders in self.orders.values():
             orders.unsubscribe(client)
 
+    def _displace(self, client: Client, message: str) -> None:
+        """A newer connection of the client's user took its place (its slot is freed already): the private
+        streams end now, the warning goes after whatever is queued, then the socket closes in the background."""
+        self.forget(client)
+        self._displaced.add(client)
+        client.send_message({"type": "warning", "code": "connection_limit", "message": message})
+        if self.hang_up is not None:
+            self.hang_up(client, LIMIT_CLOSE_CODE, LIMIT_CLOSE_REASON)
+
     def forget(self, client: Client) -> None:
+        self._displaced.discard(client)
         user = self.users.pop(client, None)
         if user is not None:
             self.identity.sessions.release(user.name, client)

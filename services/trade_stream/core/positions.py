@@ -1,11 +1,15 @@
-"""Live positions: quantity and average entry from the REST snapshot plus fills, marked to the live trade price.
-Pure: decimal arithmetic, no sockets, so the numbers can be checked exactly."""
+"""Live positions: quantity and average entry from the REST snapshot plus fills, marked to the live trade price,
+and the P&L each fill realizes. Pure: decimal arithmetic, no sockets, so the numbers can be checked exactly."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+ZERO = Decimal(0)
+FILLED_ORDERS = 10_000  # orders whose cumulative fill is remembered, so a replayed fill is not applied twice
 
 
 def dec(value: Any) -> Decimal | None:
@@ -25,6 +29,46 @@ def text(d: Decimal) -> str:
 
 def num(d: Decimal, places: int = 4) -> float:
     return float(round(d, places))
+
+
+@dataclass(frozen=True)
+class FillEffect:
+    """What one fill did to a position: the quantity and average entry after it, how much of the position held
+    before it the fill closed (0 when it opened or added), and the P&L realized on that part."""
+
+    qty: Decimal
+    avg_entry: Decimal
+    closed: Decimal
+    realized_pl: Decimal
+
+
+def fill_effect(held: Decimal, avg_entry: Decimal, signed_qty: Decimal, price: Decimal,
+                position_qty: Decimal | None = None) -> FillEffect:
+    """Apply a fill of ``signed_qty`` (buys positive) at ``price`` to ``held`` shares (shorts negative) entered
+    at ``avg_entry`` on average.
+
+    The part that closes the held position realizes ``(price - avg_entry) * closed`` for a long and
+    ``(avg_entry - price) * closed`` for a short; the average entry stays as it was, as Alpaca keeps it; what
+    goes past zero opens the other side at the fill price; adding realizes nothing and moves the average entry
+    to the quantity-weighted mean. ``position_qty``, Alpaca's position after the event, wins for the quantity
+    and bounds what was closed: a position it shows as not reduced (the fill was already counted, say from a
+    REST snapshot taken after it) realizes nothing."""
+    new = held + signed_qty if position_qty is None else position_qty
+    closed = ZERO
+    if held != 0 and signed_qty != 0 and (held > 0) != (signed_qty > 0):  # the fill trades against the position
+        closed = min(abs(signed_qty), abs(held))
+        if new != 0 and (new > 0) == (held > 0):  # still on the same side: what was closed is what is gone
+            closed = min(closed, max(ZERO, abs(held) - abs(new)))
+    realized = (price - avg_entry) * closed if held > 0 else (avg_entry - price) * closed
+    if new == 0:
+        avg = ZERO
+    elif held == 0 or (held > 0) != (new > 0):
+        avg = price  # opened, or flipped: the new side is entered at this fill
+    elif abs(new) > abs(held):
+        avg = (abs(held) * avg_entry + (abs(new) - abs(held)) * price) / abs(new)
+    else:
+        avg = avg_entry
+    return FillEffect(new, avg, closed, realized)
 
 
 @dataclass
@@ -51,9 +95,19 @@ class Position:
                 "unrealized_pl": None if pl is None else num(pl, 2)}
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A fill applied to the positions: the position after it (quantity 0 when the fill closed it) and the P&L it
+    realized, None when it closed nothing."""
+
+    position: Position
+    realized_pl: Decimal | None
+
+
 class Positions:
     def __init__(self) -> None:
         self.by_symbol: dict[str, Position] = {}
+        self._filled: OrderedDict[str, Decimal] = OrderedDict()  # order id -> cumulative quantity applied
 
     def load(self, snapshot: list[dict[str, Any]]) -> None:
         """Replace everything with Alpaca's positions list (qty is signed; short positions are negative)."""
@@ -66,26 +120,30 @@ class Positions:
                 self.by_symbol[p["symbol"]] = Position(p["symbol"], qty, avg, dec(p.get("current_price")))
 
     def apply_fill(self, symbol: str, side: str, fill_qty: Decimal, fill_price: Decimal,
-                   position_qty: Decimal | None) -> Position | None:
-        """Update from one (partial) fill. ``position_qty`` (Alpaca's position after the event) wins for the
-        quantity; the average entry moves only when the position grows, and resets when it flips side."""
+                   position_qty: Decimal | None, order_id: str | None = None,
+                   filled_qty: Decimal | None = None) -> Applied | None:
+        """Update from one (partial) fill of ``fill_qty`` (the event's own quantity, not the order's total).
+
+        ``filled_qty`` is the order's cumulative filled quantity after the event: a fill of an order that does not
+        take it past what was applied already is a replay, and changes nothing (None)."""
+        if order_id is not None and filled_qty is not None:
+            if filled_qty <= self._filled.get(order_id, ZERO):
+                return None
+            self._filled[order_id] = filled_qty
+            self._filled.move_to_end(order_id)
+            while len(self._filled) > FILLED_ORDERS:
+                self._filled.popitem(last=False)
         pos = self.by_symbol.get(symbol)
-        old_qty = pos.qty if pos else Decimal(0)
-        old_avg = pos.avg_entry if pos else Decimal(0)
         signed = fill_qty if side == "buy" else -fill_qty
-        new_qty = position_qty if position_qty is not None else old_qty + signed
-        if new_qty == 0:
+        effect = fill_effect(pos.qty if pos else ZERO, pos.avg_entry if pos else ZERO, signed, fill_price,
+                             position_qty)
+        realized = effect.realized_pl if effect.closed else None
+        if effect.qty == 0:
             self.by_symbol.pop(symbol, None)
-            return Position(symbol, Decimal(0), Decimal(0), fill_price)
-        if old_qty == 0 or (old_qty > 0) != (new_qty > 0):
-            avg = fill_price
-        elif abs(new_qty) > abs(old_qty):
-            avg = (abs(old_qty) * old_avg + abs(new_qty - old_qty) * fill_price) / abs(new_qty)
-        else:
-            avg = old_avg
+            return Applied(Position(symbol, ZERO, ZERO, fill_price), realized)
         price = pos.price if pos and pos.price is not None else fill_price
-        self.by_symbol[symbol] = new = Position(symbol, new_qty, avg, price)
-        return new
+        self.by_symbol[symbol] = new = Position(symbol, effect.qty, effect.avg_entry, price)
+        return Applied(new, realized)
 
     def mark(self, symbol: str, price: Decimal) -> Position | None:
         pos = self.by_symbol.get(symbol)

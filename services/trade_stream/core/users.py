@@ -7,7 +7,7 @@ holds the record and the two small protocols it calls through; ``edges.identity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,10 +30,23 @@ class User:
         return [a for a in accounts if self.sees(a)]
 
 
-class SessionCounter(Protocol):
-    """Each user's open private connections, bounded: ``admit`` refuses one over the limit."""
+@dataclass(frozen=True, eq=False)
+class Seat:
+    """What the per-user limit keeps of one counted connection, so that a newer connection of the same user can
+    take its place: its kind and address (for the log line) and ``close``, which sends it the ``connection_limit``
+    warning (the message given) and ends it. ``close`` returns at once: it never waits on the connection's socket,
+    so a client that stopped reading cannot hold up the one taking its place."""
 
-    def admit(self, user: str, holder: object) -> ClientError | None: ...
+    kind: str  # "websocket", "alpaca-trading", "sse-orders", …
+    ip: str
+    close: Callable[[str], None]
+
+
+class SessionCounter(Protocol):
+    """Each user's open private connections, bounded: one over the limit closes the user's oldest (``admit`` calls
+    its seat's ``close``) or is refused (``admit`` answers the error), as the policy says."""
+
+    def admit(self, user: str, holder: object, seat: Seat) -> ClientError | None: ...
 
     def release(self, user: str, holder: object) -> None: ...
 

@@ -27,7 +27,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from trade_stream.core.accounts import Accounts
+from trade_stream.core.accounts import LIMIT_CLOSE_CODE, LIMIT_CLOSE_REASON, Accounts
 from trade_stream.core.fanout import Codec
 from trade_stream.core.framing import binary_frame, text_frame
 from trade_stream.core.hub import Key
@@ -35,7 +35,7 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, alpaca_fields
 from trade_stream.core.protocol import CRYPTO_SYMBOL_RE, OPTION_SYMBOL_RE, SYMBOL_RE, ClientError
 from trade_stream.core.relay import Relay
-from trade_stream.core.users import Credentials, User
+from trade_stream.core.users import Credentials, Seat, User
 from trade_stream.edges.transport import Client
 from trade_stream.upstream.sources import PATHS, Source, Sources, SourceSpec
 
@@ -381,6 +381,7 @@ class TradingSession:
         client.codec = ALPACA_TRADING
         self.authenticated = False
         self.listening = False
+        self.displaced = False  # a newer connection of its user took its place: it is closing
         self._expiry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -398,6 +399,8 @@ class TradingSession:
                 self.accounts.identity.sessions.release(self.user.name, self)
 
     def _login(self, key: Any, secret: Any) -> bool:
+        if self.displaced:
+            return False
         if self.authenticated:
             return True
         if not isinstance(secret, str):
@@ -411,7 +414,8 @@ class TradingSession:
             log.warning("alpaca_trading_refused user=%s key=%r reason=not one of the user's accounts", user.name,
                         str(key)[:64])
             return False
-        if self.accounts.identity.sessions.admit(user.name, self) is not None:
+        seat = Seat("alpaca-trading", self.client.ip, self._displace)
+        if self.accounts.identity.sessions.admit(user.name, self, seat) is not None:
             return False
         self.user, self.orders = user, self.accounts.orders[name]
         self.orders.listeners.append(self.on_entry)
@@ -428,6 +432,16 @@ class TradingSession:
                  self.client.ip)
         self.error("token expired: authenticate again with a fresh token")
         self._closing = asyncio.ensure_future(self.client.close(AUTH_TIMEOUT_CLOSE, "token expired"))
+
+    def _displace(self, message: str) -> None:
+        """A newer connection of this user took its place (its slot is freed already): no more events, Alpaca's
+        error shape with the reason, then the connection closes in the background; an auth or listen sent
+        meanwhile is refused."""
+        self.listening = False
+        self.displaced = True
+        self.error(f"connection limit: {message}")
+        if self.accounts.hang_up is not None:
+            self.accounts.hang_up(self.client, LIMIT_CLOSE_CODE, LIMIT_CLOSE_REASON)
 
     def _auth_timeout(self) -> None:
         """Like the market-data stream: no successful auth within AUTH_TIMEOUT seconds closes the connection."""
@@ -456,7 +470,7 @@ class TradingSession:
             self.reply("authorization", {"status": "authorized" if ok else "unauthorized",
                                          "action": "authenticate"})
         elif action == "listen":
-            if not self.authenticated:
+            if not self.authenticated or self.displaced:
                 self.reply("authorization", {"status": "unauthorized", "action": "listen"})
                 return
             streams = data.get("streams")

@@ -26,7 +26,8 @@ before any token is hashed. A credential its source keeps presenting wrong is an
 over its own limit gets only the checks whose cost does not grow with the users (a token with an id, a JWT,
 ``TRADE_STREAM_TOKEN``): a right credential of those kinds is still accepted whatever anyone else at that address
 got wrong, and anything else is answered 429 unhashed. ``Sessions`` counts each user's private connections
-(``TRADE_STREAM_MAX_CONNECTIONS_PER_USER``).
+(``TRADE_STREAM_MAX_CONNECTIONS_PER_USER``) and makes room for one more by closing the oldest, or refuses it
+(``TRADE_STREAM_CONNECTION_LIMIT_POLICY``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
-from trade_stream.core.users import User
+from trade_stream.core.users import Seat, User
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     GLOB_RE,
@@ -136,7 +137,8 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
 class Identity:
     def __init__(self, token: str, accounts: Iterable[str], users_file: str = "", jwt_secret: str = "",
                  jwt_public_key: str = "", max_connections_per_user: int = 10, broker: bool = False, *,
-                 jwt_audience: str = "", jwt_issuer: str = "", jwt_max_lifetime: float = 86400) -> None:
+                 jwt_audience: str = "", jwt_issuer: str = "", jwt_max_lifetime: float = 86400,
+                 connection_limit_policy: str = "close_oldest") -> None:
         self._token = token.encode("utf-8", "surrogatepass") if token else b""
         self.accounts = tuple(accounts)
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
@@ -155,7 +157,7 @@ class Identity:
         self.jwt_audience, self.jwt_issuer = jwt_audience, jwt_issuer
         self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
-        self.sessions = Sessions(max_connections_per_user)
+        self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
@@ -296,30 +298,47 @@ class Identity:
 
 
 class Sessions:
-    """Each user's open private connections: at most ``limit``; one more is refused (and logged)."""
+    """Each user's open private connections, oldest first, at most ``limit`` of them. One more, under the policy
+    ``close_oldest``, is let in and the user's oldest connections are closed to make room (each logged); under
+    ``refuse`` it is refused (logged). "Oldest" is the one admitted first, whatever its kind: a WebSocket counts
+    from its ``auth``, a stream from its request. A closed connection's slot is freed here, at the moment it is
+    closed, so the release its own teardown makes later finds nothing left to free: each slot is freed once."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, policy: str = "close_oldest") -> None:
         self.limit = limit
-        self.by_user: dict[str, set[object]] = {}
+        self.policy = policy
+        self.by_user: dict[str, dict[object, Seat]] = {}  # insertion order: oldest first
+        self.closed_oldest = 0  # connections closed to make room for a newer one of their user
 
-    def admit(self, user: str, holder: object) -> ClientError | None:
-        held = self.by_user.setdefault(user, set())
+    def reload(self, limit: int, policy: str) -> None:
+        """SIGHUP: a new limit or policy applies from the next admission; nobody is closed now."""
+        self.limit, self.policy = limit, policy
+
+    def admit(self, user: str, holder: object, seat: Seat) -> ClientError | None:
+        held = self.by_user.setdefault(user, {})
         if holder in held:
             return None
-        if len(held) >= self.limit:
+        if len(held) >= self.limit and self.policy == "refuse":
             log.warning("user_connection_refused user=%s open=%d limit=%d", user, len(held), self.limit)
-            if not held:
-                del self.by_user[user]
             return ClientError("too_many_connections",
                                f"user {user} already has {len(held)} connections open (the limit, "
                                "TRADE_STREAM_MAX_CONNECTIONS_PER_USER); close one first")
-        held.add(holder)
+        closing = []
+        while len(held) >= self.limit:  # more than one when the limit was lowered by SIGHUP
+            closing.append(held.pop(next(iter(held))))
+        held[holder] = seat  # counted before any close runs: a close may release its own (freed) slot again
+        for old in closing:
+            self.closed_oldest += 1
+            log.warning("user_connection_closed_oldest user=%s kind=%s ip=%s new_kind=%s new_ip=%s limit=%d",
+                        user, old.kind, old.ip, seat.kind, seat.ip, self.limit)
+            old.close(f"a newer connection of user {user} took the place of this one, the oldest: at most "
+                      f"{self.limit} connections per user (TRADE_STREAM_MAX_CONNECTIONS_PER_USER)")
         return None
 
     def release(self, user: str, holder: object) -> None:
         held = self.by_user.get(user)
         if held is not None:
-            held.discard(holder)
+            held.pop(holder, None)
             if not held:
                 del self.by_user[user]
 

@@ -1,13 +1,14 @@
-"""REST for trade notifications on the main port (token required, ``Authorization: Bearer``):
+"""REST for trade notifications on the main port (token required: ``Authorization: Bearer`` or the session cookie):
 
 - ``GET  /api/notifications/trades?limit=20&unread_only=true``: newest first, ``limit`` 1..200;
 - ``POST /api/notifications/trades/{id}/read``: one notification read;
 - ``POST /api/notifications/trades/read`` with ``{"ids":[…]}`` or ``{"all":true}``;
 - ``OPTIONS`` on any of them: the CORS preflight (204).
 
-The credential goes through ``Identity.resolve`` (edges/identity.py), the one credential check, so failed-auth
-throttling applies (429 with Retry-After); the user it names sees only their accounts' notifications and keeps
-their own read state. Request bodies reach us through http_body.py.
+The credential is read by edges/http/credentials.py (a foreign page's cookie is refused there, so a cross-site
+POST cannot mark anyone's notifications read) and goes through ``Identity.resolve`` (edges/identity.py), the one
+credential check, so failed-auth throttling applies (429 with Retry-After); the user it names sees only their
+accounts' notifications and keeps their own read state. Request bodies reach us through http_body.py.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from collections.abc import Callable
 import orjson
 
 from trade_stream.core.notifier import TradeNotifier
-from trade_stream.core.orders import AuthThrottled
-from trade_stream.core.protocol import ClientError
-from trade_stream.core.users import User
+from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error, json, preflight, response
 
@@ -32,10 +32,11 @@ TRUE = ("1", "true", "yes")
 
 
 class NotificationsApi:
-    def __init__(self, notifier: TradeNotifier, resolve: Callable[[str, str], User | ClientError],
+    def __init__(self, notifier: TradeNotifier, identity: Credentials, credentials: RequestCredentials,
                  cors: Callable[[Request], dict[str, str]]) -> None:
         self.notifier = notifier
-        self.resolve = resolve
+        self.identity = identity
+        self.credentials = credentials
         self.cors = cors
 
     def __call__(self, request: Request) -> Response:
@@ -73,15 +74,8 @@ class NotificationsApi:
         return json(status, payload, headers)
 
     def _auth(self, request: Request, headers: dict[str, str]) -> Response | User:
-        token = request.bearer()
-        err = self.resolve(token, request.ip) if token else ClientError("unauthorized", "missing bearer token")
-        if isinstance(err, User):
-            return err
-        if isinstance(err, AuthThrottled):
-            return json(429, {"error": "Too Many Requests", "message": err.message},
-                                 {**headers, "Retry-After": str(err.retry_after)})
-        return json(401, {"error": "Unauthorized", "message": err.message},
-                             {**headers, "WWW-Authenticate": "Bearer"})
+        user = self.credentials.user(self.identity, request)
+        return user if isinstance(user, User) else refusal(user, headers)
 
 
 def _ids(body: bytes | None) -> list[int] | str | None:

@@ -2,8 +2,9 @@
 
 ``?since=<id>`` pages through the journal of each account the caller's user sees (``?account=`` narrows to one):
 one account answers with its own ``<epoch>-<n>`` cursor, several with a compound cursor (core/event_ids.py), one
-``<account>:<epoch>-<n>`` per account, so each journal resumes from its own position. The credential goes through
-the one credential check (``Identity.resolve``), so failed-auth throttling applies here too.
+``<account>:<epoch>-<n>`` per account, so each journal resumes from its own position. The credential is read by
+edges/http/credentials.py (Bearer or the session cookie) and goes through the one credential check
+(``Identity.resolve``), so failed-auth throttling applies here too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Any
 
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.event_ids import UNKNOWN, EventId, compound, is_compound, parse, parse_compound
-from trade_stream.core.orders import AuthThrottled
-from trade_stream.core.protocol import ClientError
-from trade_stream.core.users import User
+from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, json
 
@@ -23,22 +23,18 @@ PATH = "/api/orders/events"
 
 
 class OrdersApi:
-    def __init__(self, accounts: Accounts, resolve: Callable[[str, str], User | ClientError],
+    def __init__(self, accounts: Accounts, identity: Credentials, credentials: RequestCredentials,
                  cors: Callable[[Request], dict[str, str]]) -> None:
         self.accounts = accounts
-        self.resolve = resolve
+        self.identity = identity
+        self.credentials = credentials
         self.cors = cors
 
     def __call__(self, request: Request) -> Response:
         headers = self.cors(request)
-        token = request.bearer()
-        user = self.resolve(token, request.ip) if token else ClientError("unauthorized", "missing bearer token")
-        if isinstance(user, AuthThrottled):
-            return json(429, {"error": "Too Many Requests", "message": user.message},
-                        {**headers, "Retry-After": str(user.retry_after)})
+        user = self.credentials.user(self.identity, request)
         if not isinstance(user, User):
-            return json(401, {"error": "Unauthorized", "message": user.message},
-                        {**headers, "WWW-Authenticate": "Bearer"})
+            return refusal(user, headers)
         names = self.accounts.visible(user)
         wanted = request.query.get("account", "")
         if wanted:

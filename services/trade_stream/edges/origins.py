@@ -12,15 +12,25 @@ class OriginPolicy:
     it serves connects on any port) and http(s)://localhost / 127.0.0.1 on any port, which covers the page served
     by Apache on the same machine. A configured list adds to these rather than replacing them: setting it for an
     Apache host must not lock out the daemon's own page. A request without Origin is not from a browser page and
-    is allowed."""
+    is allowed.
+
+    Credentials the browser attaches by itself (the session cookie) are a stricter matter: ``*`` lets any page
+    read public data, but must not let any page act with a visitor's cookie. So ``allows_credentials`` ignores
+    ``*`` and admits only the listed origins, the daemon's own and localhost."""
 
     def __init__(self, allowed: tuple[str, ...]) -> None:
         self.any = "*" in allowed
         self.allowed = {o.lower() for o in allowed if o != "*"}
 
     def allows(self, origin: str | None, host: str | None) -> bool:
-        if origin is None or self.any:
-            return True
+        return origin is None or self.any or self._named(origin, host)
+
+    def allows_credentials(self, origin: str | None, host: str | None) -> bool:
+        """May a request from ``origin`` use a credential its browser sent unasked (a cookie)? No Origin: not a
+        page, so nobody else's page can be behind it."""
+        return origin is None or self._named(origin, host)
+
+    def _named(self, origin: str, host: str | None) -> bool:
         origin = origin.strip().rstrip("/").lower()
         if origin in self.allowed:
             return True
@@ -46,3 +56,10 @@ def refusal_message(origin: str | None, allowed: tuple[str, ...]) -> str:
     wanted = ",".join([*(o for o in allowed if o != "*"), (origin or "").rstrip("/")])
     return (f"origin {origin} is not allowed to connect; add it to {SETTING} "
             f"(e.g. {SETTING}={wanted}) and restart trade-stream")
+
+
+def cookie_refusal_message(origin: str | None, allowed: tuple[str, ...]) -> str:
+    """Why a request carrying the session cookie from another site's page is refused, and what lets it in."""
+    wanted = ",".join([*(o for o in allowed if o != "*"), (origin or "").rstrip("/")])
+    return (f"origin {origin} may not use the session cookie (a page of another site cannot act with it); list it "
+            f"in {SETTING} (e.g. {SETTING}={wanted}, * does not count for cookies) and restart trade-stream")

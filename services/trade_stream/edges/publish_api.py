@@ -4,7 +4,9 @@ SSE side-port of any node.
 - ``Authorization: Bearer <TRADE_STREAM_PUBLISH_KEY>``, compared in constant time; or the credential of an
   admin user (users file, JWT with ``admin: true``, ``TRADE_STREAM_TOKEN``) through ``Identity.resolve``. A
   wrong credential is 401 and counts for the failed-auth throttle (429 with Retry-After once throttled); a
-  valid one of a user who is not an admin is 403.
+  valid one of a user who is not an admin is 403. Only the header counts: the session cookie
+  (``TRADE_STREAM_AUTH_COOKIE``) is no publish credential, since a page of any site can make a browser send it
+  with a simple POST.
 - The body: one ``{"channel","event","data"[,"users"]}`` → 200 ``{"id": "<ms>-<seq>"}``, or a JSON array of them,
   published in order → 200 ``{"ids": [...]}``. Bad JSON, an unknown channel, a missing event: 400; a body over
   ``TRADE_STREAM_PUBLISH_MAX_BYTES``: 413; the cluster store down: 503 (retry), each with a one-line message.

@@ -1,8 +1,9 @@
 """The browser-facing WebSocket server (and plain HTTP on the same port).
 
-``process_request`` is the gate: plain HTTP goes to ``web``; WebSocket upgrades are checked for origin and
-connection limits before the handshake. Each accepted connection gets a ``BrowserSession`` that parses actions
-and answers them; market data reaches it through the router, never through this module.
+``process_request`` is the gate: plain HTTP goes to ``web``; WebSocket upgrades are checked for origin (and,
+when they carry the session cookie, for an origin that may use it) and connection limits before the handshake.
+Each accepted connection gets a ``BrowserSession`` that parses actions and answers them; market data reaches it
+through the router, never through this module.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from trade_stream import __version__
 from trade_stream.config import Config
-from trade_stream.core import protocol
+from trade_stream.core import fanout, protocol
 from trade_stream.core.app_channels import BROWSER_CHANNELS
 from trade_stream.core.event_ids import EventId
 from trade_stream.core.fanout import BROWSER, BROWSER_BATCH
@@ -30,6 +31,7 @@ from trade_stream.core.protocol import ClientError
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.users import User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Response as HttpResponse
 from trade_stream.edges.http.responses import error
 from trade_stream.edges.http_body import BodyConnection
@@ -65,8 +67,9 @@ class Connection(BodyConnection, WatchedConnection):
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
-                 endpoints: dict[str, Endpoint] | None = None) -> None:
+                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None) -> None:
         self.cfg = cfg
+        self.credentials = credentials or RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.relay = relay
         self.web = web
         self.origins = origins
@@ -143,6 +146,10 @@ class WsServer:
             return to_websockets(error(403, refusal_message(origin, self.cfg.allowed_origins),
                                        {"X-Trade-Stream-Refused": "origin"}))
         ip = _ip(conn)
+        hijack = self.credentials.cookie_refusal(request_of(request, ip))
+        if hijack is not None:  # another site's page, the visitor's cookie attached by the browser
+            log.warning("cookie_origin_refused origin=%r ip=%s path=%s", origin, ip, request.path.split("?", 1)[0])
+            return to_websockets(error(403, hijack, {"X-Trade-Stream-Refused": "cookie-origin"}))
         refusal = self.admission.refuse(ip, len(self.relay.clients), time.monotonic())
         if refusal is None:
             return None
@@ -189,6 +196,19 @@ class WsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def hang_up(self, client: fanout.Client, code: int, reason: str) -> None:
+        """Close ``client`` in the background with ``code`` and ``reason``, after what is queued for it. The caller
+        never waits on the socket; a close handshake not done within the grace (a client that stopped reading)
+        ends with an abort."""
+        if isinstance(client, Client):
+            self.spawn(self._close(client, code, reason))
+
+    async def _close(self, client: Client, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(client.close(code, reason), self.cfg.timings.shutdown_grace)
+        except TimeoutError:
+            client.abort()
+
     def _cut_off(self, client: Client) -> None:
         self.relay.remove(client)
 
@@ -217,8 +237,27 @@ class BrowserSession:
     async def run(self) -> None:
         client = self.client
         client.send_message(self.server.welcome())
+        request = client.conn.request
+        if request is not None:
+            self.cookie_auth(self.server.credentials.from_cookie(request_of(request, client.ip)))
         async for raw in client.conn:
             self.handle(raw)
+
+    def cookie_auth(self, credential: str) -> None:
+        """The handshake's session cookie authenticates the connection at once, as an ``auth`` action would:
+        ``authenticated`` or the error, each marked ``"via":"cookie"`` (a wrong cookie leaves the connection for
+        public data, and counts as a failed credential). A later ``auth`` action replaces the cookie's user,
+        which is the precedence HTTP has too: what the client sends explicitly wins over what the browser
+        attached."""
+        private = self.server.private
+        if not credential or private is None:
+            return
+        err = private.authenticate(self.client, credential)
+        if err is None:
+            self.client.send_message({"type": "authenticated", "via": "cookie"})
+            return
+        self.server.stats.client_errors += 1
+        self.client.send_message({**err.to_message(), "via": "cookie"})
 
     def handle(self, raw: str | bytes) -> None:
         if not self.bucket.take(time.monotonic()):

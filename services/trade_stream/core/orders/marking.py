@@ -13,11 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 from trade_stream.core.fanout import Client, Codec, send_each
 from trade_stream.core.framing import text_frame
-from trade_stream.core.positions import Positions, dec
+from trade_stream.core.positions import Positions, dec, num
 from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.upstream import MarketUpstream
@@ -86,15 +87,22 @@ class PositionMarker:
         self.push_all()
 
     def apply_fill(self, data: dict[str, Any]) -> None:
-        """A fill or partial fill from the journal: the position changes, and is pushed at once."""
+        """A fill or partial fill from the journal: the position changes, and is pushed at once with the P&L the
+        fill realized (a closed position too, at quantity 0). A fill the order had already reached is a replay:
+        nothing changes, nothing is pushed."""
         order = data.get("order") or {}
         qty, price = dec(data.get("qty")), dec(data.get("price"))
         symbol = order.get("symbol")
         if not symbol or qty is None or price is None:
             return
-        self.positions.apply_fill(symbol, str(order.get("side")), qty, price, dec(data.get("position_qty")))
+        order_id = order.get("id")
+        applied = self.positions.apply_fill(symbol, str(order.get("side")), qty, price,
+                                            dec(data.get("position_qty")), str(order_id) if order_id else None,
+                                            dec(order.get("filled_qty")))
+        if applied is None:
+            return
         self.sync()
-        self.push(symbol, force=True)
+        self.push(symbol, force=True, realized_pl=applied.realized_pl)
 
     def on_trades(self, trades: list[dict[str, Any]]) -> None:
         for t in trades:
@@ -102,8 +110,9 @@ class PositionMarker:
             if price is not None and self.positions.mark(t.get("S", ""), price):
                 self.push(t["S"])
 
-    def push(self, symbol: str, force: bool = False) -> None:
-        """One ``position_update`` for ``symbol``; unless ``force``d, at most one per interval (later, if not now)."""
+    def push(self, symbol: str, force: bool = False, realized_pl: Decimal | None = None) -> None:
+        """One ``position_update`` for ``symbol``; unless ``force``d, at most one per interval (later, if not now).
+        ``realized_pl``: what the fill behind this update realized; the message's field is null on any other."""
         now = self._clock()
         wait = self._last_push.get(symbol, 0) + POSITION_INTERVAL - now
         if wait > 0 and not force:
@@ -118,7 +127,9 @@ class PositionMarker:
             self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
         view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
                                           "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
-        msg = {"type": "position_update", **view, "portfolio": self.positions.portfolio(), "account": self.account}
+        realized = None if realized_pl is None else num(realized_pl, 2)  # in cents, as unrealized_pl
+        msg = {"type": "position_update", **view, "realized_pl": realized, "portfolio": self.positions.portfolio(),
+               "account": self.account}
         frame = text_frame(encode(msg))
         for client in list(self.subscribers):
             client.send(frame)

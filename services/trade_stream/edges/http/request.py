@@ -19,10 +19,17 @@ from urllib.parse import parse_qs
 
 class Headers(Mapping[str, str]):
     """Request headers looked up without regard to case; a header sent twice keeps its last value (a hostile
-    client's duplicates must not turn into a 500)."""
+    client's duplicates must not turn into a 500). ``get_all`` gives every value in the order sent, as
+    websockets' ``Headers`` does, for a header that may be split over several lines (``Cookie``)."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._values = {name.lower(): value for name, value in pairs}
+        self._all: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._all.setdefault(name.lower(), []).append(value)
+        self._values = {name: values[-1] for name, values in self._all.items()}
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._all.get(name.lower(), ()))
 
     def __getitem__(self, name: str) -> str:
         return self._values[name.lower()]
@@ -53,3 +60,11 @@ class Request:
         """The token of ``Authorization: Bearer <token>``, or ""."""
         auth = self.headers.get("authorization", "")
         return auth[7:] if auth[:7].lower() == "bearer " else ""
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of a header, in the order sent (both ports' header maps have ``get_all``)."""
+        get_all = getattr(self.headers, "get_all", None)
+        if get_all is not None:
+            return list(get_all(name))
+        value = self.headers.get(name)
+        return [] if value is None else [value]

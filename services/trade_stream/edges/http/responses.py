@@ -53,16 +53,32 @@ def preflight(methods: str, allow_headers: str) -> dict[str, str]:
 
 
 class Cors:
-    """Which origin a response may be read from: the one rule (``OriginPolicy``) for every route of both ports."""
+    """Which origin a response may be read from: the one rule (``OriginPolicy``) for every route of both ports.
 
-    def __init__(self, origins: OriginPolicy) -> None:
+    With ``credentials`` (the session cookie is on, TRADE_STREAM_AUTH_COOKIE) an origin that may use the cookie
+    (``OriginPolicy.allows_credentials``) also gets ``Access-Control-Allow-Credentials: true``, always beside its
+    own origin echoed exactly: browsers refuse ``*`` with credentials, and ``*`` in the setting is never a reason
+    to send them. An origin let in only by ``*`` still reads public answers, without cookies."""
+
+    def __init__(self, origins: OriginPolicy, credentials: bool = False) -> None:
         self.origins = origins
+        self.credentials = credentials
 
     def allow(self, headers: Mapping[str, str]) -> str | None:
         """The ``Access-Control-Allow-Origin`` value for a request with these headers, or None."""
         return self.origins.cors_origin(headers.get("Origin"), headers.get("Host"))
 
+    def grant(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """``Access-Control-Allow-Origin`` (and ``-Credentials``) for a request with these headers, or none."""
+        allow = self.allow(headers)
+        if allow is None:
+            return {}
+        origin = headers.get("Origin")
+        if self.credentials and origin is not None and self.origins.allows_credentials(origin, headers.get("Host")):
+            return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
+        return {"Access-Control-Allow-Origin": allow}
+
     def headers(self, request: Any) -> dict[str, str]:
-        """``Access-Control-Allow-Origin`` and ``Vary: Origin`` when the origin may read the answer, else none."""
-        allow = self.allow(request.headers)
-        return {"Access-Control-Allow-Origin": allow, "Vary": "Origin"} if allow else {}
+        """The CORS grant and ``Vary: Origin`` when the origin may read the answer, else none."""
+        grant = self.grant(request.headers)
+        return {**grant, "Vary": "Origin"} if grant else {}

@@ -26,6 +26,7 @@ from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.protocol import encode
 from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, raw_last_event_id
@@ -33,7 +34,7 @@ from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
 from trade_stream.edges.sse.feeds import FIRST, Built, ChannelFeed, Tail, built_event, channel_reset
 from trade_stream.edges.sse.sender import Sender
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.wire import event_bytes
 
 log = logging.getLogger("trade_stream.edges.sse")
@@ -43,8 +44,9 @@ ALERT_CHANNELS = ("agent-status", "alerts")
 
 
 @dataclass(eq=False)
-class AlertState:
-    user: User
+class AlertState(Seated):
+    """One alerts stream: its user (``Seated``), its place in the notifications and its channels."""
+
     note: str | None = None  # the last notification id the client is past
     feed: ChannelFeed | None = None
     sender: Sender | None = None
@@ -62,9 +64,11 @@ class AlertState:
 class AlertsStream(Stream[AlertState]):
     kind = "alerts"
 
-    def __init__(self, identity: Credentials | None, codec: SseCodec, hub: AppChannels | None = None,
-                 tail: Tail | None = None, buffers: UserBuffers | None = None) -> None:
+    def __init__(self, identity: Credentials | None, codec: SseCodec, credentials: RequestCredentials,
+                 hub: AppChannels | None = None, tail: Tail | None = None, buffers: UserBuffers | None = None
+                 ) -> None:
         self.identity = identity
+        self.credentials = credentials
         self.codec = codec
         self.hub = hub  # the node's app channels: without it, notifications only
         self.tail = tail
@@ -81,12 +85,12 @@ class AlertsStream(Stream[AlertState]):
     def accept(self, request: Request) -> Response | AlertState:
         if self.notifier is None:
             return error(404, "notifications are off")
-        user = authorize(self.identity, request)
+        user = authorize(self.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         state = AlertState(user)
         assert self.identity is not None  # authorize found a user
-        refused = admit(self.identity, user, state)
+        refused = admit(self.identity, state, request, self.kind)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: AlertState) -> SseClient:

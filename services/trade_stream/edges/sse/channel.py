@@ -121,11 +121,9 @@ class Channel:
         return self.request.ip
 
     def head(self, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        """Every answer's headers: the correlation id, ``Vary: Origin``, ``extra``, and the CORS origin."""
+        """Every answer's headers: the correlation id, ``Vary: Origin``, ``extra``, and the CORS grant."""
         headers = [(b"X-Correlation-ID", self.correlation.encode()), (b"Vary", b"Origin"), *extra]
-        allow = self.shared.cors.allow(self.request.headers)
-        if allow:
-            headers.append((b"Access-Control-Allow-Origin", allow.encode()))
+        headers += [(k.encode(), v.encode()) for k, v in self.shared.cors.grant(self.request.headers).items()]
         return headers
 
     def respond(self, resp: Response) -> None:

@@ -23,6 +23,7 @@ from trade_stream.core.channels import addressed_to, check_channel
 from trade_stream.core.engine import ChannelsUnavailable
 from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import Credentials, User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error, json
 from trade_stream.edges.sse.channel import Channel, raw_last_event_id
@@ -30,15 +31,16 @@ from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
 from trade_stream.edges.sse.feeds import Built, ChannelFeed, Tail, built_event, channel_reset
 from trade_stream.edges.sse.sender import Sender
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 
 STRATEGIES = "/api/stream/strategies"
 STRATEGY_NOT_FOUND = json(404, {"error": "Not Found", "message": "Strategy not found", "statusCode": 404})
 
 
 @dataclass(eq=False)
-class ChannelState:
-    user: User
+class ChannelState(Seated):
+    """One channel stream: its user (``Seated``), its channel, the id it resumes from and how it writes."""
+
     channel: str
     raw_since: str | None
     feed: ChannelFeed | None = None
@@ -54,11 +56,12 @@ class ChannelStream(Stream[ChannelState]):
     whether it must hold an event the user may see first (``must_exist``, the strategies)."""
 
     def __init__(self, kind: str, channel_of: Callable[[Request], str | None], identity: Credentials | None,
-                 hub: AppChannels, tail: Tail, buffers: UserBuffers, codec: SseCodec,
-                 must_exist: bool = False) -> None:
+                 credentials: RequestCredentials, hub: AppChannels, tail: Tail, buffers: UserBuffers,
+                 codec: SseCodec, must_exist: bool = False) -> None:
         self.kind = kind
         self.channel_of = channel_of
         self.identity = identity
+        self.credentials = credentials
         self.hub = hub
         self.tail = tail
         self.buffers = buffers
@@ -69,7 +72,7 @@ class ChannelStream(Stream[ChannelState]):
     def accept(self, request: Request) -> Response | ChannelState:
         if self.identity is None:
             return STRATEGY_NOT_FOUND if self.must_exist else error(404, f"no such path {request.path}")
-        user = authorize(self.identity, request)
+        user = authorize(self.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         channel = self.channel_of(request)
@@ -77,7 +80,7 @@ class ChannelStream(Stream[ChannelState]):
             return STRATEGY_NOT_FOUND
         return ChannelState(user, channel, raw_last_event_id(request))
 
-    async def verify(self, state: ChannelState) -> Response | None:
+    async def verify(self, channel: Channel, state: ChannelState) -> Response | None:
         if not self.hub.access.may_subscribe(state.user, state.channel):
             return STRATEGY_NOT_FOUND if self.must_exist else error(
                 403, f"user {state.user.name} may not see channel {state.channel}")
@@ -89,7 +92,7 @@ class ChannelStream(Stream[ChannelState]):
             if not any(addressed_to(e.users, state.user.name) for e in events):
                 return STRATEGY_NOT_FOUND
         assert self.identity is not None
-        return admit(self.identity, state.user, state)
+        return admit(self.identity, state, channel.request, self.kind)
 
     def open(self, channel: Channel, state: ChannelState) -> SseClient:
         client = channel.open(self.codec, self.kind, state.user.name)

@@ -43,7 +43,7 @@ from trade_stream.edges.http.routes import Route
 from trade_stream.edges.sse.channel import STREAM_HEADERS, Channel, Shared
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.streams import Stream, admit
+from trade_stream.edges.sse.streams import Seated, Stream, admit
 
 #: path -> (stream, since-id parameter, until-id parameter)
 ALPACA_PATHS: dict[str, tuple[str, str, str]] = {
@@ -118,9 +118,8 @@ def _at(data: dict[str, Any]) -> float:
 
 
 @dataclass(eq=False)
-class EventsState:
+class EventsState(Seated):
     stream: str  # "trades", "accounts", "activities", "nta", or "broker"
-    user: User
     window: Window | None = None  # the Alpaca paths only
 
 
@@ -181,9 +180,10 @@ class EventsApi:
             return found
         return None
 
-    def admit(self, state: EventsState) -> Response | None:
+    def admit(self, state: EventsState, request: Request) -> Response | None:
         assert self.accounts is not None  # a user was found
-        return admit(self.accounts.identity, state.user, state)
+        kind = state.stream if state.stream == "broker" else f"events-{state.stream}"  # as the stream's kind
+        return admit(self.accounts.identity, state, request, kind)
 
     def release(self, client: SseClient, state: EventsState) -> None:
         self.live.pop(client, None)
@@ -278,9 +278,13 @@ class AlpacaEventsStream(Stream[EventsState]):
             window = Window(request.query, since_name, until_name)
         except ValueError as exc:
             return json(400, {"code": 40010000, "message": str(exc)})
-        state = EventsState(stream, user, window)
-        refused = self.api.admit(state)
+        state = EventsState(user, stream, window)
+        refused = self.api.admit(state, request)
         return refused if refused is not None else state
+
+    def warning(self, message: str) -> bytes:
+        """A comment: Alpaca's clients read every ``data:`` line as one of Alpaca's events, and skip comments."""
+        return f": warning connection_limit {message}\n\n".encode()
 
     def open(self, channel: Channel, state: EventsState) -> SseClient:
         return channel.start(self.api.codec, f"events-{state.stream}",
@@ -324,8 +328,8 @@ class BrokerEventsStream(Stream[EventsState]):
         user = self.api.user(request)
         if isinstance(user, Response):
             return user
-        state = EventsState("broker", user)
-        refused = self.api.admit(state)
+        state = EventsState(user, "broker")
+        refused = self.api.admit(state, request)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: EventsState) -> SseClient:

@@ -24,23 +24,23 @@ from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, Resume
 from trade_stream.core.protocol import encode
 from trade_stream.core.users import User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
 from trade_stream.edges.sse.feeds import FIRST, Built, ChannelFeed, Tail, built_event, channel_reset
-from trade_stream.edges.sse.streams import Stream, admit, authorize
+from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.views import order_event, order_events, position_view
 from trade_stream.edges.sse.wire import event_bytes
 
 
 @dataclass(eq=False)
-class OrderState:
+class OrderState(Seated):
     """One private order stream: its user, the accounts it follows and its position in each journal, so every
     event's id says where the client is in all of them (event_ids.py, compound ids)."""
 
-    user: User
     names: list[str]
     positions: dict[str, str] = field(default_factory=dict)  # account -> "<epoch>-<n>"
     kind: str = "orders"  # "orders", "positions" or "trading" (both)
@@ -147,9 +147,10 @@ class OrdersStream(Stream[OrderState]):
     """One of the three private kinds (``orders``, ``positions``, ``trading``) over the shared fan-out."""
 
     def __init__(self, kind: str, accounts: Accounts | None, fanout: OrderFanout | None, codec: SseCodec,
-                 hub: AppChannels | None = None, tail: Tail | None = None) -> None:
+                 credentials: RequestCredentials, hub: AppChannels | None = None, tail: Tail | None = None) -> None:
         self.kind = kind
         self.accounts = accounts
+        self.credentials = credentials
         self.fanout = fanout
         self.codec = codec  # unused by these streams' writes, but every SseClient has one
         self.hub = hub if kind == "trading" else None  # agent-status rides on the trading stream only
@@ -159,14 +160,14 @@ class OrdersStream(Stream[OrderState]):
         accounts = self.accounts
         if accounts is None:  # no private streams on this relay: the answer of a stream nobody may read
             return error(404, f"no such path {request.path}")
-        user = authorize(accounts.identity, request)
+        user = authorize(accounts.identity, self.credentials, request)
         if not isinstance(user, User):
             return user
         names = accounts.visible(user)
         if not names:
             return error(403, f"user {user.name} may see no account")
         state = OrderState(user, names, kind=self.kind, legacy=request.query.get("format") == "legacy")
-        refused = admit(accounts.identity, user, state)
+        refused = admit(accounts.identity, state, request, self.kind)
         return refused if refused is not None else state
 
     def open(self, channel: Channel, state: OrderState) -> SseClient:

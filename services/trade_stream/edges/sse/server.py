@@ -32,6 +32,7 @@ from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import User
+from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Cors, Response, error, json
 from trade_stream.edges.http.routes import Route, Router
@@ -52,7 +53,7 @@ from trade_stream.edges.sse.codecs import PriceCodec, SseCodec
 from trade_stream.edges.sse.events import EventsApi
 from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
-from trade_stream.edges.sse.streams import Opened, Stream, stream_token
+from trade_stream.edges.sse.streams import Opened, Stream
 from trade_stream.edges.sse.wire import Ring, event_bytes
 from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
 from trade_stream.edges.stream_test import StreamTest
@@ -79,7 +80,8 @@ class SseServer:
         self.status = status or relay.status  # the same public view as the main port's /api/stream/status
         self.accounts = accounts
         self.stats = stats
-        self.shared = Shared(cfg, stats, Cors(origins), cfg.max_symbols_per_client)
+        self.shared = Shared(cfg, stats, Cors(origins, credentials=bool(cfg.auth_cookie)), cfg.max_symbols_per_client)
+        self.credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.sent: Counter[str] = self.shared.sent
         self.ring = Ring(cfg.sse_replay)
         self.codec = SseCodec(self.ring, relay.sources.browser_prefix)
@@ -96,15 +98,15 @@ class SseServer:
         prices = PricesStream(relay, self.shared, holds, self.price_codec, self.clients, snapshots)
         self.fanout = fanout = OrderFanout(accounts) if accounts is not None else None
         hub, tail = relay.channels, relay.engine.channel_tail  # app channels (core/app_channels.py)
-        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, hub, tail)
+        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, self.credentials, hub, tail)
                    for kind in ("orders", "positions", "trading")}
         identity = accounts.identity if accounts is not None else None
         self.buffers = UserBuffers(cfg.sse_user_buffer, cfg.sse_user_buffer_ttl)
-        self.alerts = AlertsStream(identity, self.codec, hub, tail, self.buffers)
-        self.strategies = ChannelStream("strategies", strategy_channel, identity, hub, tail, self.buffers,
-                                        self.codec, must_exist=True)
-        self.ai_decisions = ChannelStream("ai-decisions", lambda r: "ai-decisions", identity, hub, tail,
-                                          self.buffers, self.codec)
+        self.alerts = AlertsStream(identity, self.codec, self.credentials, hub, tail, self.buffers)
+        self.strategies = ChannelStream("strategies", strategy_channel, identity, self.credentials, hub, tail,
+                                        self.buffers, self.codec, must_exist=True)
+        self.ai_decisions = ChannelStream("ai-decisions", lambda r: "ai-decisions", identity, self.credentials,
+                                          hub, tail, self.buffers, self.codec)
         self.events_api = EventsApi(accounts, broker, self.shared, self.codec)
         self.router = Router([
             Route("/api/stream/status", lambda r: json(200, self.status())),
@@ -265,8 +267,8 @@ class SseServer:
                             *(u.name for u in self.alert_clients.values()),
                             *(s.user.name for s in self.strategies.clients.values()),
                             *(s.user.name for s in self.ai_decisions.clients.values())])
-        token = stream_token(request)
-        found = self.accounts.identity.resolve(token, request.ip) if (self.accounts is not None and token) else None
+        found = self.credentials.user(self.accounts.identity if self.accounts is not None else None, request,
+                                      query=True)
         admin = isinstance(found, User) and found.admin
         connections = Counter(c.kind for c in self._streams())
         return {

@@ -9,20 +9,26 @@ when the stream already ended, e.g. an ``until`` in the past), ``pump`` keeps it
 and ``release`` gives back whatever ``accept`` and ``hold`` took, whatever happened. One template instead of one
 ``try``/``finally`` per kind is what keeps a slot, a session or a hub hold from leaking when a new kind is added.
 
-The private kinds share one credential check (``authorize``) and the per-user connection limit (``admit``).
+The private kinds share one credential check (``authorize``) and the per-user connection limit (``admit``): each
+one's state is ``Seated``, its place in its user's count, which a newer connection of the user may take; the
+template then ends the stream with a ``warning`` event (at once, or at its opening if it has not opened yet).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from trade_stream.core.orders import AuthThrottled
-from trade_stream.core.users import Credentials, User
+from trade_stream.core.protocol import encode
+from trade_stream.core.users import Credentials, Seat, User
+from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
-from trade_stream.edges.http.responses import Response, error, json
+from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel
 from trade_stream.edges.sse.client import SseClient
+from trade_stream.edges.sse.wire import event_bytes
 
 S = TypeVar("S")
 
@@ -38,6 +44,28 @@ class Opened(Generic[S]):
         await self.stream.serve(channel, self.state)
 
 
+@dataclass(eq=False)
+class Seated:
+    """A private stream's state: its user, and its place in the user's connection count (``Sessions`` keys the
+    place by this state). A newer connection of the user may take it (``take``, the seat's ``close``): the stream
+    then ends with its kind's warning, at once when it is open, else as soon as it opens."""
+
+    user: User
+    _end: Callable[[str], None] | None = field(default=None, init=False, repr=False)
+    _taken: str | None = field(default=None, init=False, repr=False)
+
+    def take(self, message: str) -> None:
+        if self._taken is None:
+            self._taken = message
+            if self._end is not None:
+                self._end(message)
+
+    def opened(self, end: Callable[[str], None]) -> None:
+        self._end = end
+        if self._taken is not None:
+            end(self._taken)
+
+
 class Stream(Generic[S]):
     kind = ""
 
@@ -48,7 +76,7 @@ class Stream(Generic[S]):
     def accept(self, request: Request) -> Response | S:
         raise NotImplementedError
 
-    async def verify(self, state: S) -> Response | None:
+    async def verify(self, channel: Channel, state: S) -> Response | None:
         """The answer to give instead of a stream, found by awaiting something; None: go on. Nothing is taken
         yet, so nothing is released after an answer."""
         return None
@@ -65,39 +93,46 @@ class Stream(Generic[S]):
     def release(self, client: SseClient, state: S) -> None:
         client.finish()
 
+    def warning(self, message: str) -> bytes:
+        """What a stream whose place a newer connection of its user took gets before it ends."""
+        return event_bytes("warning", encode({"type": "warning", "code": "connection_limit", "message": message}))
+
     async def serve(self, channel: Channel, state: S) -> None:
-        answer = await self.verify(state)
+        answer = await self.verify(channel, state)
         if answer is not None:
             channel.respond(answer)
             return
         client = self.open(channel, state)
         try:
+            if isinstance(state, Seated):
+                state.opened(lambda message: end_with(channel, client, self.warning(message)))
             if await self.hold(channel, client, state):
                 await self.pump(channel, client, state)
         finally:
             self.release(client, state)
 
 
-def authorize(identity: Credentials | None, request: Request) -> User | Response:
-    """The credential check of the private streams (edges/identity.py): the user, or the 401/429 to answer."""
-    token = stream_token(request)
-    found = identity.resolve(token, request.ip) if (identity is not None and token) else None
-    if isinstance(found, AuthThrottled):
-        return error(429, found.message, {"Retry-After": str(found.retry_after)})
-    if not isinstance(found, User):
-        message = found.message if found is not None else "private streams need a token (Authorization: Bearer …)"
-        return json(401, {"error": "Unauthorized", "message": message}, {"WWW-Authenticate": "Bearer"})
-    return found
+def end_with(channel: Channel, client: SseClient, last: bytes) -> None:
+    """Write ``last`` after what is queued and end the stream, without waiting on the socket; a client that does
+    not take those bytes within the grace (it stopped reading) is aborted."""
+    client.write(last)
+    client.end()
+    transport = client.transport
+    if transport.get_write_buffer_size():  # else it is closed already
+        asyncio.get_running_loop().call_later(channel.shared.cfg.timings.shutdown_grace, transport.abort)
 
 
-def stream_token(request: Request) -> str:
-    """``Authorization: Bearer <token>``, else ``?token=`` (EventSource cannot set headers)."""
-    auth = request.headers.get("authorization", "")
-    return auth[7:] if auth[:7].lower() == "bearer " else request.query.get("token", "")
+def authorize(identity: Credentials | None, credentials: RequestCredentials, request: Request) -> User | Response:
+    """The credential check of the private streams (edges/http/credentials.py: the header, ``?token=``, the
+    session cookie): the user, or the 401/403/429 to answer."""
+    found = credentials.user(identity, request, query=True)
+    return found if isinstance(found, User) else refusal(found)
 
 
-def admit(identity: Credentials, user: User, holder: object) -> Response | None:
-    """The user's connection limit (TRADE_STREAM_MAX_CONNECTIONS_PER_USER): one more gets 429. ``holder`` is
-    the connection's state, released by the stream's ``release``."""
-    refused = identity.sessions.admit(user.name, holder)
+def admit(identity: Credentials, state: Seated, request: Request, kind: str) -> Response | None:
+    """The user's connection limit (TRADE_STREAM_MAX_CONNECTIONS_PER_USER): one more closes the user's oldest, or
+    gets 429 (TRADE_STREAM_CONNECTION_LIMIT_POLICY). ``state`` is the connection's place, released by the
+    stream's ``release``."""
+    seat = Seat(f"sse-{kind}", request.ip, state.take)
+    refused = identity.sessions.admit(state.user.name, state, seat)
     return None if refused is None else error(429, refused.message, {"Retry-After": "10"})

@@ -45,9 +45,12 @@ def order_event(events: list[tuple[str, bytes]], event_id: str | int) -> bytes:
 
 
 def position_view(p: dict[str, Any], account: str) -> dict[str, Any]:
+    """The SSE API's position, camelCase; ``realizedPl`` is set on the update of a fill that closed or reduced
+    it (quantity ``"0"`` when closed), null otherwise."""
     return {"account": account, "symbol": p.get("symbol"), "qty": p.get("qty"), "side": p.get("side"),
             "avgEntryPrice": p.get("avg_entry_price"), "currentPrice": p.get("current_price"),
-            "marketValue": p.get("market_value"), "unrealizedPl": p.get("unrealized_pl")}
+            "marketValue": p.get("market_value"), "unrealizedPl": p.get("unrealized_pl"),
+            "realizedPl": p.get("realized_pl")}
 
 
 def initial_price(symbol: str, snap: dict[str, Any] | None, live: dict[str, Any] | None) -> dict[str, Any] | None:
