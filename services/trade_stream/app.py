@@ -46,6 +46,8 @@ from trade_stream.edges.page import PageSupport
 from trade_stream.edges.publish_api import PATH as PUBLISH_PATH
 from trade_stream.edges.publish_api import PublishApi
 from trade_stream.edges.sse.server import SseServer
+from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
+from trade_stream.edges.stream_test import StreamTest
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
 from trade_stream.edges.ws_server import WsServer
@@ -157,6 +159,12 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
+    publish = publish_api(cfg, relay.engine, identity, cors)
+    # The side-port writes the CORS headers of every answer itself.
+    sse_publish = publish_api(cfg, relay.engine, identity, lambda r: {})
+    sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker,
+                     routes=(Route(PUBLISH_PATH, sse_publish, methods=None),), test_auth=sse_publish.authorize)
+           if cfg.sse_port else None)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
     web = Web(StaticFiles(cfg.public_dir), [
         Route("/healthz", lambda r: json(*report.healthz(), cors(r))),
@@ -169,16 +177,14 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
-        Route(PUBLISH_PATH, publish_api(cfg, relay.engine, identity, cors), methods=None),
+        Route(PUBLISH_PATH, publish, methods=None),
+        Route(STREAM_TEST_PATH, StreamTest(publish.authorize, sse.send_test if sse is not None else None,
+                                           lambda: relay.clients, cors), methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
                   credentials=credentials)
     accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
-    # The side-port writes the CORS headers of every answer itself.
-    sse_routes = (Route(PUBLISH_PATH, publish_api(cfg, relay.engine, identity, lambda r: {}), methods=None),)
-    sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker,
-                     routes=sse_routes) if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
                        page, snapshots, ws, sse)
     wire_events(parts)

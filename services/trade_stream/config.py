@@ -103,6 +103,8 @@ class Config:
     journal_retention_days: float = 7.0
     sse_keepalive: float = 15.0
     sse_replay: int = 1000
+    sse_user_buffer: int = 100
+    sse_user_buffer_ttl: float = 300.0
     public_dir: str = field(default_factory=lambda: default_public_dir())
     alpaca_prefix: str = ""
     page_config: str = ""
@@ -435,6 +437,12 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds without an event before an SSE keepalive comment (default 15)"),
     Setting("sse_replay", "TRADE_STREAM_SSE_REPLAY", "--sse-replay", _int_range(0, 10_000_000),
             "market events kept for SSE Last-Event-ID replay (default 1000; orders replay from the journal)"),
+    Setting("sse_user_buffer", "TRADE_STREAM_SSE_USER_BUFFER", "--sse-user-buffer", _int_range(0, 10_000),
+            "events kept per user and SSE stream (app channels, alerts) for the user's next connection that names "
+            "no Last-Event-ID; 0 = off (default 100)"),
+    Setting("sse_user_buffer_ttl", "TRADE_STREAM_SSE_USER_BUFFER_TTL", "--sse-user-buffer-ttl", _float_min(0.05),
+            "seconds a user's SSE event buffer is kept after their last connection to that stream closed "
+            "(default 300)"),
     Setting("public_dir", "TRADE_STREAM_PUBLIC_DIR", "--public-dir", _text,
             "directory of the static page served at / (default the repo's public_html)"),
     Setting("alpaca_prefix", "TRADE_STREAM_ALPACA_PREFIX", "--alpaca-prefix", _prefix,

@@ -108,13 +108,13 @@ async def test_publish_on_either_port_reaches_a_websocket_subscriber(app):
 
 
 async def test_an_addressed_event_reaches_only_its_users(app):
-    async with browser(app.port, "alice", "alerts") as alice, browser(app.port, "bob", "alerts") as bob, \
-            browser(app.port, "root", "alerts") as root:
-        assert (await publish(app.port, {"channel": "alerts", "event": "margin", "data": {"for": "alice"},
+    async with browser(app.port, "alice", "agent-status") as alice, browser(app.port, "bob", "agent-status") as bob, \
+            browser(app.port, "root", "agent-status") as root:
+        assert (await publish(app.port, {"channel": "agent-status", "event": "margin", "data": {"for": "alice"},
                                          "users": ["alice"]})).status_code == 200
-        assert (await publish(app.sse.port, {"channel": "alerts", "event": "margin", "data": {"for": "bob"},
+        assert (await publish(app.sse.port, {"channel": "agent-status", "event": "margin", "data": {"for": "bob"},
                                              "users": ["bob"]})).status_code == 200
-        await publish(app.port, {"channel": "alerts", "event": "everyone", "data": {}})
+        await publish(app.port, {"channel": "agent-status", "event": "everyone", "data": {}})
         for b in (alice, bob, root):
             await b.expect(lambda m: m.get("event") == "everyone")
         assert [e["data"] for e in events(alice)] == [{"for": "alice"}, {}]
@@ -163,12 +163,12 @@ async def test_every_refusal_has_its_status_and_one_line(app, port):
 
 
 async def test_a_key_presented_wrong_again_and_again_is_throttled(app):
-    statuses = [(await publish(app.port, {"channel": "alerts", "event": "e"}, key="stale-key")).status_code
+    statuses = [(await publish(app.port, {"channel": "agent-status", "event": "e"}, key="stale-key")).status_code
                 for _ in range(12)]
     assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
-    resp = await publish(app.sse.port, {"channel": "alerts", "event": "e"}, key="stale-key")
+    resp = await publish(app.sse.port, {"channel": "agent-status", "event": "e"}, key="stale-key")
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
-    assert (await publish(app.port, {"channel": "alerts", "event": "e"})).status_code == 200  # the right key
+    assert (await publish(app.port, {"channel": "agent-status", "event": "e"})).status_code == 200  # the right key
 
 
 async def test_since_replays_without_gap_and_resets_when_too_old(sim, tmp_path):
@@ -194,12 +194,12 @@ async def test_since_replays_without_gap_and_resets_when_too_old(sim, tmp_path):
 
 
 async def test_replay_keeps_addressed_events_to_their_users(app):
-    first = (await publish(app.port, {"channel": "alerts", "event": "start", "data": {}})).json()["id"]
-    await publish(app.port, [{"channel": "alerts", "event": "x", "data": {"for": u}, "users": [u]}
+    first = (await publish(app.port, {"channel": "agent-status", "event": "start", "data": {}})).json()["id"]
+    await publish(app.port, [{"channel": "agent-status", "event": "x", "data": {"for": u}, "users": [u]}
                              for u in ("alice", "bob", "alice")])
     for user, want in (("alice", ["alice", "alice"]), ("bob", ["bob"])):
-        async with browser(app.port, user, "alerts", since=first) as b:
-            fence = (await publish(app.port, {"channel": "alerts", "event": "fence", "data": {}})).json()["id"]
+        async with browser(app.port, user, "agent-status", since=first) as b:
+            fence = (await publish(app.port, {"channel": "agent-status", "event": "fence", "data": {}})).json()["id"]
             await b.expect(lambda m, f=fence: m.get("id") == f)
             assert [e["data"].get("for") for e in events(b) if e["event"] == "x"] == want
 
@@ -392,7 +392,7 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
                                            headers={**origin, "Access-Control-Request-Method": "POST"})
                 assert pre.status_code == 204 and "POST" in pre.headers["Access-Control-Allow-Methods"]
                 assert pre.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
-                done = await publish(port, {"channel": "alerts", "event": "e"}, headers=origin)
+                done = await publish(port, {"channel": "agent-status", "event": "e"}, headers=origin)
                 assert done.status_code == 200
                 assert done.headers.get_list("Access-Control-Allow-Origin") == ["https://app.example"]
             metrics = (await client.get(f"http://127.0.0.1:{app.port}/metrics")).text
@@ -411,11 +411,11 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
 
 async def test_another_login_on_the_connection_keeps_what_the_new_user_may_see(app):
     async with browser(app.port, "alice") as b:
-        await subscribe(b, "alerts")
+        await subscribe(b, "agent-status")
         await subscribe(b, "app:x")
         await b.send({"action": "auth", "token": tok("carol")})  # channels = ["app:*"]
         await b.expect("authenticated")
-        await publish(app.port, [{"channel": "alerts", "event": "gone", "data": {}},
+        await publish(app.port, [{"channel": "agent-status", "event": "gone", "data": {}},
                                  {"channel": "app:x", "event": "for-alice", "data": {}, "users": ["alice"]},
                                  {"channel": "app:x", "event": "for-carol", "data": {}, "users": ["carol"]}])
         await b.expect(lambda m: m.get("event") == "for-carol")
@@ -430,7 +430,7 @@ async def test_the_session_cookie_does_not_publish(sim, tmp_path):
     """An admin's session cookie, which any site's page can make the browser send, is no publish credential."""
     async with daemon(sim, tmp_path, auth_cookie="ts_session") as app:
         for port in (app.port, app.sse.port):
-            resp = await publish(port, {"channel": "alerts", "event": "e"}, key=None,
+            resp = await publish(port, {"channel": "agent-status", "event": "e"}, key=None,
                                  headers={"Cookie": f"ts_session={tok('root')}"})
             assert resp.status_code == 401, resp.text
-        assert (await publish(app.port, {"channel": "alerts", "event": "e"}, key=tok("root"))).status_code == 200
+        assert (await publish(app.port, {"channel": "agent-status", "event": "e"}, key=tok("root"))).status_code == 200

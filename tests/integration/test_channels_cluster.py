@@ -69,15 +69,15 @@ async def test_a_publish_on_one_node_reaches_a_subscriber_on_another_once_in_ord
 
 async def test_redis_down_answers_503_and_the_status_says_so(sim, tmp_path, redis_server):
     async with cluster(sim, tmp_path, [redis_server.url], **settings(tmp_path)) as (a,):
-        assert (await publish(a.port, {"channel": "alerts", "event": "e"})).status_code == 200
+        assert (await publish(a.port, {"channel": "agent-status", "event": "e"})).status_code == 200
         redis_server.stop()
-        resp = await publish(a.port, {"channel": "alerts", "event": "e"})
+        resp = await publish(a.port, {"channel": "agent-status", "event": "e"})
         assert resp.status_code == 503
         assert "Redis" in resp.json()["message"] and resp.headers["Retry-After"] == "1"
         await wait_until(lambda: a.status()["cluster"]["redis"] == "down", what="the status to say Redis is down")
         redis_server.start()
         for _ in range(100):
-            resp = await publish(a.port, {"channel": "alerts", "event": "e"})
+            resp = await publish(a.port, {"channel": "agent-status", "event": "e"})
             if resp.status_code == 200:
                 break
             await asyncio.sleep(0.1)

@@ -562,6 +562,19 @@ async def test_channel_history_after_an_id_and_the_resets(cluster):
     assert isinstance(await last.channel_history("app:nothing-here", ids[-1], 100), Reset)
 
 
+async def test_channel_tail_is_the_newest_retained_events_on_any_node(cluster):
+    members = await cluster.start()
+    first, last = members[0].engine, members[-1].engine
+    assert await last.channel_tail("app:t", 5) == []  # nothing published: nothing held
+    ids = await first.publish_channels([pub("app:t", n, frozenset({"bob"}) if n == HISTORY + 4 else None)
+                                        for n in range(HISTORY + 5)])
+    tail = await last.channel_tail("app:t", 3)
+    assert [e.id for e in tail] == ids[-3:] and [e.data["n"] for e in tail] == list(range(HISTORY + 2, HISTORY + 5))
+    assert tail[-1].users == frozenset({"bob"})  # the addressees are kept
+    assert [e.id for e in await last.channel_tail("app:t", 1000)] == ids[-HISTORY:]  # the history's bound
+    assert await last.channel_tail("app:t", 0) == []
+
+
 async def test_a_node_cut_off_fills_the_gap_once_in_order_or_resets(cluster, tmp_path):
     """A node whose pub/sub connection drops reads what its held channels missed from the Streams when it is
     back: each event once, in order, before newer ones; when the missed events were trimmed, it says so first."""

@@ -40,7 +40,7 @@ def test_channel_names():
 def test_publish_bodies():
     one = parse_body(b'{"channel": "app:x", "event": "e", "data": {"a": 1}, "users": ["alice", "bob"]}')
     assert one == [Publication("app:x", "e", {"a": 1}, frozenset({"alice", "bob"}))]
-    assert parse_body(b'{"channel": "alerts", "event": "e"}') == [Publication("alerts", "e", {})]
+    assert parse_body(b'{"channel": "agent-status", "event": "e"}') == [Publication("agent-status", "e", {})]
     batch = parse_body(b'[{"channel": "app:x", "event": "a"}, {"channel": "app:y", "event": "b"}]')
     assert [p.channel for p in batch] == ["app:x", "app:y"]  # type: ignore[union-attr]
     for body, words in ((b"", "not JSON"), (b"[]", "empty"), (b"3", "JSON object"),

@@ -28,6 +28,7 @@ import itertools
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -151,6 +152,9 @@ def parse_publication(item: object) -> Publication | str:
     data = item.get("data", {})
     if not isinstance(data, dict):
         return '"data" must be a JSON object'
+    wrong = check_data(channel, data)
+    if wrong is not None:
+        return wrong
     users = item.get("users")
     if users is not None:
         if not isinstance(users, list) or not users or len(users) > MAX_USERS \
@@ -158,6 +162,29 @@ def parse_publication(item: object) -> Publication | str:
             return f'"users" must be a non-empty list of at most {MAX_USERS} user names (omit it for everyone)'
         users = frozenset(users)
     return Publication(channel, event, data, users)
+
+
+ALERT_LEVELS = ("info", "warning", "error")
+ALERT_RULE = ('an alert on "alerts" has data {"alertId": "…", "level": "info", "warning" or "error", '
+              '"message": "…", "timestamp": "<ISO 8601>"}')
+
+
+def check_data(channel: str, data: dict[str, Any]) -> str | None:
+    """What is wrong with ``data`` for ``channel`` (None: nothing). Events on ``alerts`` are the SSE API's alerts:
+    browsers show them by level, and an ``error`` one is written past any throttle, so its shape is checked at
+    publish rather than found wrong in a browser."""
+    if channel != "alerts":
+        return None
+    for key in ("alertId", "message", "timestamp"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            return f'"{key}" is missing or not a string: {ALERT_RULE}'
+    if data.get("level") not in ALERT_LEVELS:
+        return f'"level" must be info, warning or error: {ALERT_RULE}'
+    try:
+        datetime.fromisoformat(data["timestamp"])
+    except ValueError:
+        return f'"timestamp" is not an ISO 8601 time: {ALERT_RULE}'
+    return None
 
 
 # --- who sees what -----------------------------------------------------------------------------------------------
@@ -264,6 +291,14 @@ class Rings:
             return Reset(channel, "not in the channel's history")
         self._trim(ring, now_ms)
         return replay(channel, ring, since, limit, now_ms, self.ttl_ms)
+
+    def tail(self, channel: str, limit: int, now_ms: int) -> list[ChannelEvent]:
+        """The newest ``limit`` retained events of ``channel``, oldest first."""
+        ring = self.channels.get(channel)
+        if ring is None:
+            return []
+        self._trim(ring, now_ms)
+        return list(ring)[-limit:] if limit > 0 else []
 
     def _trim(self, ring: collections.deque[ChannelEvent], now_ms: int) -> None:
         floor = now_ms - self.ttl_ms

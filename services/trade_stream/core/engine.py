@@ -220,6 +220,11 @@ class ChannelBus(Protocol):
         when ``since`` is not a retained id younger than the history's age (core/channels.replay). Raises
         ``ChannelsUnavailable`` when the history cannot be read."""
 
+    async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
+        """The newest ``limit`` retained events of ``channel``, oldest first (none: an empty list): where a client
+        that names no id starts, and whether a channel holds anything at all. Raises ``ChannelsUnavailable``
+        when the history cannot be read."""
+
 
 class UpstreamSide(Leadership, Interest, MarketBus, Protocol):
     """What the upstream connections use: run while this node leads, hold what the cluster holds, hand on

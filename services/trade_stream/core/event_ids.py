@@ -57,33 +57,61 @@ def cursor(epoch: str, n: int) -> str:
     return f"{epoch}-{n}"
 
 
-# --- several accounts: one position per account journal ------------------------------------------------------
+# --- several sources: one position per source ---------------------------------------------------------------
 #
-# A user who sees several accounts follows several journals at once, so one id cannot say where they are. The
-# compound form names a position in each: ``<account>:<epoch>-<n>,<account>:<epoch>-<n>`` (account names have
-# no ``:`` or ``,``). SSE events carry it as their id (so Last-Event-ID resumes every account exactly), the REST
-# ``cursor`` too. A user who sees one account keeps the plain ``<epoch>-<n>``.
+# A stream that follows several sources at once cannot say where its client is with one id. The compound form
+# names a position in each: ``<source>:<id>,<source>:<id>``, sources in a stable order. A source is an account
+# (a user who sees several accounts follows each journal: ``<account>:<epoch>-<n>``; account names have no ``:``
+# or ``,``), the notification store of /api/stream/alerts (``notifications:<n>``), or an app channel, ``@`` and
+# its name (``@agent-status:<ms>-<seq>``; ``@`` is no account's first character, and a channel name may hold a
+# ``:`` but no id does, so the position is what follows the last ``:``). SSE events carry it as their id (so
+# Last-Event-ID resumes every source exactly), the REST ``cursor`` too. A stream with one source that is not an
+# app channel keeps that source's plain id (``<epoch>-<n>``, ``<n>``); a channel's position is always named.
 
 _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_ACCOUNTS = 100
+CHANNEL_SOURCE = "@"
+NOTIFICATIONS = "notifications"  # the alerts stream's notification store, as a source
+MAX_PARTS = 110  # accounts, the notification store and the channels a stream carries
 
 
 def is_compound(raw: object) -> TypeGuard[str]:
     return isinstance(raw, str) and ":" in raw
 
 
+def _parts(raw: str) -> list[tuple[str, str]]:
+    out = []
+    for part in raw.split(",")[:MAX_PARTS]:
+        name, _, rest = part.strip().rpartition(":")
+        out.append((name, rest))
+    return out
+
+
 def parse_compound(raw: str) -> dict[str, EventId]:
-    """``{account: id}``; a malformed part makes that account's id unknown (a reset), never an error."""
+    """``{account: id}``; a malformed part makes that account's id unknown (a reset), never an error. Channel
+    parts are not accounts' (``channel_positions`` reads them)."""
     out: dict[str, EventId] = {}
-    for part in raw.split(",")[:MAX_ACCOUNTS]:
-        name, _, rest = part.strip().partition(":")
-        if _ACCOUNT.fullmatch(name):
+    for name, rest in _parts(raw):
+        if _ACCOUNT.fullmatch(name) and len(out) < MAX_ACCOUNTS:
             out[name] = parse(rest) or UNKNOWN
     return out
 
 
+def channel_positions(raw: str | None) -> dict[str, str]:
+    """``{channel: "<ms>-<seq>"}`` of a compound id's channel parts, the ids as sent (the channel's history says
+    whether it still holds one; a garbled one gets a reset there). Not a compound id: none."""
+    if not is_compound(raw):
+        return {}
+    return {name[1:]: rest for name, rest in _parts(raw) if name.startswith(CHANNEL_SOURCE) and len(name) > 1}
+
+
+def channel_part(channel: str) -> str:
+    """The source name of an app channel in a compound id."""
+    return CHANNEL_SOURCE + channel
+
+
 def compound(positions: dict[str, str]) -> str:
-    """The compound id of ``{account: "<epoch>-<n>"}``, accounts in a stable order."""
+    """The compound id of ``{source: id}``, sources in a stable order."""
     return ",".join(f"{name}:{positions[name]}" for name in sorted(positions))
 
 

@@ -66,6 +66,11 @@ class PublishApi:
             return error(pubs.status, pubs.message, headers)
         return self._publish(pubs, request.body.lstrip()[:1] == b"[", headers)
 
+    def authorize(self, request: Request, headers: dict[str, str]) -> Response | None:
+        """The publisher's credential check, for the ports' other publisher-only routes (POST
+        /api/stream/test): None when the request may go on, else the 401/403/429 to answer."""
+        return self._auth(request, headers)
+
     def _auth(self, request: Request, headers: dict[str, str]) -> Response | None:
         token = request.bearer()
         if not token:

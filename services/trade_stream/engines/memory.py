@@ -94,6 +94,9 @@ class MemoryEngine:
     async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
         return self.rings.since(channel, since, limit, int(time.time() * 1000))
 
+    async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
+        return self.rings.tail(channel, limit, int(time.time() * 1000))
+
     # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:

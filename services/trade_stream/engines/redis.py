@@ -691,6 +691,9 @@ class RedisEngine:
     async def channel_history(self, channel: str, since: str, limit: int) -> list[ChannelEvent] | Reset:
         return await self.channels.history_after(channel, since, limit)
 
+    async def channel_tail(self, channel: str, limit: int) -> list[ChannelEvent]:
+        return await self.channels.tail(channel, limit)
+
     # --- order log and status -----------------------------------------------------------------------------
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:

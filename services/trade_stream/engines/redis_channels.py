@@ -95,6 +95,21 @@ class RedisChannels:
         events = self._events(channel, rows)
         return replay(channel, events, since, limit, int(time.time() * 1000), self.ttl_ms)
 
+    async def tail(self, channel: str, limit: int) -> list[ChannelEvent]:
+        """The newest ``limit`` events of the channel's Stream younger than the history's age, oldest first (the
+        Stream is trimmed by age only when published to, so an idle one may hold older entries)."""
+        if limit <= 0:
+            return []
+        try:
+            async with asyncio.timeout(self.timeout):
+                rows = await self.r.xrevrange(self.stream(channel), count=limit)
+        except self.errors as exc:
+            self.failed(exc)
+            raise ChannelsUnavailable("the cluster store (Redis) is unreachable") from None
+        floor = int(time.time() * 1000) - self.ttl_ms
+        return [e for e in self._events(channel, rows[::-1])
+                if (event_ids.parse_stream_id(e.id) or (0, 0))[0] >= floor]
+
     def _events(self, channel: str, rows: list[Any]) -> list[ChannelEvent]:
         out = []
         for raw_id, fields in rows:

@@ -6,6 +6,10 @@ them (event_ids.py, compound ids). ``positions`` follows the same journals witho
 are the same positions, so ``trading``, which sends both, resumes its orders from any event's id) and starts with
 every position of the user's accounts: positions are state, so that first event is also what a reconnect
 replays. ``OrderFanout`` writes the live events to the streams joined on each account, encoded once per format.
+
+``trading`` also carries the ``agent-status`` app channel (when its user may see it), each event as published
+(its data plus ``channel``); the channel then has its own position in the compound id (``@agent-status:<ms>-<seq>``,
+feeds.py), so a single-account user's ids are compound from the channel's first event on.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from trade_stream.core import event_ids
 from trade_stream.core.accounts import Accounts, split_since
+from trade_stream.core.app_channels import AppChannels
 from trade_stream.core.journal import Entry
 from trade_stream.core.orders import Orders, Resume
 from trade_stream.core.protocol import encode
@@ -25,6 +30,7 @@ from trade_stream.edges.http.responses import Response, error
 from trade_stream.edges.sse.channel import Channel, last_event_id, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
+from trade_stream.edges.sse.feeds import FIRST, Built, ChannelFeed, Tail, built_event, channel_reset
 from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 from trade_stream.edges.sse.views import order_event, order_events, position_view
 from trade_stream.edges.sse.wire import event_bytes
@@ -40,6 +46,11 @@ class OrderState(Seated):
     kind: str = "orders"  # "orders", "positions" or "trading" (both)
     legacy: bool = False  # ?format=legacy: the old event names, order_update and position_update
     watched: list[Orders] = field(default_factory=list)  # marked to market while this stream watches them
+    feed: ChannelFeed | None = None  # trading: the agent-status channel
+
+    @property
+    def channel_parts(self) -> dict[str, str]:
+        return self.feed.parts if self.feed is not None else {}
 
     @property
     def wants_orders(self) -> bool:
@@ -51,17 +62,18 @@ class OrderState(Seated):
 
     def event_id(self, account: str, epoch: str | None, n: int) -> str | int:
         here = event_ids.cursor(epoch, n) if epoch else str(n)
-        if len(self.names) == 1:
+        if len(self.names) == 1 and not self.channel_parts:
             return here if epoch else n
-        return event_ids.compound({**self.positions, account: here})
+        return event_ids.compound({**self.positions, account: here, **self.channel_parts})
 
     def current_id(self) -> str | None:
         """Where the client is in its journals now: the id of a position event, so that a Last-Event-ID taken
         from one resumes the order events of a trading stream exactly (positions are state: a reconnect gets
         all of them first)."""
-        if len(self.names) == 1:
+        if len(self.names) == 1 and not self.channel_parts:
             return self.positions.get(self.names[0])
-        return event_ids.compound(self.positions) if self.positions else None
+        positions = {**self.positions, **self.channel_parts}
+        return event_ids.compound(positions) if positions else None
 
 
 class OrderFanout:
@@ -135,12 +147,14 @@ class OrdersStream(Stream[OrderState]):
     """One of the three private kinds (``orders``, ``positions``, ``trading``) over the shared fan-out."""
 
     def __init__(self, kind: str, accounts: Accounts | None, fanout: OrderFanout | None, codec: SseCodec,
-                 credentials: RequestCredentials) -> None:
+                 credentials: RequestCredentials, hub: AppChannels | None = None, tail: Tail | None = None) -> None:
         self.kind = kind
         self.accounts = accounts
         self.credentials = credentials
         self.fanout = fanout
         self.codec = codec  # unused by these streams' writes, but every SseClient has one
+        self.hub = hub if kind == "trading" else None  # agent-status rides on the trading stream only
+        self.tail = tail
 
     def accept(self, request: Request) -> Response | OrderState:
         accounts = self.accounts
@@ -163,6 +177,14 @@ class OrdersStream(Stream[OrderState]):
         state.watched = [self.accounts.orders[n] for n in state.names] if state.wants_positions else []
         for orders in state.watched:
             orders.watch(client)  # positions marked to market while someone watches them
+        if self.hub is not None and self.tail is not None:
+            def emit(built: Built) -> bool:
+                if built.event is None:
+                    return client.write(channel_reset(built.channel))
+                eid = state.current_id()
+                return client.write(built_event(built, eid or built.event.id), 1)
+
+            state.feed = ChannelFeed(self.hub, self.tail, state.user, emit, history_limit=self.hub.history_limit)
         return client
 
     async def hold(self, channel: Channel, client: SseClient, state: OrderState) -> bool:
@@ -171,11 +193,22 @@ class OrdersStream(Stream[OrderState]):
         raw = raw_last_event_id(channel.request)
         last = event_ids.parse_compound(raw) if raw and event_ids.is_compound(raw) else last_event_id(channel.request)
         sinces = split_since(last, names, lambda n: accounts.orders[n].epoch)
+        # Where each journal starts, before anything is written: every event's id then names every account.
+        plans = {name: accounts.orders[name].plan(sinces.get(name) if state.wants_orders else None)
+                 for name in names}
+        for name, plan in plans.items():
+            epoch = accounts.orders[name].epoch
+            if epoch and plan.start is not None:
+                state.positions[name] = event_ids.cursor(epoch, plan.start)
+        feed = state.feed
+        if feed is not None and feed.may_follow("agent-status"):
+            status = await feed.prepare("agent-status", event_ids.channel_positions(raw).get(
+                "agent-status", FIRST if raw else None))
+            if client.closed:
+                return False
+            feed.start(status)  # its events interleave with the replay below, each id where the client is then
         for name in names:
-            orders = accounts.orders[name]
-            plan = orders.plan(sinces.get(name) if state.wants_orders else None)
-            if orders.epoch and plan.start is not None:
-                state.positions[name] = event_ids.cursor(orders.epoch, plan.start)
+            orders, plan = accounts.orders[name], plans[name]
             if state.wants_orders:
                 await self.replay_account(client, state, orders, plan, sinces.get(name))
             else:
@@ -194,6 +227,8 @@ class OrdersStream(Stream[OrderState]):
         assert self.accounts is not None and self.fanout is not None
         for orders in state.watched:
             orders.unwatch(client)
+        if state.feed is not None:
+            state.feed.drop()
         self.fanout.clients.pop(client, None)
         for joined in self.fanout.joined.values():
             joined.discard(client)

@@ -4,8 +4,10 @@ that only listen.
 This module is the server and nothing else: it reads each request with h11 (channel.py), admits the connection
 (per-address limits, the same ``Admission`` as the main port), and dispatches on one route table declared at
 construction: two JSON routes (status, metrics) and the stream kinds — market (market.py), private
-(private.py), alerts (alerts.py) and the events API (events.py) — each run through the one stream template
-(streams.py). The wire format is in wire.py, the codecs in codecs.py.
+(private.py), alerts (alerts.py), app channels (channel_streams.py) and the events API (events.py) — each run
+through the one stream template (streams.py). The wire format is in wire.py, the codecs in codecs.py. It also
+keeps the per-user event buffers of the streams that have one (core/user_buffer.py), dropped by a supervised
+sweep, and writes the ``test`` event of ``POST /api/stream/test`` (stream_test.py) to every open stream.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.limits import Admission
+from trade_stream.core.protocol import encode
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
+from trade_stream.core.user_buffer import UserBuffers
 from trade_stream.core.users import User
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.request import Request
@@ -43,13 +47,16 @@ from trade_stream.edges.sse.channel import (
     parse_throttle,
     read_request,
 )
+from trade_stream.edges.sse.channel_streams import STRATEGIES, ChannelStream, strategy_channel
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import PriceCodec, SseCodec
 from trade_stream.edges.sse.events import EventsApi
 from trade_stream.edges.sse.market import Holds, PricesStream, TradesStream
 from trade_stream.edges.sse.private import OrderFanout, OrdersStream, OrderState
 from trade_stream.edges.sse.streams import Opened, Stream
-from trade_stream.edges.sse.wire import Ring
+from trade_stream.edges.sse.wire import Ring, event_bytes
+from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
+from trade_stream.edges.stream_test import StreamTest
 from trade_stream.edges.transport import watch_stalls
 from trade_stream.ops.supervisor import Supervise
 from trade_stream.upstream.snapshots import Snapshots
@@ -63,8 +70,10 @@ STREAM_ALLOW = "GET, OPTIONS"
 class SseServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], accounts: Accounts | None, origins: OriginPolicy,
                  stats: Stats, status: Callable[[], dict[str, Any]] | None = None, snapshots: Snapshots | None = None,
-                 broker: BrokerEvents | None = None, routes: tuple[Route, ...] = ()) -> None:
-        """``routes``: more routes the wiring declares on this port (``POST /api/publish``)."""
+                 broker: BrokerEvents | None = None, routes: tuple[Route, ...] = (),
+                 test_auth: Callable[[Request, dict[str, str]], Response | None] | None = None) -> None:
+        """``routes``: more routes the wiring declares on this port (``POST /api/publish``); ``test_auth``: who
+        may ``POST /api/stream/test`` (the publish API's check; None: nobody, the route answers 404)."""
         self.cfg = cfg
         self.max_body = cfg.publish_max_bytes if routes else 0  # request bodies are read for those routes only
         self.relay = relay
@@ -88,9 +97,16 @@ class SseServer:
         trades = TradesStream(relay, self.shared, holds, self.codec, self.clients)
         prices = PricesStream(relay, self.shared, holds, self.price_codec, self.clients, snapshots)
         self.fanout = fanout = OrderFanout(accounts) if accounts is not None else None
-        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, self.credentials)
+        hub, tail = relay.channels, relay.engine.channel_tail  # app channels (core/app_channels.py)
+        private = {kind: OrdersStream(kind, accounts, fanout, self.codec, self.credentials, hub, tail)
                    for kind in ("orders", "positions", "trading")}
-        self.alerts = AlertsStream(accounts.identity if accounts is not None else None, self.codec, self.credentials)
+        identity = accounts.identity if accounts is not None else None
+        self.buffers = UserBuffers(cfg.sse_user_buffer, cfg.sse_user_buffer_ttl)
+        self.alerts = AlertsStream(identity, self.codec, self.credentials, hub, tail, self.buffers)
+        self.strategies = ChannelStream("strategies", strategy_channel, identity, self.credentials, hub, tail,
+                                        self.buffers, self.codec, must_exist=True)
+        self.ai_decisions = ChannelStream("ai-decisions", lambda r: "ai-decisions", identity, self.credentials,
+                                          hub, tail, self.buffers, self.codec)
         self.events_api = EventsApi(accounts, broker, self.shared, self.codec)
         self.router = Router([
             Route("/api/stream/status", lambda r: json(200, self.status())),
@@ -99,8 +115,12 @@ class SseServer:
             Route("/api/stream/prices", prices, methods=("GET",)),
             *(Route(f"/api/stream/{kind}", stream, methods=("GET",)) for kind, stream in private.items()),
             Route("/api/stream/alerts", self.alerts, methods=("GET",)),
+            Route(STRATEGIES, self.strategies, methods=("GET",), prefix=True),
+            Route("/api/stream/ai-decisions", self.ai_decisions, methods=("GET",)),
             *self.events_api.routes(),
             *routes,
+            *([Route(STREAM_TEST_PATH, StreamTest(test_auth, self.send_test, lambda: relay.clients, lambda r: {}),
+                     methods=None)] if test_auth is not None else []),
         ])
         # What this port serves from the order side (``fanout``: order events, positions and resets per account;
         # ``events_api``: order events or the Broker journal; ``alerts``: notifications) is subscribed by the
@@ -125,7 +145,16 @@ class SseServer:
         self.shared.max_symbols_per_client = cfg.max_symbols_per_client
 
     def _streams(self) -> list[SseClient]:
-        return [*self.clients, *self.order_clients, *self.alert_clients]
+        return [*self.clients, *self.order_clients, *self.alert_clients, *self.strategies.clients,
+                *self.ai_decisions.clients]
+
+    def send_test(self, message: str, timestamp: str) -> int:
+        """``event: test`` (no id: it is no source's event, so it leaves every client's Last-Event-ID alone) on
+        every open stream of the SSE API: how many got it. The Alpaca-style events API streams are left alone:
+        their clients are Alpaca's SDKs, which know no such event."""
+        ev = event_bytes("test", encode({"message": message, "timestamp": timestamp}))
+        broker = [c for c, (stream, _, _) in self.events_api.live.items() if stream == "broker"]
+        return sum(1 for client in [*self._streams(), *broker] if client.write(ev, 1))
 
     async def start(self, supervise: Supervise | None = None) -> None:
         """Listen; the stall sweep runs under ``supervise`` (restarted on any exception, in health and metrics)."""
@@ -135,7 +164,19 @@ class SseServer:
                 return watch_stalls(self.shared.writes, self.cfg.stall_timeout)
 
             self._handlers.add(supervise("stall-sweep-sse", sweep) if supervise else asyncio.create_task(sweep()))
+        if self.buffers.size:
+            self._handlers.add(supervise("sse-user-buffers", self.sweep_buffers) if supervise
+                               else asyncio.create_task(self.sweep_buffers()))
         log.info("sse_listening port=%d", self.port)
+
+    async def sweep_buffers(self) -> None:
+        """Drop each user's buffer ``TRADE_STREAM_SSE_USER_BUFFER_TTL`` after their last connection to its stream
+        closed, checking a few times per that interval (at most every 30 s)."""
+        every = min(30.0, self.buffers.linger / 4)
+        while True:
+            await asyncio.sleep(every)
+            for (user, stream), events in self.buffers.sweep(time.monotonic()):
+                log.info("sse_user_buffer_dropped user=%s stream=%s events=%d", user, stream, events)
 
     async def close(self) -> None:
         if self.server is None:
@@ -223,17 +264,21 @@ class SseServer:
         """Public counts. Per-user counts are anonymous unless the caller is an admin user (or holds
         TRADE_STREAM_TOKEN): who is connected is nobody else's business."""
         per_user = Counter([*(s.user.name for s in self.order_clients.values()),
-                            *(u.name for u in self.alert_clients.values())])
+                            *(u.name for u in self.alert_clients.values()),
+                            *(s.user.name for s in self.strategies.clients.values()),
+                            *(s.user.name for s in self.ai_decisions.clients.values())])
         found = self.credentials.user(self.accounts.identity if self.accounts is not None else None, request,
                                       query=True)
         admin = isinstance(found, User) and found.admin
         connections = Counter(c.kind for c in self._streams())
         return {
             "connections": {k: connections.get(k, 0) for k in ("trades", "prices", "orders", "positions",
-                                                               "trading", "alerts")},
+                                                               "trading", "alerts", "strategies",
+                                                               "ai-decisions")},
             "users": dict(sorted(per_user.items())) if admin else sorted(per_user.values(), reverse=True),
             "events_sent": dict(sorted(self.sent.items())),
             "replay_buffers": {"trades": len(self.ring.events), "prices": len(self.price_ring.events),
                                "prices_coalescing": len(self.price_codec.pending),
-                               "orders": "the order journal (TRADE_STREAM_JOURNAL_RETENTION_DAYS)"},
+                               "orders": "the order journal (TRADE_STREAM_JOURNAL_RETENTION_DAYS)",
+                               "user_buffers": len(self.buffers.buffers)},
         }

@@ -1,7 +1,9 @@
 """The one shape of every stream kind on the side-port: accept → open → hold → pump → release.
 
 A stream kind is a route's handler. ``accept`` looks at the request alone and answers it (a 400, a 401, …) or
-returns the connection's state; the server then runs the template on the connection's ``Channel``: ``open``
+returns the connection's state; the server then runs the template on the connection's ``Channel``: ``verify``
+may still answer it when that takes a look elsewhere (a 404 for a strategy the channel's history does not
+hold), before anything of the stream is written or taken; ``open``
 writes the head and makes the writer, ``hold`` replays what the client missed and joins the live fan-out (False
 when the stream already ended, e.g. an ``until`` in the past), ``pump`` keeps it alive until the client leaves,
 and ``release`` gives back whatever ``accept`` and ``hold`` took, whatever happened. One template instead of one
@@ -74,6 +76,11 @@ class Stream(Generic[S]):
     def accept(self, request: Request) -> Response | S:
         raise NotImplementedError
 
+    async def verify(self, channel: Channel, state: S) -> Response | None:
+        """The answer to give instead of a stream, found by awaiting something; None: go on. Nothing is taken
+        yet, so nothing is released after an answer."""
+        return None
+
     def open(self, channel: Channel, state: S) -> SseClient:
         raise NotImplementedError
 
@@ -91,6 +98,10 @@ class Stream(Generic[S]):
         return event_bytes("warning", encode({"type": "warning", "code": "connection_limit", "message": message}))
 
     async def serve(self, channel: Channel, state: S) -> None:
+        answer = await self.verify(channel, state)
+        if answer is not None:
+            channel.respond(answer)
+            return
         client = self.open(channel, state)
         try:
             if isinstance(state, Seated):

@@ -63,8 +63,3 @@ def initial_price(symbol: str, snap: dict[str, Any] | None, live: dict[str, Any]
                 "initializing": True}
     return {**live, "initializing": True} if live is not None else None
 
-
-def alert_event(note: dict[str, Any]) -> bytes:
-    """``alert:new`` with the notification's own id (a notification that could not be stored has none)."""
-    return event_bytes("alert:new", encode(note), note.get("id"))
-
