@@ -217,12 +217,14 @@ def test_bench_auth_counts_one_hash_per_check_with_token_ids_and_one_per_user_wi
 
 
 @pytest.mark.timeout(90)
-def test_bench_publish_smoke():
-    """`trade-stream bench publish`, tiny: events are taken in and every subscriber of a channel gets each."""
-    proc = subprocess.run([*BENCH, "publish", "--clients", "6", "--channels", "3", "--publishers", "2", "--batch",
-                           "4", "--duration", "0.5", "--json"], capture_output=True, text=True, timeout=80)
+@pytest.mark.parametrize("via", ["sse", "ws"])
+def test_bench_publish_smoke(via):
+    """`trade-stream bench publish`, tiny, with SSE streams and with WebSockets: events are taken in and every
+    subscriber of a channel gets each (the SSE streams' warm-up events are not counted)."""
+    proc = subprocess.run([*BENCH, "publish", "--via", via, "--clients", "6", "--channels", "3", "--publishers", "2",
+                           "--batch", "4", "--duration", "0.5", "--json"], capture_output=True, text=True, timeout=80)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out["accepted"] > 0 and out["accepted"] % 4 == 0
+    assert out["via"] == via and out["accepted"] > 0 and out["accepted"] % 4 == 0
     assert out["deliveries"] == 2 * out["accepted"] and out["missing"] == 0  # two subscribers per channel
     assert out["accepted_per_s"] > 0 and out["deliveries_per_s"] > 0

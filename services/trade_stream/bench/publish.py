@@ -1,9 +1,11 @@
 """``trade-stream bench publish``: app-channel events one daemon takes in on ``POST /api/publish`` and delivers.
 
 A daemon (``--demo``, its own state directory, the relay pinned to the first core when there are two) serves
-``--clients`` browser WebSocket clients, each subscribed to one of ``--channels`` channels (``app:bench-<n>``,
-public for the run, so the clients need no login); ``--publishers`` concurrent HTTP clients post batches of
-``--batch`` events round the channels for ``--duration`` seconds. Reported: events accepted per second (ids
+``--clients`` subscribers spread over ``--channels`` channels: SSE streams on the side-port (``--via sse``, the
+default: ``GET /api/stream/strategies/bench-<n>`` with the run's token, each channel given one ``warmup`` event
+first so that the stream exists) or browser WebSocket clients (``--via ws``: ``app:bench-<n>``, public for the
+run, so they need no login). ``--publishers`` concurrent HTTP clients post batches of ``--batch`` events round
+the channels for ``--duration`` seconds. Reported: events accepted per second (ids
 returned), deliveries per second (events counted at the clients, from the first post to the last delivery),
 deliveries missing once the publishers stopped and the clients drained (expected 0), and the CPU seconds of
 the relay and of this process meanwhile: the clients and publishers run here, on the other cores, and when this
@@ -26,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 EVENT = b'"type":"event"'
+SSE_EVENT = b"event: bench\n"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trade-stream bench publish", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clients", type=int, default=1000, help="WebSocket subscribers (default 1000)")
+    p.add_argument("--clients", type=int, default=1000, help="subscribers (default 1000)")
+    p.add_argument("--via", choices=("sse", "ws"), default="sse",
+                   help="how the subscribers connect: SSE streams on the side-port or browser WebSockets (default sse)")
     p.add_argument("--channels", type=int, default=100, help="channels, the clients spread evenly (default 100)")
     p.add_argument("--publishers", type=int, default=4, help="concurrent publishers (default 4)")
     p.add_argument("--batch", type=int, default=10, help="events per POST (default 10)")
@@ -105,6 +110,46 @@ class Subscriber(asyncio.Protocol):
             self._buf = b""
 
 
+class SseSubscriber(asyncio.Protocol):
+    """One SSE client on a raw socket: ``GET /api/stream/strategies/<id>`` with the run's token, then every
+    ``event: bench`` line in what arrives counted with ``bytes.count`` (the chunked framing is not parsed: one event
+    is one chunk, so a marker never straddles a chunk header; one that straddles two reads is kept for the next)."""
+
+    def __init__(self, strategy: str, token: str, tally: Tally) -> None:
+        self.strategy = strategy
+        self.token = token
+        self.tally = tally
+        self.ready = asyncio.Event()
+        self.transport: Any = None
+        self._buf = b""
+
+    def protocol(self) -> SseSubscriber:
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.transport.write(f"GET /api/stream/strategies/{self.strategy} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        data = self._buf + data
+        if not self.ready.is_set():
+            if not data.startswith(b"HTTP/1.1 200"):
+                if b"\r\n\r\n" in data:
+                    raise RuntimeError(f"the stream was refused: {data[:200]!r}")
+                self._buf = data
+                return
+            if b"event: connected" not in data:
+                self._buf = data
+                return
+            self.ready.set()
+        for _ in range(data.count(SSE_EVENT)):
+            self.tally.add()
+        self._buf = data[-(len(SSE_EVENT) - 1):]
+        if SSE_EVENT in self._buf:
+            self._buf = b""
+
+
 def masked(payload: bytes) -> bytes:
     """One client text frame (clients must mask; payloads here are short)."""
     mask = secrets.token_bytes(4)
@@ -142,6 +187,14 @@ async def publisher(port: int, key: str, channels: list[str], offset: int, batch
     return accepted
 
 
+async def warm_up(port: int, key: str, channels: list[str]) -> None:
+    """One ``warmup`` event on each channel: a strategy's stream answers 404 until the relay holds an event of it."""
+    body = json.dumps([{"channel": c, "event": "warmup", "data": {}} for c in channels]).encode()
+    status, payload = await post(port, key, body)
+    if status != 200:
+        raise RuntimeError(f"the warm-up publish answered {status}: {payload[:200]!r}")
+
+
 async def wait_listening(port: int, timeout: float) -> None:
     import httpx
 
@@ -165,26 +218,36 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     relay_cores, other_cores = core_split(not args.no_pin)
     if other_cores:
         os.sched_setaffinity(0, other_cores)
-    key = secrets.token_urlsafe(24)
-    port = free_port()
-    channels = [f"app:bench-{i}" for i in range(args.channels)]
+    key, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    port, sse_port = free_port(), free_port()
+    sse = args.via == "sse"
+    channels = [f"strategies:bench-{i}" if sse else f"app:bench-{i}" for i in range(args.channels)]
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp:
         children = Children(Path(tmp))
         env = {"TRADE_STREAM_PUBLISH_KEY": key, "TRADE_STREAM_PUBLIC_CHANNELS": "app:bench-*",
                "TRADE_STREAM_MAX_CONNECTIONS_PER_IP": "1000000", "TRADE_STREAM_MAX_CONNECTIONS": "1000000",
                "TRADE_STREAM_MAX_CONNECT_RATE_PER_IP": "0", "TRADE_STREAM_LOG_LEVEL": "WARNING",
                "TRADE_STREAM_PING_INTERVAL": "0",  # the raw clients answer no pings
-               "TRADE_STREAM_STATE_DIR": str(Path(tmp) / "state"), "TRADE_STREAM_PORT": str(port)}
+               "TRADE_STREAM_STATE_DIR": str(Path(tmp) / "state"), "TRADE_STREAM_PORT": str(port),
+               "TRADE_STREAM_SSE_PORT": str(sse_port), "TRADE_STREAM_TOKEN": token,
+               "TRADE_STREAM_MAX_CONNECTIONS_PER_USER": "1000000"}
         os.environ.update(env)  # the daemon inherits them (Children passes this environment on)
         try:
             relay = await children.spawn("relay", [sys.executable, "-m", "trade_stream", "--demo", "--env-file",
                                            "/dev/null"], relay_cores)
             await wait_listening(port, 60)
             tally, loop = Tally(), asyncio.get_running_loop()
-            subs = [Subscriber(channels[i % len(channels)], tally) for i in range(args.clients)]
+            subs: list[Subscriber] | list[SseSubscriber]
+            if sse:
+                await warm_up(port, key, channels)
+                subs = [SseSubscriber(channels[i % len(channels)].partition(":")[2], token, tally)
+                        for i in range(args.clients)]
+            else:
+                subs = [Subscriber(channels[i % len(channels)], tally) for i in range(args.clients)]
             for i in range(0, len(subs), 100):  # connect in waves, as browsers arrive
                 wave = subs[i:i + 100]
-                await asyncio.gather(*(loop.create_connection(s.protocol, "127.0.0.1", port) for s in wave))
+                await asyncio.gather(*(loop.create_connection(s.protocol, "127.0.0.1", sse_port if sse else port)
+                                       for s in wave))
                 await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in wave)), 60)
             per_channel = [sum(1 for i in range(args.clients) if i % len(channels) == c) for c in range(len(channels))]
             relay_cpu, own_cpu = cpu_seconds(relay.pid), cpu_seconds(os.getpid())
@@ -207,7 +270,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     sub.transport.close()
         finally:
             await children.stop_all()
-    return {"clients": args.clients, "channels": args.channels, "publishers": args.publishers,
+    return {"via": args.via, "clients": args.clients, "channels": args.channels, "publishers": args.publishers,
             "batch": args.batch, "duration_s": round(published_for, 2), "accepted": accepted,
             "accepted_per_s": round(accepted / published_for), "deliveries": delivered,
             "deliveries_per_s": round(delivered / max(last - started, 1e-9)),
@@ -232,7 +295,8 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['clients']} WebSocket clients on {result['channels']} channels, {result['publishers']} "
+    kind = "SSE streams" if result["via"] == "sse" else "WebSocket clients"
+    print(f"{result['clients']} {kind} on {result['channels']} channels, {result['publishers']} "
           f"publishers posting batches of {result['batch']} for {result['duration_s']} s"
           f"{' (relay pinned to its own core)' if result['pinned'] else ''}:")
     print(f"  taken in   {result['accepted_per_s']:>9,} events/s   ({result['accepted']:,} events)")
