@@ -22,6 +22,7 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.channels import Channels
 from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
@@ -43,6 +44,8 @@ from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
+from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks
@@ -106,6 +109,8 @@ class Components:
     snapshots: Snapshots
     ws: WsServer
     sse: SseServer | None
+    preferences: Preferences  # each user's notification kinds per channel
+    channels: Channels  # each sending channel's counts (webhooks, email, push)
 
     @property
     def engine(self) -> Engine:
@@ -143,12 +148,17 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    notifier, webhooks = build_notifications(cfg, accounts, relay.engine)
+    # A person's preferences are theirs whatever the data: one file, demo or not.
+    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
+    resources.callback(preferences.close)
+    channels = Channels()  # every sending channel's counts: status and metrics
+    notifier, webhooks = build_notifications(cfg, accounts, relay.engine, preferences, channels)
     resources.callback(notifier.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks)
+                          broker.upstreams if broker is not None else (), webhooks, channels)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
+    registry.register(channels.collector())
     if webhooks is not None:
         registry.register(webhooks.collector())
     origins = OriginPolicy(cfg.allowed_origins)
@@ -167,6 +177,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
+        Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
@@ -175,7 +186,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
-                       page, snapshots, ws, sse)
+                       page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -234,19 +245,17 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts,
-                        cluster: WebhookSide) -> tuple[TradeNotifier, Webhooks | None]:
+def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide, preferences: Preferences,
+                        channels: Channels) -> tuple[TradeNotifier, Webhooks | None]:
     """Trade notifications next to the order journal, and the webhook outbox that is fed from them (sent by the
     cluster's leader)."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
-    # A person's preferences are theirs whatever the data: one file, demo or not.
-    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
     if not cfg.webhooks:
         return notifier, None
     return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                              cfg.timings, cluster, cfg.webhook_max_pending)
+                              cfg.timings, cluster, cfg.webhook_max_pending, channels.channel("webhooks"))
 
 
 def wire_events(parts: Components) -> None:

@@ -17,12 +17,12 @@ from trade_stream.core.preferences import CHANNELS, KINDS, Preferences, SqlitePr
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell():
+def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell_and_webhooks():
     for kind in ("fills", "rejections", "price_alerts"):
         assert all(wants(None, kind, c) for c in CHANNELS)
     for kind in ("order_events", "account_status", "activities"):
-        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell"]
-    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell"]
+        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell", "webhooks"]
+    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell", "webhooks"]
 
 
 def test_a_stored_kind_wins_and_the_others_keep_their_defaults():
@@ -48,7 +48,7 @@ def test_parse_names_the_wrong_field(body, field):
 def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_path):
     path = tmp_path / "preferences.sqlite3"
     prefs = Preferences(SqlitePreferenceStore(path))
-    assert prefs.channels("alice", "activities") == frozenset({"bell"})
+    assert prefs.channels("alice", "activities") == frozenset({"bell", "webhooks"})
     view = prefs.update("alice", {"activities": frozenset({"email", "push"})})
     assert view["activities"] == ["email", "push"] and view["fills"] == list(CHANNELS)
     prefs.update("alice", {"fills": frozenset({"bell"})})  # a second change keeps the first

@@ -3,7 +3,8 @@
 A preference maps a notification ``kind`` (core/notifications.py ``KINDS``: ``fills``, ``rejections``,
 ``order_events``, ``price_alerts``, ``account_status``, ``activities``) to the channels it goes to (``bell``,
 ``desktop``, ``sound``, ``email``, ``push``, ``webhooks``). A user stores only the kinds they changed; every other
-kind follows ``DEFAULTS``: fills, rejections and price alerts on every channel, the rest on the bell only.
+kind follows ``DEFAULTS``: fills, rejections and price alerts on every channel, the rest on the bell only (and
+webhooks, below).
 
 "Every channel" means every channel the user has set up: ``wants`` answers what the person asked for, and each
 channel's sender still needs its own means (an email address, a push subscription, a webhook target, a tab open
@@ -17,7 +18,9 @@ The channels:
   other users who see it, and for the webhooks.
 - ``desktop`` and ``sound``: the page's desktop alert and its chime; the page reads the preferences and obeys.
 - ``email``, ``push``: the senders ask ``Preferences.channels`` for each user a notification is for.
-- ``webhooks``: a notification scoped to named users goes to a target only when one of them wants it there. One
+- ``webhooks``: every kind by default, because a webhook target already picks its notification types with its
+  own ``events``: a default of "bell only" would silence what targets were set up to receive. A notification
+  scoped to named users goes to a target only when one of them wants it there. One
   scoped to an account goes by the target's ``events`` and ``accounts``, and also only when at least one user
   the relay knows to see that account (the users file, the ``TRADE_STREAM_TOKEN`` user) wants it there:
   targets belong to the operator, so a single user turning webhooks off does not silence a receiver the
@@ -43,7 +46,7 @@ from trade_stream.core.journal import open_durable
 KINDS = ("fills", "rejections", "order_events", "price_alerts", "account_status", "activities")
 CHANNELS = ("bell", "desktop", "sound", "email", "push", "webhooks")
 EVERYWHERE = frozenset(CHANNELS)
-BELL_ONLY = frozenset({"bell"})
+BELL_ONLY = frozenset({"bell", "webhooks"})  # and the webhook targets, which pick by their own ``events``
 #: What a user who never changed a kind gets for it.
 DEFAULTS: Mapping[str, frozenset[str]] = {"fills": EVERYWHERE, "rejections": EVERYWHERE, "price_alerts": EVERYWHERE,
                                           "order_events": BELL_ONLY, "account_status": BELL_ONLY,
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS preferences (
 
 def wants(prefs: Prefs | None, kind: str, channel: str) -> bool:
     """Whether a user with ``prefs`` (None: never set any) wants ``kind`` on ``channel``. A kind this code does
-    not know follows ``order_events`` (the bell only), so a new kind is never sent everywhere by surprise."""
+    not know follows ``order_events`` (the bell and webhooks), so a new kind never reaches a person's mail or
+    phone by surprise."""
     chosen = prefs.get(kind) if prefs is not None else None
     if chosen is None:
         chosen = DEFAULTS.get(kind, BELL_ONLY)

@@ -57,6 +57,7 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Timings
+from trade_stream.core.channels import ChannelStats
 from trade_stream.core.engine import WebhookSide
 from trade_stream.edges.outbox import Delivery, Outbox
 from trade_stream.records.webhook_targets import WebhookTarget
@@ -68,7 +69,7 @@ CATCH_UP_PAGE = 500
 PRUNE_EVERY = 3600.0
 RESPONSE_SNIPPET = 200  # bytes of an answer's body read, for the error message; the rest is never read
 MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
-HIDDEN_FIELDS = ("read", "unread", "source")  # per-user state, and what names the delivery, not part of the event
+HIDDEN_FIELDS = ("read", "unread", "source", "users")  # per-user state, what names the delivery, whom it is for
 FOLLOW_EVERY = 1.0  # seconds between a follower's looks at what the leader settled, while it holds pending rows
 #: The namespace of delivery ids: uuid5 of the order event and the target in it.
 DELIVERY_NAMESPACE = uuid.UUID("6d1c3c52-1f0e-4a52-9a7e-5b0b8f3e2a41")
@@ -171,12 +172,13 @@ class TargetStats:
 
 class Webhooks:
     def __init__(self, targets: tuple[WebhookTarget, ...], path: Path, source: Any, timings: Timings,
-                 cluster: WebhookSide, max_pending: int | None = None) -> None:
+                 cluster: WebhookSide, max_pending: int | None = None, channel: ChannelStats | None = None) -> None:
         self.targets = targets
+        self.channel = channel or ChannelStats("webhooks")  # every target's deliveries together (core/channels.py)
         self.cluster = cluster  # sends only while it leads; settles each outcome for the other nodes
         self.path = path
         self.max_pending = max_pending  # per target
-        self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
+        self.source = source  # the Notifier: since(after_id, limit, user=None), last_id(), to_webhooks(note)
         self.timings = timings
         self.outbox: Outbox | None = None
         self.stats = {t.name: TargetStats() for t in targets}
@@ -205,6 +207,7 @@ class Webhooks:
     def _refresh_pending(self) -> None:
         if self.outbox is not None:
             self._pending = self.outbox.pending()
+            self.channel.pending = sum(self._pending.values())
 
     # --- the supervised task --------------------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class Webhooks:
                 stats = self.stats[name]
                 stats.dropped += count
                 stats.failed += count
+                self.channel.given_up += count
                 stats.last_error = f"dropped {count} oldest: more than {self.max_pending} pending"
                 log.error("webhook_dropped target=%s count=%d max_pending=%s: the target is not taking deliveries",
                           name, count, self.max_pending)
@@ -296,8 +300,10 @@ class Webhooks:
 
     def _rows_of(self, note: dict[str, Any]) -> list[tuple[str, str, str, str, bytes]]:
         """(delivery id, target, order key, event, body) for each target that wants this notification."""
-        rows = []
+        rows: list[tuple[str, str, str, str, bytes]] = []
         kind = str(note.get("type") or "order_other")
+        if not self.source.to_webhooks(note):  # the users it is for turned webhooks off for its kind
+            return rows
         for t in self.targets:
             if t.wants(kind, str(note.get("account", ""))):
                 delivery_id = delivery_id_of(note, t)
@@ -399,6 +405,7 @@ class Webhooks:
     def _done(self, target: WebhookTarget, row: Delivery, status: int) -> None:
         stats = self.stats[target.name]
         stats.delivered += 1
+        self.channel.sent += 1
         stats.last_status = status
         stats.last_delivered_at = time.time()
         if self.outbox is not None:
@@ -412,7 +419,9 @@ class Webhooks:
         """Retry later, or give up (True)."""
         stats = self.stats[target.name]
         stats.errors += 1
+        self.channel.failed += 1
         stats.last_error, stats.last_status = error, status
+        self.channel.last_error = f"{target.name}: {error}"
         t = self.timings
         attempts = row.attempts + 1
         delay = retry_wait(attempts, wait_hint, t)
@@ -425,6 +434,7 @@ class Webhooks:
             return False
         why = error if not retryable else f"gave up after {attempts} attempts: {error}"
         stats.failed += 1
+        self.channel.given_up += 1
         stats.last_error = why
         log.error("webhook_failed target=%s delivery=%s event=%s attempts=%d error=%s", target.name, delivery_id,
                   row.event, attempts, why)
