@@ -27,7 +27,7 @@ from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookS
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
-from trade_stream.core.preferences import Preferences, SqlitePreferenceStore
+from trade_stream.core.preferences import Preferences
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
@@ -148,8 +148,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    # A person's preferences are theirs whatever the data: one file, demo or not.
-    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
+    # A person's preferences are theirs whatever the data: one store, demo or not; the cluster's in a cluster.
+    preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
     resources.callback(preferences.close)
     channels = Channels()  # every sending channel's counts: status and metrics
     notifier, webhooks = build_notifications(cfg, accounts, relay.engine, preferences, channels)

@@ -14,11 +14,11 @@ a foreign page's cookie cannot change anyone's preferences.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
-from trade_stream.core.preferences import CHANNELS, KINDS, STORE_ERRORS, Preferences, parse
+from trade_stream.core.preferences import CHANNELS, KINDS, Preferences, PreferencesUnavailable, Prefs, parse
 from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
@@ -39,8 +39,9 @@ class PreferencesApi:
         self.credentials = credentials
         self.cors = cors
 
-    def __call__(self, request: Request) -> Response:
-        """Every method of PATH (its route takes them all: it answers its own 405s)."""
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        """Every method of PATH (its route takes them all: it answers its own 405s); a PUT is answered once the
+        store has it."""
         headers = self.cors(request)
         method = request.method
         if method == "OPTIONS":
@@ -61,11 +62,14 @@ class PreferencesApi:
         changes = parse(body)
         if isinstance(changes, str):
             return error(400, changes, headers)
+        return self._store(user, changes, headers)
+
+    async def _store(self, user: User, changes: Prefs, headers: dict[str, str]) -> Response:
         try:
-            view = self.preferences.update(user.name, changes)
-        except STORE_ERRORS as exc:
-            log.error("preferences_store_fault path=%s error=%s", getattr(self.preferences.store, "path", "?"), exc)
-            return error(503, f"preferences cannot be stored ({exc}): make TRADE_STREAM_STATE_DIR writable", headers)
+            view = await self.preferences.update(user.name, changes)
+        except PreferencesUnavailable as exc:
+            log.error("preferences_store_fault user=%s error=%s", user.name, exc)
+            return error(503, str(exc), headers)
         log.info("preferences_updated user=%s kinds=%s", user.name, ",".join(sorted(changes)))
         return json(200, self.answer(view), headers)
 
