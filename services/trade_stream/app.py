@@ -26,6 +26,7 @@ from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookS
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
+from trade_stream.core.preferences import Preferences, SqlitePreferenceStore
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
@@ -240,8 +241,10 @@ def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide
     """Trade notifications next to the order journal, and the outbox that is fed from them (sent by the
     cluster's leader) with a sender per configured channel."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
+    # A person's preferences are theirs whatever the data: one file, demo or not.
+    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
-                             cfg.journal_retention_days, cfg.timings.journal_retry)
+                             cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
     senders: list[Sender] = []
     if cfg.webhooks:
         senders.append(WebhookSender(cfg.webhooks, cfg.timings))
@@ -267,6 +270,8 @@ def wire_events(parts: Components) -> None:
             orders.listeners.append(partial(sse.fanout.on_order_event, orders=orders))
             orders.position_listeners.append(sse.fanout.on_position)
             orders.reset_listeners.append(partial(sse.fanout.on_orders_reset, orders=orders))
+    if broker is not None:  # Broker events become notifications first, as order events do
+        broker.listeners.append(lambda entries: notifier.on_broker(entries, broker.epoch))
     if sse is not None:  # the Alpaca-style event streams: the Broker journal in Broker mode, else order events
         if broker is not None:
             broker.listeners.append(sse.events_api.on_broker)

@@ -287,6 +287,12 @@ class Identity:
         self._maybe_reload()
         return self._users
 
+    def audience(self, account: str) -> list[str]:
+        """The users-file users who see ``account``, and the ``TRADE_STREAM_TOKEN`` user (who sees every account);
+        JWT users are known only once they connect."""
+        names = [u.name for u in self.users() if "*" in u.accounts or account in u.accounts]
+        return [*names, TOKEN_USER] if self._token else names
+
 
 class Sessions:
     """Each user's open private connections, oldest first, at most ``limit`` of them. One more, under the policy

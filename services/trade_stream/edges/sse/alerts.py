@@ -1,6 +1,7 @@
-"""/api/stream/alerts: a user's trade notifications as they are stored (``alert:new``, whose id is the
-notification's), and their read state as it changes (``alert:read``). ``Last-Event-ID`` replays up to
-ALERT_REPLAY_LIMIT notifications from the store; further back, or an id the store never gave, is a ``reset``.
+"""/api/stream/alerts: a user's notifications (order events, Broker events, price alerts) as they are stored
+(``alert:new``, whose id is the notification's), and their read state as it changes (``alert:read``).
+``Last-Event-ID`` replays up to ALERT_REPLAY_LIMIT notifications from the store; further back, or an id the store
+never gave, is a ``reset``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ class AlertsStream(Stream[AlertState]):
             client.write(b"".join(alert_event(n) for n in notes), len(notes))
 
     def on_alert(self, msg: dict[str, Any]) -> None:
-        account = msg["data"].get("account")
+        notifier = self.notifier
+        assert notifier is not None
         for client, user in list(self.clients.items()):
-            if user.sees(account):
+            if notifier.reaches(msg, user):  # its account's, or its user's, and a kind that user has on the bell
                 client.write(alert_event(msg["data"]), 1)
 
     def on_read(self, msg: dict[str, Any]) -> None:
