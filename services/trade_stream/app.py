@@ -33,6 +33,7 @@ from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
+from trade_stream.edges.delivery import Deliveries, Sender
 from trade_stream.edges.history import History
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
@@ -48,7 +49,7 @@ from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
 from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
-from trade_stream.edges.webhooks import Webhooks
+from trade_stream.edges.webhooks import Webhooks, WebhookSender
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
@@ -103,6 +104,7 @@ class Components:
     tradings: dict[str, TradingUpstream]  # per account, in account order
     broker: BrokerEvents | None  # Broker API mode (ALPACA_BROKER_API_KEY)
     notifier: TradeNotifier
+    deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
@@ -125,11 +127,11 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
 
     def leadership(leading: bool) -> None:
         """A node that does not hold the trading stream still shows positions: from REST, then from fills; only
-        the leader sends webhooks. The engine calls it only once it runs, when ``accounts`` and ``webhooks`` below
-        exist."""
+        the leader sends webhooks (and every other outbox channel). The engine calls it only once it runs, when
+        ``accounts`` and ``deliveries`` below exist."""
         log.info("leadership node=%s leading=%s", cfg.node_id, leading)
-        if webhooks is not None:
-            webhooks.on_leader(leading)
+        if deliveries is not None:
+            deliveries.on_leader(leading)
         if not leading:
             for orders in accounts:
                 supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
@@ -152,7 +154,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
     resources.callback(preferences.close)
     channels = Channels()  # every sending channel's counts: status and metrics
-    notifier, webhooks = build_notifications(cfg, accounts, relay.engine, preferences, channels)
+    notifier, deliveries, webhooks = build_notifications(cfg, accounts, relay.engine, preferences, channels)
     resources.callback(notifier.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
                           broker.upstreams if broker is not None else (), webhooks, channels)
@@ -185,8 +187,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
-    parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, report,
-                       page, snapshots, ws, sse, preferences, channels)
+    parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
+                       report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -246,16 +248,22 @@ def build_broker(cfg: Config) -> BrokerEvents:
 
 
 def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide, preferences: Preferences,
-                        channels: Channels) -> tuple[TradeNotifier, Webhooks | None]:
-    """Trade notifications next to the order journal, and the webhook outbox that is fed from them (sent by the
-    cluster's leader)."""
+                        channels: Channels) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None]:
+    """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
+    leader) with a sender per configured channel."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
-    if not cfg.webhooks:
-        return notifier, None
-    return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                              cfg.timings, cluster, cfg.webhook_max_pending, channels.channel("webhooks"))
+    senders: list[Sender] = []
+    if cfg.webhooks:
+        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier.to_webhooks))
+    if not senders:
+        return notifier, None, None
+    # One file for every channel; its name is the one it has had since it held webhooks alone.
+    deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
+                            cfg.webhook_max_pending, channels=channels)
+    webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
+    return notifier, deliveries, webhooks
 
 
 def wire_events(parts: Components) -> None:
@@ -279,9 +287,9 @@ def wire_events(parts: Components) -> None:
         else:
             for orders in accounts:
                 orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
-    # A new notification: wake the webhook outbox, then the SSE alert stream.
-    if parts.webhooks is not None:
-        notifier.listeners.append(parts.webhooks.wake)
+    # A new notification: wake the outbox, then the SSE alert stream.
+    if parts.deliveries is not None:
+        notifier.listeners.append(parts.deliveries.wake)
     if sse is not None:
         sse.alerts.serve_from(notifier)
         notifier.listeners.append(sse.alerts.on_alert)
@@ -315,8 +323,8 @@ async def run(parts: Components, running: AsyncExitStack) -> None:
     for upstream in parts.broker.upstreams if parts.broker is not None else ():
         supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
     supervisor.start("journal-retention", partial(prune_journals, parts))
-    if parts.webhooks is not None:
-        supervisor.start("webhooks", parts.webhooks.run)
+    if parts.deliveries is not None:
+        supervisor.start("deliveries", parts.deliveries.run)
     log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, parts.ws.port, cfg.demo,
              cfg.data_feed, cfg.data_stream_url)
     log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
@@ -526,6 +534,10 @@ class App:
     @property
     def webhooks(self) -> Webhooks | None:
         return self._built().webhooks
+
+    @property
+    def deliveries(self) -> Deliveries | None:
+        return self._built().deliveries
 
     @property
     def ws(self) -> WsServer:

@@ -27,9 +27,9 @@ from trade_stream.edges.webhooks import CONCURRENCY, payload
 from trade_stream.records.webhook_targets import WebhookTarget
 
 # The head query before heads were flagged: each order's oldest pending row by a correlated MIN(id).
-BASELINE = (f"SELECT {COLUMNS} FROM deliveries d WHERE target = ? AND state = 'pending' AND id = (SELECT MIN(id) "
-            "FROM deliveries e WHERE e.target = d.target AND e.state = 'pending' AND e.order_key = d.order_key) "
-            "ORDER BY id LIMIT ?")
+BASELINE = (f"SELECT {COLUMNS} FROM deliveries d WHERE channel = 'webhook' AND target = ? AND state = 'pending' AND "
+            "id = (SELECT MIN(id) FROM deliveries e WHERE e.channel = d.channel AND e.target = d.target AND "
+            "e.state = 'pending' AND e.order_key = d.order_key) ORDER BY id LIMIT ?")
 NOTE = {"account": "default", "symbol": "AAPL", "action": "BUY", "type": "order_filled", "status": "filled",
         "message": "Buy 100 AAPL filled at $150.25", "fill_price": "150.25", "quantity": "100",
         "timestamp": "2026-01-02T15:04:05.123456789Z", "level": "info", "event": "fill"}

@@ -55,6 +55,7 @@ from trade_stream.records.users import (
     check_accounts,
     load_public_key,
     load_users,
+    valid_email,
 )
 from trade_stream.tomltables import read_tables
 
@@ -109,7 +110,7 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
         accounts = ", ".join(f'"{a}"' for a in u.accounts)
         lines += ["[[user]]", f'name = "{u.name}"', *([f'token_id = "{u.token_id}"'] if u.token_id else []),
                   f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
-                  f"admin = {'true' if u.admin else 'false'}", ""]
+                  f"admin = {'true' if u.admin else 'false'}", *([f'email = "{u.email}"'] if u.email else []), ""]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -373,6 +374,8 @@ def main(argv: list[str]) -> int:
     add.add_argument("name")
     add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
+    add.add_argument("--email", default="", help="address the user's notifications are mailed to "
+                                                 "(TRADE_STREAM_SMTP_URL); default none")
     sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
     remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
@@ -392,7 +395,8 @@ def main(argv: list[str]) -> int:
         return fail(f"TRADE_STREAM_USERS_FILE={path}: {exc}")
     if args.command == "list":
         for u in users:
-            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}"
+                  + (f"\temail={u.email}" if u.email else ""))
         return 0
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
@@ -409,6 +413,8 @@ def main(argv: list[str]) -> int:
                     "first to give it a new token")
     if not accounts:
         return fail("--accounts is empty: give a comma list of account names, or * for all")
+    if args.email and not valid_email(args.email):
+        return fail(f"--email {args.email!r} is not one address such as alice@example.com; nothing written")
     accounts_file = getattr(args, "accounts_file", None) or merged.get("TRADE_STREAM_ACCOUNTS_FILE") or ""
     try:
         known = account_names(accounts_file)
@@ -420,7 +426,7 @@ def main(argv: list[str]) -> int:
         where = f"the accounts file {accounts_file}" if accounts_file else "the one account (no accounts file)"
         return fail(f"{exc}; checked against {where}; nothing written")
     token_id, token = new_token()
-    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id)])
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id, args.email)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
 
