@@ -22,18 +22,19 @@ from typing import Any
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.channels import Channels
 from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
-from trade_stream.core.preferences import Preferences, SqlitePreferenceStore
+from trade_stream.core.preferences import Preferences
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.addresses import AddressBook
 from trade_stream.edges.compat import AlpacaEndpoints
-from trade_stream.edges.delivery import Deliveries, Sender
+from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
@@ -46,6 +47,8 @@ from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
+from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks, WebhookSender
@@ -112,6 +115,8 @@ class Components:
     snapshots: Snapshots
     ws: WsServer
     sse: SseServer | None
+    preferences: Preferences  # each user's notification kinds per channel
+    channels: Channels  # each sending channel's counts (webhooks, email, push)
 
     @property
     def engine(self) -> Engine:
@@ -149,14 +154,20 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine)
+    # A person's preferences are theirs whatever the data: one store, demo or not; the cluster's in a cluster.
+    preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
+    resources.callback(preferences.close)
+    channels = Channels()  # every sending channel's counts: status and metrics
+    notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
+                                                                channels)
     resources.callback(notifier.close)
     if email is not None:
         resources.callback(email.book.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, email)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
+    registry.register(channels.collector())
     if webhooks is not None:
         registry.register(webhooks.collector())
     if email is not None:
@@ -177,6 +188,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
+        Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
@@ -185,7 +197,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       email, report, page, snapshots, ws, sse)
+                       email, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -244,18 +256,17 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide
+def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
+                        preferences: Preferences, channels: Channels
                         ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None]:
     """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
-    leader) with a sender per configured channel: webhooks, email."""
+    leader) with a sender per configured channel: webhooks, email; each channel's counts in ``channels``."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
-    # A person's preferences are theirs whatever the data: one file, demo or not.
-    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
     senders: list[Sender] = []
     if cfg.webhooks:
-        senders.append(WebhookSender(cfg.webhooks, cfg.timings))
+        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier))
     mail: EmailSender | None = None
     book: AddressBook | None = None
     if cfg.smtp_url:
@@ -268,7 +279,8 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
         return notifier, None, None, None
     # One file for every channel; its name is the one it has had since it held webhooks alone.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
-                            cfg.webhook_max_pending, {"email": cfg.email_max_pending})
+                            cfg.webhook_max_pending, {"email": cfg.email_max_pending},
+                            {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
     email = None
     if mail is not None and book is not None:

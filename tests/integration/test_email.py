@@ -107,6 +107,9 @@ async def test_a_fill_mails_the_user_one_message_with_both_parts(sim, tmp_path, 
             await settled(app, 1)
             metrics = await asyncio.to_thread(scrape, app.port)
             assert "trade_stream_email_sent_total 1.0" in metrics and "trade_stream_email_pending 0.0" in metrics
+            assert app.status()["channels"]["email"] == {"sent": 1, "failed": 0, "pending": 0, "given_up": 0,
+                                                         "last_error": None}
+            assert 'trade_stream_channel_sent_total{channel="email"} 1.0' in metrics
             view = status(app)
             assert (view["failed"], view["given_up"], view["server"]) == (
                 0, 0, f"{'smtps' if mode == 'tls' else 'smtp'}://{USER}@127.0.0.1:{server.port}")
@@ -247,9 +250,7 @@ async def test_a_user_who_turned_email_off_for_fills_gets_none(sim, tmp_path, sm
     users = users_file(tmp_path, {"alice": (("*",), "alice@example.com"), "dave": (("*",), "dave@example.com")})
     async with running(email_config(sim, tmp_path, smtp.url(), users_file=users)) as app:
         await up(app)
-        preferences = app._built().notifier.preferences
-        assert preferences is not None
-        preferences.update("dave", {"fills": frozenset({"bell"})})  # as PUT /api/notifications/preferences does
+        await app.parts.preferences.update("dave", {"fills": frozenset({"bell"})})  # as the REST PUT does
         order = sim.submit_order("AAPL", "buy", 10, type="limit", limit_price=100)
         sim.reject_order(order["id"])
         await fill(sim)

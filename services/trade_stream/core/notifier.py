@@ -300,8 +300,6 @@ class TradeNotifier:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self.preferences is not None:
-            self.preferences.close()
 
     def collector(self) -> Any:
         """Prometheus: the store's size on disk, read at scrape time (a file size, not a count of rows)."""
