@@ -316,3 +316,28 @@ def test_user_add_writes_the_address_and_refuses_a_bad_one(tmp_path):
               cwd=tmp_path, env=env)
     assert bad.returncode == 2 and "is not one address" in assert_one_line(bad.stderr)
     assert "frank" not in path.read_text()
+
+
+@pytest.mark.smtp("plain", False)
+async def test_the_smtp_server_down_holds_up_no_webhook(sim, tmp_path, smtp):
+    """One outbox, separate lanes: with the mail server gone, webhooks are delivered as ever, and email waits."""
+    from tests.integration.test_webhooks import targets
+    from tests.support.receiver import Receiver
+
+    receiver = await Receiver().start()
+    try:
+        smtp.stop()
+        cfg = email_config(sim, tmp_path, smtp.url(), webhooks=targets(("desk", receiver)))
+        async with running(cfg) as app:
+            await up(app)
+            await fill(sim)
+            await wait_until(lambda: app.status()["webhooks"]["desk"]["delivered"] == 2 and status(app)["failed"] >= 3,
+                             timeout=20, what="webhooks delivered while email fails")
+            channels = app.status()["channels"]
+            assert channels["webhooks"]["sent"] == 2 and channels["webhooks"]["pending"] == 0
+            assert channels["email"]["sent"] == 0 and channels["email"]["pending"] == 1
+            smtp.start()
+            await settled(app, 1)
+        assert len(smtp.mailbox.received) == 1 and len(receiver.acked()) == 2
+    finally:
+        await receiver.stop()
