@@ -32,13 +32,15 @@ from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
+from trade_stream.edges.addresses import AddressBook
 from trade_stream.edges.compat import AlpacaEndpoints
-from trade_stream.edges.delivery import Deliveries, Sender
+from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
+from trade_stream.edges.mail import Email, EmailSender, Recipients
 from trade_stream.edges.notifications_api import PREFIX as NOTIFICATIONS_PATH
 from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.orders_api import PATH as ORDERS_PATH
@@ -56,6 +58,7 @@ from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
+from trade_stream.records import smtp_url
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.snapshots import Snapshots
@@ -106,6 +109,7 @@ class Components:
     notifier: TradeNotifier
     deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
+    email: Email | None
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
@@ -154,15 +158,20 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
     resources.callback(preferences.close)
     channels = Channels()  # every sending channel's counts: status and metrics
-    notifier, deliveries, webhooks = build_notifications(cfg, accounts, relay.engine, preferences, channels)
+    notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
+                                                                channels)
     resources.callback(notifier.close)
+    if email is not None:
+        resources.callback(email.book.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, channels)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
     registry.register(channels.collector())
     if webhooks is not None:
         registry.register(webhooks.collector())
+    if email is not None:
+        registry.register(email.collector())
     origins = OriginPolicy(cfg.allowed_origins)
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
@@ -188,7 +197,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       report, page, snapshots, ws, sse, preferences, channels)
+                       email, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -247,23 +256,37 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide, preferences: Preferences,
-                        channels: Channels) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None]:
+def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
+                        preferences: Preferences, channels: Channels
+                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None]:
     """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
-    leader) with a sender per configured channel."""
+    leader) with a sender per configured channel: webhooks, email; each channel's counts in ``channels``."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
     senders: list[Sender] = []
     if cfg.webhooks:
-        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier.to_webhooks))
+        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier))
+    mail: EmailSender | None = None
+    book: AddressBook | None = None
+    if cfg.smtp_url:
+        # Addresses are people's whatever the data, as preferences are: one file, demo or not.
+        identity.addresses = book = AddressBook(Path(cfg.state_dir) / "addresses.sqlite3")
+        mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, book),
+                           cfg.timings, cfg.email_rate_limit, cfg.email_rate_window)
+        senders.append(mail)
     if not senders:
-        return notifier, None, None
+        return notifier, None, None, None
     # One file for every channel; its name is the one it has had since it held webhooks alone.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
-                            cfg.webhook_max_pending, channels=channels)
+                            cfg.webhook_max_pending, {"email": cfg.email_max_pending},
+                            {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
-    return notifier, deliveries, webhooks
+    email = None
+    if mail is not None and book is not None:
+        mail.bind(deliveries)
+        email = Email(mail, deliveries, book)
+    return notifier, deliveries, webhooks, email
 
 
 def wire_events(parts: Components) -> None:
@@ -538,6 +561,10 @@ class App:
     @property
     def deliveries(self) -> Deliveries | None:
         return self._built().deliveries
+
+    @property
+    def email(self) -> Email | None:
+        return self._built().email
 
     @property
     def ws(self) -> WsServer:

@@ -97,15 +97,15 @@ async def test_a_kind_off_for_the_bell_or_for_webhooks_is_not_sent_there(sim, tm
         assert [n["type"] for n in body["notifications"]] == ["order_rejected", "order_filled"]
         assert body["unread"] == 2
         await wait_until(lambda: receiver.acked(), what="a webhook delivery")
-        totals = app.parts.channels.channel("webhook")
+        totals = app.parts.channels.channel("webhooks")
         await wait_until(lambda: totals.pending == 0 and totals.sent, 10, what="the outbox drained")
         assert [verify(r)["event"] for r in receiver.seen] == ["order_rejected"]
         _, status_view = await asyncio.to_thread(lambda: call(app.port, "/api/stream/status", token=None)[:2])
-        assert status_view["channels"]["webhook"] == {"sent": 1, "failed": 0, "pending": 0, "given_up": 0,
+        assert status_view["channels"]["webhooks"] == {"sent": 1, "failed": 0, "pending": 0, "given_up": 0,
                                                        "last_error": None}
         metrics = await asyncio.to_thread(scrape, app.port)
-        assert 'trade_stream_channel_sent_total{channel="webhook"} 1.0' in metrics
-        assert 'trade_stream_channel_pending{channel="webhook"} 0.0' in metrics
+        assert 'trade_stream_channel_sent_total{channel="webhooks"} 1.0' in metrics
+        assert 'trade_stream_channel_pending{channel="webhooks"} 0.0' in metrics
 
 
 async def test_a_notification_for_named_users_reaches_them_alone_and_webhooks_by_their_preference(sim, tmp_path,
@@ -150,7 +150,7 @@ async def test_a_notification_for_named_users_reaches_them_alone_and_webhooks_by
             status, body, _ = await asyncio.to_thread(call, app.port, "/api/notifications/trades", "GET", None, tok)
             assert [n["message"] for n in body["notifications"]] == [message] and body["unread"] == 1
         await wait_until(lambda: receiver.acked(), what="bob's delivery")
-        totals = app.parts.channels.channel("webhook")
+        totals = app.parts.channels.channel("webhooks")
         await wait_until(lambda: totals.pending == 0, what="the outbox drained")
         (delivered,) = [verify(r) for r in receiver.seen]
         assert delivered["event"] == "price_alert" and delivered["notification"]["message"].endswith("$231.10")

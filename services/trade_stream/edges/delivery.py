@@ -21,9 +21,6 @@ else is here, the same for all of them:
 
 A sender may also hold a delivery back without an attempt (``Outcome.defer``: a rate limit), and may carry more
 than its head in one message (``Outcome.covers``: a digest); those rows are settled with it.
-
-Each channel's totals are its ``ChannelStats`` (core/channels.py): sent, failed attempts, given up, pending,
-counted here for whichever sender the lane belongs to, beside each lane's own ``LaneStats``.
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from trade_stream.core.channels import Channels, ChannelStats
+from trade_stream.core.channels import ChannelStats
 from trade_stream.core.engine import WebhookSide
 from trade_stream.edges.outbox import Delivery, Lane, Outbox, Row
 
@@ -49,6 +46,8 @@ CATCH_UP_PAGE = 500
 PRUNE_EVERY = 3600.0
 MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
 FOLLOW_EVERY = 1.0  # seconds between a follower's looks at what the leader settled, while it holds pending rows
+#: An outbox channel's name among the notification channels (core/preferences.py ``CHANNELS``, core/channels.py).
+CHANNEL_NAMES = {"webhook": "webhooks", "email": "email", "push": "push"}
 
 
 @dataclass(frozen=True)
@@ -150,9 +149,8 @@ class Deliveries:
 
     def __init__(self, path: Path, source: Any, cluster: WebhookSide, senders: Iterable[Sender],
                  max_pending: int | None = None, bounds: dict[str, int | None] | None = None,
-                 channels: Channels | None = None) -> None:
+                 channels: dict[str, ChannelStats] | None = None) -> None:
         self.path = path
-        self.channels = channels or Channels()  # each channel's totals, for status and metrics
         self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
         self.cluster = cluster  # sends only while it leads; settles each outcome for the other nodes
         self.senders = {s.channel: s for s in senders}
@@ -160,8 +158,9 @@ class Deliveries:
         self.bounds = dict(bounds or {})
         self.outbox: Outbox | None = None
         self.stats: dict[str, dict[str, LaneStats]] = {c: {} for c in self.senders}
+        # Each channel's counts in the one shape every channel shows (sent, failed, given up, pending).
+        self.channels = {c: (channels or {}).get(c) or ChannelStats(CHANNEL_NAMES.get(c, c)) for c in self.senders}
         for channel, sender in self.senders.items():
-            self.channels.channel(channel)  # shown from the start, zeros until it sends
             for target in sender.targets or ():
                 self.stats[channel][target] = LaneStats()
         self._pending: dict[Lane, int] = {}
@@ -183,20 +182,18 @@ class Deliveries:
     def lane_stats(self, channel: str, target: str) -> LaneStats:
         return self.stats[channel].setdefault(target, LaneStats())
 
-    def channel_stats(self, channel: str) -> ChannelStats:
-        return self.channels.channel(channel)
-
     def pending(self, channel: str) -> dict[str, int]:
         return {t: n for (c, t), n in self._pending.items() if c == channel and n}
 
     def _refresh_pending(self) -> None:
         if self.outbox is not None:
             self._pending = self.outbox.lanes()
-            totals = dict.fromkeys(self.senders, 0)
-            for (channel, _), count in self._pending.items():
-                totals[channel] = totals.get(channel, 0) + count
-            for channel, count in totals.items():
-                self.channel_stats(channel).pending = count
+            totals = dict.fromkeys(self.channels, 0)
+            for (channel, _), n in self._pending.items():
+                if channel in totals:
+                    totals[channel] += n
+            for channel, n in totals.items():
+                self.channels[channel].pending = n
 
     # --- the supervised task --------------------------------------------------------------------------
 
@@ -287,7 +284,8 @@ class Deliveries:
                 stats = self.lane_stats(channel, target)
                 stats.dropped += count
                 stats.failed += count
-                self.channel_stats(channel).given_up += count
+                if channel in self.channels:
+                    self.channels[channel].given_up += count
                 bound = outbox.bound(channel)
                 stats.last_error = f"dropped {count} oldest: more than {bound} pending"
                 log.error("%s_dropped target=%s count=%d max_pending=%s: the target is not taking deliveries",
@@ -428,7 +426,7 @@ class Deliveries:
     def _done(self, row: Delivery, status: int | None) -> None:
         stats = self.lane_stats(row.channel, row.target)
         stats.delivered += 1
-        self.channel_stats(row.channel).sent += 1
+        self.channels[row.channel].sent += 1
         stats.last_status = status
         stats.last_delivered_at = time.time()
         if self.outbox is not None:
@@ -442,9 +440,9 @@ class Deliveries:
         stats = self.lane_stats(row.channel, row.target)
         stats.errors += 1
         stats.last_error, stats.last_status = result.error, result.status
-        totals = self.channel_stats(row.channel)
-        totals.failed += 1
-        totals.last_error = f"{row.target}: {result.error}"[:300]
+        channel = self.channels[row.channel]
+        channel.failed += 1
+        channel.last_error = f"{row.target}: {result.error}"
         attempts = row.attempts + 1
         delay = retry_wait(attempts, result.wait_hint, sender.retry)
         next_at = time.time() + delay
@@ -456,8 +454,8 @@ class Deliveries:
             return False
         why = result.error if not result.retryable else f"gave up after {attempts} attempts: {result.error}"
         stats.failed += 1
-        totals.given_up += 1
         stats.last_error = why
+        channel.given_up += 1
         log.error("%s_failed target=%s delivery=%s event=%s attempts=%d error=%s", row.channel, row.target,
                   row.delivery_id, row.event, attempts, why)
         if self.outbox is not None:

@@ -12,7 +12,8 @@ Three kinds of credential, checked in this order:
    it changes (``trade-stream user add`` takes effect without a restart; a broken edit is logged and the
    previous users stay);
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
-   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
+   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required,
+   ``email`` is the address email alerts go to (edges/addresses.py remembers the latest one presented).
    ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
    its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
    ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
@@ -45,6 +46,7 @@ from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import Seat, User
+from trade_stream.edges.addresses import AddressBook
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     NAME_RE,
@@ -154,6 +156,8 @@ class Identity:
         self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
+        # When email alerts are on: the email claim of each JWT user's latest token
+        self.addresses: AddressBook | None = None
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
@@ -257,6 +261,8 @@ class Identity:
             log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
                         sub, ",".join(new)[:200], ",".join(self.accounts))
         known = frozenset(a for a in accounts if self.known(a))
+        if self.addresses is not None and valid_email(claims.get("email")):
+            self.addresses.remember(sub, claims["email"], known)  # so an alert can reach them offline
         return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
 
     def known(self, account: str) -> bool:

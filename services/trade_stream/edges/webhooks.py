@@ -38,7 +38,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -48,6 +48,7 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Timings
+from trade_stream.core.channels import ChannelStats
 from trade_stream.edges import delivery
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry
 from trade_stream.edges.outbox import WEBHOOK, Delivery, Outbox, Row
@@ -144,10 +145,9 @@ class WebhookSender:
     channel = WEBHOOK
     concurrency = CONCURRENCY
 
-    def __init__(self, targets: tuple[WebhookTarget, ...], timings: Timings,
-                 wanted: Callable[[dict[str, Any]], bool] = lambda note: True) -> None:
+    def __init__(self, targets: tuple[WebhookTarget, ...], timings: Timings, source: Any) -> None:
         self.by_name = {t.name: t for t in targets}
-        self.wanted = wanted  # the notifier's to_webhooks: whether the users it is for want it on webhooks
+        self.source = source  # the Notifier: to_webhooks(note), whether the users it is for want it here
         self.retry = retry_rule(timings)
         self._client: httpx.AsyncClient | None = None
 
@@ -159,7 +159,7 @@ class WebhookSender:
         """A row for each target that wants this notification, keyed by its order."""
         rows: list[Row] = []
         kind = str(note.get("type") or "order_other")
-        if not self.wanted(note):  # the users it is for turned webhooks off for its kind
+        if not self.source.to_webhooks(note):  # the users it is for turned webhooks off for its kind
             return rows
         for t in self.by_name.values():
             if t.wants(kind, str(note.get("account", ""))):
@@ -203,6 +203,11 @@ class Webhooks:
     @property
     def outbox(self) -> Outbox | None:
         return self.deliveries.outbox
+
+    @property
+    def channel(self) -> ChannelStats:
+        """Every target's deliveries together, in the shape every channel shows (core/channels.py)."""
+        return self.deliveries.channels[WEBHOOK]
 
     def status(self) -> dict[str, Any]:
         pending = self.deliveries.pending(WEBHOOK)

@@ -98,6 +98,7 @@ class StatusReport:
     broker: Reporter | None = None
     broker_streams: Sequence[BrokerUpstream] = ()
     webhooks: Reporter | None = None
+    email: Reporter | None = None
     channels: Channels | None = None  # every sending channel's counts (core/channels.py)
 
     def _trading_names(self) -> dict[str, str]:
@@ -143,6 +144,8 @@ class StatusReport:
         out["notifications"] = self.notifications.health()
         if self.webhooks is not None:
             out["webhooks"] = self.webhooks.status()
+        if self.email is not None:
+            out["email"] = self.email.status()
         if self.channels is not None:
             out["channels"] = self.channels.view()
         if self.broker is not None:
