@@ -212,6 +212,9 @@ function route(message) {
     case 'orders_snapshot': // what was missed while the page was closed
       bell.refresh();
       break;
+    case 'subscribed': // the same for a user of Broker accounts alone, who gets no snapshot
+      if (message.broker) bell.refresh();
+      break;
     default:
   }
 }

@@ -39,7 +39,7 @@ def order(**kw):
     ("done_for_day", {"order": order()}, "order_other", "Buy 100 AAPL: done for day"),
     ("pending_new", {"order": order()}, "order_other", "Buy 100 AAPL: pending new"),
     ("order_cancel_rejected", {"order": order(), "reason": "TOO_LATE_TO_CANCEL"}, "order_other",
-     "Buy 100 AAPL: order cancel rejected"),
+     "Buy 100 AAPL: order cancel rejected (TOO_LATE_TO_CANCEL)"),
     ("some_future_event", {"order": order()}, "order_other", "Buy 100 AAPL: some future event"),
     ("new", {"order": order(qty=None, notional="500")}, "order_accepted", "Buy $500.00 of AAPL accepted"),
     ("fill", {"order": order(qty=None, notional="500", filled_qty="3.289473684", filled_avg_price="152",

@@ -64,6 +64,10 @@ class Accounts:
     def clients_of(self, name: str) -> list[Client]:
         return [c for c, u in self.users.items() if u.name == name]
 
+    def watching(self) -> list[tuple[Client, User]]:
+        """The clients subscribed to orders (notifications ride that subscription), each with its user."""
+        return [(c, u) for c, u in self.users.items() if c in self._subscribed]
+
     # --- the WebSocket side's PrivateStreams ------------------------------------------------------------
 
     def authenticate(self, client: Client, token: str) -> ClientError | None:

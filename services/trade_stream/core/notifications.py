@@ -1,4 +1,8 @@
-"""Trade notifications: what an order event means to a person, in one plain sentence. Pure: no I/O.
+"""Notifications: what an event means to a person, in one plain sentence, and which kind it is. Pure: no I/O.
+
+Every notification has a ``type`` (``TYPES``: the order event types below, ``price_alert``, ``account_status``,
+``activity``), a ``kind`` that preferences are set by (``KIND_OF_TYPE``: fills, rejections, other order events,
+price alerts, account status, activities), a ``level`` (``info``, ``warning``, ``error``) and a ``message``.
 
 An order event (Alpaca's ``trade_updates`` ``event``) becomes a notification with a small closed set of types,
 so the page, the alert stream and webhook filters never have to know Alpaca's full and growing list of event
@@ -11,7 +15,8 @@ notional orders read naturally: "Buy 0.25 AAPL filled at $150.25", "Buy $500.00 
 
 Alpaca's ``trade_updates`` carry no rejection reason on ``rejected`` events (the order object has none either).
 A top-level ``reason`` is documented on Broker-API trade events for ``canceled``, ``order_cancel_rejected``,
-``order_replace_rejected`` and ``trade_bust``; when an event carries one it is appended ("…rejected: reason").
+``order_replace_rejected`` and ``trade_bust``; when an event carries one it is appended ("…rejected: reason",
+"…: order cancel rejected (reason)").
 """
 
 from __future__ import annotations
@@ -29,10 +34,31 @@ VERB = {"order_accepted": "accepted", "order_filled": "filled", "order_partial_f
         "order_replaced": "replaced"}
 WARNING_TYPES = frozenset({"order_rejected"})
 ALERT_TYPES = frozenset({"order_filled", "order_partial_fill", "order_rejected"})  # worth a desktop alert
+LEVELS = ("info", "warning", "error")
+#: The preference kind of each type; an ``order_*`` type not named here is an ``order_events`` one.
+KIND_OF_TYPE = {"order_filled": "fills", "order_partial_fill": "fills", "order_rejected": "rejections",
+                "price_alert": "price_alerts", "account_status": "account_status", "activity": "activities"}
+#: Broker account statuses that mean the account cannot trade (worth a warning).
+BAD_STATUSES = frozenset({"ACCOUNT_CLOSED", "ACCOUNT_UPDATED_REJECTED", "REJECTED", "DISABLED", "ACTION_REQUIRED",
+                          "SUBMISSION_FAILED"})
+#: Broker non-trade activity types as words; any other type is shown as Alpaca spells it.
+ACTIVITY_WORDS = {"DIV": "Dividend", "DIVCGL": "Dividend (long-term capital gain)",
+                  "DIVCGS": "Dividend (short-term capital gain)", "DIVNRA": "Dividend (NRA withholding)",
+                  "DIVROC": "Dividend (return of capital)", "DIVTXEX": "Dividend (tax exempt)", "INT": "Interest",
+                  "SPLIT": "Stock split", "CSD": "Cash deposit", "CSW": "Cash withdrawal", "FEE": "Fee",
+                  "JNLC": "Cash journal", "JNLS": "Stock journal", "MA": "Merger/acquisition", "SSO": "Stock spinoff",
+                  "TRANS": "Cash transfer", "ACATC": "ACATS cash transfer", "ACATS": "ACATS stock transfer",
+                  "REORG": "Reorganization", "NC": "Name change", "PTC": "Pass-through charge",
+                  "CFEE": "Crypto fee"}
 
 
 def type_of(event: str) -> str:
     return TYPE_OF_EVENT.get(event, "order_other")
+
+
+def kind_of(note_type: str) -> str:
+    """The preference kind of a notification type (core/preferences.py ``KINDS``)."""
+    return KIND_OF_TYPE.get(note_type, "order_events")
 
 
 def level_of(kind: str) -> str:
@@ -101,7 +127,42 @@ def describe(event: str, data: dict[str, Any]) -> dict[str, Any]:
             "type": kind, "status": order.get("status") or data.get("status"), "message": message,
             "fill_price": None if price is None else plain(price),
             "quantity": None if quantity is None else plain(quantity),
-            "timestamp": data.get("timestamp") or order.get("updated_at"), "level": level_of(kind), "event": event}
+            "timestamp": data.get("timestamp") or order.get("updated_at"), "level": level_of(kind), "event": event,
+            "kind": kind_of(kind),
+            **({"reason": data["reason"].strip()[:200]} if isinstance(data.get("reason"), str) else {})}
+
+
+def short_account(account_id: str) -> str:
+    """A Broker account id (a UUID) as a person reads it: its first 8 characters and an ellipsis."""
+    return account_id if len(account_id) <= 9 else account_id[:8] + "\u2026"
+
+
+def describe_account_status(data: dict[str, Any]) -> dict[str, Any]:
+    """A Broker account status event (``status_from`` → ``status_to``): "Account 4f2a1b3c… is now ACTIVE"."""
+    account = str(data.get("account_id") or "?")
+    status = str(data.get("status_to") or data.get("status") or "").strip()[:64] or "updated"
+    message = f"Account {short_account(account)} is now {status}"
+    level = "warning" if status in BAD_STATUSES else "info"
+    return {"type": "account_status", "kind": "account_status", "level": level, "message": message,
+            "status": status, "status_from": data.get("status_from"), "timestamp": data.get("at"),
+            "event": "account_status"}
+
+
+def describe_activity(data: dict[str, Any]) -> dict[str, Any]:
+    """A Broker non-trade activity: "Dividend: $12.40 from AAPL", "Fee: -$1.00", "Stock split: AAPL"."""
+    code = str(data.get("activity_type") or "").strip().upper()
+    words = ACTIVITY_WORDS.get(code, code or "Activity")
+    amount = number(data.get("net_amount"))
+    symbol = data.get("symbol") if isinstance(data.get("symbol"), str) and data.get("symbol") else None
+    parts = []
+    if amount is not None and amount != 0:
+        parts.append(fmt_money(amount))
+    if symbol:
+        parts.append(f"from {symbol}" if parts else symbol)
+    message = f"{words}: {' '.join(parts)}" if parts else words
+    return {"type": "activity", "kind": "activities", "level": "info", "message": message, "symbol": symbol,
+            "activity_type": code or None, "amount": None if amount is None else plain(amount),
+            "timestamp": data.get("at") or data.get("date"), "event": "activity"}
 
 
 def sentence(kind: str, event: str, action: str | None, symbol: str, quantity: Decimal | None,
@@ -120,12 +181,13 @@ def sentence(kind: str, event: str, action: str | None, symbol: str, quantity: D
         words.append(symbol)
     head = " ".join(words)
     if kind == "order_other":
-        return f"{head}: {event.replace('_', ' ') or 'update'}"
-    text = f"{head} {VERB[kind]}"
+        text = f"{head}: {event.replace('_', ' ') or 'update'}"
+    else:
+        text = f"{head} {VERB[kind]}"
     if kind in ("order_filled", "order_partial_fill") and price is not None:
         text += f" at {fmt_money(price)}"
     if kind in ("order_cancelled", "order_expired") and filled_qty and order_qty and filled_qty < order_qty:
         text += f" ({fmt_qty(filled_qty)} filled)"
-    if isinstance(reason, str) and reason.strip():
-        text += f": {reason.strip()[:200]}"
+    if isinstance(reason, str) and reason.strip():  # after an event's own words in brackets: one colon only
+        text += f" ({reason.strip()[:200]})" if kind == "order_other" else f": {reason.strip()[:200]}"
     return text

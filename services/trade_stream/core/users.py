@@ -58,3 +58,6 @@ class Credentials(Protocol):
     def sessions(self) -> SessionCounter: ...
 
     def resolve(self, credential: str, ip: str) -> User | ClientError: ...
+
+    def audience(self, account: str) -> list[str]:
+        """The names of the users known ahead of any connection (configured, not presented) who see ``account``."""

@@ -14,7 +14,8 @@ Three kinds of credential, checked in this order:
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
    with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
    An optional ``channels`` claim (a list of globs) narrows the app channels the user may subscribe to, as the
-   users file's ``channels`` field does. ``alg: none``, any other algorithm, a bad signature, an expired or
+   users file's ``channels`` field does; ``email`` is the address email alerts go to (edges/addresses.py
+   remembers the latest one presented). ``alg: none``, any other algorithm, a bad signature, an expired or
    account-less token are refused, each with its own message. ``exp`` must be a JSON number (PyJWT alone also
    takes a numeric string) no further ahead than
    ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
@@ -47,6 +48,7 @@ from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import Seat, User
+from trade_stream.edges.addresses import AddressBook
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     GLOB_RE,
@@ -58,6 +60,7 @@ from trade_stream.records.users import (
     check_accounts,
     load_public_key,
     load_users,
+    valid_email,
 )
 from trade_stream.tomltables import read_tables
 
@@ -114,7 +117,8 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
                   f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
                   f"admin = {'true' if u.admin else 'false'}",
                   *([f"channels = [{', '.join(f'{chr(34)}{c}{chr(34)}' for c in u.channels)}]"]
-                    if u.channels is not None else []), ""]
+                    if u.channels is not None else []),
+                  *([f'email = "{u.email}"'] if u.email else []), ""]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -144,6 +148,7 @@ class Identity:
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
         self.users_file = users_file
         self._users: tuple[UserRecord, ...] = ()
+        self._audiences: dict[str, list[str]] | None = None  # account -> users-file users who see it ("*": all)
         self._by_token_id: dict[str, UserRecord] = {}
         self._legacy: tuple[UserRecord, ...] = ()  # users whose token has no id
         self.token_hashes = 0  # token hashes computed, for tests and the benchmark: flat in the number of users
@@ -158,9 +163,12 @@ class Identity:
         self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
+        # When email alerts are on: the email claim of each JWT user's latest token
+        self.addresses: AddressBook | None = None
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
+        self._audiences = None  # built again on the next ``audience``
         self._by_token_id = {u.token_id: u for u in users if u.token_id}
         self._legacy = tuple(u for u in users if not u.token_id)
         if self._legacy:
@@ -265,6 +273,8 @@ class Identity:
         if channels is not None and (not isinstance(channels, list)
                                      or not all(isinstance(c, str) and GLOB_RE.fullmatch(c) for c in channels)):
             return "JWT channels must be a list of channel globs such as [\"strategies:*\"]"
+        if self.addresses is not None and valid_email(claims.get("email")):
+            self.addresses.remember(sub, claims["email"], known)  # so an alert can reach them offline
         return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt",
                     tuple(channels) if channels is not None else None)
 
@@ -295,6 +305,19 @@ class Identity:
     def users(self) -> tuple[UserRecord, ...]:
         self._maybe_reload()
         return self._users
+
+    def audience(self, account: str) -> list[str]:
+        """The users-file users who see ``account``, and the ``TRADE_STREAM_TOKEN`` user (who sees every account);
+        JWT users are known only once they connect."""
+        users = self.users()
+        if self._audiences is None:  # asked for every notification a channel sends: one table per users file
+            table: dict[str, list[str]] = {"*": []}
+            for u in users:
+                for name in ("*",) if "*" in u.accounts else u.accounts:
+                    table.setdefault(name, []).append(u.name)
+            self._audiences = table
+        names = [*self._audiences.get(account, ()), *self._audiences["*"]]
+        return [*names, TOKEN_USER] if self._token else names
 
 
 class Sessions:
@@ -379,6 +402,8 @@ def main(argv: list[str]) -> int:
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
     add.add_argument("--channels", help="comma list of the app channels (globs) it may subscribe to, e.g. "
                      "strategies:*,alerts (default every channel)")
+    add.add_argument("--email", default="", help="address the user's notifications are mailed to "
+                                                 "(TRADE_STREAM_SMTP_URL); default none")
     sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
     remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
@@ -399,7 +424,8 @@ def main(argv: list[str]) -> int:
     if args.command == "list":
         for u in users:
             shown = "" if u.channels is None else f"\tchannels={','.join(u.channels)}"
-            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}{shown}")
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}{shown}"
+                  + (f"\temail={u.email}" if u.email else ""))
         return 0
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
@@ -416,6 +442,8 @@ def main(argv: list[str]) -> int:
                     "first to give it a new token")
     if not accounts:
         return fail("--accounts is empty: give a comma list of account names, or * for all")
+    if args.email and not valid_email(args.email):
+        return fail(f"--email {args.email!r} is not one address such as alice@example.com; nothing written")
     accounts_file = getattr(args, "accounts_file", None) or merged.get("TRADE_STREAM_ACCOUNTS_FILE") or ""
     try:
         known = account_names(accounts_file)
@@ -433,7 +461,8 @@ def main(argv: list[str]) -> int:
         if wrong is not None or not channels:
             return fail(f"--channels {args.channels!r}: give a comma list of channel globs such as strategies:*,alerts")
     token_id, token = new_token()
-    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id, channels)])
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id, channels,
+                                          args.email)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
 

@@ -1,9 +1,9 @@
 """The users file (``TRADE_STREAM_USERS_FILE``, TOML) and the JWT public key file, as plain records.
 
 Each ``[[user]]`` has a ``name``, the ``token_hash`` (``sha256:<salt>:<digest>``, never the token), the
-``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all), ``admin``, and
+``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all), ``admin``,
 optionally ``channels``: the app channels it may subscribe to, as globs (``["strategies:*", "alerts"]``; absent:
-every channel).
+every channel), and optionally the ``email`` address its notifications are mailed to.
 config checks both files once at start (a mistake is one ``ValueError`` line, exit status 2); edges.identity
 re-reads the users file while running and checks credentials against it. Stdlib, plus cryptography for the key.
 """
@@ -19,8 +19,12 @@ from typing import Any
 from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin", "channels"}
+USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin", "channels", "email"}
 GLOB_RE = re.compile(r"[A-Za-z0-9_.:*?-]{1,80}")  # as core/channels.check_globs
+# An address as a person writes it: local@domain, no display name, no spaces, quotes, brackets or line breaks
+# (nothing that could end a header or add a recipient); at most 254 characters (RFC 5321's path limit).
+EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 TOKEN_PREFIX = "tsu_"
 TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
 TOKEN_ID_END = len(TOKEN_PREFIX) + 16  # where the id ends and the "_" before the secret stands
@@ -35,6 +39,11 @@ class UserRecord:
     admin: bool = False
     token_id: str = ""  # "": a token from before token ids (checked by trying each such user)
     channels: tuple[str, ...] | None = None  # app-channel globs; None: every channel
+    email: str = ""  # "": no email alerts
+
+
+def valid_email(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 254 and EMAIL_RE.fullmatch(value) is not None
 
 
 def load_users(path: str) -> tuple[UserRecord, ...]:
@@ -73,8 +82,11 @@ def _user(item: Any) -> UserRecord:
     if channels is not None and (not isinstance(channels, list)
                                  or not all(isinstance(c, str) and GLOB_RE.fullmatch(c) for c in channels)):
         raise ValueError('channels must be a list of channel globs such as ["strategies:*", "alerts"]')
+    email = item.get("email", "")
+    if email != "" and not valid_email(email):
+        raise ValueError("email must be one address such as alice@example.com (no name, no spaces)")
     return UserRecord(name, stored, tuple(accounts), admin, token_id,
-                      tuple(channels) if channels is not None else None)
+                      tuple(channels) if channels is not None else None, email)
 
 
 def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False

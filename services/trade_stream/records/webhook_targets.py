@@ -31,9 +31,11 @@ from urllib.parse import urlsplit
 
 from trade_stream.tomltables import check_table, parse_tables, read_tables, secret_of
 
-# The notification types, which a target's ``events`` picks from; core.notifications maps order events onto them.
+# The notification types, which a target's ``events`` picks from: core.notifications maps order events onto the
+# ``order_*`` ones; ``price_alert`` is a user's price alert firing, ``account_status`` and ``activity`` come from
+# the Broker API's account status and non-trade activity events.
 TYPES = ("order_accepted", "order_filled", "order_partial_fill", "order_cancelled", "order_rejected",
-         "order_expired", "order_replaced", "order_other")
+         "order_expired", "order_replaced", "order_other", "price_alert", "account_status", "activity")
 
 FORMATS = ("json", "slack", "discord")
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")

@@ -1,6 +1,6 @@
-"""/api/stream/alerts: a user's trade notifications as they are stored (``alert:new``), their read state as it
-changes (``alert:read``), and the app's events on the ``alerts`` and ``agent-status`` channels the user may see
-(each as published, its data plus ``channel``).
+"""/api/stream/alerts: a user's notifications (order events, Broker events, price alerts) as they are stored
+(``alert:new``), their read state as it changes (``alert:read``), and the app's events on the ``alerts`` and
+``agent-status`` channels the user may see (each as published, its data plus ``channel``).
 
 Each event's id says where the client is in every source: the notification's id alone while the stream has
 carried nothing else, else the compound id (``notifications:<n>,@agent-status:<ms>-<seq>,@alerts:<ms>-<seq>``,
@@ -191,10 +191,13 @@ class AlertsStream(Stream[AlertState]):
 
     def on_alert(self, msg: dict[str, Any]) -> None:
         note = msg["data"]
-        account, data = note.get("account"), encode(note)
+        notifier = self.notifier
+        assert notifier is not None
+        data = encode(note)
         for client, user in list(self.clients.items()):
             state = self.states.get(client)
-            if state is not None and user.sees(account):
+            # its account's, or its user's, and a kind that user has on the bell
+            if state is not None and notifier.reaches(msg, user):
                 self.write_note(state, note, data)
 
     def on_read(self, msg: dict[str, Any]) -> None:
