@@ -6,7 +6,7 @@ mail, or a rate-limited user, holds up nobody else, and the SMTP server down hol
 
 Who gets a notification: the users it is for (core/notifier.py ``recipients``: the users file's users who see
 its account, or the users it names) who want its kind by email (core/preferences.py), plus the JWT users whose
-latest token named its account (edges/addresses.py), by the same preferences; each at the address the users
+latest token named its account (core/addresses.py), by the same preferences; each at the address the users
 file gives (``email = "…"``), else the ``email`` claim of their latest JWT. A user without an address gets none.
 
 A message has a plain-text and an HTML part (every value escaped), ``Subject: Trade Stream: <the sentence>``,
@@ -43,8 +43,8 @@ import aiosmtplib
 import orjson
 
 from trade_stream.config import Timings
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.notifications import kind_of
-from trade_stream.edges.addresses import AddressBook
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry, nothing_held
 from trade_stream.edges.outbox import Delivery, Row
 from trade_stream.records.smtp_url import SmtpUrl
@@ -150,7 +150,7 @@ class RateWindow:
 class Recipients:
     """The (user, address) pairs a notification goes to by email."""
 
-    def __init__(self, notifier: Any, identity: Any, book: AddressBook) -> None:
+    def __init__(self, notifier: Any, identity: Any, book: AddressStore) -> None:
         self.notifier = notifier  # core/notifier.py: recipients(note, channel), preferences
         self.identity = identity  # edges/identity.py: users() (the users file, re-read when it changes)
         self.book = book
@@ -270,7 +270,7 @@ class EmailSender:
 class Email:
     """What the rest of the daemon sees of email: the channel's status and metrics, over the outbox's lanes."""
 
-    def __init__(self, sender: EmailSender, deliveries: Deliveries, book: AddressBook) -> None:
+    def __init__(self, sender: EmailSender, deliveries: Deliveries, book: AddressStore) -> None:
         self.sender = sender
         self.deliveries = deliveries
         self.book = book

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.addresses import AddressStore, SqliteAddressStore
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
@@ -81,6 +82,9 @@ class MemoryEngine:
 
     def open_preferences(self, path: Path) -> PreferenceStore:
         return SqlitePreferenceStore(path)
+
+    def open_addresses(self, path: Path) -> AddressStore:
+        return SqliteAddressStore(path)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}
