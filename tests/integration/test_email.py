@@ -302,6 +302,8 @@ async def test_a_two_node_cluster_sends_one_email_not_two(sim, tmp_path, smtp):
      "TRADE_STREAM_SMTP_URL=http://****@mail.example:587: must be an smtp:// (STARTTLS when offered) or smtps://"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example:587?starttls=maybe"}, "starttls must be required"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example:587"}, "TRADE_STREAM_SMTP_FROM is not set"),
+    ({"TRADE_STREAM_SMTP_URL": "smtps://mail.example?ssl_ca_certs=/nonexistent/ca.pem",
+      "TRADE_STREAM_SMTP_FROM": "a@b.example"}, "ssl_ca_certs=/nonexistent/ca.pem cannot be used"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example", "TRADE_STREAM_SMTP_FROM": "a@b.example, c@d.example"},
      "TRADE_STREAM_SMTP_FROM='a@b.example, c@d.example': must be one address"),
 ])
