@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.integration.test_broker import broker_config, token
+from tests.integration.test_broker import JWT_SECRET, broker_config, token
 from tests.integration.test_notifications import call
 from tests.integration.test_orders import orders_client
 from tests.integration.test_webhooks import TIMINGS, scrape, targets, verify
@@ -97,8 +97,8 @@ async def test_a_kind_off_for_the_bell_or_for_webhooks_is_not_sent_there(sim, tm
         assert [n["type"] for n in body["notifications"]] == ["order_rejected", "order_filled"]
         assert body["unread"] == 2
         await wait_until(lambda: receiver.acked(), what="a webhook delivery")
-        await wait_until(lambda: app.parts.webhooks.channel.pending == 0 and app.parts.webhooks.channel.sent, 10,
-                         what="the outbox drained")
+        totals = app.parts.channels.channel("webhooks")
+        await wait_until(lambda: totals.pending == 0 and totals.sent, 10, what="the outbox drained")
         assert [verify(r)["event"] for r in receiver.seen] == ["order_rejected"]
         _, status_view = await asyncio.to_thread(lambda: call(app.port, "/api/stream/status", token=None)[:2])
         assert status_view["channels"]["webhooks"] == {"sent": 1, "failed": 0, "pending": 0, "given_up": 0,
@@ -106,6 +106,55 @@ async def test_a_kind_off_for_the_bell_or_for_webhooks_is_not_sent_there(sim, tm
         metrics = await asyncio.to_thread(scrape, app.port)
         assert 'trade_stream_channel_sent_total{channel="webhooks"} 1.0' in metrics
         assert 'trade_stream_channel_pending{channel="webhooks"} 0.0' in metrics
+
+
+async def test_a_notification_for_named_users_reaches_them_alone_and_webhooks_by_their_preference(sim, tmp_path,
+                                                                                                receiver):
+    """The entry point price alerts use: ``notify(…, users=[…])``. Alice and Bob see the same account; a
+    notification for Alice reaches Alice's WebSocket, SSE stream and list, never Bob's, and no webhook target,
+    since Alice turned webhooks off for its kind; Bob's (defaults) reaches the receiver, without ``users``."""
+    cfg = relay_config(sim, tmp_path, sse_port=free_port(), timings=TIMINGS, jwt_secret=JWT_SECRET,
+                       webhooks=targets(("desk", receiver)))
+    alice, bob = token("alice", ["default"]), token("bob", ["default"])
+    async with running(cfg) as app:
+        await both_streams(app)
+        status, _, _ = await asyncio.to_thread(put, app.port, b'{"price_alerts":["bell","push"]}', alice)
+        assert status == 200
+        async with Browser.connect(app.port) as a_ws, Browser.connect(app.port) as b_ws, \
+                sse_get(app.sse.port, "/api/stream/alerts", {"Authorization": f"Bearer {bob}"}) as b_sse, \
+                sse_get(app.sse.port, "/api/stream/alerts", {"Authorization": f"Bearer {alice}"}) as a_sse:
+            for ws, tok in ((a_ws, alice), (b_ws, bob)):
+                await ws.send({"action": "auth", "token": tok})
+                await ws.expect("authenticated")
+                await ws.send({"action": "subscribe", "channel": "orders"})
+                await ws.expect("orders_snapshot")
+            await a_sse.until("connected")
+            await b_sse.until("connected")
+            fields = {"type": "price_alert", "level": "warning", "symbol": "AAPL",
+                      "message": "AAPL crossed above $230.00 at $230.05"}
+            notifier = app.parts.notifier
+            first = notifier.notify(fields, users=["alice"], source="alert-1")
+            assert first is not None and first["kind"] == "price_alerts" and first["account"] is None
+            assert notifier.notify(fields, users=["alice"], source="alert-1") is None  # one source, once
+            notifier.notify({**fields, "message": "AAPL crossed above $231.00 at $231.10"}, users=["bob"],
+                            source="alert-2")
+            got = await a_ws.expect("notification")
+            assert got["data"]["message"] == "AAPL crossed above $230.00 at $230.05" and got["unread"] == 1
+            assert (await a_sse.until("alert:new")).json()["id"] == first["id"]
+            assert (await b_ws.expect("notification"))["data"]["message"].startswith("AAPL crossed above $231")
+            assert (await b_sse.until("alert:new")).json()["message"].startswith("AAPL crossed above $231")
+            await a_ws.drain(0.2)
+            assert len(a_ws.of_type("notification")) == 1 and len(b_ws.of_type("notification")) == 1
+        for tok, message in ((alice, "AAPL crossed above $230.00 at $230.05"),
+                             (bob, "AAPL crossed above $231.00 at $231.10")):
+            status, body, _ = await asyncio.to_thread(call, app.port, "/api/notifications/trades", "GET", None, tok)
+            assert [n["message"] for n in body["notifications"]] == [message] and body["unread"] == 1
+        await wait_until(lambda: receiver.acked(), what="bob's delivery")
+        totals = app.parts.channels.channel("webhooks")
+        await wait_until(lambda: totals.pending == 0, what="the outbox drained")
+        (delivered,) = [verify(r) for r in receiver.seen]
+        assert delivered["event"] == "price_alert" and delivered["notification"]["message"].endswith("$231.10")
+        assert "users" not in delivered["notification"]
 
 
 async def test_broker_account_status_activities_and_trade_reasons_become_notifications(sim, tmp_path, receiver):
