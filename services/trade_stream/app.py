@@ -21,6 +21,7 @@ from typing import Any
 
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.delivery_stats import Channels
 from trade_stream.core.engine import ChannelBus, Engine, NodeHandler, UpstreamSide, WebhookSide
@@ -32,7 +33,6 @@ from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
-from trade_stream.edges.addresses import AddressBook
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
@@ -163,11 +163,13 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
     resources.callback(preferences.close)
     channels = Channels()  # every sending channel's counts: status and metrics
+    addresses = None
+    if cfg.smtp_url:  # email alerts: where each JWT user's address is remembered; the cluster's in a cluster
+        identity.addresses = addresses = relay.engine.open_addresses(Path(cfg.state_dir) / "addresses.sqlite3")
+        resources.callback(addresses.close)
     notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
-                                                                channels)
+                                                                channels, addresses)
     resources.callback(notifier.close)
-    if email is not None:
-        resources.callback(email.book.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
                           broker.upstreams if broker is not None else (), webhooks, email, channels)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
@@ -277,7 +279,7 @@ def build_broker(cfg: Config) -> BrokerEvents:
 
 
 def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
-                        preferences: Preferences, channels: Channels
+                        preferences: Preferences, channels: Channels, addresses: AddressStore | None
                         ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None]:
     """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
     leader) with a sender per configured channel: webhooks, email; each channel's counts in ``channels``."""
@@ -288,24 +290,21 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
     if cfg.webhooks:
         senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier))
     mail: EmailSender | None = None
-    book: AddressBook | None = None
-    if cfg.smtp_url:
-        # Addresses are people's whatever the data, as preferences are: one file, demo or not.
-        identity.addresses = book = AddressBook(Path(cfg.state_dir) / "addresses.sqlite3")
-        mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, book),
+    if cfg.smtp_url and addresses is not None:
+        mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, addresses),
                            cfg.timings, cfg.email_rate_limit, cfg.email_rate_window)
         senders.append(mail)
     if not senders:
         return notifier, None, None, None
-    # One file for every channel; its name is the one it has had since it held webhooks alone.
+    # One outbox file for every channel, named as an existing state directory has it: its pending webhooks go on.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
                             cfg.webhook_max_pending, {"email": cfg.email_max_pending},
                             {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
     email = None
-    if mail is not None and book is not None:
+    if mail is not None and addresses is not None:
         mail.bind(deliveries)
-        email = Email(mail, deliveries, book)
+        email = Email(mail, deliveries, addresses)
     return notifier, deliveries, webhooks, email
 
 

@@ -273,7 +273,15 @@ def _smtp_url(raw: str) -> str:
     from trade_stream.records import smtp_url
 
     value = raw.strip()
-    smtp_url.parse(value)  # ValueError naming what is wrong
+    url = smtp_url.parse(value)  # ValueError naming what is wrong
+    if url.ca_file:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=url.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_ca_certs={url.ca_file} cannot be used ({getattr(exc, 'strerror', None) or exc}); "
+                             "give a readable PEM file of the CA certificates") from None
     return value
 
 

@@ -263,26 +263,35 @@ async def test_a_user_who_turned_email_off_for_fills_gets_none(sim, tmp_path, sm
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")
 @pytest.mark.smtp("plain", False)
 async def test_a_two_node_cluster_sends_one_email_not_two(sim, tmp_path, smtp):
+    """alice is in the users file; carol is a JWT user who connected to the follower only: the leader mails each
+    of them once (carol's address reached it through Redis), the follower mails nobody."""
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     try:
         users = users_file(tmp_path, {"alice": (("*",), "alice@example.com")})
         async with cluster(sim, tmp_path, [redis.url] * 2, timings=TIMINGS, smtp_url=smtp.url(), smtp_from=FROM,
-                           users_file=users) as apps:
+                           users_file=users, jwt_secret=JWT_SECRET) as apps:
+            sender = leader(apps)
+            assert sender is not None
+            other = next(a for a in apps if a is not sender)
+            token = jwt.encode({"sub": "carol", "accounts": ["default"], "email": "carol@example.com",
+                                "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+            async with Browser.connect(other.port) as browser:
+                await browser.send({"action": "auth", "token": token})
+                await browser.expect("authenticated")
+            await wait_until(lambda: status(sender)["addresses_remembered"] == 1, what="carol known to the leader")
             await fill(sim)
 
             def done(app) -> bool:
                 outbox = app.deliveries.outbox
                 rows = outbox.db.execute("SELECT state FROM deliveries WHERE channel = 'email'").fetchall() \
                     if outbox is not None else []
-                return len(rows) == 1 and rows[0][0] != "pending"
-            await wait_until(lambda: all(done(a) for a in apps), timeout=20, what="both nodes done with it")
-            sender = leader(apps)
-            assert sender is not None
-            other = next(a for a in apps if a is not sender)
-            assert (status(sender)["sent"], status(other)["sent"]) == (1, 0)
-        assert len(smtp.mailbox.received) == 1
-        assert_fill_mail(smtp.mailbox.received[0])
+                return len(rows) == 2 and all(r[0] != "pending" for r in rows)
+            await wait_until(lambda: all(done(a) for a in apps), timeout=20, what="both nodes done with both")
+            assert leader(apps) is sender
+            assert (status(sender)["sent"], status(other)["sent"]) == (2, 0)
+        assert sorted(m.rcpt_tos[0] for m in smtp.mailbox.received) == ["alice@example.com", "carol@example.com"]
+        assert_fill_mail(next(m for m in smtp.mailbox.received if m.rcpt_tos == ["alice@example.com"]))
     finally:
         redis.stop()
 
@@ -293,6 +302,8 @@ async def test_a_two_node_cluster_sends_one_email_not_two(sim, tmp_path, smtp):
      "TRADE_STREAM_SMTP_URL=http://****@mail.example:587: must be an smtp:// (STARTTLS when offered) or smtps://"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example:587?starttls=maybe"}, "starttls must be required"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example:587"}, "TRADE_STREAM_SMTP_FROM is not set"),
+    ({"TRADE_STREAM_SMTP_URL": "smtps://mail.example?ssl_ca_certs=/nonexistent/ca.pem",
+      "TRADE_STREAM_SMTP_FROM": "a@b.example"}, "ssl_ca_certs=/nonexistent/ca.pem cannot be used"),
     ({"TRADE_STREAM_SMTP_URL": "smtp://mail.example", "TRADE_STREAM_SMTP_FROM": "a@b.example, c@d.example"},
      "TRADE_STREAM_SMTP_FROM='a@b.example, c@d.example': must be one address"),
 ])
@@ -341,3 +352,15 @@ async def test_the_smtp_server_down_holds_up_no_webhook(sim, tmp_path, smtp):
         assert len(smtp.mailbox.received) == 1 and len(receiver.acked()) == 2
     finally:
         await receiver.stop()
+
+
+@pytest.mark.smtp("plain", False)
+async def test_a_fill_for_many_users_opens_at_most_four_smtp_sessions_at_once(sim, tmp_path, smtp):
+    smtp.mailbox.hold = 0.3  # each answer waits, so sessions that may overlap do
+    users = users_file(tmp_path, {f"u{i}": (("*",), f"u{i}@example.com") for i in range(10)})
+    async with running(email_config(sim, tmp_path, smtp.url(), users_file=users)) as app:
+        await up(app)
+        await fill(sim)
+        await settled(app, 10)
+    assert sorted(m.rcpt_tos[0] for m in smtp.mailbox.received) == sorted(f"u{i}@example.com" for i in range(10))
+    assert 1 < smtp.mailbox.most_active <= 4

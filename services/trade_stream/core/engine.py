@@ -15,6 +15,9 @@ nodes share one Redis).
 - ``SharedPreferences``: ``open_preferences`` returns every user's notification preferences
   (core/preferences.py ``PreferenceStore``): read from memory on every node, a change saved on any node seen on
   all of them, so the leader's webhooks and every node's pushes follow what the user chose wherever they chose it.
+- ``SharedAddresses``: ``open_addresses`` returns the email address each JWT user last presented
+  (core/addresses.py ``AddressStore``): remembered on the node that saw the token, known on every node, so the
+  leader mails a JWT user whichever node they connected to.
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 - ``ChannelBus``: app channels (core/channels.py). ``publish_channels`` records publications (from any node) and
   hands each, as a ``ChannelEvent``, to ``ChannelHandler.on_channel_event`` on every node, exactly once per
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
@@ -201,6 +205,12 @@ class DeliveryLedger(Protocol):
         """The outcome of each of ``delivery_ids`` that was settled; empty when the store cannot be reached."""
 
 
+class SharedAddresses(Protocol):
+    def open_addresses(self, path: Path) -> AddressStore:
+        """The email address each JWT user last presented (core/addresses.py); ``path`` is where one process keeps
+        them (its state directory). Opened before ``connect``, which loads them in a cluster."""
+
+
 class SharedPreferences(Protocol):
     def open_preferences(self, path: Path) -> PreferenceStore:
         """Every user's notification preferences; ``path`` is where one process keeps them (its state directory).
@@ -245,8 +255,8 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
     """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, ClusterView,
-             ChannelBus, Protocol):
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, SharedAddresses,
+             ClusterView, ChannelBus, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

@@ -209,9 +209,11 @@ class Deliveries:
             async with contextlib.AsyncExitStack() as stack:
                 for sender in self.senders.values():
                     await stack.enter_async_context(sender.session())
-                await self._work()
+                try:
+                    await self._work()
+                finally:  # before the sessions close: no attempt is left holding a closed client
+                    await self._stop_lanes()
         finally:
-            await self._stop_lanes()
             self.outbox.close()
             self.outbox = None
 

@@ -14,7 +14,7 @@ Three kinds of credential, checked in this order:
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
    with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
    An optional ``channels`` claim (a list of globs) narrows the app channels the user may subscribe to, as the
-   users file's ``channels`` field does; ``email`` is the address email alerts go to (edges/addresses.py
+   users file's ``channels`` field does; ``email`` is the address email alerts go to (core/addresses.py
    remembers the latest one presented). ``alg: none``, any other algorithm, a bad signature, an expired or
    account-less token are refused, each with its own message. ``exp`` must be a JSON number (PyJWT alone also
    takes a numeric string) no further ahead than
@@ -44,11 +44,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import Seat, User
-from trade_stream.edges.addresses import AddressBook
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     GLOB_RE,
@@ -164,7 +164,7 @@ class Identity:
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
         # When email alerts are on: the email claim of each JWT user's latest token
-        self.addresses: AddressBook | None = None
+        self.addresses: AddressStore | None = None
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users

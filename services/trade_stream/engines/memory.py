@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.addresses import AddressStore, SqliteAddressStore
 from trade_stream.core.channels import ChannelEvent, Publication, Reset, Rings
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
@@ -106,6 +107,9 @@ class MemoryEngine:
 
     def open_preferences(self, path: Path) -> PreferenceStore:
         return SqlitePreferenceStore(path)
+
+    def open_addresses(self, path: Path) -> AddressStore:
+        return SqliteAddressStore(path)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}
