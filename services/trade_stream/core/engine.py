@@ -12,11 +12,14 @@ nodes share one Redis).
 - ``OrderLogStore``: ``open_order_log`` returns the journal the order side writes to and replays from: ids are
   the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
 - ``DeliveryLedger``: ``settle`` a webhook delivery's outcome, ask which were ``settled`` (by any node).
+- ``AlertStores``: ``open_alert_store`` returns where price alerts are kept (core/alert_store.py): the SQLite
+  file on one process, a Redis hash in a cluster, where every node keeps all of them and only the leader
+  evaluates them (it sees every upstream message), storing each fire once (``AlertStore.fire``).
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all six plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all seven plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.alert_store import AlertStore
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 
@@ -172,6 +176,11 @@ class DeliveryLedger(Protocol):
         """The outcome of each of ``delivery_ids`` that was settled; empty when the store cannot be reached."""
 
 
+class AlertStores(Protocol):
+    def open_alert_store(self, path: Path) -> AlertStore:
+        """Where price alerts are kept; ``path`` is the single-process file (a cluster keeps them shared)."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -191,7 +200,7 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
     """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, Protocol):
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, AlertStores, ClusterView, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

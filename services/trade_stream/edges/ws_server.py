@@ -52,6 +52,12 @@ class PrivateStreams(Protocol):
     def forget(self, client: Client) -> None: ...
 
 
+class AlertActions(Protocol):
+    """Price alerts as a browser session reaches them (core/price_alerts.py ``PriceAlerts.action``)."""
+
+    async def action(self, client: Client, op: str, body: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
 # An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
 Endpoint = Callable[[ServerConnection, Client], Any]
 
@@ -64,8 +70,10 @@ class Connection(BodyConnection, WatchedConnection):
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
-                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None) -> None:
+                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None,
+                 alerts: AlertActions | None = None) -> None:
         self.cfg = cfg
+        self.alerts = alerts
         self.credentials = credentials or RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.relay = relay
         self.web = web
@@ -281,6 +289,23 @@ class BrowserSession:
             case protocol.UnsubscribeOrders():
                 self.private_call(lambda p: p.unsubscribe(self.client), {"type": "unsubscribed",
                                                                           "channel": "orders"})
+            case protocol.AlertAction():
+                self.alert(action)
+
+    def alert(self, action: protocol.AlertAction) -> None:
+        alerts = self.server.alerts
+        if alerts is None:
+            self.reply_error(ClientError("unavailable", "price alerts are not enabled on this relay"))
+            return
+
+        async def run() -> None:
+            reply = await alerts.action(self.client, action.op, action.body)
+            if reply is not None:
+                if reply.get("type") == "error":
+                    self.server.stats.client_errors += 1
+                self.client.send_message(reply)
+
+        self.server.spawn(run())
 
     def subscribe(self, action: protocol.Subscribe) -> None:
         relay, client = self.server.relay, self.client

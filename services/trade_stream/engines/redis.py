@@ -27,6 +27,8 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 - ``P:webhooks:settled:<delivery id>`` — a webhook delivery's outcome (``delivered``, ``failed``), set by the
   leader that sent it, kept a week (far longer than a delivery is retried): every node queues every delivery, and
   a follower lets go of the settled ones while the next leader skips them.
+- ``P:alerts`` — every user's price alerts (id → record), ``P:alerts:version`` raised by every write; see
+  redis_alerts.py.
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -64,9 +66,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from trade_stream.config import mask_url
+from trade_stream.core.alert_store import AlertStore
 from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.protocol import CHANNEL_OF
+from trade_stream.engines.redis_alerts import RedisAlertStore
 from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_url import client
 from trade_stream.records.redis_url import is_sentinel
@@ -654,6 +658,9 @@ class RedisEngine:
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return self.order_logs.open_order_log(path, retention_days)
+
+    def open_alert_store(self, path: Path) -> AlertStore:
+        return RedisAlertStore(self.r, self.prefix)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.leader_id, "nodes": list(self.nodes),
