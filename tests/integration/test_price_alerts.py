@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.support.clocks import ny
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.relay import Browser, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 from trade_stream.edges.identity import UserRecord, hash_token, write_users
@@ -282,3 +283,57 @@ async def test_stale_does_not_count_outside_the_session(pinned_sim, tmp_path):
         note = (await alice.expect("notification", timeout=10))["data"]
         assert note["message"] == "IBM has not traded for 5 minutes during the session"
         assert made["id"] == note["alert_id"]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server not installed (tests/run.sh installs it)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_two_node_cluster_fires_once(sim, tmp_path, redis_server):
+    users = users_file(tmp_path)
+    async with contextlib.AsyncExitStack() as stack:
+        apps = [await stack.enter_async_context(running(relay_config(
+            sim, tmp_path / f"node{i}", redis_url=redis_server.url, node_id=f"node{i}", cluster_lease=1.0,
+            users_file=users, token="", sse_port=free_port()))) for i in range(2)]
+        await wait_until(lambda: sum(a.engine.is_leader for a in apps) == 1 and sim.sessions("/v2/iex") == 1,
+                         timeout=15, what="one leader holding the market data session")
+        leader = next(a for a in apps if a.engine.is_leader)
+        follower = next(a for a in apps if a is not leader)
+        ws = [await stack.enter_async_context(user_ws(a.port, ALICE)) for a in (leader, follower)]
+        status, made = await rest(follower.port, API, "POST",
+                                  {"symbol": "AAPL", "condition": "crosses_above", "price": 230})
+        assert status == 201
+        await wait_until(lambda: made["id"] in leader.alerts.book.alerts, what="the leader has the alert")
+        _, listed = await rest(leader.port, API)
+        assert [a["id"] for a in listed["alerts"]] == [made["id"]]
+        await wait_until(lambda: "AAPL" in upstream_symbols(sim), what="AAPL held upstream")
+
+        async def reference() -> None:
+            for _ in range(50):
+                sim.inject_trade("AAPL", 229.0, 1)
+                with contextlib.suppress(AssertionError):
+                    await wait_until(lambda: leader.alerts.book.symbols["AAPL"].last == 229.0, timeout=0.2)
+                    return
+            raise AssertionError("no AAPL trade reached the leader's alerts")
+
+        await reference()
+        sim.inject_trade("AAPL", 230.05, 1)
+        for c in ws:
+            note = (await c.expect("notification", timeout=10))["data"]
+            assert note["message"] == "AAPL crossed above $230.00 at $230.05"
+        sim.inject_trade("AAPL", 231.0, 1)
+        for c in ws:
+            await c.drain(0.5)
+            assert len(c.of_type("notification")) == 1  # one notification per node's client, from one fire
+        for a in apps:
+            _, body = await rest(a.port, "/api/notifications/trades")
+            assert [n["type"] for n in body["notifications"]] == ["price_alert"]
+            _, listed = await rest(a.port, API)
+            assert listed["alerts"][0]["state"] == "triggered"
+        assert leader.alerts.fired == 1 and follower.alerts.fired == 1  # each node notified its own once
