@@ -28,7 +28,7 @@ CONDITIONS = ("crosses_above", "crosses_below", "percent_change")
 
 def build(alerts: int, symbols: int, seed: int) -> tuple[Book, dict[str, float], random.Random]:
     rng = random.Random(seed)
-    book, prices = Book(), {}
+    book, prices = Book(), dict[str, float]()
     names = [f"S{i:04d}" for i in range(symbols)]
     for i in range(alerts):
         symbol = names[i % symbols]
@@ -98,7 +98,7 @@ def run(alerts: int, symbols: int, trades: int, compare: bool, seed: int = 7) ->
             value = level(f.alert, price, book.symbols[symbol].prev_close or price, rng.uniform(0.002, 0.05))
             book.add(replace(f.alert, value=value, state=ARMED, trade=None, message=None, triggered_at=None))
     assert len(book) == alerts
-    out = {"alerts": alerts, "symbols": symbols, "trades": trades, **stats(times),
+    out: dict[str, Any] = {"alerts": alerts, "symbols": symbols, "trades": trades, **stats(times),
            "fired_per_trade": round(fired / trades, 4)}
     if compare:
         out["scan"] = stats(plain)
