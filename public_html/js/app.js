@@ -1,4 +1,5 @@
 // Wiring: builds the page's parts, connects them to the WebSocket and routes its messages.
+import { AlertsPanel } from './alerts.js';
 import { Connection } from './connection.js';
 import { Detail } from './detail.js';
 import { diagnose } from './diagnose.js';
@@ -45,10 +46,16 @@ const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
   onSelect: (symbol) => market.select(symbol),
   onRemove: (symbol) => removeSymbol(symbol),
   onReorder: (symbols) => market.reorder(symbols),
+  onAlert: (symbol, price) => alerts.prepare(symbol, price, 'crosses_above'),
 });
 const market = new Market({ connection, watchlist, detail, lists, apiBase });
 const orders = new OrdersPanel(connection, document);
 const bell = new NotificationBell(document, apiBase);
+const alerts = new AlertsPanel(connection, document, (all) => detail.setAlerts(all));
+// A click on the chart offers an alert at that price: below the last trade a fall through it, else a rise.
+detail.onChartClick((symbol, price, last) => {
+  alerts.prepare(symbol, price, Number.isFinite(last) && price < last ? 'crosses_below' : 'crosses_above');
+});
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
   detail.applyTheme();
@@ -208,11 +215,20 @@ function route(message) {
     case 'notifications_read':
       bell.handleMessage(message);
       break;
+    case 'alert':
+    case 'alerts':
+      alerts.handleMessage(message);
+      break;
     case 'error':
-      if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));
+      if (!alerts.handleError(message) && !market.handleError(message) && !orders.handleError(message)) {
+        toasts.show(describeError(message));
+      }
       break;
     default:
-      if (message.type === 'orders_snapshot') bell.refresh(); // what was missed while the page was closed
+      if (message.type === 'orders_snapshot') { // what was missed while the page was closed
+        bell.refresh();
+        alerts.refresh();
+      }
       if (!market.handleMessage(message)) orders.handleMessage(message);
   }
 }
