@@ -138,6 +138,7 @@ class PriceAlerts:
         self._tapped: set[str] = set()
         self._version = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writing: set[str] = set()  # ids this node is writing: a reload meanwhile leaves them to the writer
         self.fired = 0
         self.fault: str | None = None
         self.loaded = False
@@ -185,8 +186,9 @@ class PriceAlerts:
     def apply_records(self, stored: builtins.list[Alert]) -> None:
         """The store's alerts (another node wrote): this node's copy follows, and each change is told to its
         user; a fire another node stored is notified here too (for this node's clients and store)."""
+        stored = [a for a in stored if a.id not in self._writing]
         seen = {a.id: a for a in stored}
-        for alert_id in [i for i in self.alerts if i not in seen]:
+        for alert_id in [i for i in self.alerts if i not in seen and i not in self._writing]:
             gone = self.alerts.pop(alert_id)
             self.book.remove(alert_id)
             self._tell(gone.user, "deleted", gone)
@@ -239,10 +241,7 @@ class PriceAlerts:
         refused = await self._hold(symbol)
         if refused is not None:
             return 409, {"error": "Conflict", "code": refused.code, "message": refused.message}
-        try:
-            await self.store.put(alert.record())
-        except ERRORS as exc:
-            self._failed(exc)
+        if not await self._write(alert.id, self.store.put(alert.record())):
             self._release_unused()
             return 503, {"error": "Service Unavailable", "message": self.fault or "price alert store unavailable"}
         self._arm(alert)
@@ -253,10 +252,7 @@ class PriceAlerts:
         alert = self.alerts.get(alert_id)
         if alert is None or alert.user != user.name:  # another user's alert is no more there than a missing one
             return 404, {"error": "Not Found", "message": f"no alert {alert_id[:40]}"}
-        try:
-            await self.store.delete(alert_id)
-        except ERRORS as exc:
-            self._failed(exc)
+        if not await self._write(alert_id, self.store.delete(alert_id)):
             return 503, {"error": "Service Unavailable", "message": self.fault or "price alert store unavailable"}
         self.alerts.pop(alert_id, None)
         self.book.remove(alert_id)
@@ -278,10 +274,7 @@ class PriceAlerts:
             return 409, {"error": "Conflict", "code": refused.code, "message": refused.message}
         armed = replace(alert, value=value, state=ARMED, generation=alert.generation + 1, armed_at=now_iso(),
                         triggered_at=None, trade=None, message=None, prev_close=None)
-        try:
-            await self.store.put(armed.record())
-        except ERRORS as exc:
-            self._failed(exc)
+        if not await self._write(alert_id, self.store.put(armed.record())):
             self._release_unused()
             return 503, {"error": "Service Unavailable", "message": self.fault or "price alert store unavailable"}
         self._arm(armed)
@@ -310,6 +303,18 @@ class PriceAlerts:
         if "field" in payload:
             out["field"] = payload["field"]
         return out
+
+    async def _write(self, alert_id: str, write: Awaitable[Any]) -> bool:
+        """One write of this node's; False (the fault recorded) when the store refused it."""
+        self._writing.add(alert_id)
+        try:
+            await write
+            return True
+        except ERRORS as exc:
+            self._failed(exc)
+            return False
+        finally:
+            self._writing.discard(alert_id)
 
     def _arm(self, alert: Alert) -> None:
         self.alerts[alert.id] = alert
@@ -384,7 +389,6 @@ class PriceAlerts:
                 won = await self.store.fire(alert.record())
             except ERRORS as exc:
                 self._failed(exc)
-                won = False
                 current = self.alerts.get(alert.id)
                 if current is not None and current.state == ARMED and current.generation == alert.generation:
                     self.book.add(current)  # not stored: armed again, so the next trade can fire it
