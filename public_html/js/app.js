@@ -225,7 +225,9 @@ function route(message) {
       }
       break;
     default:
-      if (message.type === 'orders_snapshot') { // what was missed while the page was closed
+      // What was missed while the page was closed: after a relay account's snapshot, or the Broker subscription
+      // (a user of Broker accounts alone gets no snapshot).
+      if (message.type === 'orders_snapshot' || (message.type === 'subscribed' && message.broker)) {
         bell.refresh();
         alerts.refresh();
       }

@@ -24,39 +24,46 @@ from zoneinfo import ZoneInfo
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.channels import Channels
 from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
-from trade_stream.core.preferences import Preferences, SqlitePreferenceStore
+from trade_stream.core.preferences import Preferences
 from trade_stream.core.price_alerts import PriceAlerts
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
+from trade_stream.edges.addresses import AddressBook
 from trade_stream.edges.alerts_api import PREFIX as ALERTS_PATH
 from trade_stream.edges.alerts_api import AlertsApi
 from trade_stream.edges.compat import AlpacaEndpoints
+from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
+from trade_stream.edges.mail import Email, EmailSender, Recipients
 from trade_stream.edges.notifications_api import PREFIX as NOTIFICATIONS_PATH
 from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
+from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
-from trade_stream.edges.webhooks import Webhooks
+from trade_stream.edges.webhooks import Webhooks, WebhookSender
 from trade_stream.edges.ws_server import WsServer
 from trade_stream.engines.memory import MemoryEngine
 from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
+from trade_stream.records import smtp_url
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.snapshots import Snapshots
@@ -106,13 +113,17 @@ class Components:
     tradings: dict[str, TradingUpstream]  # per account, in account order
     broker: BrokerEvents | None  # Broker API mode (ALPACA_BROKER_API_KEY)
     notifier: TradeNotifier
+    deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
+    email: Email | None
     alerts: PriceAlerts
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
     ws: WsServer
     sse: SseServer | None
+    preferences: Preferences  # each user's notification kinds per channel
+    channels: Channels  # each sending channel's counts (webhooks, email, push)
 
     @property
     def engine(self) -> Engine:
@@ -127,11 +138,11 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
 
     def leadership(leading: bool) -> None:
         """A node that does not hold the trading stream still shows positions: from REST, then from fills; only
-        the leader sends webhooks. The engine calls it only once it runs, when ``accounts`` and ``webhooks`` below
-        exist."""
+        the leader sends webhooks (and every other outbox channel). The engine calls it only once it runs, when
+        ``accounts`` and ``deliveries`` below exist."""
         log.info("leadership node=%s leading=%s", cfg.node_id, leading)
-        if webhooks is not None:
-            webhooks.on_leader(leading)
+        if deliveries is not None:
+            deliveries.on_leader(leading)
         if not leading:
             for orders in accounts:
                 supervisor.start(f"positions-load-{orders.account}", orders.load_positions)
@@ -150,18 +161,28 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    notifier, webhooks = build_notifications(cfg, accounts, relay.engine)
+    # A person's preferences are theirs whatever the data: one store, demo or not; the cluster's in a cluster.
+    preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
+    resources.callback(preferences.close)
+    channels = Channels()  # every sending channel's counts: status and metrics
+    notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
+                                                                channels)
     resources.callback(notifier.close)
+    if email is not None:
+        resources.callback(email.book.close)
     origins = OriginPolicy(cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     alerts = build_alerts(cfg, relay, notifier, accounts, snapshots, history)
     resources.callback(alerts.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, alerts)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels, alerts)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
+    registry.register(channels.collector())
     if webhooks is not None:
         registry.register(webhooks.collector())
+    if email is not None:
+        registry.register(email.collector())
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
@@ -176,6 +197,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
+        Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
         Route(ALERTS_PATH, AlertsApi(alerts, identity, credentials, cors), methods=None, prefix=True),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
@@ -184,8 +206,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
-    parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, webhooks, alerts,
-                       report, page, snapshots, ws, sse)
+    parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
+                       email, alerts, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -244,19 +266,37 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts,
-                        cluster: WebhookSide) -> tuple[TradeNotifier, Webhooks | None]:
-    """Trade notifications next to the order journal, and the webhook outbox that is fed from them (sent by the
-    cluster's leader)."""
+def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
+                        preferences: Preferences, channels: Channels
+                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None]:
+    """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
+    leader) with a sender per configured channel: webhooks, email; each channel's counts in ``channels``."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
-    # A person's preferences are theirs whatever the data: one file, demo or not.
-    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
-    if not cfg.webhooks:
-        return notifier, None
-    return notifier, Webhooks(cfg.webhooks, Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier,
-                              cfg.timings, cluster, cfg.webhook_max_pending)
+    senders: list[Sender] = []
+    if cfg.webhooks:
+        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier))
+    mail: EmailSender | None = None
+    book: AddressBook | None = None
+    if cfg.smtp_url:
+        # Addresses are people's whatever the data, as preferences are: one file, demo or not.
+        identity.addresses = book = AddressBook(Path(cfg.state_dir) / "addresses.sqlite3")
+        mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, book),
+                           cfg.timings, cfg.email_rate_limit, cfg.email_rate_window)
+        senders.append(mail)
+    if not senders:
+        return notifier, None, None, None
+    # One file for every channel; its name is the one it has had since it held webhooks alone.
+    deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
+                            cfg.webhook_max_pending, {"email": cfg.email_max_pending},
+                            {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
+    webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
+    email = None
+    if mail is not None and book is not None:
+        mail.bind(deliveries)
+        email = Email(mail, deliveries, book)
+    return notifier, deliveries, webhooks, email
 
 
 def build_alerts(cfg: Config, relay: Relay[Sources], notifier: TradeNotifier, accounts: Accounts,
@@ -313,9 +353,9 @@ def wire_events(parts: Components) -> None:
         else:
             for orders in accounts:
                 orders.listeners.append(partial(sse.events_api.on_order, account=orders.account))
-    # A new notification: wake the webhook outbox, then the SSE alert stream.
-    if parts.webhooks is not None:
-        notifier.listeners.append(parts.webhooks.wake)
+    # A new notification: wake the outbox, then the SSE alert stream.
+    if parts.deliveries is not None:
+        notifier.listeners.append(parts.deliveries.wake)
     if sse is not None:
         sse.alerts.serve_from(notifier)
         notifier.listeners.append(sse.alerts.on_alert)
@@ -350,8 +390,8 @@ async def run(parts: Components, running: AsyncExitStack) -> None:
         supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
     supervisor.start("journal-retention", partial(prune_journals, parts))
     supervisor.start("price-alerts", parts.alerts.run)
-    if parts.webhooks is not None:
-        supervisor.start("webhooks", parts.webhooks.run)
+    if parts.deliveries is not None:
+        supervisor.start("deliveries", parts.deliveries.run)
     log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, parts.ws.port, cfg.demo,
              cfg.data_feed, cfg.data_stream_url)
     log.info("config %s", " ".join(f"{k}={v}" for k, v in cfg.public_view().items()))
@@ -561,6 +601,14 @@ class App:
     @property
     def webhooks(self) -> Webhooks | None:
         return self._built().webhooks
+
+    @property
+    def deliveries(self) -> Deliveries | None:
+        return self._built().deliveries
+
+    @property
+    def email(self) -> Email | None:
+        return self._built().email
 
     @property
     def ws(self) -> WsServer:

@@ -12,7 +12,8 @@ Three kinds of credential, checked in this order:
    it changes (``trade-stream user add`` takes effect without a restart; a broken edit is logged and the
    previous users stay);
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
-   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
+   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required,
+   ``email`` is the address email alerts go to (edges/addresses.py remembers the latest one presented).
    ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
    its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
    ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
@@ -45,6 +46,7 @@ from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
 from trade_stream.core.users import Seat, User
+from trade_stream.edges.addresses import AddressBook
 from trade_stream.records.users import (
     BROKER_ACCOUNT_RE,
     NAME_RE,
@@ -55,6 +57,7 @@ from trade_stream.records.users import (
     check_accounts,
     load_public_key,
     load_users,
+    valid_email,
 )
 from trade_stream.tomltables import read_tables
 
@@ -109,7 +112,7 @@ def write_users(path: str, users: Iterable[UserRecord]) -> None:
         accounts = ", ".join(f'"{a}"' for a in u.accounts)
         lines += ["[[user]]", f'name = "{u.name}"', *([f'token_id = "{u.token_id}"'] if u.token_id else []),
                   f'token_hash = "{u.token_hash}"', f"accounts = [{accounts}]",
-                  f"admin = {'true' if u.admin else 'false'}", ""]
+                  f"admin = {'true' if u.admin else 'false'}", *([f'email = "{u.email}"'] if u.email else []), ""]
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -153,6 +156,8 @@ class Identity:
         self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
+        # When email alerts are on: the email claim of each JWT user's latest token
+        self.addresses: AddressBook | None = None
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
@@ -256,6 +261,8 @@ class Identity:
             log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
                         sub, ",".join(new)[:200], ",".join(self.accounts))
         known = frozenset(a for a in accounts if self.known(a))
+        if self.addresses is not None and valid_email(claims.get("email")):
+            self.addresses.remember(sub, claims["email"], known)  # so an alert can reach them offline
         return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
 
     def known(self, account: str) -> bool:
@@ -373,6 +380,8 @@ def main(argv: list[str]) -> int:
     add.add_argument("name")
     add.add_argument("--accounts", required=True, help="comma list of account names, or * for all")
     add.add_argument("--admin", action="store_true", help="may see per-user names in /api/stream/metrics")
+    add.add_argument("--email", default="", help="address the user's notifications are mailed to "
+                                                 "(TRADE_STREAM_SMTP_URL); default none")
     sub.add_parser("list", help="users and their accounts (never tokens)", parents=[files])
     remove = sub.add_parser("remove", help="remove a user (its token stops working)", parents=[files])
     remove.add_argument("name")
@@ -392,7 +401,8 @@ def main(argv: list[str]) -> int:
         return fail(f"TRADE_STREAM_USERS_FILE={path}: {exc}")
     if args.command == "list":
         for u in users:
-            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}")
+            print(f"{u.name}\taccounts={','.join(u.accounts)}\tadmin={'yes' if u.admin else 'no'}"
+                  + (f"\temail={u.email}" if u.email else ""))
         return 0
     if args.command == "remove":
         left = [u for u in users if u.name != args.name]
@@ -409,6 +419,8 @@ def main(argv: list[str]) -> int:
                     "first to give it a new token")
     if not accounts:
         return fail("--accounts is empty: give a comma list of account names, or * for all")
+    if args.email and not valid_email(args.email):
+        return fail(f"--email {args.email!r} is not one address such as alice@example.com; nothing written")
     accounts_file = getattr(args, "accounts_file", None) or merged.get("TRADE_STREAM_ACCOUNTS_FILE") or ""
     try:
         known = account_names(accounts_file)
@@ -420,7 +432,7 @@ def main(argv: list[str]) -> int:
         where = f"the accounts file {accounts_file}" if accounts_file else "the one account (no accounts file)"
         return fail(f"{exc}; checked against {where}; nothing written")
     token_id, token = new_token()
-    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id)])
+    write_users(path, [*users, UserRecord(args.name, hash_token(token), accounts, args.admin, token_id, args.email)])
     print(f"added {args.name} (accounts {','.join(accounts)}). Its token, shown only now:\n{token}")
     return 0
 

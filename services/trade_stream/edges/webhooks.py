@@ -1,9 +1,9 @@
-"""Webhook delivery: each trade notification POSTed to the configured targets, signed, durable, retried.
+"""Webhooks: each trade notification POSTed to the configured targets, signed, durable, retried.
 
-Never in the relay's path: the notifier only wakes this worker (a supervised task). The worker queues the new
-notifications from the notification store into the outbox (outbox.py, one transaction with its cursor), and one
-lane per target sends them, several at once, but the deliveries of one order in order. So a slow or dead target
-holds up nobody else, and an order's ``filled`` never overtakes its ``accepted``.
+The webhook channel of the outbox (delivery.py: one lane per target, several orders at once, each order's
+deliveries in order, so a slow or dead target holds up nobody else, and an order's ``filled`` never overtakes
+its ``accepted``; retries, give-up, the bound, the cluster's leader sending). This module says what a delivery
+to a target is and what its answer means.
 
 Each request follows the Standard Webhooks specification, so a receiver verifies it with one call of the
 ``standardwebhooks`` library in any language: ``webhook-id`` (the delivery id: a UUID derived from the order
@@ -21,12 +21,6 @@ or after ``Retry-After`` (seconds or an HTTP date), every wait held between ``we
 once. Either way it is logged, and counted in status and metrics. Pending deliveries survive a restart (the same
 delivery id is sent again: a receiver may see a delivery it already had, which is why the id exists).
 
-In a cluster every node queues every delivery (each derives the notifications from the shared order log) but
-only the leader sends, and it settles each outcome with the cluster (``DeliveryLedger``, core/engine.py). A
-follower lets the settled deliveries go; a node that becomes leader sends what is still unsettled, under the
-same ids. So a target gets each event at least once, and never under a second id; it gets one again only when
-a leader stops (or loses Redis) between the target's answer and settling it.
-
 A target cannot hold a lane or the daemon's memory: each attempt has one deadline (the target's ``timeout``) for
 connecting, sending and the answer together, and of the answer's body only a snippet is read (for the error
 message), the rest is never read: the connection is closed.
@@ -41,15 +35,12 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import random
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -57,19 +48,17 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Timings
-from trade_stream.core.engine import WebhookSide
-from trade_stream.edges.outbox import Delivery, Outbox
+from trade_stream.core.channels import ChannelStats
+from trade_stream.edges import delivery
+from trade_stream.edges.delivery import Deliveries, Outcome, Retry
+from trade_stream.edges.outbox import WEBHOOK, Delivery, Outbox, Row
 from trade_stream.records.webhook_targets import WebhookTarget
 
 log = logging.getLogger("trade_stream.edges.webhooks")
 
 CONCURRENCY = 4  # requests in flight per target (different orders)
-CATCH_UP_PAGE = 500
-PRUNE_EVERY = 3600.0
 RESPONSE_SNIPPET = 200  # bytes of an answer's body read, for the error message; the rest is never read
-MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
-HIDDEN_FIELDS = ("read", "unread", "source")  # per-user state, and what names the delivery, not part of the event
-FOLLOW_EVERY = 1.0  # seconds between a follower's looks at what the leader settled, while it holds pending rows
+HIDDEN_FIELDS = ("read", "unread", "source", "users")  # per-user state, what names the delivery, whom it is for
 #: The namespace of delivery ids: uuid5 of the order event and the target in it.
 DELIVERY_NAMESPACE = uuid.UUID("6d1c3c52-1f0e-4a52-9a7e-5b0b8f3e2a41")
 
@@ -123,13 +112,15 @@ def headers(target: WebhookTarget, event: str, delivery_id: str, body: bytes) ->
     return out
 
 
+def retry_rule(t: Timings) -> Retry:
+    return Retry(t.webhook_backoff, t.webhook_backoff_max, t.webhook_wait_min, t.webhook_give_up)
+
+
 def retry_wait(attempts: int, hint: float | None, t: Timings) -> float:
     """Seconds before attempt ``attempts + 1``: the target's ``Retry-After`` if it gave one, else exponential
     backoff with full jitter; either way within [webhook_wait_min, webhook_backoff_max], so neither
     ``Retry-After: 0`` (a hot loop) nor ``Retry-After: 99999999`` (past the give-up) is taken as it comes."""
-    if hint is None:
-        hint = random.uniform(0, min(t.webhook_backoff_max, t.webhook_backoff * 2.0 ** min(attempts - 1, MAX_EXPONENT)))
-    return min(max(hint, t.webhook_wait_min), t.webhook_backoff_max)
+    return delivery.retry_wait(attempts, hint, retry_rule(t))
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -148,292 +139,81 @@ def retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _forget(inflight: dict[str, asyncio.Task[None]], order_key: str, _done: asyncio.Task[None]) -> None:
-    """A finished attempt leaves its lane's in-flight table."""
-    inflight.pop(order_key, None)
+class WebhookSender:
+    """The webhook channel: one lane per configured target."""
 
+    channel = WEBHOOK
+    concurrency = CONCURRENCY
 
-@dataclass
-class TargetStats:
-    delivered: int = 0
-    failed: int = 0  # given up
-    dropped: int = 0  # given up unsent because the outbox held more than its bound for this target (in failed)
-    errors: int = 0  # attempts that failed (retried or not)
-    last_error: str | None = None
-    last_status: int | None = None
-    last_delivered_at: float | None = None
+    def __init__(self, targets: tuple[WebhookTarget, ...], timings: Timings, source: Any) -> None:
+        self.by_name = {t.name: t for t in targets}
+        self.source = source  # the Notifier: to_webhooks(note), whether the users it is for want it here
+        self.retry = retry_rule(timings)
+        self._client: httpx.AsyncClient | None = None
 
-    def view(self, pending: int) -> dict[str, Any]:
-        return {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped, "pending": pending,
-                "errors": self.errors, "last_error": self.last_error, "last_status": self.last_status,
-                "last_delivered_at": self.last_delivered_at}
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.by_name)
+
+    def rows(self, note: dict[str, Any]) -> list[Row]:
+        """A row for each target that wants this notification, keyed by its order."""
+        rows: list[Row] = []
+        kind = str(note.get("type") or "order_other")
+        if not self.source.to_webhooks(note):  # the users it is for turned webhooks off for its kind
+            return rows
+        for t in self.by_name.values():
+            if t.wants(kind, str(note.get("account", ""))):
+                delivery_id = delivery_id_of(note, t)
+                rows.append(Row(delivery_id, t.name, str(note.get("trade_id") or note.get("id")), kind,
+                                payload(t, delivery_id, note)))
+        return rows
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
+    async def send(self, row: Delivery) -> Outcome:
+        target, client = self.by_name[row.target], self._client
+        assert client is not None
+        try:
+            status, hint, snippet = await post(client, target, row.event, row.delivery_id, row.body)
+        except (TimeoutError, httpx.TimeoutException):
+            return Outcome.failed(f"timeout after {target.timeout:g} s")
+        except httpx.HTTPError as exc:
+            return Outcome.failed(f"{type(exc).__name__}: {exc}"[:300])
+        if 200 <= status < 300:
+            return Outcome.ok(status)
+        retryable = status == 429 or status >= 500
+        return Outcome.failed(f"HTTP {status}: {snippet}", status, retryable,
+                              retry_after(hint, time.time()) if retryable else None)
 
 
 class Webhooks:
-    def __init__(self, targets: tuple[WebhookTarget, ...], path: Path, source: Any, timings: Timings,
-                 cluster: WebhookSide, max_pending: int | None = None) -> None:
+    """What the rest of the daemon sees of webhooks: the targets' status and metrics, over the outbox's lanes."""
+
+    def __init__(self, targets: tuple[WebhookTarget, ...], deliveries: Deliveries) -> None:
         self.targets = targets
-        self.cluster = cluster  # sends only while it leads; settles each outcome for the other nodes
-        self.path = path
-        self.max_pending = max_pending  # per target
-        self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
-        self.timings = timings
-        self.outbox: Outbox | None = None
-        self.stats = {t.name: TargetStats() for t in targets}
-        self._pending: dict[str, int] = {}
-        self._wake = asyncio.Event()
-        self._lane_wake = {t.name: asyncio.Event() for t in targets}
-        # Rows whose outcome could not be written (the outbox failed): not sent again before this time.
-        self._hold: dict[int, float] = {}
-        self.fault: str | None = None
+        self.deliveries = deliveries
 
-    def wake(self, _msg: Any = None) -> None:
-        self._wake.set()
+    @property
+    def outbox(self) -> Outbox | None:
+        return self.deliveries.outbox
 
-    def on_leader(self, leading: bool) -> None:
-        """Leadership changed: lanes start (or stop starting) attempts, the loop starts (or stops) following."""
-        self._wake.set()
-        for event in self._lane_wake.values():
-            event.set()
-
-    # --- status and metrics ---------------------------------------------------------------------------
+    @property
+    def channel(self) -> ChannelStats:
+        """Every target's deliveries together, in the shape every channel shows (core/channels.py)."""
+        return self.deliveries.channels[WEBHOOK]
 
     def status(self) -> dict[str, Any]:
+        pending = self.deliveries.pending(WEBHOOK)
         return {t.name: {"url": _safe_url(t.url), "format": t.format,
-                         **self.stats[t.name].view(self._pending.get(t.name, 0))} for t in self.targets}
-
-    def _refresh_pending(self) -> None:
-        if self.outbox is not None:
-            self._pending = self.outbox.pending()
-
-    # --- the supervised task --------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            self.outbox = Outbox(self.path, self.max_pending)
-        except Exception as exc:
-            self.fault = f"webhook outbox {self.path} cannot be opened ({exc}): make TRADE_STREAM_STATE_DIR writable"
-            raise
-        self.fault = None
-        lanes: list[asyncio.Task[None]] = []
-        async with httpx.AsyncClient(follow_redirects=False) as client:
-            try:
-                lanes = [asyncio.create_task(self._lane(t, client), name=f"webhook-{t.name}") for t in self.targets]
-                last_prune = 0.0
-                while True:
-                    self._catch_up()
-                    following = not self.cluster.is_leader
-                    if following:
-                        await self._follow()
-                    if time.monotonic() - last_prune > PRUNE_EVERY:
-                        last_prune = time.monotonic()
-                        self.outbox.prune()
-                    self._refresh_pending()
-                    # Once a minute: a faulted store is back; a follower with pending rows looks far more often.
-                    every = FOLLOW_EVERY if following and self._pending else 60.0
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), every)
-                    self._wake.clear()
-            finally:
-                for lane in lanes:
-                    lane.cancel()
-                for lane in lanes:
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await lane
-                self.outbox.close()
-                self.outbox = None
-
-    def _catch_up(self) -> None:
-        """Queue every notification after the cursor (first start: nothing from before, only what comes next)."""
-        outbox = self.outbox
-        assert outbox is not None
-        cursor = outbox.cursor()
-        last = self.source.last_id()
-        if last is None:
-            return  # the notification store is faulted: its recovery wakes us
-        if cursor is None or cursor > last:  # first start, or the notification store was recreated
-            if cursor is not None:
-                log.warning("webhook_cursor_reset cursor=%d store_last_id=%d: the notification store was recreated",
-                            cursor, last)
-            outbox.set_cursor(last)
-            return
-        while True:
-            notes = self.source.since(cursor, CATCH_UP_PAGE, user=None)
-            if not notes:
-                return
-            cursor = notes[-1]["id"]
-            queued, dropped = outbox.enqueue(notes, self._rows_of, cursor)
-            for name, count in dropped.items():
-                stats = self.stats[name]
-                stats.dropped += count
-                stats.failed += count
-                stats.last_error = f"dropped {count} oldest: more than {self.max_pending} pending"
-                log.error("webhook_dropped target=%s count=%d max_pending=%s: the target is not taking deliveries",
-                          name, count, self.max_pending)
-            if queued:
-                for event in self._lane_wake.values():
-                    event.set()
-            if len(notes) < CATCH_UP_PAGE:
-                return
-
-    async def _follow(self) -> None:
-        """While another node sends: let go of the pending deliveries it has settled, oldest first, a page at a
-        time while whole pages are settled (one round trip per page)."""
-        outbox = self.outbox
-        assert outbox is not None
-        for target in self.targets:
-            after = 0
-            while True:
-                page = outbox.pending_ids(target.name, after)
-                if not page:
-                    break
-                outcomes = await self.cluster.settled([d for _, d in page])
-                if outcomes:
-                    outbox.settled_elsewhere(target.name, outcomes)
-                if len(outcomes) < len(page):
-                    break
-                after = page[-1][0]
-
-    def _rows_of(self, note: dict[str, Any]) -> list[tuple[str, str, str, str, bytes]]:
-        """(delivery id, target, order key, event, body) for each target that wants this notification."""
-        rows = []
-        kind = str(note.get("type") or "order_other")
-        for t in self.targets:
-            if t.wants(kind, str(note.get("account", ""))):
-                delivery_id = delivery_id_of(note, t)
-                rows.append((delivery_id, t.name, str(note.get("trade_id") or note.get("id")), kind,
-                             payload(t, delivery_id, note)))
-        return rows
-
-    async def _lane(self, target: WebhookTarget, client: httpx.AsyncClient) -> None:
-        """Send ``target``'s deliveries: up to CONCURRENCY orders at once, each order's deliveries in order."""
-        wake = self._lane_wake[target.name]
-        inflight: dict[str, asyncio.Task[None]] = {}
-        try:
-            while True:
-                next_due = self._start_due(target, client, inflight)
-                wait = None if next_due is None else max(0.0, next_due - time.time())
-                waiter = asyncio.create_task(wake.wait())
-                try:
-                    await asyncio.wait([waiter, *inflight.values()], timeout=wait,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                wake.clear()
-        finally:
-            for task in inflight.values():
-                task.cancel()
-
-    def _start_due(self, target: WebhookTarget, client: httpx.AsyncClient,
-                   inflight: dict[str, asyncio.Task[None]]) -> float | None:
-        """Start the heads that are due (up to CONCURRENCY in flight); returns when the next one falls due. Only
-        while this node leads: gaining the lead wakes the lane."""
-        if not self.cluster.is_leader:
-            return None
-        try:
-            assert self.outbox is not None
-            now = time.time()
-            self._hold = {k: until for k, until in self._hold.items() if until > now}
-            held = min(self._hold.values(), default=None)
-            for row in self.outbox.heads(target.name, set(inflight)):
-                if row.next_at > now:  # heads come soonest first: none after this one is due either
-                    return row.next_at if held is None else min(row.next_at, held)
-                if row.id in self._hold:
-                    continue
-                if len(inflight) >= CONCURRENCY:
-                    return None  # a finishing attempt wakes the lane
-                task = asyncio.create_task(self._attempt(target, client, row), name=f"webhook-{target.name}-send")
-                inflight[row.order_key] = task
-                task.add_done_callback(partial(_forget, inflight, row.order_key))
-            return held
-        except Exception as exc:  # the outbox failed: say so, try again shortly
-            self.stats[target.name].last_error = f"outbox: {type(exc).__name__}: {exc}"[:300]
-            log.exception("webhook_lane_error target=%s", target.name)
-            return time.time() + max(1.0, self.timings.webhook_wait_min)
-
-    async def _attempt(self, target: WebhookTarget, client: httpx.AsyncClient, row: Delivery) -> None:
-        """One attempt, as a task of its lane: never raises, and the row is always moved out of the due set (in
-        the outbox, or, when the outbox cannot be written, held here for a while) so it cannot be sent in a loop."""
-        try:
-            await self._send(target, client, row)
-        except Exception:
-            log.exception("webhook_outcome_not_recorded target=%s delivery=%s", target.name, row.delivery_id)
-            self._hold[row.id] = time.time() + max(1.0, self.timings.webhook_wait_min)
-
-    async def _send(self, target: WebhookTarget, client: httpx.AsyncClient, row: Delivery) -> None:
-        delivery_id = row.delivery_id
-        outcome = (await self.cluster.settled([delivery_id])).get(delivery_id)
-        if outcome is not None:  # a previous leader settled it after this node last looked
-            assert self.outbox is not None
-            self.outbox.settled_elsewhere(target.name, {delivery_id: outcome})
-            self._refresh_pending()
-            return
-        status: int | None = None
-        wait_hint: float | None = None
-        delivered = False
-        try:
-            status, hint, snippet = await post(client, target, row.event, delivery_id, row.body)
-            delivered = 200 <= status < 300
-            error = f"HTTP {status}: {snippet}"
-            retryable = status == 429 or status >= 500
-            wait_hint = retry_after(hint, time.time()) if retryable else None
-        except (TimeoutError, httpx.TimeoutException):
-            error, retryable = f"timeout after {target.timeout:g} s", True
-        except httpx.HTTPError as exc:
-            error, retryable = f"{type(exc).__name__}: {exc}"[:300], True
-        except Exception as exc:  # anything else (a bug, a broken URL): keep the delivery, try later
-            log.exception("webhook_attempt_crashed target=%s delivery=%s", target.name, delivery_id)
-            error, retryable = f"{type(exc).__name__}: {exc}"[:300], True
-        if delivered:
-            assert status is not None
-            self._done(target, row, status)
-            await self._settle(target, delivery_id, "delivered")
-        elif self._failed(target, row, delivery_id, status, error, retryable, wait_hint):
-            await self._settle(target, delivery_id, "failed")
-
-    async def _settle(self, target: WebhookTarget, delivery_id: str, outcome: str) -> None:
-        if not await self.cluster.settle(delivery_id, outcome):
-            log.warning("webhook_settle_failed target=%s delivery=%s outcome=%s: a node that leads next sends it "
-                        "again, under the same id", target.name, delivery_id, outcome)
-
-    def _done(self, target: WebhookTarget, row: Delivery, status: int) -> None:
-        stats = self.stats[target.name]
-        stats.delivered += 1
-        stats.last_status = status
-        stats.last_delivered_at = time.time()
-        if self.outbox is not None:
-            self.outbox.delivered(row, status)
-            self._refresh_pending()
-        log.info("webhook_delivered target=%s event=%s attempts=%d status=%d", target.name, row.event,
-                 row.attempts + 1, status)
-
-    def _failed(self, target: WebhookTarget, row: Delivery, delivery_id: str, status: int | None, error: str,
-                retryable: bool, wait_hint: float | None) -> bool:
-        """Retry later, or give up (True)."""
-        stats = self.stats[target.name]
-        stats.errors += 1
-        stats.last_error, stats.last_status = error, status
-        t = self.timings
-        attempts = row.attempts + 1
-        delay = retry_wait(attempts, wait_hint, t)
-        next_at = time.time() + delay
-        if retryable and next_at - row.created <= t.webhook_give_up:
-            log.warning("webhook_retry target=%s delivery=%s attempts=%d in=%.2fs error=%s", target.name,
-                        delivery_id, attempts, delay, error)
-            if self.outbox is not None:
-                self.outbox.retry(row, next_at, status, error)
-            return False
-        why = error if not retryable else f"gave up after {attempts} attempts: {error}"
-        stats.failed += 1
-        stats.last_error = why
-        log.error("webhook_failed target=%s delivery=%s event=%s attempts=%d error=%s", target.name, delivery_id,
-                  row.event, attempts, why)
-        if self.outbox is not None:
-            self.outbox.give_up(row, status, why)
-            self._refresh_pending()
-        return True
-
-    # --- metrics --------------------------------------------------------------------------------------
+                         **self.deliveries.lane_stats(WEBHOOK, t.name).view(pending.get(t.name, 0))}
+                for t in self.targets}
 
     def collector(self) -> Any:
         return _Collector(self)

@@ -1,6 +1,7 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
 to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
-the SQLite journal in the state directory, and price alerts an SQLite file beside it.
+the SQLite journal (and the preferences the SQLite file) in the state directory, and price alerts an SQLite
+file beside it.
 
 The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
 callables, taken once when the engine is built."""
@@ -17,6 +18,7 @@ from trade_stream.core.alert_store import AlertStore, SqliteAlertStore
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
+from trade_stream.core.preferences import PreferenceStore, SqlitePreferenceStore
 
 
 class MemoryEngine:
@@ -78,6 +80,9 @@ class MemoryEngine:
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return Journal(path, retention_days)
+
+    def open_preferences(self, path: Path) -> PreferenceStore:
+        return SqlitePreferenceStore(path)
 
     def open_alert_store(self, path: Path) -> AlertStore:
         return SqliteAlertStore(path)

@@ -1,7 +1,8 @@
 """The users file (``TRADE_STREAM_USERS_FILE``, TOML) and the JWT public key file, as plain records.
 
 Each ``[[user]]`` has a ``name``, the ``token_hash`` (``sha256:<salt>:<digest>``, never the token), the
-``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all) and ``admin``.
+``token_id`` its ``tsu_<id>_<secret>`` token carries, the ``accounts`` it sees (``["*"]``: all), ``admin`` and,
+optionally, the ``email`` address its notifications are mailed to.
 config checks both files once at start (a mistake is one ``ValueError`` line, exit status 2); edges.identity
 re-reads the users file while running and checks credentials against it. Stdlib, plus cryptography for the key.
 """
@@ -17,7 +18,11 @@ from typing import Any
 from trade_stream.tomltables import check_table, parse_tables, read_tables
 
 NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin"}
+USER_FIELDS = {"name", "token_hash", "token_id", "accounts", "admin", "email"}
+# An address as a person writes it: local@domain, no display name, no spaces, quotes, brackets or line breaks
+# (nothing that could end a header or add a recipient); at most 254 characters (RFC 5321's path limit).
+EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 TOKEN_PREFIX = "tsu_"
 TOKEN_ID_RE = re.compile(r"[0-9a-f]{16}")
 TOKEN_ID_END = len(TOKEN_PREFIX) + 16  # where the id ends and the "_" before the secret stands
@@ -31,6 +36,11 @@ class UserRecord:
     accounts: tuple[str, ...]  # ("*",): every account
     admin: bool = False
     token_id: str = ""  # "": a token from before token ids (checked by trying each such user)
+    email: str = ""  # "": no email alerts
+
+
+def valid_email(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 254 and EMAIL_RE.fullmatch(value) is not None
 
 
 def load_users(path: str) -> tuple[UserRecord, ...]:
@@ -65,7 +75,10 @@ def _user(item: Any) -> UserRecord:
     admin = item.get("admin", False)
     if not isinstance(admin, bool):
         raise ValueError("admin must be true or false")
-    return UserRecord(name, stored, tuple(accounts), admin, token_id)
+    email = item.get("email", "")
+    if email != "" and not valid_email(email):
+        raise ValueError("email must be one address such as alice@example.com (no name, no spaces)")
+    return UserRecord(name, stored, tuple(accounts), admin, token_id, email)
 
 
 def check_accounts(users: Iterable[UserRecord], accounts: Iterable[str], broker: bool = False

@@ -12,17 +12,25 @@ import pytest
 from trade_stream.core import preferences
 from trade_stream.core.notification_store import SqliteNotificationStore
 from trade_stream.core.notifications import describe, describe_account_status, describe_activity, kind_of
-from trade_stream.core.preferences import CHANNELS, KINDS, Preferences, SqlitePreferenceStore, parse, wants
+from trade_stream.core.preferences import (
+    CHANNELS,
+    KINDS,
+    Preferences,
+    PreferencesUnavailable,
+    SqlitePreferenceStore,
+    parse,
+    wants,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell():
+def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell_and_webhooks():
     for kind in ("fills", "rejections", "price_alerts"):
         assert all(wants(None, kind, c) for c in CHANNELS)
     for kind in ("order_events", "account_status", "activities"):
-        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell"]
-    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell"]
+        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell", "webhooks"]
+    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell", "webhooks"]
 
 
 def test_a_stored_kind_wins_and_the_others_keep_their_defaults():
@@ -45,13 +53,13 @@ def test_parse_names_the_wrong_field(body, field):
     assert isinstance(out, str) and out.startswith(field)
 
 
-def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_path):
+async def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_path):
     path = tmp_path / "preferences.sqlite3"
     prefs = Preferences(SqlitePreferenceStore(path))
-    assert prefs.channels("alice", "activities") == frozenset({"bell"})
-    view = prefs.update("alice", {"activities": frozenset({"email", "push"})})
+    assert prefs.channels("alice", "activities") == frozenset({"bell", "webhooks"})
+    view = await prefs.update("alice", {"activities": frozenset({"email", "push"})})
     assert view["activities"] == ["email", "push"] and view["fills"] == list(CHANNELS)
-    prefs.update("alice", {"fills": frozenset({"bell"})})  # a second change keeps the first
+    await prefs.update("alice", {"fills": frozenset({"bell"})})  # a second change keeps the first
     prefs.close()
     again = Preferences(SqlitePreferenceStore(path))
     assert again.channels("alice", "activities") == frozenset({"email", "push"})
@@ -61,11 +69,12 @@ def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_pa
     again.close()
 
 
-def test_a_failed_write_changes_nothing_in_memory(tmp_path):
-    prefs = Preferences(SqlitePreferenceStore(tmp_path / "p.sqlite3"))
-    prefs.store.close()  # every write now fails as a broken file would
-    with pytest.raises(sqlite3.Error):
-        prefs.update("alice", {"fills": frozenset()})
+async def test_a_failed_write_changes_nothing_in_memory(tmp_path):
+    store = SqlitePreferenceStore(tmp_path / "p.sqlite3")
+    prefs = Preferences(store)
+    store.db.close()  # every write now fails as a broken file would
+    with pytest.raises(PreferencesUnavailable, match="cannot be written"):
+        await prefs.update("alice", {"fills": frozenset()})
     assert prefs.channels("alice", "fills") == frozenset(CHANNELS)
 
 
@@ -152,6 +161,8 @@ def test_unknown_stored_kinds_and_channels_are_left_out(tmp_path):
     store = SqlitePreferenceStore(path)
     store.db.execute("INSERT INTO preferences(user, updated, payload) VALUES ('a', 0, ?)",
                      (orjson.dumps({"fills": ["bell", "pager"], "weather": ["bell"]}),))
-    assert store.load() == {"a": {"fills": frozenset({"bell"})}}
     store.close()
+    again = SqlitePreferenceStore(path)
+    assert again.get("a") == {"fills": frozenset({"bell"})}
+    again.close()
     assert preferences.effective(None)["fills"] == list(CHANNELS)
