@@ -337,3 +337,43 @@ async def test_a_two_node_cluster_fires_once(sim, tmp_path, redis_server):
             _, listed = await rest(a.port, API)
             assert listed["alerts"][0]["state"] == "triggered"
         assert leader.alerts.fired == 1 and follower.alerts.fired == 1  # each node notified its own once
+
+
+async def test_a_fire_reaches_the_webhook_targets_once(sim, tmp_path):
+    from tests.integration.test_webhooks import TIMINGS, targets
+    from tests.support.receiver import Receiver
+
+    receiver = await Receiver().start()
+    try:
+        async with daemon(sim, tmp_path, timings=TIMINGS, webhooks=targets(("desk", receiver))) as app:
+            sim.inject_trade("TSLA", 101.0, 1)
+            status, made = await rest(app.port, API, "POST", {"symbol": "TSLA", "condition": "crosses_below",
+                                                              "price": 100})
+            assert status == 201
+            await wait_until(lambda: app.alerts.book.symbols["TSLA"].last is not None, what="the reference")
+            sim.inject_trade("TSLA", 99.0, 1)
+            sim.inject_trade("TSLA", 98.0, 1)
+            await wait_until(lambda: receiver.acked(), timeout=10, what="the webhook delivery")
+            await asyncio.sleep(0.3)  # room for a second delivery, were there one (none is asserted below)
+            (got,) = receiver.acked()
+            body = orjson.loads(got.body)
+            assert body["event"] == "price_alert"
+            assert body["notification"]["message"] == "TSLA crossed below $100.00 at $99.00"
+            assert body["notification"]["alert_id"] == made["id"]
+    finally:
+        await receiver.stop()
+
+
+async def test_the_symbol_cap_refuses_an_alert_on_a_symbol_it_has_no_room_for(sim, tmp_path):
+    async with daemon(sim, tmp_path, max_symbols=1) as app:
+        status, _ = await rest(app.port, API, "POST", {"symbol": "AAPL", "condition": "crosses_above", "price": 1})
+        assert status == 201
+        status, body = await rest(app.port, API, "POST", {"symbol": "MSFT", "condition": "crosses_above", "price": 1})
+        assert (status, body["code"]) == (409, "symbol_limit") and "cap 1" in body["message"]
+        status, _ = await rest(app.port, API, "POST", {"symbol": "AAPL", "condition": "stale", "minutes": 5})
+        assert status == 201  # a symbol already held takes no more room
+        _, listed = await rest(app.port, API)
+        assert [a["symbol"] for a in listed["alerts"]] == ["AAPL", "AAPL"]
+        async with Browser.connect(app.port) as c:  # the alerts' symbol counts against a client's too
+            await c.send({"action": "subscribe", "symbol": "NVDA"})
+            assert (await c.expect("error"))["code"] == "symbol_limit"
