@@ -140,3 +140,15 @@ def test_a_trade_touches_only_the_alerts_it_fires():
     assert book.on_trade("AAPL", 999.6) == [] and book.on_trade("AAPL", 999.2) == []
     assert fired_ids(book.on_trade("AAPL", 1001.0)) == ["u0", "u1"]
     assert len(book) == 9998
+
+
+def test_a_new_previous_close_moves_the_percent_thresholds():
+    book = Book()
+    book.add(alert("down3", "percent_change", -3.0))
+    book.reference("AAPL", 200.0, 200.0)
+    assert book.on_trade("AAPL", 195.0) == []  # -2.5 % against 200
+    book.reference("AAPL", 195.0, 190.0)  # the next session: the previous close is 190
+    assert book.on_trade("AAPL", 185.0) == []  # -2.6 % against 190 (it was -7.5 % against 200)
+    assert book.symbols["AAPL"].last == 185.0 and book.percent_symbols() == ["AAPL"]
+    (fired,) = book.on_trade("AAPL", 184.0)
+    assert fired.alert.message == "AAPL is down 3.16% at $184.00 (previous close $190.00)"

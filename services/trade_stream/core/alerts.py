@@ -274,14 +274,23 @@ class Book:
             return
         if book.last is None and price is not None:
             book.last = price
-        if prev_close and not book.prev_close:
-            book.prev_close = prev_close
-            for alert_id in sorted(book.waiting):
-                alert = self.alerts[alert_id]
-                book.waiting.discard(alert_id)
-                target = book.lists(alert)
-                assert target is not None  # the previous close is known now
-                insort(target, (book.level(alert), alert_id))
+        if not prev_close or prev_close == book.prev_close:
+            return
+        # A new session has a new previous close: every percent_change threshold of the symbol moves with it.
+        percent = [a for a in (self.alerts[i] for i in self._ids_of(book)) if a.condition == "percent_change"]
+        for alert in percent:
+            self.remove(alert.id)
+        book = self.symbols.setdefault(symbol, book)
+        book.prev_close = prev_close
+        for alert in percent:
+            self.add(alert)
+
+    def _ids_of(self, book: SymbolBook) -> list[str]:
+        return sorted({i for _, i in (*book.falls, *book.rises)} | book.waiting)
+
+    def percent_symbols(self) -> list[str]:
+        """Symbols with percent_change alerts: their previous close changes every session."""
+        return sorted(s for s, b in self.symbols.items() if b.falls or b.rises or b.waiting)
 
     def needs_reference(self) -> list[str]:
         """Symbols with a crossing alert and no last price, or a percent_change alert and no previous close."""

@@ -51,6 +51,7 @@ from trade_stream.core.protocol import ClientError, encode
 from trade_stream.core.users import User
 
 log = logging.getLogger("trade_stream.core.price_alerts")
+REFERENCE_EVERY = 300.0  # seconds between fetches of the previous close for percent_change (a new session's)
 
 #: A symbol's reference from the REST snapshot: (last trade price, previous close), either None when unknown.
 References = Callable[[list[str]], Awaitable[dict[str, tuple[float | None, float | None]]]]
@@ -162,9 +163,13 @@ class PriceAlerts:
         checks. A store that cannot be read raises: the supervisor runs it again after its backoff."""
         await self.load()
         next_stale = 0.0
+        next_reference = time.monotonic() + REFERENCE_EVERY
         while True:
             if self.store.shared:
                 await self._reload_if_changed()
+            if time.monotonic() >= next_reference:
+                next_reference = time.monotonic() + REFERENCE_EVERY
+                await self._fetch_references(self.book.percent_symbols())
             if self.market_time is not None and self.book.stale and time.monotonic() >= next_stale:
                 next_stale = time.monotonic() + self.stale_every
                 await self._check_stale()
@@ -413,8 +418,9 @@ class PriceAlerts:
         for client in self.connections.clients_of(user):
             client.send(frame)
 
-    async def _fetch_references(self) -> None:
-        symbols = self.book.needs_reference()
+    async def _fetch_references(self, symbols: builtins.list[str] | None = None) -> None:
+        """The REST snapshot's last trade and previous close: for what needs one (None), or ``symbols``."""
+        symbols = self.book.needs_reference() if symbols is None else symbols
         if not symbols or self.references is None:
             return
         try:
