@@ -377,3 +377,22 @@ async def test_the_symbol_cap_refuses_an_alert_on_a_symbol_it_has_no_room_for(si
         async with Browser.connect(app.port) as c:  # the alerts' symbol counts against a client's too
             await c.send({"action": "subscribe", "symbol": "NVDA"})
             assert (await c.expect("error"))["code"] == "symbol_limit"
+
+
+async def test_a_price_already_beyond_the_level_does_not_fire_until_it_crosses(sim, tmp_path):
+    """The REST snapshot says AAPL last traded at 231: an alert to cross above 230 is not fired by it, nor by a
+    later trade above, only by a trade back below and then one at or above the level."""
+    async with daemon(sim, tmp_path) as app, user_ws(app.port, ALICE) as alice:
+        sim.inject_trade("AAPL", 231.0, 1)
+        status, _ = await rest(app.port, API, "POST", {"symbol": "AAPL", "condition": "crosses_above", "price": 230})
+        assert status == 201
+        await wait_until(lambda: app.alerts.book.symbols["AAPL"].last == 231.0, what="the snapshot's reference")
+        await wait_until(lambda: "AAPL" in upstream_symbols(sim), what="AAPL held upstream")
+        sim.inject_trade("AAPL", 231.5, 1)
+        await wait_until(lambda: app.alerts.book.symbols["AAPL"].last == 231.5, what="the live trade seen")
+        await alice.drain(0.3)
+        assert alice.of_type("notification") == []
+        sim.inject_trade("AAPL", 229.9, 1)
+        sim.inject_trade("AAPL", 230.0, 1)
+        note = (await alice.expect("notification"))["data"]
+        assert note["message"] == "AAPL crossed above $230.00 at $230.00"

@@ -314,6 +314,7 @@ class PriceAlerts:
         self._writing.add(alert_id)
         try:
             await write
+            self.fault = None
             return True
         except ERRORS as exc:
             self._failed(exc)
