@@ -4,6 +4,7 @@ Broker events' sentences."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import orjson
@@ -166,3 +167,23 @@ def test_unknown_stored_kinds_and_channels_are_left_out(tmp_path):
     assert again.get("a") == {"fills": frozenset({"bell"})}
     again.close()
     assert preferences.effective(None)["fills"] == list(CHANNELS)
+
+
+def test_the_audience_of_an_account_follows_the_users_file_and_its_reloads(tmp_path, monkeypatch):
+    """Who a notification of an account is for without a connection: the users file's users who see it (a
+    ``*`` user sees every account) and the TRADE_STREAM_TOKEN user; a reloaded file changes the answer."""
+    from trade_stream.edges import identity as identity_module
+    from trade_stream.edges.identity import Identity, hash_token, write_users
+    from trade_stream.records.users import UserRecord
+
+    path = str(tmp_path / "users.toml")
+    write_users(path, [UserRecord("alice", hash_token("a"), ("paper",)), UserRecord("ops", hash_token("o"), ("*",)),
+                       UserRecord("bob", hash_token("b"), ("live",))])
+    monkeypatch.setattr(identity_module, "RELOAD_EVERY", 0.0)
+    ident = Identity("the-token", ["paper", "live"], users_file=path)
+    assert sorted(ident.audience("paper")) == ["alice", "default", "ops"]
+    assert sorted(ident.audience("live")) == ["bob", "default", "ops"]
+    assert Identity("", ["paper", "live"], users_file=path).audience("paper") == ["alice", "ops"]
+    write_users(path, [UserRecord("carol", hash_token("c"), ("paper", "live"))])
+    os.utime(path, (1, 1))  # a new mtime, as any edit gives it
+    assert sorted(ident.audience("paper")) == ["carol", "default"]

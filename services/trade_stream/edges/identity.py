@@ -142,6 +142,7 @@ class Identity:
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
         self.users_file = users_file
         self._users: tuple[UserRecord, ...] = ()
+        self._audiences: dict[str, list[str]] | None = None  # account -> users-file users who see it ("*": all)
         self._by_token_id: dict[str, UserRecord] = {}
         self._legacy: tuple[UserRecord, ...] = ()  # users whose token has no id
         self.token_hashes = 0  # token hashes computed, for tests and the benchmark: flat in the number of users
@@ -161,6 +162,7 @@ class Identity:
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
+        self._audiences = None  # built again on the next ``audience``
         self._by_token_id = {u.token_id: u for u in users if u.token_id}
         self._legacy = tuple(u for u in users if not u.token_id)
         if self._legacy:
@@ -296,7 +298,14 @@ class Identity:
     def audience(self, account: str) -> list[str]:
         """The users-file users who see ``account``, and the ``TRADE_STREAM_TOKEN`` user (who sees every account);
         JWT users are known only once they connect."""
-        names = [u.name for u in self.users() if "*" in u.accounts or account in u.accounts]
+        users = self.users()
+        if self._audiences is None:  # asked for every notification a channel sends: one table per users file
+            table: dict[str, list[str]] = {"*": []}
+            for u in users:
+                for name in ("*",) if "*" in u.accounts else u.accounts:
+                    table.setdefault(name, []).append(u.name)
+            self._audiences = table
+        names = [*self._audiences.get(account, ()), *self._audiences["*"]]
         return [*names, TOKEN_USER] if self._token else names
 
 
