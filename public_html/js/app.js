@@ -1,4 +1,5 @@
 // Wiring: builds the page's parts on one TradeStream client and routes the messages no subscription takes.
+import { AlertsPanel } from './alerts.js';
 import { TradeStream } from './client/index.js';
 import { Detail } from './detail.js';
 import { diagnose } from './diagnose.js';
@@ -43,7 +44,9 @@ const stream = new TradeStream({ url: wsUrl, token: tokenStore.get(), orderCurso
 stream.on('state', showConnectionState);
 stream.on('welcome', welcome);
 stream.on('message', route);
-stream.on('error', (error) => toasts.show(describeError(error)));
+stream.on('error', (error) => {
+  if (!alerts.handleError(error)) toasts.show(describeError(error));
+});
 stream.on('auth', ({ state, message }) => {
   if (state === 'expired') toasts.show(describeError({ code: 'token_expired', message }));
 });
@@ -54,10 +57,16 @@ const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
   onSelect: (symbol) => market.select(symbol),
   onRemove: (symbol) => removeSymbol(symbol),
   onReorder: (symbols) => market.reorder(symbols),
+  onAlert: (symbol, price) => alerts.prepare(symbol, price, 'crosses_above'),
 });
 const market = new Market({ stream, watchlist, detail, lists, apiBase });
 const orders = new OrdersPanel(stream, document);
 const bell = new NotificationBell(document, apiBase);
+const alerts = new AlertsPanel(stream, document, (all) => detail.setAlerts(all));
+// A click on the chart offers an alert at that price: below the last trade a fall through it, else a rise.
+detail.onChartClick((symbol, price, last) => {
+  alerts.prepare(symbol, price, Number.isFinite(last) && price < last ? 'crosses_below' : 'crosses_above');
+});
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
   detail.applyTheme();
@@ -211,9 +220,17 @@ function route(message) {
       break;
     case 'orders_snapshot': // what was missed while the page was closed
       bell.refresh();
+      alerts.refresh();
       break;
     case 'subscribed': // the same for a user of Broker accounts alone, who gets no snapshot
-      if (message.broker) bell.refresh();
+      if (message.broker) {
+        bell.refresh();
+        alerts.refresh();
+      }
+      break;
+    case 'alert':
+    case 'alerts':
+      alerts.handleMessage(message);
       break;
     default:
   }

@@ -43,6 +43,9 @@ export class Detail {
   #chartAt = -Infinity;
   #timers = { chart: 0, tape: 0 };
   #volColours = null;
+  #alerts = []; // the user's alerts (price lines for the shown symbol's armed crossing levels)
+  #alertLines = [];
+  #onChartClick = null;
 
   constructor(document) {
     const $ = (id) => document.getElementById(id);
@@ -70,7 +73,32 @@ export class Detail {
     this.#els.tbody.replaceChildren();
     if (!ticker) return;
     this.#ensureChart();
+    this.#drawAlertLines();
     this.render();
+  }
+
+  /** The user's price alerts changed: one price line per armed crossing level of the shown symbol. */
+  setAlerts(alerts) {
+    this.#alerts = alerts;
+    this.#drawAlertLines();
+  }
+
+  /** handler(symbol, price, last): the chart was clicked at that price (the page offers an alert there). */
+  onChartClick(handler) {
+    this.#onChartClick = handler;
+  }
+
+  #drawAlertLines() {
+    if (!this.#candles) return;
+    for (const line of this.#alertLines) this.#candles.removePriceLine(line);
+    const symbol = this.symbol;
+    const levels = this.#alerts.filter((a) => a.symbol === symbol && a.state === 'armed'
+      && (a.condition === 'crosses_above' || a.condition === 'crosses_below'));
+    this.#alertLines = levels.map((a) => this.#candles.createPriceLine({
+      price: a.price, color: cssVar('--accent', '#d29922'), lineWidth: 1, lineStyle: 2, axisLabelVisible: true,
+      title: a.condition === 'crosses_above' ? 'alert ▲' : 'alert ▼',
+    }));
+    this.#els.chart.dataset.alertLines = levels.map((a) => a.price).join(',');
   }
 
   /** The latest headline about the selected symbol, one quiet line under its price (a link when it has one). */
@@ -152,6 +180,11 @@ export class Detail {
     });
     this.#chart.priceScale('volume').applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
     this.#candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
+    this.#chart.subscribeClick((param) => {
+      if (!param.point || !this.symbol || !this.#onChartClick) return;
+      const price = this.#candles.coordinateToPrice(param.point.y);
+      if (Number.isFinite(price)) this.#onChartClick(this.symbol, price, this.#ticker?.last);
+    });
   }
 
   #drawBars() {

@@ -19,7 +19,7 @@ export class Watchlist {
   #empty;
   #handlers;
 
-  /** handlers: onSelect(symbol), onRemove(symbol), onReorder(symbols) */
+  /** handlers: onSelect(symbol), onRemove(symbol), onReorder(symbols), onAlert(symbol, lastPrice) */
   constructor(table, empty, handlers) {
     this.#tbody = table.tBodies[0];
     this.#empty = empty;
@@ -139,7 +139,7 @@ class Row {
   #sparkAt = -Infinity;
   #flashAt = -Infinity;
 
-  constructor(ticker, { onSelect, onRemove }) {
+  constructor(ticker, { onSelect, onRemove, onAlert }) {
     this.#ticker = ticker;
     const { symbol } = ticker;
     const td = (cls) => el('td', { class: cls });
@@ -160,7 +160,10 @@ class Row {
     this.#cells.last, this.#cells.change, this.#cells.percent, this.#cells.volume, this.#cells.vwap,
     this.#cells.high, this.#cells.low, this.#cells.quote, this.#cells.spread,
     el('td', { class: 'trend' }, this.#spark), this.#cells.age,
-    el('td', { class: 'actions' }, el('button', {
+    el('td', { class: 'actions' }, onAlert ? el('button', {
+      class: 'set-alert', type: 'button', title: `Set a price alert for ${symbol}`,
+      'aria-label': `Set a price alert for ${symbol}`, text: '🔔', onclick: () => onAlert(symbol, ticker.last),
+    }) : '', el('button', {
       class: 'remove', type: 'button', title: `Remove ${symbol} (Delete)`, 'aria-label': `Remove ${symbol}`,
       text: '×', onclick: () => onRemove(symbol),
     })));

@@ -15,9 +15,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
@@ -29,10 +31,13 @@ from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.preferences import Preferences
+from trade_stream.core.price_alerts import PriceAlerts
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
+from trade_stream.edges.alerts_api import PREFIX as ALERTS_PATH
+from trade_stream.edges.alerts_api import AlertsApi
 from trade_stream.edges.compat import AlpacaEndpoints
 from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
@@ -71,6 +76,7 @@ from trade_stream.upstream.sources import Sources
 from trade_stream.upstream.trading import TradingUpstream
 
 log = logging.getLogger("trade_stream.app")
+NEW_YORK = ZoneInfo("America/New_York")
 TOKEN_URL_FILE = "page-url"  # in the state directory: the page URL carrying a generated token (under systemd)
 
 
@@ -115,6 +121,7 @@ class Components:
     deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
     email: Email | None
+    alerts: PriceAlerts
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
@@ -170,8 +177,12 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
                                                                 channels, addresses)
     resources.callback(notifier.close)
+    origins = OriginPolicy(cfg.allowed_origins)
+    page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
+    alerts = build_alerts(cfg, relay, notifier, accounts, snapshots, history)
+    resources.callback(alerts.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, email, channels)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels, alerts)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
     registry.register(channels.collector())
@@ -179,10 +190,8 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         registry.register(webhooks.collector())
     if email is not None:
         registry.register(email.collector())
-    origins = OriginPolicy(cfg.allowed_origins)
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
-    page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     publish = publish_api(cfg, relay.engine, identity, cors)
     # The side-port writes the CORS headers of every answer itself.
     sse_publish = publish_api(cfg, relay.engine, identity, lambda r: {})
@@ -205,13 +214,14 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(STREAM_TEST_PATH, StreamTest(publish.authorize, sse.send_test if sse is not None else None,
                                            lambda: relay.clients, cors), methods=None),
         Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
+        Route(ALERTS_PATH, AlertsApi(alerts, identity, credentials, cors), methods=None, prefix=True),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
-                  credentials=credentials)
+                  credentials=credentials, alerts=alerts)
     accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       email, report, page, snapshots, ws, sse, preferences, channels)
+                       email, alerts, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -308,6 +318,39 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
     return notifier, deliveries, webhooks, email
 
 
+def build_alerts(cfg: Config, relay: Relay[Sources], notifier: TradeNotifier, accounts: Accounts,
+                 snapshots: Snapshots, history: History) -> PriceAlerts:
+    """Price alerts, kept through the engine (SQLite beside the other stores, or the cluster's Redis), their
+    references from the REST snapshot and their session from Alpaca's market clock."""
+    suffix = "-demo" if cfg.demo else ""  # alerts on simulated prices never mix with real ones
+
+    async def references(symbols: list[str]) -> dict[str, tuple[float | None, float | None]]:
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for msg in await snapshots.get(symbols):
+            data = msg.get("data") or {}
+            last = (data.get("latest_trade") or {}).get("price")
+            out[str(msg.get("symbol"))] = (last if isinstance(last, int | float) else None, data.get("prev_close"))
+        return out
+
+    async def market_time() -> tuple[float, float | None]:
+        return session_of(await history.clock(max_age=cfg.alert_stale_check))
+
+    store = relay.engine.open_alert_store(Path(cfg.state_dir) / f"alerts{suffix}.sqlite3")
+    return PriceAlerts(store, relay, relay.engine, notifier, accounts, max_per_user=cfg.alerts_per_user,
+                       references=references, market_time=market_time, stale_every=cfg.alert_stale_check,
+                       crypto_key=lambda s: relay.sources.browser_keys([s], ("trades",))[0])
+
+
+def session_of(clock: dict[str, Any]) -> tuple[float, float | None]:
+    """Alpaca's market clock as (now, when the regular session opened or None while it is closed): every
+    regular session opens at 09:30 New York time (an early close ends it sooner, never starts it later)."""
+    now = datetime.fromisoformat(str(clock["timestamp"]).replace("Z", "+00:00"))
+    if not clock.get("is_open"):
+        return now.timestamp(), None
+    local = now.astimezone(NEW_YORK)
+    return now.timestamp(), local.replace(hour=9, minute=30, second=0, microsecond=0).timestamp()
+
+
 def wire_events(parts: Components) -> None:
     """Who receives an order event, in the order they get it; a listener runs in the order it was added.
     Only per-connection subscriptions are made elsewhere, each added and removed with its connection: a
@@ -366,6 +409,7 @@ async def run(parts: Components, running: AsyncExitStack) -> None:
     for upstream in parts.broker.upstreams if parts.broker is not None else ():
         supervisor.start(f"upstream-broker-{upstream.stream}", upstream.run)
     supervisor.start("journal-retention", partial(prune_journals, parts))
+    supervisor.start("price-alerts", parts.alerts.run)
     if parts.deliveries is not None:
         supervisor.start("deliveries", parts.deliveries.run)
     log.info("listening host=%s port=%d demo=%s feed=%s upstream=%s", cfg.host, parts.ws.port, cfg.demo,
@@ -593,6 +637,10 @@ class App:
     @property
     def sse(self) -> SseServer | None:
         return self._built().sse
+
+    @property
+    def alerts(self) -> PriceAlerts:
+        return self._built().alerts
 
     def _built(self) -> Components:
         assert self.parts is not None, "the App's parts exist once start() has built them"

@@ -116,6 +116,8 @@ class Config:
     email_rate_limit: int = 10  # messages per user per window; beyond, the rest wait for one digest
     email_rate_window: int = 3600
     email_max_pending: int = 10_000  # per user
+    alerts_per_user: int = 100
+    alert_stale_check: float = 30.0
     accounts_file: str = ""
     accounts: tuple[Any, ...] = ()  # AccountSpec (core/account_specs.py) from accounts_file; () = ALPACA_* only
     users_file: str = ""
@@ -487,6 +489,10 @@ SETTINGS: tuple[Setting, ...] = (
             "as /config.js; unset: the daemon generates one that connects to its own origin"),
     Setting("webhooks_file", "TRADE_STREAM_WEBHOOKS_FILE", "--webhooks-file", _text,
             "TOML file of webhook targets that get each trade notification (see README, Webhooks); default none"),
+    Setting("alerts_per_user", "TRADE_STREAM_ALERTS_PER_USER", "--alerts-per-user", _int_range(1, 100_000),
+            "price alerts one user may keep, armed or triggered (default 100)"),
+    Setting("alert_stale_check", "TRADE_STREAM_ALERT_STALE_CHECK", "--alert-stale-check", _float_min(0.05),
+            "seconds between checks of stale price alerts against Alpaca's market clock (default 30)"),
     Setting("webhook_max_pending", "TRADE_STREAM_WEBHOOK_MAX_PENDING", "--webhook-max-pending",
             _int_range(1, 100_000_000),
             "webhook deliveries kept pending per target; beyond it the oldest are given up as dropped (about "

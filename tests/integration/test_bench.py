@@ -228,3 +228,15 @@ def test_bench_publish_smoke(via):
     assert out["via"] == via and out["accepted"] > 0 and out["accepted"] % 4 == 0
     assert out["deliveries"] == 2 * out["accepted"] and out["missing"] == 0  # two subscribers per channel
     assert out["accepted_per_s"] > 0 and out["deliveries_per_s"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_bench_alerts_keeps_the_book_full_and_the_index_cheaper_than_a_scan():
+    proc = subprocess.run([*BENCH, "alerts", "--alerts", "200,1000", "--symbols", "10", "--trades", "300",
+                           "--compare", "--json"], capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["scenario"] == "alerts" and [r["alerts"] for r in out["runs"]] == [200, 1000]
+    for r in out["runs"]:
+        assert r["symbols"] == 10 and r["trades"] == 300 and 0 <= r["fired_per_trade"] < 5
+        assert 0 < r["median_us"] <= r["p99_us"] and 0 < r["scan"]["median_us"] <= r["scan"]["p99_us"]

@@ -1,7 +1,8 @@
 """One behaviour suite for every engine (core/engine.py), run against the memory engine and against Redis engines
 sharing a real ``redis-server``: leadership and fencing, interest, refusals, the market bus per source, the
 shared upstream state, the order log's dedupe, ids and epoch, the settled webhook deliveries, app channels
-(every node gets each event once, in order; history and resets), and every user's notification preferences.
+(every node gets each event once, in order; history and resets), every user's notification preferences, and the
+price alerts' store (every node reads what any wrote, a fire is stored once).
 
 Each test is written for a cluster of ``size`` nodes: the memory engine is a cluster of one (the process is the
 whole cluster), Redis runs two. Engines get a recording ``NodeHandler`` as the relay would give them; nothing of
@@ -534,6 +535,53 @@ async def test_preferences_are_there_for_a_node_that_starts_later(cluster):
         assert store.get("alice") == {"price_alerts": frozenset({"push"})}
     finally:
         await stop()
+
+
+# --- price alerts ---------------------------------------------------------------------------------------------
+
+
+def alert_record(alert_id: str, generation: int = 1, state: str = "armed") -> dict[str, Any]:
+    return {"id": alert_id, "user": "alice", "symbol": "AAPL", "condition": "crosses_above", "price": 230,
+            "state": state, "generation": generation, "created_at": "2026-12-01T15:00:00Z"}
+
+
+def alert_stores(cluster: Harness) -> list[Any]:
+    return [m.engine.open_alert_store(m.journal.parent / "alerts.sqlite3") for m in cluster.members]
+
+
+async def test_an_alert_written_on_one_node_is_read_on_every_node_and_survives_reopening(cluster):
+    members = await cluster.start()
+    stores = alert_stores(cluster)
+    before = [await s.version() for s in stores]
+    await stores[-1].put(alert_record("a1"))
+    await stores[0].put(alert_record("a2"))
+    for store in stores:
+        assert sorted(r["id"] for r in await store.load()) == ["a1", "a2"]
+    if stores[0].shared:
+        assert all([await s.version() != v for s, v in zip(stores, before, strict=True)])
+    assert await stores[0].delete("a2") and not await stores[-1].delete("a2")
+    for store in stores:
+        store.close()
+    again = members[-1].engine.open_alert_store(members[-1].journal.parent / "alerts.sqlite3")
+    assert [r["id"] for r in await again.load()] == ["a1"]
+    again.close()
+
+
+async def test_a_fire_is_stored_once_and_only_at_the_generation_armed(cluster):
+    await cluster.start()
+    stores = alert_stores(cluster)
+    await stores[0].put(alert_record("a1"))
+    fired = alert_record("a1", state="triggered") | {"trade": {"price": 230.05}}
+    results = [await s.fire(fired) for s in stores] + [await stores[0].fire(fired)]
+    assert results.count(True) == 1  # however many nodes believe they lead
+    (stored,) = await stores[-1].load()
+    assert (stored["state"], stored["trade"]) == ("triggered", {"price": 230.05})
+    await stores[-1].put(alert_record("a1", generation=2))  # re-armed
+    assert not await stores[0].fire(alert_record("a1", generation=1, state="triggered"))
+    assert await stores[0].fire(alert_record("a1", generation=2, state="triggered"))
+    assert not await stores[0].fire(alert_record("missing", state="triggered"))
+    for store in stores:
+        store.close()
 
 
 # --- seen from outside --------------------------------------------------------------------------------------

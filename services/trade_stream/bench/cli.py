@@ -41,7 +41,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                     f"{d.duration:g} s)" for k, d in scenarios.DEFAULTS.items())
                                 + "\n\ntrade-stream bench auth --help: the cost of one credential check with 1 and "
                                   "10,000 users"
-                                + "\n\ntrade-stream bench publish --help: app-channel events taken in and delivered")
+                                + "\n\ntrade-stream bench publish --help: app-channel events taken in and delivered"
+                                + "\n\ntrade-stream bench alerts --help: price alert evaluation per trade with "
+                                  "10,000 armed alerts over 500 symbols")
     p.add_argument("--scenario", choices=sorted(scenarios.DEFAULTS), default="hot")
     p.add_argument("--clients", type=int, help="N: client connections (stall: besides the staller)")
     p.add_argument("--rate", type=float, help="R: msg/s (per symbol for hot/stall, total upstream otherwise)")
@@ -195,6 +197,11 @@ def main(argv: list[str]) -> int:
         from trade_stream.bench import publish
 
         return publish.main(argv[1:])
+
+    if argv[:1] == ["alerts"]:  # price alert evaluation per trade, in process: pure, no sockets
+        from trade_stream.bench import alerts
+
+        return alerts.main(argv[1:])
     if argv[:1] == ["outbox"]:  # a sub-command of its own: no relay, no clients, one SQLite file
         from trade_stream.bench import outbox
 

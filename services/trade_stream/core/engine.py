@@ -18,6 +18,9 @@ nodes share one Redis).
 - ``SharedAddresses``: ``open_addresses`` returns the email address each JWT user last presented
   (core/addresses.py ``AddressStore``): remembered on the node that saw the token, known on every node, so the
   leader mails a JWT user whichever node they connected to.
+- ``AlertStores``: ``open_alert_store`` returns where price alerts are kept (core/alert_store.py): the SQLite
+  file on one process, a Redis hash in a cluster, where every node keeps all of them and only the leader
+  evaluates them (it sees every upstream message), storing each fire once (``AlertStore.fire``).
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 - ``ChannelBus``: app channels (core/channels.py). ``publish_channels`` records publications (from any node) and
   hands each, as a ``ChannelEvent``, to ``ChannelHandler.on_channel_event`` on every node, exactly once per
@@ -25,7 +28,7 @@ nodes share one Redis).
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all seven plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all of them plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -51,6 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trade_stream.core.addresses import AddressStore
+from trade_stream.core.alert_store import AlertStore
 from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
@@ -217,6 +221,11 @@ class SharedPreferences(Protocol):
         Opened before ``connect``, which loads them in a cluster."""
 
 
+class AlertStores(Protocol):
+    def open_alert_store(self, path: Path) -> AlertStore:
+        """Where price alerts are kept; ``path`` is the single-process file (a cluster keeps them shared)."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -256,7 +265,7 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
 
 
 class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, SharedAddresses,
-             ClusterView, ChannelBus, Protocol):
+             AlertStores, ClusterView, ChannelBus, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

@@ -2,9 +2,10 @@
 
 Client → server actions (JSON objects): subscribe / unsubscribe (``symbol`` or ``symbols``, optional
 ``channels``; or ``channel: "orders"``; or ``channel: "news"`` with symbols or ``["*"]``; or an app channel,
-``channel: "strategies:abc"`` with an optional ``since``, see core/channels.py), ping, auth, options. Every
-rejected request gets ``{"type":"error","code":…,"message":…}`` naming what was wrong; nothing here ever raises
-on bad input.
+``channel: "strategies:abc"`` with an optional ``since``, see core/channels.py), ping, auth, options, and
+``alert`` (price alerts, ``op`` one of ``ALERT_OPS``: the REST API's operations, the rest of the object its body,
+core/alerts.py). Every rejected request gets ``{"type":"error","code":…,"message":…}`` naming what was wrong;
+nothing here ever raises on bad input.
 """
 
 from __future__ import annotations
@@ -105,8 +106,19 @@ class Options:
     batch: bool
 
 
+@dataclass(frozen=True)
+class AlertAction:
+    """``{"action":"alert","op":"create","symbol":"AAPL","condition":"crosses_above","price":230}``; ``list``;
+    ``update`` and ``delete`` with the alert's ``id``."""
+
+    op: str
+    body: dict[str, Any]
+
+
+ALERT_OPS = ("create", "list", "update", "delete")
+
 Action = (Subscribe | Unsubscribe | SubscribeOrders | UnsubscribeOrders | SubscribeChannel | UnsubscribeChannel
-          | Ping | Auth | Options)
+          | Ping | Auth | Options | AlertAction)
 
 
 def parse(raw: str | bytes) -> Action | ClientError:
@@ -261,8 +273,17 @@ def _options(msg: dict[str, Any]) -> Options | ClientError:
     return Options(batch)
 
 
+def _alert(msg: dict[str, Any]) -> AlertAction | ClientError:
+    op = msg.get("op")
+    if op not in ALERT_OPS:
+        return ClientError("invalid_alert", f"alert needs an op, one of {', '.join(ALERT_OPS)}")
+    if op in ("update", "delete") and not isinstance(msg.get("id"), str):
+        return ClientError("invalid_alert", f"alert {op} needs the alert's id")
+    return AlertAction(op, {k: v for k, v in msg.items() if k not in ("action", "op")})
+
+
 _ACTIONS = {"subscribe": _subscription, "unsubscribe": _subscription, "ping": _ping, "auth": _auth,
-            "options": _options}
+            "options": _options, "alert": _alert}
 
 
 # --- server → client -----------------------------------------------------------------------------------------

@@ -120,9 +120,14 @@ class History:
             raw = await asyncio.wait_for(asyncio.to_thread(self.data.get_stock_bars, request), REST_TIMEOUT)
         return list(reversed((raw or {}).get(symbol, [])))  # type: ignore[union-attr]  # raw_data: a dict, not a BarSet
 
-    async def _cached_clock(self) -> dict[str, Any]:
+    async def clock(self, max_age: float = CLOCK_TTL) -> dict[str, Any]:
+        """Alpaca's market clock (``timestamp``, ``is_open``, ``next_open``, ``next_close``), at most ``max_age``
+        seconds old (price alerts' ``stale`` condition asks it on its own schedule)."""
+        return await self._cached_clock(max_age)
+
+    async def _cached_clock(self, max_age: float = CLOCK_TTL) -> dict[str, Any]:
         now = time.monotonic()
-        if self._clock is None or now - self._clock[0] > CLOCK_TTL or (
+        if self._clock is None or now - self._clock[0] > max_age or (
                 self._clock[1].done() and self._clock[1].exception() is not None):
             self._clock = (now, asyncio.ensure_future(
                 asyncio.wait_for(asyncio.to_thread(self.trading.get_clock), REST_TIMEOUT)))

@@ -55,6 +55,12 @@ class PrivateStreams(Protocol):
     def user_of(self, client: Any) -> User | None: ...
 
 
+class AlertActions(Protocol):
+    """Price alerts as a browser session reaches them (core/price_alerts.py ``PriceAlerts.action``)."""
+
+    async def action(self, client: Client, op: str, body: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
 # An extra WebSocket endpoint (e.g. the Alpaca-compatible paths): path prefix -> handler.
 Endpoint = Callable[[ServerConnection, Client], Any]
 
@@ -67,8 +73,10 @@ class Connection(BodyConnection, WatchedConnection):
 class WsServer:
     def __init__(self, cfg: Config, relay: Relay[Sources], web: Web, origins: OriginPolicy, stats: Stats,
                  private: PrivateStreams | None = None, snapshots: Snapshots | None = None,
-                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None) -> None:
+                 endpoints: dict[str, Endpoint] | None = None, credentials: RequestCredentials | None = None,
+                 alerts: AlertActions | None = None) -> None:
         self.cfg = cfg
+        self.alerts = alerts
         self.credentials = credentials or RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
         self.relay = relay
         self.web = web
@@ -295,6 +303,8 @@ class BrowserSession:
             case protocol.UnsubscribeChannel():
                 self.server.relay.channels.unsubscribe(self.client, action.channel)
                 self.client.send_message({"type": "unsubscribed", "channel": action.channel})
+            case protocol.AlertAction():
+                self.alert(action)
 
     def subscribe_channel(self, action: protocol.SubscribeChannel) -> None:
         """An app channel (core/app_channels.py): acknowledged before what ``since`` replays."""
@@ -306,6 +316,21 @@ class BrowserSession:
             self.reply_error(err)
             return
         self.client.send_message({"type": "subscribed", "channel": action.channel})
+
+    def alert(self, action: protocol.AlertAction) -> None:
+        alerts = self.server.alerts
+        if alerts is None:
+            self.reply_error(ClientError("unavailable", "price alerts are not enabled on this relay"))
+            return
+
+        async def run() -> None:
+            reply = await alerts.action(self.client, action.op, action.body)
+            if reply is not None:
+                if reply.get("type") == "error":
+                    self.server.stats.client_errors += 1
+                self.client.send_message(reply)
+
+        self.server.spawn(run())
 
     def subscribe(self, action: protocol.Subscribe) -> None:
         relay, client = self.server.relay, self.client

@@ -1,8 +1,8 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
 to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
-the SQLite journal (and the preferences the SQLite file) in the state directory. App channels keep their
-history in bounded rings (core/channels.Rings) and a publication reaches the node's handler before
-``publish_channels`` returns.
+the SQLite journal (and the preferences the SQLite file) in the state directory, and price alerts an SQLite
+file beside it. App channels keep their history in bounded rings (core/channels.Rings) and a publication
+reaches the node's handler before ``publish_channels`` returns.
 
 The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
 callables, taken once when the engine is built."""
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trade_stream.core.addresses import AddressStore, SqliteAddressStore
+from trade_stream.core.alert_store import AlertStore, SqliteAlertStore
 from trade_stream.core.channels import ChannelEvent, Publication, Reset, Rings
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
@@ -110,6 +111,9 @@ class MemoryEngine:
 
     def open_addresses(self, path: Path) -> AddressStore:
         return SqliteAddressStore(path)
+
+    def open_alert_store(self, path: Path) -> AlertStore:
+        return SqliteAlertStore(path)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}

@@ -33,6 +33,8 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
   ``P:ctl`` (``preferences``) so every node's copy in memory follows (redis_prefs.py).
 - ``P:addresses`` — the email address each JWT user last presented, one field per user, announced on ``P:ctl``
   (``address``) the same way (redis_addresses.py).
+- ``P:alerts`` — every user's price alerts (id → record), ``P:alerts:version`` raised by every write; see
+  redis_alerts.py.
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -71,6 +73,7 @@ from redis.exceptions import RedisError
 
 from trade_stream.config import mask_url
 from trade_stream.core.addresses import AddressStore
+from trade_stream.core.alert_store import AlertStore
 from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
@@ -78,6 +81,7 @@ from trade_stream.core.preferences import PreferenceStore
 from trade_stream.core.protocol import CHANNEL_OF
 from trade_stream.engines.redis_addresses import MESSAGE as ADDRESS_MESSAGE
 from trade_stream.engines.redis_addresses import RedisAddresses
+from trade_stream.engines.redis_alerts import RedisAlertStore
 from trade_stream.engines.redis_channels import RedisChannels
 from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_prefs import MESSAGE as PREFERENCES_MESSAGE
@@ -735,6 +739,9 @@ class RedisEngine:
         if self.addresses is None:
             self.addresses = RedisAddresses(self.r, self.keys.addresses, self.k_ctl, self.command_timeout, ERRORS)
         return self.addresses
+
+    def open_alert_store(self, path: Path) -> AlertStore:
+        return RedisAlertStore(self.r, self.prefix)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.leader_id, "nodes": list(self.nodes),

@@ -100,6 +100,7 @@ class StatusReport:
     webhooks: Reporter | None = None
     email: Reporter | None = None
     channels: Channels | None = None  # every sending channel's counts (core/channels.py)
+    alerts: Reporter | None = None
 
     def _trading_names(self) -> dict[str, str]:
         first = next(iter(self.tradings), None)
@@ -148,6 +149,8 @@ class StatusReport:
             out["email"] = self.email.status()
         if self.channels is not None:
             out["channels"] = self.channels.view()
+        if self.alerts is not None:
+            out["price_alerts"] = self.alerts.status()
         if self.broker is not None:
             out["broker"] = self.broker.status()
         out["health"] = self.health()
