@@ -44,6 +44,10 @@ from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.push import Push, PushSender
+from trade_stream.edges.push_api import PATH as PUSH_PATH
+from trade_stream.edges.push_api import PushApi
+from trade_stream.edges.push_subscriptions import PushSubscriptions, SqlitePushStore
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.web import StaticFiles, Web
 from trade_stream.edges.webhooks import Webhooks, WebhookSender
@@ -103,6 +107,7 @@ class Components:
     notifier: TradeNotifier
     deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
+    push: Push | None  # Web Push, when the VAPID settings are set
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
@@ -145,10 +150,11 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
-    notifier, deliveries, webhooks = build_notifications(cfg, accounts, relay.engine)
+    subscriptions = build_push_subscriptions(cfg, resources)
+    notifier, deliveries, webhooks, push = build_notifications(cfg, accounts, relay.engine, subscriptions)
     resources.callback(notifier.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks)
+                          broker.upstreams if broker is not None else (), webhooks, push)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
     if webhooks is not None:
@@ -157,6 +163,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
+    push_api = PushApi(subscriptions, cfg.vapid.public_key if cfg.vapid else "", identity, credentials, cors)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
     web = Web(StaticFiles(cfg.public_dir), [
         Route("/healthz", lambda r: json(*report.healthz(), cors(r))),
@@ -169,6 +176,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
+        Route(PUSH_PATH, push_api, methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
@@ -177,7 +185,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       report, page, snapshots, ws, sse)
+                       push, report, page, snapshots, ws, sse)
     wire_events(parts)
     return parts
 
@@ -236,8 +244,20 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide
-                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None]:
+def build_push_subscriptions(cfg: Config, resources: AsyncExitStack) -> PushSubscriptions | None:
+    """The browsers' push subscriptions, when Web Push is configured: a person's, whatever the data (one file,
+    demo or not), kept by the node that took them (README: Web Push in a cluster)."""
+    if cfg.vapid is None:
+        return None
+    subscriptions = PushSubscriptions(SqlitePushStore(Path(cfg.state_dir) / "push-subscriptions.sqlite3"),
+                                      cfg.push_max_subscriptions)
+    resources.callback(subscriptions.close)
+    return subscriptions
+
+
+def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide,
+                        subscriptions: PushSubscriptions | None = None
+                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Push | None]:
     """Trade notifications next to the order journal, and the outbox that is fed from them (sent by the
     cluster's leader) with a sender per configured channel."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
@@ -248,13 +268,18 @@ def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide
     senders: list[Sender] = []
     if cfg.webhooks:
         senders.append(WebhookSender(cfg.webhooks, cfg.timings))
+    push_sender = None
+    if subscriptions is not None:
+        push_sender = PushSender(cfg.vapid, subscriptions, notifier.recipients, cfg.timings)
+        senders.append(push_sender)
     if not senders:
-        return notifier, None, None
+        return notifier, None, None, None
     # One file for every channel; its name is the one it has had since it held webhooks alone.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
-                            cfg.webhook_max_pending)
+                            cfg.webhook_max_pending, bounds={"push": cfg.push_max_pending})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
-    return notifier, deliveries, webhooks
+    push = Push(push_sender, deliveries) if push_sender is not None else None
+    return notifier, deliveries, webhooks, push
 
 
 def wire_events(parts: Components) -> None:
@@ -529,6 +554,10 @@ class App:
     @property
     def deliveries(self) -> Deliveries | None:
         return self._built().deliveries
+
+    @property
+    def push(self) -> Push | None:
+        return self._built().push
 
     @property
     def ws(self) -> WsServer:

@@ -97,6 +97,7 @@ class StatusReport:
     broker: Reporter | None = None
     broker_streams: Sequence[BrokerUpstream] = ()
     webhooks: Reporter | None = None
+    push: Reporter | None = None
 
     def _trading_names(self) -> dict[str, str]:
         first = next(iter(self.tradings), None)
@@ -141,6 +142,8 @@ class StatusReport:
         out["notifications"] = self.notifications.health()
         if self.webhooks is not None:
             out["webhooks"] = self.webhooks.status()
+        if self.push is not None:
+            out["push"] = self.push.status()
         if self.broker is not None:
             out["broker"] = self.broker.status()
         out["health"] = self.health()
