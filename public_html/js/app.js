@@ -7,6 +7,7 @@ import { bindKeys } from './keys.js';
 import { Market } from './market.js';
 import { marketNow, setMarketTime } from './market-clock.js';
 import { NotificationBell } from './notifications.js';
+import { PushToggle } from './push.js';
 import { OrdersPanel } from './orders.js';
 import { bindSymbolForm } from './symbol-form.js';
 import { takeInitialSymbols } from './symbols.js';
@@ -49,6 +50,9 @@ const watchlist = new Watchlist($('watchlist'), $('panels-empty'), {
 const market = new Market({ connection, watchlist, detail, lists, apiBase });
 const orders = new OrdersPanel(connection, document);
 const bell = new NotificationBell(document, apiBase);
+// A click on one of this page's push notifications focuses this tab: show the list it came from.
+const push = new PushToggle(document, apiBase, { onClick: () => bell.show() });
+push.start(config);
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
   detail.applyTheme();
