@@ -15,8 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.support.docs import REPO_ROOT, block
 from tests.support.push_service import PushService
 from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
+from trade_stream import cli, config
 from trade_stream.edges.push_subscriptions import SqlitePushStore
 from trade_stream.records import vapid
 
@@ -217,3 +219,14 @@ def test_push_keys_prints_settings_that_load_and_bad_ones_stop_the_start(tmp_pat
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, (expected, out.stderr)
         assert expected in out.stderr, out.stderr
     assert run_cli("push", "keys", "--subject", "nobody").returncode == 2
+
+
+def test_the_readme_keys_command_writes_an_env_file_the_daemon_loads(tmp_path):
+    (tmp_path / ".venv").symlink_to(REPO_ROOT / ".venv")
+    subprocess.run(["bash", "-euc", block("README.md", "push-keys")], cwd=tmp_path, check=True, timeout=30)
+    args = cli.build_parser().parse_args(["--demo", "--env-file", str(tmp_path / ".env")])
+    cfg = config.load(args, environ={})
+    assert cfg.vapid is not None and cfg.vapid.subject == "mailto:you@example.com"
+    assert cfg.vapid_public_key == cfg.vapid.public_key
+    shown = cfg.public_view()
+    assert cfg.vapid_private_key not in str(shown) and "vapid" not in shown  # the secret is masked in the logs
