@@ -216,7 +216,9 @@ function route(message) {
       if (!market.handleError(message) && !orders.handleError(message)) toasts.show(describeError(message));
       break;
     default:
-      if (message.type === 'orders_snapshot') bell.refresh(); // what was missed while the page was closed
+      // What was missed while the page was closed: after a relay account's snapshot, or the Broker subscription
+      // (a user of Broker accounts alone gets no snapshot).
+      if (message.type === 'orders_snapshot' || (message.type === 'subscribed' && message.broker)) bell.refresh();
       if (!market.handleMessage(message)) orders.handleMessage(message);
   }
 }

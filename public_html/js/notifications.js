@@ -1,7 +1,10 @@
-// Trade notifications: the bell with the unread count, the list of recent ones, "mark all read", desktop
-// alerts (the browser's Notification API, after the user allows it with a click) and a short WebAudio sound.
-// What is unread is fetched over REST once the orders channel is up (nothing is lost while the page was
-// closed); then `notification` and `notifications_read` arrive on the WebSocket, so open tabs stay in step.
+// Notifications (order events, Broker account status and activities, price alerts): the bell with the unread
+// count, the list of recent ones, "mark all read", desktop alerts (the browser's Notification API, after the
+// user allows it with a click) and a short WebAudio sound. What is unread is fetched over REST once the orders
+// channel is up (nothing is lost while the page was closed); then `notification` and `notifications_read` arrive
+// on the WebSocket, so open tabs stay in step. Which kinds raise a desktop alert or a sound is the user's
+// preference, kept by the daemon (GET/PUT api/notifications/preferences) and edited in the panel; kinds off
+// for the bell never arrive here at all.
 import { el } from './dom.js';
 import { formatEasternTime } from './format.js';
 import { local } from './storage.js';
@@ -9,11 +12,33 @@ import { tokenStore } from './token.js';
 
 const MAX_ROWS = 50;
 const SOUND_KEY = 'tradeStream.notificationSound';
-const ALERT_TYPES = new Set(['order_filled', 'order_partial_fill', 'order_rejected']);
-const SOUND_TYPES = new Set(['order_filled', 'order_partial_fill']);
 const TITLES = {
   order_filled: 'Order filled', order_partial_fill: 'Order partially filled', order_rejected: 'Order rejected',
+  price_alert: 'Price alert', account_status: 'Account status', activity: 'Account activity',
 };
+// The daemon's rule (core/preferences.py), used until its answer is in: a notification carries its kind.
+const KIND_OF_TYPE = {
+  order_filled: 'fills', order_partial_fill: 'fills', order_rejected: 'rejections', price_alert: 'price_alerts',
+  account_status: 'account_status', activity: 'activities',
+};
+const CHANNELS = ['bell', 'desktop', 'sound', 'email', 'push', 'webhooks'];
+const QUIET = ['bell', 'webhooks'];
+const DEFAULTS = {
+  fills: CHANNELS, rejections: CHANNELS, order_events: QUIET, price_alerts: CHANNELS, account_status: QUIET,
+  activities: QUIET,
+};
+const KIND_LABELS = {
+  fills: 'Fills', rejections: 'Rejections', order_events: 'Other order events', price_alerts: 'Price alerts',
+  account_status: 'Account status', activities: 'Account activities',
+};
+const CHANNEL_LABELS = {
+  bell: 'Bell', desktop: 'Desktop', sound: 'Sound', email: 'Email', push: 'Push', webhooks: 'Webhooks',
+};
+
+/** A notification's preference kind. */
+export function kindOf(note) {
+  return note.kind ?? KIND_OF_TYPE[note.type] ?? 'order_events';
+}
 
 export class NotificationBell {
   #els;
@@ -22,6 +47,9 @@ export class NotificationBell {
   #unread = 0;
   #live = 0; // read-state updates pushed so far: a REST answer older than one of them must not undo it
   #audio = null;
+  #prefs = { ...DEFAULTS }; // kind -> channels, the daemon's answer once it is in
+  #kinds = Object.keys(DEFAULTS);
+  #channels = CHANNELS;
 
   constructor(document, apiBase) {
     const $ = (id) => document.getElementById(id);
@@ -29,7 +57,13 @@ export class NotificationBell {
     this.#els = {
       bell: $('notify-bell'), count: $('notify-count'), panel: $('notify-panel'), list: $('notify-list'),
       empty: $('notify-empty'), readAll: $('notify-read-all'), allow: $('notify-allow'), sound: $('notify-sound'),
+      prefsForm: $('notify-prefs-form'), prefsHead: $('notify-prefs-head'), prefsBody: $('notify-prefs-body'),
+      prefsState: $('notify-prefs-state'),
     };
+    this.#els.prefsForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.savePreferences();
+    });
     this.#els.bell.addEventListener('click', () => this.#toggle());
     this.#els.readAll.addEventListener('click', () => this.markAllRead());
     this.#els.allow.addEventListener('click', () => this.#askPermission());
@@ -39,6 +73,76 @@ export class NotificationBell {
     this.#setSound(this.soundOn);
     this.#showPermission();
     this.#render();
+    this.#renderPrefs();
+  }
+
+  /** The channels the user wants ``kind`` on. */
+  channelsFor(kind) {
+    return this.#prefs[kind] ?? DEFAULTS[kind] ?? QUIET;
+  }
+
+  async loadPreferences() {
+    const token = tokenStore.get();
+    if (!token || !this.#apiBase) return;
+    try {
+      const response = await fetch(new URL('api/notifications/preferences', this.#apiBase), {
+        headers: { Authorization: `Bearer ${token}` }, cache: 'no-store',
+      });
+      if (response.ok) this.#usePrefs(await response.json());
+    } catch {
+      // offline: the defaults hold until the next refresh
+    }
+  }
+
+  /** Send what the editor shows; the daemon answers what it stored, which the editor then shows. */
+  async savePreferences() {
+    const token = tokenStore.get();
+    const { prefsState, prefsBody } = this.#els;
+    if (!token || !this.#apiBase) {
+      prefsState.textContent = 'Preferences need the token.';
+      return;
+    }
+    const wanted = Object.fromEntries(this.#kinds.map((kind) => [kind, []]));
+    for (const box of prefsBody.querySelectorAll('input[type=checkbox]')) {
+      if (box.checked) wanted[box.dataset.kind].push(box.dataset.channel);
+    }
+    prefsState.textContent = 'Saving…';
+    try {
+      const response = await fetch(new URL('api/notifications/preferences', this.#apiBase), {
+        method: 'PUT', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(wanted),
+      });
+      const body = await response.json();
+      if (!response.ok) {
+        prefsState.textContent = body.message ?? `Not saved (HTTP ${response.status}).`;
+        return;
+      }
+      this.#usePrefs(body);
+      prefsState.textContent = 'Saved.';
+    } catch {
+      prefsState.textContent = 'Not saved: the relay cannot be reached.';
+    }
+  }
+
+  #usePrefs(body) {
+    if (!body?.preferences) return;
+    this.#prefs = body.preferences;
+    if (Array.isArray(body.kinds)) this.#kinds = body.kinds;
+    if (Array.isArray(body.channels)) this.#channels = body.channels;
+    this.#renderPrefs();
+  }
+
+  #renderPrefs() {
+    const { prefsHead, prefsBody } = this.#els;
+    prefsHead.replaceChildren(el('tr', {}, el('th', { scope: 'col', text: 'Kind' }),
+      ...this.#channels.map((c) => el('th', { scope: 'col', text: CHANNEL_LABELS[c] ?? c }))));
+    prefsBody.replaceChildren(...this.#kinds.map((kind) => el('tr', { dataset: { kind } },
+      el('th', { scope: 'row', text: KIND_LABELS[kind] ?? kind }),
+      ...this.#channels.map((channel) => el('td', {}, el('input', {
+        type: 'checkbox', id: `pref-${kind}-${channel}`, dataset: { kind, channel },
+        'aria-label': `${KIND_LABELS[kind] ?? kind} on ${CHANNEL_LABELS[channel] ?? channel}`,
+        checked: this.channelsFor(kind).includes(channel),
+      }))))));
   }
 
   get soundOn() {
@@ -49,6 +153,7 @@ export class NotificationBell {
   async refresh() {
     const token = tokenStore.get();
     if (!token || !this.#apiBase) return;
+    this.loadPreferences();
     const live = this.#live;
     try {
       const response = await fetch(new URL('api/notifications/trades?limit=20', this.#apiBase), {
@@ -131,12 +236,15 @@ export class NotificationBell {
     readAll.disabled = this.#unread === 0;
   }
 
+  /** The desktop alert and the sound, each if the user wants this kind there (falling tones: something wrong). */
   #alert(note) {
-    if (!ALERT_TYPES.has(note.type)) return;
-    if (SOUND_TYPES.has(note.type) || note.type === 'order_rejected') this.#beep(note.type === 'order_rejected');
+    const wanted = this.channelsFor(kindOf(note));
+    if (wanted.includes('sound')) this.#beep(note.level === 'warning' || note.level === 'error');
+    if (!wanted.includes('desktop')) return;
     if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
     try {
-      new Notification(`trade-stream: ${TITLES[note.type]}`, { body: note.message, tag: `trade-stream-${note.id}` });
+      const title = `trade-stream: ${TITLES[note.type] ?? 'Notification'}`;
+      new Notification(title, { body: note.message, tag: `trade-stream-${note.id}` });
     } catch {
       // some platforms allow notifications only from a service worker: the bell still counts it
     }
@@ -194,7 +302,8 @@ export class NotificationBell {
 
 function row(note) {
   const time = note.timestamp ? formatEasternTime(note.timestamp) : '';
-  return el('li', { class: `notify-row${note.read ? '' : ' unread'}`, dataset: { type: note.type ?? '', id: String(note.id) } },
+  const dataset = { type: note.type ?? '', id: String(note.id), level: note.level ?? 'info' };
+  return el('li', { class: `notify-row${note.read ? '' : ' unread'}`, dataset },
     el('span', { class: 'notify-time muted', text: time }),
     el('span', { class: 'notify-message', text: note.message ?? '' }));
 }

@@ -21,29 +21,34 @@ from typing import Any
 
 from trade_stream.config import Config
 from trade_stream.core.accounts import Accounts
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.broker import BrokerEvents
+from trade_stream.core.channels import Channels
 from trade_stream.core.engine import Engine, NodeHandler, UpstreamSide, WebhookSide
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
-from trade_stream.core.preferences import Preferences, SqlitePreferenceStore
+from trade_stream.core.preferences import Preferences
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
 from trade_stream.core.upstream_state import UpstreamState
 from trade_stream.edges.compat import AlpacaEndpoints
-from trade_stream.edges.delivery import Deliveries, Sender
+from trade_stream.edges.delivery import CHANNEL_NAMES, Deliveries, Sender
 from trade_stream.edges.history import History
 from trade_stream.edges.http.credentials import RequestCredentials
 from trade_stream.edges.http.responses import Cors, json, response
 from trade_stream.edges.http.routes import Route
 from trade_stream.edges.identity import Identity
+from trade_stream.edges.mail import Email, EmailSender, Recipients
 from trade_stream.edges.notifications_api import PREFIX as NOTIFICATIONS_PATH
 from trade_stream.edges.notifications_api import NotificationsApi
 from trade_stream.edges.orders_api import PATH as ORDERS_PATH
 from trade_stream.edges.orders_api import OrdersApi
 from trade_stream.edges.origins import OriginPolicy
 from trade_stream.edges.page import PageSupport
+from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
+from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.push import Push, PushSender
 from trade_stream.edges.push_api import PATH as PUSH_PATH
 from trade_stream.edges.push_api import PushApi
@@ -57,6 +62,7 @@ from trade_stream.ops.metrics import CONTENT_TYPE, build_registry, render
 from trade_stream.ops.sdnotify import Notifier, keep_alive, under_systemd, watchdog_interval
 from trade_stream.ops.status import RelayMarket, StatusReport
 from trade_stream.ops.supervisor import Supervisor
+from trade_stream.records import smtp_url
 from trade_stream.records.accounts import DEFAULT_ACCOUNT, AccountSpec
 from trade_stream.upstream.rest import AlpacaRest
 from trade_stream.upstream.snapshots import Snapshots
@@ -107,12 +113,15 @@ class Components:
     notifier: TradeNotifier
     deliveries: Deliveries | None  # the outbox worker, when any channel beyond the page is configured
     webhooks: Webhooks | None
+    email: Email | None
     push: Push | None  # Web Push, when the VAPID settings are set
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
     ws: WsServer
     sse: SseServer | None
+    preferences: Preferences  # each user's notification kinds per channel
+    channels: Channels  # each sending channel's counts (webhooks, email, push)
 
     @property
     def engine(self) -> Engine:
@@ -150,15 +159,28 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.broker_api_key:
         accounts.broker = broker = build_broker(cfg)
         resources.callback(broker.close)
+    # A person's preferences are theirs whatever the data: one store, demo or not; the cluster's in a cluster.
+    preferences = Preferences(relay.engine.open_preferences(Path(cfg.state_dir) / "preferences.sqlite3"))
+    resources.callback(preferences.close)
+    channels = Channels()  # every sending channel's counts: status and metrics
+    addresses = None
+    if cfg.smtp_url:  # email alerts: where each JWT user's address is remembered; the cluster's in a cluster
+        identity.addresses = addresses = relay.engine.open_addresses(Path(cfg.state_dir) / "addresses.sqlite3")
+        resources.callback(addresses.close)
     subscriptions = build_push_subscriptions(cfg, resources)
-    notifier, deliveries, webhooks, push = build_notifications(cfg, accounts, relay.engine, subscriptions)
+    notifier, deliveries, webhooks, email, push = build_notifications(cfg, accounts, identity, relay.engine,
+                                                                      preferences, channels, addresses,
+                                                                      subscriptions)
     resources.callback(notifier.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, push)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels, push)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
+    registry.register(channels.collector())
     if webhooks is not None:
         registry.register(webhooks.collector())
+    if email is not None:
+        registry.register(email.collector())
     origins = OriginPolicy(cfg.allowed_origins)
     cors = Cors(origins, credentials=bool(cfg.auth_cookie)).headers
     credentials = RequestCredentials(cfg.auth_cookie, origins, cfg.allowed_origins)
@@ -176,6 +198,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
         Route(ORDERS_PATH, OrdersApi(accounts, identity, credentials, cors)),
         Route(NOTIFICATIONS_PATH, NotificationsApi(notifier, identity, credentials, cors), methods=None,
               prefix=True),
+        Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
         Route(PUSH_PATH, push_api, methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
@@ -185,7 +208,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker)
            if cfg.sse_port else None)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       push, report, page, snapshots, ws, sse)
+                       email, push, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -255,31 +278,40 @@ def build_push_subscriptions(cfg: Config, resources: AsyncExitStack) -> PushSubs
     return subscriptions
 
 
-def build_notifications(cfg: Config, accounts: Accounts, cluster: WebhookSide,
+def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
+                        preferences: Preferences, channels: Channels, addresses: AddressStore | None,
                         subscriptions: PushSubscriptions | None = None
-                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Push | None]:
-    """Trade notifications next to the order journal, and the outbox that is fed from them (sent by the
-    cluster's leader) with a sender per configured channel."""
+                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None, Push | None]:
+    """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
+    leader) with a sender per configured channel: webhooks, email, push; each channel's counts in ``channels``."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
-    # A person's preferences are theirs whatever the data: one file, demo or not.
-    preferences = Preferences(SqlitePreferenceStore(Path(cfg.state_dir) / "preferences.sqlite3"))
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
     senders: list[Sender] = []
     if cfg.webhooks:
-        senders.append(WebhookSender(cfg.webhooks, cfg.timings))
+        senders.append(WebhookSender(cfg.webhooks, cfg.timings, notifier))
+    mail: EmailSender | None = None
+    if cfg.smtp_url and addresses is not None:
+        mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, addresses),
+                           cfg.timings, cfg.email_rate_limit, cfg.email_rate_window)
+        senders.append(mail)
     push_sender = None
     if subscriptions is not None:
         push_sender = PushSender(cfg.vapid, subscriptions, notifier.recipients, cfg.timings)
         senders.append(push_sender)
     if not senders:
-        return notifier, None, None, None
+        return notifier, None, None, None, None
     # One file for every channel; its name is the one it has had since it held webhooks alone.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
-                            cfg.webhook_max_pending, bounds={"push": cfg.push_max_pending})
+                            cfg.webhook_max_pending, {"email": cfg.email_max_pending, "push": cfg.push_max_pending},
+                            {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
+    email = None
+    if mail is not None and addresses is not None:
+        mail.bind(deliveries)
+        email = Email(mail, deliveries, addresses)
     push = Push(push_sender, deliveries) if push_sender is not None else None
-    return notifier, deliveries, webhooks, push
+    return notifier, deliveries, webhooks, email, push
 
 
 def wire_events(parts: Components) -> None:
@@ -554,6 +586,10 @@ class App:
     @property
     def deliveries(self) -> Deliveries | None:
         return self._built().deliveries
+
+    @property
+    def email(self) -> Email | None:
+        return self._built().email
 
     @property
     def push(self) -> Push | None:

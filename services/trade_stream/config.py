@@ -108,6 +108,11 @@ class Config:
     webhooks_file: str = ""
     webhooks: tuple[Any, ...] = ()  # WebhookTarget (edges/webhook_targets.py), parsed from webhooks_file at load
     webhook_max_pending: int = 1_000_000
+    smtp_url: str = ""  # email alerts (edges/mail.py); records/smtp_url.py parses it
+    smtp_from: str = ""
+    email_rate_limit: int = 10  # messages per user per window; beyond, the rest wait for one digest
+    email_rate_window: int = 3600
+    email_max_pending: int = 10_000  # per user
     vapid_private_key: str = ""
     vapid_public_key: str = ""
     vapid_subject: str = ""
@@ -152,6 +157,7 @@ class Config:
         for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key", "vapid_private_key"):
             out[name] = mask(out[name])
         out["redis_url"] = mask_url(self.redis_url)
+        out["smtp_url"] = mask_url(self.smtp_url)
         return out
 
 
@@ -256,6 +262,35 @@ def _redis_url(raw: str) -> str:
         shown = f"scheme {parts.scheme}://" if parts.scheme else "no scheme"
         raise ValueError("must be a redis://, rediss:// (TLS) or redis+sentinel:// URL such as "
                          f"redis://host:6379/0, not {shown}")
+    return value
+
+
+def _smtp_url(raw: str) -> str:
+    from trade_stream.records import smtp_url
+
+    value = raw.strip()
+    url = smtp_url.parse(value)  # ValueError naming what is wrong
+    if url.ca_file:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=url.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_ca_certs={url.ca_file} cannot be used ({getattr(exc, 'strerror', None) or exc}); "
+                             "give a readable PEM file of the CA certificates") from None
+    return value
+
+
+def _mail_from(raw: str) -> str:
+    """``alerts@example.com`` or ``Trade Stream <alerts@example.com>``: one address, nothing after it."""
+    from email.utils import getaddresses
+
+    from trade_stream.records.users import valid_email
+
+    value = raw.strip()
+    found = getaddresses([value])
+    if len(found) != 1 or not valid_email(found[0][1]) or any(c in value for c in "\r\n"):
+        raise ValueError("must be one address, alerts@example.com or Trade Stream <alerts@example.com>")
     return value
 
 
@@ -437,6 +472,21 @@ SETTINGS: tuple[Setting, ...] = (
             _int_range(1, 100_000_000),
             "webhook deliveries kept pending per target; beyond it the oldest are given up as dropped (about "
             "0.75 KB each on disk; default 1000000)"),
+    Setting("smtp_url", "TRADE_STREAM_SMTP_URL", "--smtp-url", _smtp_url,
+            "email alerts: the SMTP server, smtp://user:pass@host:587 (STARTTLS whenever the server offers it; "
+            "?starttls=required refuses one that does not) or smtps://user:pass@host:465 (TLS from the first "
+            "byte); ?ssl_ca_certs=/path/ca.pem for a private CA; unset = no email", True),
+    Setting("smtp_from", "TRADE_STREAM_SMTP_FROM", "--smtp-from", _mail_from,
+            "the From of every email alert: alerts@example.com or Trade Stream <alerts@example.com>; required "
+            "with TRADE_STREAM_SMTP_URL"),
+    Setting("email_rate_limit", "TRADE_STREAM_EMAIL_RATE_LIMIT", "--email-rate-limit", _int_range(1, 10_000),
+            "email alerts one user gets per TRADE_STREAM_EMAIL_RATE_WINDOW; beyond, the rest are held and sent "
+            "together as one digest when the window allows (default 10)"),
+    Setting("email_rate_window", "TRADE_STREAM_EMAIL_RATE_WINDOW", "--email-rate-window",
+            _int_range(1, 7 * 86400), "seconds of the per-user email rate limit's sliding window (default 3600)"),
+    Setting("email_max_pending", "TRADE_STREAM_EMAIL_MAX_PENDING", "--email-max-pending",
+            _int_range(1, 10_000_000), "email alerts kept pending per user (the SMTP server down, or held for a "
+            "digest); beyond it the oldest are given up as dropped (default 10000)"),
     Setting("vapid_private_key", "TRADE_STREAM_VAPID_PRIVATE_KEY", "--vapid-private-key", _text,
             "Web Push: the VAPID private key (base64url P-256 scalar) from `trade-stream push keys`; unset: no "
             "Web Push", True),
@@ -682,6 +732,9 @@ def finish(values: dict[str, Any], demo: bool) -> Config:
             Path.home() / ".local" / "state" / "trade-stream"
         )
     values.setdefault("node_id", f"{socket.gethostname()}-{os.getpid()}")
+    if values.get("smtp_url") and not values.get("smtp_from"):
+        raise ConfigError("TRADE_STREAM_SMTP_FROM is not set: email alerts need a From address such as "
+                          "alerts@example.com (or unset TRADE_STREAM_SMTP_URL)")
     if values.get("sse_port") and values["sse_port"] == values.get("port", Config.port):
         raise ConfigError("TRADE_STREAM_SSE_PORT equals TRADE_STREAM_PORT: give the SSE side-port its own port")
     return Config(demo=demo, **values)

@@ -10,7 +10,7 @@ from playwright.async_api import expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM
 from tests.browser.test_page import page_url
-from tests.support.relay import TOKEN, relay_config, running, wait_until
+from tests.support.relay import TOKEN, free_port, relay_config, running, wait_until
 
 pytestmark = [
     pytest.mark.browser,
@@ -98,3 +98,59 @@ async def test_an_unread_count_pushed_while_the_first_load_is_on_its_way_is_not_
         await page.evaluate("new Promise((resolve) => setTimeout(resolve, 300))")  # the answer is read and shown
         await expect(page.locator("#notify-count")).to_have_text("2")
         await watch.finish()
+
+
+@pytest.mark.timeout(60)
+async def test_preferences_editor_saves_and_a_broker_account_status_reaches_the_bell_and_desktop(sim, tmp_path,
+                                                                                                   watch):
+    """In the panel, "Account status" is switched on for desktop alerts and saved; after a reload the editor
+    shows what the daemon stored. A Broker account status change then shows in the bell as its sentence and
+    raises a desktop alert, while a dividend (activities: bell only by default) shows in the bell alone."""
+    from tests.integration.test_broker import broker_config, token
+    from trade_stream.simulator.broker import BrokerSim
+
+    page = watch.page
+    bsim = await BrokerSim(accounts=1, seed=9, heartbeat=0.3).start()
+    try:
+        (account,) = list(bsim.accounts)
+        alice = token("alice", [account])
+        async with running(broker_config(sim, bsim, tmp_path, free_port())) as app:
+            await wait_until(lambda: all(bsim.listening(s) == 1 for s in ("trades", "accounts", "activities")),
+                             10, "the Broker streams up")
+            await page.context.grant_permissions(["notifications"], origin=f"http://127.0.0.1:{app.port}")
+            await page.context.add_init_script(RECORD_NOTIFICATIONS)
+            url = page_url(app.port, app.port, fragment=f"token={alice}")
+            await page.goto(url)
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+            await page.locator("#notify-bell").click()
+            await page.locator("#notify-prefs summary").click()
+            box = page.locator("#pref-account_status-desktop")
+            await expect(box).not_to_be_checked(timeout=UI)  # the default: the bell only
+            await expect(page.locator("#pref-fills-desktop")).to_be_checked()
+            await box.check()
+            await page.locator("#notify-prefs-save").click()
+            await expect(page.locator("#notify-prefs-state")).to_have_text("Saved.", timeout=UI)
+            assert app.parts.preferences.channels("alice", "account_status") == frozenset({"bell", "desktop",
+                                                                                           "webhooks"})
+
+            await page.reload()
+            await expect(page.locator("#token-state")).to_have_attribute("data-state", "authenticated", timeout=UI)
+            await wait_until(lambda: app.broker.clients, 10, "the page watching the Broker account")
+            await page.locator("#notify-bell").click()
+            await page.locator("#notify-prefs summary").click()
+            await expect(page.locator("#pref-account_status-desktop")).to_be_checked(timeout=UI)
+
+            bsim.set_status(account, "ACTIVE")
+            sentence = f"Account {account[:8]}\u2026 is now ACTIVE"
+            await expect(page.locator("#notify-list .notify-row").first).to_contain_text(sentence, timeout=UI)
+            await expect(page.locator("#notify-list .notify-row").first).to_have_attribute("data-type",
+                                                                                         "account_status")
+            bsim.dividend(account, "AAPL", per_share="0.5", qty=4)
+            await expect(page.locator("#notify-list .notify-row").first).to_contain_text("Dividend: $2.00 from AAPL",
+                                                                                        timeout=UI)
+            await expect(page.locator("#notify-count")).to_have_text("2")
+            recorded = await page.evaluate("window.__notifications")
+            assert recorded == [{"title": "trade-stream: Account status", "body": sentence}]
+            await watch.finish()
+    finally:
+        await bsim.stop()

@@ -1,6 +1,7 @@
 """Webhooks from a cluster: two daemons (in this process, or real ones) on one real ``redis-server``, one real
 HTTP receiver. Every node derives the same deliveries from the shared order log, under the same ids; only the
-leader sends, and a node that takes over sends what its predecessor had not settled, under those ids."""
+leader sends, and a node that takes over sends what its predecessor had not settled, under those ids; a user's
+preferences, saved through any node, govern what the leader sends."""
 
 from __future__ import annotations
 
@@ -158,3 +159,27 @@ async def test_a_leader_killed_with_deliveries_unconfirmed_leaves_them_to_the_ne
     assert len(tried) == 1 and tried < set(ids_seen(receiver)) == {b["delivery_id"] for b in acked}
     assert len(receiver.seen) == attempts + 2
     assert sim.session_refusals == 0
+
+
+async def test_a_preference_saved_through_a_follower_governs_the_leaders_webhooks(sim, tmp_path, redis_server,
+                                                                                 receiver):
+    """Preferences are shared through Redis: fills turned off for webhooks through the node that does not send,
+    the leader sends the order's acceptance and not its fill, and the follower's own page list follows too."""
+    from tests.integration.test_notifications import call
+    from tests.support.relay import TOKEN
+
+    async with cluster(sim, tmp_path, [redis_server.url] * 2, timings=TIMINGS,
+                       webhooks=targets(("desk", receiver))) as apps:
+        sender = leader(apps)
+        assert sender is not None
+        other = next(a for a in apps if a is not sender)
+        status, body, _ = await asyncio.to_thread(call, other.port, "/api/notifications/preferences", "PUT",
+                                                  b'{"fills":["bell"]}', TOKEN)
+        assert status == 200 and body["preferences"]["fills"] == ["bell"]
+        assert sender.parts is not None
+        await wait_until(lambda: sender.parts.preferences.channels("default", "fills") == frozenset({"bell"}),
+                         timeout=10, what="the leader's copy of the change")
+        order = sim.submit_order("AAPL", "buy", 1)
+        sim.fill_order(order["id"], price=10)
+        await wait_until(lambda: all(finished(a, 1) for a in apps), timeout=20, what="both nodes done")
+        assert [verify(r)["event"] for r in receiver.acked()] == ["order_accepted"] and len(receiver.seen) == 1

@@ -1,6 +1,7 @@
 """One behaviour suite for every engine (core/engine.py), run against the memory engine and against Redis engines
 sharing a real ``redis-server``: leadership and fencing, interest, refusals, the market bus per source, the
-shared upstream state, the order log's dedupe, ids and epoch, and the settled webhook deliveries.
+shared upstream state, the order log's dedupe, ids and epoch, the settled webhook deliveries, and every user's
+notification preferences.
 
 Each test is written for a cluster of ``size`` nodes: the memory engine is a cluster of one (the process is the
 whole cluster), Redis runs two. Engines get a recording ``NodeHandler`` as the relay would give them; nothing of
@@ -25,6 +26,7 @@ from tests.support.relay import wait_until
 from trade_stream.core.engine import Done, Engine, OrderLog
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
+from trade_stream.core.preferences import PreferenceStore
 
 pytestmark = pytest.mark.timeout(60)
 LEASE = 1.0
@@ -88,6 +90,7 @@ class Member:
     leading: list[bool] = field(default_factory=list)  # what the leadership listener heard
     entries: list[Entry] = field(default_factory=list)  # what the order side was handed (append or on_entry)
     resets: list[str] = field(default_factory=list)
+    prefs: PreferenceStore | None = None
 
     def attach(self, log: OrderLog) -> None:
         self.log = log
@@ -123,6 +126,7 @@ class Harness:
             journal.parent.mkdir(parents=True)
             member = Member(name, engine, node, engine.open_order_log(journal, 7.0), journal, leading)
             member.attach(member.log)
+            member.prefs = engine.open_preferences(journal.parent / "preferences.sqlite3")
             await engine.connect()
             await engine.start(self.supervise)
             self.members.append(member)
@@ -146,10 +150,17 @@ class Harness:
         """Wait until ``member``'s order side has learnt of the lost log, and hold the log it goes on with."""
         raise NotImplementedError
 
+    async def later_preferences(self) -> tuple[PreferenceStore, Callable[[], Coroutine[Any, Any, Any]]]:
+        """The preferences as a node that starts now finds them (memory: the process started again on its
+        state directory), and how to stop that node."""
+        raise NotImplementedError
+
     async def stop(self) -> None:
         for member in self.members:
             await member.engine.stop()
             member.log.close()
+            if member.prefs is not None:
+                member.prefs.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -174,6 +185,15 @@ class MemoryHarness(Harness):
             member.log.check()
         member.log.close()
         member.attach(member.engine.open_order_log(member.journal, 7.0))
+
+    async def later_preferences(self) -> tuple[PreferenceStore, Callable[[], Coroutine[Any, Any, Any]]]:
+        first = self.members[0]
+        store = first.engine.open_preferences(first.journal.parent / "preferences.sqlite3")
+
+        async def stop() -> None:
+            store.close()
+
+        return store, stop
 
 
 class RedisHarness(Harness):
@@ -205,6 +225,12 @@ class RedisHarness(Harness):
     async def reopened(self, member: Member) -> None:
         """Every node notices the new epoch in Redis and tells its order side; the log object goes on."""
         await wait_until(lambda: member.resets, timeout=10, what=f"{member.name} told of the reset")
+
+    async def later_preferences(self) -> tuple[PreferenceStore, Callable[[], Coroutine[Any, Any, Any]]]:
+        engine = self.build(Node(), "later", lambda leading: None)
+        store = engine.open_preferences(self.tmp_path / "later.sqlite3")
+        await engine.connect()
+        return store, engine.stop
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +487,35 @@ async def test_a_delivery_the_leader_settled_is_settled_for_every_other_node(clu
     for member in members:
         assert await member.engine.settled(["delivery-1", "delivery-2", "delivery-3"]) == {
             "delivery-1": "delivered", "delivery-2": "failed"}
+
+
+# --- notification preferences -------------------------------------------------------------------------------
+
+
+async def test_preferences_saved_on_any_node_are_read_on_every_node(cluster):
+    members = await cluster.start()
+    first, last = members[0].prefs, members[-1].prefs
+    assert first is not None and last is not None
+    await first.save("alice", {"fills": frozenset({"bell"})})
+    assert first.get("alice") == {"fills": frozenset({"bell"})}  # the saving node at once
+    await wait_until(lambda: all(m.prefs.get("alice") == {"fills": frozenset({"bell"})} for m in members),
+                     timeout=10, what="alice's preferences on every node")
+    await last.save("alice", {"fills": frozenset(), "activities": frozenset({"email", "push"})})
+    changed = {"fills": frozenset(), "activities": frozenset({"email", "push"})}
+    await wait_until(lambda: all(m.prefs.get("alice") == changed for m in members), timeout=10,
+                     what="the change on every node")
+    assert all(m.prefs.get("bob") is None for m in members)
+
+
+async def test_preferences_are_there_for_a_node_that_starts_later(cluster):
+    members = await cluster.start()
+    assert members[0].prefs is not None
+    await members[0].prefs.save("alice", {"price_alerts": frozenset({"push"})})
+    store, stop = await cluster.later_preferences()
+    try:
+        assert store.get("alice") == {"price_alerts": frozenset({"push"})}
+    finally:
+        await stop()
 
 
 # --- seen from outside --------------------------------------------------------------------------------------

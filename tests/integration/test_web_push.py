@@ -39,9 +39,10 @@ def push_config(sim, tmp_path: Path, **kw):
     return relay_config(sim, tmp_path, timings=TIMINGS, vapid=KEYS, vapid_public_key=KEYS.public_key, **kw)
 
 
-def call(port: int, method: str, body: object = None, token: str | None = TOKEN) -> tuple[int, dict]:
+def call(port: int, method: str, body: object = None, token: str | None = TOKEN, path: str = PATH
+         ) -> tuple[int, dict]:
     data = None if body is None else (body if isinstance(body, bytes) else orjson.dumps(body))
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{PATH}", data=data, method=method)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -52,8 +53,9 @@ def call(port: int, method: str, body: object = None, token: str | None = TOKEN)
         return exc.code, orjson.loads(exc.read())
 
 
-async def api(app, method: str, body: object = None, token: str | None = TOKEN) -> tuple[int, dict]:
-    return await asyncio.to_thread(call, app.port, method, body, token)
+async def api(app, method: str, body: object = None, token: str | None = TOKEN, path: str = PATH
+              ) -> tuple[int, dict]:
+    return await asyncio.to_thread(call, app.port, method, body, token, path)
 
 
 async def up(app):
@@ -182,9 +184,9 @@ async def test_preferences_decide_which_kinds_are_pushed(sim, tmp_path, service)
     async with running(push_config(sim, tmp_path)) as app:
         await up(app)
         await api(app, "POST", browser)
-        assert app.parts.notifier.preferences is not None
-        app.parts.notifier.preferences.update("default", {"fills": frozenset({"bell"}),
-                                                    "order_events": frozenset({"bell", "push"})})
+        status, saved = await api(app, "PUT", {"fills": ["bell"], "order_events": ["bell", "push"]},
+                                  path="/api/notifications/preferences")
+        assert status == 200 and saved["preferences"]["fills"] == ["bell"]
         fill(sim)
         await wait_until(lambda: app.parts.notifier.created >= 2, timeout=20, what="accepted and filled notified")
         await wait_until(lambda: app.status()["push"]["delivered"] >= 1, timeout=20, what="a push delivered")

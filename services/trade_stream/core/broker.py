@@ -249,6 +249,10 @@ class BrokerEvents:
                     if not held:
                         del self._by_account[account]
 
+    def watchers(self, account_id: str) -> list[Client]:
+        """The clients watching ``account_id``: its users', and those of users who see every account."""
+        return [*self._by_account.get(account_id, ()), *self._everyone]
+
     def _replay(self, client: Client, user: User, since: EventId) -> None:
         last = self.journal.last_id()
         reason = None

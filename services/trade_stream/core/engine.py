@@ -12,11 +12,17 @@ nodes share one Redis).
 - ``OrderLogStore``: ``open_order_log`` returns the journal the order side writes to and replays from: ids are
   the same on every node, appends are deduplicated, entries written anywhere arrive through ``on_entry``.
 - ``DeliveryLedger``: ``settle`` a webhook delivery's outcome, ask which were ``settled`` (by any node).
+- ``SharedPreferences``: ``open_preferences`` returns every user's notification preferences
+  (core/preferences.py ``PreferenceStore``): read from memory on every node, a change saved on any node seen on
+  all of them, so the leader's webhooks and every node's pushes follow what the user chose wherever they chose it.
+- ``SharedAddresses``: ``open_addresses`` returns the email address each JWT user last presented
+  (core/addresses.py ``AddressStore``): remembered on the node that saw the token, known on every node, so the
+  leader mails a JWT user whichever node they connected to.
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all six plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is all seven plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -26,7 +32,7 @@ one sender across failovers: the leader settles each outcome there, a node that 
 and sends the rest under the same ids (at least once per target, one id per event and target), and the others
 let settled deliveries go.
 
-What is *not* shared, and lives on each node in its state directory: the trade notifications and their read
+What is *not* shared, and lives on each node in its state directory: the notifications and their read
 state, and the Broker API journal. Every node derives its own notifications from the shared order log's entries
 (the same ones on every node, under each node's own ids) and keeps read state for the users who mark them on
 that node. Every node also consumes the Broker API's event streams itself, into its own journal. One copy of any
@@ -41,8 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
+from trade_stream.core.preferences import PreferenceStore
 
 Done = Callable[[bool, int | None, str], None]
 #: The supervisor's ``start(name, factory)``: runs a long-lived task, restarting it when it fails.
@@ -172,6 +180,18 @@ class DeliveryLedger(Protocol):
         """The outcome of each of ``delivery_ids`` that was settled; empty when the store cannot be reached."""
 
 
+class SharedAddresses(Protocol):
+    def open_addresses(self, path: Path) -> AddressStore:
+        """The email address each JWT user last presented (core/addresses.py); ``path`` is where one process keeps
+        them (its state directory). Opened before ``connect``, which loads them in a cluster."""
+
+
+class SharedPreferences(Protocol):
+    def open_preferences(self, path: Path) -> PreferenceStore:
+        """Every user's notification preferences; ``path`` is where one process keeps them (its state directory).
+        Opened before ``connect``, which loads them in a cluster."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -191,12 +211,13 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
     """What the webhook outbox uses: send only while this node leads, and settle each outcome for the cluster."""
 
 
-class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, ClusterView, Protocol):
+class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, SharedAddresses,
+             ClusterView, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:
-        """Reach the shared store and load shared state (open the order logs first); raise EngineUnavailable if
-        it cannot be reached."""
+        """Reach the shared store and load shared state (open the order logs and the preferences first); raise
+        EngineUnavailable if it cannot be reached."""
 
     async def start(self, supervise: Supervise) -> None:
         """Start background tasks under the supervisor; tells the leadership listener where this node starts."""

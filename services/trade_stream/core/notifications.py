@@ -128,7 +128,8 @@ def describe(event: str, data: dict[str, Any]) -> dict[str, Any]:
             "fill_price": None if price is None else plain(price),
             "quantity": None if quantity is None else plain(quantity),
             "timestamp": data.get("timestamp") or order.get("updated_at"), "level": level_of(kind), "event": event,
-            "kind": kind_of(kind), **({"reason": data["reason"]} if isinstance(data.get("reason"), str) else {})}
+            "kind": kind_of(kind),
+            **({"reason": data["reason"].strip()[:200]} if isinstance(data.get("reason"), str) else {})}
 
 
 def short_account(account_id: str) -> str:
@@ -139,8 +140,8 @@ def short_account(account_id: str) -> str:
 def describe_account_status(data: dict[str, Any]) -> dict[str, Any]:
     """A Broker account status event (``status_from`` → ``status_to``): "Account 4f2a1b3c… is now ACTIVE"."""
     account = str(data.get("account_id") or "?")
-    status = str(data.get("status_to") or data.get("status") or "").strip() or "updated"
-    message = f"Account {short_account(account)} is now {status[:64]}"
+    status = str(data.get("status_to") or data.get("status") or "").strip()[:64] or "updated"
+    message = f"Account {short_account(account)} is now {status}"
     level = "warning" if status in BAD_STATUSES else "info"
     return {"type": "account_status", "kind": "account_status", "level": level, "message": message,
             "status": status, "status_from": data.get("status_from"), "timestamp": data.get("at"),

@@ -208,10 +208,17 @@ class TradeNotifier:
         """To the WebSocket clients of the users it is for, each user's frame with their own unread count."""
         account, kind = note.get("account"), note["kind"]
         orders = self.accounts.orders.get(account) if names is None and account is not None else None
+        broker = self.accounts.broker
         if orders is not None:  # an account of this relay: its own subscribers, as its order events reach them
-            watchers = [(c, u) for c in list(orders.subscribers) if (u := self.accounts.user_of(c)) is not None]
+            clients = list(orders.subscribers)
+        elif names is None and account is not None and broker is not None:  # a Broker account: its index
+            clients = broker.watchers(account)
         else:
+            clients = None
+        if clients is None:
             watchers = self.accounts.watching()
+        else:
+            watchers = [(c, u) for c in clients if (u := self.accounts.user_of(c)) is not None]
         by_user: dict[str, builtins.list[Any]] = {}
         users: dict[str, User] = {}
         for client, user in watchers:
@@ -300,8 +307,6 @@ class TradeNotifier:
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self.preferences is not None:
-            self.preferences.close()
 
     def collector(self) -> Any:
         """Prometheus: the store's size on disk, read at scrape time (a file size, not a count of rows)."""

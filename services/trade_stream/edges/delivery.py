@@ -36,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from trade_stream.core.channels import ChannelStats
 from trade_stream.core.engine import WebhookSide
 from trade_stream.edges.outbox import Delivery, Lane, Outbox, Row
 
@@ -45,6 +46,8 @@ CATCH_UP_PAGE = 500
 PRUNE_EVERY = 3600.0
 MAX_EXPONENT = 40  # 2 ** 40 s is far past any ceiling; 2 ** 1024 does not fit a float
 FOLLOW_EVERY = 1.0  # seconds between a follower's looks at what the leader settled, while it holds pending rows
+#: An outbox channel's name among the notification channels (core/preferences.py ``CHANNELS``, core/channels.py).
+CHANNEL_NAMES = {"webhook": "webhooks", "email": "email", "push": "push"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,8 @@ class Deliveries:
     """The outbox worker: queue from the notification store, run the lanes, follow the leader."""
 
     def __init__(self, path: Path, source: Any, cluster: WebhookSide, senders: Iterable[Sender],
-                 max_pending: int | None = None, bounds: dict[str, int | None] | None = None) -> None:
+                 max_pending: int | None = None, bounds: dict[str, int | None] | None = None,
+                 channels: dict[str, ChannelStats] | None = None) -> None:
         self.path = path
         self.source = source  # the Notifier: since(after_id, limit, user=None), last_id()
         self.cluster = cluster  # sends only while it leads; settles each outcome for the other nodes
@@ -154,6 +158,8 @@ class Deliveries:
         self.bounds = dict(bounds or {})
         self.outbox: Outbox | None = None
         self.stats: dict[str, dict[str, LaneStats]] = {c: {} for c in self.senders}
+        # Each channel's counts in the one shape every channel shows (sent, failed, given up, pending).
+        self.channels = {c: (channels or {}).get(c) or ChannelStats(CHANNEL_NAMES.get(c, c)) for c in self.senders}
         for channel, sender in self.senders.items():
             for target in sender.targets or ():
                 self.stats[channel][target] = LaneStats()
@@ -182,6 +188,12 @@ class Deliveries:
     def _refresh_pending(self) -> None:
         if self.outbox is not None:
             self._pending = self.outbox.lanes()
+            totals = dict.fromkeys(self.channels, 0)
+            for (channel, _), n in self._pending.items():
+                if channel in totals:
+                    totals[channel] += n
+            for channel, n in totals.items():
+                self.channels[channel].pending = n
 
     # --- the supervised task --------------------------------------------------------------------------
 
@@ -197,9 +209,11 @@ class Deliveries:
             async with contextlib.AsyncExitStack() as stack:
                 for sender in self.senders.values():
                     await stack.enter_async_context(sender.session())
-                await self._work()
+                try:
+                    await self._work()
+                finally:  # before the sessions close: no attempt is left holding a closed client
+                    await self._stop_lanes()
         finally:
-            await self._stop_lanes()
             self.outbox.close()
             self.outbox = None
 
@@ -272,6 +286,8 @@ class Deliveries:
                 stats = self.lane_stats(channel, target)
                 stats.dropped += count
                 stats.failed += count
+                if channel in self.channels:
+                    self.channels[channel].given_up += count
                 bound = outbox.bound(channel)
                 stats.last_error = f"dropped {count} oldest: more than {bound} pending"
                 log.error("%s_dropped target=%s count=%d max_pending=%s: the target is not taking deliveries",
@@ -412,6 +428,7 @@ class Deliveries:
     def _done(self, row: Delivery, status: int | None) -> None:
         stats = self.lane_stats(row.channel, row.target)
         stats.delivered += 1
+        self.channels[row.channel].sent += 1
         stats.last_status = status
         stats.last_delivered_at = time.time()
         if self.outbox is not None:
@@ -425,6 +442,9 @@ class Deliveries:
         stats = self.lane_stats(row.channel, row.target)
         stats.errors += 1
         stats.last_error, stats.last_status = result.error, result.status
+        channel = self.channels[row.channel]
+        channel.failed += 1
+        channel.last_error = f"{row.target}: {result.error}"
         attempts = row.attempts + 1
         delay = retry_wait(attempts, result.wait_hint, sender.retry)
         next_at = time.time() + delay
@@ -437,6 +457,7 @@ class Deliveries:
         why = result.error if not result.retryable else f"gave up after {attempts} attempts: {result.error}"
         stats.failed += 1
         stats.last_error = why
+        channel.given_up += 1
         log.error("%s_failed target=%s delivery=%s event=%s attempts=%d error=%s", row.channel, row.target,
                   row.delivery_id, row.event, attempts, why)
         if self.outbox is not None:

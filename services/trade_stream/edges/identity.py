@@ -12,7 +12,8 @@ Three kinds of credential, checked in this order:
    it changes (``trade-stream user add`` takes effect without a restart; a broken edit is logged and the
    previous users stay);
 2. a JWT minted by your web app (as Centrifugo does): HS256 with ``TRADE_STREAM_JWT_SECRET``, or RS256/ES256
-   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required.
+   with ``TRADE_STREAM_JWT_PUBLIC_KEY``; claims ``sub`` (the user), ``accounts`` (list) and ``exp`` are required,
+   ``email`` is the address email alerts go to (core/addresses.py remembers the latest one presented).
    ``alg: none``, any other algorithm, a bad signature, an expired or account-less token are refused, each with
    its own message. ``exp`` must be a JSON number (PyJWT alone also takes a numeric string) no further ahead than
    ``TRADE_STREAM_JWT_MAX_LIFETIME``, so a leaked token cannot be one that never expires; ``aud`` and ``iss``
@@ -41,6 +42,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.limits import FailedAuth
 from trade_stream.core.orders import AuthThrottled
 from trade_stream.core.protocol import ClientError
@@ -140,6 +142,7 @@ class Identity:
         self.broker = broker  # Broker API mode: Alpaca account ids (UUIDs) are accounts too
         self.users_file = users_file
         self._users: tuple[UserRecord, ...] = ()
+        self._audiences: dict[str, list[str]] | None = None  # account -> users-file users who see it ("*": all)
         self._by_token_id: dict[str, UserRecord] = {}
         self._legacy: tuple[UserRecord, ...] = ()  # users whose token has no id
         self.token_hashes = 0  # token hashes computed, for tests and the benchmark: flat in the number of users
@@ -154,9 +157,12 @@ class Identity:
         self.jwt_max_lifetime = jwt_max_lifetime  # 0: no limit
         self.failures = FailedAuth()
         self.sessions = Sessions(max_connections_per_user, connection_limit_policy)
+        # When email alerts are on: the email claim of each JWT user's latest token
+        self.addresses: AddressStore | None = None
 
     def _set_users(self, users: tuple[UserRecord, ...]) -> None:
         self._users = users
+        self._audiences = None  # built again on the next ``audience``
         self._by_token_id = {u.token_id: u for u in users if u.token_id}
         self._legacy = tuple(u for u in users if not u.token_id)
         if self._legacy:
@@ -257,6 +263,8 @@ class Identity:
             log.warning("jwt_unknown_accounts user=%s accounts=%s (ignored: not in this relay's accounts %s)",
                         sub, ",".join(new)[:200], ",".join(self.accounts))
         known = frozenset(a for a in accounts if self.known(a))
+        if self.addresses is not None and valid_email(claims.get("email")):
+            self.addresses.remember(sub, claims["email"], known)  # so an alert can reach them offline
         return User(sub, known, claims.get("admin") is True, float(claims["exp"]), "jwt")
 
     def known(self, account: str) -> bool:
@@ -290,7 +298,14 @@ class Identity:
     def audience(self, account: str) -> list[str]:
         """The users-file users who see ``account``, and the ``TRADE_STREAM_TOKEN`` user (who sees every account);
         JWT users are known only once they connect."""
-        names = [u.name for u in self.users() if "*" in u.accounts or account in u.accounts]
+        users = self.users()
+        if self._audiences is None:  # asked for every notification a channel sends: one table per users file
+            table: dict[str, list[str]] = {"*": []}
+            for u in users:
+                for name in ("*",) if "*" in u.accounts else u.accounts:
+                    table.setdefault(name, []).append(u.name)
+            self._audiences = table
+        names = [*self._audiences.get(account, ()), *self._audiences["*"]]
         return [*names, TOKEN_USER] if self._token else names
 
 

@@ -48,6 +48,7 @@ import orjson
 
 from trade_stream import __version__
 from trade_stream.config import Timings
+from trade_stream.core.channels import ChannelStats
 from trade_stream.edges import delivery
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry
 from trade_stream.edges.outbox import WEBHOOK, Delivery, Outbox, Row
@@ -57,7 +58,7 @@ log = logging.getLogger("trade_stream.edges.webhooks")
 
 CONCURRENCY = 4  # requests in flight per target (different orders)
 RESPONSE_SNIPPET = 200  # bytes of an answer's body read, for the error message; the rest is never read
-HIDDEN_FIELDS = ("read", "unread", "source")  # per-user state, and what names the delivery, not part of the event
+HIDDEN_FIELDS = ("read", "unread", "source", "users")  # per-user state, what names the delivery, whom it is for
 #: The namespace of delivery ids: uuid5 of the order event and the target in it.
 DELIVERY_NAMESPACE = uuid.UUID("6d1c3c52-1f0e-4a52-9a7e-5b0b8f3e2a41")
 
@@ -144,8 +145,9 @@ class WebhookSender:
     channel = WEBHOOK
     concurrency = CONCURRENCY
 
-    def __init__(self, targets: tuple[WebhookTarget, ...], timings: Timings) -> None:
+    def __init__(self, targets: tuple[WebhookTarget, ...], timings: Timings, source: Any) -> None:
         self.by_name = {t.name: t for t in targets}
+        self.source = source  # the Notifier: to_webhooks(note), whether the users it is for want it here
         self.retry = retry_rule(timings)
         self._client: httpx.AsyncClient | None = None
 
@@ -155,8 +157,10 @@ class WebhookSender:
 
     def rows(self, note: dict[str, Any]) -> list[Row]:
         """A row for each target that wants this notification, keyed by its order."""
-        rows = []
+        rows: list[Row] = []
         kind = str(note.get("type") or "order_other")
+        if not self.source.to_webhooks(note):  # the users it is for turned webhooks off for its kind
+            return rows
         for t in self.by_name.values():
             if t.wants(kind, str(note.get("account", ""))):
                 delivery_id = delivery_id_of(note, t)
@@ -199,6 +203,11 @@ class Webhooks:
     @property
     def outbox(self) -> Outbox | None:
         return self.deliveries.outbox
+
+    @property
+    def channel(self) -> ChannelStats:
+        """Every target's deliveries together, in the shape every channel shows (core/channels.py)."""
+        return self.deliveries.channels[WEBHOOK]
 
     def status(self) -> dict[str, Any]:
         pending = self.deliveries.pending(WEBHOOK)

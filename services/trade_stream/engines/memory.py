@@ -1,6 +1,6 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
 to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
-the SQLite journal in the state directory.
+the SQLite journal (and the preferences the SQLite file) in the state directory.
 
 The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
 callables, taken once when the engine is built."""
@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from trade_stream.core.addresses import AddressStore, SqliteAddressStore
 from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
+from trade_stream.core.preferences import PreferenceStore, SqlitePreferenceStore
 
 
 class MemoryEngine:
@@ -77,6 +79,12 @@ class MemoryEngine:
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return Journal(path, retention_days)
+
+    def open_preferences(self, path: Path) -> PreferenceStore:
+        return SqlitePreferenceStore(path)
+
+    def open_addresses(self, path: Path) -> AddressStore:
+        return SqliteAddressStore(path)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}

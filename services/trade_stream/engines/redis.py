@@ -27,6 +27,10 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
 - ``P:webhooks:settled:<delivery id>`` — a webhook delivery's outcome (``delivered``, ``failed``), set by the
   leader that sent it, kept a week (far longer than a delivery is retried): every node queues every delivery, and
   a follower lets go of the settled ones while the next leader skips them.
+- ``P:preferences`` — every user's notification preferences, one field per user; changes are announced on
+  ``P:ctl`` (``preferences``) so every node's copy in memory follows (redis_prefs.py).
+- ``P:addresses`` — the email address each JWT user last presented, one field per user, announced on ``P:ctl``
+  (``address``) the same way (redis_addresses.py).
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -64,10 +68,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from trade_stream.config import mask_url
+from trade_stream.core.addresses import AddressStore
 from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, NodeHandler, OrderLog, Stream, Supervise
 from trade_stream.core.hub import Change, Key
+from trade_stream.core.preferences import PreferenceStore
 from trade_stream.core.protocol import CHANNEL_OF
+from trade_stream.engines.redis_addresses import MESSAGE as ADDRESS_MESSAGE
+from trade_stream.engines.redis_addresses import RedisAddresses
 from trade_stream.engines.redis_orders import RedisOrderLogs
+from trade_stream.engines.redis_prefs import MESSAGE as PREFERENCES_MESSAGE
+from trade_stream.engines.redis_prefs import RedisPreferences
 from trade_stream.engines.redis_url import client
 from trade_stream.records.redis_url import is_sentinel
 
@@ -138,6 +148,14 @@ class Keys:
     def md(self) -> str:
         """The prefix of the market-data channels: ``md`` + ``<channel>:<symbol>``."""
         return f"{self.prefix}:md:"
+
+    @property
+    def preferences(self) -> str:
+        return f"{self.prefix}:preferences"
+
+    @property
+    def addresses(self) -> str:
+        return f"{self.prefix}:addresses"
 
     def interest(self, node_id: str) -> str:
         return f"{self.prefix}:interest:{node_id}"
@@ -224,6 +242,8 @@ class RedisEngine:
         self._pubsub: Any = None
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._out_event = asyncio.Event()
+        self.preferences: RedisPreferences | None = None  # once opened (before connect)
+        self.addresses: RedisAddresses | None = None  # once opened (before connect), when email is on
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -232,6 +252,10 @@ class RedisEngine:
         try:
             await asyncio.wait_for(self.r.ping(), self.command_timeout + 1)
             await self.order_logs.load()
+            if self.preferences is not None:
+                await self.preferences.load()
+            if self.addresses is not None:
+                await self.addresses.load()
             shared = await self.r.get(self.k_upstream)
         except (*ERRORS, RedisError) as exc:
             raise EngineUnavailable(f"TRADE_STREAM_REDIS_URL={mask_url(self.url)}: cannot reach Redis "
@@ -571,6 +595,10 @@ class RedisEngine:
                 await pubsub.subscribe(self.k_ctl)
                 self._pubsub = pubsub
                 await self._sync_channels()
+                if self.preferences is not None:  # changes announced before this subscription reached nobody here
+                    await self.preferences.load()
+                if self.addresses is not None:
+                    await self.addresses.load()
                 was_down = not self.redis_up
                 self._redis_ok()
                 if was_down or self._written is None:
@@ -612,6 +640,10 @@ class RedisEngine:
             self.handler.on_status(msg, mirror=not self._leading)
         elif kind == "rejected":
             self.handler.on_rejected([tuple(k) for k in msg["keys"]], msg.get("code"), msg.get("msg") or "")
+        elif kind == PREFERENCES_MESSAGE and self.preferences is not None:
+            self.preferences.on_message(msg)
+        elif kind == ADDRESS_MESSAGE and self.addresses is not None:
+            self.addresses.on_message(msg)
 
     async def _sync_channels(self) -> None:
         """Subscribe to what this node's clients hold: per symbol, or only the wildcard of a channel held as *."""
@@ -654,6 +686,19 @@ class RedisEngine:
 
     def open_order_log(self, path: Path, retention_days: float) -> OrderLog:
         return self.order_logs.open_order_log(path, retention_days)
+
+    def open_preferences(self, path: Path) -> PreferenceStore:
+        """Every user's preferences in Redis (``path``, a single process's file, is not used)."""
+        if self.preferences is None:
+            self.preferences = RedisPreferences(self.r, self.keys.preferences, self.k_ctl, self.command_timeout,
+                                                ERRORS)
+        return self.preferences
+
+    def open_addresses(self, path: Path) -> AddressStore:
+        """The JWT users' addresses in Redis (``path``, a single process's file, is not used)."""
+        if self.addresses is None:
+            self.addresses = RedisAddresses(self.r, self.keys.addresses, self.k_ctl, self.command_timeout, ERRORS)
+        return self.addresses
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.leader_id, "nodes": list(self.nodes),

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trade_stream.core.channels import Channels
 from trade_stream.core.relay import Relay
 from trade_stream.core.upstream_state import LinkState, UpstreamState
 from trade_stream.ops.health import report, upstream_health
@@ -97,6 +98,8 @@ class StatusReport:
     broker: Reporter | None = None
     broker_streams: Sequence[BrokerUpstream] = ()
     webhooks: Reporter | None = None
+    email: Reporter | None = None
+    channels: Channels | None = None  # every sending channel's counts (core/channels.py)
     push: Reporter | None = None
 
     def _trading_names(self) -> dict[str, str]:
@@ -142,6 +145,10 @@ class StatusReport:
         out["notifications"] = self.notifications.health()
         if self.webhooks is not None:
             out["webhooks"] = self.webhooks.status()
+        if self.email is not None:
+            out["email"] = self.email.status()
+        if self.channels is not None:
+            out["channels"] = self.channels.view()
         if self.push is not None:
             out["push"] = self.push.status()
         if self.broker is not None:

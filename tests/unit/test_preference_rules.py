@@ -4,6 +4,7 @@ Broker events' sentences."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import orjson
@@ -12,17 +13,25 @@ import pytest
 from trade_stream.core import preferences
 from trade_stream.core.notification_store import SqliteNotificationStore
 from trade_stream.core.notifications import describe, describe_account_status, describe_activity, kind_of
-from trade_stream.core.preferences import CHANNELS, KINDS, Preferences, SqlitePreferenceStore, parse, wants
+from trade_stream.core.preferences import (
+    CHANNELS,
+    KINDS,
+    Preferences,
+    PreferencesUnavailable,
+    SqlitePreferenceStore,
+    parse,
+    wants,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell():
+def test_defaults_fills_rejections_price_alerts_everywhere_the_rest_on_the_bell_and_webhooks():
     for kind in ("fills", "rejections", "price_alerts"):
         assert all(wants(None, kind, c) for c in CHANNELS)
     for kind in ("order_events", "account_status", "activities"):
-        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell"]
-    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell"]
+        assert [c for c in CHANNELS if wants(None, kind, c)] == ["bell", "webhooks"]
+    assert [c for c in CHANNELS if wants(None, "a_kind_from_the_future", c)] == ["bell", "webhooks"]
 
 
 def test_a_stored_kind_wins_and_the_others_keep_their_defaults():
@@ -45,13 +54,13 @@ def test_parse_names_the_wrong_field(body, field):
     assert isinstance(out, str) and out.startswith(field)
 
 
-def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_path):
+async def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_path):
     path = tmp_path / "preferences.sqlite3"
     prefs = Preferences(SqlitePreferenceStore(path))
-    assert prefs.channels("alice", "activities") == frozenset({"bell"})
-    view = prefs.update("alice", {"activities": frozenset({"email", "push"})})
+    assert prefs.channels("alice", "activities") == frozenset({"bell", "webhooks"})
+    view = await prefs.update("alice", {"activities": frozenset({"email", "push"})})
     assert view["activities"] == ["email", "push"] and view["fills"] == list(CHANNELS)
-    prefs.update("alice", {"fills": frozenset({"bell"})})  # a second change keeps the first
+    await prefs.update("alice", {"fills": frozenset({"bell"})})  # a second change keeps the first
     prefs.close()
     again = Preferences(SqlitePreferenceStore(path))
     assert again.channels("alice", "activities") == frozenset({"email", "push"})
@@ -61,11 +70,12 @@ def test_the_store_keeps_preferences_across_a_reopen_and_answers_channels(tmp_pa
     again.close()
 
 
-def test_a_failed_write_changes_nothing_in_memory(tmp_path):
-    prefs = Preferences(SqlitePreferenceStore(tmp_path / "p.sqlite3"))
-    prefs.store.close()  # every write now fails as a broken file would
-    with pytest.raises(sqlite3.Error):
-        prefs.update("alice", {"fills": frozenset()})
+async def test_a_failed_write_changes_nothing_in_memory(tmp_path):
+    store = SqlitePreferenceStore(tmp_path / "p.sqlite3")
+    prefs = Preferences(store)
+    store.db.close()  # every write now fails as a broken file would
+    with pytest.raises(PreferencesUnavailable, match="cannot be written"):
+        await prefs.update("alice", {"fills": frozenset()})
     assert prefs.channels("alice", "fills") == frozenset(CHANNELS)
 
 
@@ -152,6 +162,28 @@ def test_unknown_stored_kinds_and_channels_are_left_out(tmp_path):
     store = SqlitePreferenceStore(path)
     store.db.execute("INSERT INTO preferences(user, updated, payload) VALUES ('a', 0, ?)",
                      (orjson.dumps({"fills": ["bell", "pager"], "weather": ["bell"]}),))
-    assert store.load() == {"a": {"fills": frozenset({"bell"})}}
     store.close()
+    again = SqlitePreferenceStore(path)
+    assert again.get("a") == {"fills": frozenset({"bell"})}
+    again.close()
     assert preferences.effective(None)["fills"] == list(CHANNELS)
+
+
+def test_the_audience_of_an_account_follows_the_users_file_and_its_reloads(tmp_path, monkeypatch):
+    """Who a notification of an account is for without a connection: the users file's users who see it (a
+    ``*`` user sees every account) and the TRADE_STREAM_TOKEN user; a reloaded file changes the answer."""
+    from trade_stream.edges import identity as identity_module
+    from trade_stream.edges.identity import Identity, hash_token, write_users
+    from trade_stream.records.users import UserRecord
+
+    path = str(tmp_path / "users.toml")
+    write_users(path, [UserRecord("alice", hash_token("a"), ("paper",)), UserRecord("ops", hash_token("o"), ("*",)),
+                       UserRecord("bob", hash_token("b"), ("live",))])
+    monkeypatch.setattr(identity_module, "RELOAD_EVERY", 0.0)
+    ident = Identity("the-token", ["paper", "live"], users_file=path)
+    assert sorted(ident.audience("paper")) == ["alice", "default", "ops"]
+    assert sorted(ident.audience("live")) == ["bob", "default", "ops"]
+    assert Identity("", ["paper", "live"], users_file=path).audience("paper") == ["alice", "ops"]
+    write_users(path, [UserRecord("carol", hash_token("c"), ("paper", "live"))])
+    os.utime(path, (1, 1))  # a new mtime, as any edit gives it
+    assert sorted(ident.audience("paper")) == ["carol", "default"]
