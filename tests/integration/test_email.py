@@ -352,3 +352,15 @@ async def test_the_smtp_server_down_holds_up_no_webhook(sim, tmp_path, smtp):
         assert len(smtp.mailbox.received) == 1 and len(receiver.acked()) == 2
     finally:
         await receiver.stop()
+
+
+@pytest.mark.smtp("plain", False)
+async def test_a_fill_for_many_users_opens_at_most_four_smtp_sessions_at_once(sim, tmp_path, smtp):
+    smtp.mailbox.hold = 0.3  # each answer waits, so sessions that may overlap do
+    users = users_file(tmp_path, {f"u{i}": (("*",), f"u{i}@example.com") for i in range(10)})
+    async with running(email_config(sim, tmp_path, smtp.url(), users_file=users)) as app:
+        await up(app)
+        await fill(sim)
+        await settled(app, 10)
+    assert sorted(m.rcpt_tos[0] for m in smtp.mailbox.received) == sorted(f"u{i}@example.com" for i in range(10))
+    assert 1 < smtp.mailbox.most_active <= 4

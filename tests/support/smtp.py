@@ -4,6 +4,7 @@ script of answers to give before accepting."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import ssl
@@ -42,8 +43,23 @@ class Mailbox:
         self.refused: list[str] = []  # the answers the script gave, in order
         self.script: list[str] = []
         self.lock = threading.Lock()
+        self.hold = 0.0  # seconds each DATA is held before its answer, so sessions overlap
+        self.active = 0  # sessions between DATA and its answer now, and the most there ever were
+        self.most_active = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            if self.hold:
+                await asyncio.sleep(self.hold)
+            return self._answer(server, session, envelope)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _answer(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             if self.script:
                 answer = self.script.pop(0)

@@ -80,17 +80,19 @@ def test_the_readme_settings_load_as_written(tmp_path):
     import shlex
 
     from tests.support.docs import block, commands
+    from tests.support.redis_server import make_certificate
     from trade_stream import config
 
     lines = [shlex.split(c)[0].split("=", 1) for c in commands(block("README.md", "email-env"))]
     froms = [v for k, v in lines if k == "TRADE_STREAM_SMTP_FROM"]
     urls = [v for k, v in lines if k == "TRADE_STREAM_SMTP_URL"]
-    assert len(froms) == 1 and len(urls) == 3
+    assert len(froms) == 1 and len(urls) == 3 and sum("/etc/trade-stream/mail-ca.pem" in u for u in urls) == 1
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     empty = tmp_path / "empty.env"  # a developer's own .env must not leak in
     empty.write_text("")
-    for url in urls:
+    ca, _ = make_certificate(tmp_path / "ca")  # the CA file the example names, made here so it loads
+    for url in (u.replace("/etc/trade-stream/mail-ca.pem", str(ca)) for u in urls):
         args = parser.parse_args(["--demo", "--env-file", str(empty), "--state-dir", str(tmp_path)])
         cfg = config.load(args, {"TRADE_STREAM_SMTP_URL": url, "TRADE_STREAM_SMTP_FROM": froms[0]}, tmp_path)
         assert cfg.smtp_url == url and cfg.smtp_from == "Trade Stream <alerts@example.com>"

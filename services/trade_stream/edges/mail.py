@@ -2,7 +2,8 @@
 
 The email channel of the outbox (delivery.py: durable, retried with backoff, given up, bounded, sent by the
 cluster's leader only). A lane per user, one message at a time, in order; so a user whose mailbox refuses
-mail, or a rate-limited user, holds up nobody else, and the SMTP server down holds up no other channel.
+mail, or a rate-limited user, holds up nobody else, and the SMTP server down holds up no other channel. At most
+``SESSIONS`` SMTP sessions are open at once, whatever the number of users a notification is for.
 
 Who gets a notification: the users it is for (core/notifier.py ``recipients``: the users file's users who see
 its account, or the users it names) who want its kind by email (core/preferences.py), plus the JWT users whose
@@ -53,6 +54,7 @@ log = logging.getLogger("trade_stream.edges.mail")
 
 EMAIL = "email"
 DIGEST_MAX = 50  # notifications in one digest; more wait for the next
+SESSIONS = 4  # SMTP sessions open at once, all users together: a fill for a thousand users is no flood
 HIDDEN_FIELDS = ("read", "unread", "source", "users")
 #: The namespace of email delivery ids: uuid5 of the notification and the user.
 DELIVERY_NAMESPACE = uuid.UUID("0b8e7f7c-5d0c-4a51-8c4e-7a0f3f2b9d11")
@@ -196,6 +198,7 @@ class EmailSender:
         self.last_error: str | None = None
         self.deliveries: Deliveries | None = None  # set by bind: the outbox a digest gathers its rows from
         self._tls = ssl.create_default_context(cafile=url.ca_file)
+        self._sessions = asyncio.Semaphore(SESSIONS)
 
     def bind(self, deliveries: Deliveries) -> None:
         self.deliveries = deliveries
@@ -243,7 +246,7 @@ class EmailSender:
     async def _deliver(self, message: EmailMessage, to: str) -> Outcome:
         url = self.url
         try:
-            async with asyncio.timeout(url.timeout * 2):  # connecting, TLS and the exchange together
+            async with self._sessions, asyncio.timeout(url.timeout * 2):  # connecting, TLS, the exchange
                 _, answer = await aiosmtplib.send(
                     message, sender=self.envelope_from, recipients=[to], hostname=url.host, port=url.port,
                     username=url.username, password=url.password, use_tls=url.implicit_tls,
