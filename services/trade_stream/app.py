@@ -297,7 +297,7 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
         senders.append(mail)
     push_sender = None
     if subscriptions is not None:
-        push_sender = PushSender(cfg.vapid, subscriptions, notifier.recipients, cfg.timings)
+        push_sender = PushSender(cfg.vapid, subscriptions, notifier, partial(users_file_users, identity), cfg.timings)
         senders.append(push_sender)
     if not senders:
         return notifier, None, None, None, None
@@ -312,6 +312,11 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
         email = Email(mail, deliveries, addresses)
     push = Push(push_sender, deliveries) if push_sender is not None else None
     return notifier, deliveries, webhooks, email, push
+
+
+def users_file_users(identity: Identity) -> list[str]:
+    """The users whose accounts the users file says (the TRADE_STREAM_TOKEN user sees every account anyway)."""
+    return [u.name for u in identity.users()]
 
 
 def wire_events(parts: Components) -> None:

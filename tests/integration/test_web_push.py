@@ -8,10 +8,12 @@ import asyncio
 import dataclasses
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import jwt
 import orjson
 import pytest
 
@@ -232,3 +234,22 @@ def test_the_readme_keys_command_writes_an_env_file_the_daemon_loads(tmp_path):
     assert cfg.vapid_public_key == cfg.vapid.public_key
     shown = cfg.public_view()
     assert cfg.vapid_private_key not in str(shown) and "vapid" not in shown  # the secret is masked in the logs
+
+
+async def test_a_jwt_users_subscription_gets_the_fills_of_the_accounts_their_token_named(sim, tmp_path, service):
+    """A JWT user is known only while a token of theirs is presented: their subscription remembers the accounts
+    the token named, so a fill on one of them reaches them with no tab open."""
+    secret = "jwt-secret-for-push-tests-0123456789"
+    now = int(time.time())
+    token = jwt.encode({"sub": "jay", "accounts": ["default"], "exp": now + 600}, secret, algorithm="HS256")
+    elsewhere = jwt.encode({"sub": "kim", "accounts": ["other"], "exp": now + 600}, secret, algorithm="HS256")
+    jay, kim = service.subscribe("jay"), service.subscribe("kim")
+    async with running(push_config(sim, tmp_path, jwt_secret=secret, token="")) as app:
+        await up(app)
+        assert (await api(app, "POST", jay, token=token))[0] == 201
+        assert (await api(app, "POST", kim, token=elsewhere))[0] == 201
+        fill(sim)
+        await wait_until(lambda: app.status()["push"]["delivered"] >= 1, timeout=20, what="the fill pushed")
+        await asyncio.sleep(0.3)  # a push to kim, were one queued, would have gone by now
+        assert app.status()["push"]["pending"] == 0
+    assert [(p.path, p.payload["type"]) for p in service.seen] == [("/push/jay", "order_filled")]

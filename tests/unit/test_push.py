@@ -125,7 +125,7 @@ def test_the_body_decrypts_with_the_browsers_keys_and_an_expired_one_is_not_sent
     key, auth, sub = browser()
     subs = PushSubscriptions(SqlitePushStore(tmp_path / "s.sqlite3"), per_user=5)
     record, _ = subs.add("ann", sub["endpoint"], sub["keys"]["p256dh"], sub["keys"]["auth"])
-    sender = PushSender(KEYS, subs, lambda note, channel: ["ann"], Timings())
+    sender = PushSender(KEYS, subs, None, list, Timings())
     body = message({"id": 1, "type": "order_rejected", "level": "warning", "message": "rejected"})
     now = time.time()
     row = Delivery(1, "d-1", record.id, "o", "order_rejected", body, now - 100, 0, now, "push")

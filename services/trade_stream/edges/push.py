@@ -3,7 +3,9 @@
 The push channel of the outbox (delivery.py: lanes, retries, give-up, the bound, only the cluster's leader
 sending). A lane is one subscription (push_subscriptions.py); ``rows`` makes one delivery per subscription of
 each user who wants the notification's kind on ``push`` (core/preferences.py, through ``TradeNotifier.recipients``),
-its body the JSON the service worker shows (``public_html/sw.js``).
+its body the JSON the service worker shows (``public_html/sw.js``). The relay can name the users who see an account
+only when they are configured (the users file, ``TRADE_STREAM_TOKEN``); a JWT user's subscription carries the
+accounts their token named, so a notification of one of those accounts finds them too.
 
 Each attempt is one POST to the subscription's endpoint, built with the two libraries the Python Web Push
 implementations are made of (web-push-libs): the body encrypted to the browser's keys with ``http_ece``
@@ -33,7 +35,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import http_ece
@@ -44,6 +46,8 @@ from py_vapid import Vapid02
 
 from trade_stream import __version__
 from trade_stream.config import Timings
+from trade_stream.core.notifications import kind_of
+from trade_stream.core.preferences import wants
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry
 from trade_stream.edges.outbox import Delivery, Row
 from trade_stream.edges.push_subscriptions import PushSubscriptions
@@ -121,10 +125,11 @@ class PushSender:
     channel = PUSH
     concurrency = CONCURRENCY
 
-    def __init__(self, keys: VapidKeys, subscriptions: PushSubscriptions, recipients: Any, timings: Timings,
-                 timeout: float = TIMEOUT) -> None:
+    def __init__(self, keys: VapidKeys, subscriptions: PushSubscriptions, notifier: Any,
+                 configured: Callable[[], Iterable[str]], timings: Timings, timeout: float = TIMEOUT) -> None:
         self.subscriptions = subscriptions
-        self.recipients = recipients  # TradeNotifier.recipients(note, channel) -> the users who want it there
+        self.notifier = notifier  # TradeNotifier: recipients(note, channel), preferences
+        self.configured = configured  # the users file's users: their accounts are the file's
         self.signer = VapidSigner(keys)
         self.retry = retry_rule(timings)
         self.timeout = timeout
@@ -135,11 +140,28 @@ class PushSender:
     def targets(self) -> None:
         return None
 
+    def users(self, note: dict[str, Any]) -> list[str]:
+        """Who gets ``note`` by push: the users it is for who want its kind there, and for a notification of an
+        account, the JWT users whose subscriptions saw that account (a configured user's accounts are the users
+        file's, not what their subscription remembers)."""
+        names = list(self.notifier.recipients(note, PUSH))
+        account = note.get("account")
+        if note.get("users") is not None or account is None:
+            return names
+        configured, kind = set(self.configured()), str(note.get("kind") or kind_of(str(note.get("type"))))
+        prefs = self.notifier.preferences
+        for sub in self.subscriptions:
+            user = sub.user
+            if user not in configured and user not in names and sub.sees(str(account)) and (
+                    wants(None, kind, PUSH) if prefs is None else prefs.wants(user, kind, PUSH)):
+                names.append(user)
+        return names
+
     def rows(self, note: dict[str, Any]) -> list[Row]:
         rows = []
         body = message(note)
         order = str(note.get("trade_id") or note.get("id"))
-        for user in self.recipients(note, PUSH):
+        for user in self.users(note):
             for sub in self.subscriptions.of(user):
                 delivery_id = str(uuid.uuid5(DELIVERY_NAMESPACE, f"{note.get('account')}/{note['source']}/{sub.id}"))
                 rows.append(Row(delivery_id, sub.id, order, str(note.get("type")), body, PUSH))

@@ -71,7 +71,7 @@ class PushApi:
                     endpoint, p256dh, auth = parse(body)
                 except ValueError as exc:
                     return error(400, str(exc), headers)
-                sub, replaced = subs.add(user.name, endpoint, p256dh, auth)
+                sub, replaced = subs.add(user.name, endpoint, p256dh, auth, user.accounts)
                 return json(201, {**sub.view(), "replaced": replaced}, headers)
             try:
                 endpoint = parse_endpoint(body.get("endpoint") if isinstance(body, dict) else None)

@@ -5,10 +5,12 @@ POSTed to), ``keys.p256dh`` (the browser's P-256 public key, 65 bytes uncompress
 (a 16-byte secret, base64url); the two keys are what each message is encrypted to (RFC 8291). ``parse`` checks
 all of it, so a malformed one is refused with a 400 naming the field instead of failing at every delivery.
 
-Each is kept for the user who posted it, at most ``per_user`` per user: a new browser beyond that replaces the
-user's oldest (a person whose old browser is gone cannot delete its subscription from there). One endpoint is
-one browser profile, so the same endpoint posted again (a renewed key, another user signing in on that browser)
-replaces what was kept for it. A subscription's id is derived from its endpoint, so it names the same outbox lane
+Each is kept for the user who posted it, with the accounts that user saw then (a JWT user exists only while a
+token of theirs is presented: this is how a fill on their account finds them while they are away), at most
+``per_user`` per user: a new browser beyond that replaces the user's oldest (a person whose old browser is gone
+cannot delete its subscription from there). One endpoint is one browser profile, so the same endpoint posted
+again (a renewed key, another user signing in on that browser) replaces what was kept for it. A subscription's
+id is derived from its endpoint, so it names the same outbox lane
 on every node and across restarts.
 
 The store: one SQLite file (WAL) in the state directory, read once into memory at start and written through on
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     endpoint TEXT NOT NULL UNIQUE,
     p256dh TEXT NOT NULL,
     auth TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    accounts TEXT NOT NULL DEFAULT '*'
 );
 CREATE INDEX IF NOT EXISTS subscriptions_user ON subscriptions(user, created);
 """
@@ -52,6 +55,10 @@ class Subscription:
     p256dh: str  # base64url, as the browser gave it
     auth: str
     created: float
+    accounts: frozenset[str] | None = None  # what the user who posted it saw then; None: every account
+
+    def sees(self, account: str) -> bool:
+        return self.accounts is None or account in self.accounts
 
     @property
     def origin(self) -> str:
@@ -62,6 +69,14 @@ class Subscription:
     def view(self) -> dict[str, Any]:
         """What the API shows: the push service, not the whole endpoint (it is the browser's capability)."""
         return {"id": self.id, "push_service": self.origin, "created": self.created}
+
+
+def accounts_text(accounts: frozenset[str] | None) -> str:
+    return "*" if accounts is None else ",".join(sorted(accounts))
+
+
+def accounts_of(text: str) -> frozenset[str] | None:
+    return None if text == "*" else frozenset(a for a in text.split(",") if a)
 
 
 def subscription_id(endpoint: str) -> str:
@@ -119,14 +134,15 @@ class SqlitePushStore:
         self.db = open_durable(path, SCHEMA)
 
     def load(self) -> list[Subscription]:
-        rows = self.db.execute("SELECT id, user, endpoint, p256dh, auth, created FROM subscriptions "
+        rows = self.db.execute("SELECT id, user, endpoint, p256dh, auth, created, accounts FROM subscriptions "
                                "ORDER BY created").fetchall()
-        return [Subscription(*r) for r in rows]
+        return [Subscription(sub_id, user, endpoint, p256dh, auth, created, accounts_of(accounts))
+                for sub_id, user, endpoint, p256dh, auth, created, accounts in rows]
 
     def save(self, sub: Subscription) -> None:
-        self.db.execute("INSERT OR REPLACE INTO subscriptions(id, user, endpoint, p256dh, auth, created) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (sub.id, sub.user, sub.endpoint, sub.p256dh, sub.auth, sub.created))
+        self.db.execute("INSERT OR REPLACE INTO subscriptions(id, user, endpoint, p256dh, auth, created, accounts) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (sub.id, sub.user, sub.endpoint, sub.p256dh, sub.auth,
+                                                         sub.created, accounts_text(sub.accounts)))
 
     def delete(self, sub_id: str) -> None:
         self.db.execute("DELETE FROM subscriptions WHERE id = ?", (sub_id,))
@@ -158,9 +174,11 @@ class PushSubscriptions:
         """The user's subscriptions, oldest first."""
         return sorted((s for s in self.by_id.values() if s.user == user), key=lambda s: s.created)
 
-    def add(self, user: str, endpoint: str, p256dh: str, auth: str) -> tuple[Subscription, list[str]]:
-        """Keep the subscription for ``user``; returns it and the ids of the user's oldest it replaced."""
-        sub = Subscription(subscription_id(endpoint), user, endpoint, p256dh, auth, time.time())
+    def add(self, user: str, endpoint: str, p256dh: str, auth: str,
+            accounts: frozenset[str] | None = None) -> tuple[Subscription, list[str]]:
+        """Keep the subscription for ``user`` (who sees ``accounts``); returns it and the ids of the user's oldest
+        it replaced."""
+        sub = Subscription(subscription_id(endpoint), user, endpoint, p256dh, auth, time.time(), accounts)
         others = [s for s in self.of(user) if s.id != sub.id]
         replaced = [s.id for s in others[:max(0, len(others) + 1 - self.per_user)]]
         for sub_id in replaced:
