@@ -3,7 +3,7 @@
 // own directory: `/` when the daemon serves the page, `/trade-stream/` behind the Apache prefix.
 //
 // A message is the JSON edges/push.py sends: {title, body, tag, id, type, level, account, symbol, trade_id, …}.
-// The tag groups an order's events, so its fill replaces its "accepted" on the person's screen.
+// The tag is the one the page gives its own desktop alert of that notification, so it is shown once.
 
 const SCOPE = self.registration.scope;
 

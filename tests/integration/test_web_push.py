@@ -89,7 +89,7 @@ async def test_a_fill_reaches_the_subscription_as_one_verified_decrypted_push(si
     assert sorted(pushed) == ["order_filled", "order_rejected"] and len(service.seen) == 2
     filled = pushed["order_filled"]
     assert filled.payload["title"] == "Order filled" and filled.payload["body"] == "Buy 10 AAPL filled at $99.50"
-    assert filled.payload["trade_id"] == order["id"] and filled.payload["tag"] == f"trade-stream-{order['id']}"
+    assert filled.payload["trade_id"] == order["id"] and filled.payload["tag"] == f"trade-stream-{filled.payload['id']}"
     assert filled.claims["aud"] == service.origin and filled.claims["sub"] == "mailto:ops@example.com"
     assert filled.headers["urgency"] == "normal" and 86000 < int(filled.headers["ttl"]) <= 86400
     rejection = pushed["order_rejected"]

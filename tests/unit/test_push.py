@@ -98,7 +98,7 @@ def test_the_message_fits_a_push_and_levels_set_urgency_and_ttl():
     note = {"id": 7, "type": "order_filled", "level": "info", "message": "Buy 1 AAPL filled at $1.00",
             "trade_id": "t-1", "account": "default", "symbol": "AAPL", "read": False, "source": "e-1"}
     shown = orjson.loads(message(note))
-    assert shown["title"] == "Order filled" and shown["tag"] == "trade-stream-t-1" and "read" not in shown
+    assert shown["title"] == "Order filled" and shown["tag"] == "trade-stream-7" and "read" not in shown
     long = orjson.loads(message({**note, "message": "x" * 10_000}))
     assert len(message({**note, "message": "x" * 10_000})) <= MAX_PLAINTEXT and long["body"].endswith("…")
     assert urgency_and_ttl("error") == ("high", 900)

@@ -76,12 +76,12 @@ DELIVERY_NAMESPACE = uuid.UUID("0b7e6f1c-5a0d-4c1b-8f57-2c9a4e1d7b30")
 
 
 def message(note: dict[str, Any]) -> bytes:
-    """What the service worker gets: a title, the plain sentence, a tag (an order's later events replace its
-    earlier ones on the person's screen) and the notification's identifying fields; within a push message."""
+    """What the service worker gets: a title, the plain sentence, a tag and the notification's identifying fields;
+    within a push message. The tag is the one the page gives its own desktop alert of the same notification
+    (js/notifications.js), so a tab open when it comes and the push show it once, not twice."""
     kind = str(note.get("type") or "")
-    order = note.get("trade_id") or note.get("id")
     data: dict[str, Any] = {"title": TITLES.get(kind, "trade-stream"), "body": str(note.get("message") or ""),
-                            "tag": f"trade-stream-{order}", **{k: note[k] for k in SHOWN_FIELDS if k in note}}
+                            "tag": f"trade-stream-{note.get('id')}", **{k: note[k] for k in SHOWN_FIELDS if k in note}}
     body = orjson.dumps(data)
     while len(body) > MAX_PLAINTEXT:  # only a very long sentence: cut it, and say so
         data["body"] = data["body"][:max(0, len(data["body"]) - (len(body) - MAX_PLAINTEXT) - 8)] + "…"
