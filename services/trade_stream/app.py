@@ -301,7 +301,7 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
         senders.append(push_sender)
     if not senders:
         return notifier, None, None, None, None
-    # One file for every channel; its name is the one it has had since it held webhooks alone.
+    # One outbox file for every channel, named as an existing state directory has it: its pending webhooks go on.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
                             cfg.webhook_max_pending, {"email": cfg.email_max_pending, "push": cfg.push_max_pending},
                             {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
