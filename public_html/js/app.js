@@ -8,6 +8,7 @@ import { bindKeys } from './keys.js';
 import { Market } from './market.js';
 import { marketNow, setMarketTime } from './market-clock.js';
 import { NotificationBell } from './notifications.js';
+import { PushToggle } from './push.js';
 import { OrdersPanel } from './orders.js';
 import { bindSymbolForm } from './symbol-form.js';
 import { takeInitialSymbols } from './symbols.js';
@@ -67,6 +68,9 @@ const alerts = new AlertsPanel(stream, document, (all) => detail.setAlerts(all))
 detail.onChartClick((symbol, price, last) => {
   alerts.prepare(symbol, price, Number.isFinite(last) && price < last ? 'crosses_below' : 'crosses_above');
 });
+// A click on one of this page's push notifications focuses this tab: show the list it came from.
+const push = new PushToggle(document, apiBase, { onClick: () => bell.show() });
+push.start(config);
 const theme = bindTheme($('theme-toggle'), () => {
   watchlist.redrawSparklines();
   detail.applyTheme();

@@ -211,6 +211,11 @@ export class NotificationBell {
     }
   }
 
+  /** Open the list (a push notification of this page was clicked). */
+  show() {
+    if (this.#els.panel.hidden) this.#toggle();
+  }
+
   #toggle() {
     const open = this.#els.panel.hidden;
     this.#els.panel.hidden = !open;

@@ -57,6 +57,10 @@ from trade_stream.edges.preferences_api import PATH as PREFERENCES_PATH
 from trade_stream.edges.preferences_api import PreferencesApi
 from trade_stream.edges.publish_api import PATH as PUBLISH_PATH
 from trade_stream.edges.publish_api import PublishApi
+from trade_stream.edges.push import Push, PushSender
+from trade_stream.edges.push_api import PATH as PUSH_PATH
+from trade_stream.edges.push_api import PushApi
+from trade_stream.edges.push_subscriptions import PushSubscriptions, SqlitePushStore
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
 from trade_stream.edges.stream_test import StreamTest
@@ -122,6 +126,7 @@ class Components:
     webhooks: Webhooks | None
     email: Email | None
     alerts: PriceAlerts
+    push: Push | None  # Web Push, when the VAPID settings are set
     report: StatusReport  # health, status and the systemd status line
     page: PageSupport
     snapshots: Snapshots
@@ -174,15 +179,18 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.smtp_url:  # email alerts: where each JWT user's address is remembered; the cluster's in a cluster
         identity.addresses = addresses = relay.engine.open_addresses(Path(cfg.state_dir) / "addresses.sqlite3")
         resources.callback(addresses.close)
-    notifier, deliveries, webhooks, email = build_notifications(cfg, accounts, identity, relay.engine, preferences,
-                                                                channels, addresses)
+    subscriptions = build_push_subscriptions(cfg, resources)
+    notifier, deliveries, webhooks, email, push = build_notifications(cfg, accounts, identity, relay.engine,
+                                                                      preferences, channels, addresses,
+                                                                      subscriptions)
     resources.callback(notifier.close)
     origins = OriginPolicy(cfg.allowed_origins)
     page, history, snapshots = PageSupport(cfg, origins), History(cfg), Snapshots(cfg)
     alerts = build_alerts(cfg, relay, notifier, accounts, snapshots, history)
     resources.callback(alerts.close)
     report = StatusReport(RelayMarket(relay), tradings, supervisor, cfg.health_grace, accounts, notifier, broker,
-                          broker.upstreams if broker is not None else (), webhooks, email, channels, alerts)
+                          broker.upstreams if broker is not None else (), webhooks, email, channels, alerts,
+                          push)
     registry = build_registry(stats, relay.status, supervisor.restarts, relay.engine.metrics)
     registry.register(notifier.collector())
     registry.register(channels.collector())
@@ -198,6 +206,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     sse = (SseServer(cfg, relay, accounts, origins, stats, status=report.status, snapshots=snapshots, broker=broker,
                      routes=(Route(PUBLISH_PATH, sse_publish, methods=None),), test_auth=sse_publish.authorize)
            if cfg.sse_port else None)
+    push_api = PushApi(subscriptions, cfg.vapid.public_key if cfg.vapid else "", identity, credentials, cors)
     # The main port's routes, all of them, before it listens (the SSE side-port declares its own table).
     web = Web(StaticFiles(cfg.public_dir), [
         Route("/healthz", lambda r: json(*report.healthz(), cors(r))),
@@ -215,13 +224,14 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
                                            lambda: relay.clients, cors), methods=None),
         Route(PREFERENCES_PATH, PreferencesApi(preferences, identity, credentials, cors), methods=None),
         Route(ALERTS_PATH, AlertsApi(alerts, identity, credentials, cors), methods=None, prefix=True),
+        Route(PUSH_PATH, push_api, methods=None),
     ])
     compat = AlpacaEndpoints(relay, accounts, cfg.alpaca_prefix, cfg.max_symbols_per_client)
     ws = WsServer(cfg, relay, web, origins, stats, private=accounts, snapshots=snapshots, endpoints=compat.routes(),
                   credentials=credentials, alerts=alerts)
     accounts.hang_up = ws.hang_up  # a connection closed for a newer one of its user (the per-user limit)
     parts = Components(cfg, supervisor, relay, identity, accounts, tradings, broker, notifier, deliveries, webhooks,
-                       email, alerts, report, page, snapshots, ws, sse, preferences, channels)
+                       email, alerts, push, report, page, snapshots, ws, sse, preferences, channels)
     wire_events(parts)
     return parts
 
@@ -288,11 +298,23 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
+def build_push_subscriptions(cfg: Config, resources: AsyncExitStack) -> PushSubscriptions | None:
+    """The browsers' push subscriptions, when Web Push is configured: a person's, whatever the data (one file,
+    demo or not), kept by the node that took them (README: Web Push in a cluster)."""
+    if cfg.vapid is None:
+        return None
+    subscriptions = PushSubscriptions(SqlitePushStore(Path(cfg.state_dir) / "push-subscriptions.sqlite3"),
+                                      cfg.push_max_subscriptions)
+    resources.callback(subscriptions.close)
+    return subscriptions
+
+
 def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
-                        preferences: Preferences, channels: Channels, addresses: AddressStore | None
-                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None]:
+                        preferences: Preferences, channels: Channels, addresses: AddressStore | None,
+                        subscriptions: PushSubscriptions | None = None
+                        ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None, Push | None]:
     """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
-    leader) with a sender per configured channel: webhooks, email; each channel's counts in ``channels``."""
+    leader) with a sender per configured channel: webhooks, email, push; each channel's counts in ``channels``."""
     suffix = "-demo" if cfg.demo else ""  # as the journal: simulated fills never mix with real ones
     notifier = TradeNotifier(Path(cfg.state_dir) / f"notifications{suffix}.sqlite3", accounts,
                              cfg.journal_retention_days, cfg.timings.journal_retry, preferences=preferences)
@@ -304,18 +326,28 @@ def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, clu
         mail = EmailSender(smtp_url.parse(cfg.smtp_url), cfg.smtp_from, Recipients(notifier, identity, addresses),
                            cfg.timings, cfg.email_rate_limit, cfg.email_rate_window)
         senders.append(mail)
+    push_sender = None
+    if subscriptions is not None:
+        push_sender = PushSender(cfg.vapid, subscriptions, notifier, partial(users_file_users, identity), cfg.timings)
+        senders.append(push_sender)
     if not senders:
-        return notifier, None, None, None
+        return notifier, None, None, None, None
     # One outbox file for every channel, named as an existing state directory has it: its pending webhooks go on.
     deliveries = Deliveries(Path(cfg.state_dir) / f"webhooks{suffix}.sqlite3", notifier, cluster, senders,
-                            cfg.webhook_max_pending, {"email": cfg.email_max_pending},
+                            cfg.webhook_max_pending, {"email": cfg.email_max_pending, "push": cfg.push_max_pending},
                             {s.channel: channels.channel(CHANNEL_NAMES[s.channel]) for s in senders})
     webhooks = Webhooks(cfg.webhooks, deliveries) if cfg.webhooks else None
     email = None
     if mail is not None and addresses is not None:
         mail.bind(deliveries)
         email = Email(mail, deliveries, addresses)
-    return notifier, deliveries, webhooks, email
+    push = Push(push_sender, deliveries) if push_sender is not None else None
+    return notifier, deliveries, webhooks, email, push
+
+
+def users_file_users(identity: Identity) -> list[str]:
+    """The users whose accounts the users file says (the TRADE_STREAM_TOKEN user sees every account anyway)."""
+    return [u.name for u in identity.users()]
 
 
 def build_alerts(cfg: Config, relay: Relay[Sources], notifier: TradeNotifier, accounts: Accounts,
@@ -629,6 +661,10 @@ class App:
     @property
     def email(self) -> Email | None:
         return self._built().email
+
+    @property
+    def push(self) -> Push | None:
+        return self._built().push
 
     @property
     def ws(self) -> WsServer:

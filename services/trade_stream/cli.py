@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "check": "validate the configuration and try the credentials against Alpaca",
     "bench": "measure fan-out against the simulator (and a baseline relay with --compare)",
     "webhook": "`webhook test NAME`: send a test event to a webhook target and print the answer",
+    "push": "`push keys`: print a new VAPID key pair (Web Push) as env-file lines",
     "user": "`user add NAME --accounts a,b`, `user list`, `user remove NAME`: the users file",
     "publish": "`publish --channel C --event E --data JSON`: publish one event to an app channel",
 }
@@ -80,6 +81,10 @@ def tool(name: str) -> Callable[[list[str]], int]:
         from trade_stream.edges import webhooks
 
         return webhooks.main
+    if name == "push":
+        from trade_stream.edges import push
+
+        return push.main
     if name == "user":
         from trade_stream.edges import identity
 

@@ -118,6 +118,12 @@ class Config:
     email_max_pending: int = 10_000  # per user
     alerts_per_user: int = 100
     alert_stale_check: float = 30.0
+    vapid_private_key: str = ""
+    vapid_public_key: str = ""
+    vapid_subject: str = ""
+    vapid: Any = None  # VapidKeys (records/vapid.py) from the three settings above, checked at load; None: no push
+    push_max_pending: int = 10_000
+    push_max_subscriptions: int = 10
     accounts_file: str = ""
     accounts: tuple[Any, ...] = ()  # AccountSpec (core/account_specs.py) from accounts_file; () = ALPACA_* only
     users_file: str = ""
@@ -160,7 +166,9 @@ class Config:
         out["accounts"] = ",".join(a.name for a in self.account_specs())  # names only: accounts carry keys
         out["broker_streams"] = ",".join(self.broker_streams)
         out["public_channels"] = ",".join(self.public_channels)
-        for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key", "publish_key"):
+        out.pop("vapid")  # a key object; its public half is vapid_public_key
+        for name in ("api_key", "secret_key", "token", "jwt_secret", "broker_secret_key", "publish_key",
+                     "vapid_private_key"):
             out[name] = mask(out[name])
         out["redis_url"] = mask_url(self.redis_url)
         out["smtp_url"] = mask_url(self.smtp_url)
@@ -512,6 +520,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("email_max_pending", "TRADE_STREAM_EMAIL_MAX_PENDING", "--email-max-pending",
             _int_range(1, 10_000_000), "email alerts kept pending per user (the SMTP server down, or held for a "
             "digest); beyond it the oldest are given up as dropped (default 10000)"),
+    Setting("vapid_private_key", "TRADE_STREAM_VAPID_PRIVATE_KEY", "--vapid-private-key", _text,
+            "Web Push: the VAPID private key (base64url P-256 scalar) from `trade-stream push keys`; unset: no "
+            "Web Push", True),
+    Setting("vapid_public_key", "TRADE_STREAM_VAPID_PUBLIC_KEY", "--vapid-public-key", _text,
+            "Web Push: the VAPID public key (base64url uncompressed point) printed with the private one; the "
+            "page subscribes with it"),
+    Setting("vapid_subject", "TRADE_STREAM_VAPID_SUBJECT", "--vapid-subject", _text,
+            "Web Push: mailto:you@example.com or an https:// URL, how a push service reaches the operator"),
+    Setting("push_max_pending", "TRADE_STREAM_PUSH_MAX_PENDING", "--push-max-pending", _int_range(1, 10_000_000),
+            "Web Push deliveries kept pending per subscription; beyond it the oldest are given up as dropped "
+            "(default 10000)"),
+    Setting("push_max_subscriptions", "TRADE_STREAM_PUSH_MAX_SUBSCRIPTIONS", "--push-max-subscriptions",
+            _int_range(1, 1000),
+            "Web Push subscriptions (browsers) kept per user; a new one beyond it replaces that user's oldest "
+            "(default 10)"),
     Setting("accounts_file", "TRADE_STREAM_ACCOUNTS_FILE", "--accounts-file", _text,
             "TOML file of named Alpaca accounts, each with its own trading stream (see README, Accounts and "
             "users); default: one account, default, from the ALPACA_* variables"),
@@ -665,6 +688,7 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None, cwd
     if values.get("accounts_file"):
         values["accounts"] = load_accounts(values["accounts_file"], merged)
     check_identity(values)
+    check_push(values)
     if getattr(args, "broker", None):
         if not demo:
             raise ConfigError("--broker is a demo option: use --demo --broker (for real Broker API mode set "
@@ -705,6 +729,23 @@ def check_identity(values: dict[str, Any]) -> None:
             identity.load_public_key(values["jwt_public_key"])
     except ValueError as exc:
         raise ConfigError(f"TRADE_STREAM_JWT_PUBLIC_KEY={values['jwt_public_key']}: {exc}") from None
+
+
+def check_push(values: dict[str, Any]) -> None:
+    """Web Push is on when its three settings are set, and then they must be one valid key pair and a contact."""
+    from trade_stream.records import vapid
+
+    given = [values.get(name, "") for name in ("vapid_private_key", "vapid_public_key", "vapid_subject")]
+    if not any(given):
+        return
+    missing = [env for env, value in zip(vapid.SETTINGS, given, strict=True) if not value]
+    if missing:
+        raise ConfigError(f"{missing[0]} is not set: Web Push needs all of {', '.join(vapid.SETTINGS)}; run "
+                          "`trade-stream push keys` for them, or unset the others")
+    try:
+        values["vapid"] = vapid.load(*given)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_webhooks(path: str, environ: Mapping[str, str]) -> tuple[Any, ...]:

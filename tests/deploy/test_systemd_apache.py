@@ -193,6 +193,11 @@ async def test_the_page_through_apache_shows_live_trades_and_its_history_and_clo
     assert called("bars") and set(called("bars")) == {200}, api
     assert called("clock") and set(called("clock")) == {200}, api
     assert await page.evaluate("window.TRADE_STREAM_CONFIG.servedBy") == "trade-stream"  # config.js, from the daemon
+    # The Web Push worker: JavaScript from the prefix, registered at the prefix's scope (the page's directory).
+    worker = await page.request.get(f"http://127.0.0.1:{deployed.apache}/trade-stream/sw.js")
+    assert worker.status == 200 and worker.headers["content-type"].startswith("text/javascript")
+    scope = await page.evaluate("navigator.serviceWorker.register('sw.js', {scope: './'}).then((r) => r.scope)")
+    assert scope == f"http://127.0.0.1:{deployed.apache}/trade-stream/"
     await watch.finish()
 
 

@@ -99,8 +99,9 @@ class StatusReport:
     broker_streams: Sequence[BrokerUpstream] = ()
     webhooks: Reporter | None = None
     email: Reporter | None = None
-    channels: Channels | None = None  # every sending channel's counts (core/channels.py)
+    channels: Channels | None = None  # every sending channel's counts (core/delivery_stats.py)
     alerts: Reporter | None = None
+    push: Reporter | None = None
 
     def _trading_names(self) -> dict[str, str]:
         first = next(iter(self.tradings), None)
@@ -151,6 +152,8 @@ class StatusReport:
             out["channels"] = self.channels.view()
         if self.alerts is not None:
             out["price_alerts"] = self.alerts.status()
+        if self.push is not None:
+            out["push"] = self.push.status()
         if self.broker is not None:
             out["broker"] = self.broker.status()
         out["health"] = self.health()
