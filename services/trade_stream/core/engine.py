@@ -18,11 +18,15 @@ nodes share one Redis).
 - ``SharedAddresses``: ``open_addresses`` returns the email address each JWT user last presented
   (core/addresses.py ``AddressStore``): remembered on the node that saw the token, known on every node, so the
   leader mails a JWT user whichever node they connected to.
+- ``SharedPushSubscriptions``: ``open_push_subscriptions`` returns the browsers' Web Push subscriptions
+  (core/push_subscriptions.py ``PushSubscriptionStore``): taken by any node, held by every node, so the leader
+  pushes to a browser whichever node it subscribed through, and a subscription the leader finds gone (404/410)
+  is removed on all of them.
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all seven plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is every seam plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -51,6 +55,7 @@ from trade_stream.core.addresses import AddressStore
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 from trade_stream.core.preferences import PreferenceStore
+from trade_stream.core.push_subscriptions import PushSubscriptionStore
 
 Done = Callable[[bool, int | None, str], None]
 #: The supervisor's ``start(name, factory)``: runs a long-lived task, restarting it when it fails.
@@ -192,6 +197,12 @@ class SharedPreferences(Protocol):
         Opened before ``connect``, which loads them in a cluster."""
 
 
+class SharedPushSubscriptions(Protocol):
+    def open_push_subscriptions(self, path: Path, per_user: int) -> PushSubscriptionStore:
+        """The browsers' push subscriptions, at most ``per_user`` per user; ``path`` is where one process keeps
+        them (its state directory). Opened before ``connect``, which loads them in a cluster."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -212,7 +223,7 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
 
 
 class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, SharedAddresses,
-             ClusterView, Protocol):
+             SharedPushSubscriptions, ClusterView, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:
