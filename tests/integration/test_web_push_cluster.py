@@ -89,3 +89,19 @@ async def test_a_node_started_later_has_the_cluster_s_subscriptions(sim, tmp_pat
             listed = (await api(later, "GET"))[1]["subscriptions"]
             assert [s["push_service"] for s in listed] == [service.origin] and subscriptions(later) == 1
         await wait_until(lambda: all(subscriptions(a) == 1 for a in apps), timeout=10, what="both nodes agree")
+
+
+async def test_a_subscription_redis_cannot_take_is_refused_and_kept_nowhere(sim, tmp_path, redis_server, service):
+    async with cluster(sim, tmp_path, [redis_server.url] * 2, **PUSH) as apps:
+        redis_server.stop()
+        await wait_until(lambda: all(a.status()["cluster"]["redis"] == "down" for a in apps), timeout=15,
+                         what="both see redis down")
+        browser = service.subscribe()
+        status, answer = await api(apps[1], "POST", browser)
+        assert status == 503 and "Redis" in answer["message"], answer
+        assert (await api(apps[1], "GET"))[1]["subscriptions"] == [] and subscriptions(apps[1]) == 0
+        redis_server.start()
+        await wait_until(lambda: all(a.status()["cluster"]["redis"] == "up" for a in apps), timeout=20,
+                         what="both see redis back")
+        assert (await api(apps[1], "POST", browser))[0] == 201  # the browser's retry
+        await wait_until(lambda: all(subscriptions(a) == 1 for a in apps), timeout=10, what="kept on both nodes")
