@@ -26,12 +26,20 @@ from trade_stream.core.accounts import Accounts
 from trade_stream.core.addresses import AddressStore
 from trade_stream.core.broker import BrokerEvents
 from trade_stream.core.delivery_stats import Channels
-from trade_stream.core.engine import ChannelBus, Engine, NodeHandler, UpstreamSide, WebhookSide
+from trade_stream.core.engine import (
+    ChannelBus,
+    Engine,
+    NodeHandler,
+    SharedPushSubscriptions,
+    UpstreamSide,
+    WebhookSide,
+)
 from trade_stream.core.hub import Hub
 from trade_stream.core.notifier import TradeNotifier
 from trade_stream.core.orders import Orders
 from trade_stream.core.preferences import Preferences
 from trade_stream.core.price_alerts import PriceAlerts
+from trade_stream.core.push_subscriptions import PushSubscriptionStore
 from trade_stream.core.relay import Relay
 from trade_stream.core.stats import Stats
 from trade_stream.core.upstream import FeedState
@@ -60,7 +68,6 @@ from trade_stream.edges.publish_api import PublishApi
 from trade_stream.edges.push import Push, PushSender
 from trade_stream.edges.push_api import PATH as PUSH_PATH
 from trade_stream.edges.push_api import PushApi
-from trade_stream.edges.push_subscriptions import PushSubscriptions, SqlitePushStore
 from trade_stream.edges.sse.server import SseServer
 from trade_stream.edges.stream_test import PATH as STREAM_TEST_PATH
 from trade_stream.edges.stream_test import StreamTest
@@ -179,7 +186,7 @@ def build(cfg: Config, stats: Stats, supervisor: Supervisor, resources: AsyncExi
     if cfg.smtp_url:  # email alerts: where each JWT user's address is remembered; the cluster's in a cluster
         identity.addresses = addresses = relay.engine.open_addresses(Path(cfg.state_dir) / "addresses.sqlite3")
         resources.callback(addresses.close)
-    subscriptions = build_push_subscriptions(cfg, resources)
+    subscriptions = build_push_subscriptions(cfg, relay.engine, resources)
     notifier, deliveries, webhooks, email, push = build_notifications(cfg, accounts, identity, relay.engine,
                                                                       preferences, channels, addresses,
                                                                       subscriptions)
@@ -298,20 +305,21 @@ def build_broker(cfg: Config) -> BrokerEvents:
     return broker
 
 
-def build_push_subscriptions(cfg: Config, resources: AsyncExitStack) -> PushSubscriptions | None:
-    """The browsers' push subscriptions, when Web Push is configured: a person's, whatever the data (one file,
-    demo or not), kept by the node that took them (README: Web Push in a cluster)."""
+def build_push_subscriptions(cfg: Config, engine: SharedPushSubscriptions, resources: AsyncExitStack
+                             ) -> PushSubscriptionStore | None:
+    """The browsers' push subscriptions, when Web Push is configured: a person's, whatever the data (one store,
+    demo or not); the cluster's in a cluster."""
     if cfg.vapid is None:
         return None
-    subscriptions = PushSubscriptions(SqlitePushStore(Path(cfg.state_dir) / "push-subscriptions.sqlite3"),
-                                      cfg.push_max_subscriptions)
+    subscriptions = engine.open_push_subscriptions(Path(cfg.state_dir) / "push-subscriptions.sqlite3",
+                                                   cfg.push_max_subscriptions)
     resources.callback(subscriptions.close)
     return subscriptions
 
 
 def build_notifications(cfg: Config, accounts: Accounts, identity: Identity, cluster: WebhookSide,
                         preferences: Preferences, channels: Channels, addresses: AddressStore | None,
-                        subscriptions: PushSubscriptions | None = None
+                        subscriptions: PushSubscriptionStore | None = None
                         ) -> tuple[TradeNotifier, Deliveries | None, Webhooks | None, Email | None, Push | None]:
     """Notifications next to the order journal, and the outbox that is fed from them (sent by the cluster's
     leader) with a sender per configured channel: webhooks, email, push; each channel's counts in ``channels``."""

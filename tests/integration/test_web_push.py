@@ -21,7 +21,7 @@ from tests.support.docs import REPO_ROOT, block
 from tests.support.push_service import PushService
 from tests.support.relay import FAST, TOKEN, relay_config, running, wait_until
 from trade_stream import cli, config
-from trade_stream.edges.push_subscriptions import SqlitePushStore
+from trade_stream.core.push_subscriptions import SqlitePushStore
 from trade_stream.records import vapid
 
 pytestmark = pytest.mark.timeout(40)

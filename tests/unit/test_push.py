@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from trade_stream.config import Timings
+from trade_stream.core.push_subscriptions import SqlitePushSubscriptions
 from trade_stream.edges.outbox import Delivery
 from trade_stream.edges.push import MAX_PLAINTEXT, PushSender, VapidSigner, message, urgency_and_ttl
-from trade_stream.edges.push_subscriptions import PushSubscriptions, SqlitePushStore, parse
+from trade_stream.edges.push_subscriptions import parse
 from trade_stream.records import vapid
 
 pytestmark = pytest.mark.timeout(10)
@@ -77,23 +78,6 @@ def test_a_subscription_is_checked_field_by_field():
         assert str(exc.value).startswith(field), body
 
 
-def test_subscriptions_are_bounded_per_user_and_an_endpoint_moves_to_who_posted_it_last(tmp_path):
-    subs = PushSubscriptions(SqlitePushStore(tmp_path / "s.sqlite3"), per_user=2)
-    made = [browser()[2] for _ in range(3)]
-    endpoints = [f"https://push.example/{i}" for i in range(3)]
-    ids = [subs.add("ann", e, m["keys"]["p256dh"], m["keys"]["auth"])[0].id
-           for e, m in zip(endpoints, made, strict=True)]
-    assert [s.id for s in subs.of("ann")] == ids[1:]
-    sub, replaced = subs.add("bob", endpoints[2], made[2]["keys"]["p256dh"], made[2]["keys"]["auth"])
-    assert sub.id == ids[2] and replaced == [] and [s.id for s in subs.of("ann")] == [ids[1]]
-    assert not subs.remove("ann", endpoints[2]) and subs.remove("bob", endpoints[2])
-    assert subs.gone(ids[1]) and not subs.gone(ids[1])
-    subs.close()
-    again = PushSubscriptions(SqlitePushStore(tmp_path / "s.sqlite3"), per_user=2)
-    assert len(again) == 0
-    again.close()
-
-
 def test_the_message_fits_a_push_and_levels_set_urgency_and_ttl():
     note = {"id": 7, "type": "order_filled", "level": "info", "message": "Buy 1 AAPL filled at $1.00",
             "trade_id": "t-1", "account": "default", "symbol": "AAPL", "read": False, "source": "e-1"}
@@ -121,10 +105,10 @@ def test_the_vapid_token_verifies_with_the_public_key_and_is_cached_per_origin()
     assert signer.header("https://other.example", now) != header
 
 
-def test_the_body_decrypts_with_the_browsers_keys_and_an_expired_one_is_not_sent(tmp_path):
+async def test_the_body_decrypts_with_the_browsers_keys_and_an_expired_one_is_not_sent(tmp_path):
     key, auth, sub = browser()
-    subs = PushSubscriptions(SqlitePushStore(tmp_path / "s.sqlite3"), per_user=5)
-    record, _ = subs.add("ann", sub["endpoint"], sub["keys"]["p256dh"], sub["keys"]["auth"])
+    subs = SqlitePushSubscriptions(tmp_path / "s.sqlite3", per_user=5)
+    record, _ = await subs.add("ann", sub["endpoint"], sub["keys"]["p256dh"], sub["keys"]["auth"])
     sender = PushSender(KEYS, subs, None, list, Timings())
     body = message({"id": 1, "type": "order_rejected", "level": "warning", "message": "rejected"})
     now = time.time()
@@ -135,6 +119,6 @@ def test_the_body_decrypts_with_the_browsers_keys_and_an_expired_one_is_not_sent
     assert http_ece.decrypt(encrypted, private_key=key, auth_secret=auth, version="aes128gcm") == body
     late = sender.request(row, now + 3600)
     assert not late.delivered and not late.retryable and "TTL" in late.error
-    subs.gone(record.id)
+    await subs.gone(record.id)
     assert "removed" in sender.request(row, now).error
     subs.close()

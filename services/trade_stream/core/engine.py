@@ -21,6 +21,10 @@ nodes share one Redis).
 - ``AlertStores``: ``open_alert_store`` returns where price alerts are kept (core/alert_store.py): the SQLite
   file on one process, a Redis hash in a cluster, where every node keeps all of them and only the leader
   evaluates them (it sees every upstream message), storing each fire once (``AlertStore.fire``).
+- ``SharedPushSubscriptions``: ``open_push_subscriptions`` returns the browsers' Web Push subscriptions
+  (core/push_subscriptions.py ``PushSubscriptionStore``): taken by any node, held by every node, so the leader
+  pushes to a browser whichever node it subscribed through, and a subscription the leader finds gone (404/410)
+  is removed on all of them.
 - ``ClusterView``: ``view`` (the ``cluster`` part of ``/api/stream/status``) and ``metrics``.
 - ``ChannelBus``: app channels (core/channels.py). ``publish_channels`` records publications (from any node) and
   hands each, as a ``ChannelEvent``, to ``ChannelHandler.on_channel_event`` on every node, exactly once per
@@ -28,7 +32,7 @@ nodes share one Redis).
 
 What an engine calls back into on this node is a ``NodeHandler``, given to the engine when it is built, so no
 callback is set on a half-built object. The relay, the order side and the edges are typed against the seam they
-use, never against an engine class; ``Engine`` is all of them plus the lifecycle, for the composition root. The
+use, never against an engine class; ``Engine`` is every seam plus the lifecycle, for the composition root. The
 protocols live in core, beside the relay and the order side that call through them, so core never imports an
 engine: ``trade_stream.engines`` implements them and app.py picks one.
 
@@ -59,6 +63,7 @@ from trade_stream.core.channels import ChannelEvent, Publication, Reset
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Entry
 from trade_stream.core.preferences import PreferenceStore
+from trade_stream.core.push_subscriptions import PushSubscriptionStore
 
 Done = Callable[[bool, int | None, str], None]
 #: The supervisor's ``start(name, factory)``: runs a long-lived task, restarting it when it fails.
@@ -226,6 +231,12 @@ class AlertStores(Protocol):
         """Where price alerts are kept; ``path`` is the single-process file (a cluster keeps them shared)."""
 
 
+class SharedPushSubscriptions(Protocol):
+    def open_push_subscriptions(self, path: Path, per_user: int) -> PushSubscriptionStore:
+        """The browsers' push subscriptions, at most ``per_user`` per user; ``path`` is where one process keeps
+        them (its state directory). Opened before ``connect``, which loads them in a cluster."""
+
+
 class ClusterView(Protocol):
     node_id: str
 
@@ -265,7 +276,7 @@ class WebhookSide(Leadership, DeliveryLedger, Protocol):
 
 
 class Engine(Leadership, Interest, MarketBus, OrderLogStore, DeliveryLedger, SharedPreferences, SharedAddresses,
-             AlertStores, ClusterView, ChannelBus, Protocol):
+             AlertStores, SharedPushSubscriptions, ClusterView, ChannelBus, Protocol):
     """Every seam of one engine, and its lifecycle: what the composition root holds."""
 
     async def connect(self) -> None:

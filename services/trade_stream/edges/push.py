@@ -1,7 +1,7 @@
 """Web Push: each notification a person wants on ``push`` sent to their browsers' subscriptions (RFC 8030).
 
 The push channel of the outbox (delivery.py: lanes, retries, give-up, the bound, only the cluster's leader
-sending). A lane is one subscription (push_subscriptions.py); ``rows`` makes one delivery per subscription of
+sending). A lane is one subscription (core/push_subscriptions.py); ``rows`` makes one delivery per subscription of
 each user who wants the notification's kind on ``push`` (core/preferences.py, through ``TradeNotifier.recipients``),
 its body the JSON the service worker shows (``public_html/sw.js``). The relay can name the users who see an account
 only when they are configured (the users file, ``TRADE_STREAM_TOKEN``); a JWT user's subscription carries the
@@ -48,9 +48,9 @@ from trade_stream import __version__
 from trade_stream.config import Timings
 from trade_stream.core.notifications import kind_of
 from trade_stream.core.preferences import wants
+from trade_stream.core.push_subscriptions import PushStoreUnavailable, PushSubscriptionStore
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry
 from trade_stream.edges.outbox import Delivery, Row
-from trade_stream.edges.push_subscriptions import PushSubscriptions
 from trade_stream.edges.webhooks import RESPONSE_SNIPPET, retry_after
 from trade_stream.records import vapid
 from trade_stream.records.vapid import VapidKeys, b64url_decode
@@ -125,7 +125,7 @@ class PushSender:
     channel = PUSH
     concurrency = CONCURRENCY
 
-    def __init__(self, keys: VapidKeys, subscriptions: PushSubscriptions, notifier: Any,
+    def __init__(self, keys: VapidKeys, subscriptions: PushSubscriptionStore, notifier: Any,
                  configured: Callable[[], Iterable[str]], timings: Timings, timeout: float = TIMEOUT) -> None:
         self.subscriptions = subscriptions
         self.notifier = notifier  # TradeNotifier: recipients(note, channel), preferences
@@ -220,9 +220,13 @@ class PushSender:
             return Outcome.ok(status)
         text = snippet[:RESPONSE_SNIPPET].decode("utf-8", "replace")
         if status in (404, 410):
-            if self.subscriptions.gone(row.target):
-                self.gone += 1
-                log.info("push_subscription_gone subscription=%s status=%d: removed", row.target, status)
+            try:
+                if await self.subscriptions.gone(row.target):
+                    self.gone += 1
+                    log.info("push_subscription_gone subscription=%s status=%d: removed", row.target, status)
+            except PushStoreUnavailable as exc:
+                log.warning("push_subscription_gone subscription=%s status=%d: not removed (%s); its next push "
+                            "tries again", row.target, status, exc)
             return Outcome.failed(f"HTTP {status}: the subscription is gone (removed)", status, retryable=False)
         retryable = status == 429 or status >= 500
         return Outcome.failed(f"HTTP {status}: {text}", status, retryable,

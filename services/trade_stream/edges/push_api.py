@@ -15,26 +15,28 @@ refused by edges/http/credentials.py, so another site cannot subscribe a visitor
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 
+from trade_stream.core.push_subscriptions import PushStoreUnavailable, PushSubscriptionStore
 from trade_stream.core.users import Credentials, User
 from trade_stream.edges.http.credentials import RequestCredentials, refusal
 from trade_stream.edges.http.request import Request
 from trade_stream.edges.http.responses import Response, error, json, preflight, response
-from trade_stream.edges.push_subscriptions import PushSubscriptions, parse, parse_endpoint
+from trade_stream.edges.push_subscriptions import parse, parse_endpoint
 from trade_stream.records.vapid import SETTINGS
+
+log = logging.getLogger("trade_stream.edges.push_api")
 
 PATH = "/api/push/subscriptions"
 ALLOWED = "GET, POST, DELETE, OPTIONS"
 PREFLIGHT = preflight(ALLOWED, "Content-Type, Authorization")
-STORE_ERRORS = (sqlite3.Error, OSError)
 
 
 class PushApi:
-    def __init__(self, subscriptions: PushSubscriptions | None, public_key: str, identity: Credentials,
+    def __init__(self, subscriptions: PushSubscriptionStore | None, public_key: str, identity: Credentials,
                  credentials: RequestCredentials, cors: Callable[[Request], dict[str, str]]) -> None:
         self.subscriptions = subscriptions
         self.public_key = public_key
@@ -42,7 +44,8 @@ class PushApi:
         self.credentials = credentials
         self.cors = cors
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        """Every method of PATH; a POST or DELETE is answered once the store has it."""
         headers = self.cors(request)
         method = request.method
         if method == "OPTIONS":
@@ -65,21 +68,34 @@ class PushApi:
             body = orjson.loads(request.body or b"")
         except orjson.JSONDecodeError:
             return error(400, "the body is not JSON", headers)
-        try:
-            if method == "POST":
-                try:
-                    endpoint, p256dh, auth = parse(body)
-                except ValueError as exc:
-                    return error(400, str(exc), headers)
-                sub, replaced = subs.add(user.name, endpoint, p256dh, auth, user.accounts)
-                return json(201, {**sub.view(), "replaced": replaced}, headers)
+        if method == "POST":
             try:
-                endpoint = parse_endpoint(body.get("endpoint") if isinstance(body, dict) else None)
+                endpoint, p256dh, auth = parse(body)
             except ValueError as exc:
-                return error(400, f'{exc}; send {{"endpoint": "…"}}', headers)
-            if not subs.remove(user.name, endpoint):
-                return error(404, "no subscription of yours has that endpoint", headers)
-            return json(200, {"removed": True}, headers)
-        except STORE_ERRORS as exc:
-            return error(503, f"the push subscription store cannot be written ({exc}): make "
-                              "TRADE_STREAM_STATE_DIR writable with free space", headers)
+                return error(400, str(exc), headers)
+            return self._add(subs, user, endpoint, p256dh, auth, headers)
+        try:
+            endpoint = parse_endpoint(body.get("endpoint") if isinstance(body, dict) else None)
+        except ValueError as exc:
+            return error(400, f'{exc}; send {{"endpoint": "…"}}', headers)
+        return self._remove(subs, user, endpoint, headers)
+
+    async def _add(self, subs: PushSubscriptionStore, user: User, endpoint: str, p256dh: str, auth: str,
+                   headers: dict[str, str]) -> Response:
+        try:
+            sub, replaced = await subs.add(user.name, endpoint, p256dh, auth, user.accounts)
+        except PushStoreUnavailable as exc:
+            log.error("push_subscription_store_fault user=%s error=%s", user.name, exc)
+            return error(503, str(exc), headers)
+        return json(201, {**sub.view(), "replaced": replaced}, headers)
+
+    async def _remove(self, subs: PushSubscriptionStore, user: User, endpoint: str,
+                      headers: dict[str, str]) -> Response:
+        try:
+            removed = await subs.remove(user.name, endpoint)
+        except PushStoreUnavailable as exc:
+            log.error("push_subscription_store_fault user=%s error=%s", user.name, exc)
+            return error(503, str(exc), headers)
+        if not removed:
+            return error(404, "no subscription of yours has that endpoint", headers)
+        return json(200, {"removed": True}, headers)

@@ -1,8 +1,8 @@
 """The single-process engine, the default: this node is the cluster. Always the leader, interest goes straight
 to the local upstream, batches go straight to the node's handler (no copy, no encoding), and the order log is
-the SQLite journal (and the preferences the SQLite file) in the state directory, and price alerts an SQLite
-file beside it. App channels keep their history in bounded rings (core/channels.Rings) and a publication
-reaches the node's handler before ``publish_channels`` returns.
+the SQLite journal (and the preferences, addresses and push subscriptions SQLite files) in the state directory,
+and price alerts an SQLite file beside it. App channels keep their history in bounded rings (core/channels.Rings)
+and a publication reaches the node's handler before ``publish_channels`` returns.
 
 The hot path has no hop of its own: ``publish``, ``request`` and ``upstream_wanted`` *are* the handler's
 callables, taken once when the engine is built."""
@@ -23,6 +23,7 @@ from trade_stream.core.engine import Done, NodeHandler, OrderLog, Stream, Superv
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.journal import Journal
 from trade_stream.core.preferences import PreferenceStore, SqlitePreferenceStore
+from trade_stream.core.push_subscriptions import PushSubscriptionStore, SqlitePushSubscriptions
 
 
 class MemoryEngine:
@@ -114,6 +115,9 @@ class MemoryEngine:
 
     def open_alert_store(self, path: Path) -> AlertStore:
         return SqliteAlertStore(path)
+
+    def open_push_subscriptions(self, path: Path, per_user: int) -> PushSubscriptionStore:
+        return SqlitePushSubscriptions(path, per_user)
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.node_id, "nodes": [self.node_id], "redis": "n/a"}

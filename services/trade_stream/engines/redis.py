@@ -35,6 +35,8 @@ Keys, all under ``TRADE_STREAM_REDIS_PREFIX`` (``P``):
   (``address``) the same way (redis_addresses.py).
 - ``P:alerts`` — every user's price alerts (id → record), ``P:alerts:version`` raised by every write; see
   redis_alerts.py.
+- ``P:push-subscriptions`` — the browsers' Web Push subscriptions, one field per subscription id, announced on
+  ``P:ctl`` (``push``) the same way (redis_push.py).
 - The order logs: ``P:orders:…`` for the default account, ``P:<journal name>:orders:…`` for the others; see
   redis_orders.py.
 
@@ -79,6 +81,7 @@ from trade_stream.core.engine import ClusterProbe, Done, EngineUnavailable, Node
 from trade_stream.core.hub import Change, Key
 from trade_stream.core.preferences import PreferenceStore
 from trade_stream.core.protocol import CHANNEL_OF
+from trade_stream.core.push_subscriptions import PushSubscriptionStore
 from trade_stream.engines.redis_addresses import MESSAGE as ADDRESS_MESSAGE
 from trade_stream.engines.redis_addresses import RedisAddresses
 from trade_stream.engines.redis_alerts import RedisAlertStore
@@ -86,6 +89,8 @@ from trade_stream.engines.redis_channels import RedisChannels
 from trade_stream.engines.redis_orders import RedisOrderLogs
 from trade_stream.engines.redis_prefs import MESSAGE as PREFERENCES_MESSAGE
 from trade_stream.engines.redis_prefs import RedisPreferences
+from trade_stream.engines.redis_push import MESSAGE as PUSH_MESSAGE
+from trade_stream.engines.redis_push import RedisPushSubscriptions
 from trade_stream.engines.redis_url import client
 from trade_stream.records.redis_url import is_sentinel
 
@@ -174,6 +179,10 @@ class Keys:
     @property
     def addresses(self) -> str:
         return f"{self.prefix}:addresses"
+
+    @property
+    def push_subscriptions(self) -> str:
+        return f"{self.prefix}:push-subscriptions"
 
     def interest(self, node_id: str) -> str:
         return f"{self.prefix}:interest:{node_id}"
@@ -267,6 +276,7 @@ class RedisEngine:
         self._out_event = asyncio.Event()
         self.preferences: RedisPreferences | None = None  # once opened (before connect)
         self.addresses: RedisAddresses | None = None  # once opened (before connect), when email is on
+        self.push_subscriptions: RedisPushSubscriptions | None = None  # once opened (before connect), with Web Push
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -279,6 +289,8 @@ class RedisEngine:
                 await self.preferences.load()
             if self.addresses is not None:
                 await self.addresses.load()
+            if self.push_subscriptions is not None:
+                await self.push_subscriptions.load()
             shared = await self.r.get(self.k_upstream)
         except (*ERRORS, RedisError) as exc:
             raise EngineUnavailable(f"TRADE_STREAM_REDIS_URL={mask_url(self.url)}: cannot reach Redis "
@@ -623,6 +635,8 @@ class RedisEngine:
                     await self.preferences.load()
                 if self.addresses is not None:
                     await self.addresses.load()
+                if self.push_subscriptions is not None:
+                    await self.push_subscriptions.load()
                 was_down = not self.redis_up
                 self._redis_ok()
                 if was_down or self._written is None:
@@ -671,6 +685,8 @@ class RedisEngine:
             self.preferences.on_message(msg)
         elif kind == ADDRESS_MESSAGE and self.addresses is not None:
             self.addresses.on_message(msg)
+        elif kind == PUSH_MESSAGE and self.push_subscriptions is not None:
+            self.push_subscriptions.on_message(msg)
 
     async def _sync_channels(self) -> None:
         """Subscribe to what this node's clients hold: per symbol, or only the wildcard of a channel held as *."""
@@ -742,6 +758,13 @@ class RedisEngine:
 
     def open_alert_store(self, path: Path) -> AlertStore:
         return RedisAlertStore(self.r, self.prefix)
+
+    def open_push_subscriptions(self, path: Path, per_user: int) -> PushSubscriptionStore:
+        """The browsers' push subscriptions in Redis (``path``, a single process's file, is not used)."""
+        if self.push_subscriptions is None:
+            self.push_subscriptions = RedisPushSubscriptions(self.r, self.keys.push_subscriptions, self.k_ctl,
+                                                             self.command_timeout, ERRORS, per_user)
+        return self.push_subscriptions
 
     def view(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "leader": self.leader_id, "nodes": list(self.nodes),
