@@ -6,7 +6,7 @@ write merging, the byte cap and the stall rule, are the edges' (edges/transport.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from trade_stream.core.framing import text_frame
@@ -103,6 +103,32 @@ def send_each(data: Any, holders: list[Any], count: int = 1) -> None:
     """The plain fan-out: one ``send`` per holder."""
     for holder in holders:
         holder.send(data, count)
+
+
+class _TradesOnly(Codec):
+    """A tap's codec: each live trade as the upstream message itself, everything else left out."""
+
+    def body(self, m: dict[str, Any]) -> Any:
+        return m if m.get("T") == "t" else None
+
+    def frames(self, bodies: list[Any]) -> Any:
+        return bodies
+
+
+class TradeTap:
+    """A hub holder inside the daemon that hands the live trades of what it holds to ``on_trades`` (the position
+    marker, the price alerts): it keeps its symbols upstream as a client would, and is never a socket."""
+
+    def __init__(self, on_trades: Callable[[list[dict[str, Any]]], None]) -> None:
+        self.codec: Codec = _TradesOnly()
+        self._on_trades = on_trades
+
+    def send(self, bodies: list[dict[str, Any]], count: int = 1) -> bool:
+        self._on_trades(bodies)
+        return True
+
+    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
+        send_each(data, holders, count)
 
 
 class Paced(Protocol):

@@ -44,7 +44,7 @@ from trade_stream.core.alerts import (
     parse_change,
     parse_new,
 )
-from trade_stream.core.fanout import Codec, send_each
+from trade_stream.core.fanout import TradeTap
 from trade_stream.core.framing import text_frame
 from trade_stream.core.hub import Key
 from trade_stream.core.protocol import ClientError, encode
@@ -85,29 +85,6 @@ class Connections(Protocol):
     def user_of(self, client: Any) -> User | None: ...
 
 
-class _Tap:
-    """The hub holder of every armed alert's symbol: takes live trades only."""
-
-    def __init__(self, on_trades: Callable[[list[dict[str, Any]]], None]) -> None:
-        self.codec = _TradesOnly()
-        self._on_trades = on_trades
-
-    def send(self, bodies: list[dict[str, Any]], count: int = 1) -> bool:
-        self._on_trades(bodies)
-        return True
-
-    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
-        send_each(data, holders, count)
-
-
-class _TradesOnly(Codec):
-    def body(self, m: dict[str, Any]) -> Any:
-        return m if m.get("T") == "t" else None
-
-    def frames(self, bodies: list[Any]) -> Any:
-        return bodies
-
-
 def key_of(symbol: str) -> Key:
     """The hub key of a symbol's trades: crypto pairs on the crypto stream, the rest on the stock feed."""
     return ("crypto:us:trades", symbol) if "/" in symbol else ("trades", symbol)
@@ -135,7 +112,7 @@ class PriceAlerts:
         self.key_of = crypto_key
         self.book = Book()
         self.alerts: dict[str, Alert] = {}  # every alert, armed or triggered
-        self._tap = _Tap(self.on_trades)
+        self._tap = TradeTap(self.on_trades)
         self._tapped: set[str] = set()
         self._version = ""
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Any
 
-from trade_stream.core.fanout import Client, Codec, send_each
+from trade_stream.core.fanout import Client, TradeTap
 from trade_stream.core.framing import text_frame
 from trade_stream.core.positions import Positions, dec, num
 from trade_stream.core.protocol import ClientError, encode
@@ -28,29 +28,6 @@ log = logging.getLogger("trade_stream.core.orders")  # one logger for the whole 
 POSITION_INTERVAL = 0.25  # at most 4 position updates per second per symbol
 
 Schedule = Callable[[float, Callable[[str], None], str], object]
-
-
-class _PriceTap:
-    """A hub holder that takes live trades for held symbols, so positions are marked to market."""
-
-    def __init__(self, on_trades: Callable[[list[dict[str, Any]]], None]) -> None:
-        self.codec = _TapCodec()
-        self._on_trades = on_trades
-
-    def send(self, bodies: list[dict[str, Any]], count: int = 1) -> bool:
-        self._on_trades(bodies)
-        return True
-
-    def fan(self, data: Any, holders: list[Any], count: int = 1) -> None:
-        send_each(data, holders, count)
-
-
-class _TapCodec(Codec):
-    def body(self, m: dict[str, Any]) -> Any:
-        return m if m.get("T") == "t" else None
-
-    def frames(self, bodies: list[Any]) -> Any:
-        return bodies
 
 
 def _call_later(delay: float, callback: Callable[[str], None], symbol: str) -> object:
@@ -75,7 +52,7 @@ class PositionMarker:
         self.watchers: set[object] = set()  # SSE position streams: like subscribers, they need prices
         self._clock = clock
         self._schedule = schedule
-        self._tap = _PriceTap(self.on_trades)
+        self._tap = TradeTap(self.on_trades)
         self._tapped: set[str] = set()
         self._last_push: dict[str, float] = {}
         self._scheduled: set[str] = set()
