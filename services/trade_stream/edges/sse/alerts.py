@@ -102,7 +102,7 @@ class AlertsStream(Stream[AlertState]):
                     return sender.write(channel_reset(built.channel))
                 eid = state.event_id()
                 urgent = built.channel == "alerts" and built.event.data.get("level") == "error"
-                ok = sender.write(built_event(built, eid or built.event.id),
+                ok = sender.write(built_event(built, eid) if eid else built.own,
                                   f"{event_ids.channel_part(built.channel)}:{built.event.id}", urgent)
                 if urgent:
                     log.info("alert_delivered level=error alert_id=%s user=%s ip=%s delivered=%s",

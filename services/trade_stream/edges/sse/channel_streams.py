@@ -29,7 +29,7 @@ from trade_stream.edges.http.responses import Response, error, json
 from trade_stream.edges.sse.channel import Channel, raw_last_event_id
 from trade_stream.edges.sse.client import SseClient
 from trade_stream.edges.sse.codecs import SseCodec
-from trade_stream.edges.sse.feeds import Built, ChannelFeed, Tail, built_event, channel_reset
+from trade_stream.edges.sse.feeds import Built, ChannelFeed, Tail, channel_reset
 from trade_stream.edges.sse.sender import Sender
 from trade_stream.edges.sse.streams import Seated, Stream, admit, authorize
 
@@ -102,7 +102,7 @@ class ChannelStream(Stream[ChannelState]):
         def emit(built: Built) -> bool:
             if built.event is None:
                 return sender.write(channel_reset(built.channel))
-            return sender.write(built_event(built, built.event.id), built.event.id)
+            return sender.write(built.own, built.event.id)  # its own id: the bytes every client shares
 
         state.feed = ChannelFeed(self.hub, self.tail, state.user, emit, history_limit=self.hub.history_limit)
         return client

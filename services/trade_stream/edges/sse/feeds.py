@@ -42,16 +42,19 @@ Tail = Callable[[str, int], Awaitable[list[ChannelEvent]]]  # ChannelBus.channel
 
 @dataclass(frozen=True)
 class Built:
-    """One channel event for the side-port, built once: ``data`` is the published data plus ``channel``."""
+    """One channel event for the side-port, built once: ``data`` is the published data plus ``channel``, ``own``
+    the whole event under its own id (what a one-channel stream writes to every client)."""
 
     channel: str
     event: ChannelEvent | None  # None: the channel's reset
     data: bytes = b""
+    own: bytes = b""
 
 
 class SseChannelCodec:
     def event(self, event: ChannelEvent) -> Built:
-        return Built(event.channel, event, encode({**event.data, "channel": event.channel}))
+        data = encode({**event.data, "channel": event.channel})
+        return Built(event.channel, event, data, event_bytes(event.event, data, event.id))
 
     def reset(self, channel: str) -> Built:
         return Built(channel, None)

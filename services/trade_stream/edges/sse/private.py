@@ -182,7 +182,7 @@ class OrdersStream(Stream[OrderState]):
                 if built.event is None:
                     return client.write(channel_reset(built.channel))
                 eid = state.current_id()
-                return client.write(built_event(built, eid or built.event.id), 1)
+                return client.write(built_event(built, eid) if eid else built.own, 1)
 
             state.feed = ChannelFeed(self.hub, self.tail, state.user, emit, history_limit=self.hub.history_limit)
         return client
