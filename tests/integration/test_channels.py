@@ -209,10 +209,11 @@ async def test_channel_access_rules(sim, tmp_path):
         async with browser(app.port) as anon:
             await anon.send({"action": "subscribe", "channel": "strategies:abc"})
             err = await anon.expect("error")
-            assert err["code"] == "unauthorized"
+            assert (err["code"], err["channel"]) == ("unauthorized", "strategies:abc")  # which request it refuses
             await subscribe(anon, "app:status")  # public: no login needed
             await anon.send({"action": "subscribe", "channel": "app:bad name"})
-            assert (await anon.expect("error"))["code"] == "invalid_channel"
+            err = await anon.expect("error")
+            assert (err["code"], err["channel"]) == ("invalid_channel", "app:bad name")
             await publish(app.port, {"channel": "app:status", "event": "up", "data": {}})
             await anon.expect("event")
             await publish(app.port, {"channel": "app:status", "event": "mine", "data": {}, "users": ["alice"]})
@@ -226,7 +227,8 @@ async def test_channel_access_rules(sim, tmp_path):
         async with browser(app.port, "alice") as alice:  # no channels field: every channel
             await subscribe(alice, "strategies:abc")
             await alice.send({"action": "subscribe", "channel": "strategies:abc"})
-            assert (await alice.expect("error"))["code"] == "already_subscribed"
+            err = await alice.expect("error")
+            assert (err["code"], err["channel"]) == ("already_subscribed", "strategies:abc")
     async with daemon(sim, tmp_path) as app, browser(app.port) as anon:  # no public channels by default
         await anon.send({"action": "subscribe", "channel": "app:status"})
         assert (await anon.expect("error"))["code"] == "unauthorized"
@@ -403,7 +405,8 @@ async def test_cors_metrics_and_the_key_kept_secret(sim, tmp_path, caplog):
             await subscribe(b, "app:one")
             await subscribe(b, "app:two")
             await b.send({"action": "subscribe", "channel": "app:three"})
-            assert (await b.expect("error"))["code"] == "channel_limit"
+            err = await b.expect("error")
+            assert (err["code"], err["channel"]) == ("channel_limit", "app:three")
             await b.send({"action": "unsubscribe", "channel": "app:one"})
             await b.expect("unsubscribed")
             await subscribe(b, "app:three")

@@ -28,7 +28,6 @@ const CHANNEL_OF = {
 const ORDER_TYPES = new Set(['orders_snapshot', 'orders_reset', 'order_update', 'position_update']);
 // The relay's refusals of a channel subscribe. They name the channel in their message only (no field), so
 // they are matched to the channel subscribes that are waiting for an answer by that name.
-const CHANNEL_ERRORS = new Set(['unauthorized', 'invalid_channel', 'already_subscribed', 'channel_limit']);
 // Kept per held symbol for a subscriber that joins after them: its price shows at once, as the first one's did.
 const REPLAYED = new Set(['snapshot', 'trade', 'quote']);
 // The order updates kept since each account's snapshot, for an orders subscriber that joins later.
@@ -548,13 +547,10 @@ export class TradeStream {
 
   /** The held channel a channel-subscribe refusal is about: named by the error, or in its message. */
   #channelOfError(error) {
-    if (error.channel && error.channel !== 'orders') return this.#channels.has(error.channel) ? error.channel : null;
-    if (!CHANNEL_ERRORS.has(error.code)) return null;
-    const pending = [...this.#channels].filter(([, entry]) => entry.status === 'pending').map(([name]) => name);
-    const words = new Set(String(error.message ?? '').split(/[\s'",]+/).map((word) => word.replace(/:$/, '')));
-    const named = pending.filter((name) => words.has(name));
-    return named[0] ?? (error.code === 'channel_limit' ? (pending[0] ?? null) : null);
+    if (!error.channel || error.channel === 'orders') return null;
+    return this.#channels.has(error.channel) ? error.channel : null;
   }
+
 
   /** An error about a symbol we asked for: a rate limit is retried a few times, anything else rejects it. */
   #symbolError(error) {

@@ -91,16 +91,18 @@ class AppChannels:
                   since: str | None = None) -> ClientError | None:
         name = check_channel(channel)
         if name is None:
-            return ClientError("invalid_channel", f"unknown channel {str(channel)[:80]!r}: {CHANNEL_RULE}")
+            raw = str(channel)[:80]
+            return ClientError("invalid_channel", f"unknown channel {raw!r}: {CHANNEL_RULE}",
+                               channel=raw if isinstance(channel, str) else None)
         if not self.access.may_subscribe(user, name):
             why = "log in first" if user is None else f"user {user.name} may not see it"
-            return ClientError("unauthorized", f"channel {name} is not open to you: {why}")
+            return ClientError("unauthorized", f"channel {name} is not open to you: {why}", channel=name)
         mine = self._of.get(holder, set())
         if name in mine:
-            return ClientError("already_subscribed", f"already subscribed to {name}")
+            return ClientError("already_subscribed", f"already subscribed to {name}", channel=name)
         if len(mine) >= self.max_per_client:
             return ClientError("channel_limit", f"at most {self.max_per_client} channels per connection "
-                               "(TRADE_STREAM_MAX_CHANNELS_PER_CLIENT); unsubscribe one first")
+                               "(TRADE_STREAM_MAX_CHANNELS_PER_CLIENT); unsubscribe one first", channel=name)
         sub = _Sub(user.name if user is not None else None, codec, [] if since is not None else None)
         self.subs.setdefault(name, {})[holder] = sub
         self._of.setdefault(holder, set()).add(name)

@@ -47,14 +47,20 @@ CHANNEL_OF = {
 
 @dataclass(frozen=True)
 class ClientError:
+    """One refused request. ``symbol`` or ``channel`` names what was refused, so a client holding several
+    subscriptions knows which one the error is about without reading the message."""
+
     code: str
     message: str
     symbol: str | None = None
+    channel: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
         if self.symbol is not None:
             msg["symbol"] = self.symbol
+        if self.channel is not None:
+            msg["channel"] = self.channel
         return msg
 
 
@@ -150,7 +156,8 @@ def _subscription(msg: dict[str, Any]) -> Action | ClientError:
             return _app_channel(msg, app_channel, subscribing)
         if channel not in PRIVATE_CHANNELS:
             return ClientError("invalid_channel", f'"channel" must be "orders", "news" or an app channel ('
-                               f'{CHANNEL_RULE}); for market data use "channels": {list(MARKET_CHANNELS)}')
+                               f'{CHANNEL_RULE}); for market data use "channels": {list(MARKET_CHANNELS)}',
+                               channel=channel[:80] if isinstance(channel, str) else None)
         if not subscribing:
             return UnsubscribeOrders()
         since = msg.get("since")

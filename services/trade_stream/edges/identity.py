@@ -183,7 +183,7 @@ class Identity:
         now = time.monotonic()
         wait = self.failures.repeated(ip, credential, now)
         if wait:
-            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", retry_after=wait)
         wait = self.failures.crowded(ip, now)
         found = self._check(credential, thorough=not wait) if credential else \
             ClientError("unauthorized", "missing token")
@@ -191,7 +191,7 @@ class Identity:
             return found
         wait = wait or self.failures.fail(ip, credential, now)
         if wait:
-            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", None, wait)
+            return AuthThrottled("rate_limited", f"too many failed auth attempts; retry in {wait} s", retry_after=wait)
         log.warning("auth_failed ip=%s reason=%s", ip, found.message)
         return found
 
