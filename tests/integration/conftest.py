@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.relay import free_port, relay_config, running, wait_until
 
 
@@ -12,3 +13,14 @@ async def app_sse(sim, tmp_path):
         await wait_until(lambda: a.relay.sources.default.upstream.connected and a.tradings["default"].connected,
                          what="both streams up")
         yield a
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of the test's own, on a free port (the cluster tests' shared store)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server not installed (tests/run.sh installs it)")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

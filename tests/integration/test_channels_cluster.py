@@ -9,19 +9,11 @@ import pytest
 
 from tests.integration.test_channels import KEY, browser, events, publish, users_file
 from tests.integration.test_cluster import cluster
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import REDIS_SERVER
 from tests.support.relay import wait_until
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def settings(tmp_path) -> dict:

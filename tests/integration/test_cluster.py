@@ -23,14 +23,6 @@ DATA, TRADING = "/v2/iex", "/stream"
 LEASE = 1.0
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
 def node_config(sim: Any, tmp_path: Path, url: str, name: str, **overrides: Any) -> Any:
     return relay_config(sim, tmp_path / name, redis_url=url, node_id=name, cluster_lease=LEASE, **overrides)
 
@@ -43,7 +35,6 @@ async def cluster(sim: Any, tmp_path: Path, urls: list[str], **overrides: Any) -
         await wait_until(lambda: leader(apps) is not None and sim.sessions(DATA) == 1 and listening(sim) == 1,
                          timeout=15, what="one leader holding both streams")
         yield apps
-
 
 
 def listening(sim: Any) -> int:
@@ -75,7 +66,6 @@ async def trade_reaches(browser: Browser, sim: Any, symbol: str, price: float) -
         if await attempt():
             return
     raise AssertionError(f"no {symbol} trade at {price} reached the client")
-
 
 
 def daemon_env(state: Path, sim: Any, redis_server: RedisServer, name: str, **extra: str) -> dict[str, str]:
@@ -439,7 +429,6 @@ async def test_redis_restart_without_persistence_resets_the_order_log_on_every_n
         assert sim.session_refusals == 0
     finally:
         redis.stop()
-
 
 
 async def test_sse_last_event_id_and_rest_since_resume_on_another_node(sim, tmp_path, redis_server):

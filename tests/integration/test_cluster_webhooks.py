@@ -15,20 +15,12 @@ from tests.integration.test_cluster import DATA, cluster, daemon_env, leader, li
 from tests.integration.test_ops import TS, Proc, empty_env_file
 from tests.integration.test_webhooks import TIMINGS, targets, verify
 from tests.support.receiver import Receiver
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import REDIS_SERVER
 from tests.support.relay import http_get, running, wait_until
 from trade_stream.app import App
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from tests.support.clocks import ny
-from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.relay import Browser, free_port, relay_config, running, wait_until
 from tests.support.sse import sse_get
 from trade_stream.edges.identity import UserRecord, hash_token, write_users
@@ -283,16 +282,6 @@ async def test_stale_does_not_count_outside_the_session(pinned_sim, tmp_path):
         note = (await alice.expect("notification", timeout=10))["data"]
         assert note["message"] == "IBM has not traded for 5 minutes during the session"
         assert made["id"] == note["alert_id"]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server not installed (tests/run.sh installs it)")
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_a_two_node_cluster_fires_once(sim, tmp_path, redis_server):

@@ -9,21 +9,13 @@ import pytest
 
 from tests.integration.test_cluster import DATA, leader, listening, node_config
 from tests.integration.test_sse_channels import KEY, alert, auth, post, users_file
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import REDIS_SERVER
 from tests.support.relay import free_port, running, wait_until
 from tests.support.sse import sse_get
 from trade_stream.core.event_ids import channel_positions
 
 pytestmark = [pytest.mark.timeout(90),
               pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @contextlib.asynccontextmanager

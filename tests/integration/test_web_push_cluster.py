@@ -11,20 +11,12 @@ import pytest
 from tests.integration.test_cluster import cluster, leader, node_config
 from tests.integration.test_web_push import KEYS, TIMINGS, api, fill
 from tests.support.push_service import PushService
-from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.support.redis_server import REDIS_SERVER
 from tests.support.relay import running, wait_until
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (tests/run.sh installs it)")]
 PUSH = {"timings": TIMINGS, "vapid": KEYS, "vapid_public_key": KEYS.public_key}
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
