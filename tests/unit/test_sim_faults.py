@@ -52,7 +52,11 @@ def test_state_counts_what_is_pending_and_read_delay_is_never_negative():
     faults.fail_next_auth(times=3)
     faults.reject_handshakes(times=2)
     faults.set_read_delay(-1)
-    assert faults.state() == {"read_delay": 0.0, "pending_auth_failures": 3, "pending_handshake_rejections": 2}
+    faults.set_rest_delay("/v2/orders", 1.5)
+    faults.set_rest_delay("/v2/positions", 2)
+    faults.set_rest_delay("/v2/positions", 0)  # back to at once
+    assert faults.state() == {"read_delay": 0.0, "rest_delays": {"/v2/orders": 1.5}, "pending_auth_failures": 3,
+                              "pending_handshake_rejections": 2}
 
 
 def test_changed_plan_keeps_unnamed_settings_and_can_set_none():

@@ -24,12 +24,14 @@ def _hits(only: str | None, path: str) -> bool:
 
 
 class Faults:
-    """Queued auth failures and handshake rejections, the read delay, and the symbols refused as malformed."""
+    """Queued auth failures and handshake rejections, the read delay, REST delays, and the symbols refused as
+    malformed."""
 
     def __init__(self) -> None:
         self.auth_failures: list[tuple[int, str | None]] = []
         self.rejections: list[int] = []
         self.read_delay = 0.0
+        self.rest_delays: dict[str, float] = {}  # REST path -> seconds before it is answered (a slow Alpaca)
         self.refused_symbols: set[str] = set()
 
     def fail_next_auth(self, code: int = 402, times: int = 1, path: str | None = None) -> None:
@@ -64,9 +66,17 @@ class Faults:
     def set_read_delay(self, seconds: float) -> None:
         self.read_delay = max(0.0, float(seconds))
 
+    def set_rest_delay(self, path: str, seconds: float) -> None:
+        """Answer REST requests for exactly ``path`` ``seconds`` late (0: at once again)."""
+        if seconds > 0:
+            self.rest_delays[path] = float(seconds)
+        else:
+            self.rest_delays.pop(path, None)
+
     def state(self) -> dict[str, Any]:
         """The fault part of the simulator's ``state()``."""
-        return {"read_delay": self.read_delay, "pending_auth_failures": len(self.auth_failures),
+        return {"read_delay": self.read_delay, "rest_delays": dict(self.rest_delays),
+                "pending_auth_failures": len(self.auth_failures),
                 "pending_handshake_rejections": len(self.rejections)}
 
 

@@ -150,8 +150,11 @@ class Simulator:
 
     # -- HTTP ------------------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        delay = self.faults.rest_delays.get(url.path)
+        if delay and not url.path.startswith("/_sim/"):
+            await asyncio.sleep(delay)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         if url.path.startswith("/_sim/"):
             return rest.respond(*control(self, url.path[len("/_sim/"):], query))
@@ -400,6 +403,10 @@ class Simulator:
         """Sleep this long before handling each client message (a slow server reading its socket)."""
         self.faults.set_read_delay(seconds)
 
+    def set_rest_delay(self, path: str, seconds: float) -> None:
+        """Answer REST GETs of ``path`` (e.g. ``/v2/orders``) ``seconds`` late; 0 puts it back."""
+        self.faults.set_rest_delay(path, seconds)
+
     def set_plan(self, key: str, feeds: Iterable[str] | None = None, symbol_limit: int | None = KEEP,
                  max_connections: int | None = None, wildcard: bool | None = KEEP) -> Plan:
         """Change a key's data plan (applies to later auths and subscribes)."""
@@ -547,6 +554,7 @@ CONTROL: dict[str, Callable[[Simulator, Query], Any]] = {
     "freeze": lambda s, q: _ok(lambda: s.set_frozen(_flag(q, "on"))),
     "refuse_symbols": lambda s, q: _ok(lambda: s.refuse_symbols(x for x in q.get("symbols", "").split(",") if x)),
     "read_delay": lambda s, q: _ok(lambda: s.set_read_delay(_num(q, "seconds", float, 0.0))),
+    "rest_delay": lambda s, q: _ok(lambda: s.set_rest_delay(q.get("path", ""), _num(q, "seconds", float, 0.0))),
     "rate": lambda s, q: _ok(lambda: s.set_rate(_num(q, "per_symbol", float, 0.0))),
     "plan": _plan,
     "received": _received,
