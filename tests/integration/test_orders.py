@@ -208,6 +208,31 @@ async def test_positions_follow_fills_and_live_trades(sim, app):
     await wait_until(lambda: sim.subscriptions("/v2/iex")["trades"] == [], what="price subscription released")
 
 
+async def test_a_fill_while_the_snapshot_waits_on_alpaca_reaches_the_new_subscriber(sim, app):
+    """The snapshot asks Alpaca's REST for the open orders before it is sent; a fill that lands meanwhile is pushed
+    to the live subscribers only. The client subscribing then must still learn the position: in the snapshot
+    (taken once REST has answered) or in an update right after it, never neither."""
+    sim.set_rest_delay("/v2/orders", 2.0)
+    cm = Browser.connect(app.port)
+    c = await cm.__aenter__()
+    try:
+        await c.send({"action": "auth", "token": TOKEN})
+        await c.expect("authenticated")
+        await c.send({"action": "subscribe", "channel": "orders"})
+        await c.expect(lambda m: m.get("type") == "subscribed" and m.get("channel") == "orders")
+        await wait_until(lambda: "/v2/orders" in [p.split("?")[0] for p in sim.rest_requests], 5, "the orders call")
+        sim.fill_order(sim.submit_order("AMD", "buy", 7)["id"], price=150)
+        await wait_until(lambda: "AMD" in app.accounts.orders["default"].positions.by_symbol, 10, "the fill applied")
+        snapshot = await c.expect("orders_snapshot", timeout=10)
+        shown = {p["symbol"]: p["qty"] for p in snapshot["positions"]}
+        if shown.get("AMD") != "7":
+            update = await c.expect(lambda m: m.get("type") == "position_update" and m["symbol"] == "AMD", timeout=5)
+            assert update["qty"] == "7"
+    finally:
+        sim.set_rest_delay("/v2/orders", 0)
+        await cm.__aexit__(None, None, None)
+
+
 async def test_first_start_does_not_report_existing_orders_as_missed(sim, tmp_path):
     sim.submit_order("AAPL", "buy", 1)
     sim.submit_order("MSFT", "sell", 2)

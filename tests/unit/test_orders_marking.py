@@ -171,3 +171,20 @@ def test_an_opening_fill_reports_no_realized_pl():
     marker, _, _, _, seen = setup([])
     marker.apply_fill(order_fill("o1", "buy", "3", "50", "3", "3"))
     assert seen[-1]["qty"] == "3" and seen[-1]["realized_pl"] is None
+
+
+def test_a_client_joining_after_its_snapshot_gets_what_changed_meanwhile():
+    """Between a client's snapshot and its joining the live set (its journal replay), fills reach only the
+    subscribers of that moment: on joining, it gets one update for each position that changed, a closed one at 0,
+    and nothing for one that stayed as the snapshot showed it."""
+    marker, _, _, _, _ = setup([{"symbol": "AAPL", "qty": "5", "avg_entry_price": "100"},
+                                    {"symbol": "MSFT", "qty": "2", "avg_entry_price": "300"},
+                                    {"symbol": "TSLA", "qty": "1", "avg_entry_price": "200"}])
+    shown = marker.positions.views()
+    marker.apply_fill(fill("AAPL", "buy", "5", "110"))  # changed
+    marker.apply_fill(fill("TSLA", "sell", "1", "210"))  # closed
+    marker.apply_fill(fill("NVDA", "buy", "3", "50"))  # opened
+    client = FakeClient()
+    marker.catch_up(client, shown)
+    got = {u["symbol"]: u["qty"] for u in updates(client)}
+    assert got == {"AAPL": "10", "TSLA": "0", "NVDA": "3"}  # MSFT as shown: nothing

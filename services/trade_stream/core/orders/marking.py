@@ -87,6 +87,25 @@ class PositionMarker:
             if price is not None and self.positions.mark(t.get("S", ""), price):
                 self.push(t["S"])
 
+    def catch_up(self, client: Client, shown: list[dict[str, Any]]) -> None:
+        """``client`` joins the live positions after a snapshot that showed ``shown``: one update for each
+        position that changed since (fills and marks pushed while its journal was replayed reached only the
+        subscribers of that moment), a closed one at quantity 0."""
+        before = {p["symbol"]: p for p in shown}
+        now = {symbol: pos.to_dict() for symbol, pos in self.positions.by_symbol.items()}
+        for symbol in sorted(before.keys() | now.keys()):
+            if before.get(symbol) != now.get(symbol):
+                client.send(text_frame(encode(self.message(symbol))))
+
+    def message(self, symbol: str, realized_pl: Decimal | None = None) -> dict[str, Any]:
+        """The ``position_update`` of ``symbol`` as it stands (quantity 0 once closed)."""
+        pos = self.positions.by_symbol.get(symbol)
+        view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
+                                          "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
+        realized = None if realized_pl is None else num(realized_pl, 2)  # in cents, as unrealized_pl
+        return {"type": "position_update", **view, "realized_pl": realized, "portfolio": self.positions.portfolio(),
+                "account": self.account}
+
     def push(self, symbol: str, force: bool = False, realized_pl: Decimal | None = None) -> None:
         """One ``position_update`` for ``symbol``; unless ``force``d, at most one per interval (later, if not now).
         ``realized_pl``: what the fill behind this update realized; the message's field is null on any other."""
@@ -97,16 +116,11 @@ class PositionMarker:
                 self._scheduled.add(symbol)
                 self._schedule(wait, self._push_later, symbol)
             return
-        pos = self.positions.by_symbol.get(symbol)
-        if pos is not None:
+        if symbol in self.positions.by_symbol:
             self._last_push[symbol] = now
         else:
             self._last_push.pop(symbol, None)  # a closed position leaves no per-symbol state behind
-        view = pos.to_dict() if pos else {"symbol": symbol, "qty": "0", "avg_entry_price": "0",
-                                          "current_price": None, "market_value": 0.0, "unrealized_pl": 0.0}
-        realized = None if realized_pl is None else num(realized_pl, 2)  # in cents, as unrealized_pl
-        msg = {"type": "position_update", **view, "realized_pl": realized, "portfolio": self.positions.portfolio(),
-               "account": self.account}
+        msg = self.message(symbol, realized_pl)
         frame = text_frame(encode(msg))
         for client in list(self.subscribers):
             client.send(frame)

@@ -192,6 +192,7 @@ class Orders:
         def join() -> None:
             drop()
             self.subscribers.add(client)
+            self.marker.catch_up(client, snapshot["positions"])  # what changed while the journal was replayed
             self.marker.sync()
 
         client.send_message(snapshot)
@@ -226,8 +227,9 @@ class Orders:
             return None
 
     async def snapshot(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"type": "orders_snapshot", "orders": [], "positions": self.positions.views(),
-                               "portfolio": self.positions.portfolio(), "last_id": self._last_id() or 0,
+        """Alpaca's open orders, then the positions as they stand once REST has answered: a fill during that call
+        is pushed to the subscribers of that moment only, so the positions are read after it."""
+        msg: dict[str, Any] = {"type": "orders_snapshot", "orders": [], "last_id": self._last_id() or 0,
                                "epoch": self.epoch, "account": self.account}
         if self.fault:
             msg["journal_error"] = self.fault
@@ -237,6 +239,7 @@ class Orders:
         except Exception as exc:
             log.warning("orders_snapshot_failed error=%r", exc)
             msg["error"] = f"could not fetch orders from Alpaca: {type(exc).__name__}"
+        msg["positions"], msg["portfolio"] = self.positions.views(), self.positions.portfolio()
         return msg
 
     # --- positions (marking.py) ---------------------------------------------------------------------------
