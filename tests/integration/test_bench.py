@@ -180,7 +180,9 @@ def test_broker_smoke(tmp_path):
     [run] = out["runs"]
     assert run["connected"] == run["users"] == 4, run["errors"]
     assert run["offered"] > 0 and run["journaled"] > 0 and run["deliveries"] > 0
-    assert 0 < run["fraction_delivered"] <= 1
+    # Deliveries over events journaled in the window: events already journaled but still on their way when the
+    # window opens are delivered inside it, so a busy machine can read a little over 1.
+    assert 0 < run["fraction_delivered"] <= 1.05
     assert run["relay_cpu_s"] > 0 and run["cpu_ms_per_event"] > 0
     assert run["backlog_journaled"] == run["backlog_events"] == 200
     assert run["backlog_events_per_cpu_s"] > 0
