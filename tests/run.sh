@@ -85,7 +85,9 @@ PYTHONPATH=services .venv/bin/lint-imports
 # The type check in pyproject.toml ([tool.mypy]): services/trade_stream, every function annotated.
 .venv/bin/mypy
 set +e
-.venv/bin/python -m pytest "$@"
+# Three workers on two cores: most tests wait on sockets and daemons, not on the CPU. A file at a time per
+# worker (--dist loadfile), so a module's fixtures (the deploy test's container, one Chromium) stay in one.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" = "5" ]; then
