@@ -24,6 +24,7 @@ from playwright.async_api import Page, WebSocket, expect
 
 from tests.browser.helpers import BROWSER_LOOP, CHROMIUM, PUBLIC_HTML, free_port, static_server
 from tests.support.docs import blocks
+from tests.support.redis_server import Proxy
 from tests.support.relay import TOKEN, relay_config, running, wait_until
 
 pytestmark = [
@@ -46,59 +47,15 @@ HARNESS = """<!doctype html><meta charset="utf-8"><title>client test</title><lin
 </script>"""
 
 
-class CuttableProxy:
-    """A TCP proxy on loopback: ``cut()`` drops every connection through it and refuses new ones until
-    ``restore()``, as a network outage would, while the daemon behind it keeps running."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.accepted = 0
-        self._open = True
-        self._pairs: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> CuttableProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self._open = False
-        for writer in list(self._pairs):
-            writer.transport.abort()
-        self._pairs.clear()
-
-    def restore(self) -> None:
-        self._open = True
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.accepted += 1
-        self._pairs.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._pairs.difference_update((writer, up_writer))
+@contextlib.asynccontextmanager
+async def proxied(port: int) -> AsyncIterator[Proxy]:
+    """A cuttable TCP proxy before ``port``: the daemon behind it keeps running through an outage."""
+    proxy = Proxy(port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
 
 
 class Frames:
@@ -295,7 +252,7 @@ async def test_a_refused_symbol_reaches_its_subscriber_and_is_not_asked_again_af
     """The relay refuses a symbol: its subscriber's onStatus says rejected with the relay's reason (the page's
     error listeners get nothing), and after a reconnect only the symbols still wanted are subscribed again."""
     page = watch.page
-    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+    async with running(relay_config(sim, tmp_path)) as app, proxied(app.port) as proxy, \
             harness(page, tmp_path / "www") as frames:
         await upstream_ready(app)
         watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
@@ -315,7 +272,7 @@ async def test_a_refused_symbol_reaches_its_subscriber_and_is_not_asked_again_af
 
         proxy.cut()
         await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
-        proxy.restore()
+        proxy.heal()
         await page.wait_for_function("window.stream.connected", timeout=40_000)
         await wait_until(lambda: len(frames.sent_actions("subscribe", symbols=["NVDA"])) == 2, UI, "NVDA again")
         await wait_seen(page, "seen.filter((m) => m.symbol === 'NVDA' && m.status === 'subscribed').length === 2",
@@ -353,7 +310,7 @@ async def test_orders_resume_by_id_with_no_gap_and_no_duplicate(sim, tmp_path, w
     """Events journaled while the client is cut off come back on reconnect, resumed after the last id it saw
     ("<epoch>-<id>"), then live ones follow: every id exactly once, in order, none missing."""
     page = watch.page
-    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+    async with running(relay_config(sim, tmp_path)) as app, proxied(app.port) as proxy, \
             harness(page, tmp_path / "www") as frames:
         await orders_ready(app)
         watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
@@ -367,7 +324,7 @@ async def test_orders_resume_by_id_with_no_gap_and_no_duplicate(sim, tmp_path, w
         await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
         await fill(sim, 2, 101.0)  # journaled while the client is away
         await wait_until(lambda: journal_last_id(app) == 4, UI, "the missed events journaled")
-        proxy.restore()
+        proxy.heal()
         await page.wait_for_function("window.stream.connected", timeout=40_000)
         await wait_seen(page, "seen.filter((m) => m.id).length === 4", "the missed events replayed")
         await fill(sim, 3, 102.0)
@@ -385,7 +342,7 @@ async def test_a_replay_overlapping_what_was_delivered_reaches_the_handlers_once
     """A resume point behind what the client already delivered (here: one that never moves) makes the relay
     replay events the client has seen: they arrive on the wire a second time and are dropped by id."""
     page = watch.page
-    async with running(relay_config(sim, tmp_path)) as app, CuttableProxy(app.port) as proxy, \
+    async with running(relay_config(sim, tmp_path)) as app, proxied(app.port) as proxy, \
             harness(page, tmp_path / "www") as frames:
         await orders_ready(app)
         watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
@@ -399,7 +356,7 @@ async def test_a_replay_overlapping_what_was_delivered_reaches_the_handlers_once
         await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
         await fill(sim, 2, 101.0)
         await wait_until(lambda: journal_last_id(app) == 4, UI, "the missed events journaled")
-        proxy.restore()
+        proxy.heal()
         await page.wait_for_function("window.stream.connected", timeout=40_000)
         await wait_seen(page, "seen.filter((m) => m.id).length === 4", "the missed events")
         await fill(sim, 3, 102.0)
@@ -588,7 +545,7 @@ async def test_a_channel_is_held_once_and_resumes_after_a_cut_with_no_gap_and_no
     handlers; the first leaving sends nothing, the last one unsubscribes."""
     page = watch.page
     cfg = relay_config(sim, tmp_path, publish_key=PUBLISH_KEY)
-    async with running(cfg) as app, CuttableProxy(app.port) as proxy, harness(page, tmp_path / "www") as frames:
+    async with running(cfg) as app, proxied(app.port) as proxy, harness(page, tmp_path / "www") as frames:
         await upstream_ready(app)
         watch.allow_ws_failures(f"ws://127.0.0.1:{proxy.port}/")
         await page.evaluate(CHANNEL_PAGE, [f"ws://127.0.0.1:{proxy.port}/", TOKEN])
@@ -600,7 +557,7 @@ async def test_a_channel_is_held_once_and_resumes_after_a_cut_with_no_gap_and_no
         await page.wait_for_function("!window.stream.connected", timeout=UI * 1000)
         for n in (3, 4):
             await asyncio.to_thread(publish, app.port, n)  # while the client is away
-        proxy.restore()
+        proxy.heal()
         await page.wait_for_function("window.stream.connected", timeout=40_000)
         await wait_seen(page, "seen.filter((m) => m.type === 'event').length === 8", "the missed events")
         await asyncio.to_thread(publish, app.port, 5)

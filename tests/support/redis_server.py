@@ -165,13 +165,15 @@ class Sentinel:
 
 
 class Proxy:
-    """A TCP proxy in the test's loop. ``cut()`` drops every connection and refuses new ones until ``heal()``;
-    ``hold()`` keeps every byte back (in both directions, connections stay open) until ``release()``, to make one
-    node's commands reach Redis after another's."""
+    """A TCP proxy in the test's loop (before Redis, or before a daemon's port). ``cut()`` drops every connection
+    and refuses new ones until ``heal()``, as a network outage would; ``hold()`` keeps every byte back (in both
+    directions, connections stay open) until ``release()``, to make one node's commands reach Redis after
+    another's. ``accepted`` counts the connections it put through."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.accepted = 0
         self.open = True
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -195,6 +197,7 @@ class Proxy:
         except OSError:
             writer.transport.abort()
             return
+        self.accepted += 1
         self._writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
