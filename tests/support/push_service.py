@@ -27,6 +27,8 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.receiver import read_request
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -145,24 +147,10 @@ class PushService:
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
-                request, body = None, b""
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await reader.read(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        request = event
-                    elif isinstance(event, h11.Data):
-                        body += bytes(event.data)
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                assert request is not None
-                headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+                received = await read_request(conn, reader)
+                if received is None:
+                    return
+                request, headers, body = received
                 status, got = self.check(request.target.decode(), headers, body)
                 if status == 0:
                     status = self.script.pop(0) if self.script else self.default

@@ -18,6 +18,28 @@ from typing import Any
 import h11
 
 
+async def read_request(conn: h11.Connection, reader: asyncio.StreamReader
+                       ) -> tuple[h11.Request, dict[str, str], bytes] | None:
+    """One whole request (its head, headers lower-cased, and body), or None when the peer closed first or sent
+    something else."""
+    request, body = None, b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            if not data:
+                return None
+            conn.receive_data(data)
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage) and request is not None:
+            return request, {k.decode().lower(): v.decode() for k, v in request.headers}, body
+        else:
+            return None
+
+
 @dataclass
 class Received:
     headers: dict[str, str]
@@ -61,24 +83,10 @@ class Receiver:
         conn = h11.Connection(h11.SERVER)
         try:
             while True:
-                request, body = None, b""
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        data = await reader.read(65536)
-                        if not data:
-                            return
-                        conn.receive_data(data)
-                    elif isinstance(event, h11.Request):
-                        request = event
-                    elif isinstance(event, h11.Data):
-                        body += bytes(event.data)
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                assert request is not None
-                headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+                got = await read_request(conn, reader)
+                if got is None:
+                    return
+                _, headers, body = got
                 action = self.script.pop(0) if self.script else self.default
                 if action == "hang":
                     self.seen.append(Received(headers, body, None))
