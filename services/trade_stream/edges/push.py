@@ -28,7 +28,6 @@ errors are retried as the other channels are (``Retry-After`` honoured within th
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import socket
@@ -51,7 +50,7 @@ from trade_stream.core.preferences import wants
 from trade_stream.core.push_subscriptions import PushStoreUnavailable, PushSubscriptionStore
 from trade_stream.edges.delivery import Deliveries, Outcome, Retry
 from trade_stream.edges.outbox import Delivery, Row
-from trade_stream.edges.webhooks import RESPONSE_SNIPPET, retry_after
+from trade_stream.edges.webhooks import post_capped, retry_after
 from trade_stream.records import vapid
 from trade_stream.records.vapid import VapidKeys, b64url_decode
 
@@ -201,24 +200,13 @@ class PushSender:
             return prepared
         endpoint, headers, body = prepared
         try:
-            async with asyncio.timeout(self.timeout):
-                async with client.stream("POST", endpoint, content=body, headers=headers,
-                                         timeout=self.timeout) as resp:
-                    status = resp.status_code
-                    snippet = b""
-                    if not 200 <= status < 300:
-                        async for chunk in resp.aiter_raw():
-                            snippet += chunk
-                            if len(snippet) >= RESPONSE_SNIPPET:
-                                break
-                    hint = resp.headers.get("retry-after")
+            status, hint, text = await post_capped(client, endpoint, body, headers, self.timeout)
         except (TimeoutError, httpx.TimeoutException):
             return Outcome.failed(f"timeout after {self.timeout:g} s")
         except httpx.HTTPError as exc:
             return Outcome.failed(f"{type(exc).__name__}: {exc}"[:300])
         if 200 <= status < 300:
             return Outcome.ok(status)
-        text = snippet[:RESPONSE_SNIPPET].decode("utf-8", "replace")
         if status in (404, 410):
             try:
                 if await self.subscriptions.gone(row.target):

@@ -254,12 +254,18 @@ class _Collector:
 
 async def post(client: httpx.AsyncClient, target: WebhookTarget, event: str, delivery_id: str, body: bytes,
                snippet: int = 0) -> tuple[int, str | None, str]:
+    """One signed delivery to ``target`` (``post_capped``)."""
+    return await post_capped(client, target.url, body, headers(target, event, delivery_id, body), target.timeout,
+                             snippet)
+
+
+async def post_capped(client: httpx.AsyncClient, url: str, body: bytes, head: dict[str, str], timeout: float,
+                      snippet: int = 0) -> tuple[int, str | None, str]:
     """One POST under one deadline for all of it: (status, Retry-After, the answer's first bytes: up to
     ``snippet``, or RESPONSE_SNIPPET when it is not a 2xx). The rest of the answer is never read; leaving the
-    stream early closes the connection."""
-    async with asyncio.timeout(target.timeout):
-        async with client.stream("POST", target.url, content=body, timeout=target.timeout,
-                                 headers=headers(target, event, delivery_id, body)) as resp:
+    stream early closes the connection. Webhooks and Web Push send through it."""
+    async with asyncio.timeout(timeout):
+        async with client.stream("POST", url, content=body, timeout=timeout, headers=head) as resp:
             want = snippet or (0 if 200 <= resp.status_code < 300 else RESPONSE_SNIPPET)
             read = b""
             if want:
